@@ -1,0 +1,67 @@
+"""The ``dejavu`` command: one subcommand per stage, each a thin layer over a function.
+
+Each stage module exposes ``register(subparsers)``; this file only collects them,
+so stages stay independent. Errors meant for users (:class:`dejavu.DejavuError`)
+print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dejavu import DejavuError, __version__
+
+# (module, required): optional stages are skipped if their module is absent.
+STAGES = [
+    "dejavu.data.cli",
+    "dejavu.partition",
+    "dejavu.ssl.cli",
+    "dejavu.attack.cli",
+    "dejavu.analysis.cli",
+    "dejavu.probe",
+    "dejavu.report.cli",
+    "dejavu.rcdm.cli",
+    "dejavu.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dejavu",
+        description="Measure deja vu memorization in self-supervised vision models. "
+        "Pipeline: data -> partition -> train -> attack -> analyze -> probe/plot/report. "
+        "Start with `dejavu demo`.",
+    )
+    parser.add_argument("--version", action="version", version=f"dejavu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DejavuError as e:
+        print(f"dejavu {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Dataclass configurations from YAML files and ``--set key=value`` overrides.
+
+``load_config(TrainConfig, "vicreg.yaml", ["epochs=100", "lr=0.3"])`` reads the
+file, applies the overrides (parsed as YAML scalars, then coerced to the field's
+type), and rejects unknown keys with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dejavu import DejavuError
+
+C = TypeVar("C")
+
+
+def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(cls_name, name, args[0], value)
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        return origin(_coerce(cls_name, name, inner, v) for v in value)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp in (int, float, str):
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return tp(value)
+    except (TypeError, ValueError):
+        raise DejavuError(f"{cls_name}.{name}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
+    return value
+
+
+def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise DejavuError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
+        )
+    kw = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in d.items()}
+    obj = cls(**kw)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in sets or []:
+        if "=" not in s:
+            raise DejavuError(f"--set {s!r}: expected key=value")
+        k, v = s.split("=", 1)
+        k = k.strip().replace("-", "_")
+        try:
+            out[k] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DejavuError(f"{path}: config file not found")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DejavuError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise DejavuError(f"{path}: expected a mapping of key: value")
+    return d
+
+
+def load_config(cls: type[C], path: str | os.PathLike | None = None, sets: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> C:
+    d: dict[str, Any] = dict(base or {})
+    if path is not None:
+        d.update(read_yaml(path))
+    d.update(parse_sets(sets))
+    return from_dict(cls, d, source=str(path) if path else "--set")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def packaged_config(*parts: str) -> Path:
+    """Path of a config file shipped in ``dejavu/configs``."""
+    return Path(__file__).parent / "configs" / Path(*parts)

@@ -1,0 +1,226 @@
+"""The global index of a dataset: ``torchvision.datasets.ImageFolder`` order.
+
+Why our own scanner instead of instantiating ``ImageFolder``: it gives the
+relative paths (needed for annotation look-up and the fingerprint) without
+importing torch, and lists each class folder once (ImageNet: 1.28M files in
+seconds). ``tests/data/test_imagefolder.py`` checks that the order is identical
+to ``torchvision.datasets.folder.make_dataset``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dejavu import DejavuError
+
+# torchvision.datasets.folder.IMG_EXTENSIONS, compared case-insensitively as torchvision does.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Identity of a dataset's index order: classes, file count, hash of sorted relative paths."""
+
+    num_classes: int
+    num_files: int
+    classes_sha256: str
+    paths_sha256: str
+
+    @property
+    def id(self) -> str:
+        """Short identifier, stable across machines (depends only on names and order)."""
+        h = hashlib.sha256(
+            f"{self.num_classes}|{self.num_files}|{self.classes_sha256}|{self.paths_sha256}".encode()
+        )
+        return h.hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "num_classes": self.num_classes,
+            "num_files": self.num_files,
+            "classes_sha256": self.classes_sha256,
+            "paths_sha256": self.paths_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Fingerprint":
+        return cls(
+            num_classes=int(d["num_classes"]),
+            num_files=int(d["num_files"]),
+            classes_sha256=str(d["classes_sha256"]),
+            paths_sha256=str(d["paths_sha256"]),
+        )
+
+    def check(self, other: "Fingerprint | dict[str, Any]", what: str = "index file") -> None:
+        """Raise a clear error when an artifact was made on another dataset."""
+        if isinstance(other, dict):
+            other = Fingerprint.from_dict(other)
+        if other.id != self.id:
+            raise DejavuError(
+                f"{what} was made on dataset {other.id} ({other.num_files} files, "
+                f"{other.num_classes} classes) but this dataset is {self.id} "
+                f"({self.num_files} files, {self.num_classes} classes)"
+            )
+
+
+@dataclass
+class DatasetIndex:
+    """Images of an ImageFolder tree in ImageFolder order."""
+
+    root: Path
+    classes: list[str]
+    relpaths: list[str]  # relative to root, '/'-separated
+    targets: np.ndarray  # int64 class index per image
+    fingerprint: Fingerprint = field(init=False)
+
+    def __post_init__(self) -> None:
+        ch = hashlib.sha256("\n".join(self.classes).encode()).hexdigest()
+        ph = hashlib.sha256("\n".join(self.relpaths).encode()).hexdigest()
+        self.fingerprint = Fingerprint(len(self.classes), len(self.relpaths), ch, ph)
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+    def path(self, i: int) -> Path:
+        return self.root / self.relpaths[int(i)]
+
+    @cached_property
+    def stems(self) -> list[str]:
+        """File name without extension (e.g. ``n01440764_10026``): the annotation key."""
+        return [os.path.splitext(p.rsplit("/", 1)[-1])[0] for p in self.relpaths]
+
+    @cached_property
+    def class_slices(self) -> list[slice]:
+        """Images of class c are the contiguous range ``class_slices[c]`` (ImageFolder order)."""
+        starts = np.searchsorted(self.targets, np.arange(len(self.classes) + 1))
+        return [slice(int(starts[c]), int(starts[c + 1])) for c in range(len(self.classes))]
+
+    def check_indices(self, idx: np.ndarray, what: str) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise DejavuError(f"{what}: expected a 1-D integer index array, got {idx.dtype} {idx.shape}")
+        if idx.size == 0:
+            raise DejavuError(f"{what}: empty index")
+        if idx.min() < 0 or idx.max() >= len(self):
+            raise DejavuError(
+                f"{what}: index {int(idx.max())} out of range for a dataset of {len(self)} images"
+            )
+        return idx.astype(np.int64)
+
+
+def scan_imagefolder(root: str | os.PathLike) -> DatasetIndex:
+    """Index ``root`` exactly as ``torchvision.datasets.ImageFolder`` does."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DejavuError(f"{root}: image folder not found")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not classes:
+        raise DejavuError(f"{root}: no class folders (expected ROOT/<class>/<image>)")
+    relpaths: list[str] = []
+    counts: list[int] = []
+    for c in classes:
+        n0 = len(relpaths)
+        cdir = os.path.join(root, c)
+        for dirpath, _dirs, fnames in sorted(os.walk(cdir, followlinks=True)):
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            for fname in sorted(fnames):
+                if fname.lower().endswith(IMG_EXTENSIONS):
+                    relpaths.append(f"{rel}/{fname}")
+        counts.append(len(relpaths) - n0)
+    if not relpaths:
+        raise DejavuError(f"{root}: no images found (extensions {', '.join(IMG_EXTENSIONS)})")
+    targets = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
+    return DatasetIndex(root=root, classes=classes, relpaths=relpaths, targets=targets)
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where images and boxes live. ``--data ROOT`` means ROOT/train and ROOT/bboxes."""
+
+    images: Path
+    bboxes: Path | None = None
+
+    @property
+    def annotation_dir(self) -> Path | None:
+        if self.bboxes is None:
+            return None
+        # accept either the folder holding Annotation/ or Annotation/ itself
+        if (self.bboxes / "Annotation").is_dir():
+            return self.bboxes / "Annotation"
+        return self.bboxes
+
+    @classmethod
+    def resolve(
+        cls,
+        data: str | os.PathLike | None = None,
+        images: str | os.PathLike | None = None,
+        bboxes: str | os.PathLike | None = None,
+        need_bboxes: bool = False,
+    ) -> "DataPaths":
+        if data is not None:
+            data = Path(data)
+            images = images or data / "train"
+            if bboxes is None and (data / "bboxes").exists():
+                bboxes = data / "bboxes"
+        if images is None:
+            raise DejavuError("no dataset given: pass --data ROOT or --images DIR")
+        images = Path(images)
+        if not images.is_dir():
+            raise DejavuError(f"{images}: image folder not found")
+        if bboxes is not None:
+            bboxes = Path(bboxes)
+            if not bboxes.is_dir():
+                raise DejavuError(f"{bboxes}: bounding-box folder not found")
+        if need_bboxes and bboxes is None:
+            raise DejavuError("bounding boxes needed: pass --bboxes DIR (the folder holding Annotation/)")
+        return cls(images=images, bboxes=bboxes)
+
+
+def add_data_args(parser, need_bboxes: bool = False) -> None:
+    """The dataset flags every command shares."""
+    g = parser.add_argument_group("dataset")
+    g.add_argument("--data", metavar="ROOT", help="shorthand for --images ROOT/train --bboxes ROOT/bboxes")
+    g.add_argument("--images", metavar="DIR", help="ImageFolder train folder (ROOT/<wnid>/<image>)")
+    g.add_argument(
+        "--bboxes",
+        metavar="DIR",
+        help="folder holding Annotation/<wnid>/<image>.xml (Pascal VOC)"
+        + (" [required]" if need_bboxes else ""),
+    )
+
+
+def data_paths_from_args(args, need_bboxes: bool = False) -> DataPaths:
+    return DataPaths.resolve(args.data, args.images, args.bboxes, need_bboxes=need_bboxes)
+
+
+def annotated_mask(index: DatasetIndex, annotation_dir: Path | None) -> np.ndarray:
+    """Boolean per image: does ``Annotation/<class>/<stem>.xml`` exist?
+
+    Lists each class's annotation folder once instead of one ``stat`` per image.
+    """
+    mask = np.zeros(len(index), dtype=bool)
+    if annotation_dir is None:
+        return mask
+    stems = index.stems
+    for c, cname in enumerate(index.classes):
+        adir = annotation_dir / cname
+        if not adir.is_dir():
+            continue
+        have = {e.name[:-4] for e in os.scandir(adir) if e.name.endswith(".xml")}
+        sl = index.class_slices[c]
+        for i in range(sl.start, sl.stop):
+            if stems[i] in have:
+                mask[i] = True
+    return mask
+
+
+def annotation_path(index: DatasetIndex, annotation_dir: Path, i: int) -> Path:
+    return annotation_dir / index.classes[int(index.targets[i])] / f"{index.stems[int(i)]}.xml"

@@ -1,0 +1,333 @@
+"""Partition a dataset into private sets A and B, a shared set, and a public set
+(DESIGN section 2.2), with its invariants enforced.
+
+Per class c and per images-per-class ``npc``::
+
+    all_bbox = sorted indices of c with an annotation file; no_bbox = the others
+    nb       = min(len(all_bbox) // 2, npc)
+    bbox_A   = all_bbox[:nb]        bbox_B = all_bbox[nb:2nb]
+    shared   = no_bbox[:npc - nb]
+    public   = all_bbox[2nb:] + no_bbox[npc - nb:]
+    train_A  = bbox_A + shared      train_B = bbox_B + shared
+
+Attacks of every npc use the public set of the *largest* npc (contained in every
+smaller one); ``val_set.npy`` is that set truncated to the same count per class.
+
+Files (the original code's names)::
+
+    OUT/<npc>_per_class/{bbox_A,bbox_B,shared,public,train_A,train_B}.npy
+    OUT/val_set.npy
+    OUT/manifest.json     fingerprint, counts, short classes
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dejavu import DejavuError
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, Fingerprint, annotated_mask, scan_imagefolder
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, load_npy, read_json
+
+SET_NAMES = ("bbox_A", "bbox_B", "shared", "public", "train_A", "train_B")
+
+
+class InvariantError(DejavuError):
+    """A partition invariant does not hold."""
+
+
+@dataclass
+class NpcSplit:
+    npc: int
+    sets: dict[str, np.ndarray]
+    short_classes: list[dict[str, Any]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {k: int(len(v)) for k, v in self.sets.items()}
+
+
+@dataclass
+class PartitionResult:
+    out: Path
+    fingerprint: Fingerprint
+    splits: dict[int, NpcSplit]
+    val_set: np.ndarray
+    val_per_class: int
+    classes_without_public: list[str]
+    manifest: dict[str, Any]
+
+
+def split_class(bbox: np.ndarray, no_bbox: np.ndarray, npc: int) -> dict[str, np.ndarray]:
+    """DESIGN 2.2 for one class; ``bbox`` and ``no_bbox`` sorted."""
+    nb = min(len(bbox) // 2, npc)
+    k = npc - nb
+    sets = {
+        "bbox_A": bbox[:nb],
+        "bbox_B": bbox[nb : 2 * nb],
+        "shared": no_bbox[:k],
+        "public": np.concatenate([bbox[2 * nb :], no_bbox[k:]]),
+    }
+    sets["train_A"] = np.concatenate([sets["bbox_A"], sets["shared"]])
+    sets["train_B"] = np.concatenate([sets["bbox_B"], sets["shared"]])
+    return sets
+
+
+def _example(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.intersect1d(a, b)[0])
+
+
+def check_invariants(splits: dict[int, NpcSplit], targets: np.ndarray | None = None) -> None:
+    """Raise :class:`InvariantError` naming the invariant and an example index."""
+    npcs = sorted(splits)
+    for npc in npcs:
+        s = splits[npc].sets
+        for name, arr in s.items():
+            if len(np.unique(arr)) != len(arr):
+                raise InvariantError(f"{npc}_per_class/{name}: contains duplicate indices")
+        if len(np.intersect1d(s["bbox_A"], s["bbox_B"])):
+            raise InvariantError(
+                f"{npc}_per_class: bbox_A and bbox_B overlap (e.g. index {_example(s['bbox_A'], s['bbox_B'])})"
+            )
+        for b in ("bbox_A", "bbox_B"):
+            if len(np.intersect1d(s[b], s["shared"])):
+                raise InvariantError(
+                    f"{npc}_per_class: {b} and shared overlap (e.g. index {_example(s[b], s['shared'])})"
+                )
+        train = np.union1d(s["train_A"], s["train_B"])
+        if len(np.intersect1d(s["public"], train)):
+            raise InvariantError(
+                f"{npc}_per_class: public overlaps train_A/train_B (e.g. index {_example(s['public'], train)})"
+            )
+        if targets is not None:
+            ca = np.bincount(targets[s["bbox_A"]], minlength=targets.max() + 1)
+            cb = np.bincount(targets[s["bbox_B"]], minlength=targets.max() + 1)
+            if not np.array_equal(ca, cb):
+                c = int(np.nonzero(ca != cb)[0][0])
+                raise InvariantError(
+                    f"{npc}_per_class: |bbox_A| != |bbox_B| for class {c} ({ca[c]} vs {cb[c]})"
+                )
+    for small, big in zip(npcs, npcs[1:]):
+        pb, ps = splits[big].sets["public"], splits[small].sets["public"]
+        extra = np.setdiff1d(pb, ps)
+        if len(extra):
+            raise InvariantError(
+                f"public of {big}_per_class is not contained in public of {small}_per_class "
+                f"(e.g. index {int(extra[0])})"
+            )
+    big = splits[npcs[-1]].sets["public"]
+    for npc in npcs:
+        s = splits[npc].sets
+        train = np.union1d(s["train_A"], s["train_B"])
+        if len(np.intersect1d(big, train)):
+            raise InvariantError(
+                f"attack public set ({npcs[-1]}_per_class) overlaps train of {npc}_per_class "
+                f"(e.g. index {_example(big, train)})"
+            )
+
+
+def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int]) -> tuple[
+    dict[int, NpcSplit], np.ndarray, int, list[int]
+]:
+    """Pure function on arrays: per-npc sets, the val set, its per-class count,
+    and the classes without any public image."""
+    targets = np.asarray(targets, dtype=np.int64)
+    annotated = np.asarray(annotated, dtype=bool)
+    if len(targets) != len(annotated):
+        raise ValueError("targets and annotated differ in length")
+    if not npcs or min(npcs) < 1:
+        raise DejavuError("--per-class needs positive integers")
+    npcs = sorted(set(int(n) for n in npcs))
+    n_classes = int(targets.max()) + 1 if len(targets) else 0
+    order = np.argsort(targets, kind="stable")  # indices grouped by class, ascending within
+    bounds = np.searchsorted(targets[order], np.arange(n_classes + 1))
+    per_class = []
+    for c in range(n_classes):
+        idx = order[bounds[c] : bounds[c + 1]]
+        per_class.append((idx[annotated[idx]], idx[~annotated[idx]]))
+
+    splits: dict[int, NpcSplit] = {}
+    for npc in npcs:
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in SET_NAMES}
+        short = []
+        for c, (bbox, no_bbox) in enumerate(per_class):
+            sets = split_class(bbox, no_bbox, npc)
+            for k in SET_NAMES:
+                parts[k].append(sets[k])
+            nb = len(sets["bbox_A"])
+            if nb < npc or len(sets["train_A"]) < npc:
+                short.append({"class": c, "annotated": int(len(bbox)), "unannotated": int(len(no_bbox)),
+                              "bbox_A": nb, "train_A": int(len(sets["train_A"]))})
+        sets = {k: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64)
+                for k, v in parts.items()}
+        splits[npc] = NpcSplit(npc, sets, short)
+
+    public = splits[npcs[-1]].sets["public"]
+    pub_counts = np.bincount(targets[public], minlength=n_classes)
+    without = [int(c) for c in np.nonzero(pub_counts == 0)[0]]
+    have = pub_counts[pub_counts > 0]
+    per = int(have.min()) if len(have) else 0
+    val = []
+    if per:
+        pt = targets[public]
+        for c in range(n_classes):
+            if pub_counts[c]:
+                val.append(public[pt == c][:per])
+    val_set = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, np.int64)
+    return splits, val_set, per, without
+
+
+def partition(
+    paths: DataPaths,
+    npcs: list[int],
+    out: str | os.PathLike,
+    force: bool = False,
+    index: DatasetIndex | None = None,
+) -> PartitionResult:
+    """Scan the dataset, compute the partition, check invariants, write files."""
+    if paths.annotation_dir is None:
+        raise DejavuError("partition needs bounding boxes: pass --bboxes DIR (the folder holding Annotation/)")
+    out = Path(out)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists() and not force:
+        raise DejavuError(f"{out}: a partition already exists here; pass --force to overwrite")
+    check_can_write(out, force=True)
+    index = index or scan_imagefolder(paths.images)
+    annotated = annotated_mask(index, paths.annotation_dir)
+    splits, val_set, per, without = compute_partition(index.targets, annotated, npcs)
+    check_invariants(splits, index.targets)
+    npcs = sorted(splits)
+    for npc, sp in splits.items():
+        for name, arr in sp.sets.items():
+            atomic_save_npy(out / f"{npc}_per_class" / f"{name}.npy", arr)
+    atomic_save_npy(out / "val_set.npy", val_set)
+    manifest = {
+        "format": "dejavu-partition/1",
+        "fingerprint": index.fingerprint.to_dict(),
+        "images": str(paths.images),
+        "bboxes": str(paths.bboxes),
+        "classes": index.classes,
+        "num_images": len(index),
+        "num_annotated": int(annotated.sum()),
+        "per_class": npcs,
+        "attack_public": f"{npcs[-1]}_per_class/public.npy",
+        "counts": {str(n): splits[n].counts() for n in npcs},
+        "short_classes": {str(n): splits[n].short_classes for n in npcs},
+        "val_set": {"size": int(len(val_set)), "per_class": per,
+                    "classes_without_public": [index.classes[c] for c in without]},
+    }
+    atomic_write_json(manifest_path, manifest)
+    return PartitionResult(out, index.fingerprint, splits, val_set, per,
+                           [index.classes[c] for c in without], manifest)
+
+
+@dataclass
+class Partition:
+    """A partition on disk, read back with its fingerprint checked against a dataset."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "Partition":
+        root = Path(root)
+        if root.name.endswith("_per_class") or root.suffix == ".npy":
+            raise DejavuError(f"{root}: pass the partition folder (the one holding manifest.json)")
+        return cls(root, read_json(root / "manifest.json"))
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint.from_dict(self.manifest["fingerprint"])
+
+    @property
+    def npcs(self) -> list[int]:
+        return [int(n) for n in self.manifest["per_class"]]
+
+    def check(self, index: DatasetIndex) -> None:
+        index.fingerprint.check(self.fingerprint, what=f"partition {self.root}")
+
+    def load_set(self, npc: int, name: str) -> np.ndarray:
+        if name not in SET_NAMES:
+            raise DejavuError(f"unknown set {name!r}; one of {', '.join(SET_NAMES)}")
+        if npc not in self.npcs:
+            raise DejavuError(f"{self.root}: no {npc}_per_class split (have {self.npcs})")
+        return load_npy(self.root / f"{npc}_per_class" / f"{name}.npy")
+
+    def attack_public(self) -> np.ndarray:
+        """The public set every attack uses: that of the largest npc."""
+        return load_npy(self.root / self.manifest["attack_public"])
+
+    def val_set(self) -> np.ndarray:
+        return load_npy(self.root / "val_set.npy")
+
+
+def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
+    """Load an index ``.npy`` and check it against ``index``.
+
+    When the file sits in a partition (``<P>/<npc>_per_class/x.npy`` or ``<P>/val_set.npy``),
+    the partition's fingerprint must match the dataset's; the error names both.
+    """
+    path = Path(path)
+    arr = load_npy(path)
+    for cand in (path.parent / "manifest.json", path.parent.parent / "manifest.json"):
+        if cand.is_file():
+            fp = read_json(cand).get("fingerprint")
+            if fp:
+                index.fingerprint.check(fp, what=f"index file {path}")
+            break
+    return index.check_indices(arr, str(path))
+
+
+def format_summary(res: PartitionResult) -> str:
+    lines = [f"dataset {res.fingerprint.id}: {res.manifest['num_images']} images, "
+             f"{len(res.manifest['classes'])} classes, {res.manifest['num_annotated']} annotated",
+             f"{'npc':>6} {'bbox_A':>8} {'bbox_B':>8} {'shared':>8} {'train_A':>8} {'public':>8} {'short':>6}"]
+    for npc, sp in sorted(res.splits.items()):
+        c = sp.counts()
+        lines.append(f"{npc:>6} {c['bbox_A']:>8} {c['bbox_B']:>8} {c['shared']:>8} {c['train_A']:>8} "
+                     f"{c['public']:>8} {len(sp.short_classes):>6}")
+    lines.append(f"val_set: {len(res.val_set)} images ({res.val_per_class} per class)")
+    if res.classes_without_public:
+        lines.append(f"classes without any public image (left out of val_set): "
+                     f"{', '.join(res.classes_without_public[:10])}"
+                     + (" ..." if len(res.classes_without_public) > 10 else ""))
+    short_any = {n: len(sp.short_classes) for n, sp in res.splits.items() if sp.short_classes}
+    if short_any:
+        lines.append("classes short of images (fewer than npc in bbox_A or train_A; see manifest.json "
+                     "'short_classes'): " + ", ".join(f"{n}pc: {k}" for n, k in sorted(short_any.items())))
+    lines.append(f"written to {res.out}")
+    return "\n".join(lines)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "partition",
+        help="split a dataset into private A/B, shared and public index sets",
+        description="Partition an ImageNet-layout dataset (DESIGN 2.2). Writes "
+        "OUT/<npc>_per_class/{bbox_A,bbox_B,shared,public,train_A,train_B}.npy, "
+        "OUT/val_set.npy and OUT/manifest.json.",
+    )
+    from dejavu.data.imagefolder import add_data_args
+
+    add_data_args(p, need_bboxes=True)
+    p.add_argument("--per-class", default="100,200,300,400,500",
+                   help="comma-separated images per class (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite an existing partition")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from dejavu.data.imagefolder import data_paths_from_args
+
+    try:
+        npcs = [int(x) for x in str(args.per_class).split(",") if x.strip()]
+    except ValueError:
+        raise DejavuError(f"--per-class: expected comma-separated integers, got {args.per_class!r}") from None
+    paths = data_paths_from_args(args, need_bboxes=True)
+    res = partition(paths, npcs, args.out, force=args.force)
+    print(format_summary(res))
+    return 0

@@ -1,0 +1,1 @@
+"""Self-supervised training: backbones, heads, losses, methods, the training loop."""

@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dejavu import DejavuError
+from dejavu.cli import main
+from dejavu.data.imagefolder import DataPaths
+from dejavu.partition import (
+    InvariantError,
+    NpcSplit,
+    Partition,
+    check_invariants,
+    compute_partition,
+    load_index_file,
+    partition,
+)
+
+
+def reference_partition(targets, annotated, npc):
+    """Independent, obviously-correct implementation of DESIGN 2.2 (loops over classes)."""
+    out = {k: [] for k in ("bbox_A", "bbox_B", "shared", "public")}
+    for c in sorted(set(targets.tolist())):
+        idx = [i for i in range(len(targets)) if targets[i] == c]
+        bb = [i for i in idx if annotated[i]]
+        nb = [i for i in idx if not annotated[i]]
+        n = min(len(bb) // 2, npc)
+        out["bbox_A"] += bb[:n]
+        out["bbox_B"] += bb[n : 2 * n]
+        out["shared"] += nb[: npc - n]
+        out["public"] += bb[2 * n :] + nb[npc - n :]
+    out["train_A"] = out["bbox_A"] + out["shared"]
+    out["train_B"] = out["bbox_B"] + out["shared"]
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@st.composite
+def datasets(draw):
+    n_classes = draw(st.integers(1, 6))
+    targets, annotated = [], []
+    for c in range(n_classes):
+        n = draw(st.integers(0, 30))
+        targets += [c] * n
+        annotated += draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    if not targets:
+        targets, annotated = [0], [True]
+    return np.array(targets), np.array(annotated)
+
+
+@settings(max_examples=150, deadline=None)
+@given(datasets(), st.lists(st.integers(1, 20), min_size=1, max_size=4, unique=True))
+def test_matches_reference_and_invariants(data, npcs):
+    targets, annotated = data
+    splits, val, per, without = compute_partition(targets, annotated, npcs)
+    check_invariants(splits, targets)
+    for npc in npcs:
+        ref = reference_partition(targets, annotated, npc)
+        for k, v in ref.items():
+            assert splits[npc].sets[k].tolist() == v, (npc, k)
+    # val set: subset of the biggest public set, balanced over classes that have public images
+    public = splits[max(npcs)].sets["public"]
+    assert np.isin(val, public).all()
+    counts = np.bincount(targets[val], minlength=targets.max() + 1)
+    has_public = np.bincount(targets[public], minlength=targets.max() + 1) > 0
+    assert (counts[has_public] == per).all() and (counts[~has_public] == 0).all()
+    assert sorted(without) == np.nonzero(~has_public)[0].tolist()
+
+
+def test_short_classes_reported():
+    targets = np.array([0] * 10 + [1] * 40)
+    annotated = np.array([True] * 4 + [False] * 6 + [True] * 40)
+    splits, *_ = compute_partition(targets, annotated, [5])
+    short = splits[5].short_classes
+    assert [s["class"] for s in short] == [0]
+    assert short[0]["bbox_A"] == 2 and short[0]["train_A"] == 5
+
+
+def test_invariant_violations_raise():
+    good, *_ = compute_partition(np.array([0] * 20), np.array([True] * 20), [3, 5])
+    bad = {n: NpcSplit(n, {k: v.copy() for k, v in s.sets.items()}) for n, s in good.items()}
+    bad[3].sets["bbox_B"] = np.append(bad[3].sets["bbox_B"], bad[3].sets["bbox_A"][0])
+    with pytest.raises(InvariantError, match=r"bbox_A and bbox_B overlap \(e.g. index 0\)"):
+        check_invariants(bad)
+    bad = {n: NpcSplit(n, {k: v.copy() for k, v in s.sets.items()}) for n, s in good.items()}
+    bad[5].sets["public"] = np.append(bad[5].sets["public"], bad[3].sets["train_A"][0])
+    with pytest.raises(InvariantError, match="public"):
+        check_invariants(bad)
+    bad = {n: NpcSplit(n, {k: v.copy() for k, v in s.sets.items()}) for n, s in good.items()}
+    bad[3].sets["bbox_B"] = bad[3].sets["bbox_B"][:-1]
+    with pytest.raises(InvariantError, match=r"\|bbox_A\| != \|bbox_B\|"):
+        check_invariants(bad, np.array([0] * 20))
+
+
+def test_files_manifest_and_determinism(synth_small, tmp_path):
+    paths = DataPaths.resolve(data=synth_small)
+    r1 = partition(paths, [5, 10], tmp_path / "p1")
+    r2 = partition(paths, [10, 5], tmp_path / "p2")
+    for npc in (5, 10):
+        for name in ("bbox_A", "bbox_B", "shared", "public", "train_A", "train_B"):
+            a = np.load(tmp_path / "p1" / f"{npc}_per_class" / f"{name}.npy")
+            b = np.load(tmp_path / "p2" / f"{npc}_per_class" / f"{name}.npy")
+            assert a.dtype == np.int64 and np.array_equal(a, b)
+    m = json.loads((tmp_path / "p1" / "manifest.json").read_text())
+    assert m["fingerprint"]["id"] == r1.fingerprint.id == r2.fingerprint.id
+    assert m["counts"]["10"]["bbox_A"] == 100 and m["counts"]["10"]["shared"] == 0
+    assert m["attack_public"] == "10_per_class/public.npy"
+    assert len(np.load(tmp_path / "p1" / "val_set.npy")) == 10 * m["val_set"]["per_class"]
+    with pytest.raises(DejavuError, match="--force"):
+        partition(paths, [5], tmp_path / "p1")
+    p = Partition.load(tmp_path / "p1")
+    assert np.array_equal(p.attack_public(), p.load_set(10, "public"))
+
+
+def test_index_file_from_other_dataset(synth_small, tmp_path):
+    from dejavu.data.synth import SynthConfig, generate
+    from dejavu.data.imagefolder import scan_imagefolder
+
+    partition(DataPaths.resolve(data=synth_small), [5], tmp_path / "p")
+    other = generate(tmp_path / "other", SynthConfig(classes=2, per_class=20, size=16))
+    oidx = scan_imagefolder(other / "train")
+    with pytest.raises(DejavuError) as e:
+        load_index_file(tmp_path / "p" / "5_per_class" / "train_A.npy", oidx)
+    assert oidx.fingerprint.id in str(e.value) and "was made on dataset" in str(e.value)
+
+
+def test_cli(synth_small, tmp_path, capsys):
+    assert main(["partition", "--data", str(synth_small), "--per-class", "5,10", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "bbox_A" in out and "val_set" in out
+    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--out", str(tmp_path / "p")]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["partition", "--images", str(synth_small / "train"), "--out", str(tmp_path / "q")]) == 2
+    assert main(["partition", "--data", str(synth_small), "--per-class", "x", "--out", str(tmp_path / "r")]) == 2
+    assert main(["data", "info", str(synth_small), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_images"] == 600 and abs(info["annotated_fraction"] - 0.4) < 1e-9
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--classes", "2", "--per-class", "3",
+                 "--size", "16"]) == 0
