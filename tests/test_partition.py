@@ -69,12 +69,13 @@ def test_matches_reference_and_invariants(data, npcs):
 
 
 def test_short_classes_reported():
-    targets = np.array([0] * 10 + [1] * 40)
-    annotated = np.array([True] * 4 + [False] * 6 + [True] * 40)
+    targets = np.array([0] * 10 + [1] * 40 + [2] * 4)
+    annotated = np.array([True] * 4 + [False] * 6 + [True] * 40 + [True, False, False, False])
     splits, *_ = compute_partition(targets, annotated, [5])
     short = splits[5].short_classes
-    assert [s["class"] for s in short] == [0]
-    assert short[0]["bbox_A"] == 2 and short[0]["train_A"] == 5
+    assert [s["class"] for s in short] == [2]  # 0 annotated pairs + 3 shared < 5
+    assert short[0]["bbox_A"] == 0 and short[0]["train_A"] == 3
+    assert splits[5].bbox_limited == 2  # classes 0 (2 in bbox_A) and 2
 
 
 def test_invariant_violations_raise():

@@ -44,7 +44,8 @@ class InvariantError(DejavuError):
 class NpcSplit:
     npc: int
     sets: dict[str, np.ndarray]
-    short_classes: list[dict[str, Any]] = field(default_factory=list)
+    short_classes: list[dict[str, Any]] = field(default_factory=list)  # train_A < npc
+    bbox_limited: int = 0  # classes whose bbox_A < npc (fewer annotated images than npc)
 
     def counts(self) -> dict[str, int]:
         return {k: int(len(v)) for k, v in self.sets.items()}
@@ -153,17 +154,19 @@ def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int
     for npc in npcs:
         parts: dict[str, list[np.ndarray]] = {k: [] for k in SET_NAMES}
         short = []
+        limited = 0
         for c, (bbox, no_bbox) in enumerate(per_class):
             sets = split_class(bbox, no_bbox, npc)
             for k in SET_NAMES:
                 parts[k].append(sets[k])
             nb = len(sets["bbox_A"])
-            if nb < npc or len(sets["train_A"]) < npc:
+            limited += nb < npc
+            if len(sets["train_A"]) < npc:
                 short.append({"class": c, "annotated": int(len(bbox)), "unannotated": int(len(no_bbox)),
                               "bbox_A": nb, "train_A": int(len(sets["train_A"]))})
         sets = {k: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64)
                 for k, v in parts.items()}
-        splits[npc] = NpcSplit(npc, sets, short)
+        splits[npc] = NpcSplit(npc, sets, short, limited)
 
     public = splits[npcs[-1]].sets["public"]
     pub_counts = np.bincount(targets[public], minlength=n_classes)
@@ -216,6 +219,7 @@ def partition(
         "attack_public": f"{npcs[-1]}_per_class/public.npy",
         "counts": {str(n): splits[n].counts() for n in npcs},
         "short_classes": {str(n): splits[n].short_classes for n in npcs},
+        "bbox_limited_classes": {str(n): splits[n].bbox_limited for n in npcs},
         "val_set": {"size": int(len(val_set)), "per_class": per,
                     "classes_without_public": [index.classes[c] for c in without]},
     }
@@ -284,11 +288,12 @@ def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
 def format_summary(res: PartitionResult) -> str:
     lines = [f"dataset {res.fingerprint.id}: {res.manifest['num_images']} images, "
              f"{len(res.manifest['classes'])} classes, {res.manifest['num_annotated']} annotated",
-             f"{'npc':>6} {'bbox_A':>8} {'bbox_B':>8} {'shared':>8} {'train_A':>8} {'public':>8} {'short':>6}"]
+             f"{'npc':>6} {'bbox_A':>8} {'bbox_B':>8} {'shared':>8} {'train_A':>8} {'public':>8} "
+             f"{'short':>6} {'bbox<npc':>8}"]
     for npc, sp in sorted(res.splits.items()):
         c = sp.counts()
         lines.append(f"{npc:>6} {c['bbox_A']:>8} {c['bbox_B']:>8} {c['shared']:>8} {c['train_A']:>8} "
-                     f"{c['public']:>8} {len(sp.short_classes):>6}")
+                     f"{c['public']:>8} {len(sp.short_classes):>6} {sp.bbox_limited:>8}")
     lines.append(f"val_set: {len(res.val_set)} images ({res.val_per_class} per class)")
     if res.classes_without_public:
         lines.append(f"classes without any public image (left out of val_set): "
@@ -296,8 +301,9 @@ def format_summary(res: PartitionResult) -> str:
                      + (" ..." if len(res.classes_without_public) > 10 else ""))
     short_any = {n: len(sp.short_classes) for n, sp in res.splits.items() if sp.short_classes}
     if short_any:
-        lines.append("classes short of images (fewer than npc in bbox_A or train_A; see manifest.json "
-                     "'short_classes'): " + ", ".join(f"{n}pc: {k}" for n, k in sorted(short_any.items())))
+        lines.append("classes short of images (train_A < npc; see manifest.json 'short_classes'): " + ", ".join(f"{n}pc: {k}" for n, k in sorted(short_any.items())))
+    lines.append("bbox<npc: classes with fewer than 2*npc annotated images (bbox_A = annotated // 2, "
+                 "the rest of train_A is shared)")
     lines.append(f"written to {res.out}")
     return "\n".join(lines)
 
