@@ -1,0 +1,84 @@
+"""``dejavu analyze``: re-score attack folders from their stored neighbours (no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="recompute deja vu metrics from an attack folder's stored neighbours",
+        description="Re-score ATTACK_DIR (or every ATTACK_DIR/ep*/ holding a results.json) from the "
+        "stored neighbour labels without loading any model: population test (5/20/100%% and the "
+        "sweep), deja vu score, quadrants, per-class statistics, rankings and bootstrap CIs. "
+        "Writes ATTACK_DIR/analysis_k{K}.json (or --out); --inplace instead rewrites the metrics "
+        "of results.json, examples.csv and the conf-sweep files.",
+    )
+    p.add_argument("attack_dir", metavar="ATTACK_DIR", help="attack folder (or a folder of ep*/ attack folders)")
+    p.add_argument("--k-attk", type=int, default=None, help="neighbours voting (default: the attack's k_attk)")
+    p.add_argument("--topk", type=int, choices=(1, 5), default=1, help="top-k for the printed summary and examples.csv")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000; 0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--out", default=None, help="output JSON (single folder only)")
+    p.add_argument("--inplace", action="store_true", help="rewrite results.json metrics (needs --force)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(func=_cmd)
+
+
+def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, force=False, topk=1) -> dict:
+    """Re-score one attack folder; returns the new metrics dict."""
+    import numpy as np
+
+    from dejavu import DejavuError
+    from dejavu.analysis.metrics import compute_all
+    from dejavu.analysis.tables import scores_from_folder, write_examples_csv
+    from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
+
+    folder = Path(folder)
+    pairs, res = scores_from_folder(folder, k_attk)
+    k = k_attk if k_attk is not None else res.get("config", {}).get("k_attk")
+    num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
+    metrics = compute_all(pairs, num_classes, n_boot=n_boot, seed=seed)
+    if inplace:
+        if not force:
+            raise DejavuError(f"{folder / 'results.json'}: --inplace rewrites it; pass --force too")
+        res["metrics"] = metrics
+        res.setdefault("config", {})["k_attk"] = k
+        res["config"]["n_boot"], res["config"]["seed"] = n_boot, seed
+        for name in pairs:
+            for t in (1, 5):
+                atomic_save_npy(folder / f"top_{t}_conf_sweep_{name}.npy",
+                                np.asarray(metrics[f"top{t}"]["pair_sweeps"][name], np.float64))
+        write_examples_csv(folder / "examples.csv", pairs, topk)
+        atomic_write_json(folder / "results.json", res)
+    else:
+        dest = Path(out) if out else folder / f"analysis_k{k}.json"
+        check_can_write(dest, force)
+        atomic_write_json(dest, {"format": "dejavu-analysis/1", "attack_dir": str(folder),
+                                 "config": {**res.get("config", {}), "k_attk": k, "n_boot": n_boot, "seed": seed},
+                                 "fingerprint": res.get("fingerprint"), "models": res.get("models"),
+                                 "counts": res.get("counts"), "metrics": metrics})
+    return metrics
+
+
+def _cmd(args) -> int:
+    from dejavu import DejavuError
+    from dejavu.analysis.tables import summary_text
+    from dejavu.io import read_json
+
+    root = Path(args.attack_dir)
+    if (root / "results.json").is_file():
+        folders = [root]
+    else:
+        folders = sorted((d for d in root.glob("ep*") if (d / "results.json").is_file()),
+                         key=lambda d: int(d.name[2:]) if d.name[2:].isdigit() else 0)
+        if not folders:
+            raise DejavuError(f"{root}: no results.json here nor in any ep*/ subfolder")
+        if args.out:
+            raise DejavuError("--out works with a single attack folder only")
+    for f in folders:
+        m = analyze(f, args.k_attk, args.bootstrap, args.seed, args.out, args.inplace, args.force, args.topk)
+        print(f"== {f}")
+        print(summary_text(read_json(f / "results.json"), m))
+    return 0

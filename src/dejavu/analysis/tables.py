@@ -1,0 +1,99 @@
+"""Tables of an attack folder: reading the stored arrays back, the per-example CSV,
+and a short text summary. numpy + csv only (no torch, no models)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dejavu import DejavuError
+from dejavu.analysis.metrics import PAIRS, PairScores, quadrant_labels, scores_from_logits, scores_from_neighbours
+from dejavu.io import atomic_write_text, load_npy, read_json
+
+EXAMPLE_COLUMNS = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference",
+                   "correct_target", "correct_reference", "quadrant")
+
+
+def pair_scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_classes: int) -> PairScores:
+    if "logits" in a:
+        return scores_from_logits(a["logits"], a["labels"], a["attk_idxs"])
+    return scores_from_neighbours(a["neighb_labels"], a["labels"], a["attk_idxs"], k_attk, num_classes)
+
+
+def load_pair_arrays(folder: str | os.PathLike, logits: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """The four pairs' stored arrays of an attack folder (original file names)."""
+    folder = Path(folder)
+    keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels", "neighb_idxs"))
+    out = {}
+    for name in PAIRS:
+        out[name] = {k: load_npy(folder / f"{name}_{k}.npy") for k in keys}
+        n = len(out[name]["attk_idxs"])
+        for k, v in out[name].items():
+            if len(v) != n:
+                raise DejavuError(f"{folder / f'{name}_{k}.npy'}: {len(v)} rows but {n} attacked examples")
+    return out
+
+
+def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> tuple[dict[str, PairScores], dict]:
+    """Re-score an attack folder from its stored neighbours; returns (pairs, results.json)."""
+    folder = Path(folder)
+    res = read_json(folder / "results.json")
+    cfg = res.get("config", {})
+    logits = cfg.get("embed") == "logits"
+    arrays = load_pair_arrays(folder, logits)
+    num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
+    if not num_classes:  # foreign folder without provenance: the largest label seen
+        num_classes = 1 + max(int(max(a["labels"].max(initial=0), a.get("neighb_labels", a["labels"]).max(initial=0)))
+                              for a in arrays.values())
+    k = k_attk if k_attk is not None else cfg.get("k_attk")
+    if not logits and k is not None and not 1 <= k <= arrays["A_attk_A"]["neighb_labels"].shape[1]:
+        raise DejavuError(f"{folder}: --k-attk {k} out of range 1..{arrays['A_attk_A']['neighb_labels'].shape[1]} "
+                          f"(stored neighbours)")
+    pairs = {n: pair_scores_from_arrays(a, k, int(num_classes)) for n, a in arrays.items()}
+    return pairs, res
+
+
+def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EXAMPLE_COLUMNS)
+    for y, t, r in (("A", "A_attk_A", "B_attk_A"), ("B", "B_attk_B", "A_attk_B")):
+        T, R = pairs[t], pairs[r]
+        q = quadrant_labels(T, R, topk)
+        ct, cr = T.correct(topk), R.correct(topk)
+        cols = zip(T.index.tolist(), T.labels.tolist(), T.pred.tolist(), R.pred.tolist(),
+                   T.conf.tolist(), R.conf.tolist(), ct.astype(int).tolist(), cr.astype(int).tolist(), q.tolist())
+        w.writerows((y, *row) for row in cols)
+    return buf.getvalue()
+
+
+def write_examples_csv(path: str | os.PathLike, pairs: dict[str, PairScores], topk: int = 1) -> Path:
+    """``examples.csv``: one row per attacked example (set, index, label, predictions,
+    confidences, correctness, quadrant), top-1 based."""
+    return atomic_write_text(path, examples_csv_text(pairs, topk))
+
+
+def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
+    m = metrics or results["metrics"]
+    lines = []
+    c = results.get("counts", {})
+    for y in "AB":
+        if y in c:
+            cy = c[y]
+            lines.append(f"set {y}: {cy['attacked']}/{cy['bbox']} attacked, {cy['unattackable']} unattackable, "
+                         f"{cy.get('annotation_errors', 0)} annotation errors")
+    lines.append(f"{'':6} {'p':>5} {'target':>8} {'ref':>8} {'gap':>8}")
+    for t in ("top1", "top5"):
+        for p in ("5", "20", "100"):
+            tg, rf = m[t]["target"][p], m[t]["reference"][p]
+            lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
+    ci = m["top1"]["ci95"]["dejavu_score"]
+    lines.append(f"deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    q = m["quadrants"]
+    lines.append("quadrants: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""The déjà vu attack (DESIGN 2.3-2.4): crops, embeddings, KNN, files, metrics.
+
+``attack(...)`` attacks one snapshot pair (model A trained on set A, model B on set B)
+and writes one attack folder (docs/CONTRACTS.md "Attack folder"); ``attack_runs(...)``
+attacks every ``model_ep{E}.pth`` present in two run folders, one ``ep{E}/`` each.
+
+Order of work (each image decoded once per attack):
+1. dataset index, partition and checkpoint fingerprints checked against each other;
+2. crops of bbox_A and bbox_B computed from the annotations and image headers;
+3. public embeddings of both models (cached on disk, see :mod:`dejavu.attack.embed`);
+4. crops of each set decoded once and embedded by BOTH models;
+5. exact KNN for the four pairs X_attk_Y; files; metrics (:mod:`dejavu.analysis`).
+``results.json`` is written last: its presence marks a complete attack folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dejavu import DejavuError
+from dejavu.attack.crops import CROP_ALGOS, corner_crop, default_min_crop_px
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
+from dejavu.utils import progress
+
+FORMAT = "dejavu-attack/1"
+EMBED_KINDS = ("projector", "backbone", "logits")
+
+
+@dataclass
+class AttackConfig:
+    crop: str = "periphery"  # periphery | corner
+    crop_algo: str = "periphery"  # periphery (DESIGN 2.3, default) | largest-empty
+    corner_frac: float = 0.3
+    embed: str = "projector"  # projector | backbone | logits
+    k: int = 100
+    k_attk: int = 100
+    min_crop_px: int | None = None  # None: default_min_crop_px(image_size)
+    image_size: int | None = None  # None: the checkpoint's image_size, else 224
+    knn: str = "torch"  # torch | faiss
+    npc: int = 300
+    batch_size: int = 256
+    device: str | None = None  # None: cuda when available
+    workers: int | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    arch: str | None = None  # for checkpoints without a stored config
+    projector: str | None = None
+
+    def validate(self) -> None:
+        if self.crop not in ("periphery", "corner"):
+            raise DejavuError(f"--crop must be periphery or corner, got {self.crop!r}")
+        if self.crop_algo not in CROP_ALGOS:
+            raise DejavuError(f"--crop-algo must be one of {', '.join(CROP_ALGOS)}, got {self.crop_algo!r}")
+        if self.embed not in EMBED_KINDS:
+            raise DejavuError(f"--embed must be one of {', '.join(EMBED_KINDS)}, got {self.embed!r}")
+        if self.k < 1 or not 1 <= self.k_attk <= self.k:
+            raise DejavuError(f"need k >= 1 and 1 <= k_attk <= k (got k={self.k}, k_attk={self.k_attk})")
+        if not 0 < self.corner_frac <= 1:
+            raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
+        if self.knn not in ("torch", "faiss"):
+            raise DejavuError(f"--knn must be torch or faiss, got {self.knn!r}")
+
+
+@dataclass
+class AttackResult:
+    out: Path
+    results: dict[str, Any]
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.results["metrics"]
+
+
+@dataclass
+class SetCrops:
+    """Crops of one private set: attacked global indices and PIL boxes, plus counts."""
+
+    indices: np.ndarray
+    boxes: np.ndarray  # (n, 4) int pixel boxes x0, y0, x1, y1
+    counts: dict[str, int]
+    errors: list[str]
+
+
+def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, cfg: AttackConfig,
+                  min_crop_px: float, desc: str = "crops") -> SetCrops:
+    """Crop decision per image of ``idxs``. Reads annotations and image headers only
+    (PIL opens lazily); the image size is the real decoded size, not the XML's ``<size>``."""
+    from PIL import Image
+
+    from dejavu.data.annotations import AnnotationError, read_voc_xml
+
+    algo = CROP_ALGOS[cfg.crop_algo]
+    keep, boxes, errors = [], [], []
+    n_err_img = n_small = n_out_boxes = n_clip = n_nobox = 0
+    for g in progress(idxs, desc=desc, total=len(idxs)):
+        g = int(g)
+        try:
+            with Image.open(index.path(g)) as im:
+                W, H = im.size
+        except OSError as e:
+            raise DejavuError(f"{index.path(g)}: cannot read image ({e})") from None
+        if cfg.crop == "corner":
+            dec = corner_crop(W, H, cfg.corner_frac)
+        else:
+            if ann_dir is None:
+                raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
+            try:
+                ann = read_voc_xml(annotation_path(index, ann_dir, g))
+            except AnnotationError as e:
+                n_err_img += 1
+                errors.append(str(e))
+                continue
+            dec = algo(ann.boxes, W, H, min_crop_px)
+            n_out_boxes += dec.boxes_outside
+            n_clip += dec.boxes_clipped
+            if dec.boxes_outside or dec.reason == "no_boxes":
+                n_err_img += 1
+                if len(errors) < 20:
+                    errors.append(f"{ann.path}: {dec.boxes_outside} box(es) outside the {W}x{H} image"
+                                  if dec.boxes_outside else f"{ann.path}: no bounding box")
+            if dec.reason == "no_boxes":
+                n_nobox += 1
+            elif dec.reason == "too_small":
+                n_small += 1
+        if dec.ok:
+            pb = dec.pixel_box()
+            if pb[2] <= pb[0] or pb[3] <= pb[1]:
+                n_small += 1
+                continue
+            keep.append(g)
+            boxes.append(pb)
+    n = len(idxs)
+    counts = {"bbox": int(n), "attacked": len(keep), "unattackable": int(n - len(keep)),
+              "too_small": n_small, "no_boxes": n_nobox, "annotation_errors": n_err_img,
+              "boxes_outside_image": n_out_boxes, "boxes_clipped": n_clip}
+    return SetCrops(np.asarray(keep, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4), counts, errors)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_info(lm) -> dict[str, Any]:
+    return {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
+
+
+def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
+    if lm.fingerprint:
+        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    s = lm.config.get("set")
+    if s is not None and str(s) != expected_set:
+        raise DejavuError(f"{lm.path}: trained on set {s} but passed as model {expected_set} "
+                          f"(swap --model-a/--model-b)")
+    n = lm.config.get("npc")
+    if n is not None and int(n) != int(npc):
+        raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
+
+
+def attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: str | os.PathLike,
+           paths: DataPaths, out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
+           cache_dir: str | os.PathLike | None = None, index: DatasetIndex | None = None) -> AttackResult:
+    """Attack one snapshot pair and write ``out`` (see the module docstring).
+
+    ``cache_dir`` defaults to ``out/../.embed_cache``; pass ``""`` to disable caching.
+    """
+    import torch
+
+    from dejavu.analysis.metrics import compute_all
+    from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
+    from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
+    from dejavu.attack.knn import knn
+    from dejavu.data.transforms import describe_eval_transform, eval_transform
+    from dejavu.partition import Partition
+    from dejavu.ssl.checkpoint import load_model
+
+    cfg = cfg or AttackConfig()
+    cfg.validate()
+    out = Path(out)
+    if (out / "results.json").exists() and not force:
+        raise DejavuError(f"{out}: an attack already exists here; pass --force to overwrite")
+    check_can_write(out, force=force)
+    device = cfg.device or _default_device()
+
+    index = index or scan_imagefolder(paths.images)
+    part = Partition.load(partition)
+    part.check(index)
+    if cfg.npc not in part.npcs:
+        raise DejavuError(f"{part.root}: no {cfg.npc}_per_class split (have {part.npcs}); check --npc")
+    lms = {}
+    for name, p in (("A", model_a), ("B", model_b)):
+        lm = load_model(p, arch=cfg.arch, projector=cfg.projector)
+        _check_model(lm, index, name, cfg.npc)
+        lms[name] = lm
+    if cfg.embed == "logits" and any(lm.model.classifier is None for lm in lms.values()):
+        raise DejavuError(f"--embed logits needs supervised checkpoints with a classifier head "
+                          f"({model_a}, {model_b})")
+    image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
+    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(image_size))
+    transform = eval_transform(image_size)
+    tdesc = describe_eval_transform(image_size)
+    models = [lms["A"].model, lms["B"].model]
+    torch.set_grad_enabled(False)
+
+    public = part.attack_public()
+    public_labels = index.targets[public]
+    num_classes = len(index.classes)
+
+    # 1) crops of both sets (headers + XML only)
+    crops = {}
+    for y in "AB":
+        bbox = index.check_indices(part.load_set(cfg.npc, f"bbox_{y}"), f"{part.root}/{cfg.npc}_per_class/bbox_{y}.npy")
+        crops[y] = compute_crops(index, paths.annotation_dir, bbox, cfg, min_px, desc=f"crops {y}")
+        if len(crops[y].indices) == 0:
+            raise DejavuError(f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
+                              f"min_crop_px {min_px:g}); lower --min-crop-px?")
+
+    # 2) public embeddings (cached), not needed for the logits variant
+    pub_emb: list[np.ndarray] = []
+    cached = [False, False]
+    if cfg.embed != "logits":
+        cdir = Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
+        keys = [cache_key(lms[n].sha256, public, tdesc, cfg.embed, index.fingerprint.id) for n in "AB"]
+        pub_emb, cached = CachedEmbedder(cdir).embed_public(
+            models, keys, [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers)
+
+    # 3) crops embedded by both models, 4) KNN per pair
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for y in "AB":
+        sc = crops[y]
+        ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
+        embs = embed_dataset(models, ds, cfg.embed, cfg.batch_size, device, cfg.workers, desc=f"crops {y} embeddings")
+        labels = index.targets[sc.indices]
+        for x, e in zip("AB", embs):
+            name = f"{x}_attk_{y}"
+            a = {"attk_idxs": sc.indices, "labels": labels}
+            if cfg.embed == "logits":
+                a["logits"] = e
+            else:
+                _, nidx = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device, desc=f"knn {name}")
+                a["neighb_idxs"] = nidx
+                a["neighb_labels"] = public_labels[nidx]
+            arrays[name] = a
+
+    # files (results.json last)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(out / "public_idxs.npy", public)
+    atomic_save_npy(out / "public_labels.npy", public_labels)
+    for y in "AB":
+        atomic_save_npy(out / f"crops_{y}.npy", crops[y].boxes)
+    for name, a in arrays.items():
+        for key, arr in a.items():
+            atomic_save_npy(out / f"{name}_{key}.npy", arr)
+    pairs = {name: pair_scores_from_arrays(a, cfg.k_attk, num_classes) for name, a in arrays.items()}
+    metrics = compute_all(pairs, num_classes, n_boot=cfg.n_boot, seed=cfg.seed)
+    for name in pairs:
+        for topk in (1, 5):
+            atomic_save_npy(out / f"top_{topk}_conf_sweep_{name}.npy",
+                            np.asarray(metrics[f"top{topk}"]["pair_sweeps"][name], np.float64))
+    write_examples_csv(out / "examples.csv", pairs)
+
+    cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
+    cfg_out.update({"image_size": image_size, "min_crop_px": min_px, "transform": tdesc, "device": device})
+    counts: dict[str, Any] = {y: crops[y].counts for y in "AB"}
+    counts["public"] = int(len(public))
+    results = {
+        "format": FORMAT,
+        "config": cfg_out,
+        "method": lms["A"].config.get("method"),
+        "npc": cfg.npc,
+        "epoch": lms["A"].epoch,
+        "models": {n: _model_info(lms[n]) for n in "AB"},
+        "fingerprint": index.fingerprint.to_dict(),
+        "partition": str(part.root),
+        "counts": counts,
+        "annotation_error_examples": {y: crops[y].errors[:20] for y in "AB"},
+        "embed_cache": {"hit": {"A": bool(cached[0]), "B": bool(cached[1])}},
+        "num_classes": num_classes,
+        "metrics": metrics,
+    }
+    atomic_write_json(out / "results.json", results)
+    return AttackResult(out, results, counts)
+
+
+_EP = re.compile(r"^model_ep(\d+)\.pth$")
+
+
+def snapshot_epochs(run: Path) -> dict[int, Path]:
+    return {int(m.group(1)): run / f for f in os.listdir(run) if (m := _EP.match(f))}
+
+
+def attack_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, partition, paths: DataPaths,
+                out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
+                skip_existing: bool = False, cache_dir=None, epochs: list[int] | None = None) -> list[AttackResult]:
+    """Attack every ``model_ep{E}.pth`` present in both run folders into ``out/ep{E}/``."""
+    run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
+    ea, eb = snapshot_epochs(run_a), snapshot_epochs(run_b)
+    common = sorted(set(ea) & set(eb))
+    if epochs:
+        missing = sorted(set(epochs) - set(common))
+        if missing:
+            raise DejavuError(f"epochs {missing} not present in both {run_a} and {run_b} (common: {common})")
+        common = sorted(set(epochs))
+    if not common:
+        raise DejavuError(f"{run_a} and {run_b}: no model_ep{{E}}.pth present in both "
+                          f"(A has {sorted(ea)}, B has {sorted(eb)})")
+    index = scan_imagefolder(paths.images)
+    results = []
+    for e in common:
+        dest = out / f"ep{e}"
+        if (dest / "results.json").exists() and skip_existing and not force:
+            continue
+        results.append(attack(ea[e], eb[e], partition, paths, dest, cfg, force=force,
+                              cache_dir=cache_dir, index=index))
+    return results
