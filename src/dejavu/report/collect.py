@@ -1,0 +1,222 @@
+"""Load folders of stored results into typed records (no torch, files only).
+
+Every figure and report is built from ``results.json`` files (attack: format
+``dejavu-attack/1``, probe: ``dejavu-probe/1``; docs/CONTRACTS.md), never from logs.
+A scan walks the given folders recursively; files of other formats are ignored and
+malformed ones are listed in :attr:`Results.skipped` with the reason (one bad file
+does not hide a whole sweep), unless ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from dejavu import DejavuError
+
+ATTACK_FORMAT = "dejavu-attack/1"
+PROBE_FORMAT = "dejavu-probe/1"
+P_KEYS = ("5", "20", "100")
+
+# Model-config keys that identify a sweep point's *position* or bookkeeping, not a
+# hyper-parameter: they never split series.
+NOT_HYPERPARAMS = frozenset({
+    "epoch", "epochs_done", "npc", "set", "index_file", "out", "data", "images", "bboxes", "partition",
+    "resume", "force", "device", "workers", "fingerprint", "path", "launcher", "slurm_partition",
+    "timeout_min", "nodes", "gpus", "gpus_per_node", "snapshot_every", "log_every", "method",
+})
+
+
+def lookup(d: dict[str, Any] | None, key: str) -> Any:
+    """``d[key]`` with dotted keys (``"loss.sim_coeff"``); None when absent."""
+    cur: Any = d or {}
+    if key in cur:
+        return cur[key]
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+@dataclass
+class AttackRecord:
+    """One attack folder (one snapshot pair)."""
+
+    path: Path  # the results.json
+    method: str
+    npc: int
+    epoch: int
+    crop: str
+    embed: str
+    config: dict[str, Any]  # the attack's config
+    model_config: dict[str, Any]  # model A's training config (hyper-parameters)
+    metrics: dict[str, Any]
+    counts: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def variant(self) -> str:
+        """The attack variant, as the paper compares them: crop and embedding."""
+        return f"{self.crop}/{self.embed}"
+
+    def acc(self, which: str, p: str | int, top: str = "top1") -> float:
+        """``which`` in target|reference, ``p`` in 5|20|100."""
+        return float(self.metrics[top][which][str(p)])
+
+    def score(self, top: str = "top1", at: str = "20") -> float:
+        m = self.metrics[top]
+        return float(m["dejavu_score"] if str(at) == "20" else m["dejavu_score_100"])
+
+    def ci(self, top: str = "top1", at: str = "20") -> tuple[float, float] | None:
+        key = "dejavu_score" if str(at) == "20" else "dejavu_score_100"
+        ci = (self.metrics[top].get("ci95") or {}).get(key)
+        return (float(ci[0]), float(ci[1])) if ci else None
+
+    @property
+    def quadrants(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.metrics.get("quadrants", {}).items()}
+
+    def sweep(self, top: str = "top1") -> dict[str, list[float]] | None:
+        return self.metrics[top].get("sweep")
+
+    def param(self, key: str) -> Any:
+        v = lookup(self.model_config, key)
+        return v if v is not None else lookup(self.config, key)
+
+
+@dataclass
+class ProbeRecord:
+    path: Path
+    method: str
+    npc: int
+    epoch: int
+    features: str
+    top1: float
+    top5: float
+    config: dict[str, Any]
+    model_config: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def param(self, key: str) -> Any:
+        v = lookup(self.model_config, key)
+        return v if v is not None else lookup(self.config, key)
+
+
+@dataclass
+class Results:
+    attacks: list[AttackRecord] = field(default_factory=list)
+    probes: list[ProbeRecord] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.attacks) + len(self.probes)
+
+
+def _need(d: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in d or d[key] is None:
+        raise DejavuError(f"{path}: missing '{key}'")
+    return d[key]
+
+
+def parse_attack(d: dict[str, Any], path: Path) -> AttackRecord:
+    cfg = d.get("config") or {}
+    metrics = _need(d, "metrics", path)
+    for top in ("top1",):
+        m = _need(metrics, top, path)
+        for which in ("target", "reference"):
+            for p in P_KEYS:
+                if p not in (m.get(which) or {}):
+                    raise DejavuError(f"{path}: metrics.{top}.{which} has no '{p}' entry")
+    models = d.get("models") or {}
+    mcfg = dict((models.get("A") or {}).get("config") or {})
+    try:
+        return AttackRecord(
+            path=path, method=str(d.get("method") or mcfg.get("method") or "?"),
+            npc=int(_need(d, "npc", path)), epoch=int(_need(d, "epoch", path)),
+            crop=str(cfg.get("crop", "periphery")), embed=str(cfg.get("embed", "projector")),
+            config=cfg, model_config=mcfg, metrics=metrics, counts=d.get("counts") or {}, raw=d)
+    except (TypeError, ValueError) as e:
+        raise DejavuError(f"{path}: bad npc/epoch ({e})") from None
+
+
+def parse_probe(d: dict[str, Any], path: Path) -> ProbeRecord:
+    model = d.get("model") or {}
+    mcfg = dict(model.get("config") or {})
+    cfg = d.get("config") or {}
+    epoch = d.get("epoch", model.get("epoch"))
+    try:
+        return ProbeRecord(
+            path=path, method=str(d.get("method") or mcfg.get("method") or "?"),
+            npc=int(_need(d, "npc", path)), epoch=int(epoch if epoch is not None else _need(d, "epoch", path)),
+            features=str(cfg.get("features", "backbone")), top1=float(_need(d, "top1", path)),
+            top5=float(_need(d, "top5", path)), config=cfg, model_config=mcfg, raw=d)
+    except (TypeError, ValueError) as e:
+        raise DejavuError(f"{path}: bad npc/epoch/top1/top5 ({e})") from None
+
+
+def _result_files(root: Path) -> Iterable[Path]:
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if "results.json" in filenames:
+            yield Path(dirpath) / "results.json"
+
+
+def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results:
+    """Scan folders (recursively) or files for attack and probe ``results.json``."""
+    res = Results()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise DejavuError(f"{root}: no such file or folder")
+        for f in _result_files(root):
+            try:
+                d = json.loads(f.read_text())
+                fmt = d.get("format") if isinstance(d, dict) else None
+                if fmt == ATTACK_FORMAT:
+                    res.attacks.append(parse_attack(d, f))
+                elif fmt == PROBE_FORMAT:
+                    res.probes.append(parse_probe(d, f))
+                else:
+                    continue  # someone else's results.json (e.g. RCDM): not ours to plot
+            except json.JSONDecodeError as e:
+                if strict:
+                    raise DejavuError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
+                res.skipped.append((f, f"not valid JSON ({e.msg})"))
+            except (DejavuError, KeyError, TypeError, AttributeError) as e:
+                if strict:
+                    raise DejavuError(str(e) if isinstance(e, DejavuError) else f"{f}: malformed ({e!r})") from None
+                res.skipped.append((f, str(e)))
+    res.attacks.sort(key=lambda r: (r.method, r.variant, r.npc, r.epoch, str(r.path)))
+    res.probes.sort(key=lambda r: (r.method, r.features, r.npc, r.epoch, str(r.path)))
+    return res
+
+
+def varying_hyperparams(records: list[AttackRecord] | list[ProbeRecord]) -> list[str]:
+    """Scalar model-config keys whose values differ between records (sweep dimensions
+    other than epoch/npc): they split series so that no two sweep points collide."""
+    keys: dict[str, set] = {}
+    for r in records:
+        for k, v in r.model_config.items():
+            if k in NOT_HYPERPARAMS or isinstance(v, (dict, list)):
+                continue
+            keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    for r in records:  # a key missing in some records also varies
+        for k in list(keys):
+            if k not in r.model_config:
+                keys[k].add("<absent>")
+    return sorted(k for k, vals in keys.items() if len(vals) > 1)

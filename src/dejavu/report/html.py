@@ -1,0 +1,386 @@
+"""``report.html``: one self-contained page per run (DESIGN 3).
+
+Reads only files: ``RUN_DIR/attack/**/results.json`` (+ ``examples.csv`` and the
+neighbour arrays of the headline attack), ``RUN_DIR/probe/**/results.json``, the
+figures (made into ``RUN_DIR/plots`` if absent), the dataset images (paths from the
+partition manifest or ``--data``) and ``RUN_DIR/rcdm/**/*.png``.
+
+Decisions:
+
+* Every image (figures, gallery thumbnails, RCDM samples) is embedded as base64, so the
+  page can be mailed or archived alone; the only links are to the figures' PDFs, by a
+  path relative to the page, and only when the file exists.
+* The headline is the attack of the latest epoch; among several results at that epoch
+  the default variant (periphery crop, projector embedding) is preferred, then the
+  largest npc. All results at that epoch are listed below it.
+* Galleries: "most memorized" = examples of quadrant *memorized* ranked by
+  ``conf_target - conf_reference``; "most correlated" = quadrant *correlated* ranked by
+  ``min(conf_target, conf_reference)`` (DESIGN 2.5).
+* The crop is recomputed with :mod:`dejavu.attack.crops` and the attack's stored config;
+  if that module cannot be imported, the gallery shows the image and boxes without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dejavu import DejavuError
+from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
+
+DEFAULT_VARIANT = "periphery/projector"
+THUMB = 160  # displayed thumbnail side (px); small synthetic images are upscaled to it
+
+
+# ---------------------------------------------------------------- images
+
+def _img_uri(im) -> str:
+    """Encode a PIL image as a data URI (PNG for small images, JPEG for photos)."""
+    buf = io.BytesIO()
+    if max(im.size) <= 256:
+        im.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    else:
+        im.convert("RGB").save(buf, format="JPEG", quality=85)
+        mime = "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _file_uri(path: Path) -> str:
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(path.suffix.lower(), "image/png")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _thumb(im, side: int = THUMB):
+    from PIL import Image
+
+    w, h = im.size
+    s = side / max(w, h)
+    resample = Image.NEAREST if s > 1 else Image.BILINEAR  # keep small synthetic pixels crisp
+    return im.resize((max(1, round(w * s)), max(1, round(h * s))), resample)
+
+
+@dataclass
+class Example:
+    set: str
+    index: int
+    label: int
+    pred_target: int
+    pred_reference: int
+    conf_target: float
+    conf_reference: float
+    quadrant: str
+
+
+def read_examples(path: Path) -> list[Example]:
+    need = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference", "quadrant")
+    with open(path, newline="") as f:
+        rd = csv.DictReader(f)
+        missing = [c for c in need if c not in (rd.fieldnames or [])]
+        if missing:
+            raise DejavuError(f"{path}: missing columns {', '.join(missing)}")
+        out = []
+        for i, row in enumerate(rd):
+            try:
+                out.append(Example(row["set"], int(row["index"]), int(row["label"]), int(row["pred_target"]),
+                                   int(row["pred_reference"]), float(row["conf_target"]),
+                                   float(row["conf_reference"]), row["quadrant"]))
+            except ValueError as e:
+                raise DejavuError(f"{path}: row {i + 2}: {e}") from None
+    return out
+
+
+def rank_examples(examples: list[Example], n: int) -> dict[str, list[Example]]:
+    """The n most memorized and the n most correlated examples (ties: dataset index)."""
+    mem = sorted((e for e in examples if e.quadrant == "memorized"),
+                 key=lambda e: (-(e.conf_target - e.conf_reference), e.index))
+    cor = sorted((e for e in examples if e.quadrant == "correlated"),
+                 key=lambda e: (-min(e.conf_target, e.conf_reference), e.index))
+    return {"memorized": mem[:n], "correlated": cor[:n]}
+
+
+class Gallery:
+    """Draws gallery cells for examples of one attack folder."""
+
+    def __init__(self, attack: AttackRecord, index, annotation_dir: Path | None, n_neighbours: int):
+        self.attack = attack
+        self.index = index
+        self.ann_dir = annotation_dir
+        self.k = n_neighbours
+        self._rows: dict[str, dict[int, int]] = {}
+        self._neigh: dict[str, np.ndarray] = {}
+        d = attack.dir
+        self.public = np.load(d / "public_idxs.npy", allow_pickle=False) if (d / "public_idxs.npy").is_file() else None
+        try:
+            from dejavu.attack import crops  # written in parallel; optional here
+
+            self.crops = crops
+        except ImportError:
+            self.crops = None
+
+    def _pair(self, model: str, set_: str):
+        name = f"{model}_attk_{set_}"
+        if name not in self._rows:
+            d = self.attack.dir
+            fi, fn = d / f"{name}_attk_idxs.npy", d / f"{name}_neighb_idxs.npy"
+            if fi.is_file() and fn.is_file():
+                idxs = np.load(fi, allow_pickle=False)
+                self._rows[name] = {int(g): r for r, g in enumerate(idxs)}
+                self._neigh[name] = np.load(fn, allow_pickle=False, mmap_mode="r")
+            else:
+                self._rows[name] = {}
+        return self._rows[name], self._neigh.get(name)
+
+    def crop_rect(self, im, boxes) -> tuple[int, int, int, int] | None:
+        if self.crops is None:
+            return None
+        cfg = self.attack.config
+        w, h = im.size
+        if cfg.get("crop", "periphery") == "corner":
+            dec = self.crops.corner_crop(w, h, float(cfg.get("corner_frac", 0.3)))
+        else:
+            if boxes is None:
+                return None
+            algo = getattr(self.crops, "CROP_ALGOS", {}).get(cfg.get("crop_algo", "periphery"),
+                                                              self.crops.periphery_crop)
+            min_px = cfg.get("min_crop_px")
+            if min_px is None:
+                min_px = self.crops.default_min_crop_px(int(cfg.get("image_size", 224)))
+            dec = algo(boxes, w, h, float(min_px))
+        return dec.pixel_box() if dec.ok else None
+
+    def cell(self, e: Example) -> str:
+        from PIL import ImageDraw
+
+        from dejavu.data.annotations import read_voc_xml
+        from dejavu.data.dataset import load_rgb
+        from dejavu.data.imagefolder import annotation_path
+
+        cls = self.index.classes
+        im = load_rgb(self.index.path(e.index))
+        boxes = None
+        if self.ann_dir is not None:
+            ap = annotation_path(self.index, self.ann_dir, e.index)
+            if ap.is_file():
+                boxes = read_voc_xml(ap).boxes
+        rect = self.crop_rect(im, boxes)
+        full = _thumb(im, 2 * THUMB if max(im.size) > 2 * THUMB else THUMB)
+        sx, sy = full.size[0] / im.size[0], full.size[1] / im.size[1]
+        draw = ImageDraw.Draw(full)
+        for b in boxes if boxes is not None else []:
+            draw.rectangle([b[0] * sx, b[1] * sy, b[2] * sx - 1, b[3] * sy - 1], outline=(230, 30, 30), width=2)
+        if rect is not None:
+            draw.rectangle([rect[0] * sx, rect[1] * sy, rect[2] * sx - 1, rect[3] * sy - 1],
+                           outline=(30, 200, 60), width=2)
+        parts = [f'<figure><img src="{_img_uri(full)}" alt="image {e.index}"><figcaption>image #{e.index} '
+                 f'(set {html.escape(e.set)}), class {html.escape(cls[e.label])}<br>'
+                 f'<span class="red">boxes</span>, <span class="green">crop</span></figcaption></figure>']
+        if rect is not None:
+            parts.append(f'<figure><img src="{_img_uri(_thumb(im.crop(rect)))}" alt="crop"><figcaption>crop '
+                         f'{rect[2] - rect[0]}&times;{rect[3] - rect[1]} px</figcaption></figure>')
+        for model in ("A", "B"):
+            role = "target" if model == e.set else "reference"
+            pred = e.pred_target if model == e.set else e.pred_reference
+            conf = e.conf_target if model == e.set else e.conf_reference
+            rows, neigh = self._pair(model, e.set)
+            thumbs = []
+            if neigh is not None and self.public is not None and e.index in rows:
+                for pos in neigh[rows[e.index]][: self.k]:
+                    g = int(self.public[int(pos)])
+                    lab = int(self.index.targets[g])
+                    ok = "ok" if lab == e.label else "no"
+                    thumbs.append(f'<img class="nb {ok}" src="{_img_uri(_thumb(load_rgb(self.index.path(g)), 64))}"'
+                                  f' title="#{g} {html.escape(cls[lab])}" alt="neighbour {g}">')
+            else:
+                thumbs.append('<span class="muted">neighbours not stored</span>')
+            verdict = "right" if pred == e.label else "wrong"
+            parts.append(f'<figure class="nbs"><div>{"".join(thumbs)}</div><figcaption>model {model} ({role}): '
+                         f'predicts {html.escape(cls[pred])} ({verdict}), confidence {conf:.3f}</figcaption></figure>')
+        return '<div class="example">' + "".join(parts) + "</div>"
+
+
+# ---------------------------------------------------------------- page
+
+def pick_headline(attacks: list[AttackRecord]) -> AttackRecord | None:
+    if not attacks:
+        return None
+    last = max(r.epoch for r in attacks)
+    cands = [r for r in attacks if r.epoch == last]
+    return sorted(cands, key=lambda r: (r.variant != DEFAULT_VARIANT, -r.npc, str(r.path)))[0]
+
+
+def pick_probe(probes: list[ProbeRecord], head: AttackRecord | None) -> ProbeRecord | None:
+    if not probes:
+        return None
+    if head is not None:
+        same = [p for p in probes if (p.method, p.npc, p.epoch) == (head.method, head.npc, head.epoch)]
+        if same:
+            return sorted(same, key=lambda p: (p.features != "backbone", str(p.path)))[0]
+    return max(probes, key=lambda p: (p.epoch, p.npc))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
+    rows = []
+    if head is not None:
+        ci = head.ci()
+        ci_s = f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
+        ci100 = head.ci(at="100")
+        rows.append(f"<tr><th>déjà vu score (top-1, 20% most confident)</th><td class='big'>{_pct(head.score())}"
+                    f"{ci_s}</td></tr>")
+        rows.append(f"<tr><th>déjà vu score at 100%</th><td>{_pct(head.score(at='100'))}"
+                    + (f" (95% CI {_pct(ci100[0])} to {_pct(ci100[1])})" if ci100 else "") + "</td></tr>")
+        for p in ("20", "100"):
+            rows.append(f"<tr><th>accuracy on the {p}% most confident</th><td>target {_pct(head.acc('target', p))}"
+                        f" &nbsp; reference {_pct(head.acc('reference', p))}</td></tr>")
+        q = head.quadrants
+        if q:
+            rows.append("<tr><th>example shares</th><td>" + " &nbsp; ".join(
+                f"<span class='q {k}'>{k} {_pct(v)}</span>" for k, v in q.items()) + "</td></tr>")
+        rows.append(f"<tr><th>setting</th><td>{html.escape(head.method)}, {head.npc} images per class, epoch "
+                    f"{head.epoch}, {html.escape(head.variant)} attack, k={head.config.get('k', '?')}</td></tr>")
+    if probe is not None:
+        rows.append(f"<tr><th>linear probe ({html.escape(probe.features)})</th><td>top-1 {_pct(probe.top1)} &nbsp; "
+                    f"top-5 {_pct(probe.top5)} (epoch {probe.epoch}, {probe.npc}pc)</td></tr>")
+    return "<table class='head'>" + "".join(rows) + "</table>" if rows else "<p>No results yet.</p>"
+
+
+def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
+    if not attacks:
+        return ""
+    rows = ["<tr><th>folder</th><th>method</th><th>npc</th><th>epoch</th><th>variant</th><th>target 20%</th>"
+            "<th>reference 20%</th><th>score</th><th>memorized</th></tr>"]
+    for r in sorted(attacks, key=lambda r: (r.method, r.variant, r.npc, r.epoch)):
+        rows.append(f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
+                    f"<td>{r.npc}</td><td>{r.epoch}</td><td>{html.escape(r.variant)}</td>"
+                    f"<td>{_pct(r.acc('target', 20))}</td><td>{_pct(r.acc('reference', 20))}</td>"
+                    f"<td>{_pct(r.score())}</td><td>{_pct(r.quadrants.get('memorized', float('nan')))}</td></tr>")
+    return "<table class='all'>" + "".join(rows) + "</table>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0} th,td{padding:.25em .8em;text-align:left;border-bottom:1px solid #eee}
+table.head th{font-weight:normal;color:#555} td.big{font-size:1.4em;font-weight:bold}
+.q{padding:0 .3em;border-radius:3px}.memorized{background:#f3d0d1}.correlated{background:#d4deef}
+.forgotten{background:#f7ddcb}.unassociated{background:#eee}
+figure{display:inline-block;margin:.3em;vertical-align:top} figcaption{font-size:.8em;color:#555;max-width:340px}
+.fig img{max-width:100%} .example{border:1px solid #eee;border-radius:6px;margin:.6em 0;padding:.4em}
+img.nb{margin:1px;border:3px solid transparent} img.nb.ok{border-color:#3c3} img.nb.no{border-color:#d33}
+.red{color:#d22}.green{color:#1a1}.muted{color:#888;font-size:.85em}
+"""
+
+
+def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
+                 data=None, n_examples: int = 6, n_neighbours: int = 5, params: tuple[str, ...] = ()) -> Path:
+    """Write ``report.html`` for a run folder (DESIGN 3 layout); returns its path.
+
+    ``data`` (a :class:`dejavu.data.DataPaths`) overrides the dataset paths stored in the
+    partition manifest, for galleries.
+    """
+    from dejavu.io import atomic_write_text, check_can_write, read_json
+    from dejavu.report.plots import make_figures
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DejavuError(f"{run_dir}: run folder not found")
+    out = Path(out) if out is not None else run_dir / "report.html"
+    check_can_write(out, force)
+    roots = [run_dir / s for s in ("attack", "probe") if (run_dir / s).is_dir()]
+    if not roots:
+        raise DejavuError(f"{run_dir}: no attack/ or probe/ folder (expected the layout runs/<name>/{{attack,probe}})")
+    results: Results = collect(roots)
+    if not len(results):
+        raise DejavuError(f"{run_dir}: no attack or probe results.json under attack/ or probe/")
+    plots = run_dir / "plots"
+    if force or not (plots / "figures.json").is_file():
+        make_figures(results, plots, params=params, force=True)
+    figures = read_json(plots / "figures.json").get("figures", [])
+
+    head = pick_headline(results.attacks)
+    probe = pick_probe(results.probes, head)
+    sections = [f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>", "<h2>Headline</h2>",
+                _headline(head, probe)]
+    if results.skipped:
+        sections.append("<p class='muted'>Skipped malformed results: " + "; ".join(
+            html.escape(f"{p}: {why}") for p, why in results.skipped) + "</p>")
+    if head is not None:
+        last = [r for r in results.attacks if r.epoch == head.epoch]
+        sections += [f"<h2>All attacks at epoch {head.epoch}</h2>", _results_table(last, run_dir)]
+
+    sections.append("<h2>Figures</h2>")
+    if not figures:
+        sections.append("<p class='muted'>Not enough results for a figure (a sweep needs two points).</p>")
+    for f in figures:
+        png = next((plots / x for x in f["files"] if x.endswith(".png") and (plots / x).is_file()), None)
+        if png is None:
+            continue
+        links = " ".join(f'<a href="{html.escape(os.path.relpath(plots / x, out.parent))}">{x.rsplit(".", 1)[1]}</a>'
+                         for x in f["files"] + [f["data"]] if not x.endswith(".png") and (plots / x).is_file())
+        sections.append(f'<figure class="fig"><img src="{_file_uri(png)}" alt="{html.escape(f["title"])}">'
+                        f'<figcaption>{html.escape(f["caption"])} {links}</figcaption></figure>')
+
+    if head is not None:
+        sections.append(_galleries(head, run_dir, data, n_examples, n_neighbours))
+
+    rcdm = sorted((run_dir / "rcdm").rglob("*.png")) if (run_dir / "rcdm").is_dir() else []
+    if rcdm:
+        sections.append("<h2>RCDM reconstructions</h2>")
+        for p in rcdm[:48]:
+            sections.append(f'<figure><img src="{_file_uri(p)}" alt="{html.escape(p.name)}" style="max-width:360px">'
+                            f'<figcaption>{html.escape(str(p.relative_to(run_dir)))}</figcaption></figure>')
+
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>deja vu report: {html.escape(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(sections) + "</body></html>\n")
+    atomic_write_text(out, page)
+    return out
+
+
+def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neighbours: int) -> str:
+    from dejavu.data.imagefolder import DataPaths, Fingerprint, scan_imagefolder
+    from dejavu.io import read_json
+
+    ex_path = head.dir / "examples.csv"
+    if not ex_path.is_file():
+        return f"<h2>Examples</h2><p class='muted'>{html.escape(str(ex_path))} not found.</p>"
+    ranked = rank_examples(read_examples(ex_path), n_examples)
+    if data is None:
+        man = run_dir / "partition" / "manifest.json"
+        if not man.is_file():
+            return ("<h2>Examples</h2><p class='muted'>No dataset for the galleries: pass --data, or keep "
+                    f"{html.escape(str(man))}.</p>")
+        m = read_json(man)
+        images = Path(m["images"])
+        bboxes = Path(m["bboxes"]) if m.get("bboxes") not in (None, "None") else None
+        if not images.is_dir():
+            raise DejavuError(f"{man}: image folder {images} not found; pass --data")
+        data = DataPaths.resolve(images=images, bboxes=bboxes if bboxes and bboxes.is_dir() else None)
+    index = scan_imagefolder(data.images)
+    if head.raw.get("fingerprint"):
+        index.fingerprint.check(Fingerprint.from_dict(head.raw["fingerprint"]), what=f"attack {head.path}")
+    gal = Gallery(head, index, data.annotation_dir, n_neighbours)
+    from dejavu.utils import progress
+
+    out = []
+    titles = {"memorized": "Most memorized examples (target right, reference wrong; by confidence gap)",
+              "correlated": "Most correlated examples (both right; by the lower confidence)"}
+    for kind in ("memorized", "correlated"):
+        out.append(f"<h2>{titles[kind]}</h2>")
+        if not ranked[kind]:
+            out.append("<p class='muted'>none</p>")
+        out += [gal.cell(e) for e in progress(ranked[kind], desc=f"report: {kind}")]
+    note = "" if gal.crops is not None else "<p class='muted'>dejavu.attack.crops not available: crops not drawn.</p>"
+    return "".join(out) + note

@@ -1,0 +1,369 @@
+"""The paper's figures, built from stored results (:mod:`dejavu.report.collect`).
+
+Every figure is written as PNG and PDF (matplotlib Agg, no LaTeX) together with
+``<name>.json``: the exact numbers drawn, so tests and users can check data, not
+pixels. ``figures.json`` indexes them all.
+
+Series rule (decision): a figure "vs AXIS" (epoch, npc or a hyper-parameter) draws one
+line per combination of the *other* identifying fields: method, attack variant
+(crop/embedding) or probe features, the other axes, and every model-config
+hyper-parameter that varies across the results. Series with fewer than two points are
+left out (an epoch sweep at one npc makes no "vs npc" figure), and a figure is written
+only if some series remains. So one folder holding an epoch sweep, a dataset-size sweep
+at the final epoch and a parameter sweep gives each its own figure, with no two sweep
+points on one x.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dejavu import DejavuError
+from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
+
+QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
+QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52",
+                    "unassociated": "#BBBBBB"}
+AXIS_LABELS = {"epoch": "training epochs", "npc": "dataset size (images per class)"}
+MAX_PANELS = 6
+
+
+@dataclass
+class FigureInfo:
+    name: str
+    kind: str  # accuracy | quadrants | probe | sweep | variants
+    axis: str | None
+    title: str
+    caption: str
+    files: list[str]  # image files, relative to the output folder
+    data: str  # the JSON with the numbers behind the figure
+
+
+def _style():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "text.usetex": False, "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10,
+        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+        "legend.frameon": False, "legend.fontsize": 8, "figure.dpi": 110, "savefig.bbox": "tight",
+    })
+    return plt
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(s)).strip("-") or "x"
+
+
+def _axis_value(r: AttackRecord | ProbeRecord, axis: str) -> Any:
+    if axis == "epoch":
+        return r.epoch
+    if axis == "npc":
+        return r.npc
+    return r.param(axis)
+
+
+def _kind_field(r: AttackRecord | ProbeRecord) -> str:
+    return r.variant if isinstance(r, AttackRecord) else f"{r.features} features"
+
+
+def build_series(records: Sequence[AttackRecord | ProbeRecord], axis: str,
+                 params: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Group records into series along ``axis`` (see the module docstring).
+
+    Returns ``[{"label", "key": {...}, "x": [...], "records": [...]}]`` sorted by key,
+    points sorted by x. A duplicate point (same key and x) keeps the last file in path order.
+    """
+    hps = sorted(set(varying_hyperparams(list(records))) | set(params))
+    groups: dict[tuple, dict[Any, Any]] = {}
+    keys: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        x = _axis_value(r, axis)
+        if x is None or isinstance(x, (dict, list)):
+            continue
+        key = {"method": r.method, "variant": _kind_field(r)}
+        if axis != "epoch":
+            key["epoch"] = r.epoch
+        if axis != "npc":
+            key["npc"] = r.npc
+        for h in hps:
+            if h != axis:
+                key[h] = r.param(h)
+        kt = tuple((k, repr(v)) for k, v in key.items())
+        groups.setdefault(kt, {})[x] = r
+        keys[kt] = key
+    out = []
+    kept = [kt for kt in groups if len(groups[kt]) >= 2]
+    # label only by the fields that differ between the kept series (short legends)
+    differ = [f for f in (keys[kept[0]] if kept else {}) if len({repr(keys[kt].get(f)) for kt in kept}) > 1]
+    for kt in sorted(kept, key=lambda t: str(t)):
+        pts = groups[kt]
+        try:
+            xs = sorted(pts)
+        except TypeError:  # mixed types in a hyper-parameter: order as strings
+            xs = sorted(pts, key=str)
+        key = keys[kt]
+        label = ", ".join(f"{k}={key[k]}" if k not in ("method", "variant") else str(key[k]) for k in differ) \
+            or f"{key['method']}, {key['variant']}"
+        out.append({"label": label, "key": key, "x": xs, "records": [pts[x] for x in xs]})
+    return out
+
+
+class FigureWriter:
+    """Writes figures, their data JSON and the index into ``out``."""
+
+    def __init__(self, out: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")):
+        self.out = Path(out)
+        self.formats = tuple(formats)
+        for f in self.formats:
+            if f not in ("png", "pdf", "svg"):
+                raise DejavuError(f"--format: unsupported image format {f!r} (png, pdf, svg)")
+        self.figures: list[FigureInfo] = []
+
+    def save(self, fig, name: str, kind: str, axis: str | None, title: str, caption: str,
+             data: dict[str, Any]) -> FigureInfo:
+        from dejavu.io import atomic_write_bytes, atomic_write_json
+
+        plt = _style()
+        files = []
+        for fmt in self.formats:
+            import io
+
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt)
+            atomic_write_bytes(self.out / f"{name}.{fmt}", buf.getvalue())
+            files.append(f"{name}.{fmt}")
+        plt.close(fig)
+        atomic_write_json(self.out / f"{name}.json", {"name": name, "kind": kind, "axis": axis,
+                                                      "title": title, **data})
+        info = FigureInfo(name, kind, axis, title, caption, files, f"{name}.json")
+        self.figures.append(info)
+        return info
+
+    def write_index(self, extra: dict[str, Any] | None = None) -> Path:
+        from dejavu.io import atomic_write_json
+
+        return atomic_write_json(self.out / "figures.json",
+                                 {"format": "dejavu-figures/1", **(extra or {}),
+                                  "figures": [asdict(f) for f in self.figures]})
+
+
+def _xlabel(axis: str) -> str:
+    return AXIS_LABELS.get(axis, axis)
+
+
+def _setx(ax, xs: list, axis: str):
+    if axis == "npc" or all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+        return xs
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    return list(range(len(xs)))
+
+
+def fig_accuracy(w: FigureWriter, attacks: list[AttackRecord], axis: str, top: str = "top1",
+                 params: Sequence[str] = ()) -> FigureInfo | None:
+    """Target (solid) vs reference (dashed) accuracy on the top-p% most confident, one panel per p."""
+    series = build_series(attacks, axis, params)
+    if not series:
+        return None
+    plt = _style()
+    fig, axes = plt.subplots(1, len(P_KEYS), figsize=(4.0 * len(P_KEYS), 3.3), sharey=False)
+    data = []
+    for i, s in enumerate(series):
+        colour = f"C{i % 10}"
+        d = {"label": s["label"], "key": s["key"], "x": s["x"],
+             "target": {p: [r.acc("target", p, top) for r in s["records"]] for p in P_KEYS},
+             "reference": {p: [r.acc("reference", p, top) for r in s["records"]] for p in P_KEYS},
+             "files": [str(r.path) for r in s["records"]]}
+        data.append(d)
+        for ax, p in zip(axes, P_KEYS):
+            xs = _setx(ax, s["x"], axis)
+            ax.plot(xs, d["target"][p], "-o", color=colour, ms=3, label=f"{s['label']} target")
+            ax.plot(xs, d["reference"][p], "--o", color=colour, ms=3, mfc="white", label=f"{s['label']} reference")
+    for ax, p in zip(axes, P_KEYS):
+        ax.set_title(f"{p}% most confident")
+        ax.set_xlabel(_xlabel(axis))
+        ax.set_ylabel(f"{top} accuracy")
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    name = f"accuracy_vs_{_slug(axis)}_{top}"
+    title = f"Deja vu: target vs reference {top} accuracy vs {_xlabel(axis)}"
+    fig.suptitle(title)
+    return w.save(fig, name, "accuracy", axis, title,
+                  "Solid: target model (trained on the attacked images); dashed: reference model. "
+                  "The gap is deja vu memorization.", {"top": top, "series": data})
+
+
+def fig_quadrants(w: FigureWriter, attacks: list[AttackRecord], axis: str,
+                  params: Sequence[str] = ()) -> list[FigureInfo]:
+    """Stacked shares correlated / forgotten / memorized, one panel per series."""
+    series = [s for s in build_series(attacks, axis, params) if all(r.quadrants for r in s["records"])]
+    infos = []
+    for chunk in range(0, len(series), MAX_PANELS):
+        part = series[chunk:chunk + MAX_PANELS]
+        plt = _style()
+        fig, axes = plt.subplots(1, len(part), figsize=(3.6 * len(part), 3.3), squeeze=False)
+        data = []
+        for ax, s in zip(axes[0], part):
+            d = {"label": s["label"], "key": s["key"], "x": s["x"],
+                 **{q: [r.quadrants.get(q, 0.0) for r in s["records"]]
+                    for q in (*QUADRANTS_STACK, "unassociated")},
+                 "files": [str(r.path) for r in s["records"]]}
+            data.append(d)
+            pos = list(range(len(s["x"])))
+            bottom = [0.0] * len(pos)
+            for q in QUADRANTS_STACK:
+                ax.bar(pos, d[q], bottom=bottom, color=QUADRANT_COLOURS[q], label=q, width=0.7)
+                bottom = [b + v for b, v in zip(bottom, d[q])]
+            ax.set_xticks(pos, [str(x) for x in s["x"]], rotation=45 if len(pos) > 8 else 0)
+            ax.set_title(s["label"])
+            ax.set_xlabel(_xlabel(axis))
+            ax.set_ylabel("share of attacked examples")
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        name = f"quadrants_vs_{_slug(axis)}" + (f"_{chunk // MAX_PANELS + 1}" if len(series) > MAX_PANELS else "")
+        title = f"Sample test: example shares vs {_xlabel(axis)}"
+        fig.suptitle(title)
+        infos.append(w.save(fig, name, "quadrants", axis, title,
+                            "Memorized: target right, reference wrong; correlated: both right; "
+                            "forgotten: target wrong, reference right (averaged over the A/B swap).",
+                            {"series": data}))
+    return infos
+
+
+def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Sequence[str] = ()) -> FigureInfo | None:
+    series = build_series(probes, axis, params)
+    if not series:
+        return None
+    plt = _style()
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3))
+    data = []
+    for i, s in enumerate(series):
+        d = {"label": s["label"], "key": s["key"], "x": s["x"], "top1": [r.top1 for r in s["records"]],
+             "top5": [r.top5 for r in s["records"]], "files": [str(r.path) for r in s["records"]]}
+        data.append(d)
+        for ax, top in zip(axes, ("top1", "top5")):
+            xs = _setx(ax, s["x"], axis)
+            ax.plot(xs, d[top], "-o", ms=3, color=f"C{i % 10}", label=s["label"])
+    for ax, top in zip(axes, ("top-1", "top-5")):
+        ax.set_xlabel(_xlabel(axis))
+        ax.set_ylabel(f"linear probe {top} accuracy")
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    name = f"probe_vs_{_slug(axis)}"
+    title = f"Linear probe accuracy vs {_xlabel(axis)}"
+    fig.suptitle(title)
+    return w.save(fig, name, "probe", axis, title,
+                  "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization.",
+                  {"series": data})
+
+
+def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> list[FigureInfo]:
+    """Confidence sweep: accuracy on the p most confident examples vs p, for the latest
+    epoch of every (method, variant, npc, hyper-parameters) combination."""
+    hps = varying_hyperparams(attacks)
+    latest: dict[tuple, AttackRecord] = {}
+    for r in attacks:
+        if not r.sweep(top):
+            continue
+        k = (r.method, r.variant, r.npc, *(repr(r.param(h)) for h in hps))
+        if k not in latest or r.epoch >= latest[k].epoch:
+            latest[k] = r
+    recs = [latest[k] for k in sorted(latest, key=str)]
+    infos = []
+    for chunk in range(0, len(recs), 8):
+        part = recs[chunk:chunk + 8]
+        plt = _style()
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        data = []
+        for i, r in enumerate(part):
+            sw = r.sweep(top)
+            label = f"{r.method}, {r.variant}, {r.npc}pc, ep {r.epoch}" + "".join(f", {h}={r.param(h)}" for h in hps)
+            data.append({"label": label, "method": r.method, "variant": r.variant, "npc": r.npc, "epoch": r.epoch,
+                         "p": sw["p"], "target": sw["target"], "reference": sw["reference"], "file": str(r.path)})
+            ax.plot([100 * p for p in sw["p"]], sw["target"], "-", color=f"C{i % 10}", label=f"{label} target")
+            ax.plot([100 * p for p in sw["p"]], sw["reference"], "--", color=f"C{i % 10}", label=f"{label} reference")
+        ax.set_xlabel("% most confident examples")
+        ax.set_ylabel(f"{top} accuracy")
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        name = f"sweep_{top}" + (f"_{chunk // 8 + 1}" if len(recs) > 8 else "")
+        title = f"Confidence sweep ({top})"
+        ax.set_title(title)
+        infos.append(w.save(fig, name, "sweep", None, title,
+                            "Accuracy of the attack on the p% examples each model is most confident about; "
+                            "solid target, dashed reference.", {"top": top, "curves": data}))
+    return infos
+
+
+def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> FigureInfo | None:
+    """Attack variants side by side (periphery vs corner crop, projector vs backbone vs
+    logits): target and reference accuracy at 20% and the deja vu score, per
+    (method, npc, epoch) that has at least two variants."""
+    hps = varying_hyperparams(attacks)
+    groups: dict[tuple, dict[str, AttackRecord]] = {}
+    for r in attacks:
+        groups.setdefault((r.method, r.npc, r.epoch, *(repr(r.param(h)) for h in hps)), {})[r.variant] = r
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return None
+    keys = sorted(groups, key=lambda k: (k[0], k[1], -k[2]))[:MAX_PANELS]
+    plt = _style()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    data = []
+    for ax, k in zip(axes[0], keys):
+        variants = sorted(groups[k])
+        recs = [groups[k][v] for v in variants]
+        d = {"method": k[0], "npc": k[1], "epoch": k[2], "variants": variants,
+             "target_20": [r.acc("target", 20, top) for r in recs],
+             "reference_20": [r.acc("reference", 20, top) for r in recs],
+             "dejavu_score": [r.score(top) for r in recs], "files": [str(r.path) for r in recs]}
+        data.append(d)
+        pos = list(range(len(variants)))
+        ax.bar([p - 0.2 for p in pos], d["target_20"], 0.4, color="C0", label="target")
+        ax.bar([p + 0.2 for p in pos], d["reference_20"], 0.4, color="C0", alpha=0.35, hatch="//",
+               label="reference")
+        ax.set_xticks(pos, variants, rotation=20)
+        ax.set_title(f"{k[0]}, {k[1]}pc, ep {k[2]}")
+        ax.set_ylabel(f"{top} accuracy, 20% most confident")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    name = f"variants_{top}"
+    title = "Attack variants: crop (periphery/corner) and embedding (projector/backbone/logits)"
+    fig.suptitle(title)
+    return w.save(fig, name, "variants", None, title,
+                  "Target (solid) vs reference (hatched) accuracy at 20% per attack variant.",
+                  {"top": top, "groups": data})
+
+
+def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str] = (),
+                 tops: Sequence[str] = ("top1",), formats: Sequence[str] = ("png", "pdf"),
+                 force: bool = False) -> list[FigureInfo]:
+    """All figures the results allow; returns their index entries (also ``out/figures.json``)."""
+    from dejavu.io import check_can_write
+
+    out = Path(out)
+    check_can_write(out / "figures.json", force)
+    for t in tops:
+        if t not in ("top1", "top5"):
+            raise DejavuError(f"--top: expected top1 or top5, got {t!r}")
+    if not len(results):
+        raise DejavuError("no attack or probe results.json found in the given folders")
+    w = FigureWriter(out, formats)
+    axes = ["epoch", "npc", *params]
+    steps: list[Callable[[], Any]] = []
+    for axis in axes:
+        for t in tops:
+            steps.append(lambda axis=axis, t=t: fig_accuracy(w, results.attacks, axis, t, params))
+        steps.append(lambda axis=axis: fig_quadrants(w, results.attacks, axis, params))
+        steps.append(lambda axis=axis: fig_probe(w, results.probes, axis, params))
+    for t in tops:
+        steps.append(lambda t=t: fig_sweep(w, results.attacks, t))
+        steps.append(lambda t=t: fig_variants(w, results.attacks, t))
+    from dejavu.utils import progress
+
+    for step in progress(steps, desc="plot", total=len(steps)):
+        step()
+    w.write_index({"attacks": len(results.attacks), "probes": len(results.probes), "params": list(params),
+                   "skipped": [[str(p), why] for p, why in results.skipped]})
+    return w.figures
