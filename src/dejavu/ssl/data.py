@@ -1,0 +1,110 @@
+"""Training data for the SSL loop: two sources with the same batching.
+
+* :class:`MemoryImages` -- for small sets (the synthetic default, <= ~2 GB decoded):
+  every image is decoded **once** into a uint8 tensor and augmented from there each
+  epoch, in the main process. Re-reading and decoding JPEGs every epoch costs more
+  than the whole step for 32 px images on a CPU; keeping augmentation in the main
+  process also makes runs (and ``--resume``) bit-exact on the CPU.
+* :class:`LoaderImages` -- for ImageNet-scale sets: a ``DataLoader`` with workers
+  decoding JPEGs (PIL) and applying the same ``torchvision.transforms.v2`` views.
+
+Batching: the order of epoch ``e`` is a permutation drawn from a generator seeded by
+``(seed, e)`` -- identical on every rank and independent of history, so a resumed
+run sees the same batches. The global batch is cut into ``world_size`` equal slices,
+one per rank; the last incomplete batch is dropped (BatchNorm and the batch losses
+need full batches). A set smaller than ``batch_size`` is used as one batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dejavu import DejavuError
+from dejavu.data.dataset import IndexedImages, load_rgb
+from dejavu.data.imagefolder import DatasetIndex
+from dejavu.utils import progress
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=g)
+
+
+def plan_batches(n: int, batch_size: int, world_size: int) -> tuple[int, int]:
+    """(global batch, steps per epoch)."""
+    b = min(batch_size, n)
+    if b % world_size:
+        raise DejavuError(f"batch_size {b} is not divisible by the number of processes ({world_size})")
+    if b < 2:
+        raise DejavuError(f"need at least 2 training images per batch, got {n} image(s)")
+    return b, n // b
+
+
+def decode_all(index: DatasetIndex, idx: np.ndarray, image_size: int, desc: str = "decode") -> torch.Tensor:
+    """uint8 (N, 3, S, S): short side resized to S (if needed), centre-cropped to S."""
+    from torchvision.transforms import v2 as T
+
+    fit = T.Compose([T.ToImage(), T.Resize(image_size, antialias=True), T.CenterCrop(image_size)])
+    out = torch.empty((len(idx), 3, image_size, image_size), dtype=torch.uint8)
+    for i, g in enumerate(progress(idx, desc=desc, total=len(idx))):
+        img = load_rgb(index.path(int(g)))
+        t = T.functional.pil_to_tensor(img)
+        if t.shape[1:] != (image_size, image_size):
+            t = fit(t)
+        out[i] = t
+    return out
+
+
+class MemoryImages:
+    def __init__(self, index: DatasetIndex, idx: np.ndarray, image_size: int):
+        self.images = decode_all(index, idx, image_size, desc="decode train images")
+        self.labels = torch.as_tensor(index.targets[idx], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def epoch(self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: list):
+        per = batch // world
+        for s in range(steps):
+            sel = order[s * batch + rank * per: s * batch + (rank + 1) * per]
+            imgs = self.images[sel]
+            vs = [torch.stack([t(im) for im in imgs]) for t in views]
+            yield vs, self.labels[sel]
+
+
+class _ViewsDataset(torch.utils.data.Dataset):
+    def __init__(self, index, idx, views):
+        self.base = IndexedImages(index, idx, None)
+        self.views = views
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        img, label, _ = self.base[i]
+        return [t(img) for t in self.views], label
+
+
+class LoaderImages:
+    def __init__(self, index: DatasetIndex, idx: np.ndarray, num_workers: int, pin_memory: bool):
+        self.index, self.idx = index, idx
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.labels = torch.as_tensor(index.targets[idx], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def epoch(self, order, batch, steps, rank, world, views):
+        per = batch // world
+        sampler = [order[s * batch + rank * per: s * batch + (rank + 1) * per].tolist() for s in range(steps)]
+        dl = torch.utils.data.DataLoader(_ViewsDataset(self.index, self.idx, views), batch_sampler=sampler,
+                                         num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                         persistent_workers=False)
+        yield from dl
+
+
+def choose_mode(mode: str, n: int, image_size: int) -> str:
+    if mode != "auto":
+        return mode
+    return "memory" if n * 3 * image_size * image_size <= 2 * 1024**3 and image_size <= 96 else "loader"

@@ -1,0 +1,1 @@
+"""One module per SSL method; see :mod:`dejavu.ssl.registry`."""

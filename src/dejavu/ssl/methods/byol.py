@@ -1,0 +1,41 @@
+"""BYOL (Grill et al. 2020): online predictor onto an EMA teacher (0.996 -> 1, cosine).
+
+The teacher copies backbone + projector at initialisation; its parameters follow
+the EMA and its BatchNorm buffers are copied from the student. The predictor is
+lightly's ``BYOLPredictionHead`` (Linear-BN-ReLU-Linear).
+"""
+
+from __future__ import annotations
+
+from dejavu.ssl.losses import byol_loss
+from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, make_teacher
+
+
+class BYOL(Method):
+    name = "byol"
+
+    def __init__(self, model, cfg):
+        super().__init__(model, cfg)
+        from lightly.models.modules import BYOLPredictionHead
+
+        d = model.embed_dim
+        self.predictor = BYOLPredictionHead(d, cfg.byol_hidden, d)
+        self.teacher = make_teacher(model.backbone, model.projector)
+
+    def _teacher(self, x):
+        return self.teacher[1](self.teacher[0](x))
+
+    def forward(self, model, views, labels, info):
+        z1, z2 = model(views[0])[1], model(views[1])[1]
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        t1, t2 = self._teacher(views[0]).detach(), self._teacher(views[1]).detach()
+        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        return loss, {"momentum": self.momentum(info)}
+
+    def momentum(self, info) -> float:
+        return cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, info.progress)
+
+    def after_step(self, model, info):
+        # info.step is the step just taken; momentum for it, reaching ema_end at the last step
+        ema_update(self.teacher, [model.backbone, model.projector],
+                   cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps)))

@@ -1,0 +1,28 @@
+"""Method registry: name -> ``Method`` class (loss, extra heads, views, EMA teachers).
+
+Adding a method = one module under ``dejavu/ssl/methods`` defining a
+:class:`dejavu.ssl.methods.base.Method` subclass + one line here. Entries are
+import strings so ``dejavu --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dejavu import DejavuError
+
+METHODS: dict[str, str] = {
+    "vicreg": "dejavu.ssl.methods.vicreg:VICReg",
+    "simclr": "dejavu.ssl.methods.simclr:SimCLR",
+    "barlow": "dejavu.ssl.methods.barlow:BarlowTwins",
+    "byol": "dejavu.ssl.methods.byol:BYOL",
+    "dino": "dejavu.ssl.methods.dino:DINO",
+    "supervised": "dejavu.ssl.methods.supervised:Supervised",
+}
+
+
+def get_method(name: str):
+    if name not in METHODS:
+        raise DejavuError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    mod, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(mod), cls)
