@@ -150,6 +150,7 @@ def _strip_module(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("module."):]: v for k, v in sd.items() if k.startswith("module.")}
 
 
+@torch.enable_grad()  # callers (e.g. an attack run in the same process) may have disabled grad globally
 def train_rcdm(
     cfg: RCDMConfig,
     ssl_model: str | os.PathLike,

@@ -1,0 +1,419 @@
+"""Reconstruct attacked images from their background crops with RCDMs (DESIGN 2.8).
+
+For an attacked example of set Y (crops of Y's bbox images), the *target* model is the one
+trained on Y and the *control* is the other one. Under each model X in (target, control):
+
+* the crop is the attack's crop (same algorithm and parameters as ``results.json``),
+* the conditioning is ``concat(mean backbone(x) of the crop's 5 nearest public neighbours
+  under X [from X_attk_Y_neighb_idxs.npy -> public_idxs.npy], projector_X(crop))``
+  -- or, for a supervised model (RCDM trained on logits), ``logits_X(crop)``,
+* and RCDM_X samples ``samples`` images by DDIM from noise that is *the same* for both
+  models (seeded by ``seed`` and the dataset index), so the two rows differ only by model.
+
+Writes into ``OUT/``::
+
+    <set>_<index>.png             original with its boxes (red) and the crop (green), the crop,
+                                  the neighbours, the target RCDM's samples, the control's
+    <set>_<index>/samples_target.npy, samples_control.npy   uint8 (n, H, W, 3)
+    <set>_<index>/crop.npy, neighbours_target.npy, neighbours_control.npy
+    summary.png                   one row per example: crop | target samples | control samples
+    reconstruct.json              selection, models, crops, neighbours, file names
+
+The selection helpers here (:func:`load_examples`, :func:`select_examples`,
+:func:`class_summary`) are pure functions on ``examples.csv`` used by the CLI and the notebooks.
+Ranking (DESIGN 2.5): memorized examples by ``conf_target - conf_reference``; correlated
+by ``min(conf_target, conf_reference)``; confident by ``conf_target``; ties by dataset index.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dejavu import DejavuError
+from dejavu.io import atomic_save_npy, atomic_write_bytes, atomic_write_json, check_can_write, load_npy, read_json
+
+RULES = ("most-memorized", "most-correlated", "most-confident")
+
+
+# ---------------------------------------------------------------- selection (pure)
+
+def load_examples(attack_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of ``ATTACK_DIR/examples.csv`` with typed values."""
+    path = Path(attack_dir) / "examples.csv"
+    if not path.is_file():
+        raise DejavuError(f"{path}: file not found (is {attack_dir} an attack folder?)")
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"set", "index", "label", "conf_target", "conf_reference", "quadrant"}
+        missing = need - set(reader.fieldnames or [])
+        if missing:
+            raise DejavuError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for r in reader:
+            row: dict[str, Any] = dict(r)
+            for k in ("index", "label", "pred_target", "pred_reference"):
+                if k in row and row[k] not in (None, ""):
+                    row[k] = int(float(row[k]))
+            for k in ("conf_target", "conf_reference"):
+                row[k] = float(row[k])
+            for k in ("correct_target", "correct_reference"):
+                if k in row:
+                    row[k] = str(row[k]).strip().lower() in ("1", "true", "1.0")
+            rows.append(row)
+    return rows
+
+
+def _score(row: dict[str, Any], rule: str) -> float:
+    if rule == "most-memorized":
+        return row["conf_target"] - row["conf_reference"]
+    if rule == "most-correlated":
+        return min(row["conf_target"], row["conf_reference"])
+    if rule == "most-confident":
+        return row["conf_target"]
+    raise DejavuError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
+
+
+def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None,
+                    set_name: str | None = None) -> list[dict[str, Any]]:
+    """The ``n`` top examples by ``rule``: ``most-memorized`` (quadrant memorized),
+    ``most-correlated`` (quadrant correlated), ``most-confident`` (target right; ranked by the
+    target's confidence); optionally of one class ``label`` and one ``set_name`` (A|B)."""
+    quad = {"most-memorized": "memorized", "most-correlated": "correlated"}.get(rule)
+    rows = [r for r in examples
+            if (quad is None or r["quadrant"] == quad)
+            and (rule != "most-confident" or r.get("correct_target", True))
+            and (label is None or r["label"] == label)
+            and (set_name is None or r["set"] == set_name)]
+    rows.sort(key=lambda r: (-_score(r, rule), r["index"]))
+    return rows[: int(n)]
+
+
+def parse_select(spec: str) -> tuple[str, int] | list[int]:
+    """``most-memorized:10`` | ``most-correlated:10`` | ``most-confident:10`` | ``IDX,IDX,...``."""
+    spec = spec.strip()
+    if ":" in spec:
+        rule, n = spec.split(":", 1)
+        if rule not in RULES or not n.strip().isdigit() or int(n) < 1:
+            raise DejavuError(f"--select {spec!r}: expected RULE:N with RULE in {', '.join(RULES)}, or IDX,IDX,...")
+        return rule, int(n)
+    try:
+        idx = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise DejavuError(f"--select {spec!r}: expected RULE:N or comma-separated dataset indices") from None
+    if not idx:
+        raise DejavuError("--select: nothing selected")
+    return idx
+
+
+def class_summary(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per class: number of attacked examples, memorized and correlated shares, target and
+    reference accuracy, and ``both = min(memorized, correlated)`` (high when a class shows
+    both memorization and correlation). Sorted by ``both``, then class."""
+    by: dict[int, list[dict[str, Any]]] = {}
+    for r in examples:
+        by.setdefault(int(r["label"]), []).append(r)
+    out = []
+    for c, rows in by.items():
+        n = len(rows)
+        mem = sum(r["quadrant"] == "memorized" for r in rows) / n
+        cor = sum(r["quadrant"] == "correlated" for r in rows) / n
+        out.append({"label": c, "n": n, "memorized": mem, "correlated": cor, "both": min(mem, cor),
+                    "acc_target": sum(bool(r.get("correct_target")) for r in rows) / n,
+                    "acc_reference": sum(bool(r.get("correct_reference")) for r in rows) / n})
+    out.sort(key=lambda d: (-d["both"], d["label"]))
+    return out
+
+
+# ---------------------------------------------------------------- finding the RCDMs of a run
+
+def find_rcdms(search_dir: str | os.PathLike, attack_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """The RCDM run folders (under ``search_dir``, e.g. ``RUN/rcdm``) trained on the attack's
+    models A and B, matched by the SSL checkpoint's sha256 stored in each RCDM's config.json."""
+    res = read_json(Path(attack_dir) / "results.json")
+    want = {s: res["models"][s]["sha256"] for s in ("A", "B")}
+    found: dict[str, Path] = {}
+    for cfg in sorted(Path(search_dir).glob("**/config.json")):
+        try:
+            sha = read_json(cfg).get("ssl", {}).get("sha256")
+        except DejavuError:
+            continue
+        if not (cfg.parent / "last.pth").is_file():
+            continue
+        for s, w in want.items():
+            if sha == w and s not in found:
+                found[s] = cfg.parent
+    missing = [s for s in ("A", "B") if s not in found]
+    if missing:
+        raise DejavuError(f"{search_dir}: no RCDM trained on model {' and '.join(missing)} of {attack_dir} "
+                          f"(train with `dejavu rcdm train --ssl-model <model {missing[0]} checkpoint>`)")
+    return found["A"], found["B"]
+
+
+# ---------------------------------------------------------------- reconstruction
+
+@dataclass
+class Reconstruction:
+    set: str
+    index: int
+    label: int
+    crop_box: tuple[int, int, int, int]
+    neighbours: dict[str, list[int]]  # "target"/"control" -> global indices of the neighbours used
+    samples_target: np.ndarray  # uint8 (n, H, W, 3)
+    samples_control: np.ndarray
+    png: Path
+
+
+@dataclass
+class ReconstructResult:
+    out: Path
+    items: list[Reconstruction] = field(default_factory=list)
+    summary_png: Path | None = None
+    manifest: Path | None = None
+
+
+def _row_of(attk_idxs: np.ndarray, g: int, what: str) -> int:
+    hits = np.nonzero(attk_idxs == g)[0]
+    if len(hits) == 0:
+        raise DejavuError(f"{what}: dataset index {g} was not attacked")
+    return int(hits[0])
+
+
+def _crop_decision(res_cfg: dict[str, Any], img_size: tuple[int, int], boxes: np.ndarray | None):
+    from dejavu.attack import crops
+
+    w, h = img_size
+    kind = res_cfg.get("crop", "periphery")
+    if kind == "corner":
+        return crops.corner_crop(w, h, float(res_cfg.get("corner_frac", 0.3)))
+    algo = crops.CROP_ALGOS.get(res_cfg.get("crop_algo", kind), crops.periphery_crop)
+    min_px = res_cfg.get("min_crop_px")
+    if min_px is None:
+        min_px = crops.default_min_crop_px(int(res_cfg.get("image_size", 224)))
+    return algo(boxes if boxes is not None else np.zeros((0, 4)), w, h, float(min_px))
+
+
+def _draw_grid(path: Path, title: str, original, boxes: np.ndarray, crop_box, crop_img, neighbours: list,
+               target: np.ndarray, control: np.ndarray, names: tuple[str, str]) -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    ncols = max(2 + len(neighbours), target.shape[0], 1)
+    fig = Figure(figsize=(1.6 * ncols, 1.7 * 3 + 0.4))
+    axes = fig.subplots(3, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    ax = axes[0, 0]
+    ax.imshow(original)
+    for b in boxes:
+        ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="red", lw=1.2))
+    x0, y0, x1, y1 = crop_box
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1.2, ls="--"))
+    ax.set_title("original", fontsize=8)
+    axes[0, 1].imshow(crop_img)
+    axes[0, 1].set_title("crop", fontsize=8)
+    for j, nb in enumerate(neighbours):
+        axes[0, 2 + j].imshow(nb)
+        axes[0, 2 + j].set_title(f"neighbour {j + 1}", fontsize=8)
+    for row, (imgs, name) in enumerate(((target, names[0]), (control, names[1])), start=1):
+        for j in range(imgs.shape[0]):
+            axes[row, j].imshow(imgs[j])
+        axes[row, 0].set_frame_on(True)
+        axes[row, 0].set_ylabel(name, fontsize=8)
+        axes[row, 0].yaxis.set_visible(True)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _draw_summary(path: Path, items: list[Reconstruction], crops_: list[np.ndarray], classes: list[str]) -> None:
+    from matplotlib.figure import Figure
+
+    if not items:
+        return
+    n = items[0].samples_target.shape[0]
+    ncols = 1 + 2 * n
+    fig = Figure(figsize=(1.1 * ncols, 1.2 * len(items) + 0.5))
+    axes = fig.subplots(len(items), ncols, squeeze=False)
+    for i, (it, crop) in enumerate(zip(items, crops_)):
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].imshow(crop)
+        axes[i, 0].set_ylabel(f"{it.set}{it.index}\n{classes[it.label] if it.label < len(classes) else it.label}",
+                              fontsize=6)
+        for j in range(n):
+            axes[i, 1 + j].imshow(it.samples_target[j])
+            axes[i, 1 + n + j].imshow(it.samples_control[j])
+    axes[0, 0].set_title("crop", fontsize=7)
+    axes[0, 1].set_title("target RCDM", fontsize=7, loc="left")
+    axes[0, 1 + n].set_title("control RCDM", fontsize=7, loc="left")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def reconstruct(
+    attack_dir: str | os.PathLike,
+    rcdm_a: str | os.PathLike,
+    rcdm_b: str | os.PathLike,
+    select: str | Sequence[int] | Sequence[dict[str, Any]],
+    out: str | os.PathLike,
+    samples: int = 4,
+    ddim_steps: int | None = None,
+    seed: int = 0,
+    data: Any = None,
+    n_neighbours: int = 5,
+    device: str | None = None,
+    force: bool = False,
+) -> ReconstructResult:
+    """Reconstruct the selected attacked examples under the target and control RCDMs.
+
+    ``select``: ``"most-memorized:10"``-style string, dataset indices, or rows from
+    :func:`select_examples`. ``data``: dataset root or ``DataPaths`` (default: where the RCDM
+    was trained). Returns the images as arrays as well as the files written.
+    """
+    import torch
+
+    from dejavu.data.annotations import read_voc_xml
+    from dejavu.data.dataset import load_rgb
+    from dejavu.data.imagefolder import DataPaths, annotation_path, scan_imagefolder
+    from dejavu.data.transforms import eval_transform
+    from dejavu.rcdm.model import load_rcdm
+    from dejavu.rcdm.sample import make_noise, sample, to_uint8
+    from dejavu.ssl.checkpoint import load_model
+    from dejavu.utils import progress
+
+    attack_dir, out = Path(attack_dir), Path(out)
+    res = read_json(attack_dir / "results.json")
+    rcfg = dict(res.get("config") or {})
+    examples = load_examples(attack_dir)
+    if isinstance(select, str):
+        sel = parse_select(select)
+        rows = select_examples(examples, *sel) if isinstance(sel, tuple) else sel
+    else:
+        rows = list(select)
+    by_index = {r["index"]: r for r in examples}
+    chosen = []
+    for r in rows:
+        g = int(r["index"]) if isinstance(r, dict) else int(r)
+        if g not in by_index:
+            raise DejavuError(f"{attack_dir / 'examples.csv'}: dataset index {g} is not an attacked example")
+        chosen.append(by_index[g])
+    if not chosen:
+        raise DejavuError(f"{attack_dir}: the selection {select!r} matched no attacked example")
+    check_can_write(out, force)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    rcdms, ssl = {}, {}
+    for s, p in (("A", rcdm_a), ("B", rcdm_b)):
+        rc = load_rcdm(p)
+        want = res["models"][s]
+        if rc.ssl.get("sha256") != want.get("sha256"):
+            raise DejavuError(f"{rc.path}: trained on SSL checkpoint {rc.ssl.get('path')} but model {s} of "
+                              f"{attack_dir} is {want.get('path')} (sha256 differs); pass the RCDM of model {s}")
+        ckpt = want.get("path") if want.get("path") and Path(want["path"]).is_file() else rc.ssl.get("path")
+        lm = load_model(ckpt)
+        if lm.sha256 != want.get("sha256"):
+            raise DejavuError(f"{ckpt}: changed since the attack (sha256 differs from {attack_dir / 'results.json'})")
+        rcdms[s], ssl[s] = rc, lm.model.to(dev).eval()
+        rc.model.to(dev)
+    if data is None:
+        d = rcdms["A"].raw.get("data") or {}
+        paths = DataPaths.resolve(images=d.get("images"), bboxes=d.get("bboxes"))
+    else:
+        paths = data if isinstance(data, DataPaths) else DataPaths.resolve(data=data)
+    index = scan_imagefolder(paths.images)
+    if res.get("fingerprint"):
+        index.fingerprint.check(res["fingerprint"], what=f"attack {attack_dir}")
+    public = load_npy(attack_dir / "public_idxs.npy")
+    ssl_size = int(rcdms["A"].ssl.get("image_size") or rcfg.get("image_size") or 224)
+    tf = eval_transform(ssl_size)
+    size = rcdms["A"].config.image_size
+    if rcdms["B"].config.image_size != size:
+        raise DejavuError(f"{rcdm_a} and {rcdm_b}: RCDMs of different resolutions ({size} vs {rcdms['B'].config.image_size})")
+
+    arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+    def attack_arrays(x: str, y: str):
+        if (x, y) not in arrays:
+            arrays[(x, y)] = (load_npy(attack_dir / f"{x}_attk_{y}_attk_idxs.npy"),
+                              load_npy(attack_dir / f"{x}_attk_{y}_neighb_idxs.npy"))
+        return arrays[(x, y)]
+
+    result = ReconstructResult(out=out)
+    crops_: list[np.ndarray] = []
+    records = []
+    out.mkdir(parents=True, exist_ok=True)
+    for row in progress(chosen, desc="rcdm: reconstructing"):
+        y, g = row["set"], int(row["index"])
+        other = "B" if y == "A" else "A"
+        img = load_rgb(index.path(g))
+        boxes = np.zeros((0, 4))
+        if paths.annotation_dir is not None and annotation_path(index, paths.annotation_dir, g).is_file():
+            boxes = read_voc_xml(annotation_path(index, paths.annotation_dir, g)).boxes
+        dec = _crop_decision(rcfg, img.size, boxes)
+        if not dec.ok:
+            raise DejavuError(f"{index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
+                              f"was the attack run with other crop settings?")
+        crop = img.crop(dec.pixel_box())
+        noise = make_noise(samples, size, seed + g)
+        outs, neigh = {}, {}
+        for role, x in (("target", y), ("control", other)):
+            attk, nb = attack_arrays(x, y)
+            nb_g = public[nb[_row_of(attk, g, f'{attack_dir}/{x}_attk_{y}_attk_idxs.npy'), :n_neighbours]]
+            neigh[role] = [int(v) for v in nb_g]
+            with torch.no_grad():
+                xc = tf(crop).unsqueeze(0).to(dev)
+                if rcdms[x].ssl.get("embed", "both") == "logits":
+                    rep = ssl[x].embed(xc, "logits")
+                else:
+                    xn = torch.stack([tf(load_rgb(index.path(int(v)))) for v in nb_g]).to(dev)
+                    rep = torch.cat([ssl[x].embed(xn, "backbone").mean(0, keepdim=True), ssl[x].embed(xc, "projector")], 1)
+            outs[role] = to_uint8(sample(rcdms[x].model, rep.expand(samples, -1), noise=noise, ddim_steps=ddim_steps)).numpy()
+        sub = out / f"{y}_{g}"
+        crop_arr = np.asarray(crop)
+        atomic_save_npy(sub / "samples_target.npy", outs["target"])
+        atomic_save_npy(sub / "samples_control.npy", outs["control"])
+        atomic_save_npy(sub / "crop.npy", crop_arr)
+        atomic_save_npy(sub / "neighbours_target.npy", np.array(neigh["target"]))
+        atomic_save_npy(sub / "neighbours_control.npy", np.array(neigh["control"]))
+        png = out / f"{y}_{g}.png"
+        label = int(row["label"])
+        cname = index.classes[label] if label < len(index.classes) else str(label)
+        _draw_grid(png, f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, control = model {other}",
+                   np.asarray(img), boxes, dec.pixel_box(), crop_arr,
+                   [np.asarray(load_rgb(index.path(v))) for v in neigh["target"]],
+                   outs["target"], outs["control"], (f"RCDM {y} (target)", f"RCDM {other} (control)"))
+        item = Reconstruction(set=y, index=g, label=label, crop_box=dec.pixel_box(), neighbours=neigh,
+                              samples_target=outs["target"], samples_control=outs["control"], png=png)
+        result.items.append(item)
+        crops_.append(crop_arr)
+        records.append({"set": y, "index": g, "label": label, "class": cname, "quadrant": row["quadrant"],
+                        "conf_target": row["conf_target"], "conf_reference": row["conf_reference"],
+                        "crop_box": list(dec.pixel_box()), "neighbours": neigh, "png": png.name,
+                        "tensors": f"{y}_{g}/", "noise_seed": seed + g})
+    result.summary_png = out / "summary.png"
+    _draw_summary(result.summary_png, result.items, crops_, index.classes)
+    result.manifest = atomic_write_json(out / "reconstruct.json", {
+        "format": "dejavu-rcdm-reconstruct/1", "attack": str(attack_dir),
+        "select": select if isinstance(select, str) else [int(r["index"]) for r in chosen],
+        "samples": samples, "ddim_steps": ddim_steps or rcdms["A"].config.ddim_steps, "seed": seed,
+        "n_neighbours": n_neighbours,
+        "rcdm": {s: {"path": str(rcdms[s].path), "step": rcdms[s].step, "embed": rcdms[s].ssl.get("embed")} for s in "AB"},
+        "fingerprint": index.fingerprint.to_dict(), "items": records})
+    return result
