@@ -69,17 +69,19 @@ class CropDecision:
 
 
 def clip_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, int, int]:
-    """Clip ``(n, 4)`` boxes to the image. Returns (kept boxes, n outside, n clipped)."""
+    """Clip ``(n, 4)`` boxes to the image. Returns (kept boxes, n outside, n clipped).
+
+    Boxes with no area inside the image are dropped: those entirely outside are counted
+    as errors (``n outside``); degenerate ones inside (zero width or height) cover nothing
+    and are dropped silently, so they neither cover nor split anything."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     c = b.copy()
     c[:, [0, 2]] = np.clip(c[:, [0, 2]], 0.0, float(width))
     c[:, [1, 3]] = np.clip(c[:, [1, 3]], 0.0, float(height))
-    outside = (c[:, 2] <= c[:, 0]) | (c[:, 3] <= c[:, 1])
-    # a degenerate box inside the image (zero width) is kept as a line: it still splits
-    # intervals but covers nothing; only boxes with no overlap with the image are errors
-    really_out = outside & ((b[:, 0] >= width) | (b[:, 2] <= 0) | (b[:, 1] >= height) | (b[:, 3] <= 0))
-    clipped = (~outside) & np.any(c != b, axis=1)
-    return c[~really_out], int(really_out.sum()), int(clipped.sum())
+    empty = (c[:, 2] <= c[:, 0]) | (c[:, 3] <= c[:, 1])
+    really_out = empty & ((b[:, 0] >= width) | (b[:, 2] <= 0) | (b[:, 1] >= height) | (b[:, 3] <= 0))
+    clipped = (~empty) & np.any(c != b, axis=1)
+    return c[~empty], int(really_out.sum()), int(clipped.sum())
 
 
 def periphery_candidates(boxes: np.ndarray, width: float, height: float) -> list[tuple[float, float, float, float]]:

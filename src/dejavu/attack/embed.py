@@ -126,7 +126,10 @@ class CachedEmbedder:
                      workers: int | None) -> tuple[list[np.ndarray], list[bool]]:
         """Returns (embeddings per model, was-cached per model)."""
         got = [self.lookup(k) for k in keys]
-        todo = [j for j, g in enumerate(got) if g is None]
+        first = {}  # the same checkpoint twice (same key) is embedded once
+        for j, k in enumerate(keys):
+            first.setdefault(k["key"], j)
+        todo = [j for j, g in enumerate(got) if g is None and first[keys[j]["key"]] == j]
         if todo:
             ds = ImageCrops(paths, None, transform)
             if self.cache_dir is None:
@@ -158,7 +161,11 @@ class CachedEmbedder:
                     for tmp in tmps:
                         if tmp.exists():
                             tmp.unlink()
-        return [np.asarray(g) for g in got], [j not in todo for j in range(len(keys))]
+        for j, k in enumerate(keys):
+            if got[j] is None:
+                got[j] = got[first[k["key"]]]
+        was_cached = [first[k["key"]] not in todo for k in keys]
+        return [np.asarray(g) for g in got], was_cached
 
 
 @torch.no_grad()
