@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Linear probe of every snapshot of one training run (the epoch sweep).
+#
+# Probes $RUNS/$NAME/train/${METHOD}_${NPC}pc_A/model_ep{E}.pth for every snapshot found
+# there (or, when none exists yet, for every E in $EPOCHS) and writes
+# $RUNS/$NAME/probe/${METHOD}_${NPC}pc_{E}ep/results.json. Points that already have a
+# results.json are skipped (set FORCE=1 to redo them), so the sweep can be rerun.
+#
+# Usage: lin_probe_cmds/probe_epoch_sweep.sh [--dry-run] [--launcher local|slurm] [extra dejavu probe flags]
+# Environment (defaults in brackets):
+#   IMAGENET_DIR [/datasets/imagenet]  dataset root holding train/
+#   RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
+#   METHOD [vicreg]  NPC [300]  EPOCHS ["50 100 ... 1000"]  FEATURES [backbone]
+#   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
+# Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
+# line and runs nothing; --launcher is passed through to the CLI.
+set -euo pipefail
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+DRY_RUN=0
+LAUNCHER=local
+EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
+    --launcher=*) LAUNCHER="${1#*=}" ;;
+    -h|--help) usage; exit 0 ;;
+    *) EXTRA+=("$1") ;;
+  esac
+  shift
+done
+
+IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
+RUNS="${RUNS:-runs}"
+NAME="${NAME:-imagenet}"
+RUN="$RUNS/$NAME"
+PARTITION="${PARTITION:-$RUN/partition}"
+METHOD="${METHOD:-vicreg}"
+NPC="${NPC:-300}"
+EPOCHS="${EPOCHS:-$(seq -s ' ' 50 50 1000)}"
+FEATURES="${FEATURES:-backbone}"
+FORCE="${FORCE:-0}"
+
+launch_flags=(--launcher "$LAUNCHER")
+if [[ "$LAUNCHER" == slurm && -n "${SLURM_PARTITION:-}" ]]; then
+  launch_flags+=(--slurm-partition "$SLURM_PARTITION")
+fi
+
+run() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
+train_dir="$RUN/train/${METHOD}_${NPC}pc_A"
+epochs=()
+shopt -s nullglob
+for ckpt in "$train_dir"/model_ep*.pth; do
+  e="${ckpt##*model_ep}"
+  epochs+=("${e%.pth}")
+done
+shopt -u nullglob
+if [[ ${#epochs[@]} -eq 0 ]]; then
+  echo "note: no snapshots in $train_dir yet; using EPOCHS=$EPOCHS" >&2
+  read -r -a epochs <<< "$EPOCHS"
+fi
+mapfile -t epochs < <(printf '%s\n' "${epochs[@]}" | sort -n)
+
+for e in "${epochs[@]}"; do
+  out="$RUN/probe/${METHOD}_${NPC}pc_${e}ep"
+  force_flag=()
+  if [[ -f "$out/results.json" ]]; then
+    if [[ "$FORCE" == 1 ]]; then force_flag=(--force); else echo "skip $out (results.json exists; FORCE=1 redoes it)" >&2; continue; fi
+  fi
+  run dejavu probe --model "$train_dir/model_ep${e}.pth" --partition "$PARTITION" --npc "$NPC" \
+    --images "$IMAGENET_DIR/train" --out "$out" --features "$FEATURES" \
+    "${launch_flags[@]}" "${force_flag[@]}" "${EXTRA[@]}"
+done
