@@ -1,0 +1,86 @@
+"""Run any dejavu command locally or on SLURM (through submitit).
+
+Generic on purpose: a job is a python callable named ``"module:function"`` applied
+to an argv list (by default ``dejavu.cli:main``), so every stage can offer
+``--launcher slurm`` with :func:`add_launcher_args` + :func:`submit`, knowing nothing
+of SLURM, and this package knows nothing of any stage.
+
+On SLURM each task of a multi-GPU job exports the torch.distributed environment
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT via
+``submitit.helpers.TorchDistributedEnvironment``) before calling the target, so a
+stage that calls ``torch.distributed.init_process_group()`` from the environment
+(as ``dejavu train`` does) runs as DDP. On preemption or time-out submitit calls
+:meth:`CliJob.checkpoint`, which resubmits the same argv plus ``--resume`` (stages
+save their own resumable state; training writes ``last.pth`` every epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dejavu.launch.job import CliJob, strip_launcher_args  # noqa: F401
+
+LAUNCHER_OPTIONS = {  # option -> takes a value
+    "--launcher": True, "--nodes": True, "--gpus-per-node": True, "--partition": True, "--time": True,
+    "--cpus-per-task": True, "--mem-gb": True, "--slurm-dir": True, "--job-name": True, "--max-requeue": True,
+    "--account": True, "--constraint": True,
+}
+
+
+def add_launcher_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("launcher (where the command runs)")
+    g.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: run here, in this process (use torchrun for several local GPUs); "
+                        "slurm: submit through submitit and return (default: %(default)s)")
+    g.add_argument("--nodes", type=int, default=1, help="SLURM nodes (default: %(default)s)")
+    g.add_argument("--gpus-per-node", type=int, default=8,
+                   help="SLURM GPUs per node; one task (DDP process) per GPU (default: %(default)s)")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: $SLURM_PARTITION)")
+    g.add_argument("--time", type=int, default=4320, help="SLURM time limit in minutes (default: %(default)s)")
+    g.add_argument("--cpus-per-task", type=int, default=10, help="SLURM CPUs per task (default: %(default)s)")
+    g.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per node in GB (default: cluster's)")
+    g.add_argument("--account", default=None, help="SLURM account")
+    g.add_argument("--constraint", default=None, help="SLURM constraint (e.g. volta32gb)")
+    g.add_argument("--slurm-dir", default=None,
+                   help="folder for submitit logs and job pickles (default: OUT/slurm or ./slurm)")
+    g.add_argument("--job-name", default=None, help="SLURM job name (default: the command name)")
+    g.add_argument("--max-requeue", type=int, default=20,
+                   help="resubmissions after preemption or time-out, each resuming (default: %(default)s)")
+
+
+def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str | Path | None = None,
+           target: str = "dejavu.cli:main", resume_flag: str | None = "--resume", cluster: str | None = None):
+    """Submit ``target(argv)`` as a SLURM job; returns the submitit Job.
+
+    ``argv`` must be the local form of the command (no launcher options: see
+    :func:`strip_launcher_args`). ``cluster`` is passed to ``submitit.AutoExecutor``
+    ("debug" runs in-process, for tests).
+    """
+    import os
+
+    import submitit
+
+    folder = Path(args.slurm_dir or log_dir or "slurm")
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    params = dict(name=args.job_name or name, nodes=args.nodes, tasks_per_node=args.gpus_per_node,
+                  gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, timeout_min=args.time)
+    if args.mem_gb:
+        params["mem_gb"] = args.mem_gb
+    partition = args.partition or os.environ.get("SLURM_PARTITION")
+    if partition:
+        params["slurm_partition"] = partition
+    extra = {}
+    if args.account:
+        extra["account"] = args.account
+    if args.constraint:
+        params["slurm_constraint"] = args.constraint
+    if extra:
+        params["slurm_additional_parameters"] = extra
+    params["slurm_signal_delay_s"] = 120
+    ex.update_parameters(**params)
+    try:
+        ex.update_parameters(slurm_max_num_timeout=args.max_requeue)
+    except Exception:  # noqa: BLE001 - non-SLURM executors do not know this key
+        pass
+    return ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))

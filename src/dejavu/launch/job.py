@@ -1,0 +1,69 @@
+"""The picklable job submitit runs, and argv clean-up for the remote side."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+def _resolve(target: str):
+    mod, _, fn = target.partition(":")
+    if not fn:
+        raise ValueError(f"target {target!r}: expected 'module:function'")
+    return getattr(importlib.import_module(mod), fn)
+
+
+class CliJob:
+    """``target(argv)`` in the job; a non-zero int return fails the job.
+
+    ``checkpoint`` (called by submitit on preemption / time-out) requeues the same
+    command with ``resume_flag`` appended once, so the stage continues from its last
+    saved state.
+    """
+
+    def __init__(self, argv: list[str], target: str = "dejavu.cli:main", resume_flag: str | None = "--resume"):
+        self.argv = list(argv)
+        self.target = target
+        self.resume_flag = resume_flag
+
+    def __call__(self) -> Any:
+        try:
+            import submitit
+
+            env = submitit.JobEnvironment()
+            if env.num_tasks > 1:
+                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        except RuntimeError:  # not inside a submitit job (called directly)
+            pass
+        rc = _resolve(self.target)(self.argv)
+        if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
+            raise RuntimeError(f"{self.target} {' '.join(self.argv)} exited with status {rc}")
+        return rc
+
+    def resumed_argv(self) -> list[str]:
+        if self.resume_flag and self.resume_flag not in self.argv:
+            return self.argv + [self.resume_flag]
+        return list(self.argv)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(CliJob(self.resumed_argv(), self.target, self.resume_flag))
+
+
+def strip_launcher_args(argv: list[str]) -> list[str]:
+    """Remove launcher options (``--launcher slurm``, ``--nodes 2``, ``--time=60`` ...)
+    so the job runs the local form of the same command."""
+    from dejavu.launch import LAUNCHER_OPTIONS
+
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        key = a.split("=", 1)[0]
+        if key in LAUNCHER_OPTIONS:
+            i += 1 if "=" in a or not LAUNCHER_OPTIONS[key] else 2
+            continue
+        out.append(a)
+        i += 1
+    return out

@@ -1,0 +1,102 @@
+"""``dejavu train``: train one SSL (or supervised) model on a partition's train set."""
+
+from __future__ import annotations
+
+import argparse
+
+from dejavu import DejavuError
+
+DESCRIPTION = """\
+Train a model on the images of one index file (a partition's train_A.npy or
+train_B.npy) and write OUT/model_ep{E}.pth snapshots, OUT/last.pth (resume state),
+OUT/config.json and OUT/metrics.jsonl (loss, lr, images/s, online kNN accuracy).
+
+Configuration: --config names a YAML file or a packaged config (vicreg, simclr, barlow,
+byol, dino, supervised = the paper setting, ImageNet/ResNet-101; <method>_synth = the
+CPU synthetic default, used when --config is not given); --set key=value overrides any
+field (epochs, batch_size, lr, seed, snapshot_every, arch, projector, image_size,
+optimizer, weight_decay, warmup_epochs, augment, knn_every, amp, ...). lr is the base
+lr (effective = lr * batch_size / 256) unless absolute_lr=true.
+
+Runs with the same seed start from the same weights (train A and B with one seed).
+Several GPUs: `torchrun --nproc_per_node=8 -m dejavu train ...` or --launcher slurm.
+"""
+
+EPILOG = """\
+examples:
+  dejavu train --method vicreg --data synth --index part/100_per_class/train_A.npy --out runs/vicreg_A
+  dejavu train --method vicreg --data synth --index part/100_per_class/train_A.npy --out runs/vicreg_A --resume
+  dejavu train --config vicreg --images $IMAGENET_DIR/train --index part/300_per_class/train_B.npy \\
+      --out runs/vicreg_300pc_B --launcher slurm --nodes 2 --gpus-per-node 8 --time 4320
+"""
+
+
+def register(sub) -> None:
+    from dejavu.data.imagefolder import add_data_args
+    from dejavu.launch import add_launcher_args
+
+    methods = ("vicreg", "simclr", "barlow", "byol", "dino", "supervised")
+    p = sub.add_parser("train", help="train an SSL model (vicreg, simclr, barlow, byol, dino, supervised)",
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=methods,
+                   help="training method (default: the config file's; vicreg without --config)")
+    add_data_args(p)
+    p.add_argument("--index", required=True, metavar="NPY",
+                   help="index file of the training images, e.g. P/100_per_class/train_A.npy")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
+    p.add_argument("--config", metavar="FILE|NAME", help="YAML config file or packaged config name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth (exactly, on the CPU)")
+    p.add_argument("--force", action="store_true", help="discard an existing run in RUN and start over")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_launcher_args(p)
+    p.set_defaults(func=_cmd)
+
+
+def local_argv(args) -> list[str]:
+    """The command line that runs this training locally (for the SLURM job)."""
+    argv = ["train", "--index", str(args.index), "--out", str(args.out)]
+    for flag in ("method", "data", "images", "bboxes", "config", "device"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            argv += [f"--{flag}", str(v)]
+    for s in args.set:
+        argv += ["--set", s]
+    if args.resume:
+        argv.append("--resume")
+    if args.force:
+        argv.append("--force")
+    return argv
+
+
+def _cmd(args) -> int:
+    from pathlib import Path
+
+    from dejavu.ssl.config import load_train_config
+
+    cfg = load_train_config(args.config, args.set, method=args.method)  # validate before submitting
+    if args.launcher == "slurm":
+        from dejavu.launch import submit
+
+        if args.force and args.resume:
+            raise DejavuError("--force and --resume together: choose one")
+        job = submit(local_argv(args), args, name=f"train_{cfg.method}", log_dir=Path(args.out) / "slurm")
+        print(f"submitted SLURM job {job.job_id}: {cfg.method} -> {args.out} (logs in {Path(args.out) / 'slurm'})")
+        return 0
+
+    from dejavu.data.imagefolder import data_paths_from_args
+    from dejavu.ssl.train import train
+    from dejavu.utils import set_torch_threads
+
+    set_torch_threads()
+    paths = data_paths_from_args(args)
+    res = train(cfg, paths, args.index, args.out, resume=args.resume, force=args.force, device=args.device)
+    m = res.metrics
+    knn = f", kNN top-1 {m['knn_top1']:.3f}" if "knn_top1" in m else ""
+    from dejavu.ssl.ddp import current
+
+    if current().is_main:
+        print(f"trained {cfg.method} for {res.epochs_done} epochs: loss {m.get('loss', float('nan')):.4f}{knn}; "
+              f"{len(res.snapshots)} snapshot(s) and last.pth in {res.out}")
+    return 0
