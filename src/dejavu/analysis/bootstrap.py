@@ -17,24 +17,35 @@ import numpy as np
 
 from dejavu.analysis.metrics import FRACTIONS, PAIRS, QUADRANTS, PairScores, n_top, quadrant_masks, rank_order
 
-_CELLS = 2 ** 24  # resample-block size (replicates x examples) to bound memory
+_CELLS = 2 ** 22  # resample-block size (replicates x examples) to bound memory
+
+
+def weighted_top_accs(weights: np.ndarray, scores: PairScores, ps, topks=(1, 5)) -> dict[tuple[int, float], np.ndarray]:
+    """Accuracy of the top fraction ``p`` for each resample row of ``weights`` (R, n),
+    for every (topk, p); the ranking and cumulative weights are computed once."""
+    n = weights.shape[1]
+    order = rank_order(scores.conf, scores.index)
+    w = weights[:, order].astype(np.float64)
+    cw = np.cumsum(w, axis=1)
+    rows = np.arange(len(w))
+    out = {}
+    js = {}
+    for p in ps:
+        m = float(n_top(p, n))
+        j = np.minimum((cw < m).sum(axis=1), n - 1)  # first position whose cumulative weight reaches m
+        js[p] = (m, j, np.where(j > 0, cw[rows, np.maximum(j - 1, 0)], 0.0))
+    for topk in topks:
+        c = scores.correct(topk)[order].astype(np.float64)
+        cc = np.cumsum(w * c[None, :], axis=1)
+        for p, (m, j, prev_w) in js.items():
+            prev_c = np.where(j > 0, cc[rows, np.maximum(j - 1, 0)], 0.0)
+            out[(topk, p)] = (prev_c + (m - prev_w) * c[j]) / m
+    return out
 
 
 def weighted_top_acc(weights: np.ndarray, scores: PairScores, p: float, topk: int) -> np.ndarray:
     """Accuracy of the top ``p`` fraction for each resample row of ``weights`` (R, n)."""
-    n = weights.shape[1]
-    order = rank_order(scores.conf, scores.index)
-    c = scores.correct(topk)[order].astype(np.float64)
-    w = weights[:, order].astype(np.float64)
-    cw = np.cumsum(w, axis=1)
-    cc = np.cumsum(w * c[None, :], axis=1)
-    m = float(n_top(p, n))
-    j = (cw < m).sum(axis=1)  # first position whose cumulative weight reaches m
-    j = np.minimum(j, n - 1)
-    rows = np.arange(len(w))
-    prev_w = np.where(j > 0, cw[rows, np.maximum(j - 1, 0)], 0.0)
-    prev_c = np.where(j > 0, cc[rows, np.maximum(j - 1, 0)], 0.0)
-    return (prev_c + (m - prev_w) * c[j]) / m
+    return weighted_top_accs(weights, scores, (p,), (topk,))[(topk, p)]
 
 
 def bootstrap_replicates(pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
@@ -55,10 +66,10 @@ def bootstrap_replicates(pairs: dict[str, PairScores], n_boot: int = 1000, seed:
             else:
                 w = rng.multinomial(n[y], np.full(n[y], 1.0 / n[y]), size=r)
             for name in (t, ref):
+                got = weighted_top_accs(w, pairs[name], fractions) if n[y] else {}
                 for topk in (1, 5):
                     for p in fractions:
-                        acc[(name, topk, p)] = (weighted_top_acc(w, pairs[name], p, topk) if n[y]
-                                                else np.full(r, np.nan))
+                        acc[(name, topk, p)] = got.get((topk, p), np.full(r, np.nan))
             masks = quadrant_masks(pairs[t], pairs[ref], 1)
             for q in QUADRANTS:
                 quad[q] += 0.5 * ((w @ masks[q].astype(np.float64)) / n[y] if n[y] else np.nan)
