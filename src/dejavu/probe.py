@@ -229,7 +229,7 @@ def probe(
         "epoch": loaded.epoch,
         "top1": acc[1],
         "top5": acc[5],
-        "counts": {"train": int(len(train_idx)), "val": int(len(val_idx)), "classes": num_classes,
+        "counts": {"train": len(train_idx), "val": len(val_idx), "classes": num_classes,
                    "feature_dim": int(dim)},
         "history": history,
         "seconds": round(time.time() - t0, 2),
@@ -282,11 +282,11 @@ def register(sub) -> None:
 
 
 def _kwargs(args, paths) -> dict[str, Any]:
-    return dict(model_path=args.model, partition=args.partition, npc=args.npc, paths=paths, out=args.out,
-                features=args.features, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                augment=args.augment, device=args.device, weight_decay=args.weight_decay, workers=args.workers,
-                seed=args.seed, image_size=args.image_size, arch=args.arch, projector=args.projector,
-                force=args.force)
+    return {"model_path": args.model, "partition": args.partition, "npc": args.npc, "paths": paths, "out": args.out,
+                "features": args.features, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                "augment": args.augment, "device": args.device, "weight_decay": args.weight_decay, "workers": args.workers,
+                "seed": args.seed, "image_size": args.image_size, "arch": args.arch, "projector": args.projector,
+                "force": args.force}
 
 
 def _cmd(args) -> int:
@@ -302,8 +302,8 @@ def _cmd(args) -> int:
 
         check_can_write(Path(args.out) / "results.json", args.force)
         ex = submitit.AutoExecutor(folder=Path(args.out) / "slurm")
-        params: dict[str, Any] = dict(timeout_min=args.timeout_min, gpus_per_node=args.gpus,
-                                      cpus_per_task=max(1, args.workers), name="dejavu-probe")
+        params: dict[str, Any] = {"timeout_min": args.timeout_min, "gpus_per_node": args.gpus,
+                                      "cpus_per_task": max(1, args.workers), "name": "dejavu-probe"}
         if args.slurm_partition:
             params["slurm_partition"] = args.slurm_partition
         ex.update_parameters(**params)

@@ -29,7 +29,6 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -180,9 +179,9 @@ class Gallery:
         if rect is not None:
             draw.rectangle([rect[0] * sx, rect[1] * sy, rect[2] * sx - 1, rect[3] * sy - 1],
                            outline=(30, 200, 60), width=2)
-        parts = [f'<figure><img src="{_img_uri(full)}" alt="image {e.index}"><figcaption>image #{e.index} '
+        parts = [(f'<figure><img src="{_img_uri(full)}" alt="image {e.index}"><figcaption>image #{e.index} '
                  f'(set {html.escape(e.set)}), class {html.escape(cls[e.label])}<br>'
-                 f'<span class="red">boxes</span>, <span class="green">crop</span></figcaption></figure>']
+                 f'<span class="red">boxes</span>, <span class="green">crop</span></figcaption></figure>')]
         if rect is not None:
             parts.append(f'<figure><img src="{_img_uri(_thumb(im.crop(rect)))}" alt="crop"><figcaption>crop '
                          f'{rect[2] - rect[0]}&times;{rect[3] - rect[1]} px</figcaption></figure>')
@@ -214,7 +213,7 @@ def pick_headline(attacks: list[AttackRecord]) -> AttackRecord | None:
         return None
     last = max(r.epoch for r in attacks)
     cands = [r for r in attacks if r.epoch == last]
-    return sorted(cands, key=lambda r: (r.variant != DEFAULT_VARIANT, -r.npc, str(r.path)))[0]
+    return min(cands, key=lambda r: (r.variant != DEFAULT_VARIANT, -r.npc, str(r.path)))
 
 
 def pick_probe(probes: list[ProbeRecord], head: AttackRecord | None) -> ProbeRecord | None:
@@ -223,7 +222,7 @@ def pick_probe(probes: list[ProbeRecord], head: AttackRecord | None) -> ProbeRec
     if head is not None:
         same = [p for p in probes if (p.method, p.npc, p.epoch) == (head.method, head.npc, head.epoch)]
         if same:
-            return sorted(same, key=lambda p: (p.features != "backbone", str(p.path)))[0]
+            return min(same, key=lambda p: (p.features != "backbone", str(p.path)))
     return max(probes, key=lambda p: (p.epoch, p.npc))
 
 
@@ -259,8 +258,8 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
 def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
     if not attacks:
         return ""
-    rows = ["<tr><th>folder</th><th>method</th><th>npc</th><th>epoch</th><th>variant</th><th>target 20%</th>"
-            "<th>reference 20%</th><th>score</th><th>memorized</th></tr>"]
+    rows = [("<tr><th>folder</th><th>method</th><th>npc</th><th>epoch</th><th>variant</th><th>target 20%</th>"
+            "<th>reference 20%</th><th>score</th><th>memorized</th></tr>")]
     for r in sorted(attacks, key=lambda r: (r.method, r.variant, r.npc, r.epoch)):
         rows.append(f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
                     f"<td>{r.npc}</td><td>{r.epoch}</td><td>{html.escape(r.variant)}</td>"
