@@ -22,7 +22,7 @@ from pathlib import Path
 from dejavu.launch.job import CliJob, strip_launcher_args  # noqa: F401
 
 LAUNCHER_OPTIONS = {  # option -> takes a value
-    "--launcher": True, "--nodes": True, "--gpus-per-node": True, "--partition": True, "--time": True,
+    "--launcher": True, "--nodes": True, "--gpus-per-node": True, "--slurm-partition": True, "--time": True,
     "--cpus-per-task": True, "--mem-gb": True, "--slurm-dir": True, "--job-name": True, "--max-requeue": True,
     "--account": True, "--constraint": True,
 }
@@ -36,7 +36,7 @@ def add_launcher_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--nodes", type=int, default=1, help="SLURM nodes (default: %(default)s)")
     g.add_argument("--gpus-per-node", type=int, default=8,
                    help="SLURM GPUs per node; one task (DDP process) per GPU (default: %(default)s)")
-    g.add_argument("--partition", default=None, help="SLURM partition (default: $SLURM_PARTITION)")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: $SLURM_PARTITION)")
     g.add_argument("--time", type=int, default=4320, help="SLURM time limit in minutes (default: %(default)s)")
     g.add_argument("--cpus-per-task", type=int, default=10, help="SLURM CPUs per task (default: %(default)s)")
     g.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per node in GB (default: cluster's)")
@@ -67,7 +67,7 @@ def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str
                   gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, timeout_min=args.time)
     if args.mem_gb:
         params["mem_gb"] = args.mem_gb
-    partition = args.partition or os.environ.get("SLURM_PARTITION")
+    partition = args.slurm_partition or os.environ.get("SLURM_PARTITION")
     if partition:
         params["slurm_partition"] = partition
     extra = {}

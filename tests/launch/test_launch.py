@@ -1,0 +1,49 @@
+"""The generic launcher: argv clean-up, requeue with --resume, and a real submitit
+submission through its in-process "debug" executor."""
+
+import argparse
+
+from dejavu.launch import CliJob, add_launcher_args, strip_launcher_args, submit
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    add_launcher_args(p)
+    return p.parse_args(list(argv))
+
+
+def test_strip_launcher_args():
+    argv = ["train", "--index", "a.npy", "--launcher", "slurm", "--nodes=2", "--gpus-per-node", "4",
+            "--slurm-partition", "gpu", "--time", "60", "--out", "RUN", "--set", "epochs=3"]
+    assert strip_launcher_args(argv) == ["train", "--index", "a.npy", "--out", "RUN", "--set", "epochs=3"]
+
+
+def test_requeue_appends_resume_once():
+    job = CliJob(["train", "--out", "R"])
+    assert job.resumed_argv() == ["train", "--out", "R", "--resume"]
+    again = job.checkpoint().function  # submitit.helpers.DelayedSubmission
+    assert again.argv == ["train", "--out", "R", "--resume"]
+    assert again.checkpoint().function.argv == ["train", "--out", "R", "--resume"]
+
+
+def test_defaults_and_env_partition(monkeypatch):
+    a = _args()
+    assert a.launcher == "local" and a.nodes == 1 and a.slurm_partition is None
+
+
+def test_submit_runs_cli_through_submitit(tmp_path):
+    out = tmp_path / "synth"
+    argv = ["data", "synth", "--out", str(out), "--classes", "2", "--per-class", "3", "--workers", "1"]
+    args = _args("--launcher", "slurm", "--gpus-per-node", "1", "--cpus-per-task", "1", "--time", "5",
+                 "--slurm-dir", str(tmp_path / "logs"))
+    job = submit(argv, args, name="synth", cluster="debug")
+    assert job.result() == 0
+    assert len(list((out / "train").rglob("*.JPEG"))) == 6
+
+
+def test_failing_command_fails_the_job(tmp_path):
+    # called directly (submitit's debug executor would open a debugger on failure)
+    import pytest
+
+    with pytest.raises(RuntimeError, match="exited with status 2"):
+        CliJob(["data", "info", str(tmp_path / "missing")])()
