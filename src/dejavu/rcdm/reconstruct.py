@@ -3,7 +3,8 @@
 For an attacked example of set Y (crops of Y's bbox images), the *target* model is the one
 trained on Y and the *control* is the other one. Under each model X in (target, control):
 
-* the crop is the attack's crop (same algorithm and parameters as ``results.json``),
+* the crop is the attack's crop (``crops_<Y>.npy``; recomputed with the settings of
+  ``results.json`` for attack folders without it),
 * the conditioning is ``concat(mean backbone(x) of the crop's 5 nearest public neighbours
   under X [from X_attk_Y_neighb_idxs.npy -> public_idxs.npy], projector_X(crop))``
   -- or, for a supervised model (RCDM trained on logits), ``logits_X(crop)``,
@@ -355,6 +356,17 @@ def reconstruct(
                               load_npy(attack_dir / f"{x}_attk_{y}_neighb_idxs.npy"))
         return arrays[(x, y)]
 
+    def stored_crop(y: str, g: int) -> tuple[int, int, int, int] | None:
+        """The attack's own crop box (``crops_<Y>.npy``, aligned with ``<Y>_attk_<Y>_attk_idxs.npy``)."""
+        f = attack_dir / f"crops_{y}.npy"
+        if not f.is_file():
+            return None
+        attk, _ = attack_arrays(y, y)
+        boxes_y = load_npy(f)
+        if len(boxes_y) != len(attk):
+            return None
+        return tuple(int(v) for v in boxes_y[_row_of(attk, g, str(f))])  # type: ignore[return-value]
+
     result = ReconstructResult(out=out)
     crops_: list[np.ndarray] = []
     records = []
@@ -366,11 +378,14 @@ def reconstruct(
         boxes = np.zeros((0, 4))
         if paths.annotation_dir is not None and annotation_path(index, paths.annotation_dir, g).is_file():
             boxes = read_voc_xml(annotation_path(index, paths.annotation_dir, g)).boxes
-        dec = _crop_decision(rcfg, img.size, boxes)
-        if not dec.ok:
-            raise DejavuError(f"{index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
-                              f"was the attack run with other crop settings?")
-        crop = img.crop(dec.pixel_box())
+        crop_box = stored_crop(y, g)
+        if crop_box is None:  # older attack folders: recompute with the attack's settings
+            dec = _crop_decision(rcfg, img.size, boxes)
+            if not dec.ok:
+                raise DejavuError(f"{index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
+                                  f"was the attack run with other crop settings?")
+            crop_box = dec.pixel_box()
+        crop = img.crop(crop_box)
         noise = make_noise(samples, size, seed + g)
         outs, neigh = {}, {}
         for role, x in (("target", y), ("control", other)):
@@ -396,16 +411,16 @@ def reconstruct(
         label = int(row["label"])
         cname = index.classes[label] if label < len(index.classes) else str(label)
         _draw_grid(png, f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, control = model {other}",
-                   np.asarray(img), boxes, dec.pixel_box(), crop_arr,
+                   np.asarray(img), boxes, crop_box, crop_arr,
                    [np.asarray(load_rgb(index.path(v))) for v in neigh["target"]],
                    outs["target"], outs["control"], (f"RCDM {y} (target)", f"RCDM {other} (control)"))
-        item = Reconstruction(set=y, index=g, label=label, crop_box=dec.pixel_box(), neighbours=neigh,
+        item = Reconstruction(set=y, index=g, label=label, crop_box=crop_box, neighbours=neigh,
                               samples_target=outs["target"], samples_control=outs["control"], png=png)
         result.items.append(item)
         crops_.append(crop_arr)
         records.append({"set": y, "index": g, "label": label, "class": cname, "quadrant": row["quadrant"],
                         "conf_target": row["conf_target"], "conf_reference": row["conf_reference"],
-                        "crop_box": list(dec.pixel_box()), "neighbours": neigh, "png": png.name,
+                        "crop_box": list(crop_box), "neighbours": neigh, "png": png.name,
                         "tensors": f"{y}_{g}/", "noise_seed": seed + g})
     result.summary_png = out / "summary.png"
     _draw_summary(result.summary_png, result.items, crops_, index.classes)

@@ -294,7 +294,9 @@ def train_rcdm(
 
     # 3. the loop
     ds = _TrainImages(index, indices, pair, cache)
-    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers if cache is None else 0)
+    # own generator: creating the iterator must not consume the global RNG (exact resume)
+    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers if cache is None else 0,
+                                     generator=torch.Generator().manual_seed(cfg.seed + rank))
     losses: list[float] = []
     window: list[float] = []
     t1 = time.time()
