@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Shared by train_cmds/*.sh (sourced, not run). Parses --dry-run / --launcher, sets
+# defaults from the environment, and defines train_point METHOD NPC SET OUT [--set k=v ...].
+# A point whose final snapshot exists is skipped (FORCE=1 retrains it with --force); a
+# point with last.pth continues with --resume, so a sweep can simply be rerun.
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+DRY_RUN=0
+LAUNCHER=local
+EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
+    --launcher=*) LAUNCHER="${1#*=}" ;;
+    -h|--help) usage; exit 0 ;;
+    *) EXTRA+=("$1") ;;
+  esac
+  shift
+done
+
+IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
+BBOX_DIR="${BBOX_DIR:-$IMAGENET_DIR/bboxes}"
+RUNS="${RUNS:-runs}"
+NAME="${NAME:-imagenet}"
+RUN="$RUNS/$NAME"
+PARTITION="${PARTITION:-$RUN/partition}"
+METHOD="${METHOD:-vicreg}"
+CONFIG="${CONFIG:-$METHOD}"
+EPOCHS="${EPOCHS:-1000}"
+SNAPSHOT_EVERY="${SNAPSHOT_EVERY:-50}"
+SEED="${SEED:-0}"
+FORCE="${FORCE:-0}"
+export BBOX_DIR  # documented for symmetry with the other launchers; training needs no boxes
+
+run_cmd() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
+train_point() {
+  local method="$1" npc="$2" set="$3" out="$4"
+  shift 4
+  local flags=()
+  if [[ -f "$out/model_ep${EPOCHS}.pth" && "$FORCE" != 1 ]]; then
+    echo "skip (done): $out" >&2
+    return 0
+  fi
+  if [[ "$FORCE" == 1 ]]; then
+    flags+=(--force)
+  elif [[ -f "$out/last.pth" ]]; then
+    flags+=(--resume)
+  fi
+  if [[ "$LAUNCHER" == slurm ]]; then
+    flags+=(--launcher slurm)
+    if [[ -n "${SLURM_PARTITION:-}" ]]; then
+      flags+=(--slurm-partition "$SLURM_PARTITION")
+    fi
+  fi
+  run_cmd dejavu train --method "$method" --config "$CONFIG" --images "$IMAGENET_DIR/train" \
+    --index "$PARTITION/${npc}_per_class/train_${set}.npy" --out "$out" \
+    --set "epochs=$EPOCHS" --set "snapshot_every=$SNAPSHOT_EVERY" --set "seed=$SEED" \
+    "$@" "${flags[@]}" "${EXTRA[@]}"
+}
