@@ -64,6 +64,7 @@ def _free_port():
 
 
 @pytest.mark.ddp
+@pytest.mark.slow
 def test_ddp_step_matches_single_process(tmp_path):
     out = tmp_path / "ddp.pt"
     mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
