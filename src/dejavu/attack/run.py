@@ -15,6 +15,7 @@ Order of work (each image decoded once per attack):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -166,12 +167,17 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
 
 
-def attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: str | os.PathLike,
+def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: str | os.PathLike,
            paths: DataPaths, out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
-           cache_dir: str | os.PathLike | None = None, index: DatasetIndex | None = None) -> AttackResult:
+           cache_dir: str | os.PathLike | None = None, index: DatasetIndex | None = None,
+           sets: dict[str, np.ndarray] | None = None, public: np.ndarray | None = None,
+           label: str | None = None) -> AttackResult:
     """Attack one snapshot pair and write ``out`` (see the module docstring).
 
     ``cache_dir`` defaults to ``out/../.embed_cache``; pass ``""`` to disable caching.
+    ``sets`` (``{"A": idx, "B": idx}``) and ``public`` replace the partition's bbox_A/bbox_B
+    and attack public set, e.g. for a held-out control (``label`` names it in results.json);
+    they must stay disjoint from each other and from the models' training sets.
     """
     import torch
 
@@ -209,16 +215,25 @@ def attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: st
     transform = eval_transform(image_size)
     tdesc = describe_eval_transform(image_size)
     models = [lms["A"].model, lms["B"].model]
-    torch.set_grad_enabled(False)
 
-    public = part.attack_public()
+    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    if sets is not None:
+        for y in "AB":
+            idx = index.check_indices(np.asarray(sets[y]), f"set {y} override")
+            clash = np.intersect1d(idx, public)
+            if len(clash):
+                raise DejavuError(f"set {y} override overlaps the public set (e.g. index {int(clash[0])})")
     public_labels = index.targets[public]
     num_classes = len(index.classes)
 
     # 1) crops of both sets (headers + XML only)
     crops = {}
     for y in "AB":
-        bbox = index.check_indices(part.load_set(cfg.npc, f"bbox_{y}"), f"{part.root}/{cfg.npc}_per_class/bbox_{y}.npy")
+        if sets is not None:
+            bbox = index.check_indices(np.asarray(sets[y]), f"set {y} override")
+        else:
+            bbox = index.check_indices(part.load_set(cfg.npc, f"bbox_{y}"),
+                                       f"{part.root}/{cfg.npc}_per_class/bbox_{y}.npy")
         crops[y] = compute_crops(index, paths.annotation_dir, bbox, cfg, min_px, desc=f"crops {y}")
         if len(crops[y].indices) == 0:
             raise DejavuError(f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
@@ -281,6 +296,8 @@ def attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: st
         "models": {n: _model_info(lms[n]) for n in "AB"},
         "fingerprint": index.fingerprint.to_dict(),
         "partition": str(part.root),
+        "label": label,
+        "sets_override": sets is not None,
         "counts": counts,
         "annotation_error_examples": {y: crops[y].errors[:20] for y in "AB"},
         "embed_cache": {"hit": {"A": bool(cached[0]), "B": bool(cached[1])}},
@@ -289,6 +306,14 @@ def attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: st
     }
     atomic_write_json(out / "results.json", results)
     return AttackResult(out, results, counts)
+
+
+@functools.wraps(_attack)
+def attack(*args, **kwargs) -> AttackResult:
+    import torch
+
+    with torch.no_grad():  # no autograd for the whole attack, without leaking global state
+        return _attack(*args, **kwargs)
 
 
 _EP = re.compile(r"^model_ep(\d+)\.pth$")
