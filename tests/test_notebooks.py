@@ -4,7 +4,6 @@ fails or an expected figure is missing."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

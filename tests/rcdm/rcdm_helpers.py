@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 # A UNet small enough for tests: about 0.05 s per step at batch 16 on one core.
-TINY = dict(block_out_channels=[8, 16, 16], norm_num_groups=4, cond_hidden=64, batch_size=16,
-            diffusion_steps=100, ddim_steps=8, log_every=5, snapshot_every=1000, lr=1e-3, warmup_steps=5)
+TINY = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "cond_hidden": 64, "batch_size": 16,
+            "diffusion_steps": 100, "ddim_steps": 8, "log_every": 5, "snapshot_every": 1000, "lr": 1e-3, "warmup_steps": 5}
 
 
 def tiny_config(**kw):

@@ -168,8 +168,8 @@ def make_scheduler(cfg: RCDMConfig, kind: str = "ddpm"):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     scale = 1000.0 / cfg.diffusion_steps
-    kw = dict(num_train_timesteps=cfg.diffusion_steps, beta_schedule="linear",
-              beta_start=1e-4 * scale, beta_end=0.02 * scale, prediction_type="epsilon", clip_sample=True)
+    kw = {"num_train_timesteps": cfg.diffusion_steps, "beta_schedule": "linear",
+              "beta_start": 1e-4 * scale, "beta_end": 0.02 * scale, "prediction_type": "epsilon", "clip_sample": True}
     if kind == "ddpm":
         return DDPMScheduler(**kw)
     if kind == "ddim":

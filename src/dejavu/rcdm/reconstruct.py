@@ -30,14 +30,22 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.io import atomic_save_npy, atomic_write_bytes, atomic_write_json, check_can_write, load_npy, read_json
+from dejavu.io import (
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_can_write,
+    load_npy,
+    read_json,
+)
 
 RULES = ("most-memorized", "most-correlated", "most-confident")
 

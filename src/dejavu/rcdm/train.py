@@ -44,7 +44,14 @@ import torch
 
 from dejavu import DejavuError
 from dejavu.config import to_dict
-from dejavu.io import atomic_save_npy, atomic_torch_save, atomic_write_json, check_can_write, load_npy, read_json
+from dejavu.io import (
+    atomic_save_npy,
+    atomic_torch_save,
+    atomic_write_json,
+    check_can_write,
+    load_npy,
+    read_json,
+)
 from dejavu.rcdm.model import FORMAT, RCDM, RCDMConfig, load_rcdm, make_scheduler, resolve_cond
 
 
@@ -177,7 +184,6 @@ def train_rcdm(
     out = Path(out)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if dist else 0
-    world = torch.distributed.get_world_size() if dist else 1
     main = rank == 0
     last = out / "last.pth"
     if resume and not last.is_file():
