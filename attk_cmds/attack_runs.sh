@@ -1,25 +1,69 @@
 #!/usr/bin/env bash
-# Attack every snapshot pair of the A/B runs of each method x npc under $RUNS.
-#   RUNS=runs/imagenet IMAGENET_DIR=/data/imagenet BBOX_DIR=/data/imagenet/bboxes \
-#   METHODS="vicreg simclr" NPCS="100 300 500" [SLURM_PARTITION=gpu] attk_cmds/attack_runs.sh [--dry-run] [extra attack flags]
-# Layout: $RUNS/partition, $RUNS/train/<method>_<npc>pc_{A,B}/model_ep*.pth -> $RUNS/attack/<method>_<npc>pc/ep<E>/
-# With SLURM_PARTITION set, each command is submitted with srun (one GPU); otherwise it runs here.
+# Attack every snapshot pair of the A/B runs of each method x npc (the epoch sweep; with
+# several NPCS also the dataset-size sweep).
+#
+# For each METHOD in $METHODS and NPC in $NPCS: attacks every model_ep{E}.pth present in both
+# $RUNS/$NAME/train/<method>_<npc>pc_{A,B}/ into $RUNS/$NAME/attack/<method>_<npc>pc/ep{E}/.
+# Epochs already attacked are skipped (FORCE=1 redoes them), so the sweep can be rerun.
+#
+# Usage: attk_cmds/attack_runs.sh [--dry-run] [--launcher local|slurm] [extra dejavu attack flags]
+# Environment (defaults in brackets):
+#   IMAGENET_DIR [/datasets/imagenet]  dataset root holding train/
+#   BBOX_DIR [$IMAGENET_DIR/bboxes]    folder holding Annotation/
+#   RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
+#   METHODS [vicreg]  NPCS [300]  KNN [faiss]
+#   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
+# Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
+# line and runs nothing; --launcher is passed through to the CLI.
 set -euo pipefail
-DRY=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
-: "${RUNS:?set RUNS to the run folder (holding partition/ and train/)}"
-: "${IMAGENET_DIR:?set IMAGENET_DIR to the ImageFolder train folder}"
-: "${BBOX_DIR:?set BBOX_DIR to the folder holding Annotation/}"
-METHODS=${METHODS:-vicreg}
-NPCS=${NPCS:-300}
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+DRY_RUN=0
+LAUNCHER=local
+EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
+    --launcher=*) LAUNCHER="${1#*=}" ;;
+    -h|--help) usage; exit 0 ;;
+    *) EXTRA+=("$1") ;;
+  esac
+  shift
+done
+
+IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
+BBOX_DIR="${BBOX_DIR:-$IMAGENET_DIR/bboxes}"
+RUNS="${RUNS:-runs}"
+NAME="${NAME:-imagenet}"
+RUN="$RUNS/$NAME"
+PARTITION="${PARTITION:-$RUN/partition}"
+METHODS="${METHODS:-vicreg}"
+NPCS="${NPCS:-300}"
+KNN="${KNN:-faiss}"
+FORCE="${FORCE:-0}"
+
+launch_flags=(--launcher "$LAUNCHER")
+if [[ "$LAUNCHER" == slurm && -n "${SLURM_PARTITION:-}" ]]; then
+  launch_flags+=(--slurm-partition "$SLURM_PARTITION")
+fi
+redo=(--skip-existing)
+if [[ "$FORCE" == 1 ]]; then redo=(--force); fi
+
+run() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
 for m in $METHODS; do
   for n in $NPCS; do
-    a="$RUNS/train/${m}_${n}pc_A"; b="$RUNS/train/${m}_${n}pc_B"
-    cmd=(dejavu attack --model-a "$a" --model-b "$b" --partition "$RUNS/partition" --npc "$n"
-         --images "$IMAGENET_DIR" --bboxes "$BBOX_DIR" --out "$RUNS/attack/${m}_${n}pc" --skip-existing "$@")
-    if [[ -n "${SLURM_PARTITION:-}" ]]; then
-      cmd=(srun -p "$SLURM_PARTITION" --gres=gpu:1 --cpus-per-task=10 --time=12:00:00 "${cmd[@]}")
-    fi
-    if [[ $DRY == 1 ]]; then printf '%q ' "${cmd[@]}"; echo; else "${cmd[@]}"; fi
+    run dejavu attack --model-a "$RUN/train/${m}_${n}pc_A" --model-b "$RUN/train/${m}_${n}pc_B" \
+      --partition "$PARTITION" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
+      --knn "$KNN" --out "$RUN/attack/${m}_${n}pc" "${redo[@]}" "${launch_flags[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
   done
 done

@@ -1,17 +1,50 @@
 #!/usr/bin/env bash
 # Re-score existing attack folders for several k_attk values (no model, no GPU).
-#   RUNS=runs/imagenet KS="1 5 10 50 100" attk_cmds/sweep_k.sh [--dry-run]
-# Writes analysis_k<K>.json next to each results.json.
+#
+# Writes analysis_k<K>.json next to each results.json under $RUNS/$NAME/attack.
+#
+# Usage: attk_cmds/sweep_k.sh [--dry-run] [extra dejavu analyze flags]
+# Environment (defaults in brackets):
+#   RUNS [runs]  NAME [imagenet]  KS ["1 5 10 20 50 100"]
+# Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
+# line and runs nothing.
 set -euo pipefail
-DRY=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
-: "${RUNS:?set RUNS to the run folder (holding attack/)}"
-KS=${KS:-"1 5 10 20 50 100"}
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+DRY_RUN=0
+EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) EXTRA+=("$1") ;;
+  esac
+  shift
+done
+
+RUNS="${RUNS:-runs}"
+NAME="${NAME:-imagenet}"
+KS="${KS:-1 5 10 20 50 100}"
+
+run() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
 shopt -s nullglob
-for d in "$RUNS"/attack/*/ep*/ "$RUNS"/attack/*/; do
+found=0
+for d in "$RUNS/$NAME"/attack/*/ep*/ "$RUNS/$NAME"/attack/*/; do
   [[ -f "$d/results.json" ]] || continue
+  found=1
   for k in $KS; do
-    cmd=(dejavu analyze "$d" --k-attk "$k" --force "$@")
-    if [[ $DRY == 1 ]]; then printf '%q ' "${cmd[@]}"; echo; else "${cmd[@]}"; fi
+    run dejavu analyze "$d" --k-attk "$k" --force ${EXTRA[@]+"${EXTRA[@]}"}
   done
 done
+if [[ "$found" == 0 ]]; then
+  echo "no attack results under $RUNS/$NAME/attack" >&2
+fi

@@ -271,13 +271,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loading processes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT/results.json")
-    g = p.add_argument_group("launcher")
-    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="run here (default) or submit one SLURM job through submitit")
-    g.add_argument("--slurm-partition", default=os.environ.get("SLURM_PARTITION"),
-                   help="SLURM partition (default: $SLURM_PARTITION)")
-    g.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit in minutes (default: %(default)s)")
-    g.add_argument("--gpus", type=int, default=1, help="GPUs for the SLURM job (default: %(default)s)")
+    from dejavu.launch import add_launcher_args
+
+    add_launcher_args(p, gpus_per_node=1)
     p.set_defaults(func=_cmd)
 
 
@@ -295,20 +291,10 @@ def _cmd(args) -> int:
 
     paths = data_paths_from_args(args)
     kw = _kwargs(args, paths)
-    if args.launcher == "slurm":
-        # One job, no DDP: a probe is one process. submitit is used directly here because a
-        # probe job needs nothing but "call this function on a GPU node".
-        import submitit
+    from dejavu.launch import submit_if_slurm
 
-        check_can_write(Path(args.out) / "results.json", args.force)
-        ex = submitit.AutoExecutor(folder=Path(args.out) / "slurm")
-        params: dict[str, Any] = {"timeout_min": args.timeout_min, "gpus_per_node": args.gpus,
-                                      "cpus_per_task": max(1, args.workers), "name": "dejavu-probe"}
-        if args.slurm_partition:
-            params["slurm_partition"] = args.slurm_partition
-        ex.update_parameters(**params)
-        job = ex.submit(probe, **kw)
-        print(f"submitted SLURM job {job.job_id}; results will be in {Path(args.out) / 'results.json'}")
+    check_can_write(Path(args.out) / "results.json", args.force)
+    if submit_if_slurm(args, name="probe", log_dir=Path(args.out) / "slurm"):
         return 0
     from dejavu.utils import set_torch_threads
 

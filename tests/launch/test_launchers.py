@@ -39,6 +39,7 @@ def _env(tmp: Path) -> dict[str, str]:
         (run / "partition" / "manifest.json").write_text("{}")
         for sub in ("attack/vicreg_300pc_100ep", "probe/vicreg_300pc_100ep"):
             (run / sub).mkdir(parents=True, exist_ok=True)
+            (run / sub / "results.json").write_text("{}")
     (tmp / "imagenet" / "train").mkdir(parents=True, exist_ok=True)
     (tmp / "bbox" / "Annotation").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()
@@ -70,6 +71,7 @@ def test_there_are_launchers():
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_dry_run_commands_parse(script, tmp_path):
     env = _env(tmp_path)
+    before = sorted((tmp_path / "runs").rglob("results.json"))
     parser = build_parser()
     variants = [()]
     if "--launcher" in script.read_text():
@@ -86,7 +88,7 @@ def test_dry_run_commands_parse(script, tmp_path):
             if args and hasattr(ns, "launcher"):
                 assert ns.launcher == "slurm", f"{script.name}: --launcher slurm not passed through: {shlex.join(argv)}"
     # a dry run runs nothing: no results appeared in the fake layout
-    assert not list((tmp_path / "runs").rglob("results.json"))
+    assert sorted((tmp_path / "runs").rglob("results.json")) == before
     assert not list((tmp_path / "runs").rglob("report.html"))
 
 
@@ -108,5 +110,6 @@ def test_probe_sweep_uses_snapshots_on_disk_and_skips_done(tmp_path):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_launchers_are_shellcheck_clean():
-    proc = subprocess.run(["shellcheck", *map(str, SCRIPTS)], check=False, capture_output=True, text=True)
+    proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], check=False, capture_output=True,
+                          text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout

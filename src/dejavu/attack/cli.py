@@ -60,6 +60,9 @@ def register(sub) -> None:
     g.add_argument("--epochs", default=None, help="run folders only: comma-separated epochs to attack (default: all common)")
     g.add_argument("--skip-existing", action="store_true", help="run folders only: skip epochs already attacked")
     g.add_argument("--force", action="store_true", help="overwrite an existing attack")
+    from dejavu.launch import add_launcher_args
+
+    add_launcher_args(p, gpus_per_node=1)
     p.set_defaults(func=_cmd)
 
 
@@ -69,6 +72,10 @@ def _cmd(args) -> int:
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.utils import set_torch_threads
 
+    from dejavu.launch import submit_if_slurm
+
+    if submit_if_slurm(args, name="attack", log_dir=Path(args.out) / "slurm"):
+        return 0
     set_torch_threads()
     cfg = AttackConfig(crop=args.crop, crop_algo=args.crop_algo, corner_frac=args.corner_frac, embed=args.embed,
                        k=args.k, k_attk=args.k_attk if args.k_attk is not None else args.k,

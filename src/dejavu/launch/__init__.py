@@ -28,13 +28,13 @@ LAUNCHER_OPTIONS = {  # option -> takes a value
 }
 
 
-def add_launcher_args(parser: argparse.ArgumentParser) -> None:
+def add_launcher_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -> None:
     g = parser.add_argument_group("launcher (where the command runs)")
     g.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="local: run here, in this process (use torchrun for several local GPUs); "
                         "slurm: submit through submitit and return (default: %(default)s)")
     g.add_argument("--nodes", type=int, default=1, help="SLURM nodes (default: %(default)s)")
-    g.add_argument("--gpus-per-node", type=int, default=8,
+    g.add_argument("--gpus-per-node", type=int, default=gpus_per_node,
                    help="SLURM GPUs per node; one task (DDP process) per GPU (default: %(default)s)")
     g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: $SLURM_PARTITION)")
     g.add_argument("--time", type=int, default=4320, help="SLURM time limit in minutes (default: %(default)s)")
@@ -84,3 +84,17 @@ def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str
     except Exception:  # noqa: BLE001 - non-SLURM executors do not know this key
         pass
     return ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
+
+
+def submit_if_slurm(args: argparse.Namespace, *, name: str, log_dir: str | Path | None,
+                    resume_flag: str | None = None) -> bool:
+    """For a stage's handler: with ``--launcher slurm``, submit the same command (as typed,
+    launcher options removed; ``dejavu.cli.main`` stores it in ``args.argv``) and return True."""
+    if getattr(args, "launcher", "local") != "slurm":
+        return False
+    argv = strip_launcher_args(list(getattr(args, "argv", None) or []))
+    if not argv:
+        raise RuntimeError("submit_if_slurm: args.argv missing (call through dejavu.cli.main)")
+    job = submit(argv, args, name=name, log_dir=log_dir, resume_flag=resume_flag)
+    print(f"submitted SLURM job {job.job_id}: dejavu {' '.join(argv)}")
+    return True
