@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One short, prepared script of GPU checks (run on a lent GPU machine, see the closing notes):
+# CUDA path, AMP (bf16/fp16), channels_last, a 1-process NCCL DDP run through torchrun, the
+# attack on CUDA (torch KNN vs faiss-cpu), KNN timings and a few RCDM steps with AMP.
+# Expects wheels for packages missing there in .whl/ (defusedxml, lightly, submitit,
+# diffusers, faiss-cpu) and writes logs to $OUT (or ./gpu_out).
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 DEJAVU_NO_PROGRESS=1
+DV="python3 -m dejavu"
+W=/tmp/dv
+step() { echo; echo "=== $* ($(date +%T))"; }
+{
+step env
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'tv', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
+
+step data: 10 classes x 500 images, 64 px
+$DV data synth --out $W/data --classes 10 --per-class 500 --size 64 --workers 8 --force
+$DV partition --data $W/data --per-class 100 --out $W/part --force
+
+for amp in none bf16 fp16; do
+  step "VICReg resnet18 64px, 1 epoch on train_A+public-sized index, AMP=$amp"
+  $DV train --method vicreg --config vicreg_synth --data $W/data --index $W/part/100_per_class/public.npy \
+    --out $W/run_amp_$amp --device cuda --force \
+    --set arch=resnet18 --set image_size=64 --set epochs=2 --set batch_size=256 --set amp=$amp \
+    --set knn_every=0 --set projector=2048-2048 --set warmup_epochs=1
+  python3 -c "import json; rows=[json.loads(l) for l in open('$W/run_amp_$amp/metrics.jsonl')]; print('AMP=$amp images/s per epoch:', [round(r['images_per_s']) for r in rows])"
+done
+
+step "NCCL DDP through torchrun (1 process on the one GPU)"
+torchrun --standalone --nproc_per_node=1 -m dejavu train --method simclr --config simclr_synth --data $W/data \
+  --index $W/part/100_per_class/train_A.npy --out $W/run_ddp --device cuda --force \
+  --set arch=resnet18_small --set image_size=64 --set epochs=2 --set amp=bf16 --set knn_every=1
+tail -2 $W/run_ddp/metrics.jsonl
+
+step "attack on CUDA: tiny A/B runs, torch vs faiss KNN"
+for s in A B; do
+  $DV train --method vicreg --config vicreg_synth --data $W/data --index $W/part/100_per_class/train_$s.npy \
+    --out $W/run_$s --device cuda --force --set image_size=64 --set epochs=4 --set snapshot_every=4 --set knn_every=0 --set amp=bf16
+done
+$DV attack --model-a $W/run_A/model_ep4.pth --model-b $W/run_B/model_ep4.pth --partition $W/part --npc 100 \
+  --data $W/data --out $W/atk_torch --device cuda --knn torch --force
+$DV attack --model-a $W/run_A/model_ep4.pth --model-b $W/run_B/model_ep4.pth --partition $W/part --npc 100 \
+  --data $W/data --out $W/atk_faiss --device cuda --knn faiss --force
+python3 - <<PY
+import numpy as np
+for p in ("A_attk_A", "B_attk_A", "A_attk_B", "B_attk_B"):
+    a = np.load("$W/atk_torch/%s_neighb_idxs.npy" % p); b = np.load("$W/atk_faiss/%s_neighb_idxs.npy" % p)
+    same = np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a, b)])
+    print(p, "torch-vs-faiss neighbour overlap", round(float(same), 4))
+PY
+
+step "KNN timing on CUDA: 10k queries x 200k public x 2048, k=100"
+python3 - <<'PY'
+import time, numpy as np, torch
+from dejavu.attack.knn import knn_torch
+rng = np.random.default_rng(0)
+pub = rng.standard_normal((200_000, 2048), dtype=np.float32); q = rng.standard_normal((10_000, 2048), dtype=np.float32)
+knn_torch(q[:100], pub[:1000], 10, device="cuda")
+t = time.time(); d, i = knn_torch(q, pub, 100, device="cuda"); torch.cuda.synchronize()
+print("torch cuda knn: %.2f s" % (time.time() - t))
+gi = torch.cdist(torch.from_numpy(q[:200]).cuda(), torch.from_numpy(pub).cuda()).topk(100, largest=False).indices.cpu().numpy()
+print("agrees with cdist on 200 queries:", float(np.mean([len(set(a) & set(b)) / 100 for a, b in zip(gi, i[:200])])))
+PY
+
+step "RCDM: 30 steps with AMP on CUDA, then a reconstruction"
+for s in A B; do
+  $DV rcdm train --ssl-model $W/run_$s/model_ep4.pth --partition $W/part --data $W/data --out $W/rcdm_$s \
+    --config tiny --set image_size=64 --steps 30 --device cuda --force
+done
+$DV rcdm reconstruct --attack $W/atk_torch --rcdm-a $W/rcdm_A --rcdm-b $W/rcdm_B --select most-memorized:2 \
+  --samples 2 --out $W/rec --device cuda --data $W/data --force && ls $W/rec | head
+cp $W/rec/summary.png "$OUT/" 2>/dev/null
+step done
+} 2>&1 | tee "$OUT/gpu_checks.log"
