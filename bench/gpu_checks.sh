@@ -36,13 +36,13 @@ done
 step "NCCL DDP through torchrun (1 process on the one GPU)"
 torchrun --standalone --nproc_per_node=1 -m dejavu train --method simclr --config simclr_synth --data $W/data \
   --index $W/part/100_per_class/train_A.npy --out $W/run_ddp --device cuda --force \
-  --set arch=resnet18_small --set image_size=64 --set epochs=2 --set amp=bf16 --set knn_every=1
+  --set arch=resnet18_small --set image_size=64 --set epochs=2 --set amp=bf16 --set knn_every=1 --set warmup_epochs=1
 tail -2 $W/run_ddp/metrics.jsonl
 
 step "attack on CUDA: tiny A/B runs, torch vs faiss KNN"
 for s in A B; do
   $DV train --method vicreg --config vicreg_synth --data $W/data --index $W/part/100_per_class/train_$s.npy \
-    --out $W/run_$s --device cuda --force --set image_size=64 --set epochs=4 --set snapshot_every=4 --set knn_every=0 --set amp=bf16
+    --out $W/run_$s --device cuda --force --set image_size=64 --set epochs=4 --set snapshot_every=4 --set knn_every=0 --set amp=bf16 --set warmup_epochs=1
 done
 $DV attack --model-a $W/run_A/model_ep4.pth --model-b $W/run_B/model_ep4.pth --partition $W/part --npc 100 \
   --data $W/data --out $W/atk_torch --device cuda --knn torch --force
