@@ -17,21 +17,9 @@
 # line and runs nothing; --launcher is passed through to the CLI.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-DRY_RUN=0
-LAUNCHER=local
-EXTRA=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
-    --launcher=*) LAUNCHER="${1#*=}" ;;
-    -h|--help) usage; exit 0 ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+# shellcheck source=cmds_lib.sh
+source "$(dirname "$0")/../cmds_lib.sh"
+parse_launcher_args "$@"
 
 IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
 BBOX_DIR="${BBOX_DIR:-$IMAGENET_DIR/bboxes}"
@@ -44,26 +32,13 @@ NPCS="${NPCS:-300}"
 KNN="${KNN:-faiss}"
 FORCE="${FORCE:-0}"
 
-launch_flags=(--launcher "$LAUNCHER")
-if [[ "$LAUNCHER" == slurm && -n "${SLURM_PARTITION:-}" ]]; then
-  launch_flags+=(--slurm-partition "$SLURM_PARTITION")
-fi
 redo=(--skip-existing)
 if [[ "$FORCE" == 1 ]]; then redo=(--force); fi
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    printf '\n'
-  else
-    "$@"
-  fi
-}
 
 for m in $METHODS; do
   for n in $NPCS; do
     run dejavu attack --model-a "$RUN/train/${m}_${n}pc_A" --model-b "$RUN/train/${m}_${n}pc_B" \
       --partition "$PARTITION" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
-      --knn "$KNN" --out "$RUN/attack/${m}_${n}pc" "${redo[@]}" "${launch_flags[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+      --knn "$KNN" --out "$RUN/attack/${m}_${n}pc" "${redo[@]}" "${LAUNCH_FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
   done
 done

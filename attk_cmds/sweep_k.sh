@@ -10,31 +10,13 @@
 # line and runs nothing.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-DRY_RUN=0
-EXTRA=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    -h|--help) usage; exit 0 ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+# shellcheck source=cmds_lib.sh
+source "$(dirname "$0")/../cmds_lib.sh"
+parse_launcher_args "$@"
 
 RUNS="${RUNS:-runs}"
 NAME="${NAME:-imagenet}"
 KS="${KS:-1 5 10 20 50 100}"
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    printf '\n'
-  else
-    "$@"
-  fi
-}
 
 shopt -s nullglob
 found=0

@@ -16,21 +16,9 @@
 # line and runs nothing; --launcher is passed through to the CLI.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-DRY_RUN=0
-LAUNCHER=local
-EXTRA=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
-    --launcher=*) LAUNCHER="${1#*=}" ;;
-    -h|--help) usage; exit 0 ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+# shellcheck source=cmds_lib.sh
+source "$(dirname "$0")/../cmds_lib.sh"
+parse_launcher_args "$@"
 
 IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
 RUNS="${RUNS:-runs}"
@@ -42,20 +30,6 @@ NPC="${NPC:-300}"
 EPOCHS="${EPOCHS:-$(seq -s ' ' 50 50 1000)}"
 FEATURES="${FEATURES:-backbone}"
 FORCE="${FORCE:-0}"
-
-launch_flags=(--launcher "$LAUNCHER")
-if [[ "$LAUNCHER" == slurm && -n "${SLURM_PARTITION:-}" ]]; then
-  launch_flags+=(--slurm-partition "$SLURM_PARTITION")
-fi
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    printf '\n'
-  else
-    "$@"
-  fi
-}
 
 train_dir="$RUN/train/${METHOD}_${NPC}pc_A"
 epochs=()
@@ -79,5 +53,5 @@ for e in "${epochs[@]}"; do
   fi
   run dejavu probe --model "$train_dir/model_ep${e}.pth" --partition "$PARTITION" --npc "$NPC" \
     --images "$IMAGENET_DIR/train" --out "$out" --features "$FEATURES" \
-    "${launch_flags[@]}" "${force_flag[@]}" "${EXTRA[@]}"
+    "${LAUNCH_FLAGS[@]}" "${force_flag[@]}" "${EXTRA[@]}"
 done

@@ -13,21 +13,9 @@
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 set -euo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-DRY_RUN=0
-LAUNCHER=local
-EXTRA=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
-    --launcher=*) LAUNCHER="${1#*=}" ;;
-    -h|--help) usage; exit 0 ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+# shellcheck source=cmds_lib.sh
+source "$(dirname "$0")/../cmds_lib.sh"
+parse_launcher_args "$@"
 
 IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
 RUNS="${RUNS:-runs}"
@@ -40,20 +28,6 @@ EPOCH="${EPOCH:-1000}"
 FEATURES="${FEATURES:-backbone}"
 FORCE="${FORCE:-0}"
 
-launch_flags=(--launcher "$LAUNCHER")
-if [[ "$LAUNCHER" == slurm && -n "${SLURM_PARTITION:-}" ]]; then
-  launch_flags+=(--slurm-partition "$SLURM_PARTITION")
-fi
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    printf '\n'
-  else
-    "$@"
-  fi
-}
-
 read -r -a npcs <<< "$NPCS"
 for npc in "${npcs[@]}"; do
   out="$RUN/probe/${METHOD}_${npc}pc_${EPOCH}ep"
@@ -63,5 +37,5 @@ for npc in "${npcs[@]}"; do
   fi
   run dejavu probe --model "$RUN/train/${METHOD}_${npc}pc_A/model_ep${EPOCH}.pth" --partition "$PARTITION" \
     --npc "$npc" --images "$IMAGENET_DIR/train" --out "$out" --features "$FEATURES" \
-    "${launch_flags[@]}" "${force_flag[@]}" "${EXTRA[@]}"
+    "${LAUNCH_FLAGS[@]}" "${force_flag[@]}" "${EXTRA[@]}"
 done

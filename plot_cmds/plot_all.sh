@@ -15,33 +15,13 @@
 #   BBOX_DIR      boxes for the report galleries (with IMAGENET_DIR)
 set -euo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-DRY_RUN=0
-EXTRA=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --launcher) echo "note: plotting always runs locally; ignoring --launcher ${2:-}" >&2; shift ;;
-    --launcher=*) echo "note: plotting always runs locally; ignoring $1" >&2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+# shellcheck source=cmds_lib.sh
+source "$(dirname "$0")/../cmds_lib.sh"
+parse_launcher_args "$@"
 
 RUNS="${RUNS:-runs}"
 PARAMS="${PARAMS:-}"
 FORCE="${FORCE:-0}"
-
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    printf '\n'
-  else
-    "$@"
-  fi
-}
 
 param_flags=()
 read -r -a params <<< "$PARAMS"

@@ -4,21 +4,9 @@
 # A point whose final snapshot exists is skipped (FORCE=1 retrains it with --force); a
 # point with last.pth continues with --resume, so a sweep can simply be rerun.
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-
-DRY_RUN=0
-LAUNCHER=local
-EXTRA=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --launcher) LAUNCHER="${2:?--launcher needs local or slurm}"; shift ;;
-    --launcher=*) LAUNCHER="${1#*=}" ;;
-    -h|--help) usage; exit 0 ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+# shellcheck source=cmds_lib.sh
+source "$(dirname "$0")/../cmds_lib.sh"
+parse_launcher_args "$@"
 
 IMAGENET_DIR="${IMAGENET_DIR:-/datasets/imagenet}"
 BBOX_DIR="${BBOX_DIR:-$IMAGENET_DIR/bboxes}"
@@ -34,15 +22,6 @@ SEED="${SEED:-0}"
 FORCE="${FORCE:-0}"
 export BBOX_DIR  # documented for symmetry with the other launchers; training needs no boxes
 
-run_cmd() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@" | sed 's/ $//'
-    printf '\n'
-  else
-    "$@"
-  fi
-}
-
 train_point() {
   local method="$1" npc="$2" set="$3" out="$4"
   shift 4
@@ -57,12 +36,9 @@ train_point() {
     flags+=(--resume)
   fi
   if [[ "$LAUNCHER" == slurm ]]; then
-    flags+=(--launcher slurm)
-    if [[ -n "${SLURM_PARTITION:-}" ]]; then
-      flags+=(--slurm-partition "$SLURM_PARTITION")
-    fi
+    flags+=("${LAUNCH_FLAGS[@]}")
   fi
-  run_cmd dejavu train --method "$method" --config "$CONFIG" --images "$IMAGENET_DIR/train" \
+  run dejavu train --method "$method" --config "$CONFIG" --images "$IMAGENET_DIR/train" \
     --index "$PARTITION/${npc}_per_class/train_${set}.npy" --out "$out" \
     --set "epochs=$EPOCHS" --set "snapshot_every=$SNAPSHOT_EVERY" --set "seed=$SEED" \
     "$@" "${flags[@]}" "${EXTRA[@]}"
