@@ -255,6 +255,26 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
     return "<table class='head'>" + "".join(rows) + "</table>" if rows else "<p>No results yet.</p>"
 
 
+def _control(run_dir: Path, head: AttackRecord | None) -> str:
+    """The held-out control (RUN/attack_control, written by the demo): the same attack on
+    images neither model trained on, where no gap is expected."""
+    if head is None or not (run_dir / "attack_control").is_dir():
+        return ""
+    recs = [r for r in collect([run_dir / "attack_control"]).attacks if r.epoch == head.epoch]
+    if not recs:
+        return ""
+    r = recs[0]
+
+    def gap(at: str) -> str:
+        ci = r.ci(at=at)
+        return _pct(r.score(at=at)) + (f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else "")
+
+    return ("<table class='head'><tr><th>held-out control (no gap expected)</th><td>"
+            f"gap at 20%: {gap('20')} &nbsp; at 100%: {gap('100')} &nbsp; "
+            f"<span class='muted'>target {_pct(r.acc('target', '100'))}, reference "
+            f"{_pct(r.acc('reference', '100'))}</span></td></tr></table>")
+
+
 def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
     if not attacks:
         return ""
@@ -312,6 +332,9 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     probe = pick_probe(results.probes, head)
     sections = [f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>", "<h2>Headline</h2>",
                 _headline(head, probe)]
+    control = _control(run_dir, head)
+    if control:
+        sections.append(control)
     if results.skipped:
         sections.append("<p class='muted'>Skipped malformed results: " + "; ".join(
             html.escape(f"{p}: {why}") for p, why in results.skipped) + "</p>")
