@@ -120,7 +120,6 @@ def make_control_sets(part_dir: Path, targets: np.ndarray, annotated: np.ndarray
 
 
 def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
-    import torch
 
     from dejavu.attack.run import AttackConfig, attack
     from dejavu.data.imagefolder import DataPaths, annotated_mask, scan_imagefolder

@@ -179,8 +179,6 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     and attack public set, e.g. for a held-out control (``label`` names it in results.json);
     they must stay disjoint from each other and from the models' training sets.
     """
-    import torch
-
     from dejavu.analysis.metrics import compute_all
     from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
     from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
