@@ -130,15 +130,24 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise DejavuError(f"{path}: checkpoint not found")
+    import warnings
+
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note on pickle protocols
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        # torch's message is long and suggests weights_only=False; keep only its diagnosis
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith(("Unsupported", "Trying to", "Could not"))),
+                      lines[-1] if lines else "unsafe content")
         raise DejavuError(
-            f"{path}: refused to load (not a plain weights file; safe loading rejected it: {first})"
+            f"{path}: refused to load: not a plain weights file ({detail}); it is corrupt, of another "
+            "format, or holds objects that would run code, and dejavu never loads checkpoints unsafely"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise DejavuError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DejavuError(f"{path}: cannot read checkpoint ({first})") from None
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
