@@ -3,7 +3,7 @@ synth -> partition -> two tiny SSL models (the training stage) -> attack -> two 
 
 Layout (DESIGN 3)::
 
-    RUN/partition/   RUN/train/vicreg_10pc_{A,B}/   RUN/attack/vicreg_10pc_<E>ep/
+    RUN/partition/   RUN/train/vicreg_10pc_{A,B}/   RUN/attack/vicreg_10pc/ep<E>/
     RUN/rcdm/vicreg_10pc_{A,B}/
 """
 
@@ -49,7 +49,7 @@ def build_run(run: Path, data: Path, partition: Path, rcdm_steps: int = 30, npc:
     paths = DataPaths.resolve(data=data)
     models = train_ssl_pair(run, data, partition, npc)
     epoch = int(torch.load(models["A"], weights_only=True)["epoch"])
-    att = run / "attack" / f"vicreg_{npc}pc_{epoch}ep"
+    att = run / "attack" / f"vicreg_{npc}pc" / f"ep{epoch}"  # the layout of `dejavu demo` and attack_runs
     attack(models["A"], models["B"], partition, paths, att,
            AttackConfig(npc=npc, k=20, k_attk=20, n_boot=20, device="cpu", workers=0), force=True)
     rcdms = {}
