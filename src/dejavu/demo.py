@@ -146,7 +146,8 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
                        annotated_fraction=cfg.annotated_fraction, seed=cfg.seed)
     if not (data / "synth.json").exists() or force:
         generate(data, scfg, force=True, workers=min(2, os.cpu_count() or 1))
-    _stamp(f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}", t0)
+    _stamp(f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; torch threads "
+           f"{threads} ({'--threads' if cfg.threads else 'DEJAVU_THREADS' if os.environ.get('DEJAVU_THREADS') else 'measured: 1 vs all cores'})", t0)
 
     # 2) partition + control sets
     paths = DataPaths.resolve(data=data)

@@ -32,22 +32,54 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+_CHOSEN: int | None = None
+
+
+def _time_conv(threads: int, reps: int = 3) -> float:
+    """Seconds for a small conv forward (the shape of our CPU workloads) with ``threads``."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 32, 32, 32, generator=g)
+    w = torch.randn(64, 32, 3, 3, generator=g)
+    F.conv2d(x, w, padding=1)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        F.conv2d(x, w, padding=1)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure_threads(max_threads: int | None = None) -> int:
+    """Pick the torch thread count by measurement: 1 thread vs all available cores on a
+    small conv, twice each, interleaved. More threads must be >15% faster to be chosen:
+    on a busy machine oversubscribed threads were measured 6-10x slower than one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = max(1, min(cores, max_threads or cores))
+    if n == 1:
+        return 1
+    t1 = min(_time_conv(1), _time_conv(1))
+    tn = min(_time_conv(n), _time_conv(n))
+    return n if tn < 0.85 * t1 else 1
+
+
 def set_torch_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads. ``None`` picks by load: 1 when the machine is
-    busy (oversubscribed threads were measured 6-10x slower here), else the free cores.
-    The environment variable DEJAVU_THREADS overrides."""
+    """Set torch's intra-op threads and return the number. ``None`` chooses by measurement
+    (:func:`measure_threads`, once per process); DEJAVU_THREADS overrides both."""
+    global _CHOSEN
     import torch
 
     env = os.environ.get("DEJAVU_THREADS")
     if env:
         n = int(env)
     if n is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        try:
-            load1 = os.getloadavg()[0]
-        except OSError:
-            load1 = 0.0
-        free = max(1, int(round(cores - load1)))
-        n = max(1, min(cores, free))
-    torch.set_num_threads(n)
-    return n
+        if _CHOSEN is None:
+            _CHOSEN = measure_threads()
+        n = _CHOSEN
+    torch.set_num_threads(max(1, int(n)))
+    return max(1, int(n))
