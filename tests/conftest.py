@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("DEJAVU_NO_PROGRESS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("DEJAVU_THREADS", "1")  # stages called from tests do not measure/raise threads
 
 import pytest  # noqa: E402
 
