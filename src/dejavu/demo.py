@@ -120,8 +120,7 @@ def make_control_sets(part_dir: Path, targets: np.ndarray, annotated: np.ndarray
 
 
 def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
-
-    from dejavu.attack.run import AttackConfig, attack
+    from dejavu.attack.run import AttackConfig, attack, snapshot_epochs
     from dejavu.data.imagefolder import DataPaths, annotated_mask, scan_imagefolder
     from dejavu.data.synth import SynthConfig, generate
     from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
@@ -146,8 +145,9 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
                        annotated_fraction=cfg.annotated_fraction, seed=cfg.seed)
     if not (data / "synth.json").exists() or force:
         generate(data, scfg, force=True, workers=min(2, os.cpu_count() or 1))
-    _stamp(f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; torch threads "
-           f"{threads} ({'--threads' if cfg.threads else 'DEJAVU_THREADS' if os.environ.get('DEJAVU_THREADS') else 'measured: 1 vs all cores'})", t0)
+    how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "measured"
+    _stamp(f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; "
+           f"torch threads {threads} ({how})", t0)
 
     # 2) partition + control sets
     paths = DataPaths.resolve(data=data)
@@ -177,8 +177,6 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
 
     # 4) attack every snapshot, 5) the held-out control at every snapshot. Both search the
     # same public set (the partition's, minus the held-out control images).
-    from dejavu.attack.run import snapshot_epochs
-
     acfg = AttackConfig(npc=cfg.npc, k=cfg.k, k_attk=cfg.k, device="cpu", seed=cfg.seed)
     epochs = sorted(set(snapshot_epochs(runs["A"])) & set(snapshot_epochs(runs["B"])))
     atk, ctrl = [], []
@@ -201,11 +199,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     if cfg.rcdm:
         rcdm_info = _run_rcdm(cfg, out, runs, pdir, paths, final, tag, t0, force, parallel, threads)
 
-    # 8) plots + report
-    from dejavu.report.plots import make_figures
-    from dejavu.report.collect import collect
-
-    make_figures(collect([out / "attack", out / "probe"]), out / "plots")
+    # 8) plots (made by the report from attack/ and probe/) + report
     report = build_report(out, force=True, data=paths)
     _stamp(f"report: {report}", t0)
 
