@@ -296,8 +296,11 @@ def format_summary(s: dict[str, Any]) -> str:
     def pct(x):
         return f"{100 * x:5.1f}%"
 
-    def ci(x):
+    def ci(x):  # a gap: signed
         return f"[{100 * x[0]:+.1f}, {100 * x[1]:+.1f}]" if isinstance(x, (list, tuple)) else ""
+
+    def share_ci(x):  # a share: unsigned
+        return f"[{100 * x[0]:.1f}, {100 * x[1]:.1f}]" if isinstance(x, (list, tuple)) else ""
 
     lines = [
         f"deja vu demo ({s['config']['method']}, {s['seconds']:.0f}s) -- final snapshot, epoch {f['epoch']}",
@@ -306,7 +309,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  target vs reference accuracy   @20%: {pct(f['target_20'])} vs {pct(f['reference_20'])}"
         f"    @100%: {pct(f['target_100'])} vs {pct(f['reference_100'])} "
         f"(gap {100 * f['gap_100']:+.1f}, CI {ci(f['gap_100_ci95'])})",
-        f"  memorized {pct(f['memorized'])} {ci(f['memorized_ci95'])}   correlated {pct(f['correlated'])}",
+        f"  memorized {pct(f['memorized'])} {share_ci(f['memorized_ci95'])}   correlated {pct(f['correlated'])}",
         f"  held-out control (no gap expected): @20% {100 * f['control_score']:+.1f} CI {ci(f['control_score_ci95'])}"
         f"   @100% {100 * f['control_gap_100']:+.1f} CI {ci(f['control_gap_100_ci95'])}",
         "  gap @100% by epoch: " + ", ".join(f"ep{e['epoch']} {100 * e['gap_100']:+.1f}" for e in s["epochs"]),
