@@ -77,11 +77,19 @@ class DemoResult:
 
 
 def _stamp(msg: str, t0: float) -> None:
-    print(f"[{time.time() - t0:6.1f}s] {msg}", flush=True)
+    # "\r": start at column 0 even if a finished worker's progress bar left the cursor mid-line
+    print(f"\r[{time.time() - t0:6.1f}s] {msg}", flush=True)
 
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _progress_slot(out: str) -> None:
+    """Progress bars of the A and B workers on their own terminal lines, labelled."""
+    s = "B" if str(out).endswith("_B") else "A"
+    os.environ["DEJAVU_PROGRESS_POSITION"] = "1" if s == "B" else "0"
+    os.environ["DEJAVU_PROGRESS_PREFIX"] = f"[{s}] "
 
 
 def _train_one(args: tuple) -> str:
@@ -90,6 +98,7 @@ def _train_one(args: tuple) -> str:
     import torch
 
     torch.set_num_threads(threads)
+    _progress_slot(out)
     from dejavu.data.imagefolder import DataPaths
     from dejavu.ssl.config import TrainConfig
     from dejavu.ssl.train import train
@@ -213,6 +222,7 @@ def _train_rcdm_one(args: tuple) -> str:
     import torch
 
     torch.set_num_threads(threads)
+    _progress_slot(out)
     from dejavu.config import load_config, packaged_config
     from dejavu.data.imagefolder import DataPaths
     from dejavu.rcdm.model import RCDMConfig

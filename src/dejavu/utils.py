@@ -11,10 +11,16 @@ T = TypeVar("T")
 
 
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **kw) -> Iterable[T]:
-    """A tqdm progress bar on stderr; off when DEJAVU_NO_PROGRESS=1."""
+    """A tqdm progress bar on stderr; off when DEJAVU_NO_PROGRESS=1.
+
+    Worker processes that run side by side (the demo trains A and B at once) set
+    DEJAVU_PROGRESS_POSITION (terminal line) and DEJAVU_PROGRESS_PREFIX so their bars
+    do not overwrite each other."""
     from tqdm.auto import tqdm
 
     disable = os.environ.get("DEJAVU_NO_PROGRESS", "") not in ("", "0")
+    kw.setdefault("position", int(os.environ.get("DEJAVU_PROGRESS_POSITION", "0") or 0))
+    desc = os.environ.get("DEJAVU_PROGRESS_PREFIX", "") + desc
     return tqdm(iterable, desc=desc, total=total, disable=disable, file=sys.stderr,
                 dynamic_ncols=True, leave=False, **kw)
 
