@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DejavuError as e:
-        print(f"dejavu {args.command}: error: {e}", file=sys.stderr)
+        msg = str(e).strip()
+        if "Original Traceback" in msg:  # raised in a DataLoader worker: torch adds its traceback
+            msg = msg.splitlines()[-1].split("DejavuError: ", 1)[-1]
+        print(f"dejavu {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,17 +1,35 @@
 """File helpers shared by every stage: atomic writes, no silent overwrite,
-JSON with provenance, safe checkpoint loading and content hashes.
+JSON with provenance, safe checkpoint loading, content hashes and output-folder locks.
 
 Every result file of dejavu is written through these helpers so that a crash
-never leaves a half-written artifact under its final name.
+never leaves a half-written artifact under its final name:
+
+* a file is written to ``.<name>.<pid>.<random>.tmp`` in the same folder, fsynced, then
+  renamed; the temporary file is created with mode ``0o666`` so the kernel applies the
+  user's umask (``tempfile.mkstemp`` would give 0600, unreadable to collaborators);
+* a failed write (disk full, ``ulimit -f``, permission denied, read-only file system, a
+  path under a file) raises a one-line :class:`DejavuError` naming the file, after the
+  temporary file is removed: the previous version of the file, if any, is untouched;
+* :func:`folder_lock` (and the :func:`locks_output` decorator the stages use) keeps two
+  processes from writing one output folder at once: ``FOLDER/.dejavu.lock`` holds the
+  holder's pid, host, SLURM job id and stage, and an ``flock`` on it that the kernel
+  drops when the holder dies (so a lock left by a killed job is taken over, not obeyed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import hashlib
+import inspect
 import io
 import json
 import os
-import tempfile
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +37,70 @@ import numpy as np
 
 from dejavu import DejavuError
 
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".dejavu.lock"
 
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
+_WRITE_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large (file-size limit, e.g. ulimit -f, or the file system's)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a parent of it is a file, not a folder",
+    errno.EEXIST: "a parent of it is a file, not a folder",
+}
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> DejavuError:
+    """The one-line error for a failed write of ``path``."""
+    reason = _WRITE_REASONS.get(e.errno or -1, e.strerror or type(e).__name__)
+    return DejavuError(f"{path}: cannot write ({reason}); no partial file was left under this name")
+
+
+def _open_tmp(path: Path) -> tuple[int, Path]:
+    """Create a fresh temporary file beside ``path`` (mode 0o666 & ~umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+
+
+def make_parent(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` the parent of ``path``; a failure is a :class:`DejavuError`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    The file gets the permissions the umask gives; on any failure the temporary file is
+    removed and a :class:`DejavuError` names ``path`` and the reason.
+    """
+    path = make_parent(path)
+    tmp: Path | None = None
     try:
-        with open(tmp, "wb") as f:
+        fd, tmp = _open_tmp(path)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise write_error(path, e) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return path
 
 
@@ -105,10 +166,15 @@ def check_can_write(path: str | os.PathLike, force: bool = False) -> Path:
     """
     path = Path(path)
     if path.exists() and not force:
-        if path.is_dir() and not any(path.iterdir()):
+        if path.is_dir() and not any(_is_content(p) for p in path.iterdir()):
             return path
         raise DejavuError(f"{path}: already exists; pass --force to overwrite")
     return path
+
+
+def _is_content(p: Path) -> bool:
+    """False for dejavu's own bookkeeping: the folder lock and leftover temporary files."""
+    return not (p.name == LOCK_NAME or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
@@ -156,3 +222,148 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- output-folder lock
+
+_HELD: dict[str, list[Any]] = {}  # realpath of a folder -> [fd, depth] (re-entrant per process)
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def _holder_info(stage: str) -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "job_id": os.environ.get("SLURM_JOB_ID"),
+            "stage": stage, "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def describe_holder(info: dict[str, Any]) -> str:
+    """``pid 123 on host n01, SLURM job 45, dejavu train since ...`` (what is known)."""
+    parts = [f"pid {info.get('pid', '?')} on host {info.get('host', '?')}"]
+    if info.get("job_id"):
+        parts.append(f"SLURM job {info['job_id']}")
+    if info.get("stage"):
+        parts.append(f"dejavu {info['stage']} since {info.get('since', '?')}")
+    return ", ".join(parts)
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text() or "{}")
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive_here(info: dict[str, Any]) -> bool:
+    """Fallback liveness test where the file system has no flock: same host and pid alive."""
+    if info.get("host") != socket.gethostname():
+        return bool(info)  # another machine: cannot tell, assume alive
+    try:
+        os.kill(int(info.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True
+    return True
+
+
+def _acquire(folder: Path, stage: str) -> int:
+    import fcntl
+
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as e:
+            raise write_error(path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DejavuError(f"{folder}: in use by another dejavu process ({describe_holder(_read_holder(path))}); "
+                              f"wait for it to end, or delete {path} if that process is dead") from None
+        except OSError as e:
+            if e.errno not in _NO_FLOCK:
+                os.close(fd)
+                raise write_error(path, e) from None
+            holder = _read_holder(path)
+            if holder and holder.get("pid") != os.getpid() and _pid_alive_here(holder):
+                os.close(fd)
+                raise DejavuError(f"{folder}: in use by another dejavu process ({describe_holder(holder)}); "
+                                  f"wait for it to end, or delete {path} if that process is dead") from None
+        try:  # the file we locked may have been removed by its previous holder meanwhile
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(_holder_info(stage)).encode())
+            return fd
+        os.close(fd)
+
+
+def _is_worker_rank() -> bool:
+    """Ranks other than 0 of a distributed job write nothing of their own: no lock."""
+    return int(os.environ.get("RANK", "0") or 0) != 0
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, stage: str) -> Iterator[Path]:
+    """Hold ``folder`` (created if needed) for one writer; refuse, naming the holder, if
+    another live process holds it. Re-entrant within a process. A folder this call
+    created is removed again if it is still empty at the end (a stage that failed early)."""
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    if key in _HELD or _is_worker_rank():
+        if key in _HELD:
+            _HELD[key][1] += 1
+        try:
+            yield folder
+        finally:
+            if key in _HELD:
+                _HELD[key][1] -= 1
+        return
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(folder, e) from None
+    fd = _acquire(folder, stage)
+    _HELD[key] = [fd, 1]
+    try:
+        yield folder
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.unlink(folder / LOCK_NAME)
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+
+
+def locks_output(stage: str, param: str = "out",
+                 folder_of: Callable[[dict[str, Any]], Any] | None = None) -> Callable:
+    """Decorator: run the stage function holding :func:`folder_lock` on its output folder.
+
+    Args:
+        stage: name shown to a second process that finds the folder busy.
+        param: the argument holding the output folder (ignored when ``folder_of`` is given).
+        folder_of: maps the bound arguments to the folder (e.g. the parent of an output file);
+            returning None runs the function without a lock.
+    """
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            folder = folder_of(bound.arguments) if folder_of else bound.arguments.get(param)
+            if folder is None:
+                return fn(*args, **kwargs)
+            with folder_lock(folder, stage):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco

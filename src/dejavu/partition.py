@@ -31,7 +31,7 @@ import numpy as np
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, Fingerprint, annotated_mask, scan_imagefolder
-from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, load_npy, read_json
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, load_npy, locks_output, read_json
 
 SET_NAMES = ("bbox_A", "bbox_B", "shared", "public", "train_A", "train_B")
 
@@ -183,6 +183,7 @@ def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int
     return splits, val_set, per, without
 
 
+@locks_output("partition")
 def partition(
     paths: DataPaths,
     npcs: list[int],
@@ -259,6 +260,30 @@ class Partition:
         if npc not in self.npcs:
             raise DejavuError(f"{self.root}: no {npc}_per_class split (have {self.npcs})")
         return load_npy(self.root / f"{npc}_per_class" / f"{name}.npy")
+
+    def check_attack_sets(self, npc: int) -> None:
+        """Refuse sets an attack cannot use (a hand-made or edited partition): duplicates, the
+        attacked sets overlapping each other, the other model's training set or the public set.
+
+        Raises :class:`InvariantError` naming the files and an example index.
+        """
+        d = self.root / f"{npc}_per_class"
+        sets = {n: self.load_set(npc, n) for n in ("bbox_A", "bbox_B", "train_A", "train_B")}
+        sets["public"] = self.attack_public()
+        where = {n: d / f"{n}.npy" for n in sets}
+        where["public"] = self.root / self.manifest["attack_public"]
+        for n, arr in sets.items():
+            if len(np.unique(arr)) != len(arr):
+                raise InvariantError(f"{where[n]}: contains duplicate indices")
+        for a, b in (("bbox_A", "bbox_B"), ("bbox_A", "train_B"), ("bbox_B", "train_A"),
+                     ("public", "train_A"), ("public", "train_B")):
+            if len(np.intersect1d(sets[a], sets[b])):
+                raise InvariantError(f"{where[a]} and {where[b]} overlap (e.g. index "
+                                     f"{_example(sets[a], sets[b])}); the attack needs disjoint sets")
+        for a, b in (("bbox_A", "train_A"), ("bbox_B", "train_B")):
+            extra = np.setdiff1d(sets[a], sets[b])
+            if len(extra):
+                raise InvariantError(f"{where[a]} is not contained in {where[b]} (e.g. index {int(extra[0])})")
 
     def attack_public(self) -> np.ndarray:
         """The public set every attack uses: that of the largest npc."""

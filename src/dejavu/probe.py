@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError
+from dejavu.io import locks_output
 
 FORMAT = "dejavu-probe/1"
 
@@ -98,6 +99,7 @@ def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
     return out
 
 
+@locks_output("probe")
 def probe(
     model_path: str | os.PathLike,
     partition: str | os.PathLike,

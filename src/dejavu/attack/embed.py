@@ -7,6 +7,10 @@
   describing the key: sha256 of (checkpoint content sha256, hash of the public index
   array, eval-transform description, embedding kind). Reruns and sweeps over k / p /
   epochs reuse them; a different checkpoint, index, resolution or kind is a new key.
+* A cache entry is used only if its ``<key>.json`` describes exactly this key and the
+  ``.npy`` is a whole float32 ``(n, d)`` array whose content digest (sha256 of its shape and
+  of up to 4096 evenly spaced rows) matches the one recorded in the ``.json``: a truncated
+  file, or a foreign one copied under the name, is reported and recomputed, never used.
 * Cache files are written through a ``.npy`` memmap under a temporary name and renamed
   when complete (not :func:`dejavu.io.atomic_save_npy`, which buffers the whole file in
   memory: 500k x 8192 float32 is 16 GB).
@@ -17,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,6 +33,16 @@ from torch.utils.data import DataLoader, Dataset
 from dejavu.data.dataset import load_rgb
 from dejavu.io import atomic_write_json
 from dejavu.utils import progress
+
+
+def content_digest(arr: np.ndarray) -> str:
+    """sha256 of an embedding array's shape, dtype and up to 4096 evenly spaced rows (reading
+    all of a 16 GB cache file on every lookup would cost more than it protects)."""
+    h = hashlib.sha256(f"{arr.shape}|{arr.dtype}".encode())
+    if len(arr):
+        rows = np.unique(np.linspace(0, len(arr) - 1, min(len(arr), 4096)).astype(np.int64))
+        h.update(np.ascontiguousarray(arr[rows]).tobytes())
+    return h.hexdigest()
 
 
 def index_hash(indices: np.ndarray) -> str:
@@ -103,6 +118,7 @@ class CachedEmbedder:
     """Public-set embeddings of several models, reusing ``cache_dir`` when possible."""
 
     cache_dir: Path | None
+    rejected: list[str] = field(default_factory=list)  # cache files found unusable (recomputed)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         assert self.cache_dir is not None
@@ -112,13 +128,28 @@ class CachedEmbedder:
         if self.cache_dir is None:
             return None
         npy, meta = self._paths(key["key"])
-        if npy.is_file() and meta.is_file():
-            try:
-                arr = np.load(npy, mmap_mode="r", allow_pickle=False)
-            except ValueError:
-                return None
-            if arr.shape[0] == key["n"]:
-                return arr
+        if not npy.is_file():
+            return None
+        try:
+            stored = json.loads(meta.read_text())
+            if not isinstance(stored, dict) or {k: stored.get(k) for k in key} != key:
+                return self._reject(npy, f"{meta.name} describes another key")
+        except (OSError, ValueError):
+            return self._reject(npy, f"{meta.name} missing or unreadable")
+        try:
+            arr = np.load(npy, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            return self._reject(npy, f"truncated or not a .npy array ({str(e).splitlines()[0]})")
+        if arr.ndim != 2 or arr.shape[0] != key["n"] or arr.dtype != np.float32:
+            return self._reject(npy, f"holds a {arr.dtype} {arr.shape} array, expected float32 ({key['n']}, d)")
+        if stored.get("content_sha256") != content_digest(arr):
+            return self._reject(npy, "content differs from the recorded digest (a foreign or damaged file)")
+        return arr
+
+    def _reject(self, npy: Path, why: str) -> None:
+        msg = f"{npy}: embedding cache entry not used ({why}); recomputing"
+        self.rejected.append(msg)
+        print(f"dejavu: warning: {msg}", file=sys.stderr)
         return None
 
     def embed_public(self, models: Sequence[torch.nn.Module], keys: Sequence[dict], paths: Sequence[Path],
@@ -155,8 +186,8 @@ class CachedEmbedder:
                         del out
                         npy, meta = self._paths(keys[j]["key"])
                         os.replace(tmp, npy)
-                        atomic_write_json(meta, keys[j])
                         got[j] = np.load(npy, mmap_mode="r", allow_pickle=False)
+                        atomic_write_json(meta, {**keys[j], "content_sha256": content_digest(got[j])})
                 finally:
                     for tmp in tmps:
                         if tmp.exists():

@@ -27,7 +27,7 @@ import numpy as np
 from dejavu import DejavuError
 from dejavu.attack.crops import CROP_ALGOS, corner_crop, default_min_crop_px
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
-from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 from dejavu.utils import progress
 
 FORMAT = "dejavu-attack/1"
@@ -167,6 +167,7 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
 
 
+@locks_output("attack")
 def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: str | os.PathLike,
            paths: DataPaths, out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
            cache_dir: str | os.PathLike | None = None, index: DatasetIndex | None = None,
@@ -192,7 +193,7 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     out = Path(out)
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an attack already exists here; pass --force to overwrite")
-    check_can_write(out, force=force)
+    _check_attack_folder(out, force)
     device = cfg.device or _default_device()
 
     index = index or scan_imagefolder(paths.images)
@@ -200,6 +201,8 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     part.check(index)
     if cfg.npc not in part.npcs:
         raise DejavuError(f"{part.root}: no {cfg.npc}_per_class split (have {part.npcs}); check --npc")
+    if sets is None:
+        part.check_attack_sets(cfg.npc)
     lms = {}
     for name, p in (("A", model_a), ("B", model_b)):
         lm = load_model(p, arch=cfg.arch, projector=cfg.projector)
@@ -304,6 +307,20 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     }
     atomic_write_json(out / "results.json", results)
     return AttackResult(out, results, counts)
+
+
+def _check_attack_folder(out: Path, force: bool) -> None:
+    """A folder without results.json that holds only attack files is an interrupted attack:
+    rerun into it (every file is rewritten atomically). With ``force``, results.json goes
+    first, so no reader ever pairs the old results.json with new arrays."""
+    if force:
+        (out / "results.json").unlink(missing_ok=True)
+        return
+    if out.is_dir():
+        other = [p.name for p in out.iterdir() if p.suffix not in (".npy", ".csv") and p.name != "slurm"
+                 and not p.name.startswith(".")]
+        if other:
+            check_can_write(out, force=False)
 
 
 @functools.wraps(_attack)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
+from dejavu import DejavuError
 from dejavu.data.imagefolder import DatasetIndex
 
 
 def load_rgb(path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    """Decode an image file to RGB, whatever its mode (CMYK, grayscale, palette, RGBA) and
+    whatever its extension says (ImageNet has a PNG named ``.JPEG``: PIL reads the content).
+
+    A corrupt, truncated or unreadable file raises a one-line :class:`DejavuError` naming it
+    (PIL's own errors do not say which file)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DejavuError(f"{path}: cannot decode image ({detail})") from None
 
 
 class IndexedImages:

@@ -44,6 +44,7 @@ from dejavu.io import (
     atomic_write_json,
     check_can_write,
     load_npy,
+    locks_output,
     read_json,
 )
 
@@ -276,6 +277,7 @@ def _draw_summary(path: Path, items: list[Reconstruction], crops_: list[np.ndarr
     atomic_write_bytes(path, buf.getvalue())
 
 
+@locks_output("rcdm reconstruct")
 def reconstruct(
     attack_dir: str | os.PathLike,
     rcdm_a: str | os.PathLike,

@@ -50,6 +50,7 @@ from dejavu.io import (
     atomic_write_json,
     check_can_write,
     load_npy,
+    locks_output,
     read_json,
 )
 from dejavu.rcdm.model import FORMAT, RCDM, RCDMConfig, load_rcdm, make_scheduler, resolve_cond
@@ -158,6 +159,7 @@ def _strip_module(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @torch.enable_grad()  # callers (e.g. an attack run in the same process) may have disabled grad globally
+@locks_output("rcdm train")
 def train_rcdm(
     cfg: RCDMConfig,
     ssl_model: str | os.PathLike,

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dejavu import DejavuError
+from dejavu.io import locks_output
 from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
 
 DEFAULT_VARIANT = "periphery/projector"
@@ -302,6 +303,7 @@ img.nb{margin:1px;border:3px solid transparent} img.nb.ok{border-color:#3c3} img
 """
 
 
+@locks_output("report", folder_of=lambda a: Path(a["out"]).parent if a["out"] is not None else a["run_dir"])
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
                  data=None, n_examples: int = 6, n_neighbours: int = 5, params: tuple[str, ...] = ()) -> Path:
     """Write ``report.html`` for a run folder (DESIGN 3 layout); returns its path.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError
+from dejavu.io import locks_output
 from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
@@ -337,6 +338,7 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
                   {"top": top, "groups": data})
 
 
+@locks_output("plot")
 def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str] = (),
                  tops: Sequence[str] = ("top1",), formats: Sequence[str] = ("png", "pdf"),
                  force: bool = False) -> list[FigureInfo]:

@@ -44,7 +44,14 @@ from torch import nn
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
-from dejavu.io import atomic_torch_save, atomic_write_json, atomic_write_text, check_can_write, safe_torch_load
+from dejavu.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    check_can_write,
+    locks_output,
+    safe_torch_load,
+)
 from dejavu.partition import load_index_file
 from dejavu.ssl.config import TrainConfig, resume_mismatch
 from dejavu.ssl.ddp import DistInfo, convert_sync_batchnorm, current, init_distributed
@@ -287,6 +294,7 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+@locks_output("train")
 def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out: str | os.PathLike,
           resume: bool = False, force: bool = False, device: str | torch.device | None = None,
           index: DatasetIndex | None = None) -> TrainResult:
