@@ -135,6 +135,12 @@ def scan_imagefolder(root: str | os.PathLike) -> DatasetIndex:
                 if fname.lower().endswith(IMG_EXTENSIONS):
                     relpaths.append(f"{rel}/{fname}")
         counts.append(len(relpaths) - n0)
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty and len(empty) < len(classes):
+        # torchvision's ImageFolder refuses this too ("Found no valid file for the classes ...")
+        raise DejavuError(f"{root / empty[0]}: class folder holds no image (extensions "
+                          f"{', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+                          + (f" ({len(empty)} such classes)" if len(empty) > 1 else ""))
     if not relpaths:
         raise DejavuError(f"{root}: no images found (extensions {', '.join(IMG_EXTENSIONS)})")
     targets = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
