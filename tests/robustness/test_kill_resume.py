@@ -15,7 +15,7 @@ from dejavu.data.imagefolder import DataPaths
 from dejavu.ssl.config import load_train_config
 from dejavu.ssl.train import train
 
-from conftest import attack_args, attack_inprocess, child_env, run_cli
+from conftest import assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
 
 SETS = ["epochs=3", "projector=16-16", "knn_every=0", "warmup_epochs=0", "snapshot_every=1", "batch_size=8"]
 
@@ -62,3 +62,15 @@ def test_sigkill_mid_attack_then_rerun(corpus, tmp_path):
     for f in sorted((tmp_path / "ref" / "att").glob("*.npy")):
         assert np.array_equal(np.load(f), np.load(out / f.name)), f.name
     assert (out / "examples.csv").read_text() == (tmp_path / "ref" / "att" / "examples.csv").read_text()
+
+
+def test_nan_loss_stops_keeps_last_good_checkpoint(corpus, tmp_path):
+    run = tmp_path / "nan"
+    sets = ["epochs=3", "projector=16-16", "knn_every=0", "warmup_epochs=0", "optimizer=sgd",
+            "absolute_lr=true", "lr=1e30", "batch_size=16"]  # one step per epoch: epoch 1 finite, then NaN
+    proc = run_cli("train", "--method", "simclr", "--data", corpus / "data", "--index",
+                   corpus / "part" / "4_per_class" / "train_A.npy", "--out", run, "--device", "cpu",
+                   *[x for s in sets for x in ("--set", s)])
+    assert_one_line_error(proc, str(run), "loss became", "Last good checkpoint kept", "epoch 1")
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 1
+    assert not list(run.glob("*.tmp"))
