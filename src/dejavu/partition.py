@@ -30,8 +30,21 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.data.imagefolder import DataPaths, DatasetIndex, Fingerprint, annotated_mask, scan_imagefolder
-from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, load_npy, locks_output, read_json
+from dejavu.data.imagefolder import (
+    DataPaths,
+    DatasetIndex,
+    Fingerprint,
+    annotated_mask,
+    scan_imagefolder,
+)
+from dejavu.io import (
+    atomic_save_npy,
+    atomic_write_json,
+    check_can_write,
+    load_npy,
+    locks_output,
+    read_json,
+)
 
 SET_NAMES = ("bbox_A", "bbox_B", "shared", "public", "train_A", "train_B")
 

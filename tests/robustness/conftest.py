@@ -31,7 +31,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
     """``python tests/robustness/child.py <args>``: the real ``dejavu`` CLI (``dejavu.cli.main``),
     optionally with a fault injected (see child.py)."""
     return subprocess.run([sys.executable, str(CHILD), *map(str, args)], env=env or child_env(),
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn, cwd=cwd,
+                          check=False)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, attack_args, attack_inprocess, run_cli
 from PIL import Image
 
 from dejavu import DejavuError
@@ -21,11 +22,9 @@ from dejavu.data.dataset import load_rgb
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.partition import load_index_file, partition
 
-from conftest import assert_one_line_error, attack_args, attack_inprocess, run_cli
-
 
 def _first_image(data: Path) -> Path:
-    return sorted((data / "train").rglob("*.JPEG"))[0]
+    return min((data / "train").rglob("*.JPEG"))
 
 
 # ------------------------------------------------------------------ images
@@ -106,8 +105,8 @@ def test_corrupt_image_stops_training_naming_it(corpus, data_copy, tmp_path):
 @pytest.mark.parametrize("content,what", [
     (None, "annotation file not found"), ("", "malformed XML"), ("<annotation><object>", "malformed XML"),
     ("<annotation><object><bndbox><xmin>1</xmin></bndbox></object></annotation>", "without <ymin>"),
-    ("<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
-     "</bndbox></object></annotation>", "not a number"),
+    (("<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
+      "</bndbox></object></annotation>"), "not a number"),
 ])
 def test_missing_empty_malformed_xml(tmp_path, content, what):
     p = tmp_path / "a.xml"
@@ -225,7 +224,7 @@ def test_class_without_annotations_is_reported(data_copy, tmp_path):
     import shutil
 
     ann = DataPaths.resolve(data=data_copy).annotation_dir
-    first = sorted(ann.iterdir())[0]
+    first = min(ann.iterdir())
     shutil.rmtree(first)
     res = partition(DataPaths.resolve(data=data_copy), [4], tmp_path / "p")
     c = scan_imagefolder(data_copy / "train").classes.index(first.name)

@@ -10,12 +10,11 @@ import signal
 
 import numpy as np
 import torch
+from conftest import assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
 
 from dejavu.data.imagefolder import DataPaths
 from dejavu.ssl.config import load_train_config
 from dejavu.ssl.train import train
-
-from conftest import assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
 
 SETS = ["epochs=3", "projector=16-16", "knn_every=0", "warmup_epochs=0", "snapshot_every=1", "batch_size=8"]
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SRC, assert_one_line_error, attack_inprocess, child_env, run_cli
 
 from dejavu import DejavuError
 from dejavu.io import LOCK_NAME, atomic_write_json, folder_lock
-
-from conftest import SRC, assert_one_line_error, attack_inprocess, child_env, run_cli
 
 
 def _tmp_files(folder):
@@ -71,7 +70,7 @@ def _unwritable(tmp_path):
             f"os.setgid(65534); os.setuid(65534)\n"
             f"try:\n    atomic_write_json({str(d / 'old.json')!r}, {{'v': 2}})\n"
             f"except DejavuError as e:\n    print(e, file=sys.stderr); sys.exit(2)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
                           env=child_env())
     assert_one_line_error(proc, str(d / "old.json"), "permission denied")
     assert json.loads((d / "old.json").read_text()) == {"v": 1} and not _tmp_files(d)

@@ -10,12 +10,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, attack_args, make_checkpoint, run_cli
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import scan_imagefolder
 from dejavu.ssl.checkpoint import load_model
-
-from conftest import assert_one_line_error, attack_args, make_checkpoint, run_cli
 
 
 @pytest.mark.parametrize("override", [{"arch": "smallcnn_wide"}, {"projector": "32-8"}])
