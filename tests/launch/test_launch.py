@@ -47,3 +47,19 @@ def test_failing_command_fails_the_job(tmp_path):
 
     with pytest.raises(RuntimeError, match="exited with status 2"):
         CliJob(["data", "info", str(tmp_path / "missing")])()
+
+
+def test_requeue_drops_force():
+    # a requeued job continues its own run: --force (discard) must not be replayed with --resume
+    job = CliJob(["train", "--out", "R", "--force"])
+    assert job.resumed_argv() == ["train", "--out", "R", "--resume"]
+
+
+def test_no_import_cycle_between_launch_modules():
+    import subprocess
+    import sys
+
+    # job.py must import on its own (it is unpickled on the cluster before dejavu.launch)
+    code = "import dejavu.launch.job as j; print(len(j.strip_launcher_args(['--launcher', 'slurm', 'x'])))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

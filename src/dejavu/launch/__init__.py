@@ -19,13 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dejavu.launch.job import CliJob, strip_launcher_args  # noqa: F401
+from dejavu.launch.job import LAUNCHER_OPTIONS, CliJob, strip_launcher_args
 
-LAUNCHER_OPTIONS = {  # option -> takes a value
-    "--launcher": True, "--nodes": True, "--gpus-per-node": True, "--slurm-partition": True, "--time": True,
-    "--cpus-per-task": True, "--mem-gb": True, "--slurm-dir": True, "--job-name": True, "--max-requeue": True,
-    "--account": True, "--constraint": True,
-}
+__all__ = ["LAUNCHER_OPTIONS", "CliJob", "add_launcher_args", "strip_launcher_args", "submit", "submit_if_slurm"]
 
 
 def add_launcher_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -> None:
@@ -89,7 +85,11 @@ def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str
 def submit_if_slurm(args: argparse.Namespace, *, name: str, log_dir: str | Path | None,
                     resume_flag: str | None = None) -> bool:
     """For a stage's handler: with ``--launcher slurm``, submit the same command (as typed,
-    launcher options removed; ``dejavu.cli.main`` stores it in ``args.argv``) and return True."""
+    launcher options removed; ``dejavu.cli.main`` stores it in ``args.argv``) and return True.
+
+    The one way every stage resubmits itself: nothing re-lists the stage's flags, so a new
+    flag can never be lost on the way to the cluster. ``resume_flag`` (e.g. ``--resume``)
+    is appended when SLURM requeues the job after preemption or time-out."""
     if getattr(args, "launcher", "local") != "slurm":
         return False
     argv = strip_launcher_args(list(getattr(args, "argv", None) or []))

@@ -5,6 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+LAUNCHER_OPTIONS = {  # option -> takes a value
+    "--launcher": True, "--nodes": True, "--gpus-per-node": True, "--slurm-partition": True, "--time": True,
+    "--cpus-per-task": True, "--mem-gb": True, "--slurm-dir": True, "--job-name": True, "--max-requeue": True,
+    "--account": True, "--constraint": True,
+}
+
 
 def _resolve(target: str):
     mod, _, fn = target.partition(":")
@@ -41,8 +47,10 @@ class CliJob:
         return rc
 
     def resumed_argv(self) -> list[str]:
+        """The requeued command: ``resume_flag`` appended once; ``--force`` dropped, since a
+        requeued job must continue its own run, not discard it again."""
         if self.resume_flag and self.resume_flag not in self.argv:
-            return self.argv + [self.resume_flag]
+            return [a for a in self.argv if a != "--force"] + [self.resume_flag]
         return list(self.argv)
 
     def checkpoint(self, *args, **kwargs):
@@ -54,8 +62,6 @@ class CliJob:
 def strip_launcher_args(argv: list[str]) -> list[str]:
     """Remove launcher options (``--launcher slurm``, ``--nodes 2``, ``--time=60`` ...)
     so the job runs the local form of the same command."""
-    from dejavu.launch import LAUNCHER_OPTIONS
-
     out: list[str] = []
     i = 0
     while i < len(argv):

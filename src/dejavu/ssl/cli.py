@@ -54,35 +54,17 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd)
 
 
-def local_argv(args) -> list[str]:
-    """The command line that runs this training locally (for the SLURM job)."""
-    argv = ["train", "--index", str(args.index), "--out", str(args.out)]
-    for flag in ("method", "data", "images", "bboxes", "config", "device"):
-        v = getattr(args, flag, None)
-        if v is not None:
-            argv += [f"--{flag}", str(v)]
-    for s in args.set:
-        argv += ["--set", s]
-    if args.resume:
-        argv.append("--resume")
-    if args.force:
-        argv.append("--force")
-    return argv
-
-
 def _cmd(args) -> int:
     from pathlib import Path
 
     from dejavu.ssl.config import load_train_config
 
     cfg = load_train_config(args.config, args.set, method=args.method)  # validate before submitting
-    if args.launcher == "slurm":
-        from dejavu.launch import submit
+    if args.force and args.resume:
+        raise DejavuError("--force and --resume together: choose one")
+    from dejavu.launch import submit_if_slurm
 
-        if args.force and args.resume:
-            raise DejavuError("--force and --resume together: choose one")
-        job = submit(local_argv(args), args, name=f"train_{cfg.method}", log_dir=Path(args.out) / "slurm")
-        print(f"submitted SLURM job {job.job_id}: {cfg.method} -> {args.out} (logs in {Path(args.out) / 'slurm'})")
+    if submit_if_slurm(args, name=f"train_{cfg.method}", log_dir=Path(args.out) / "slurm", resume_flag="--resume"):
         return 0
 
     from dejavu.data.imagefolder import data_paths_from_args
