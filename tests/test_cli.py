@@ -30,6 +30,17 @@ def test_all_stages_registered():
 def test_user_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dejavu", "data", "info", str(tmp_path / "missing")],
                           capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # a runtime/data error
     assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_usage_error_exit_2_names_the_set_key_not_the_packaged_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dejavu", "train", "--config", "vicreg_synth", "--index",
+                           str(tmp_path / "i.npy"), "--out", str(tmp_path / "r"), "--set", "epochz=3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "--set: unknown key(s) epochz" in err and "valid keys:" in err and "epochs" in err
+    assert ".yaml" not in err

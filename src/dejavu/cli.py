@@ -1,8 +1,11 @@
 """The ``dejavu`` command: one subcommand per stage, each a thin layer over a function.
 
 Each stage module exposes ``register(subparsers)``; this file only collects them,
-so stages stay independent. Errors meant for users (:class:`dejavu.DejavuError`)
-print as one line and exit with status 2.
+so stages stay independent. Errors meant for users print as one line, without a
+traceback: exit status 2 for usage errors (argparse's own, and
+:class:`dejavu.UsageError`: bad ``--set`` keys or values, conflicting flags), 1 for
+everything found at run time (:class:`dejavu.DejavuError`: missing or bad files,
+mismatched artifacts, an existing result without ``--force``).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import argparse
 import importlib
 import sys
 
-from dejavu import DejavuError, __version__
+from dejavu import DejavuError, UsageError, __version__
 
-# (module, required): optional stages are skipped if their module is absent.
+# Stage modules, each with register(subparsers); a stage whose module is absent is skipped.
 STAGES = [
     "dejavu.data.cli",
     "dejavu.partition",
@@ -60,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except DejavuError as e:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: torch adds its traceback
-            msg = msg.splitlines()[-1].split("DejavuError: ", 1)[-1]
+            msg = msg.splitlines()[-1].split("Error: ", 1)[-1]
         print(f"dejavu {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

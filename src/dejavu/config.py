@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 
 C = TypeVar("C")
 
@@ -47,7 +47,7 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
                 raise ValueError(value)
             return tp(value)
     except (TypeError, ValueError):
-        raise DejavuError(f"{cls_name}.{name}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
+        raise UsageError(f"{cls_name}.{name}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
     return value
 
 
@@ -56,14 +56,19 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise DejavuError(
+        raise UsageError(
             f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
     kw = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in d.items()}
     obj = cls(**kw)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except UsageError:
+            raise
+        except DejavuError as e:  # an invalid value is a usage error, whoever checks it
+            raise UsageError(str(e)) from None
     return obj
 
 
@@ -71,7 +76,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in sets or []:
         if "=" not in s:
-            raise DejavuError(f"--set {s!r}: expected key=value")
+            raise UsageError(f"--set {s!r}: expected key=value")
         k, v = s.split("=", 1)
         k = k.strip().replace("-", "_")
         try:
@@ -84,23 +89,43 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise DejavuError(f"{path}: config file not found")
+        raise UsageError(f"{path}: config file not found")
     try:
         d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise DejavuError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raise UsageError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(d, dict):
-        raise DejavuError(f"{path}: expected a mapping of key: value")
+        raise UsageError(f"{path}: expected a mapping of key: value")
     return d
 
 
 def load_config(cls: type[C], path: str | os.PathLike | None = None, sets: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> C:
+    """The one way every stage builds its settings: defaults < ``base`` < YAML file < ``--set``.
+
+    Args:
+        cls: the stage's config dataclass.
+        path: a YAML file (``--config``), or None.
+        sets: ``key=value`` strings (``--set``), values parsed as YAML scalars.
+        base: defaults that differ from the dataclass's (e.g. a preset).
+
+    Returns:
+        The validated config. Unknown keys are reported against where they came from (the
+        file or ``--set``), with the valid keys listed; bad values as ``Class.key: ...``.
+    """
     d: dict[str, Any] = dict(base or {})
+    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if path is not None:
-        d.update(read_yaml(path))
-    d.update(parse_sets(sets))
+        d.update(_known(read_yaml(path), valid, str(path)))
+    d.update(_known(parse_sets(sets), valid, "--set"))
     return from_dict(cls, d, source=str(path) if path else "--set")
+
+
+def _known(d: dict[str, Any], valid: set[str], source: str) -> dict[str, Any]:
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    return d
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
