@@ -1,9 +1,10 @@
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, field
 
 import pytest
 
-from dejavu import DejavuError
-from dejavu.config import load_config
+from dejavu import DejavuError, UsageError
+from dejavu.config import add_config_args, config_from_args, load_config, resolve_config
 
 
 @dataclass
@@ -29,3 +30,55 @@ def test_errors(tmp_path):
         load_config(Cfg, None, ["epochs=abc"])
     with pytest.raises(DejavuError, match="not found"):
         load_config(Cfg, tmp_path / "none.yaml")
+
+
+@dataclass
+class StageCfg:
+    k: int = field(default=100, metadata={"help": "neighbours per crop"})
+    knn: str = field(default="torch", metadata={"help": "backend", "choices": ("torch", "faiss")})
+    amp: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    add_config_args(p, StageCfg, flags=("k", "knn", "amp"))
+    return p, p.parse_args(argv)
+
+
+def test_flags_come_from_the_dataclass_with_its_defaults():
+    p, _ = _parse([])
+    text = p.format_help()
+    assert "neighbours per crop (default: 100)" in text and "{torch,faiss}" in text
+
+
+def test_precedence_defaults_file_flags_sets(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("k: 50\nknn: faiss\n")
+    _, args = _parse(["--config", str(f), "--k", "20", "--set", "k=7", "--set", "extra.a.b=1"])
+    c = config_from_args(StageCfg, args, flags=("k", "knn", "amp"))
+    assert (c.k, c.knn, c.amp, c.extra) == (7, "faiss", False, {"a": {"b": 1}})
+    _, args = _parse(["--config", str(f), "--k", "20"])
+    assert config_from_args(StageCfg, args, flags=("k", "knn", "amp")).k == 20  # flag beats file
+    _, args = _parse([])
+    assert config_from_args(StageCfg, args, flags=("k", "knn", "amp")) == StageCfg()  # absent flags: defaults
+
+
+def test_bad_keys_and_values_are_usage_errors(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("k: 5\n")
+    _, args = _parse(["--config", str(f), "--set", "kk=3"])
+    with pytest.raises(UsageError, match=r"^--set: unknown key\(s\) kk; valid keys: amp, extra, k, knn$"):
+        config_from_args(StageCfg, args, flags=("k",))
+    f.write_text("kk: 5\n")
+    with pytest.raises(UsageError, match=r"s.yaml: unknown key\(s\) kk"):
+        config_from_args(StageCfg, args, flags=("k",))
+    _, args = _parse(["--set", "k=abc"])
+    with pytest.raises(UsageError, match="StageCfg.k: expected int"):
+        config_from_args(StageCfg, args)
+
+
+def test_packaged_config_names_resolve_or_list_choices():
+    assert resolve_config("vicreg", "ssl").name == "vicreg.yaml"
+    with pytest.raises(UsageError, match="packaged ssl config.*vicreg_synth"):
+        resolve_config("nope", "ssl")

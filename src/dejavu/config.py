@@ -73,17 +73,36 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    """``["k=v", "a.b=1"]`` -> ``{"k": v, "a": {"b": 1}}`` (values parsed as YAML scalars;
+    dotted keys give nested mappings, for settings owned by a method or a part)."""
     out: dict[str, Any] = {}
     for s in sets or []:
         if "=" not in s:
             raise UsageError(f"--set {s!r}: expected key=value")
         k, v = s.split("=", 1)
-        k = k.strip().replace("-", "_")
+        *parents, leaf = [p.strip().replace("-", "_") for p in k.split(".")]
         try:
-            out[k] = yaml.safe_load(v) if v.strip() else ""
+            value = yaml.safe_load(v) if v.strip() else ""
         except yaml.YAMLError:
-            out[k] = v
+            value = v
+        merge_into(out, _nest(parents, {leaf: value}))
     return out
+
+
+def _nest(parents: list[str], d: dict[str, Any]) -> dict[str, Any]:
+    for p in reversed(parents):
+        d = {p: d}
+    return d
+
+
+def merge_into(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``src`` into ``dst`` (nested mappings merged key by key)."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            merge_into(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -117,7 +136,7 @@ def load_config(cls: type[C], path: str | os.PathLike | None = None, sets: list[
     valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if path is not None:
         d.update(_known(read_yaml(path), valid, str(path)))
-    d.update(_known(parse_sets(sets), valid, "--set"))
+    merge_into(d, _known(parse_sets(sets), valid, "--set"))
     return from_dict(cls, d, source=str(path) if path else "--set")
 
 
@@ -135,3 +154,80 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def packaged_config(*parts: str) -> Path:
     """Path of a config file shipped in ``dejavu/configs``."""
     return Path(__file__).parent / "configs" / Path(*parts)
+
+
+def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
+    """``--config`` value -> a YAML path: an existing file, or a config packaged in
+    ``dejavu/configs/<kind>/<name>.yaml`` (e.g. ``vicreg``, ``paper128``)."""
+    if name is None:
+        return None
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    cand = packaged_config(kind, f"{name}.yaml")
+    if cand.is_file():
+        return cand
+    names = sorted(p.stem for p in packaged_config(kind).glob("*.yaml"))
+    raise UsageError(f"--config {name}: neither a file nor a packaged {kind} config ({', '.join(names)})")
+
+
+def field_help(cls: type, name: str) -> str:
+    """Help text of a config field (its ``metadata['help']``), with its default."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]  # type: ignore[arg-type]
+    default = f.default if f.default is not dataclasses.MISSING else (
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+    return f"{f.metadata.get('help', '')} (default: {default})".strip()
+
+
+def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: str | None = None,
+                    title: str = "configuration") -> None:
+    """Add ``--config``, ``--set`` and one ``--flag`` per listed field of ``cls``.
+
+    The flags' types, choices, help and defaults all come from the dataclass (field
+    ``metadata`` ``help`` / ``choices``), so no default is defined twice; a flag that is
+    not given does not override the config file. Read them back with :func:`config_from_args`.
+    """
+    import argparse
+
+    g = parser.add_argument_group(title)
+    packaged = f" or a packaged {kind} config name" if kind else ""
+    g.add_argument("--config", metavar="FILE|NAME", default=None, help=f"YAML config file{packaged}")
+    g.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override any {cls.__name__} key (repeatable; nested keys as a.b=value)")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name in flags:
+        f, tp = fields[name], hints[name]
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": field_help(cls, name)}
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["metavar"] = name.upper()
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+                kw.pop("metavar")
+        g.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def config_from_args(cls: type[C], args: Any, flags: tuple[str, ...] = (), kind: str | None = None,
+                     base: dict[str, Any] | None = None) -> C:
+    """Build a stage's config: dataclass defaults < ``base`` < ``--config`` < flags < ``--set``.
+
+    Args:
+        cls: the stage's config dataclass.
+        args: the parsed argparse namespace (from :func:`add_config_args`).
+        flags: the field names registered as flags.
+        kind: the packaged-config folder for ``--config NAME``.
+        base: defaults that differ from the dataclass's.
+
+    Returns:
+        The validated config; unknown keys and bad values raise :class:`dejavu.UsageError`.
+    """
+    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    d: dict[str, Any] = dict(base or {})
+    path = resolve_config(getattr(args, "config", None), kind) if kind else getattr(args, "config", None)
+    if path is not None:
+        d.update(_known(read_yaml(path), valid, str(path)))
+    d.update({k: getattr(args, k) for k in flags if hasattr(args, k)})
+    merge_into(d, _known(parse_sets(getattr(args, "set", None)), valid, "--set"))
+    return from_dict(cls, d, source=str(path) if path else "command line")
