@@ -52,7 +52,7 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
 
 
 def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(d) - set(fields))
     if unknown:
@@ -173,9 +173,9 @@ def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
 
 def field_help(cls: type, name: str) -> str:
     """Help text of a config field (its ``metadata['help']``), with its default."""
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]  # type: ignore[arg-type]
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
     default = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
     return f"{f.metadata.get('help', '')} (default: {default})".strip()
 
 
@@ -195,7 +195,7 @@ def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: s
     g.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override any {cls.__name__} key (repeatable; nested keys as a.b=value)")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in flags:
         f, tp = fields[name], hints[name]
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": field_help(cls, name)}

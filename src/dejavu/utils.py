@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 import sys
-from typing import Iterable, TypeVar
+from collections.abc import Iterable, Sized
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ class LogProgress:
         import time
 
         self.iterable, self.desc, self.unit = iterable, desc, unit
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self.n, self.postfix, self.interval = 0, "", interval
         self.file = file or sys.stderr
         self._clock = time.monotonic
@@ -97,7 +98,7 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **
         return tqdm(iterable, desc=desc, total=total, disable=True, **kw)
     if not sys.stderr.isatty():
         interval = float(os.environ.get("DEJAVU_PROGRESS_INTERVAL", "30") or 30)
-        return LogProgress(iterable, desc, total, interval=interval, **kw)  # type: ignore[return-value]
+        return LogProgress(iterable, desc, total, interval=interval, **kw)
     kw.setdefault("position", int(os.environ.get("DEJAVU_PROGRESS_POSITION", "0") or 0))
     return tqdm(iterable, desc=desc, total=total, file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
 

@@ -45,7 +45,7 @@ def test_failing_command_fails_the_job(tmp_path):
     # called directly (submitit's debug executor would open a debugger on failure)
     import pytest
 
-    with pytest.raises(RuntimeError, match="exited with status 2"):
+    with pytest.raises(RuntimeError, match="exited with status 1"):
         CliJob(["data", "info", str(tmp_path / "missing")])()
 
 
