@@ -109,7 +109,8 @@ def build_unet(cfg: RCDMConfig):
     from diffusers import UNet2DModel
 
     res = cfg.image_size
-    down, up = [], []
+    down: list[str] = []
+    up: list[str] = []
     for level in range(len(cfg.block_out_channels)):
         attn = (res // 2**level) in cfg.attention_resolutions
         down.append("AttnDownBlock2D" if attn else "DownBlock2D")
@@ -146,6 +147,8 @@ class RCDM(nn.Module):
             self.cond_proj = nn.Sequential(nn.Linear(rep_dim, cfg.cond_hidden), nn.SiLU(), nn.Linear(cfg.cond_hidden, d))
         else:
             self.cond_proj = nn.Sequential(nn.Linear(rep_dim, d))
+        self.rep_mean: torch.Tensor
+        self.rep_std: torch.Tensor
         self.register_buffer("rep_mean", torch.zeros(rep_dim))
         self.register_buffer("rep_std", torch.ones(rep_dim))
 
