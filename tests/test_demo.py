@@ -51,7 +51,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     _check_artifacts(out, summary)
     assert 0.1 < summary["probe_top1"] <= 1.0
     # a second run refuses to overwrite without --force
-    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "--force" in capsys.readouterr().err
 
 

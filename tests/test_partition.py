@@ -130,7 +130,7 @@ def test_cli(synth_small, tmp_path, capsys):
     assert main(["partition", "--data", str(synth_small), "--per-class", "5,10", "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
     assert "bbox_A" in out and "val_set" in out
-    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--out", str(tmp_path / "p")]) == 2
+    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--out", str(tmp_path / "p")]) == 1
     assert "--force" in capsys.readouterr().err
     assert main(["partition", "--images", str(synth_small / "train"), "--out", str(tmp_path / "q")]) == 2
     assert main(["partition", "--data", str(synth_small), "--per-class", "x", "--out", str(tmp_path / "r")]) == 2

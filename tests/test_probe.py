@@ -77,7 +77,7 @@ def test_probe_cli_augmented_projector_and_no_overwrite(synth_small, partition_s
     assert d["config"]["augment"] is True and d["config"]["features"] == "projector"
     assert d["counts"]["feature_dim"] == 32
     assert d["top1"] > 0.2  # augmented path on a projector of 32 dims, 8 epochs: still well above chance
-    assert main(argv) == 2  # existing result, no --force
+    assert main(argv) == 1  # existing result, no --force
     assert main(argv + ["--force"]) == 0
 
 

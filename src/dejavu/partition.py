@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 from dejavu.data.imagefolder import (
     DataPaths,
     DatasetIndex,
@@ -153,7 +153,7 @@ def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int
     if len(targets) != len(annotated):
         raise ValueError("targets and annotated differ in length")
     if not npcs or min(npcs) < 1:
-        raise DejavuError("--per-class needs positive integers")
+        raise UsageError("--per-class needs positive integers")
     npcs = sorted(set(int(n) for n in npcs))
     n_classes = int(targets.max()) + 1 if len(targets) else 0
     order = np.argsort(targets, kind="stable")  # indices grouped by class, ascending within
@@ -206,7 +206,7 @@ def partition(
 ) -> PartitionResult:
     """Scan the dataset, compute the partition, check invariants, write files."""
     if paths.annotation_dir is None:
-        raise DejavuError("partition needs bounding boxes: pass --bboxes DIR (the folder holding Annotation/)")
+        raise UsageError("partition needs bounding boxes: pass --bboxes DIR (the folder holding Annotation/)")
     out = Path(out)
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not force:
@@ -370,7 +370,7 @@ def _cmd(args) -> int:
     try:
         npcs = [int(x) for x in str(args.per_class).split(",") if x.strip()]
     except ValueError:
-        raise DejavuError(f"--per-class: expected comma-separated integers, got {args.per_class!r}") from None
+        raise UsageError(f"--per-class: expected comma-separated integers, got {args.per_class!r}") from None
     paths = data_paths_from_args(args, need_bboxes=True)
     res = partition(paths, npcs, args.out, force=args.force)
     print(format_summary(res))

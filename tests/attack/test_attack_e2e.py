@@ -74,7 +74,7 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
     mem_b = sum(r["quadrant"] == "memorized" for r in rows if r["set"] == "B") / res["counts"]["B"]["attacked"]
     assert res["metrics"]["quadrants"]["memorized"] == pytest.approx(0.5 * (mem + mem_b))
     # no silent overwrite; --force reuses the public-embedding cache
-    assert main(_args(ckpts, synth_small, partition_small, out)) == 2
+    assert main(_args(ckpts, synth_small, partition_small, out)) == 1
     assert "--force" in capsys.readouterr().err
     assert main(_args(ckpts, synth_small, partition_small, out, extra=["--force"])) == 0
     res2 = json.loads((out / "results.json").read_text())
@@ -104,7 +104,7 @@ def test_run_folders_and_swapped_models(ckpts, synth_small, partition_small, tmp
     assert main(args + ["--skip-existing"]) == 0
     # model A passed as B is refused (set mismatch recorded in the checkpoint)
     bad = _args(ckpts, synth_small, partition_small, tmp_path / "sw", a="runB/model_ep1.pth", b="runA/model_ep1.pth")
-    assert main(bad) == 2
+    assert main(bad) == 1
 
 
 def test_malicious_checkpoint_refused(ckpts, synth_small, partition_small, tmp_path, capsys):
@@ -114,7 +114,7 @@ def test_malicious_checkpoint_refused(ckpts, synth_small, partition_small, tmp_p
 
     evil = tmp_path / "evil.pth"
     torch.save({"model": Evil()}, evil)
-    assert main(_args(ckpts, synth_small, partition_small, tmp_path / "x", a=str(evil))) == 2
+    assert main(_args(ckpts, synth_small, partition_small, tmp_path / "x", a=str(evil))) == 1
     err = capsys.readouterr()
     assert "refused" in err.err and "pwned" not in err.out
 

@@ -72,7 +72,7 @@ def test_report_renders_and_references_exist(synth_small, partition_small, tmp_p
     assert re.search(r"crop \d+&times;\d+ px", page)  # crops recomputed from the stored boxes
     assert "RCDM reconstructions" in page and "sample_0.png" in page
     # no silent overwrite; --force redraws
-    assert main(["report", str(run)]) == 2
+    assert main(["report", str(run)]) == 1
     assert main(["report", str(run), "--force", "--examples", "2"]) == 0
     assert (run / "report.html").read_text().count('class="example"') <= 4
 
@@ -90,6 +90,6 @@ def test_rank_examples_orders_by_gap_and_min_conf(tmp_path):
 
 
 def test_report_errors(tmp_path):
-    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert main(["report", str(tmp_path / "nope")]) == 1
     (tmp_path / "run").mkdir()
-    assert main(["report", str(tmp_path / "run")]) == 2
+    assert main(["report", str(tmp_path / "run")]) == 1

@@ -103,11 +103,11 @@ def test_figures_from_generated_results(sweep_dir, tmp_path):
     assert g["target_20"] == pytest.approx([base - 0.05, base - 0.02, base])
 
     # no silent overwrite
-    assert main(["plot", str(sweep_dir), "--out", str(out)]) == 2
+    assert main(["plot", str(sweep_dir), "--out", str(out)]) == 1
     assert main(["plot", str(sweep_dir), "--out", str(out), "--force", "--format", "png"]) == 0
 
 
 def test_plot_errors(tmp_path):
     with pytest.raises(DejavuError, match="no attack or probe"):
         make_figures(collect([tmp_path]), tmp_path / "o")
-    assert main(["plot", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["plot", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1

@@ -36,9 +36,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, no traceback, exactly one non-warning stderr line holding every needle."""
+    """Exit 1 (a run-time error), no traceback, exactly one non-warning stderr line holding every needle."""
     err = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warning" not in ln.lower()]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(err) == 1, proc.stderr
     for n in needles:

@@ -69,7 +69,7 @@ def _unwritable(tmp_path):
             f"from dejavu.io import atomic_write_json; from dejavu import DejavuError\n"
             f"os.setgid(65534); os.setuid(65534)\n"
             f"try:\n    atomic_write_json({str(d / 'old.json')!r}, {{'v': 2}})\n"
-            f"except DejavuError as e:\n    print(e, file=sys.stderr); sys.exit(2)")
+            f"except DejavuError as e:\n    print(e, file=sys.stderr); sys.exit(1)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
                           env=child_env())
     assert_one_line_error(proc, str(d / "old.json"), "permission denied")

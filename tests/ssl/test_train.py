@@ -182,7 +182,7 @@ def test_cli_smoke(synth_small, partition_small, tmp_path, capsys):
     assert "trained barlow for 2 epochs" in capsys.readouterr().out
     assert (tmp_path / "run" / "model_ep2.pth").is_file()
     assert load_model(tmp_path / "run" / "model_ep2.pth").config["set"] == "B"
-    assert main(argv) == 2  # exists, no --resume/--force
+    assert main(argv) == 1  # exists, no --resume/--force
     assert "--resume" in capsys.readouterr().err
-    assert main(argv + ["--set", "epochs=3", "--resume"]) == 2
+    assert main(argv + ["--set", "epochs=3", "--resume"]) == 1
     assert "epochs" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, compared case-insensitively as torchvision does.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -177,7 +177,7 @@ class DataPaths:
             if bboxes is None and (data / "bboxes").exists():
                 bboxes = data / "bboxes"
         if images is None:
-            raise DejavuError("no dataset given: pass --data ROOT or --images DIR")
+            raise UsageError("no dataset given: pass --data ROOT or --images DIR")
         images = Path(images)
         if not images.is_dir():
             raise DejavuError(f"{images}: image folder not found")
@@ -186,7 +186,7 @@ class DataPaths:
             if not bboxes.is_dir():
                 raise DejavuError(f"{bboxes}: bounding-box folder not found")
         if need_bboxes and bboxes is None:
-            raise DejavuError("bounding boxes needed: pass --bboxes DIR (the folder holding Annotation/)")
+            raise UsageError("bounding boxes needed: pass --bboxes DIR (the folder holding Annotation/)")
         return cls(images=images, bboxes=bboxes)
 
 

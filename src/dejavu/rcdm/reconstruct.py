@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 from dejavu.io import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -86,7 +86,7 @@ def _score(row: dict[str, Any], rule: str) -> float:
         return min(row["conf_target"], row["conf_reference"])
     if rule == "most-confident":
         return row["conf_target"]
-    raise DejavuError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
+    raise UsageError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
 
 
 def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None,
@@ -110,12 +110,12 @@ def parse_select(spec: str) -> tuple[str, int] | list[int]:
     if ":" in spec:
         rule, n = spec.split(":", 1)
         if rule not in RULES or not n.strip().isdigit() or int(n) < 1:
-            raise DejavuError(f"--select {spec!r}: expected RULE:N with RULE in {', '.join(RULES)}, or IDX,IDX,...")
+            raise UsageError(f"--select {spec!r}: expected RULE:N with RULE in {', '.join(RULES)}, or IDX,IDX,...")
         return rule, int(n)
     try:
         idx = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise DejavuError(f"--select {spec!r}: expected RULE:N or comma-separated dataset indices") from None
+        raise UsageError(f"--select {spec!r}: expected RULE:N or comma-separated dataset indices") from None
     if not idx:
         raise DejavuError("--select: nothing selected")
     return idx
