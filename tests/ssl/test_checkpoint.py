@@ -21,19 +21,14 @@ def test_roundtrip_ours(tmp_path):
     torch.testing.assert_close(lm.model.embed(x), m.embed(x))
 
 
-def test_original_format(tmp_path):
-    m = SSLModel(ModelSpec("resnet18", "64-32"))
-    sd = {"module.net." + k[len("backbone."):]: v for k, v in m.state_dict().items() if k.startswith("backbone.")}
-    sd.update({"module." + k: v for k, v in m.state_dict().items() if k.startswith("projector.")})
-    sd["module.net.fc.weight"] = torch.zeros(3, 512)
-    torch.save({"model": sd, "epoch": 10}, tmp_path / "orig.pth")
-    with pytest.raises(DejavuError, match="--arch"):
-        load_model(tmp_path / "orig.pth")
-    lm = load_model(tmp_path / "orig.pth", arch="resnet18", projector="64-32")
-    assert lm.source == "original"
-    x = torch.randn(2, 3, 64, 64)
-    m.eval()
-    torch.testing.assert_close(lm.model.embed(x, "both"), m.embed(x, "both"))
+def test_own_state_dict_without_tag(tmp_path):
+    """A bare SSLModel state dict (no format tag) still loads, with --arch when not a ResNet."""
+    m = SSLModel(ModelSpec("smallcnn", "64-32")).eval()
+    torch.save(m.state_dict(), tmp_path / "bare.pth")
+    lm = load_model(tmp_path / "bare.pth")
+    assert lm.source == "backbone-projector" and lm.config["arch"] == "smallcnn"
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(lm.model.embed(x, "both"), m.embed(x, "both"))
 
 
 def test_torchvision_state_dict(tmp_path):
@@ -43,6 +38,7 @@ def test_torchvision_state_dict(tmp_path):
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
     lm = load_model(tmp_path / "tv.pth", arch="resnet18")
     assert lm.source == "torchvision" and lm.model.spec.projector == "none"
+    assert not lm.has_projector and any("backbone embedding" in n for n in lm.notes)
 
 
 class Evil:

@@ -1,4 +1,4 @@
-"""Checkpoints: our format, the original research code's, torchvision state dicts.
+"""Checkpoints: ours, the original research code's, and public SSL releases' layouts.
 
 Our format (``model_ep{E}.pth``, ``last.pth``) is a dict::
 
@@ -7,56 +7,312 @@ Our format (``model_ep{E}.pth``, ``last.pth``) is a dict::
      "fingerprint": dataset fingerprint dict, "extra": method state (optional),
      "optimizer"/"scaler"/"rng"/...: resume state (last.pth only)}
 
-Everything is loaded with ``weights_only=True`` (:func:`dejavu.io.safe_torch_load`):
-a checkpoint that would execute code when unpickled is refused.
+Foreign state dicts are recognised by :data:`LAYOUTS`, one row per layout: a detector on the
+key set, the role of each key prefix (backbone, head, classifier, ignored) and a converter
+to this project's keys. Architecture and projector are read from the weights when not given.
+Everything is loaded with ``weights_only=True`` (:func:`dejavu.io.safe_torch_load`): a
+checkpoint that would execute code when unpickled is refused.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from dejavu import DejavuError
 from dejavu.io import file_sha256, safe_torch_load
+from dejavu.ssl.heads import (
+    HeadLayer,
+    build_classifier,
+    build_head,
+    describe_plan,
+    plan_dims,
+    plan_from_flat,
+    standard_spec,
+)
 from dejavu.ssl.model import ModelSpec, SSLModel
 
 FORMAT = "dejavu-ckpt/1"
+Tensors = dict[str, torch.Tensor]
 
 
 @dataclass
 class LoadedModel:
+    """A checkpoint loaded into an :class:`SSLModel` (eval mode).
+
+    ``source`` names the layout (a key of :data:`LAYOUTS`). ``has_projector`` is False when the
+    file holds no projector this tool reproduces: the model's projector is then the identity,
+    so the ``projector`` embedding *is* the backbone embedding; ``notes`` say so, and list the
+    weights that were read but not used (BYOL predictor, Barlow's loss BatchNorm, ...).
+    """
+
     model: SSLModel
     path: Path
-    source: str  # "dejavu" | "original" | "torchvision"
+    source: str
     epoch: int | None
     config: dict[str, Any]
     fingerprint: dict[str, Any] | None
     sha256: str
+    has_projector: bool = True
+    notes: list[str] = field(default_factory=list)
 
 
-def _strip(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+@dataclass
+class Parts:
+    """A state dict split by role, in this project's key names."""
+
+    backbone: Tensors
+    head: Tensors = field(default_factory=dict)  # flat nn.Sequential keys "{i}.{param}"
+    plan: list[HeadLayer] | None = None  # set by converters of nested heads
+    classifier: Tensors = field(default_factory=dict)  # keys of heads.build_classifier
+    notes: list[str] = field(default_factory=list)
 
 
-def convert_state_dict(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """Map any supported state dict to SSLModel keys; returns (state dict, source)."""
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    what: str  # who writes it
+    detect: Callable[[set[str]], bool]
+    roles: tuple[tuple[str, str], ...]  # (key prefix, role), first match wins
+    convert: Callable[[dict[str, Tensors]], Parts]  # {prefix: {rest of key: tensor}} -> Parts
+
+
+IGNORED = {  # prefix -> why its weights are not used for embeddings
+    "bn.": "Barlow Twins' affine-free BatchNorm (loss only)",
+    "predictor.": "BYOL/SimSiam predictor (training only)",
+    "prediction_head.": "BYOL/SimSiam predictor (training only)",
+    "fc.": "torchvision's classification layer fc (not a projector)",
+    "head.": "DINO/SwAV head (not a projector this tool reproduces)",
+    "prototypes.": "SwAV prototypes (training only)",
+    "extra.": "",
+}
+
+
+def _has(prefix: str) -> Callable[[set[str]], bool]:
+    return lambda keys: any(k.startswith(prefix) for k in keys)
+
+
+def _ignored(groups: dict[str, Tensors]) -> list[str]:
+    out = []
+    for p in groups:
+        why = IGNORED.get(p, "momentum (teacher) copy" if "momentum" in p else None)
+        if why:
+            out.append(f"ignored {p}* ({why})")
+    return out
+
+
+def _classifier(t: Tensors) -> tuple[Tensors, list[str]]:
+    """Our BN-ReLU-Linear classifier as is; a single Linear (solo-learn's online probe on the
+    backbone) is not the supervised head on the projector, so it is dropped with a note."""
+    if "weight" in t:
+        return {}, ["ignored classifier.* (online linear probe on the backbone, not a projector head)"]
+    return t, []
+
+
+def _convert_flat(groups: dict[str, Tensors], head: str = "projector.") -> Parts:
+    cls, notes = _classifier(groups.get("classifier.", {}))
+    return Parts(backbone=groups.get("backbone.", {}), head=groups.get(head, {}), classifier=cls,
+                 notes=notes + _ignored(groups))
+
+
+def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
+    """``SSLNetwork.MLP``: block i is ``Sequential(Linear, BN, ReLU)`` (keys ``i.0.*``, ``i.1.*``),
+    the last a plain Linear (``n.weight``) or, with ``proj_relu=1``, ``Sequential(Linear, ReLU)``."""
+    flat: Tensors = {}
+    plan: list[HeadLayer] = []
+    for b in sorted({int(k.split(".")[0]) for k in t}):
+        block = {k[len(f"{b}."):]: v for k, v in t.items() if k.startswith(f"{b}.")}
+        subs = [block] if "weight" in block else [
+            {k[len(f"{j}."):]: v for k, v in block.items() if k.startswith(f"{j}.")} for j in (0, 1)]
+        for sub in (s for s in subs if s):
+            flat.update({f"{len(plan)}.{k}": v for k, v in sub.items()})
+            plan.append(plan_from_flat({f"0.{k}": v for k, v in sub.items()})[0])
+        if "weight" not in block:
+            plan.append(("relu",))
+    return flat, plan
+
+
+def _convert_original(groups: dict[str, Tensors]) -> Parts:
+    if "net.fc." in groups:
+        raise DejavuError("the backbone has its own fc (the original's model.fc=1 option), "
+                          "which this tool's backbones do not have")
+    head, plan = _original_head(groups.get("projector.", {}))
+    notes = [n for n in _ignored(groups) if not n.startswith("ignored fc.")]
+    return Parts(backbone=groups.get("net.", {}), head=head, plan=plan if head else None,
+                 classifier=groups.get("fc.", {}), notes=notes)
+
+
+CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
+
+def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
+    """``nn.Sequential(*list(resnet.children())[:-1])``: child i is torchvision's ``CHILDREN[i]``."""
+    bb = {CHILDREN[int(k.split(".")[0])] + k[k.index("."):]: v
+          for k, v in groups.get("backbone.", {}).items()}
+    return Parts(backbone=bb, head=groups.get("projection_head.layers.", {}), notes=_ignored(groups))
+
+
+def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
+    return Parts(backbone=groups.get("", {}), notes=_ignored(groups))
+
+
+_MOMENTUM = (("momentum_backbone.", "ignore"), ("momentum_projector.", "ignore"),
+             ("momentum_classifier.", "ignore"), ("momentum_head.", "ignore"),
+             ("backbone_momentum.", "ignore"), ("projection_head_momentum.", "ignore"))
+
+LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
+    Layout("dejavu", "this tool's dejavu-ckpt/1 files", lambda keys: "format:" + FORMAT in keys,
+           (("backbone.", "backbone"), ("projector.", "head"), ("classifier.", "classifier"),
+            ("extra.", "ignore")), _convert_flat),
+    Layout("original", "the original deja vu code's SSLNetwork (net.*, nested projector.*, fc.*)",
+           _has("net."), (("net.fc.", "backbone"), ("net.", "backbone"), ("projector.", "head"),
+                          ("fc.", "classifier"), ("bn.", "ignore"), ("predictor.", "ignore")),
+           _convert_original),
+    Layout("lightly", "lightly (backbone.{i} = resnet children, projection_head.layers.*)",
+           lambda keys: "backbone.4.0.conv1.weight" in keys,
+           (("backbone.", "backbone"), ("projection_head.layers.", "head"),
+            ("prediction_head.", "ignore")) + _MOMENTUM, _convert_lightly),
+    Layout("backbone-projector", "VICReg/Barlow Twins/DINO full checkpoints, solo-learn "
+           "(backbone.*, flat projector.*)", _has("backbone."),
+           (("backbone.", "backbone"), ("projector.", "head"), ("classifier.", "classifier"),
+            ("bn.", "ignore"), ("predictor.", "ignore"), ("head.", "ignore"),
+            ("prototypes.", "ignore")) + _MOMENTUM, _convert_flat),
+    Layout("torchvision", "torchvision ResNets; VICReg/Barlow Twins/DINO/BYOL ResNet-50 backbones",
+           lambda keys: "conv1.weight" in keys and "layer1.0.conv1.weight" in keys,
+           (("fc.", "ignore"), ("", "backbone")), _convert_torchvision),
+)}
+
+
+def _supported() -> str:
+    return "; ".join(f"{lay.name}: {lay.what}" for lay in LAYOUTS.values())
+
+
+def _group(sd: Tensors, layout: Layout) -> tuple[dict[str, Tensors], list[str]]:
+    groups: dict[str, Tensors] = {}
+    unknown = []
+    for k, v in sd.items():
+        prefix = next((p for p, _ in layout.roles if k.startswith(p)), None)
+        if prefix is None:
+            unknown.append(k)
+        else:
+            groups.setdefault(prefix, {})[k[len(prefix):]] = v
+    return groups, unknown
+
+
+def convert_state_dict(sd: dict[str, Any], ours: bool = False) -> tuple[Parts, str]:
+    """Split any supported state dict by role.
+
+    Args:
+        sd: a state dict (``module.`` and ``_orig_mod.`` prefixes are removed).
+        ours: the file carries our format tag.
+
+    Returns:
+        ``(parts, layout name)``.
+    """
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if any(k.startswith("module.") for k in sd):
-        sd = _strip(sd, "module.")
-    if any(k.startswith("backbone.") for k in sd):
-        return sd, "dejavu"
-    if any(k.startswith("net.") for k in sd):  # original deja vu / VICReg code
-        out = {"backbone." + k: v for k, v in _strip(sd, "net.").items() if not k.startswith("fc.")}
-        out.update({"projector." + k: v for k, v in _strip(sd, "projector.").items()})
-        return out, "original"
-    if "conv1.weight" in sd and "layer1.0.conv1.weight" in sd:  # torchvision resnet
-        out = {"backbone." + k: v for k, v in sd.items() if not k.startswith("fc.")}
-        return out, "torchvision"
-    raise DejavuError("unrecognised state dict (expected backbone.*/projector.*, module.net.*, or a torchvision ResNet)")
+    for p in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(p) for k in sd):
+            sd = {k[len(p):]: v for k, v in sd.items()}
+    keys = set(sd) | ({"format:" + FORMAT} if ours else set())
+    layout = next((lay for lay in LAYOUTS.values() if lay.detect(keys)), None)
+    if layout is None:
+        raise DejavuError(f"unrecognised checkpoint layout (first keys {sorted(sd)[:5]}); "
+                          f"supported layouts: {_supported()}")
+    groups, unknown = _group(sd, layout)
+    if unknown:
+        raise DejavuError(f"looks like the {layout.name} layout but has unknown keys {unknown[:5]}; "
+                          f"supported layouts: {_supported()}")
+    return layout.convert(groups), layout.name
+
+
+def _basic_or_bottleneck(bb: Tensors) -> str | None:
+    counts = tuple(1 + max((int(m.group(1)) for k in bb if (m := re.match(rf"layer{i}\.(\d+)\.", k))),
+                           default=-1) for i in range(1, 5))
+    bottleneck = "layer1.0.conv3.weight" in bb
+    return {((2, 2, 2, 2), False): "resnet18", ((3, 4, 6, 3), True): "resnet50",
+            ((3, 4, 23, 3), True): "resnet101"}.get((counts, bottleneck))
+
+
+def infer_arch(bb: Tensors) -> str | None:
+    """The backbone name of :mod:`dejavu.ssl.backbones` that these weights fit, if any."""
+    if "features.0.weight" in bb:
+        first = int(bb["features.0.weight"].shape[0])
+        return {32: "smallcnn", 64: "smallcnn_wide"}.get(first)
+    name = _basic_or_bottleneck(bb)
+    if name and "conv1.weight" in bb and bb["conv1.weight"].shape[-1] == 3:
+        return name + "_small" if name != "resnet101" else None
+    return name
+
+
+def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The state dict inside a training checkpoint (ours/original: ``model``; Lightning:
+    ``state_dict``; DINO: ``teacher``, as DINO evaluates), or the dict itself."""
+    for key in ("model", "state_dict", "teacher", "student"):
+        if isinstance(obj.get(key), dict):
+            note = [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
+            return obj[key], note
+    return obj, []
+
+
+def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    # DINO's full checkpoints store their argparse.Namespace: a plain attribute bag, safe to allow
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = safe_torch_load(path, map_location=map_location)
+    if not isinstance(obj, dict):
+        raise DejavuError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
+    return obj
+
+
+def _head_plan(parts: Parts, projector: str | None, path: Path) -> list[HeadLayer] | None:
+    """The head's layers; checks them against a ``projector`` spec the caller gave."""
+    plan = parts.plan if parts.plan is not None else (plan_from_flat(parts.head) if parts.head else None)
+    if projector is None:
+        return plan
+    want = "none" if projector in ("", "none") else "-".join(str(int(d)) for d in projector.split("-"))
+    have = "-".join(map(str, plan_dims(plan)[1:])) if plan else "none"
+    if want != have:
+        raise DejavuError(f"{path}: weights do not fit projector={projector} (the checkpoint's "
+                          f"projector is {have}{': ' + describe_plan(plan) if plan else ''})")
+    return plan
+
+
+def _fit(model: SSLModel, sd: Tensors, path: Path, what: str) -> None:
+    """Strict load; a mismatch lists the first differing keys and shapes."""
+    own = model.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+              for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    problems = ([f"differing shapes: {'; '.join(shapes[:3])}"] if shapes else []) + (
+        [f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {unexpected[:3]}"] if unexpected else [])
+    if problems:
+        raise DejavuError(f"{path}: weights do not fit {what} ({', '.join(problems)})")
+    model.load_state_dict(sd, strict=False)
+
+
+def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Path) -> SSLModel:
+    """An :class:`SSLModel` holding ``parts``; a head that is not our standard layout is
+    built exactly from its plan (:func:`dejavu.ssl.heads.build_head`)."""
+    spec_proj = standard_spec(plan) if plan else "none"
+    ncls = int(parts.classifier["2.weight"].shape[0]) if "2.weight" in parts.classifier else 0
+    model = SSLModel(ModelSpec(arch=arch, projector=spec_proj or "none", num_classes=ncls))
+    if plan and spec_proj is None:
+        model.projector = build_head(plan)
+        model.embed_dim = plan_dims(plan)[-1]
+        if ncls:
+            model.classifier = build_classifier(model.embed_dim, ncls)
+    sd = {f"backbone.{k}": v for k, v in parts.backbone.items()}
+    sd.update({f"projector.{k}": v for k, v in parts.head.items()})
+    sd.update({f"classifier.{k}": v for k, v in parts.classifier.items()})
+    what = f"arch={arch} projector={describe_plan(plan) if plan else 'none'}"
+    _fit(model, sd, path, what)
+    return model.eval()
 
 
 def load_model(
@@ -66,52 +322,41 @@ def load_model(
     num_classes: int | None = None,
     map_location: Any = "cpu",
 ) -> LoadedModel:
-    """Load any supported checkpoint into an :class:`SSLModel` in eval mode.
+    """Load any supported checkpoint (see :data:`LAYOUTS`) into an :class:`SSLModel` in eval mode.
 
-    For foreign checkpoints (no stored config) ``arch`` and ``projector`` must be
-    given; for ours they default to the stored config and must agree if given.
+    Args:
+        path: the checkpoint file.
+        arch: backbone name; default: the stored config's, else read from the weights.
+        projector: projector spec (``"8192-8192-8192"`` or ``"none"``) the weights must have;
+            default: whatever the file holds.
+        num_classes: unused (read from the classifier weights); kept for callers.
+        map_location: as for ``torch.load``.
+
+    Returns:
+        The :class:`LoadedModel`; ``has_projector``/``notes`` say what was used.
     """
     path = Path(path)
-    obj = safe_torch_load(path, map_location=map_location)
-    if not isinstance(obj, dict):
-        raise DejavuError(f"{path}: not a checkpoint (expected a dict, got {type(obj).__name__})")
-    config: dict[str, Any] = dict(obj.get("config") or {}) if isinstance(obj.get("config"), dict) else {}
-    if "model" in obj and isinstance(obj["model"], dict):
-        sd = obj["model"]
-    elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        sd = obj["state_dict"]
-    else:
-        sd = obj
+    obj = _read(path, map_location)
+    ours = obj.get("format") == FORMAT
+    config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
+    sd, notes = _container(obj)
     try:
-        sd, source = convert_state_dict(sd)
+        parts, source = convert_state_dict(sd, ours=ours)
+        plan = _head_plan(parts, projector, path)
     except DejavuError as e:
-        raise DejavuError(f"{path}: {e}") from None
-    has_proj = any(k.startswith("projector.") for k in sd)
-    arch = arch or config.get("arch")
-    if projector is None:
-        projector = config.get("projector") if has_proj else "none"
-    if num_classes is None:
-        num_classes = int(config.get("num_classes", 0)) if any(k.startswith("classifier.") for k in sd) else 0
+        raise DejavuError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    arch = arch or config.get("arch") or infer_arch(parts.backbone)
     if not arch:
-        raise DejavuError(f"{path}: checkpoint has no stored config; pass --arch (e.g. resnet50) and --projector")
-    if projector is None:
-        raise DejavuError(f"{path}: checkpoint has a projector but no stored spec; pass --projector (e.g. 8192-8192-8192)")
-    spec = ModelSpec(arch=str(arch), projector=str(projector), num_classes=int(num_classes))
-    model = SSLModel(spec)
-    sd = {k: v for k, v in sd.items() if not k.startswith("extra.")}
-    try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-    except RuntimeError as e:  # shape mismatch
-        line = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
-        raise DejavuError(f"{path}: weights do not fit arch={spec.arch} projector={spec.projector} ({line})") from None
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        what = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
-            f"unexpected {unexpected[:3]}" if unexpected else "")
-        raise DejavuError(f"{path}: weights do not fit arch={spec.arch} projector={spec.projector} ({what})")
-    model.eval()
+        raise DejavuError(f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)")
+    model = build_model(parts, str(arch), plan, path)
+    notes += parts.notes
+    if not plan:
+        notes.append("no projector in the checkpoint: the projector embedding is the backbone embedding")
+    config.update(arch=str(arch), projector=model.spec.projector if not plan or standard_spec(plan)
+                  else "-".join(map(str, plan_dims(plan)[1:])), num_classes=model.spec.num_classes)
+    if plan and not standard_spec(plan):
+        config["projector_layout"] = describe_plan(plan)
     epoch = obj.get("epoch")
-    config.setdefault("arch", spec.arch)
-    config.setdefault("projector", spec.projector)
-    return LoadedModel(model=model, path=path, source=source, epoch=int(epoch) if epoch is not None else None,
-                       config=config, fingerprint=obj.get("fingerprint"), sha256=file_sha256(path))
+    return LoadedModel(model=model, path=path, source=source, epoch=int(epoch) if isinstance(epoch, int) else None,
+                       config=config, fingerprint=obj.get("fingerprint"), sha256=file_sha256(path),
+                       has_projector=bool(plan), notes=notes)
