@@ -12,8 +12,15 @@ from dejavu.ssl.model import ModelSpec, SSLModel
 def test_roundtrip_ours(tmp_path):
     torch.manual_seed(0)
     m = SSLModel(ModelSpec("smallcnn", "64-32"))
-    atomic_torch_save(tmp_path / "m.pth", {"format": "dejavu-ckpt/1", "model": m.state_dict(), "epoch": 3,
-                                           "config": {"arch": "smallcnn", "projector": "64-32"}})
+    atomic_torch_save(
+        tmp_path / "m.pth",
+        {
+            "format": "dejavu-ckpt/1",
+            "model": m.state_dict(),
+            "epoch": 3,
+            "config": {"arch": "smallcnn", "projector": "64-32"},
+        },
+    )
     lm = load_model(tmp_path / "m.pth")
     x = torch.randn(4, 3, 32, 32)
     m.eval()
@@ -55,6 +62,9 @@ def test_malicious_refused(tmp_path):
 
 def test_wrong_arch(tmp_path):
     m = SSLModel(ModelSpec("smallcnn", "64-32"))
-    torch.save({"model": m.state_dict(), "config": {"arch": "smallcnn", "projector": "64-32"}}, tmp_path / "m.pth")
+    torch.save(
+        {"model": m.state_dict(), "config": {"arch": "smallcnn", "projector": "64-32"}},
+        tmp_path / "m.pth",
+    )
     with pytest.raises(DejavuError, match="do not fit"):
         load_model(tmp_path / "m.pth", projector="64-16")

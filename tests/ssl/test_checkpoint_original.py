@@ -21,7 +21,8 @@ class SSLNetwork(nn.Module):
         super().__init__()
         self.proj_relu, self.mlp_coeff = proj_relu, mlp_coeff
         if "resnet" in arch:
-            import torchvision.models.resnet as resnet
+            from torchvision.models import resnet
+
             self.net = resnet.__dict__[arch]()
             if fc:
                 self.net.fc = nn.Linear(2048, 256)
@@ -50,7 +51,9 @@ class SSLNetwork(nn.Module):
         f = list(map(int, mlp_spec.split("-")))
         f[-2] = int(f[-2] * mlp_coeff)
         for i in range(len(f) - 2):
-            layers.append(nn.Sequential(nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)))
+            layers.append(
+                nn.Sequential(nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True))
+            )
         if proj_relu:
             layers.append(nn.Sequential(nn.Linear(f[-2], f[-1], bias=False), nn.ReLU(True)))
         else:
@@ -64,12 +67,17 @@ class Ddp(nn.Module):
         self.module = module
 
 
-def _original(loss: str, mlp: str = "64-32", proj_relu: int = 0, remove_head: int = 0) -> SSLNetwork:
+def _original(
+    loss: str, mlp: str = "64-32", proj_relu: int = 0, remove_head: int = 0
+) -> SSLNetwork:
     torch.manual_seed(0)
     model = SSLNetwork("resnet18", remove_head, mlp, 1.0, 0, loss, proj_relu=proj_relu)
     if loss == "supervised":  # ImageNetTrainer.create_model_and_scaler
-        model.fc = nn.Sequential(nn.BatchNorm1d(model.num_features), nn.ReLU(inplace=True),
-                                 nn.Linear(model.num_features, 10))
+        model.fc = nn.Sequential(
+            nn.BatchNorm1d(model.num_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(model.num_features, 10),
+        )
     for m in model.modules():  # trained-looking BatchNorm statistics
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -87,8 +95,13 @@ def _save_like_original(model: SSLNetwork, path, final: bool = False) -> None:
         return
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     probes = nn.Linear(model.representation_size, 10)
-    state = dict(epoch=50, model=ddp.state_dict(), optimizer=opt.state_dict(),
-                 probes=probes.state_dict(), optimizer_probes=opt.state_dict())
+    state = {
+        "epoch": 50,
+        "model": ddp.state_dict(),
+        "optimizer": opt.state_dict(),
+        "probes": probes.state_dict(),
+        "optimizer_probes": opt.state_dict(),
+    }
     torch.save(state, path)
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -90,6 +91,8 @@ IGNORED = {  # prefix -> why its weights are not used for embeddings
     "fc.": "torchvision's classification layer fc (not a projector)",
     "head.": "DINO/SwAV head (not a projector this tool reproduces)",
     "prototypes.": "SwAV prototypes (training only)",
+    "online_predictor.": "BYOL predictor (training only)",
+    "target_encoder.": "momentum (target) copy",
     "extra.": "",
 }
 
@@ -101,7 +104,12 @@ def _has(prefix: str) -> Callable[[set[str]], bool]:
 def _ignored(groups: dict[str, Tensors]) -> list[str]:
     out = []
     for p in groups:
-        why = IGNORED.get(p, "momentum (teacher) copy" if "momentum" in p else None)
+        last = p.rstrip(".").split(".")[-1] + "."
+        why = (
+            IGNORED.get(p)
+            or IGNORED.get(last)
+            or ("momentum (teacher) copy" if "momentum" in p else None)
+        )
         if why:
             out.append(f"ignored {p}* ({why})")
     return out
@@ -111,25 +119,38 @@ def _classifier(t: Tensors) -> tuple[Tensors, list[str]]:
     """Our BN-ReLU-Linear classifier as is; a single Linear (solo-learn's online probe on the
     backbone) is not the supervised head on the projector, so it is dropped with a note."""
     if "weight" in t:
-        return {}, ["ignored classifier.* (online linear probe on the backbone, not a projector head)"]
+        return {}, [
+            "ignored classifier.* (online linear probe on the backbone, not a projector head)"
+        ]
     return t, []
 
 
 def _convert_flat(groups: dict[str, Tensors], head: str = "projector.") -> Parts:
     cls, notes = _classifier(groups.get("classifier.", {}))
-    return Parts(backbone=groups.get("backbone.", {}), head=groups.get(head, {}), classifier=cls,
-                 notes=notes + _ignored(groups))
+    return Parts(
+        backbone=groups.get("backbone.", {}),
+        head=groups.get(head, {}),
+        classifier=cls,
+        notes=notes + _ignored(groups),
+    )
 
 
 def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
-    """``SSLNetwork.MLP``: block i is ``Sequential(Linear, BN, ReLU)`` (keys ``i.0.*``, ``i.1.*``),
-    the last a plain Linear (``n.weight``) or, with ``proj_relu=1``, ``Sequential(Linear, ReLU)``."""
+    """``SSLNetwork.MLP``: block i is ``Sequential(Linear, BN, ReLU)`` (keys ``i.0.*``,
+    ``i.1.*``), the last a plain Linear (``n.weight``) or, with ``proj_relu=1``,
+    ``Sequential(Linear, ReLU)``."""
     flat: Tensors = {}
     plan: list[HeadLayer] = []
     for b in sorted({int(k.split(".")[0]) for k in t}):
-        block = {k[len(f"{b}."):]: v for k, v in t.items() if k.startswith(f"{b}.")}
-        subs = [block] if "weight" in block else [
-            {k[len(f"{j}."):]: v for k, v in block.items() if k.startswith(f"{j}.")} for j in (0, 1)]
+        block = {k[len(f"{b}.") :]: v for k, v in t.items() if k.startswith(f"{b}.")}
+        subs = (
+            [block]
+            if "weight" in block
+            else [
+                {k[len(f"{j}.") :]: v for k, v in block.items() if k.startswith(f"{j}.")}
+                for j in (0, 1)
+            ]
+        )
         for sub in (s for s in subs if s):
             flat.update({f"{len(plan)}.{k}": v for k, v in sub.items()})
             plan.append(plan_from_flat({f"0.{k}": v for k, v in sub.items()})[0])
@@ -140,53 +161,137 @@ def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
 
 def _convert_original(groups: dict[str, Tensors]) -> Parts:
     if "net.fc." in groups:
-        raise DejavuError("the backbone has its own fc (the original's model.fc=1 option), "
-                          "which this tool's backbones do not have")
+        raise DejavuError(
+            "the backbone has its own fc (the original's model.fc=1 option), "
+            "which this tool's backbones do not have"
+        )
     head, plan = _original_head(groups.get("projector.", {}))
     notes = [n for n in _ignored(groups) if not n.startswith("ignored fc.")]
-    return Parts(backbone=groups.get("net.", {}), head=head, plan=plan if head else None,
-                 classifier=groups.get("fc.", {}), notes=notes)
+    return Parts(
+        backbone=groups.get("net.", {}),
+        head=head,
+        plan=plan if head else None,
+        classifier=groups.get("fc.", {}),
+        notes=notes,
+    )
+
+
+def _convert_byol_pytorch(groups: dict[str, Tensors]) -> Parts:
+    """The hooked representation is the flattened avgpool output, i.e. our backbone's."""
+    return _convert_flat(
+        {**groups, "backbone.": groups.get("online_encoder.net.", {})},
+        head="online_encoder.projector.",
+    )
 
 
 CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
 
 
 def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
-    """``nn.Sequential(*list(resnet.children())[:-1])``: child i is torchvision's ``CHILDREN[i]``."""
-    bb = {CHILDREN[int(k.split(".")[0])] + k[k.index("."):]: v
-          for k, v in groups.get("backbone.", {}).items()}
-    return Parts(backbone=bb, head=groups.get("projection_head.layers.", {}), notes=_ignored(groups))
+    """``nn.Sequential(*list(resnet.children())[:-1])``: child i is ``CHILDREN[i]``."""
+    bb = {
+        CHILDREN[int(k.split(".")[0])] + k[k.index(".") :]: v
+        for k, v in groups.get("backbone.", {}).items()
+    }
+    return Parts(
+        backbone=bb, head=groups.get("projection_head.layers.", {}), notes=_ignored(groups)
+    )
 
 
 def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
     return Parts(backbone=groups.get("", {}), notes=_ignored(groups))
 
 
-_MOMENTUM = (("momentum_backbone.", "ignore"), ("momentum_projector.", "ignore"),
-             ("momentum_classifier.", "ignore"), ("momentum_head.", "ignore"),
-             ("backbone_momentum.", "ignore"), ("projection_head_momentum.", "ignore"))
+_MOMENTUM = (
+    ("momentum_backbone.", "ignore"),
+    ("momentum_projector.", "ignore"),
+    ("momentum_classifier.", "ignore"),
+    ("momentum_head.", "ignore"),
+    ("backbone_momentum.", "ignore"),
+    ("projection_head_momentum.", "ignore"),
+)
 
-LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
-    Layout("dejavu", "this tool's dejavu-ckpt/1 files", lambda keys: "format:" + FORMAT in keys,
-           (("backbone.", "backbone"), ("projector.", "head"), ("classifier.", "classifier"),
-            ("extra.", "ignore")), _convert_flat),
-    Layout("original", "the original deja vu code's SSLNetwork (net.*, nested projector.*, fc.*)",
-           _has("net."), (("net.fc.", "backbone"), ("net.", "backbone"), ("projector.", "head"),
-                          ("fc.", "classifier"), ("bn.", "ignore"), ("predictor.", "ignore")),
-           _convert_original),
-    Layout("lightly", "lightly (backbone.{i} = resnet children, projection_head.layers.*)",
-           lambda keys: "backbone.4.0.conv1.weight" in keys,
-           (("backbone.", "backbone"), ("projection_head.layers.", "head"),
-            ("prediction_head.", "ignore")) + _MOMENTUM, _convert_lightly),
-    Layout("backbone-projector", "VICReg/Barlow Twins/DINO full checkpoints, solo-learn "
-           "(backbone.*, flat projector.*)", _has("backbone."),
-           (("backbone.", "backbone"), ("projector.", "head"), ("classifier.", "classifier"),
-            ("bn.", "ignore"), ("predictor.", "ignore"), ("head.", "ignore"),
-            ("prototypes.", "ignore")) + _MOMENTUM, _convert_flat),
-    Layout("torchvision", "torchvision ResNets; VICReg/Barlow Twins/DINO/BYOL ResNet-50 backbones",
-           lambda keys: "conv1.weight" in keys and "layer1.0.conv1.weight" in keys,
-           (("fc.", "ignore"), ("", "backbone")), _convert_torchvision),
-)}
+LAYOUTS: dict[str, Layout] = {
+    lay.name: lay
+    for lay in (
+        Layout(
+            "dejavu",
+            "this tool's dejavu-ckpt/1 files",
+            lambda keys: "format:" + FORMAT in keys,
+            (
+                ("backbone.", "backbone"),
+                ("projector.", "head"),
+                ("classifier.", "classifier"),
+                ("extra.", "ignore"),
+            ),
+            _convert_flat,
+        ),
+        Layout(
+            "byol-pytorch",
+            "lucidrains/byol-pytorch's BYOL learner (online_encoder.net.*, "
+            "online_encoder.projector.*)",
+            lambda keys: "online_encoder.net.conv1.weight" in keys,
+            (
+                ("online_encoder.net.fc.", "ignore"),
+                ("online_encoder.net.", "backbone"),
+                ("online_encoder.projector.", "head"),
+                ("net.", "ignore"),
+                ("online_predictor.", "ignore"),
+                ("target_encoder.", "ignore"),
+            ),
+            _convert_byol_pytorch,
+        ),
+        Layout(
+            "original",
+            "the original deja vu code's SSLNetwork (net.*, nested projector.*, fc.*)",
+            _has("net."),
+            (
+                ("net.fc.", "backbone"),
+                ("net.", "backbone"),
+                ("projector.", "head"),
+                ("fc.", "classifier"),
+                ("bn.", "ignore"),
+                ("predictor.", "ignore"),
+            ),
+            _convert_original,
+        ),
+        Layout(
+            "lightly",
+            "lightly (backbone.{i} = resnet children, projection_head.layers.*)",
+            lambda keys: "backbone.4.0.conv1.weight" in keys,
+            (
+                ("backbone.", "backbone"),
+                ("projection_head.layers.", "head"),
+                ("prediction_head.", "ignore"),
+            )
+            + _MOMENTUM,
+            _convert_lightly,
+        ),
+        Layout(
+            "backbone-projector",
+            "VICReg/Barlow Twins/DINO full checkpoints, solo-learn (backbone.*, flat projector.*)",
+            _has("backbone."),
+            (
+                ("backbone.", "backbone"),
+                ("projector.", "head"),
+                ("classifier.", "classifier"),
+                ("bn.", "ignore"),
+                ("predictor.", "ignore"),
+                ("head.", "ignore"),
+                ("prototypes.", "ignore"),
+            )
+            + _MOMENTUM,
+            _convert_flat,
+        ),
+        Layout(
+            "torchvision",
+            "torchvision ResNets; VICReg/Barlow Twins/DINO/BYOL ResNet-50 backbones",
+            lambda keys: "conv1.weight" in keys and "layer1.0.conv1.weight" in keys,
+            (("fc.", "ignore"), ("", "backbone")),
+            _convert_torchvision,
+        ),
+    )
+}
 
 
 def _supported() -> str:
@@ -201,7 +306,7 @@ def _group(sd: Tensors, layout: Layout) -> tuple[dict[str, Tensors], list[str]]:
         if prefix is None:
             unknown.append(k)
         else:
-            groups.setdefault(prefix, {})[k[len(prefix):]] = v
+            groups.setdefault(prefix, {})[k[len(prefix) :]] = v
     return groups, unknown
 
 
@@ -209,34 +314,48 @@ def convert_state_dict(sd: dict[str, Any], ours: bool = False) -> tuple[Parts, s
     """Split any supported state dict by role.
 
     Args:
-        sd: a state dict (``module.`` and ``_orig_mod.`` prefixes are removed).
+        sd: a state dict (a ``module.``, ``_orig_mod.`` or ``model.`` prefix that every key
+            carries is removed).
         ours: the file carries our format tag.
 
     Returns:
         ``(parts, layout name)``.
     """
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    for p in ("module.", "_orig_mod."):
+    for p in ("module.", "_orig_mod.", "model."):  # DDP, torch.compile, a Lightning wrapper
         if sd and all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
+            sd = {k[len(p) :]: v for k, v in sd.items()}
     keys = set(sd) | ({"format:" + FORMAT} if ours else set())
     layout = next((lay for lay in LAYOUTS.values() if lay.detect(keys)), None)
     if layout is None:
-        raise DejavuError(f"unrecognised checkpoint layout (first keys {sorted(sd)[:5]}); "
-                          f"supported layouts: {_supported()}")
+        raise DejavuError(
+            f"unrecognised checkpoint layout (first keys {sorted(sd)[:5]}); "
+            f"supported layouts: {_supported()}"
+        )
     groups, unknown = _group(sd, layout)
     if unknown:
-        raise DejavuError(f"looks like the {layout.name} layout but has unknown keys {unknown[:5]}; "
-                          f"supported layouts: {_supported()}")
+        raise DejavuError(
+            f"looks like the {layout.name} layout but has unknown keys {unknown[:5]}; "
+            f"supported layouts: {_supported()}"
+        )
     return layout.convert(groups), layout.name
 
 
+RESNETS: dict[tuple[tuple[int, ...], bool], str] = {  # (blocks per stage, bottleneck) -> name
+    ((2, 2, 2, 2), False): "resnet18",
+    ((3, 4, 6, 3), True): "resnet50",
+    ((3, 4, 23, 3), True): "resnet101",
+}
+
+
+def _blocks(bb: Tensors, stage: int) -> int:
+    found = (int(m.group(1)) for k in bb if (m := re.match(rf"layer{stage}\.(\d+)\.", k)))
+    return 1 + max(found, default=-1)
+
+
 def _basic_or_bottleneck(bb: Tensors) -> str | None:
-    counts = tuple(1 + max((int(m.group(1)) for k in bb if (m := re.match(rf"layer{i}\.(\d+)\.", k))),
-                           default=-1) for i in range(1, 5))
-    bottleneck = "layer1.0.conv3.weight" in bb
-    return {((2, 2, 2, 2), False): "resnet18", ((3, 4, 6, 3), True): "resnet50",
-            ((3, 4, 23, 3), True): "resnet101"}.get((counts, bottleneck))
+    counts = tuple(_blocks(bb, i) for i in range(1, 5))
+    return RESNETS.get((counts, "layer1.0.conv3.weight" in bb))
 
 
 def infer_arch(bb: Tensors) -> str | None:
@@ -255,7 +374,9 @@ def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     ``state_dict``; DINO: ``teacher``, as DINO evaluates), or the dict itself."""
     for key in ("model", "state_dict", "teacher", "student"):
         if isinstance(obj.get(key), dict):
-            note = [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
+            note = (
+                [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
+            )
             return obj[key], note
     return obj, []
 
@@ -271,26 +392,40 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
 
 def _head_plan(parts: Parts, projector: str | None, path: Path) -> list[HeadLayer] | None:
     """The head's layers; checks them against a ``projector`` spec the caller gave."""
-    plan = parts.plan if parts.plan is not None else (plan_from_flat(parts.head) if parts.head else None)
+    plan = (
+        parts.plan
+        if parts.plan is not None
+        else (plan_from_flat(parts.head) if parts.head else None)
+    )
     if projector is None:
         return plan
-    want = "none" if projector in ("", "none") else "-".join(str(int(d)) for d in projector.split("-"))
+    want = (
+        "none" if projector in ("", "none") else "-".join(str(int(d)) for d in projector.split("-"))
+    )
     have = "-".join(map(str, plan_dims(plan)[1:])) if plan else "none"
     if want != have:
-        raise DejavuError(f"{path}: weights do not fit projector={projector} (the checkpoint's "
-                          f"projector is {have}{': ' + describe_plan(plan) if plan else ''})")
+        raise DejavuError(
+            f"{path}: weights do not fit projector={projector} (the checkpoint's "
+            f"projector is {have}{': ' + describe_plan(plan) if plan else ''})"
+        )
     return plan
 
 
 def _fit(model: SSLModel, sd: Tensors, path: Path, what: str) -> None:
     """Strict load; a mismatch lists the first differing keys and shapes."""
     own = model.state_dict()
-    shapes = [f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
-              for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k, v in sd.items()
+        if k in own and v.shape != own[k].shape
+    ]
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    problems = ([f"differing shapes: {'; '.join(shapes[:3])}"] if shapes else []) + (
-        [f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {unexpected[:3]}"] if unexpected else [])
+    problems = (
+        ([f"differing shapes: {'; '.join(shapes[:3])}"] if shapes else [])
+        + ([f"missing {missing[:3]}"] if missing else [])
+        + ([f"unexpected {unexpected[:3]}"] if unexpected else [])
+    )
     if problems:
         raise DejavuError(f"{path}: weights do not fit {what} ({', '.join(problems)})")
     model.load_state_dict(sd, strict=False)
@@ -347,16 +482,33 @@ def load_model(
         raise DejavuError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
     arch = arch or config.get("arch") or infer_arch(parts.backbone)
     if not arch:
-        raise DejavuError(f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)")
+        raise DejavuError(
+            f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)"
+        )
     model = build_model(parts, str(arch), plan, path)
     notes += parts.notes
     if not plan:
-        notes.append("no projector in the checkpoint: the projector embedding is the backbone embedding")
-    config.update(arch=str(arch), projector=model.spec.projector if not plan or standard_spec(plan)
-                  else "-".join(map(str, plan_dims(plan)[1:])), num_classes=model.spec.num_classes)
+        notes.append(
+            "no projector in the checkpoint: the projector embedding is the backbone embedding"
+        )
+    config.update(
+        arch=str(arch),
+        projector=model.spec.projector
+        if not plan or standard_spec(plan)
+        else "-".join(map(str, plan_dims(plan)[1:])),
+        num_classes=model.spec.num_classes,
+    )
     if plan and not standard_spec(plan):
         config["projector_layout"] = describe_plan(plan)
     epoch = obj.get("epoch")
-    return LoadedModel(model=model, path=path, source=source, epoch=int(epoch) if isinstance(epoch, int) else None,
-                       config=config, fingerprint=obj.get("fingerprint"), sha256=file_sha256(path),
-                       has_projector=bool(plan), notes=notes)
+    return LoadedModel(
+        model=model,
+        path=path,
+        source=source,
+        epoch=int(epoch) if isinstance(epoch, int) else None,
+        config=config,
+        fingerprint=obj.get("fingerprint"),
+        sha256=file_sha256(path),
+        has_projector=bool(plan),
+        notes=notes,
+    )

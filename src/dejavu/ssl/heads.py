@@ -4,7 +4,8 @@ Our projector is a *flat* ``nn.Sequential``: ``[Linear-BN-ReLU] x (n-1) + Linear
 (keys ``projector.0.weight``, ``projector.1.running_mean``, ..., ``projector.{3(n-1)}.weight``),
 the layout of VICReg's official code. The original deja vu code (``SSLNetwork.MLP``) computes the
 same function but nests each Linear-BN-ReLU block in its own ``nn.Sequential`` (keys
-``projector.0.0.weight``, ``projector.0.1.running_mean``, ..., last Linear ``projector.{n-1}.weight``),
+``projector.0.0.weight``, ``projector.0.1.running_mean``, ..., the last Linear
+``projector.{n-1}.weight``),
 so its checkpoints do *not* load unchanged: :mod:`dejavu.ssl.checkpoint` renumbers them.
 
 Heads of other codebases (Barlow Twins' bias-free Linears, lightly's and solo-learn's biased last
@@ -14,6 +15,7 @@ layers read from the state dict (:func:`plan_from_flat`), built by :func:`build_
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import torch
@@ -61,8 +63,10 @@ def _layer_at(sd: dict[str, torch.Tensor], i: int) -> HeadLayer:
         return ("linear", int(w.shape[1]), int(w.shape[0]), b is not None)
     if w is None and b is None:
         return ("relu",)
-    raise DejavuError(f"head layer {i}: not a Linear or BatchNorm1d (weight shape "
-                      f"{tuple(w.shape) if w is not None else None})")
+    raise DejavuError(
+        f"head layer {i}: not a Linear or BatchNorm1d (weight shape "
+        f"{tuple(w.shape) if w is not None else None})"
+    )
 
 
 def plan_from_flat(sd: dict[str, torch.Tensor]) -> list[HeadLayer]:
@@ -79,7 +83,7 @@ def plan_from_flat(sd: dict[str, torch.Tensor]) -> list[HeadLayer]:
         raise DejavuError(f"head keys are not a flat nn.Sequential: {sorted(sd)[:4]}")
     plan = [_layer_at(sd, i) for i in range(idx[-1] + 1)]
     lin = [p for p in plan if p[0] == "linear"]
-    for a, b in zip(lin, lin[1:]):
+    for a, b in itertools.pairwise(lin):
         if a[2] != b[1]:
             raise DejavuError(f"head Linears do not chain: {a[1]}->{a[2]} then {b[1]}->{b[2]}")
     return plan
