@@ -101,17 +101,15 @@ def _has(prefix: str) -> Callable[[set[str]], bool]:
     return lambda keys: any(k.startswith(prefix) for k in keys)
 
 
-def _ignored(groups: dict[str, Tensors]) -> list[str]:
+def _ignored(groups: dict[str, Tensors], layout: Layout) -> list[str]:
+    """A note for each ignored key prefix present."""
     out = []
-    for p in groups:
-        last = p.rstrip(".").split(".")[-1] + "."
-        why = (
-            IGNORED.get(p)
-            or IGNORED.get(last)
-            or ("momentum (teacher) copy" if "momentum" in p else None)
-        )
-        if why:
-            out.append(f"ignored {p}* ({why})")
+    for p, role in layout.roles:
+        if role == "ignore" and p in groups:
+            last = p.rstrip(".").split(".")[-1] + "."
+            why = IGNORED.get(p) or IGNORED.get(last) or "momentum (teacher) copy"
+            if why:
+                out.append(f"ignored {p}* ({why})")
     return out
 
 
@@ -131,7 +129,7 @@ def _convert_flat(groups: dict[str, Tensors], head: str = "projector.") -> Parts
         backbone=groups.get("backbone.", {}),
         head=groups.get(head, {}),
         classifier=cls,
-        notes=notes + _ignored(groups),
+        notes=notes,
     )
 
 
@@ -166,13 +164,11 @@ def _convert_original(groups: dict[str, Tensors]) -> Parts:
             "which this tool's backbones do not have"
         )
     head, plan = _original_head(groups.get("projector.", {}))
-    notes = [n for n in _ignored(groups) if not n.startswith("ignored fc.")]
     return Parts(
         backbone=groups.get("net.", {}),
         head=head,
         plan=plan if head else None,
         classifier=groups.get("fc.", {}),
-        notes=notes,
     )
 
 
@@ -194,12 +190,12 @@ def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
         for k, v in groups.get("backbone.", {}).items()
     }
     return Parts(
-        backbone=bb, head=groups.get("projection_head.layers.", {}), notes=_ignored(groups)
+        backbone=bb, head=groups.get("projection_head.layers.", {})
     )
 
 
 def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
-    return Parts(backbone=groups.get("", {}), notes=_ignored(groups))
+    return Parts(backbone=groups.get("", {}))
 
 
 _MOMENTUM = (
@@ -338,7 +334,9 @@ def convert_state_dict(sd: dict[str, Any], ours: bool = False) -> tuple[Parts, s
             f"looks like the {layout.name} layout but has unknown keys {unknown[:5]}; "
             f"supported layouts: {_supported()}"
         )
-    return layout.convert(groups), layout.name
+    parts = layout.convert(groups)
+    parts.notes += _ignored(groups, layout)
+    return parts, layout.name
 
 
 RESNETS: dict[tuple[tuple[int, ...], bool], str] = {  # (blocks per stage, bottleneck) -> name
