@@ -10,6 +10,7 @@ the raw state dict) save them.
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from dejavu import DejavuError
@@ -162,3 +163,23 @@ def test_original_wrong_projector_or_arch(tmp_path):
         load_model(tmp_path / "m.pth", projector="64-16")
     with pytest.raises(DejavuError, match=r"differing shapes: backbone\.layer1\.0\.conv1\.weight"):
         load_model(tmp_path / "m.pth", arch="resnet50")
+
+
+def test_net_prefix_with_flat_projector(tmp_path):
+    """``module.net.*`` with a VICReg-style flat projector (as DejaVuOSS's converter reads
+    VICReg weights): positions without weights are the ReLUs."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    net.fc = nn.Identity()
+    proj = nn.Sequential(
+        nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(True), nn.Linear(64, 32, bias=False)
+    )
+    sd = {f"module.net.{k}": v for k, v in net.state_dict().items()}
+    sd.update({f"module.projector.{k}": v for k, v in proj.state_dict().items()})
+    torch.save({"model": sd}, tmp_path / "flat.pth")
+    lm = load_model(tmp_path / "flat.pth")
+    assert lm.source == "original" and lm.config["projector"] == "64-32"
+    x = torch.randn(2, 3, 64, 64)
+    net.eval(), proj.eval()
+    with torch.no_grad():
+        assert torch.equal(lm.model.embed(x), proj(net(x)))

@@ -136,7 +136,9 @@ def _convert_flat(groups: dict[str, Tensors], head: str = "projector.") -> Parts
 def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
     """``SSLNetwork.MLP``: block i is ``Sequential(Linear, BN, ReLU)`` (keys ``i.0.*``,
     ``i.1.*``), the last a plain Linear (``n.weight``) or, with ``proj_relu=1``,
-    ``Sequential(Linear, ReLU)``."""
+    ``Sequential(Linear, ReLU)``. A flat (VICReg-style) projector is taken as it is."""
+    if not any(re.match(r"\d+\.\d+\.", k) for k in t):  # already flat (VICReg-style)
+        return t, plan_from_flat(t) if t else []
     flat: Tensors = {}
     plan: list[HeadLayer] = []
     for b in sorted({int(k.split(".")[0]) for k in t}):
@@ -189,9 +191,7 @@ def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
         CHILDREN[int(k.split(".")[0])] + k[k.index(".") :]: v
         for k, v in groups.get("backbone.", {}).items()
     }
-    return Parts(
-        backbone=bb, head=groups.get("projection_head.layers.", {})
-    )
+    return Parts(backbone=bb, head=groups.get("projection_head.layers.", {}))
 
 
 def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
