@@ -448,6 +448,27 @@ def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Pat
     return model.eval()
 
 
+def _notes(parts: Parts, plan: list[HeadLayer] | None, arch: str, source: str) -> list[str]:
+    notes = list(parts.notes)
+    if not plan:
+        notes.append(
+            "no projector in the checkpoint: the projector embedding is the backbone embedding"
+        )
+    if arch.endswith("_small") and source != "dejavu":
+        notes.append(f"{arch}: 3x3 stride-1 stem with padding 1 (solo-learn's CIFAR stem pads 2)")
+    return notes
+
+
+def _spec_config(model: SSLModel, plan: list[HeadLayer] | None) -> dict[str, Any]:
+    """``arch``, ``projector`` (dims), ``num_classes`` and, for a head that is not our
+    standard layout, ``projector_layout``."""
+    out: dict[str, Any] = {"arch": model.spec.arch, "num_classes": model.spec.num_classes}
+    out["projector"] = "-".join(map(str, plan_dims(plan)[1:])) if plan else "none"
+    if plan and not standard_spec(plan):
+        out["projector_layout"] = describe_plan(plan)
+    return out
+
+
 def load_model(
     path: str | os.PathLike,
     arch: str | None = None,
@@ -484,20 +505,8 @@ def load_model(
             f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)"
         )
     model = build_model(parts, str(arch), plan, path)
-    notes += parts.notes
-    if not plan:
-        notes.append(
-            "no projector in the checkpoint: the projector embedding is the backbone embedding"
-        )
-    config.update(
-        arch=str(arch),
-        projector=model.spec.projector
-        if not plan or standard_spec(plan)
-        else "-".join(map(str, plan_dims(plan)[1:])),
-        num_classes=model.spec.num_classes,
-    )
-    if plan and not standard_spec(plan):
-        config["projector_layout"] = describe_plan(plan)
+    notes += _notes(parts, plan, str(arch), source)
+    config.update(_spec_config(model, plan))
     epoch = obj.get("epoch")
     return LoadedModel(
         model=model,
