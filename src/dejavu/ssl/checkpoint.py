@@ -32,7 +32,9 @@ from dejavu.ssl.heads import (
     HeadLayer,
     build_classifier,
     build_head,
+    build_projector,
     describe_plan,
+    parse_spec,
     plan_dims,
     plan_from_flat,
     standard_spec,
@@ -85,13 +87,13 @@ class Layout:
 
 
 IGNORED = {  # prefix -> why its weights are not used for embeddings
-    "bn.": "Barlow Twins' affine-free BatchNorm (loss only)",
-    "predictor.": "BYOL/SimSiam predictor (training only)",
-    "prediction_head.": "BYOL/SimSiam predictor (training only)",
-    "fc.": "torchvision's classification layer fc (not a projector)",
-    "head.": "DINO/SwAV head (not a projector this tool reproduces)",
-    "prototypes.": "SwAV prototypes (training only)",
-    "online_predictor.": "BYOL predictor (training only)",
+    "bn.": "Barlow Twins' affine-free BatchNorm, loss only",
+    "predictor.": "BYOL/SimSiam predictor, training only",
+    "prediction_head.": "BYOL/SimSiam predictor, training only",
+    "fc.": "torchvision's classification layer, not a projector",
+    "head.": "DINO/SwAV head, not a projector this tool reproduces",
+    "prototypes.": "SwAV prototypes, training only",
+    "online_predictor.": "BYOL predictor, training only",
     "target_encoder.": "momentum (target) copy",
     "extra.": "",
 }
@@ -390,23 +392,33 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
 
 def _head_plan(parts: Parts, projector: str | None, path: Path) -> list[HeadLayer] | None:
     """The head's layers; checks them against a ``projector`` spec the caller gave."""
-    plan = (
-        parts.plan
-        if parts.plan is not None
-        else (plan_from_flat(parts.head) if parts.head else None)
-    )
+    plan = parts.plan if parts.plan is not None else None
+    if plan is None and parts.head:
+        plan = plan_from_flat(parts.head)
     if projector is None:
         return plan
-    want = (
-        "none" if projector in ("", "none") else "-".join(str(int(d)) for d in projector.split("-"))
-    )
+    want = "none" if projector in ("", "none") else "-".join(map(str, parse_spec(projector)))
     have = "-".join(map(str, plan_dims(plan)[1:])) if plan else "none"
     if want != have:
         raise DejavuError(
-            f"{path}: weights do not fit projector={projector} (the checkpoint's "
-            f"projector is {have}{': ' + describe_plan(plan) if plan else ''})"
+            f"{path}: weights do not fit projector={projector} (the checkpoint's projector is "
+            f"{have}{': ' + describe_plan(plan) if plan else ''}{_first_diff(parts, plan, want)})"
         )
     return plan
+
+
+def _first_diff(parts: Parts, plan: list[HeadLayer] | None, want: str) -> str:
+    """``; first differing: projector.K (file shape) vs (shape for the spec)``, if any."""
+    if not plan or want == "none":
+        return ""
+    own = build_projector(plan_dims(plan)[0], want)[0].state_dict()
+    for k, v in parts.head.items():
+        if k not in own or own[k].shape != v.shape:
+            exp = tuple(own[k].shape) if k in own else "absent"
+            return (
+                f"; first differing: projector.{k} {tuple(v.shape)} in the file, {exp} for the spec"
+            )
+    return ""
 
 
 def _fit(model: SSLModel, sd: Tensors, path: Path, what: str) -> None:
@@ -443,7 +455,9 @@ def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Pat
     sd = {f"backbone.{k}": v for k, v in parts.backbone.items()}
     sd.update({f"projector.{k}": v for k, v in parts.head.items()})
     sd.update({f"classifier.{k}": v for k, v in parts.classifier.items()})
-    what = f"arch={arch} projector={describe_plan(plan) if plan else 'none'}"
+    what = (
+        f"arch={arch} projector={(standard_spec(plan) or describe_plan(plan)) if plan else 'none'}"
+    )
     _fit(model, sd, path, what)
     return model.eval()
 
