@@ -370,3 +370,41 @@ def test_other_arch_or_projector_size(tmp_path):
         DejavuError, match=r"projector=8192-8192-8192 \(the checkpoint's projector is 64-64-32"
     ):
         load_model(tmp_path / "v.pth", projector="8192-8192-8192")
+
+
+# --- BYOL: sthalles/PyTorch-BYOL ------------------------------------------------------------
+
+
+class MLPHead(nn.Module):
+    def __init__(self, in_channels, mlp_hidden_size, projection_size):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_channels, mlp_hidden_size),
+            nn.BatchNorm1d(mlp_hidden_size),
+            nn.ReLU(inplace=True),
+            nn.Linear(mlp_hidden_size, projection_size),
+        )
+
+
+class ResNet18(nn.Module):
+    def __init__(self):
+        super().__init__()
+        resnet = torchvision.models.resnet18()
+        self.encoder = nn.Sequential(*list(resnet.children())[:-1])
+        self.projetion = MLPHead(resnet.fc.in_features, 64, 16)
+
+
+def test_sthalles_pytorch_byol(tmp_path):
+    online, target, predictor = _trained(ResNet18()), ResNet18(), MLPHead(16, 64, 16)
+    torch.save(
+        {
+            "online_network_state_dict": online.state_dict(),
+            "target_network_state_dict": target.state_dict(),
+            "predictor_network_state_dict": predictor.state_dict(),
+            "optimizer_state_dict": torch.optim.SGD(online.parameters(), lr=0.1).state_dict(),
+        },
+        tmp_path / "model.pth",
+    )
+    lm = load_model(tmp_path / "model.pth")
+    assert lm.source == "pytorch-byol"
+    _check(lm, online.encoder, online.projetion.net)

@@ -187,13 +187,22 @@ def _convert_byol_pytorch(groups: dict[str, Tensors]) -> Parts:
 CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
 
 
-def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
+def _children(t: Tensors) -> Tensors:
     """``nn.Sequential(*list(resnet.children())[:-1])``: child i is ``CHILDREN[i]``."""
-    bb = {
-        CHILDREN[int(k.split(".")[0])] + k[k.index(".") :]: v
-        for k, v in groups.get("backbone.", {}).items()
-    }
-    return Parts(backbone=bb, head=groups.get("projection_head.layers.", {}))
+    return {CHILDREN[int(k.split(".")[0])] + k[k.index(".") :]: v for k, v in t.items()}
+
+
+def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
+    return Parts(
+        backbone=_children(groups.get("backbone.", {})),
+        head=groups.get("projection_head.layers.", {}),
+    )
+
+
+def _convert_pytorch_byol(groups: dict[str, Tensors]) -> Parts:
+    return Parts(
+        backbone=_children(groups.get("encoder.", {})), head=groups.get("projetion.net.", {})
+    )
 
 
 def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
@@ -264,6 +273,13 @@ LAYOUTS: dict[str, Layout] = {
             )
             + _MOMENTUM,
             _convert_lightly,
+        ),
+        Layout(
+            "pytorch-byol",
+            "sthalles/PyTorch-BYOL (encoder.{i} = resnet children, projetion.net.*)",
+            lambda keys: "encoder.4.0.conv1.weight" in keys,
+            (("encoder.", "backbone"), ("projetion.net.", "head")),
+            _convert_pytorch_byol,
         ),
         Layout(
             "backbone-projector",
@@ -371,8 +387,9 @@ def infer_arch(bb: Tensors) -> str | None:
 
 def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The state dict inside a training checkpoint (ours/original: ``model``; Lightning:
-    ``state_dict``; DINO: ``teacher``, as DINO evaluates), or the dict itself."""
-    for key in ("model", "state_dict", "teacher", "student"):
+    ``state_dict``; DINO: ``teacher``, as DINO evaluates; sthalles/PyTorch-BYOL:
+    ``online_network_state_dict``), or the dict itself."""
+    for key in ("model", "state_dict", "teacher", "student", "online_network_state_dict"):
         if isinstance(obj.get(key), dict):
             note = (
                 [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
