@@ -20,13 +20,27 @@ def _tv_resnet(name: str, small: bool = False) -> tuple[nn.Module, int]:
     import torchvision
 
     fn = getattr(torchvision.models, name)
-    m = fn(weights=None, zero_init_residual=True)
+    m = fn(weights=None)  # zero_init_residual=False: torchvision's default, as the original
     dim = m.fc.in_features
     m.fc = nn.Identity()
     if small:  # CIFAR-style stem for 32-64 px images
         m.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         m.maxpool = nn.Identity()
     return m, dim
+
+
+def zero_init_residuals(backbone: nn.Module) -> int:
+    """Zero the last BatchNorm weight of every ResNet residual block (torchvision's
+    ``zero_init_residual=True``, which draws no random numbers); returns how many."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    n = 0
+    for m in backbone.modules():
+        bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+        if bn is not None and bn.weight is not None:
+            nn.init.zeros_(bn.weight)
+            n += 1
+    return n
 
 
 class SmallCNN(nn.Module):
