@@ -57,7 +57,7 @@ class ViewSpec:
 
 def _odd(x: float) -> int:
     """Nearest odd integer >= 1."""
-    return max(1, 2 * int(round((x - 1) / 2)) + 1)
+    return max(1, 2 * round((x - 1) / 2) + 1)
 
 
 def blur_kernel(base_size: int) -> tuple[int, int]:

@@ -8,7 +8,7 @@ code's checkpoints load.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -63,14 +63,19 @@ class SmallCNN(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
+def _small_cnn(widths: tuple[int, ...] = (32, 64, 128, 256)) -> tuple[nn.Module, int]:
+    m = SmallCNN(widths)
+    return m, m.out_dim
+
+
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
     "resnet18": lambda: _tv_resnet("resnet18"),
     "resnet50": lambda: _tv_resnet("resnet50"),
     "resnet101": lambda: _tv_resnet("resnet101"),
     "resnet18_small": lambda: _tv_resnet("resnet18", small=True),
     "resnet50_small": lambda: _tv_resnet("resnet50", small=True),
-    "smallcnn": lambda: (lambda m: (m, m.out_dim))(SmallCNN()),
-    "smallcnn_wide": lambda: (lambda m: (m, m.out_dim))(SmallCNN((64, 128, 256, 512))),
+    "smallcnn": lambda: _small_cnn(),
+    "smallcnn_wide": lambda: _small_cnn((64, 128, 256, 512)),
 }
 
 

@@ -179,8 +179,8 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
 
 
 def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, state, gauss = random.getstate()
+    _name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, state, _gauss = random.getstate()
     return {"torch": torch.get_rng_state(),
             "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
@@ -448,7 +448,7 @@ def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
     """``config.json``: the config plus what the run was made of (threads included)."""
     npc, which = parse_index_name(run.index_file)
     return {**run.cfg.to_dict(), "npc": npc, "set": which, "index_file": str(run.index_file),
-            "index_sha256": _idx_hash(run.idx), "num_images": int(len(run.idx)),
+            "index_sha256": _idx_hash(run.idx), "num_images": len(run.idx),
             "effective_lr": run.cfg.effective_lr, "global_batch": data.batch, "steps_per_epoch": data.steps,
             "world_size": run.dinfo.world_size, "torch_threads": run.threads,
             "fingerprint": run.index.fingerprint.to_dict(), "partition": str(part) if part else None}
