@@ -49,11 +49,16 @@ def usable_cores() -> int:
 def choose_threads(n: int | None = None) -> int:
     """The torch thread count, chosen without any timing (floating-point results depend
     on it, so the same command must get the same count): DEJAVU_THREADS if set, else
-    ``n``, else :func:`usable_cores`."""
-    env = os.environ.get("DEJAVU_THREADS")
-    if env:
-        return max(1, int(env))
-    return max(1, int(n)) if n else usable_cores()
+    ``n``, else OMP_NUM_THREADS (torchrun sets 1 per process), else the usable cores shared
+    among the node's processes (``usable_cores() // LOCAL_WORLD_SIZE``)."""
+    for value in (os.environ.get("DEJAVU_THREADS"), n, os.environ.get("OMP_NUM_THREADS")):
+        if value not in (None, "", 0):
+            try:
+                return max(1, int(value))  # type: ignore[arg-type]
+            except ValueError:
+                continue  # e.g. OMP_NUM_THREADS="4,2" (nested levels): not ours to parse
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, usable_cores() // max(1, local))
 
 
 def set_torch_threads(n: int | None = None) -> int:

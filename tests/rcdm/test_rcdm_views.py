@@ -32,10 +32,11 @@ def test_training_pair_is_the_evaluation_view():
 
 
 def test_rcdm_trains_on_the_evaluation_view(synth_small, partition_small, tmp_path, monkeypatch):
+    from rcdm_helpers import tiny_config, train_ssl_pair
+
     import dejavu.rcdm.train as R
     from dejavu.data.dataset import load_rgb
     from dejavu.data.imagefolder import DataPaths, scan_imagefolder
-    from rcdm_helpers import tiny_config, train_ssl_pair
 
     models = train_ssl_pair(tmp_path / "run", synth_small, partition_small, npc=5)
     seen = {}

@@ -114,7 +114,8 @@ def test_resume_reuses_the_recorded_thread_count(synth_small, partition_small, t
 def test_thread_choice_is_deterministic(monkeypatch):
     from dejavu.utils import choose_threads, set_torch_threads, usable_cores
 
-    monkeypatch.delenv("DEJAVU_THREADS", raising=False)
+    for k in ("DEJAVU_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
     assert choose_threads() == usable_cores() == len(os.sched_getaffinity(0))
     assert choose_threads(3) == 3
     monkeypatch.setenv("DEJAVU_THREADS", "1")

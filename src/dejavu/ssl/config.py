@@ -54,7 +54,7 @@ class TrainConfig:
     start_ramp: int = 70
     end_ramp: int = 85
     zero_init_residual: bool = False  # ResNets: torchvision's default (False), as the original
-    threads: int = 0  # torch CPU threads; 0 = DEJAVU_THREADS, else the resumed run's, else the usable cores
+    threads: int = 0  # torch CPU threads; 0 = DEJAVU_THREADS, else the resumed run's, else OMP_NUM_THREADS/cores
     probe_recipe: str = "bn-cosine"  # default linear-probe recipe for this model (dejavu probe)
     seed: int = 0
     snapshot_every: int = 50

@@ -20,7 +20,8 @@ Decisions:
   (tested). RNG states are still saved in ``last.pth`` for completeness.
 * The torch CPU thread count changes floating-point results, so it is never chosen by
   timing: DEJAVU_THREADS, else ``cfg.threads``, else the count recorded in the run being
-  resumed (``torch_threads`` in ``config.json`` and ``last.pth``), else the usable cores.
+  resumed (``torch_threads`` in ``config.json`` and ``last.pth``), else OMP_NUM_THREADS,
+  else the usable cores (:func:`dejavu.utils.choose_threads`).
 * The views of an epoch come from ``cfg.augment`` at ``cfg.resolution(epoch)`` (the
   optional 160 -> 192 px ramp); the supervised baseline trains on view 1.
 * ``last.pth`` is written (atomically) after every epoch, after ``metrics.jsonl``;
@@ -359,8 +360,9 @@ def _prepare_out(run: _Run, resume: bool, force: bool) -> None:
 
 def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch.device) -> int:
     """Torch CPU threads of this run, never chosen by timing: DEJAVU_THREADS, else
-    ``cfg.threads``, else the count recorded by the run being resumed, else the usable
-    cores. Floating-point results depend on it, so a resumed run reuses its own."""
+    ``cfg.threads``, else the count recorded by the run being resumed, else
+    :func:`dejavu.utils.choose_threads`'s default. Floating-point results depend on it, so a
+    resumed run reuses its own."""
     import sys
 
     from dejavu.utils import set_torch_threads
