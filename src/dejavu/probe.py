@@ -94,7 +94,7 @@ def resolve_recipe(name: str, epochs: int | None = None, lr: float | None = None
     if name not in RECIPES:
         raise DejavuError(f"--recipe: unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[name]
-    kw = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
+    kw: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
                             ("weight_decay", weight_decay)) if v is not None}
     r = replace(r, **kw)
     if r.epochs < 1:
@@ -216,10 +216,10 @@ def _make_head(r: ProbeRecipe, dim: int, num_classes: int, device):
 
     if r.head == "linear":  # the original: nn.Linear with PyTorch's default init
         return nn.Linear(dim, num_classes).to(device)
-    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes)).to(device)
-    nn.init.normal_(head[1].weight, std=0.01)
-    nn.init.zeros_(head[1].bias)
-    return head
+    linear = nn.Linear(dim, num_classes)
+    nn.init.normal_(linear.weight, std=0.01)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear).to(device)
 
 
 def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, device, workers: int, seed: int):
@@ -254,7 +254,7 @@ def _train_head(head, r: ProbeRecipe, epoch_batches, steps_per_epoch: int) -> li
 
     from dejavu.utils import progress
 
-    opt = torch.optim.SGD(head.parameters(), lr=float(r.lr), momentum=0.9, weight_decay=r.weight_decay)
+    opt = torch.optim.SGD(head.parameters(), lr=recipe_lr(r, 0, 1), momentum=0.9, weight_decay=r.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     total, step, history = r.epochs * steps_per_epoch, 0, []
     for ep in progress(range(r.epochs), desc="probe: epochs", total=r.epochs):
@@ -324,21 +324,21 @@ def probe(
         resolve_recipe(recipe)  # a bad name fails before the model is loaded
     res_path = Path(out) / "results.json"
     check_can_write(res_path, force)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed_everything(seed)
     t0 = time.time()
-    inp = _load_inputs(model_path, partition, npc, paths, device, image_size, arch, projector)
+    inp = _load_inputs(model_path, partition, npc, paths, dev, image_size, arch, projector)
     r = resolve_recipe(recipe or default_recipe(inp.loaded.config, inp.loaded.source), epochs, lr, batch_size,
                        weight_decay)
     val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size)), r.batch_size,
                          False, workers, seed)
-    xv, yv = extract_features(inp.model, val_loader, features, device, "probe: val features")
-    head = _make_head(r, xv.shape[1], len(inp.index.classes), device)
-    batches, steps = _train_batches(inp, r, features, augment, device, workers, seed)
+    xv, yv = extract_features(inp.model, val_loader, features, dev, "probe: val features")
+    head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
+    batches, steps = _train_batches(inp, r, features, augment, dev, workers, seed)
     history = _train_head(head, r, batches, steps)
     head.eval()
     with torch.no_grad():
-        logits = torch.cat([head(xv[i:i + 4096].to(device)).cpu() for i in range(0, len(xv), 4096)])
+        logits = torch.cat([head(xv[i:i + 4096].to(dev)).cpu() for i in range(0, len(xv), 4096)])
     acc = topk_accuracy(logits, yv)
     results = _results(inp, r, npc, features, augment, seed, acc, history, int(xv.shape[1]), time.time() - t0)
     atomic_write_json(res_path, results)
