@@ -96,3 +96,50 @@ def test_topk_accuracy_hand_worked():
     assert acc[1] == pytest.approx(1 / 3)
     assert acc[2] == pytest.approx(2 / 3)  # row 2: top-2 = {2, 1}
     assert acc[5] == pytest.approx(1.0)  # k capped at 3 classes
+
+
+def test_original_recipe_lr_is_lin_probe_py_staircase():
+    from dejavu.probe import RECIPES, recipe_lr, resolve_recipe
+
+    r = resolve_recipe("original")
+    assert (r.head, r.epochs, r.batch_size, r.lr, r.end_lr, r.weight_decay, r.train_view) == \
+        ("linear", 20, 64, 10.0, 0.1, 0.0, "original")
+    # lin_probe.py's loop, literally: after step ct, every 50 steps, lr = start*(1-ct/n) + end*(ct/n)
+    n = 20 * 37
+    lr, used = 10.0, []
+    for ct in range(n):
+        used.append(lr)
+        if (ct + 1) % 50 == 0:
+            lr = 10.0 * (1 - ct / n) + 0.1 * (ct / n)
+    assert [recipe_lr(r, s, n) for s in range(n)] == pytest.approx(used, rel=1e-12)
+    assert 0.1 < used[-1] < 1.0 and RECIPES["bn-cosine"].head == "bn-linear"
+
+
+def test_original_recipe_run_names_itself(synth_small, partition_small, trained_ckpt, tmp_path):
+    ck = tmp_path / "orig.pth"
+    d = torch.load(trained_ckpt, weights_only=True)
+    d["config"] = {**d["config"], "probe_recipe": "original"}
+    atomic_torch_save(ck, d)
+    res = probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "o", epochs=2, device="cpu")
+    c = res.results["config"]
+    assert (c["recipe"], c["head"], c["batch_size"], c["lr"], c["end_lr"], c["weight_decay"], c["train_view"]) == \
+        ("original", "linear", 64, 10.0, 0.1, 0.0, "original")
+    assert c["epochs"] == 2 and c["augment"] is True  # the override is recorded, the recipe still named
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in res.results["history"])
+    # the recipe passed explicitly wins over the checkpoint's
+    res2 = probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "b", recipe="bn-cosine",
+                 epochs=1, augment=False, device="cpu")
+    assert res2.results["config"]["recipe"] == "bn-cosine" and res2.results["config"]["head"].startswith("bn")
+    with pytest.raises(DejavuError, match="recipe"):
+        probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "x", recipe="mae")
+
+
+def test_default_recipe_original_for_paper_configs_and_original_checkpoints():
+    from dejavu.probe import default_recipe
+    from dejavu.ssl.config import load_train_config
+
+    for m in ("vicreg", "simclr", "barlow", "byol", "dino", "supervised"):
+        assert default_recipe(load_train_config(m).to_dict(), "dejavu") == "original"
+        assert default_recipe(load_train_config(f"{m}_synth").to_dict(), "dejavu") == "bn-cosine"
+    assert default_recipe({}, "original") == default_recipe(None, "torchvision") == "original"
+    assert default_recipe({"method": "vicreg"}, "dejavu") == "bn-cosine"  # dejavu checkpoints made before recipes

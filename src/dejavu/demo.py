@@ -103,7 +103,7 @@ def _train_one(args: tuple) -> str:
     from dejavu.ssl.config import TrainConfig
     from dejavu.ssl.train import train
 
-    cfg = TrainConfig(**cfg_dict)
+    cfg = TrainConfig(**{**cfg_dict, "threads": threads})
     # --force starts over; otherwise an interrupted demo continues from last.pth
     res = train(cfg, DataPaths(Path(images), Path(bboxes) if bboxes else None), index_file, out,
                 resume=not force, force=force)
@@ -154,7 +154,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
                        annotated_fraction=cfg.annotated_fraction, seed=cfg.seed)
     if not (data / "synth.json").exists() or force:
         generate(data, scfg, force=True, workers=min(2, os.cpu_count() or 1))
-    how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "measured"
+    how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "usable cores"
     _stamp(f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; "
            f"torch threads {threads} ({how})", t0)
 
@@ -345,7 +345,7 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="smaller and shorter: every stage in ~2 minutes")
     p.add_argument("--epochs", type=int, help="training epochs (default: 300; --quick 60)")
     p.add_argument("--rcdm", action="store_true", help="also train two tiny RCDMs and reconstruct crops")
-    p.add_argument("--threads", type=int, help="torch threads (default: chosen by load)")
+    p.add_argument("--threads", type=int, help="torch threads (default: DEJAVU_THREADS, else the usable cores)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra training config override (repeatable), e.g. --set augment=paper")
     p.add_argument("--force", action="store_true", help="redo an existing demo run in --out")

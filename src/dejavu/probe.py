@@ -2,31 +2,45 @@
 
 Trained on the partition's ``train_A`` of the given ``npc``, evaluated top-1/top-5
 on the partition's class-balanced ``val_set``; the result is written as
-``OUT/results.json`` (format ``dejavu-probe/1``, docs/CONTRACTS.md).
+``OUT/results.json`` (format ``dejavu-probe/1``, docs/CONTRACTS.md), which names the
+recipe and every setting it resolved to.
+
+Recipes (:data:`RECIPES`):
+
+* ``original`` -- the original code's ``lin_probe.py`` as its sweep scripts run it: a plain
+  ``nn.Linear`` (PyTorch's default init), SGD momentum 0.9 without weight decay, lr 10
+  decayed linearly to 0.1 (the original sets the lr every 50 steps, so it is a staircase;
+  reproduced exactly), batch 64, 20 epochs, trained on the second view of the original's
+  ``TrainTransform`` (bicubic random-resized crop, flip, colour jitter p 0.8, greyscale
+  p 0.2, solarization p 0.2). The default for the paper configs and for checkpoints of
+  the original code.
+* ``bn-cosine`` -- ``BatchNorm1d(affine=False)`` + ``Linear`` (as in MAE's linear probing:
+  the parameter-free normalisation makes one learning rate work for backbones whose
+  feature scales differ by orders of magnitude; still a linear classifier of the features),
+  SGD momentum 0.9, weight decay 1e-6, lr 0.3 x batch/256 with a cosine schedule, batch
+  256, 100 epochs, random-resized crop + flip. The default of the synthetic configs.
+
+The checkpoint's config names its recipe (``probe_recipe``); ``recipe=`` overrides it, and
+``epochs``/``lr``/``batch_size``/``weight_decay`` override the recipe's values.
 
 Decisions:
 
 * The SSL model is frozen and kept in eval mode (its BatchNorm statistics are not
   updated), so the probe measures the representation, not a fine-tune.
-* Head = ``BatchNorm1d(affine=False)`` + ``Linear`` (as in MAE's linear probing): the
-  parameter-free normalisation makes one learning rate work for backbones whose
-  feature scales differ by orders of magnitude (smallcnn vs ResNet, backbone vs
-  projector). A BN without affine followed by a linear layer is still a linear
-  classifier of the features.
-* Optimiser: SGD momentum 0.9, weight decay 1e-6 and cosine schedule, with the head
-  learning rate of VICReg's ``evaluate.py`` (0.3 at batch 256, scaled linearly).
 * With augmentation (default, the paper's protocol) every epoch re-decodes and
-  re-embeds ``RandomResizedCrop + flip`` views of train_A. Without augmentation
+  re-embeds the recipe's training view of train_A. Without augmentation
   (``augment=False``) train features are computed once with the evaluation
   transform and only the linear layer is trained on them: the fast path.
-* Validation features always use the evaluation transform and are computed once.
+* Validation features always use the evaluation transform and are computed once;
+  accuracy is over all validation images (the original averaged per-batch accuracies).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +48,27 @@ from dejavu import DejavuError
 from dejavu.io import locks_output
 
 FORMAT = "dejavu-probe/1"
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """Every setting of a linear-probe recipe."""
+
+    name: str
+    head: str  # "linear" | "bn-linear"
+    epochs: int
+    batch_size: int
+    lr: float | None  # None: 0.3 * batch_size / 256
+    end_lr: float  # the linear schedule's final lr (unused by cosine)
+    schedule: str  # "linear-every-50" (the original's staircase) | "cosine"
+    weight_decay: float
+    train_view: str  # "original" (lin_probe.py's TrainTransform view 2) | "crop-flip"
+
+
+RECIPES: dict[str, ProbeRecipe] = {
+    "original": ProbeRecipe("original", "linear", 20, 64, 10.0, 0.1, "linear-every-50", 0.0, "original"),
+    "bn-cosine": ProbeRecipe("bn-cosine", "bn-linear", 100, 256, None, 0.0, "cosine", 1e-6, "crop-flip"),
+}
 
 
 @dataclass
@@ -44,8 +79,49 @@ class ProbeResult:
     results: dict[str, Any] = field(repr=False)
 
 
-def train_transform(image_size: int):
-    """Probe training augmentation: RandomResizedCrop (default scale 0.08-1) + flip."""
+def default_recipe(config: dict[str, Any] | None, source: str) -> str:
+    """The checkpoint's ``probe_recipe``; else ``original`` for checkpoints not made by
+    dejavu (the original code's, torchvision's) and ``bn-cosine`` for older dejavu ones."""
+    name = (config or {}).get("probe_recipe")
+    if name in RECIPES:
+        return str(name)
+    return "bn-cosine" if source == "dejavu" else "original"
+
+
+def resolve_recipe(name: str, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+                   weight_decay: float | None = None) -> ProbeRecipe:
+    """``RECIPES[name]`` with the given overrides; the lr made explicit."""
+    if name not in RECIPES:
+        raise DejavuError(f"--recipe: unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    r = RECIPES[name]
+    kw: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
+                            ("weight_decay", weight_decay)) if v is not None}
+    r = replace(r, **kw)
+    if r.epochs < 1:
+        raise DejavuError(f"--epochs must be >= 1 (got {r.epochs})")
+    if r.batch_size < 1:
+        raise DejavuError(f"--batch-size must be >= 1 (got {r.batch_size})")
+    return r if r.lr is not None else replace(r, lr=0.3 * r.batch_size / 256)
+
+
+def recipe_lr(r: ProbeRecipe, step: int, total: int) -> float:
+    """The lr of 0-based ``step`` of ``total``. ``linear-every-50`` is the original's rule:
+    after step ``ct`` with ``(ct + 1) % 50 == 0`` it sets ``lr = start (1 - ct/n) + end ct/n``."""
+    start = float(r.lr)  # type: ignore[arg-type]
+    if r.schedule == "cosine":
+        return start * (1 + math.cos(math.pi * min(step, total) / max(1, total))) / 2
+    if step < 50:
+        return start
+    ct = 50 * (step // 50) - 1
+    return start * (1 - ct / total) + r.end_lr * (ct / total)
+
+
+def train_transform(image_size: int, view: str = "crop-flip"):
+    """Probe training augmentation: the original's view, or RandomResizedCrop(0.08-1) + flip."""
+    if view == "original":
+        from dejavu.ssl.augment import original_probe_view
+
+        return original_probe_view(image_size)
     from torchvision import transforms as T
 
     from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -99,62 +175,27 @@ def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
     return out
 
 
-@locks_output("probe")
-def probe(
-    model_path: str | os.PathLike,
-    partition: str | os.PathLike,
-    npc: int,
-    paths,
-    out: str | os.PathLike,
-    features: str = "backbone",
-    epochs: int = 100,
-    lr: float | None = None,
-    batch_size: int = 256,
-    augment: bool = True,
-    device: str | None = None,
-    weight_decay: float = 1e-6,
-    workers: int = 0,
-    seed: int = 0,
-    image_size: int | None = None,
-    arch: str | None = None,
-    projector: str | None = None,
-    force: bool = False,
-) -> ProbeResult:
-    """Train and evaluate a linear probe; writes ``out/results.json``.
+@dataclass
+class _Inputs:
+    loaded: Any  # dejavu.ssl.checkpoint.LoadedModel
+    model: Any
+    part: Any
+    index: Any
+    train_idx: Any
+    val_idx: Any
+    image_size: int
 
-    ``paths`` is a :class:`dejavu.data.DataPaths`. ``lr`` defaults to
-    ``0.3 * batch_size / 256``. ``image_size`` defaults to the checkpoint's.
-    """
-    import torch
-    from torch import nn
 
-    from dejavu.data.dataset import IndexedImages
+def _load_inputs(model_path, partition, npc: int, paths, device, image_size, arch, projector) -> _Inputs:
+    """The frozen model (eval mode), the partition's train_A and val set, checked."""
     from dejavu.data.imagefolder import scan_imagefolder
-    from dejavu.data.transforms import eval_transform
-    from dejavu.io import atomic_write_json, check_can_write
     from dejavu.partition import Partition
     from dejavu.ssl.checkpoint import load_model
-    from dejavu.utils import progress, seed_everything
-
-    if features not in ("backbone", "projector"):
-        raise DejavuError(f"--features: expected backbone or projector, got {features!r}")
-    if epochs < 1:
-        raise DejavuError(f"--epochs must be >= 1 (got {epochs})")
-    if batch_size < 1:
-        raise DejavuError(f"--batch-size must be >= 1 (got {batch_size})")
-    out = Path(out)
-    res_path = out / "results.json"
-    check_can_write(res_path, force)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    seed_everything(seed)
-    t0 = time.time()
 
     loaded = load_model(model_path, arch=arch, projector=projector)
     model = loaded.model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    image_size = int(image_size or loaded.config.get("image_size") or 224)
-
     part = Partition.load(partition)
     index = scan_imagefolder(paths.images)
     part.check(index)
@@ -166,64 +207,157 @@ def probe(
         raise DejavuError(f"{part.root}: train_A of {npc}_per_class is empty")
     if len(val_idx) == 0:
         raise DejavuError(f"{part.root}/val_set.npy: empty validation set (no class has a public image)")
-    num_classes = len(index.classes)
+    size = int(image_size or loaded.config.get("image_size") or 224)
+    return _Inputs(loaded, model, part, index, train_idx, val_idx, size)
 
-    ev = eval_transform(image_size)
-    val_loader = _loader(IndexedImages(index, val_idx, ev), batch_size, False, workers, seed)
-    xv, yv = extract_features(model, val_loader, features, device, "probe: val features")
-    dim = xv.shape[1]
 
-    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes)).to(device)
-    nn.init.normal_(head[1].weight, std=0.01)
-    nn.init.zeros_(head[1].bias)
-    lr = float(lr if lr is not None else 0.3 * batch_size / 256)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+def _make_head(r: ProbeRecipe, dim: int, num_classes: int, device):
+    from torch import nn
+
+    if r.head == "linear":  # the original: nn.Linear with PyTorch's default init
+        return nn.Linear(dim, num_classes).to(device)
+    linear = nn.Linear(dim, num_classes)
+    nn.init.normal_(linear.weight, std=0.01)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear).to(device)
+
+
+def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, device, workers: int, seed: int):
+    """(one epoch's batch iterator factory, steps per epoch)."""
+    import torch
+
+    from dejavu.data.dataset import IndexedImages
+    from dejavu.data.transforms import eval_transform
+
     if augment:
-        train_loader = _loader(IndexedImages(index, train_idx, train_transform(image_size)),
-                               batch_size, True, workers, seed)
-        steps_per_epoch = len(train_loader)
-    else:
-        xt, yt = extract_features(model, _loader(IndexedImages(index, train_idx, ev), batch_size, False,
-                                                 workers, seed), features, device, "probe: train features")
-        steps_per_epoch = (len(xt) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
+        dl = _loader(IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
+                     r.batch_size, True, workers, seed)
+        return (lambda: ((_features(inp.model, x.to(device), features).float(), y.to(device))
+                         for x, y, _ in dl)), len(dl)
+    xt, yt = extract_features(inp.model, _loader(IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size)),
+                                                 r.batch_size, False, workers, seed), features, device,
+                              "probe: train features")
     gen = torch.Generator().manual_seed(seed)
-    history = []
-    for ep in progress(range(epochs), desc="probe: epochs", total=epochs):
+
+    def epoch():
+        perm = torch.randperm(len(xt), generator=gen)
+        return ((xt[perm[i:i + r.batch_size]].to(device), yt[perm[i:i + r.batch_size]].to(device))
+                for i in range(0, len(xt), r.batch_size))
+
+    return epoch, (len(xt) + r.batch_size - 1) // r.batch_size
+
+
+def _train_head(head, r: ProbeRecipe, epoch_batches, steps_per_epoch: int) -> list[dict[str, float]]:
+    """SGD (momentum 0.9) on the head at :func:`recipe_lr`; the per-epoch mean loss."""
+    import torch
+    from torch import nn
+
+    from dejavu.utils import progress
+
+    opt = torch.optim.SGD(head.parameters(), lr=recipe_lr(r, 0, 1), momentum=0.9, weight_decay=r.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    total, step, history = r.epochs * steps_per_epoch, 0, []
+    for ep in progress(range(r.epochs), desc="probe: epochs", total=r.epochs):
         head.train()
         tot, n = 0.0, 0
-        if augment:
-            batches = ((_features(model, x.to(device), features).float(), y.to(device))
-                       for x, y, _ in train_loader)
-        else:
-            perm = torch.randperm(len(xt), generator=gen)
-            batches = ((xt[perm[i:i + batch_size]].to(device), yt[perm[i:i + batch_size]].to(device))
-                       for i in range(0, len(xt), batch_size))
-        for f, y in batches:
-            if len(y) < 2:  # BatchNorm cannot normalise a batch of one in training mode
+        for f, y in epoch_batches():
+            if len(y) < 2 and r.head == "bn-linear":  # BatchNorm cannot normalise a batch of one
                 continue
+            for g in opt.param_groups:
+                g["lr"] = recipe_lr(r, step, total)
             loss = loss_fn(head(f), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
             tot += float(loss.item()) * len(y)
             n += len(y)
         history.append({"epoch": ep + 1, "loss": tot / max(1, n)})
+    return history
+
+
+@locks_output("probe")
+def probe(
+    model_path: str | os.PathLike,
+    partition: str | os.PathLike,
+    npc: int,
+    paths,
+    out: str | os.PathLike,
+    features: str = "backbone",
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    augment: bool = True,
+    device: str | None = None,
+    weight_decay: float | None = None,
+    workers: int = 0,
+    seed: int = 0,
+    image_size: int | None = None,
+    arch: str | None = None,
+    projector: str | None = None,
+    force: bool = False,
+    recipe: str | None = None,
+) -> ProbeResult:
+    """Train and evaluate a linear probe; writes ``out/results.json``.
+
+    Args:
+        model_path: checkpoint (ours, the original code's, torchvision's). partition, npc:
+            the probe trains on ``<npc>_per_class/train_A`` and is scored on ``val_set``.
+        paths: a :class:`dejavu.data.DataPaths`. out: output folder.
+        features: ``backbone`` or ``projector``. recipe: a name of :data:`RECIPES` (default:
+            :func:`default_recipe` of the checkpoint). epochs, lr, batch_size, weight_decay:
+            override the recipe's. augment: train on the recipe's augmented view (else on
+            evaluation-view features computed once). image_size: default the checkpoint's.
+    Returns:
+        A :class:`ProbeResult` (top-1, top-5 and the results.json content).
+    """
+    import torch
+
+    from dejavu.data.dataset import IndexedImages
+    from dejavu.data.transforms import eval_transform
+    from dejavu.io import atomic_write_json, check_can_write
+    from dejavu.utils import seed_everything
+
+    if features not in ("backbone", "projector"):
+        raise DejavuError(f"--features: expected backbone or projector, got {features!r}")
+    if recipe is not None:
+        resolve_recipe(recipe)  # a bad name fails before the model is loaded
+    res_path = Path(out) / "results.json"
+    check_can_write(res_path, force)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_everything(seed)
+    t0 = time.time()
+    inp = _load_inputs(model_path, partition, npc, paths, dev, image_size, arch, projector)
+    r = resolve_recipe(recipe or default_recipe(inp.loaded.config, inp.loaded.source), epochs, lr, batch_size,
+                       weight_decay)
+    val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size)), r.batch_size,
+                         False, workers, seed)
+    xv, yv = extract_features(inp.model, val_loader, features, dev, "probe: val features")
+    head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
+    batches, steps = _train_batches(inp, r, features, augment, dev, workers, seed)
+    history = _train_head(head, r, batches, steps)
     head.eval()
     with torch.no_grad():
-        logits = torch.cat([head(xv[i:i + 4096].to(device)).cpu() for i in range(0, len(xv), 4096)])
+        logits = torch.cat([head(xv[i:i + 4096].to(dev)).cpu() for i in range(0, len(xv), 4096)])
     acc = topk_accuracy(logits, yv)
+    results = _results(inp, r, npc, features, augment, seed, acc, history, int(xv.shape[1]), time.time() - t0)
+    atomic_write_json(res_path, results)
+    return ProbeResult(out=Path(out), top1=acc[1], top5=acc[5], results=results)
 
-    cfg = loaded.config
-    results = {
+
+def _results(inp: _Inputs, r: ProbeRecipe, npc: int, features: str, augment: bool, seed: int,
+             acc: dict[int, float], history: list, dim: int, seconds: float) -> dict[str, Any]:
+    cfg, loaded = inp.loaded.config, inp.loaded
+    head = "linear" if r.head == "linear" else "bn(affine=False)+linear"
+    sched = f"linear {r.lr}->{r.end_lr}, set every 50 steps" if r.schedule == "linear-every-50" else "cosine"
+    return {
         "format": FORMAT,
-        "config": {"npc": int(npc), "features": features, "epochs": int(epochs), "lr": lr,
-                   "batch_size": int(batch_size), "augment": bool(augment), "weight_decay": weight_decay,
-                   "image_size": image_size, "seed": int(seed), "partition": str(part.root),
-                   "train_set": f"{npc}_per_class/train_A", "head": "bn(affine=False)+linear",
-                   "optimizer": "sgd(momentum=0.9)+cosine"},
+        "config": {"npc": int(npc), "features": features, "recipe": r.name, "epochs": int(r.epochs), "lr": r.lr,
+                   "end_lr": r.end_lr if r.schedule != "cosine" else None, "schedule": r.schedule,
+                   "batch_size": int(r.batch_size), "augment": bool(augment), "train_view": r.train_view,
+                   "weight_decay": r.weight_decay, "image_size": inp.image_size, "seed": int(seed),
+                   "partition": str(inp.part.root), "train_set": f"{npc}_per_class/train_A", "head": head,
+                   "optimizer": f"sgd(momentum=0.9)+{sched}", "recipe_settings": asdict(r)},
         "model": {"path": str(loaded.path), "sha256": loaded.sha256, "epoch": loaded.epoch,
                   "config": cfg, "source": loaded.source},
         "method": cfg.get("method"),
@@ -231,14 +365,12 @@ def probe(
         "epoch": loaded.epoch,
         "top1": acc[1],
         "top5": acc[5],
-        "counts": {"train": len(train_idx), "val": len(val_idx), "classes": num_classes,
-                   "feature_dim": int(dim)},
+        "counts": {"train": len(inp.train_idx), "val": len(inp.val_idx), "classes": len(inp.index.classes),
+                   "feature_dim": dim},
         "history": history,
-        "seconds": round(time.time() - t0, 2),
-        "fingerprint": index.fingerprint.to_dict(),
+        "seconds": round(seconds, 2),
+        "fingerprint": inp.index.fingerprint.to_dict(),
     }
-    atomic_write_json(res_path, results)
-    return ProbeResult(out=out, top1=acc[1], top5=acc[5], results=results)
 
 
 def register(sub) -> None:
@@ -261,13 +393,18 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (results.json goes there)")
     p.add_argument("--features", choices=["backbone", "projector"], default="backbone",
                    help="which frozen features the probe reads (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=100, help="probe training epochs (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default: 0.3 * batch-size / 256)")
-    p.add_argument("--weight-decay", type=float, default=1e-6, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="probe recipe: original (lin_probe.py: Linear, SGD lr 10->0.1, batch 64, 20 epochs, "
+                   "no weight decay, jitter/greyscale/solarization views) or bn-cosine (BN+Linear, cosine, "
+                   "batch 256, 100 epochs, crop+flip) (default: the checkpoint's probe_recipe: original for "
+                   "the paper configs and the original code's checkpoints, bn-cosine for the synthetic ones)")
+    p.add_argument("--epochs", type=int, default=None, help="probe training epochs (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default: the recipe's)")
+    p.add_argument("--weight-decay", type=float, default=None, help="(default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="(default: the recipe's)")
     p.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=True,
-                   help="random resized crop + flip on train_A (default). --no-augment computes the "
-                   "features once and trains only the linear layer on them (fast)")
+                   help="train on the recipe's augmented views of train_A (default). --no-augment computes "
+                   "the features once and trains only the linear layer on them (fast)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the checkpoint's, else 224)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--workers", type=int, default=0, help="data loading processes (default: %(default)s)")
@@ -284,7 +421,7 @@ def _kwargs(args, paths) -> dict[str, Any]:
                 "features": args.features, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                 "augment": args.augment, "device": args.device, "weight_decay": args.weight_decay, "workers": args.workers,
                 "seed": args.seed, "image_size": args.image_size, "arch": args.arch, "projector": args.projector,
-                "force": args.force}
+                "force": args.force, "recipe": args.recipe}
 
 
 def _cmd(args) -> int:
@@ -302,5 +439,5 @@ def _cmd(args) -> int:
 
     set_torch_threads()
     res = probe(**kw)
-    print(f"linear probe ({args.features}): top-1 {res.top1:.4f}  top-5 {res.top5:.4f}  -> {res.out / 'results.json'}")
+    print(f"linear probe ({args.features}, recipe {res.results['config']['recipe']}): top-1 {res.top1:.4f}  top-5 {res.top5:.4f}  -> {res.out / 'results.json'}")
     return 0

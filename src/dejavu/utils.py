@@ -1,4 +1,4 @@
-"""Small shared helpers: progress bars, seeding, torch thread selection."""
+"""Small shared helpers: progress bars, seeding, torch thread selection (deterministic)."""
 
 from __future__ import annotations
 
@@ -116,54 +116,32 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-_CHOSEN: int | None = None
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: taskset, SLURM cpus-per-task)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
-def _time_conv(threads: int, reps: int = 3) -> float:
-    """Seconds for a small conv forward (the shape of our CPU workloads) with ``threads``."""
-    import time
-
-    import torch
-    import torch.nn.functional as F
-
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 32, 32, 32, generator=g)
-    w = torch.randn(64, 32, 3, 3, generator=g)
-    F.conv2d(x, w, padding=1)  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        F.conv2d(x, w, padding=1)
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def measure_threads(max_threads: int | None = None) -> int:
-    """Pick the torch thread count by measurement: 1 thread vs all available cores on a
-    small conv, twice each, interleaved. More threads must be >15% faster to be chosen:
-    on a busy machine oversubscribed threads were measured 6-10x slower than one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n = max(1, min(cores, max_threads or cores))
-    if n == 1:
-        return 1
-    t1 = min(_time_conv(1), _time_conv(1))
-    tn = min(_time_conv(n), _time_conv(n))
-    return n if tn < 0.85 * t1 else 1
+def choose_threads(n: int | None = None) -> int:
+    """The torch thread count, chosen without any timing (floating-point results depend
+    on it, so the same command must get the same count): DEJAVU_THREADS if set, else
+    ``n``, else OMP_NUM_THREADS (torchrun sets 1 per process), else the usable cores shared
+    among the node's processes (``usable_cores() // LOCAL_WORLD_SIZE``)."""
+    for value in (os.environ.get("DEJAVU_THREADS"), n, os.environ.get("OMP_NUM_THREADS")):
+        if value not in (None, "", 0):
+            try:
+                return max(1, int(value))  # type: ignore[arg-type]
+            except ValueError:
+                continue  # e.g. OMP_NUM_THREADS="4,2" (nested levels): not ours to parse
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, usable_cores() // max(1, local))
 
 
 def set_torch_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads and return the number. ``None`` chooses by measurement
-    (:func:`measure_threads`, once per process); DEJAVU_THREADS overrides both."""
-    global _CHOSEN
+    """Set torch's intra-op threads to :func:`choose_threads` ``(n)`` and return it."""
     import torch
 
-    env = os.environ.get("DEJAVU_THREADS")
-    if env:
-        n = int(env)
-    if n is None:
-        if _CHOSEN is None:
-            _CHOSEN = measure_threads()
-        n = _CHOSEN
-    torch.set_num_threads(max(1, int(n)))
-    return max(1, int(n))
+    k = choose_threads(n)
+    torch.set_num_threads(k)
+    return k

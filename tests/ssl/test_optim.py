@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -32,7 +33,7 @@ def test_no_decay_on_1d_for_adamw():
 def test_schedule_warmup_then_cosine():
     lrs = [lr_at(s, 100, 10, 1.0, 0.001) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lr_at(100, 100, 10, 1.0, 0.001) == pytest.approx(0.001)
     assert lrs[55] == pytest.approx(0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
 

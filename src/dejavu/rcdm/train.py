@@ -3,7 +3,9 @@
 What is learned: ``p(image | representation)`` where the representation is
 ``concat(backbone(x), projector(x))`` of the *full* image ``x`` (eval transform at the SSL
 model's resolution), or its logits for a supervised model; the image is the same picture
-resized (short side) and center-cropped to the RCDM resolution, scaled to ``[-1, 1]``.
+seen through the same evaluation view at the RCDM resolution S -- short side resized to
+``int(256 * S / 224)`` (bilinear), centre crop S, as the original's ``RCDM_utils.Transform``
+-- scaled to ``[-1, 1]``. So the RCDM draws what the SSL model sees.
 
 Decisions:
 
@@ -67,8 +69,26 @@ class RCDMTrainResult:
     num_train: int = 0
 
 
+def rcdm_resize(size: int) -> int:
+    """Short side before the centre crop of the RCDM view (the original's ``int(256 * S / 224)``)."""
+    return int(256 * size / 224)
+
+
+def describe_rcdm_view(size: int) -> str:
+    return f"resize{rcdm_resize(size)}-bilinear-center{size}"
+
+
+def _check_view(state: dict[str, Any] | None, size: int, last: Path) -> None:
+    """A run is resumed only with the image view it was trained on."""
+    stored = ((state or {}).get("data") or {}).get("rcdm_view")
+    if stored and stored != describe_rcdm_view(size):
+        raise DejavuError(f"{last}: was trained on images seen as {stored}, this version uses "
+                          f"{describe_rcdm_view(size)}; pass --force to start over")
+
+
 class _ImagePair:
-    """Picklable transform: PIL image -> (SSL input, RCDM target as uint8 CHW)."""
+    """Picklable transform: PIL image -> (SSL input, RCDM target as uint8 CHW), both the
+    evaluation view (resize 256/224 of the size, centre crop)."""
 
     def __init__(self, ssl_size: int, rcdm_size: int):
         from dejavu.data.transforms import eval_transform
@@ -79,7 +99,7 @@ class _ImagePair:
     def rcdm(self, img):
         from torchvision.transforms import functional as F
 
-        img = F.resize(img, self.rcdm_size, interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+        img = F.resize(img, rcdm_resize(self.rcdm_size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
         img = F.center_crop(img, self.rcdm_size)
         return F.pil_to_tensor(img)  # uint8 (3, S, S)
 
@@ -219,6 +239,7 @@ def train_rcdm(
         indices = part.attack_public()
     indices = index.check_indices(np.asarray(indices), f"{partition} public set")
     loaded = load_model(ssl_model, map_location="cpu")
+    _check_view(state, cfg.image_size, last)
     if state is not None and state["ssl"].get("sha256") != loaded.sha256:
         raise DejavuError(f"{last}: was trained on SSL checkpoint {state['ssl'].get('path')} "
                           f"(sha256 {str(state['ssl'].get('sha256'))[:12]}), not {ssl_model}")
@@ -286,7 +307,8 @@ def train_rcdm(
     meta = {"format": FORMAT, "config": to_dict(cfg), "rep_dim": int(rep_t.shape[1]), "ssl": ssl_info,
             "fingerprint": index.fingerprint.to_dict(),
             "data": {"images": str(paths.images), "bboxes": str(paths.bboxes) if paths.bboxes else None,
-                     "partition": str(partition), "num_train": int(n)}}
+                     "partition": str(partition), "num_train": int(n),
+                     "rcdm_view": describe_rcdm_view(cfg.image_size)}}
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", {k: v for k, v in meta.items() if k != "format"})

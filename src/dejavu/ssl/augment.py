@@ -1,16 +1,26 @@
-"""Training views (DESIGN 2.6), sized to ``image_size``.
+"""Training views (DESIGN 2.6): every random parameter of a view, explicit in :class:`ViewSpec`.
 
-Presets:
+Presets (``view`` 0 is the original's view 1 / ``images_big_0``, ``view`` 1 its view 2):
 
-* ``paper``: RandomResizedCrop(0.08-1), flip, colour jitter p 0.8 (0.4/0.4/0.2/0.1),
-  greyscale p 0.2; view 1 always Gaussian blur; view 2 blur p 0.1 and solarization
-  p 0.2 (VICReg/BYOL recipe). Blur kernel ~10% of the image size (23 px at 224).
+* ``paper`` (the original ``train_SSL.py``): RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3),
+  horizontal flip p 0.5, colour jitter p 0.8 (brightness 0.4, contrast 0.4, saturation 0.2,
+  hue 0.1), greyscale p 0.2; view 0 **always** Gaussian-blurred (kernel (5, 9) = (x, y) at
+  224 px, sigma U(0.1, 2) per image) and never solarized; view 1 never blurred and solarized
+  with p 0.2 (threshold 128 of 255).
 * ``mild`` (synthetic default): RandomResizedCrop(0.08-1), flip, colour jitter p 0.8
   (brightness 0.2, contrast 0.2, saturation 0.1, no hue), no greyscale/blur/solarize.
   Strong jitter blocked memorization on the synthetic data, whose image identity is
   carried by background colours.
-* ``crop``: RandomResizedCrop(0.08-1) + flip only (the supervised baseline).
+* ``crop``: RandomResizedCrop(0.08-1) + flip only.
 * ``none``: resize/center-crop only (debugging).
+
+Per image, in this order (as the original): crop (bilinear, antialiased) -> flip ->
+jitter (torchvision's ``ColorJitter``: the four factors drawn uniformly in
+``[max(0, 1-b), 1+b]`` (hue in ``[-h, h]``) and applied in a random order) -> greyscale
+-> solarize (uint8, pixels >= threshold inverted) -> to float in [0, 1] -> normalise
+(ImageNet mean/std) -> blur (after normalising, as the original; the two commute).
+The blur kernel is scaled with the run's nominal ``image_size`` (not the ramped
+resolution: the original kept (5, 9) at 160-192 px) and kept odd (:func:`blur_kernel`).
 
 The same transform works on PIL images (loader path) and on uint8 CHW tensors
 (in-memory path), through ``torchvision.transforms.v2``.
@@ -18,50 +28,104 @@ The same transform works on PIL images (loader path) and on uint8 CHW tensors
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-
-def _blur_kernel(image_size: int) -> int:
-    k = max(3, int(round(image_size * 23 / 224)))
-    return k if k % 2 == 1 else k + 1
+BLUR_KERNEL_224 = (5, 9)  # (x, y) kernel size of the original's GaussianBlur at 224 px
 
 
-def build_view(preset: str, image_size: int, view: int):
-    """The transform of view ``view`` (0 or 1) of ``preset``."""
+@dataclass(frozen=True)
+class ViewSpec:
+    """The random parameters of one training view, per image."""
+
+    size: int  # output side (the resolution of this epoch)
+    crop: bool = True  # RandomResizedCrop; False: resize + centre crop (preset "none")
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.0
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # brightness, contrast, saturation, hue
+    gray_p: float = 0.0
+    solarize_p: float = 0.0
+    solarize_threshold: int = 128  # of 255
+    blur_p: float = 0.0
+    blur_kernel: tuple[int, int] = (1, 1)  # (x, y), odd
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    interpolation: str = "bilinear"  # of the crop's resize
+
+
+def _odd(x: float) -> int:
+    """Nearest odd integer >= 1."""
+    return max(1, 2 * round((x - 1) / 2) + 1)
+
+
+def blur_kernel(base_size: int) -> tuple[int, int]:
+    """The original's (5, 9) kernel at 224 px, scaled to ``base_size`` and kept odd
+    ((5, 9) at 224, (3, 7) at 160, (1, 3) at 64, (1, 1) -- no blur -- at 32)."""
+    return _odd(BLUR_KERNEL_224[0] * base_size / 224), _odd(BLUR_KERNEL_224[1] * base_size / 224)
+
+
+def view_spec(preset: str, size: int, view: int, base_size: int | None = None) -> ViewSpec:
+    """The :class:`ViewSpec` of view ``view`` (0 or 1) of ``preset`` at ``size`` px;
+    ``base_size`` (default ``size``) is the run's nominal image size, which scales the blur."""
+    base = base_size or size
+    if preset == "none":
+        return ViewSpec(size, crop=False, flip_p=0.0)
+    if preset == "crop":
+        return ViewSpec(size)
+    if preset == "mild":
+        return ViewSpec(size, jitter_p=0.8, jitter=(0.2, 0.2, 0.1, 0.0))
+    if preset == "paper":
+        first = view == 0
+        return ViewSpec(size, jitter_p=0.8, jitter=(0.4, 0.4, 0.2, 0.1), gray_p=0.2,
+                        solarize_p=0.0 if first else 0.2, blur_p=1.0 if first else 0.0,
+                        blur_kernel=blur_kernel(base) if first else (1, 1))
+    raise ValueError(f"unknown augmentation preset {preset!r}")
+
+
+def build_transform(spec: ViewSpec):
+    """The ``torchvision.transforms.v2`` pipeline of ``spec`` (PIL or uint8 tensor in,
+    normalised float tensor out)."""
     import torch
     from torchvision.transforms import v2 as T
 
-    S = image_size
+    interp = T.InterpolationMode(spec.interpolation)
     ops: list = [T.ToImage()]
-    if preset == "none":
+    if spec.crop:
+        ops.append(T.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio,
+                                       interpolation=interp, antialias=True))
+    else:
         from dejavu.data.transforms import resize_size
 
-        ops += [T.Resize(resize_size(S), antialias=True), T.CenterCrop(S)]
-    else:
-        ops += [T.RandomResizedCrop(S, scale=(0.08, 1.0), antialias=True), T.RandomHorizontalFlip()]
-    if preset == "paper":
-        ops += [
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomApply([T.GaussianBlur(_blur_kernel(S), sigma=(0.1, 2.0))], p=1.0 if view == 0 else 0.1),
-        ]
-        if view == 1:
-            ops.append(T.RandomSolarize(threshold=128, p=0.2))
-    elif preset == "mild":
-        ops.append(T.RandomApply([T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.0)], p=0.8))
+        ops += [T.Resize(resize_size(spec.size), interpolation=interp, antialias=True), T.CenterCrop(spec.size)]
+    if spec.flip_p > 0:
+        ops.append(T.RandomHorizontalFlip(spec.flip_p))
+    if spec.jitter_p > 0:
+        ops.append(T.RandomApply([T.ColorJitter(*spec.jitter)], p=spec.jitter_p))
+    if spec.gray_p > 0:
+        ops.append(T.RandomGrayscale(p=spec.gray_p))
+    if spec.solarize_p > 0:
+        ops.append(T.RandomSolarize(threshold=spec.solarize_threshold, p=spec.solarize_p))
     ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if spec.blur_p > 0 and spec.blur_kernel != (1, 1):
+        ops.append(T.RandomApply([T.GaussianBlur(spec.blur_kernel, sigma=spec.blur_sigma)], p=spec.blur_p))
     return T.Compose(ops)
 
 
-def build_views(preset: str, image_size: int, num_views: int) -> list:
-    return [build_view(preset, image_size, v) for v in range(num_views)]
+def build_view(preset: str, image_size: int, view: int, base_size: int | None = None):
+    """The transform of view ``view`` (0 or 1) of ``preset``."""
+    return build_transform(view_spec(preset, image_size, view, base_size))
 
 
-class MultiView:
-    """PIL image -> list of views (for the DataLoader path)."""
+def build_views(preset: str, image_size: int, num_views: int, base_size: int | None = None) -> list:
+    return [build_view(preset, image_size, v, base_size) for v in range(num_views)]
 
-    def __init__(self, views: list):
-        self.views = views
 
-    def __call__(self, img):
-        return [t(img) for t in self.views]
+def original_probe_view(image_size: int):
+    """The training view of the original's linear probe (``lin_probe.py`` trains on the
+    second output of ``TrainTransform``): crop (bicubic), flip, jitter p 0.8, greyscale
+    p 0.2, solarize p 0.2, no blur."""
+    from dataclasses import replace
+
+    return build_transform(replace(view_spec("paper", image_size, 1), interpolation="bicubic"))

@@ -8,7 +8,7 @@ code's checkpoints load.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,13 +20,27 @@ def _tv_resnet(name: str, small: bool = False) -> tuple[nn.Module, int]:
     import torchvision
 
     fn = getattr(torchvision.models, name)
-    m = fn(weights=None, zero_init_residual=True)
+    m = fn(weights=None)  # zero_init_residual=False: torchvision's default, as the original
     dim = m.fc.in_features
     m.fc = nn.Identity()
     if small:  # CIFAR-style stem for 32-64 px images
         m.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         m.maxpool = nn.Identity()
     return m, dim
+
+
+def zero_init_residuals(backbone: nn.Module) -> int:
+    """Zero the last BatchNorm weight of every ResNet residual block (torchvision's
+    ``zero_init_residual=True``, which draws no random numbers); returns how many."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    n = 0
+    for m in backbone.modules():
+        bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+        if bn is not None and bn.weight is not None:
+            nn.init.zeros_(bn.weight)
+            n += 1
+    return n
 
 
 class SmallCNN(nn.Module):
@@ -49,14 +63,19 @@ class SmallCNN(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
+def _small_cnn(widths: tuple[int, ...] = (32, 64, 128, 256)) -> tuple[nn.Module, int]:
+    m = SmallCNN(widths)
+    return m, m.out_dim
+
+
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
     "resnet18": lambda: _tv_resnet("resnet18"),
     "resnet50": lambda: _tv_resnet("resnet50"),
     "resnet101": lambda: _tv_resnet("resnet101"),
     "resnet18_small": lambda: _tv_resnet("resnet18", small=True),
     "resnet50_small": lambda: _tv_resnet("resnet50", small=True),
-    "smallcnn": lambda: (lambda m: (m, m.out_dim))(SmallCNN()),
-    "smallcnn_wide": lambda: (lambda m: (m, m.out_dim))(SmallCNN((64, 128, 256, 512))),
+    "smallcnn": lambda: _small_cnn(),
+    "smallcnn_wide": lambda: _small_cnn((64, 128, 256, 512)),
 }
 
 

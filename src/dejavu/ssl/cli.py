@@ -69,9 +69,7 @@ def _cmd(args) -> int:
 
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.ssl.train import train
-    from dejavu.utils import set_torch_threads
 
-    set_torch_threads()
     paths = data_paths_from_args(args)
     res = train(cfg, paths, args.index, args.out, resume=args.resume, force=args.force, device=args.device)
     m = res.metrics

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from dejavu import DejavuError
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
@@ -21,7 +23,10 @@ AUGMENT_PRESETS = ("paper", "mild", "crop", "none")
 DATA_MODES = ("auto", "memory", "loader")
 
 # May differ on --resume: they only change logging, speed or where data is decoded.
-RESUME_FREE = frozenset({"snapshot_every", "knn_every", "knn_k", "num_workers", "data_mode", "channels_last"})
+# ``threads`` is handled on its own: a resumed run reuses the recorded thread count.
+RESUME_FREE = frozenset({"snapshot_every", "knn_every", "knn_k", "num_workers", "data_mode", "channels_last",
+                         "threads", "probe_recipe"})
+PROBE_RECIPES = ("original", "bn-cosine")
 
 
 @dataclass
@@ -41,7 +46,16 @@ class TrainConfig:
     warmup_epochs: int = 5
     final_lr_ratio: float = 0.001  # cosine ends at final_lr_ratio * lr
     clip_grad: float = 0.0  # max grad norm; 0 = off
-    augment: str = "mild"  # paper | mild | crop | none
+    augment: str = "mild"  # paper | mild | crop | none (supervised: the preset's view 1)
+    # resolution ramp (the original's get_resolution): train at min_res up to epoch start_ramp,
+    # max_res from end_ramp, linear between (rounded to a multiple of 32); 0/0 = off (image_size)
+    min_res: int = 0
+    max_res: int = 0
+    start_ramp: int = 70
+    end_ramp: int = 85
+    zero_init_residual: bool = False  # ResNets: torchvision's default (False), as the original
+    threads: int = 0  # torch CPU threads; 0 = DEJAVU_THREADS, else the resumed run's, else OMP_NUM_THREADS/cores
+    probe_recipe: str = "bn-cosine"  # default linear-probe recipe for this model (dejavu probe)
     seed: int = 0
     snapshot_every: int = 50
     knn_every: int = 10  # 0 = off
@@ -61,9 +75,9 @@ class TrainConfig:
     ema_end: float = 1.0
     byol_hidden: int = 4096
     dino_out_dim: int = 4096
-    dino_teacher_temp: float = 0.04
+    dino_teacher_temp: float = 0.07
     dino_warmup_teacher_temp: float = 0.04
-    dino_warmup_teacher_temp_epochs: int = 0
+    dino_warmup_teacher_temp_epochs: int = 50
     dino_student_temp: float = 0.1
     dino_center_momentum: float = 0.9
 
@@ -88,7 +102,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
-        for name in ("knn_every", "num_workers", "warmup_epochs", "num_classes", "clip_grad", "weight_decay"):
+        for name in ("knn_every", "num_workers", "warmup_epochs", "num_classes", "clip_grad", "weight_decay",
+                     "min_res", "max_res", "start_ramp", "end_ramp", "threads", "dino_warmup_teacher_temp_epochs"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.batch_size < 2:
@@ -101,8 +116,27 @@ class TrainConfig:
             raise bad("final_lr_ratio", "must be in [0, 1]")
         if not 0 <= self.ema_start <= self.ema_end <= 1:
             raise DejavuError(f"config ema_start={self.ema_start}, ema_end={self.ema_end}: need 0 <= start <= end <= 1")
+        if self.probe_recipe not in PROBE_RECIPES:
+            raise bad("probe_recipe", f"choose from {', '.join(PROBE_RECIPES)}")
+        if (self.min_res > 0) != (self.max_res > 0) or self.min_res > self.max_res:
+            raise DejavuError(f"config min_res={self.min_res}, max_res={self.max_res}: set both (min <= max) "
+                              "for a resolution ramp, or neither")
+        if self.start_ramp > self.end_ramp:
+            raise bad("start_ramp", f"after end_ramp={self.end_ramp}")
         if self.method == "dino" and self.projector in ("", "none"):
             raise bad("projector", "dino needs a projector (its bottleneck feeds the prototypes)")
+
+    def resolution(self, epoch: int) -> int:
+        """Training resolution of 0-based ``epoch`` (the original's ``get_resolution``, its
+        result kept within [min_res, max_res]); ``image_size`` when the ramp is off."""
+        if self.min_res <= 0:
+            return self.image_size
+        if epoch <= self.start_ramp:
+            return self.min_res
+        if epoch >= self.end_ramp:
+            return self.max_res
+        interp = np.interp([epoch], [self.start_ramp, self.end_ramp], [self.min_res, self.max_res])[0]
+        return int(min(self.max_res, max(self.min_res, int(np.round(interp / 32)) * 32)))
 
     @property
     def effective_lr(self) -> float:

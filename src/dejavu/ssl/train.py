@@ -8,7 +8,7 @@
     OUT/last.pth           resume state: model, method extra (EMA teacher, DINO center),
                            optimizer, AMP scaler, global step, RNG states, epoch, config
     OUT/metrics.jsonl      one row per epoch: epoch, loss, lr, images_per_s, seconds,
-                           and knn_top1 every knn_every epochs
+                           resolution, and knn_top1 every knn_every epochs
 
 Decisions:
 
@@ -18,6 +18,12 @@ Decisions:
   batch order from ``(seed, epoch)``. A resumed run therefore replays the same
   augmentations; on the CPU its final weights equal an uninterrupted run's
   (tested). RNG states are still saved in ``last.pth`` for completeness.
+* The torch CPU thread count changes floating-point results, so it is never chosen by
+  timing: DEJAVU_THREADS, else ``cfg.threads``, else the count recorded in the run being
+  resumed (``torch_threads`` in ``config.json`` and ``last.pth``), else OMP_NUM_THREADS,
+  else the usable cores (:func:`dejavu.utils.choose_threads`).
+* The views of an epoch come from ``cfg.augment`` at ``cfg.resolution(epoch)`` (the
+  optional 160 -> 192 px ramp); the supervised baseline trains on view 1.
 * ``last.pth`` is written (atomically) after every epoch, after ``metrics.jsonl``;
   on resume, metric rows past the checkpoint's epoch are dropped.
 * A NaN/inf loss stops training at once; ``last.pth`` keeps the last good epoch.
@@ -53,7 +59,9 @@ from dejavu.io import (
     safe_torch_load,
 )
 from dejavu.partition import load_index_file
+from dejavu.ssl.backbones import zero_init_residuals
 from dejavu.ssl.config import TrainConfig, resume_mismatch
+from dejavu.ssl.data import epoch_permutation
 from dejavu.ssl.ddp import DistInfo, convert_sync_batchnorm, current, init_distributed
 from dejavu.ssl.methods.base import Method, StepInfo
 from dejavu.ssl.model import ModelSpec, SSLModel
@@ -111,6 +119,8 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
 
     seed_everything(cfg.seed)  # init depends only on the seed
     model = SSLModel(ModelSpec(cfg.arch, cfg.projector, cfg.num_classes if cfg.method == "supervised" else 0))
+    if cfg.zero_init_residual:
+        zero_init_residuals(model.backbone)
     method = get_method(cfg.method)(model, cfg)
     trainable: nn.Module = Trainable(model, method)
     if dinfo.distributed:
@@ -170,8 +180,8 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
 
 
 def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, state, gauss = random.getstate()
+    _name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, state, _gauss = random.getstate()
     return {"torch": torch.get_rng_state(),
             "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
@@ -294,148 +304,256 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+@dataclass
+class _Run:
+    """What one ``train`` call works on (filled by :func:`_open_run`)."""
+
+    cfg: TrainConfig
+    out: Path
+    index_file: Path
+    index: DatasetIndex
+    idx: np.ndarray
+    dinfo: DistInfo
+    device: torch.device
+    ckpt: dict[str, Any] | None  # the last.pth being resumed
+    threads: int = 1
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pth"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
+def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
+    last_path, cfg = run.last_path, run.cfg
+    fp = ckpt.get("fingerprint") or {}
+    if fp.get("id") != run.index.fingerprint.id:
+        raise DejavuError(f"{last_path}: was trained on dataset {fp.get('id')} but this dataset is "
+                          f"{run.index.fingerprint.id}; cannot resume")
+    diff = resume_mismatch(ckpt.get("config") or {}, cfg)
+    if diff:
+        raise DejavuError(f"{last_path}: cannot resume, config differs in " + "; ".join(diff)
+                          + " (use the run's config, or --force to start over)")
+    saved_idx = (ckpt.get("config") or {}).get("index_sha256")
+    if saved_idx and saved_idx != _idx_hash(run.idx):
+        raise DejavuError(f"{last_path}: cannot resume, it was trained on a different index file "
+                          f"({(ckpt.get('config') or {}).get('index_file')})")
+
+
+def _prepare_out(run: _Run, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run without --force/--resume; clear it with --force."""
+    if not resume:
+        if run.last_path.exists() and not force:
+            raise DejavuError(f"{run.out}: a training run exists here; pass --resume to continue it or --force "
+                              "to start over")
+        check_can_write(run.out, force=force)
+    if run.dinfo.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        if force and not resume:
+            for p in list(run.out.glob("model_ep*.pth")) + [run.last_path, run.metrics_path]:
+                if p.exists():
+                    p.unlink()
+
+
+def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch.device) -> int:
+    """Torch CPU threads of this run, never chosen by timing: DEJAVU_THREADS, else
+    ``cfg.threads``, else the count recorded by the run being resumed, else
+    :func:`dejavu.utils.choose_threads`'s default. Floating-point results depend on it, so a
+    resumed run reuses its own."""
+    import sys
+
+    from dejavu.utils import set_torch_threads
+
+    saved = (ckpt or {}).get("torch_threads")
+    want = cfg.threads or (int(saved) if saved else None)
+    n = set_torch_threads(want)
+    if saved and int(saved) != n and device.type == "cpu":
+        print(f"warning: resuming with {n} torch threads, the run used {saved}; the result will not be "
+              "bit-identical to an uninterrupted run", file=sys.stderr)
+    return n
+
+
+def _open_run(cfg: TrainConfig, paths: DataPaths, index_file, out, resume: bool, force: bool, device,
+              index: DatasetIndex | None) -> _Run:
+    """Validate, set up the process group/device/threads, load the index, check resume."""
+    cfg = dataclasses.replace(cfg)
+    cfg.validate()
+    dev_type = "cuda" if (device is None and torch.cuda.is_available()) or str(device or "").startswith("cuda") \
+        else "cpu"
+    dinfo = init_distributed(dev_type)
+    dev = _pick_device(device, dinfo)
+    index = index or scan_imagefolder(paths.images)
+    idx = load_index_file(Path(index_file), index)
+    if cfg.method == "supervised" and cfg.num_classes == 0:
+        cfg.num_classes = len(index.classes)
+    run = _Run(cfg, Path(out), Path(index_file), index, idx, dinfo, dev, None)
+    if resume and run.last_path.is_file():
+        run.ckpt = safe_torch_load(run.last_path)
+        _check_resumable(run.ckpt, run)
+    _prepare_out(run, resume=resume, force=force)
+    run.threads = _choose_threads(cfg, run.ckpt, dev)
+    return run
+
+
+def _restore(eng: Engine, ckpt: dict[str, Any] | None) -> tuple[int, int]:
+    """Load model, method, optimizer, scaler and RNG from ``last.pth``; (start epoch, step)."""
+    if ckpt is None:
+        return 0, 0
+    eng.model.load_state_dict(ckpt["model"])
+    eng.method.load_state_dict(ckpt["extra"])
+    eng.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        eng.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]), int(ckpt["step"])
+
+
+@dataclass
+class _Data:
+    source: Any  # MemoryImages | LoaderImages
+    batch: int
+    steps: int
+    num_views: int
+    mode: str
+
+    def views(self, cfg: TrainConfig, epoch: int) -> list:
+        """This epoch's view transforms: ``cfg.augment`` at the ramped resolution (the
+        supervised baseline takes view 1 only)."""
+        from dejavu.ssl.augment import build_views
+
+        return build_views(cfg.augment, cfg.resolution(epoch), self.num_views, base_size=cfg.image_size)
+
+
+def _build_data(run: _Run, num_views: int) -> _Data:
+    from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, plan_batches
+
+    cfg = run.cfg
+    mode = choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
+    src = MemoryImages(run.index, run.idx, cfg.image_size) if mode == "memory" else \
+        LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
+    batch, steps = plan_batches(len(run.idx), cfg.batch_size, run.dinfo.world_size)
+    return _Data(src, batch, steps, num_views, mode)
+
+
+def _build_knn(run: _Run, data: _Data, part: Path | None) -> KNNEval | None:
+    if run.cfg.knn_every <= 0 or part is None or not run.dinfo.is_main:
+        return None
+    val = load_index_file(part / "val_set.npy", run.index)
+    images = data.source.images if data.mode == "memory" else None
+    return KNNEval(run.index, run.idx, val, run.cfg.image_size, images)
+
+
+def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
+    """``config.json``: the config plus what the run was made of (threads included)."""
+    npc, which = parse_index_name(run.index_file)
+    return {**run.cfg.to_dict(), "npc": npc, "set": which, "index_file": str(run.index_file),
+            "index_sha256": _idx_hash(run.idx), "num_images": len(run.idx),
+            "effective_lr": run.cfg.effective_lr, "global_batch": data.batch, "steps_per_epoch": data.steps,
+            "world_size": run.dinfo.world_size, "torch_threads": run.threads,
+            "fingerprint": run.index.fingerprint.to_dict(), "partition": str(part) if part else None}
+
+
+def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tuple[list[float], int]:
+    """One epoch; returns (losses, global step after it). A non-finite loss stops the run."""
+    cfg = eng.cfg
+    _seed_epoch(cfg.seed, e, run.dinfo.rank)
+    order = epoch_permutation(len(run.idx), cfg.seed, e)
+    total, warmup = data.steps * cfg.epochs, data.steps * cfg.warmup_epochs
+    losses = []
+    views_t = data.views(cfg, e)
+    for views, labels in data.source.epoch(order, data.batch, data.steps, run.dinfo.rank, run.dinfo.world_size,
+                                           views_t):
+        try:
+            losses.append(train_step(eng, views, labels, StepInfo(step, total, e, warmup)))
+        except NonFiniteLoss as err:
+            last_ep = _saved_epoch(run.last_path)
+            raise DejavuError(
+                f"{run.out}: loss became {err.args[0]} at epoch {e + 1}, step {step}; training stopped. "
+                + (f"Last good checkpoint kept: {run.last_path} (epoch {last_ep})." if last_ep is not None
+                   else "No checkpoint was written yet.")
+                + " Try a lower lr or amp=none.") from None
+        step += 1
+    return losses, step
+
+
+def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int, step: int) -> Path | None:
+    """Snapshot (every snapshot_every epochs and at the end) and ``last.pth``; the snapshot path."""
+    ck = {"format": FORMAT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
+          "fingerprint": run.index.fingerprint.to_dict(), "extra": eng.method.state_dict()}
+    snap = None
+    if epoch % run.cfg.snapshot_every == 0 or epoch == run.cfg.epochs:
+        snap = run.out / f"model_ep{epoch}.pth"
+        atomic_torch_save(snap, ck)
+    atomic_torch_save(run.last_path, {**ck, "optimizer": eng.optimizer.state_dict(),
+                                      "scaler": eng.scaler.state_dict(), "step": step, "rng": _rng_state(),
+                                      "world_size": run.dinfo.world_size, "torch_threads": run.threads})
+    return snap
+
+
+def _existing_snapshots(out: Path, upto: int) -> list[Path]:
+    def ep(p: Path) -> int:
+        return int(re.findall(r"\d+", p.stem)[-1])
+
+    return [p for p in sorted(out.glob("model_ep*.pth"), key=ep) if ep(p) <= upto]
+
+
 @locks_output("train")
 def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out: str | os.PathLike,
           resume: bool = False, force: bool = False, device: str | torch.device | None = None,
           index: DatasetIndex | None = None) -> TrainResult:
     """Train one model; see the module docstring for what is written.
 
-    ``resume``: continue from ``OUT/last.pth`` (a fresh start if there is none, so a
-    requeued job that never reached its first checkpoint simply starts);
-    ``force``: discard an existing run in OUT and start over.
+    Args:
+        cfg: the run's settings. paths: the dataset. index_file: the training images.
+        out: the run folder. resume: continue from ``OUT/last.pth`` (a fresh start if there
+            is none, so a requeued job that never reached its first checkpoint simply starts).
+        force: discard an existing run in OUT and start over. device: cpu/cuda (default:
+            cuda when available). index: the scanned dataset, if already at hand.
+    Returns:
+        A :class:`TrainResult` (snapshots, last.pth, the metrics history).
     """
-    cfg = dataclasses.replace(cfg)
-    cfg.validate()
-    dev_type = "cuda" if (device is None and torch.cuda.is_available()) or str(device or "").startswith("cuda") else "cpu"
-    dinfo = init_distributed(dev_type)
-    device = _pick_device(device, dinfo)
-    out = Path(out)
-    index_file = Path(index_file)
-    last_path = out / "last.pth"
-    metrics_path = out / "metrics.jsonl"
-
-    index = index or scan_imagefolder(paths.images)
-    idx = load_index_file(index_file, index)
-    npc, which = parse_index_name(index_file)
-    if cfg.method == "supervised" and cfg.num_classes == 0:
-        cfg.num_classes = len(index.classes)
-
-    ckpt = None
-    if resume and last_path.is_file():
-        ckpt = safe_torch_load(last_path)
-        fp = ckpt.get("fingerprint") or {}
-        if fp.get("id") != index.fingerprint.id:
-            raise DejavuError(f"{last_path}: was trained on dataset {fp.get('id')} but this dataset is "
-                              f"{index.fingerprint.id}; cannot resume")
-        diff = resume_mismatch(ckpt.get("config") or {}, cfg)
-        if diff:
-            raise DejavuError(f"{last_path}: cannot resume, config differs in " + "; ".join(diff)
-                              + " (use the run's config, or --force to start over)")
-        saved_idx = (ckpt.get("config") or {}).get("index_sha256")
-        if saved_idx and saved_idx != _idx_hash(idx):
-            raise DejavuError(f"{last_path}: cannot resume, it was trained on a different index file "
-                              f"({(ckpt.get('config') or {}).get('index_file')})")
-    elif not resume:
-        if last_path.exists() and not force:
-            raise DejavuError(f"{out}: a training run exists here; pass --resume to continue it or --force to start over")
-        check_can_write(out, force=force)
-    if dinfo.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if force and not resume:
-            for p in list(out.glob("model_ep*.pth")) + [last_path, metrics_path]:
-                if p.exists():
-                    p.unlink()
-
-    eng = build_engine(cfg, device, dinfo)
-    method_cls = type(eng.method)
-    start_epoch, step = 0, 0
-    if ckpt is not None:
-        eng.model.load_state_dict(ckpt["model"])
-        eng.method.load_state_dict(ckpt["extra"])
-        eng.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            eng.scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        _set_rng_state(ckpt["rng"])
-
-    from dejavu.ssl.augment import build_views
-    from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, epoch_permutation, plan_batches
-
-    preset = cfg.augment if method_cls.view_kind == "ssl" or cfg.augment in ("none",) else "crop"
-    views_t = build_views(preset, cfg.image_size, method_cls.num_views)
-    mode = choose_mode(cfg.data_mode, len(idx), cfg.image_size)
-    data = MemoryImages(index, idx, cfg.image_size) if mode == "memory" else \
-        LoaderImages(index, idx, cfg.num_workers, device.type == "cuda")
-    batch, steps = plan_batches(len(idx), cfg.batch_size, dinfo.world_size)
-    total_steps = steps * cfg.epochs
-    warmup_steps = steps * cfg.warmup_epochs
-
-    knn = None
-    part = _find_partition(index_file)
-    if cfg.knn_every > 0 and part is not None and dinfo.is_main:
-        val = load_index_file(part / "val_set.npy", index)
-        knn = KNNEval(index, idx, val, cfg.image_size, data.images if mode == "memory" else None)
-
-    run_config = {**cfg.to_dict(), "npc": npc, "set": which, "index_file": str(index_file),
-                  "index_sha256": _idx_hash(idx), "num_images": int(len(idx)), "effective_lr": cfg.effective_lr,
-                  "global_batch": batch, "steps_per_epoch": steps, "world_size": dinfo.world_size,
-                  "fingerprint": index.fingerprint.to_dict(), "partition": str(part) if part else None}
+    run = _open_run(cfg, paths, index_file, out, resume, force, device, index)
+    cfg = run.cfg
+    eng = build_engine(cfg, run.device, run.dinfo)
+    start_epoch, step = _restore(eng, run.ckpt)
+    data = _build_data(run, type(eng.method).num_views)
+    part = _find_partition(run.index_file)
+    knn = _build_knn(run, data, part)
+    run_config = _run_config(run, data, part)
     ckpt_config = {k: v for k, v in run_config.items() if k != "fingerprint"}
-    if dinfo.is_main:
-        atomic_write_json(out / "config.json", run_config)
-    history = _read_metrics(metrics_path, start_epoch) if ckpt is not None else []
-    snapshots = sorted(out.glob("model_ep*.pth"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
-    snapshots = [p for p in snapshots if int(re.findall(r"\d+", p.stem)[-1]) <= start_epoch]
-
-    def base_ckpt(epoch: int) -> dict[str, Any]:
-        return {"format": FORMAT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
-                "fingerprint": index.fingerprint.to_dict(), "extra": eng.method.state_dict()}
-
+    if run.dinfo.is_main:
+        atomic_write_json(run.out / "config.json", run_config)
+    history = _read_metrics(run.metrics_path, start_epoch) if run.ckpt is not None else []
+    snapshots = _existing_snapshots(run.out, start_epoch)
     epochs = range(start_epoch, cfg.epochs)
-    bar = progress(epochs, desc=f"train {cfg.method}", total=len(epochs)) if dinfo.is_main else epochs
+    bar = progress(epochs, desc=f"train {cfg.method}", total=len(epochs)) if run.dinfo.is_main else epochs
     eng.trainable.train()
     row: dict[str, Any] = history[-1] if history else {}
     for e in bar:
-        _seed_epoch(cfg.seed, e, dinfo.rank)
-        order = epoch_permutation(len(idx), cfg.seed, e)
         t0 = time.perf_counter()
-        losses = []
-        for views, labels in data.epoch(order, batch, steps, dinfo.rank, dinfo.world_size, views_t):
-            info = StepInfo(step, total_steps, e, warmup_steps)
-            try:
-                losses.append(train_step(eng, views, labels, info))
-            except NonFiniteLoss as err:
-                last_ep = _saved_epoch(last_path)
-                raise DejavuError(
-                    f"{out}: loss became {err.args[0]} at epoch {e + 1}, step {step}; training stopped. "
-                    + (f"Last good checkpoint kept: {last_path} (epoch {last_ep})." if last_ep is not None
-                       else "No checkpoint was written yet.")
-                    + " Try a lower lr or amp=none.") from None
-            step += 1
+        losses, step = _train_epoch(eng, run, data, e, step)
         dt = time.perf_counter() - t0
-        lr_now = eng.optimizer.param_groups[0]["lr"]
-        row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": lr_now,
-               "images_per_s": batch * steps / dt if dt > 0 else None, "seconds": dt, "step": step}
+        row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": eng.optimizer.param_groups[0]["lr"],
+               "images_per_s": data.batch * data.steps / dt if dt > 0 else None, "seconds": dt, "step": step,
+               "resolution": cfg.resolution(e)}
         if knn is not None and ((e + 1) % cfg.knn_every == 0 or e + 1 == cfg.epochs):
-            row["knn_top1"] = knn(eng.model, device, cfg.knn_k)
-        if dinfo.is_main:
+            row["knn_top1"] = knn(eng.model, run.device, cfg.knn_k)
+        if run.dinfo.is_main:
             history.append(row)
-            _write_metrics(metrics_path, history)
-            ck = base_ckpt(e + 1)
-            if (e + 1) % cfg.snapshot_every == 0 or e + 1 == cfg.epochs:
-                sp = out / f"model_ep{e + 1}.pth"
-                atomic_torch_save(sp, ck)
-                snapshots = [p for p in snapshots if p != sp] + [sp]
-            atomic_torch_save(last_path, {**ck, "optimizer": eng.optimizer.state_dict(),
-                                          "scaler": eng.scaler.state_dict(), "step": step,
-                                          "rng": _rng_state(), "world_size": dinfo.world_size})
+            _write_metrics(run.metrics_path, history)
+            snap = _save_epoch(eng, run, ckpt_config, e + 1, step)
+            snapshots = [p for p in snapshots if p != snap] + ([snap] if snap else [])
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{row['loss']:.4f}", **({"knn": f"{row['knn_top1']:.3f}"} if "knn_top1" in row else {}))
-        if dinfo.distributed:
+                bar.set_postfix(loss=f"{row['loss']:.4f}",
+                                **({"knn": f"{row['knn_top1']:.3f}"} if "knn_top1" in row else {}))
+        if run.dinfo.distributed:
             import torch.distributed as dist
 
             dist.barrier()
-    return TrainResult(out=out, snapshots=snapshots, last=last_path, metrics=row,
+    return TrainResult(out=run.out, snapshots=snapshots, last=run.last_path, metrics=row,
                        epochs_done=cfg.epochs, history=history)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dejavu.ssl.losses import BarlowTwinsLoss
-from dejavu.ssl.methods.base import Method
+from dejavu.ssl.methods.base import Method, joint_forward
 
 
 class BarlowTwins(Method):
@@ -14,4 +14,6 @@ class BarlowTwins(Method):
         self.loss = BarlowTwinsLoss(cfg.barlow_lambda)
 
     def forward(self, model, views, labels, info):
-        return self.loss(model(views[0])[1], model(views[1])[1]), {}
+        # one batch through the network, as the original; each view is standardised on its own
+        z1, z2 = joint_forward(lambda x: model(x)[1], views)
+        return self.loss(z1, z2), {}

@@ -55,6 +55,12 @@ class Method(nn.Module):
         """Called after each optimizer step (EMA teachers)."""
 
 
+def joint_forward(net, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``net`` applied to the views concatenated into ONE batch (the original's
+    ``images_big``), split back per view: BatchNorm statistics span all views."""
+    return list(net(torch.cat(views)).chunk(len(views)))
+
+
 def make_teacher(*modules: nn.Module) -> nn.ModuleList:
     t = nn.ModuleList([copy.deepcopy(m) for m in modules])
     for p in t.parameters():

@@ -2,13 +2,17 @@
 
 The teacher copies backbone + projector at initialisation; its parameters follow
 the EMA and its BatchNorm buffers are copied from the student. The predictor is
-lightly's ``BYOLPredictionHead`` (Linear-BN-ReLU-Linear).
+lightly's ``BYOLPredictionHead`` (Linear-BN-ReLU-Linear). As the original, the two
+views go through the student, its predictor and the teacher as ONE batch each
+(BatchNorm statistics span both views).
 """
 
 from __future__ import annotations
 
+import torch
+
 from dejavu.ssl.losses import byol_loss
-from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, make_teacher
+from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, joint_forward, make_teacher
 
 
 class BYOL(Method):
@@ -26,9 +30,9 @@ class BYOL(Method):
         return self.teacher[1](self.teacher[0](x))
 
     def forward(self, model, views, labels, info):
-        z1, z2 = model(views[0])[1], model(views[1])[1]
-        p1, p2 = self.predictor(z1), self.predictor(z2)
-        t1, t2 = self._teacher(views[0]).detach(), self._teacher(views[1]).detach()
+        p1, p2 = joint_forward(lambda x: self.predictor(model(x)[1]), views)
+        with torch.no_grad():
+            t1, t2 = joint_forward(self._teacher, views)
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return loss, {"momentum": self.momentum(info)}
 

@@ -6,7 +6,8 @@ weight-normalised last layer with its gain frozen at 1). The teacher is an EMA c
 (0.996 -> 1 along a cosine, ending at 1 at the final step; the original deja vu run
 passed a wrong final momentum). Teacher outputs are centred (EMA of the global batch
 mean, saved as the ``loss.center`` buffer in ``extra``) and sharpened (teacher
-temperature 0.04, optional linear warm-up); student temperature 0.1.
+temperature warmed up 0.04 -> 0.07 over the first 50 epochs, as the original);
+student temperature 0.1. Both views go through student and teacher as one batch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from dejavu.ssl.losses import DINOLoss
-from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, make_teacher
+from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, joint_forward, make_teacher
+
+
+def teacher_temp_at(epoch: int, warmup_temp: float, temp: float, warmup_epochs: int) -> float:
+    """Teacher temperature of 0-based ``epoch``: linear warm-up as ``np.linspace`` over
+    ``warmup_epochs`` points (the original's ``teacher_temp_schedule``), then ``temp``."""
+    if warmup_epochs > 0 and epoch < warmup_epochs:
+        if warmup_epochs == 1:
+            return warmup_temp
+        return warmup_temp + (temp - warmup_temp) * epoch / (warmup_epochs - 1)
+    return temp
 
 
 class Prototypes(nn.Module):
@@ -39,16 +50,19 @@ class DINO(Method):
         self.loss = DINOLoss(cfg.dino_out_dim, cfg.dino_student_temp, cfg.dino_center_momentum)
 
     def teacher_temp(self, epoch: int) -> float:
-        w = self.cfg.dino_warmup_teacher_temp_epochs
-        if w > 0 and epoch < w:
-            a = epoch / w
-            return (1 - a) * self.cfg.dino_warmup_teacher_temp + a * self.cfg.dino_teacher_temp
-        return self.cfg.dino_teacher_temp
+        """The original's schedule: ``linspace(warmup_temp, temp, W)[epoch]`` for the first
+        W epochs (0-based; epoch W-1 reaches ``temp``), then ``temp``."""
+        return teacher_temp_at(epoch, self.cfg.dino_warmup_teacher_temp, self.cfg.dino_teacher_temp,
+                               self.cfg.dino_warmup_teacher_temp_epochs)
+
+    def _teacher(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher[2](self.teacher[1](self.teacher[0](x)))
 
     def forward(self, model, views, labels, info):
-        student = [self.prototypes(model(v)[1]) for v in views]
+        # both views as one batch through student and teacher, as the original
+        student = joint_forward(lambda x: self.prototypes(model(x)[1]), views)
         with torch.no_grad():
-            teacher = [self.teacher[2](self.teacher[1](self.teacher[0](v))) for v in views]
+            teacher = joint_forward(self._teacher, views)
         tt = self.teacher_temp(info.epoch)
         return self.loss(student, teacher, tt), {"teacher_temp": tt}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dejavu.ssl.losses import ntxent_loss
-from dejavu.ssl.methods.base import Method
+from dejavu.ssl.methods.base import Method, joint_forward
 
 
 class SimCLR(Method):
@@ -14,4 +14,5 @@ class SimCLR(Method):
         self.loss = ntxent_loss(cfg.simclr_temperature)
 
     def forward(self, model, views, labels, info):
-        return self.loss(model(views[0])[1], model(views[1])[1]), {}
+        z1, z2 = joint_forward(lambda x: model(x)[1], views)  # both views in one batch, as the original
+        return self.loss(z1, z2), {}

@@ -1,5 +1,8 @@
 """Supervised baseline: cross-entropy through ``SSLModel.classifier`` (BN-ReLU-Linear on
-the projector, DESIGN 2.6), one augmented view (random-resized crop + flip)."""
+the projector, DESIGN 2.6), trained on view 1 of the SSL pipeline (``cfg.augment``'s
+first view: with ``paper``, crop, flip, jitter, greyscale and the Gaussian blur), as the
+original (which forwarded that view twice, ``images_big_0.repeat(2, 1, 1, 1)``; once gives
+the same loss and gradient)."""
 
 from __future__ import annotations
 

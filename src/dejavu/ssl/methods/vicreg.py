@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dejavu.ssl.losses import vicreg_loss
-from dejavu.ssl.methods.base import Method
+from dejavu.ssl.methods.base import Method, joint_forward
 
 
 class VICReg(Method):
@@ -14,8 +14,5 @@ class VICReg(Method):
         self.loss = vicreg_loss(cfg.vicreg_sim, cfg.vicreg_std, cfg.vicreg_cov)
 
     def forward(self, model, views, labels, info):
-        # Views go through the network separately (BatchNorm statistics per view), as the original.
-        z1 = model(views[0])[1]
-        z2 = model(views[1])[1]
-        loss = self.loss(z1, z2)
-        return loss, {}
+        z1, z2 = joint_forward(lambda x: model(x)[1], views)  # both views in one batch, as the original
+        return self.loss(z1, z2), {}
