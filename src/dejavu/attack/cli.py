@@ -42,8 +42,8 @@ def register(sub) -> None:
     g.add_argument("--k-attk", type=int, default=None, help="neighbours voting for the label (default: --k)")
     g.add_argument("--min-crop-px", type=float, default=None,
                    help="accept a crop only if its shorter side is > this many pixels of the original "
-                   "image (default: 100 for --image-size >= 224 as in the paper, image-size/4 below, "
-                   "e.g. 8 for the 32 px synthetic data)")
+                   "image, whatever --image-size (default: the dataset's own value: 100 for ImageNet "
+                   "as in the paper; a generated dataset's synth.json min_crop_px, 8 for the 32 px default)")
     g.add_argument("--image-size", type=int, default=None,
                    help="evaluation resolution S (resize 256/224*S, center-crop S); default: the "
                    "checkpoint's image_size, else 224")

@@ -204,7 +204,7 @@ def _crop_decision(res_cfg: dict[str, Any], img_size: tuple[int, int], boxes: np
     algo = crops.CROP_ALGOS.get(res_cfg.get("crop_algo", kind), crops.periphery_crop)
     min_px = res_cfg.get("min_crop_px")
     if min_px is None:
-        min_px = crops.default_min_crop_px(int(res_cfg.get("image_size", 224)))
+        min_px = crops.default_min_crop_px()  # every attack records its value; ImageNet's otherwise
     return algo(boxes if boxes is not None else np.zeros((0, 4)), w, h, float(min_px))
 
 

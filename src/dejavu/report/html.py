@@ -153,7 +153,7 @@ class Gallery:
                                                               self.crops.periphery_crop)
             min_px = cfg.get("min_crop_px")
             if min_px is None:
-                min_px = self.crops.default_min_crop_px(int(cfg.get("image_size", 224)))
+                min_px = self.crops.default_min_crop_px()  # recorded by every attack; ImageNet's otherwise
             dec = algo(boxes, w, h, float(min_px))
         return dec.pixel_box() if dec.ok else None
 
