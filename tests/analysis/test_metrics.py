@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from dejavu.analysis.bootstrap import bootstrap_cis, bootstrap_replicates, resample_blocks
-from dejavu.analysis.metrics import (PAIRS, QUADRANTS, acc_at, compute_all, n_top, quadrants, rankings,
-                                     scores_from_logits, scores_from_neighbours)
+from dejavu.analysis.metrics import (
+    PAIRS,
+    QUADRANTS,
+    acc_at,
+    compute_all,
+    n_top,
+    quadrants,
+    rankings,
+    scores_from_logits,
+    scores_from_neighbours,
+)
 
 
 def test_hand_worked_prediction_and_confidence():

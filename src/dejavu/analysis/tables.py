@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.metrics import PAIRS, PairScores, quadrant_labels, scores_from_logits, scores_from_neighbours
+from dejavu.analysis.metrics import (
+    PAIRS,
+    PairScores,
+    quadrant_labels,
+    scores_from_logits,
+    scores_from_neighbours,
+)
 from dejavu.io import atomic_write_text, load_npy, read_json
 
 # Attack-folder format tags. /2: ``*_neighb_idxs.npy`` hold dataset indices and
@@ -114,7 +120,7 @@ def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
 
 def _num(v: float) -> str:
     """A correctness value: ``1``/``0``, or the expectation (e.g. ``0.5``) under a tie."""
-    return "%.10g" % float(v)
+    return f"{float(v):.10g}"
 
 
 def write_examples_csv(path: str | os.PathLike, pairs: dict[str, PairScores], topk: int = 1) -> Path:
