@@ -83,19 +83,25 @@ def label_counts(neighb_labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(flat, minlength=n * num_classes).reshape(n, num_classes).astype(np.int32)
 
 
-def _run_lengths(nl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows sorted, and ``(n, k)`` run lengths placed at each run's first position (0
-    elsewhere): the per-class vote counts of each row without an ``(n, C)`` matrix."""
+def _run_lengths(nl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class vote counts of each row without an ``(n, C)`` matrix.
+
+    Returns:
+        ``s`` the rows sorted, ``runs`` (n, k) each run's length at its first position (0
+        elsewhere), ``hist`` (n, k+1) how many classes got each vote count 0..k (the
+        count-0 column unused), and ``rows`` / lengths of the runs (flat).
+    """
     s = np.sort(nl, axis=1)
     n, k = s.shape
     start = np.ones((n, k), bool)
     start[:, 1:] = s[:, 1:] != s[:, :-1]
     f = np.flatnonzero(start)
-    row_end = (f // k + 1) * k
-    nxt = np.minimum(np.append(f[1:], n * k), row_end)
+    rows = f // k
+    length = np.minimum(np.append(f[1:], n * k), (rows + 1) * k) - f
     runs = np.zeros(n * k, np.int64)
-    runs[f] = nxt - f
-    return s, runs.reshape(n, k)
+    runs[f] = length
+    hist = np.bincount(rows * (k + 1) + length, minlength=n * (k + 1)).reshape(n, k + 1)
+    return s, runs.reshape(n, k), hist, length
 
 
 def scores_from_neighbours(neighb_labels: np.ndarray, labels: np.ndarray, index: np.ndarray,
@@ -126,16 +132,17 @@ def scores_from_neighbours(neighb_labels: np.ndarray, labels: np.ndarray, index:
     if n == 0:
         e = np.zeros(0)
         return PairScores(index, labels, np.zeros(0, np.int64), e, e.copy(), e.copy())
-    s, runs = _run_lengths(nl)
-    pred = s[np.arange(n), np.argmax(runs, axis=1)]  # first longest run = smaller class index
-    # canonical order (run lengths sorted) so that equal histograms give identical sums
-    p = -np.sort(-runs, axis=1) / float(k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conf = np.where(p > 0, p * np.log(p), 0.0).sum(1)
+    s, runs, hist, _ = _run_lengths(nl)
+    rows = np.arange(n)
+    pred = s[rows, np.argmax(runs, axis=1)]  # first longest run = smaller class index
+    # sum over the histogram of vote counts: a canonical order, so equal histograms give
+    # bit-identical confidences (ties stay ties whatever the class ids)
+    lk = np.arange(1, k + 1) / float(k)
+    conf = (hist[:, 1:] * (lk * np.log(lk))[None, :]).sum(1)
     ct = (nl == labels[:, None]).sum(1)
-    above = (runs > ct[:, None]).sum(1)
-    n_voted = (runs > 0).sum(1)
-    tied = np.where(ct > 0, (runs == ct[:, None]).sum(1), C - n_voted)
+    more = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # more[:, c] = classes voted >= c times
+    above = np.where(ct < k, more[rows, np.minimum(ct + 1, k)], 0)
+    tied = np.where(ct > 0, hist[rows, ct], C - more[:, 1])
     return PairScores(index, labels, pred, conf, expected_topk(above, tied, 1), expected_topk(above, tied, 5))
 
 

@@ -47,7 +47,9 @@ def register(sub) -> None:
     g.add_argument("--image-size", type=int, default=None,
                    help="evaluation resolution S (resize 256/224*S, center-crop S); default: the "
                    "checkpoint's image_size, else 224")
-    g.add_argument("--knn", choices=("torch", "faiss"), default="torch", help="exact KNN backend (default torch)")
+    g.add_argument("--knn", choices=("auto", "torch", "faiss"), default="auto",
+                   help="exact KNN backend, streamed over the public set; all give the same neighbours "
+                   "(default auto: faiss on CPU, torch on CUDA unless faiss has GPUs)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs (default 1000; 0 = off)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     g = p.add_argument_group("models and execution")

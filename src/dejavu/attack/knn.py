@@ -25,10 +25,12 @@ import numpy as np
 from dejavu import DejavuError
 from dejavu.utils import progress
 
-BACKENDS = ("torch", "faiss")
-DEFAULT_BACKEND = "faiss"  # chosen by measurement: bench/bench_knn.py, bench/RESULTS.md
+BACKENDS = ("auto", "torch", "faiss")
+# "auto", chosen by measurement (bench/bench_knn.py, bench/RESULTS.md): faiss on the CPU
+# (faster than torch's matmul + topk there), torch on CUDA unless faiss has GPU support.
+DEFAULT_BACKEND = "auto"
 BLOCK_P = 65536  # public rows per streamed block (65536 x 2048 float32 = 512 MiB)
-_RERANK_CELLS = 2 ** 22  # float64 elements per re-ranking step (32 MiB)
+_RERANK_CELLS = 2 ** 20  # float64 elements per re-ranking step (8 MiB)
 
 
 def _margin(k: int) -> int:
@@ -144,6 +146,19 @@ def _rerank(queries: np.ndarray, public: np.ndarray, cand_i: np.ndarray, cand_d3
     return d_s[:, :k], i_s[:, :k], ok
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend ``auto`` stands for on ``device`` (see :data:`DEFAULT_BACKEND`)."""
+    if backend != "auto":
+        return backend
+    try:
+        import faiss
+    except ImportError:
+        return "torch"
+    if str(device).startswith("cuda"):
+        return "faiss" if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 else "torch"
+    return "faiss"
+
+
 def _search(queries: np.ndarray, public: np.ndarray, kc: int, backend: str, device: str, block_q: int,
             block_p: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
     if backend == "faiss":
@@ -159,7 +174,7 @@ def knn(queries: np.ndarray, public: np.ndarray, k: int, backend: str = DEFAULT_
         queries: (n, d) embeddings.
         public: (N, d) embeddings; a memmap is streamed, never loaded whole.
         k: neighbours per query (at most N).
-        backend: ``torch`` or ``faiss`` (same results).
+        backend: ``torch``, ``faiss`` (same results) or ``auto`` (:func:`resolve_backend`).
         device: torch device (``cuda`` also puts faiss on the GPU when faiss has one).
         block_q: queries per distance block (torch backend).
         block_p: public rows per streamed block.
@@ -178,7 +193,7 @@ def knn(queries: np.ndarray, public: np.ndarray, k: int, backend: str = DEFAULT_
     if len(queries) == 0 or k == 0:
         return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
     kc = min(len(public), k + _margin(k))
-    cd, ci = _search(queries, public, kc, backend, device, block_q, block_p, desc)
+    cd, ci = _search(queries, public, kc, resolve_backend(backend, device), device, block_q, block_p, desc)
     d, i, ok = _rerank(queries, public, ci, cd, k)
     bad = np.flatnonzero(~ok)
     if len(bad):  # candidates may miss a neighbour: search these rows again in float64

@@ -44,7 +44,7 @@ class AttackConfig:
     k_attk: int = 100
     min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
     image_size: int | None = None  # None: the checkpoint's image_size, else 224
-    knn: str = "torch"  # torch | faiss
+    knn: str = "auto"  # auto (faiss on CPU, torch on CUDA) | torch | faiss: same neighbours
     npc: int = 300
     batch_size: int = 256
     device: str | None = None  # None: cuda when available
@@ -65,8 +65,8 @@ class AttackConfig:
             raise DejavuError(f"need k >= 1 and 1 <= k_attk <= k (got k={self.k}, k_attk={self.k_attk})")
         if not 0 < self.corner_frac <= 1:
             raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
-        if self.knn not in ("torch", "faiss"):
-            raise DejavuError(f"--knn must be torch or faiss, got {self.knn!r}")
+        if self.knn not in ("auto", "torch", "faiss"):
+            raise DejavuError(f"--knn must be auto, torch or faiss, got {self.knn!r}")
 
 
 @dataclass
