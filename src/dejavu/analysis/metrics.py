@@ -83,25 +83,28 @@ def label_counts(neighb_labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(flat, minlength=n * num_classes).reshape(n, num_classes).astype(np.int32)
 
 
-def _run_lengths(nl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _run_lengths(nl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class vote counts of each row without an ``(n, C)`` matrix.
 
     Returns:
         ``s`` the rows sorted, ``runs`` (n, k) each run's length at its first position (0
         elsewhere), ``hist`` (n, k+1) how many classes got each vote count 0..k (the
-        count-0 column unused), and ``rows`` / lengths of the runs (flat).
+        count-0 column unused).
     """
     s = np.sort(nl, axis=1)
     n, k = s.shape
     start = np.ones((n, k), bool)
-    start[:, 1:] = s[:, 1:] != s[:, :-1]
-    f = np.flatnonzero(start)
-    rows = f // k
-    length = np.minimum(np.append(f[1:], n * k), (rows + 1) * k) - f
-    runs = np.zeros(n * k, np.int64)
-    runs[f] = length
+    np.not_equal(s[:, 1:], s[:, :-1], out=start[:, 1:])
+    rows, cols = np.nonzero(start)
+    nxt = np.empty_like(cols)
+    nxt[:-1] = cols[1:]
+    nxt[-1:] = k
+    nxt[:-1][rows[1:] != rows[:-1]] = k  # a row's last run ends at k
+    length = nxt - cols
+    runs = np.zeros((n, k), np.int32)
+    runs[rows, cols] = length
     hist = np.bincount(rows * (k + 1) + length, minlength=n * (k + 1)).reshape(n, k + 1)
-    return s, runs.reshape(n, k), hist, length
+    return s, runs, hist
 
 
 def scores_from_neighbours(neighb_labels: np.ndarray, labels: np.ndarray, index: np.ndarray,
@@ -132,7 +135,7 @@ def scores_from_neighbours(neighb_labels: np.ndarray, labels: np.ndarray, index:
     if n == 0:
         e = np.zeros(0)
         return PairScores(index, labels, np.zeros(0, np.int64), e, e.copy(), e.copy())
-    s, runs, hist, _ = _run_lengths(nl)
+    s, runs, hist = _run_lengths(nl)
     rows = np.arange(n)
     pred = s[rows, np.argmax(runs, axis=1)]  # first longest run = smaller class index
     # sum over the histogram of vote counts: a canonical order, so equal histograms give
@@ -140,9 +143,9 @@ def scores_from_neighbours(neighb_labels: np.ndarray, labels: np.ndarray, index:
     lk = np.arange(1, k + 1) / float(k)
     conf = (hist[:, 1:] * (lk * np.log(lk))[None, :]).sum(1)
     ct = (nl == labels[:, None]).sum(1)
-    more = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # more[:, c] = classes voted >= c times
-    above = np.where(ct < k, more[rows, np.minimum(ct + 1, k)], 0)
-    tied = np.where(ct > 0, hist[rows, ct], C - more[:, 1])
+    cum = np.cumsum(hist, axis=1)  # cum[:, c] = classes voted 1..c times (plus column 0, unused)
+    above = cum[:, k] - cum[rows, ct]  # classes voted more often than the true class
+    tied = np.where(ct > 0, hist[rows, ct], C - (cum[:, k] - cum[:, 0]))
     return PairScores(index, labels, pred, conf, expected_topk(above, tied, 1), expected_topk(above, tied, 5))
 
 

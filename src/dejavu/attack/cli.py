@@ -16,7 +16,8 @@ def register(sub) -> None:
         description="Crop the background of every bounding-box image of sets A and B (DESIGN 2.3), "
         "embed the crops and the public set with both models, find the k nearest public "
         "neighbours (exact squared L2) and score target (A on A, B on B) against reference "
-        "(B on A, A on B). Writes the original file names (A_attk_A_neighb_idxs.npy, ...), "
+        "(B on A, A on B). Writes the original file names and contents (A_attk_A_neighb_idxs.npy: "
+        "dataset indices; A_attk_A_labels.npy: shape (n, 1); ...), "
         "public_idxs.npy, public_labels.npy, crops_{A,B}.npy, examples.csv and results.json. "
         "If --model-a/--model-b are run folders, every model_ep{E}.pth present in both is "
         "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default).",
