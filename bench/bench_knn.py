@@ -144,9 +144,10 @@ def main() -> None:
         del mm
         mem = _memory(a, path)
     scale = 500_000 / a.mem_public
-    lines += ["", f"Peak extra anonymous memory, {a.mem_queries} queries x {a.mem_public} x {a.dim} public "
-              f"(memmap), k={a.k}; extrapolated to 500k x 2048: streamed runs hold one block whatever N; "
-              f"one-block runs scale with N.", "",
+    note = (f"Peak extra anonymous memory, {a.mem_queries} queries x {a.mem_public} x {a.dim} public "
+            f"(memmap), k={a.k}; extrapolated to 500k x 2048: streamed runs hold one block whatever N; "
+            "one-block runs scale with N.")
+    lines += ["", note, "",
               "| backend | block rows | extra MiB | time (s) | extrapolated MiB at 500k x 2048 |", "|---|---|---|---|---|"]
     for r in mem:
         streamed = r["block"] < a.mem_public

@@ -18,8 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from dejavu.analysis.metrics import (FRACTIONS, PAIRS, QUADRANTS, PairScores, conf_groups, n_top, quadrant_masks,
-                                     top_fraction_acc)
+from dejavu.analysis.metrics import (
+    FRACTIONS,
+    PAIRS,
+    QUADRANTS,
+    PairScores,
+    conf_groups,
+    n_top,
+    quadrant_masks,
+    top_fraction_acc,
+)
 
 _CELLS = 2 ** 22  # resample-block size (replicates x examples) to bound memory
 SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}
@@ -40,11 +48,6 @@ def resample_blocks(n: dict[str, int], n_boot: int, seed: int) -> Iterator[dict[
     for start in range(0, n_boot, block):
         r = min(block, n_boot - start)
         yield {y: rng.integers(0, max(ny, 1), size=(r, ny)) for y, ny in n.items()}
-
-
-def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """(r, n) float64 multiplicity of each example in each resample row of ``idx``."""
-    return cell_counts(idx, np.arange(n), n)
 
 
 def cell_counts(idx: np.ndarray, cell: np.ndarray, n_cells: int) -> np.ndarray:
@@ -93,28 +96,6 @@ class PairCells:
             for j, p in enumerate(ps):
                 out[(topk, p)] = acc[:, j]
         return out
-
-
-def weighted_top_accs(weights: np.ndarray, scores: PairScores, ps, topks=(1, 5)) -> dict[tuple[int, float], np.ndarray]:
-    """Accuracy of the top fraction ``p`` for each resample row of ``weights`` (R, n),
-    for every (topk, p); ties at the cut share the remaining places."""
-    n = weights.shape[1]
-    order, starts = conf_groups(scores.conf)
-    w = weights[:, order]
-    gw = np.add.reduceat(w, starts, axis=1)
-    m = n_top(np.asarray(ps, np.float64), n).reshape(-1)
-    out = {}
-    for topk in topks:
-        c = np.asarray(scores.correct(topk), np.float64)[order]
-        acc = top_fraction_acc(gw, np.add.reduceat(w * c[None, :], starts, axis=1), m)
-        for j, p in enumerate(ps):
-            out[(topk, p)] = acc[:, j]
-    return out
-
-
-def weighted_top_acc(weights: np.ndarray, scores: PairScores, p: float, topk: int) -> np.ndarray:
-    """Accuracy of the top ``p`` fraction for each resample row of ``weights`` (R, n)."""
-    return weighted_top_accs(weights, scores, (p,), (topk,))[(topk, p)]
 
 
 def _quadrant_cells(pairs: dict[str, PairScores], y: str) -> tuple[np.ndarray, np.ndarray]:

@@ -75,14 +75,6 @@ def expected_topk(above: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
     return np.clip((k - above) / tied, 0.0, 1.0)
 
 
-def label_counts(neighb_labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(n, C)`` int32 histogram of each row's labels (one bincount, no Python loop)."""
-    nl = np.asarray(neighb_labels, dtype=np.int64)
-    n, k = nl.shape
-    flat = (np.arange(n, dtype=np.int64)[:, None] * num_classes + nl).ravel()
-    return np.bincount(flat, minlength=n * num_classes).reshape(n, num_classes).astype(np.int32)
-
-
 def _run_lengths(nl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class vote counts of each row without an ``(n, C)`` matrix.
 
