@@ -29,7 +29,7 @@ BACKENDS = ("auto", "torch", "faiss")
 # "auto", chosen by measurement (bench/bench_knn.py, bench/RESULTS.md): faiss on the CPU
 # (faster than torch's matmul + topk there), torch on CUDA unless faiss has GPU support.
 DEFAULT_BACKEND = "auto"
-BLOCK_P = 65536  # public rows per streamed block (65536 x 2048 float32 = 512 MiB)
+BLOCK_P = 32768  # public rows per streamed block (32768 x 2048 float32 = 256 MiB)
 _RERANK_CELLS = 2 ** 20  # float64 elements per re-ranking step (8 MiB)
 
 
