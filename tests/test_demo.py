@@ -23,7 +23,7 @@ def _check_artifacts(out, summary):
         for sub in ("attack", "attack_control"):
             d = out / sub / tag / f"ep{ep}"
             res = json.loads((d / "results.json").read_text())
-            assert res["epoch"] == ep and res["format"] == "dejavu-attack/1"
+            assert res["epoch"] == ep and res["format"] == "dejavu-attack/2"
             for pair in ("A_attk_A", "A_attk_B", "B_attk_A", "B_attk_B"):
                 idx = np.load(d / f"{pair}_neighb_idxs.npy")
                 assert idx.shape[1] == summary["config"]["k"]

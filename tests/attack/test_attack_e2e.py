@@ -41,7 +41,7 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
     out = tmp_path / "att" / "one"
     assert main(_args(ckpts, synth_small, partition_small, out)) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["format"] == "dejavu-attack/1" and res["npc"] == 10 and res["epoch"] == 1
+    assert res["format"] == "dejavu-attack/2" and res["npc"] == 10 and res["epoch"] == 1
     assert res["config"]["k"] == 20 and res["config"]["k_attk"] == 10 and res["config"]["min_crop_px"] == 8
     assert res["models"]["A"]["sha256"] != res["models"]["B"]["sha256"]
     pub = np.load(out / "public_idxs.npy")
@@ -59,8 +59,10 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
         nl = np.load(out / f"{name}_neighb_labels.npy")
         ai = np.load(out / f"{name}_attk_idxs.npy")
         lab = np.load(out / f"{name}_labels.npy")
-        assert ni.shape == (len(ai), 20) and ni.max() < len(pub)
-        assert np.array_equal(nl, idx.targets[pub[ni]]) and np.array_equal(lab, idx.targets[ai])
+        # the original's contents: neighbours as dataset indices, labels of shape (n, 1)
+        assert ni.shape == (len(ai), 20) and set(ni.ravel()) <= set(pub)
+        assert np.array_equal(nl, idx.targets[ni]) and lab.shape == (len(ai), 1)
+        assert np.array_equal(lab[:, 0], idx.targets[ai])
         assert np.load(out / f"top_1_conf_sweep_{name}.npy").shape == (100,)
         pairs[name] = scores_from_neighbours(nl, lab, ai, 10, 10)
     # re-scoring the stored neighbours gives exactly the stored metrics
@@ -70,8 +72,9 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
     assert len(rows) == res["counts"]["A"]["attacked"] + res["counts"]["B"]["attacked"]
     assert set(rows[0]) == {"set", "index", "label", "pred_target", "pred_reference", "conf_target",
                             "conf_reference", "correct_target", "correct_reference", "quadrant"}
-    mem = sum(r["quadrant"] == "memorized" for r in rows if r["set"] == "A") / res["counts"]["A"]["attacked"]
-    mem_b = sum(r["quadrant"] == "memorized" for r in rows if r["set"] == "B") / res["counts"]["B"]["attacked"]
+    # quadrant shares are expectations over tie orders: mean of p_target * (1 - p_reference)
+    mem, mem_b = (sum(float(r["correct_target"]) * (1 - float(r["correct_reference"])) for r in rows
+                      if r["set"] == y) / res["counts"][y]["attacked"] for y in "AB")
     assert res["metrics"]["quadrants"]["memorized"] == pytest.approx(0.5 * (mem + mem_b))
     # no silent overwrite; --force reuses the public-embedding cache
     assert main(_args(ckpts, synth_small, partition_small, out)) == 1
@@ -130,8 +133,133 @@ def test_original_format_checkpoint(ckpts, synth_small, partition_small, tmp_pat
     torch.save({"model": sd, "epoch": 5}, orig)
     out = tmp_path / "o"
     assert main(_args(ckpts, synth_small, partition_small, out, a=str(orig), b=str(orig),
-                      extra=["--arch", "smallcnn", "--projector", "64-32", "--image-size", "32"])) == 0
+                      extra=["--arch", "smallcnn", "--projector", "64-32", "--image-size", "64"])) == 0
     res = json.loads((out / "results.json").read_text())
+    # min_crop_px is the dataset's (its synth.json), whatever resolution the model runs at
+    assert res["config"]["image_size"] == 64 and res["config"]["min_crop_px"] == 8
     assert res["models"]["A"]["source"] == "original" and res["epoch"] == 5
     # the same model on both sides: target and reference are identical, score exactly 0
     assert res["metrics"]["top1"]["dejavu_score"] == 0.0
+
+
+# --- the original's analysis code (dejavu_utils/plot_utils.py get_attack_data and
+# dejavu_utils/utils.py get_confidence_and_topk), re-created here independently of dejavu ---
+
+def _orig_get_confidence_and_topk(neighb_labels, k_neighbs=100, topk=(1, 5)):
+    class_cts = np.apply_along_axis(np.bincount, axis=1, arr=neighb_labels[:, :k_neighbs], minlength=1000)
+    pk = class_cts / class_cts.sum(axis=1, keepdims=True)  # scipy.stats.entropy(class_cts, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        attk_uncert = -np.where(pk > 0, pk * np.log(pk), 0.0).sum(axis=1)
+    preds = {}
+    for k in topk:
+        _, topk_preds = torch.topk(torch.Tensor(class_cts), k, dim=1)
+        preds[f"top_{k}"] = np.array(topk_preds).astype(int)
+    return -attk_uncert, preds
+
+
+def _orig_get_attack_data(folder, k_neighb, pct_confidences, topks):
+    traces, rows = {}, {}
+    for attk_set in ("A", "B"):
+        A_idxs = np.load(folder / f"A_attk_{attk_set}_attk_idxs.npy")
+        B_idxs = np.load(folder / f"B_attk_{attk_set}_attk_idxs.npy")
+        B_order = [np.where(B_idxs == i)[0][0] for i in A_idxs]
+        A_labels = np.load(folder / f"A_attk_{attk_set}_labels.npy")
+        B_labels = np.load(folder / f"B_attk_{attk_set}_labels.npy")[B_order]
+        A_neighb_labels = np.load(folder / f"A_attk_{attk_set}_neighb_labels.npy")
+        B_neighb_labels = np.load(folder / f"B_attk_{attk_set}_neighb_labels.npy")[B_order]
+        A_conf, A_preds = _orig_get_confidence_and_topk(A_neighb_labels, k_neighb, topk=topks)
+        A_conf_order = np.argsort(A_conf)[::-1]
+        B_conf, B_preds = _orig_get_confidence_and_topk(B_neighb_labels, k_neighb, topk=topks)
+        B_conf_order = np.argsort(B_conf)[::-1]
+        n = len(A_conf_order)
+        for p in pct_confidences:
+            num = int(n * p / 100)
+            for tk in topks:
+                for X, conf, order, preds, labels in (("A", A_conf, A_conf_order, A_preds, A_labels),
+                                                      ("B", B_conf, B_conf_order, B_preds, B_labels)):
+                    sel = order[:num]
+                    acc = (preds[f"top_{tk}"][sel] == labels[sel]).sum(axis=1).mean()
+                    # is the original's selection well defined (no tie across the cut)?
+                    cs = conf[order]
+                    unambiguous = num == n or cs[num - 1] != cs[num]
+                    traces[f"{X}_attk_{attk_set}_top{tk}_{p}conf"] = (acc, unambiguous, sel)
+        for tk in topks:
+            rows[(attk_set, tk)] = ((A_preds[f"top_{tk}"] == A_labels).sum(axis=1) == 1,
+                                    (B_preds[f"top_{tk}"] == B_labels).sum(axis=1) == 1, A_idxs)
+    return traces, rows
+
+
+def test_original_analysis_code_reads_our_files(ckpts, synth_small, partition_small, tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    from dejavu.analysis.tables import scores_from_folder
+
+    out = tmp_path / "att"
+    assert main(_args(ckpts, synth_small, partition_small, out)[:-6] + ["--k", "20", "--k-attk", "20",
+                                                                        "--bootstrap", "0"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    # neighbours and attacked images as the original's ImageFolder indexes them
+    samples = ImageFolder(str(synth_small / "train")).samples
+    for name in PAIRS:
+        ni, nl = np.load(out / f"{name}_neighb_idxs.npy"), np.load(out / f"{name}_neighb_labels.npy")
+        assert np.array_equal(np.vectorize(lambda i: samples[i][1])(ni), nl)
+        ai, lab = np.load(out / f"{name}_attk_idxs.npy"), np.load(out / f"{name}_labels.npy")
+        assert np.array_equal(np.array([samples[i][1] for i in ai])[:, None], lab)
+    traces, rows = _orig_get_attack_data(out, 20, (5, 20, 100), (1, 5))
+    ours, _ = scores_from_folder(out)
+    compared = 0
+    for key, (acc, unambiguous, sel) in traces.items():
+        name, rest = key[:8], key[9:]
+        tk, p = int(rest[3]), rest.split("_")[1][:-4]
+        mine = res["metrics"][f"top{tk}"]["pairs"][name][p]
+        if not unambiguous:  # the original picks an arbitrary part of the tied group
+            continue
+        corr = ours[name].correct(tk)[sel]
+        n_tied_rows = int(((corr > 0) & (corr < 1)).sum())  # ties across the k-th place
+        assert abs(mine - acc) <= n_tied_rows / len(sel) + 1e-12, key
+        compared += n_tied_rows == 0
+        if n_tied_rows == 0:
+            assert mine == pytest.approx(acc, abs=1e-12), key
+    assert compared >= 2
+    # per row: wherever our expectation is 0 or 1 (no tie across the k-th place), the
+    # original's arbitrary tie order gives the same correctness; top-1 rows never differ much
+    for (y, tk), (a_ok, b_ok, a_idx) in rows.items():
+        t, r = (f"A_attk_{y}", f"B_attk_{y}")
+        assert np.array_equal(ours[t].index, a_idx)
+        for mine, orig in ((ours[t].correct(tk), a_ok), (ours[r].correct(tk), b_ok)):
+            whole = (mine == 0) | (mine == 1)
+            assert whole.mean() > 0.5 and np.array_equal(mine[whole], orig[whole].astype(float))
+            assert np.abs(mine - orig).max() < 1
+
+
+def test_folders_of_the_previous_format_are_still_read(ckpts, synth_small, partition_small, tmp_path):
+    """dejavu-attack/1 folders (neighbour positions into public_idxs.npy, labels (n,)) are
+    read as before; an unknown format is refused with a clear message."""
+    import shutil
+
+    from dejavu import DejavuError
+    from dejavu.analysis.tables import read_neighbour_idxs, scores_from_folder
+
+    new = tmp_path / "new"
+    assert main(_args(ckpts, synth_small, partition_small, new)[:-2] + ["--bootstrap", "0"]) == 0
+    old = tmp_path / "old"
+    shutil.copytree(new, old)
+    pub = np.load(old / "public_idxs.npy")
+    pos_of = {int(g): i for i, g in enumerate(pub)}
+    for name in PAIRS:
+        ni = np.load(new / f"{name}_neighb_idxs.npy")
+        np.save(old / f"{name}_neighb_idxs.npy", np.vectorize(pos_of.get)(ni).astype(np.int64))
+        np.save(old / f"{name}_labels.npy", np.load(new / f"{name}_labels.npy")[:, 0])
+    res = json.loads((old / "results.json").read_text())
+    res["format"] = "dejavu-attack/1"
+    (old / "results.json").write_text(json.dumps(res))
+    a, _ = scores_from_folder(new)
+    b, _ = scores_from_folder(old)
+    for name in PAIRS:
+        assert np.array_equal(read_neighbour_idxs(old, name, "dejavu-attack/1"), np.load(new / f"{name}_neighb_idxs.npy"))
+        assert np.array_equal(a[name].correct5, b[name].correct5) and np.array_equal(a[name].conf, b[name].conf)
+    assert main(["analyze", str(old), "--bootstrap", "0"]) == 0
+    res["format"] = "dejavu-attack/9"
+    (old / "results.json").write_text(json.dumps(res))
+    with pytest.raises(DejavuError, match="dejavu-attack/9"):
+        scores_from_folder(old)

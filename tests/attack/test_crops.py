@@ -87,9 +87,46 @@ def test_corner_crop_bottom_left():
     assert d.pixel_box() == (0, 35, 30, 50)
 
 
-def test_default_min_crop_scales_with_image_size():
-    assert default_min_crop_px(224) == 100
-    assert default_min_crop_px(32) == 8
+def _original_corner_box(W: int, H: int, frac: float) -> tuple[int, int, int, int]:
+    """The original's crop_xfrm: height = int(frac*vert), width = int(frac*horiz),
+    crop(top=vert-height, left=0), as a PIL box."""
+    height, width = int(frac * H), int(frac * W)
+    return (0, H - height, width, H)
+
+
+def test_corner_crop_truncates_as_the_original():
+    from PIL import Image
+    from torchvision.transforms import functional as F
+
+    # 0.3*W has a fractional part >= 0.5 for these sizes: rounding would differ by a pixel
+    for W, H, frac in ((375, 500, 0.3), (5, 12, 0.3), (333, 211, 0.3), (17, 29, 0.45), (500, 375, 0.3)):
+        assert corner_crop(W, H, frac).pixel_box() == _original_corner_box(W, H, frac)
+        im = Image.fromarray(np.arange(W * H * 3, dtype=np.uint8).reshape(H, W, 3))
+        h, w = int(frac * H), int(frac * W)
+        orig = F.crop(im, top=H - h, left=0, height=h, width=w)
+        assert np.array_equal(np.asarray(im.crop(corner_crop(W, H, frac).pixel_box())), np.asarray(orig))
+    assert corner_crop(375, 500, 0.3).pixel_box() == (0, 350, 112, 500)  # int(112.5) = 112
+
+
+def test_default_min_crop_belongs_to_the_dataset(tmp_path):
+    import json
+
+    from dejavu.data.synth import SynthConfig, generate
+
+    # ImageNet (no dataset description): 100 px of the image, whatever the model resolution
+    (tmp_path / "imnet" / "train").mkdir(parents=True)
+    assert default_min_crop_px(tmp_path / "imnet" / "train") == 100 and default_min_crop_px() == 100
+    # a generated dataset records its own value in synth.json
+    root = generate(tmp_path / "s", SynthConfig(classes=2, per_class=2, size=48))
+    assert json.loads((root / "synth.json").read_text())["min_crop_px"] == 12
+    assert default_min_crop_px(root / "train") == 12
+    root = generate(tmp_path / "s2", SynthConfig(classes=2, per_class=2, size=32, min_crop_px=5))
+    assert default_min_crop_px(root / "train") == 5
+    # older synthetic datasets (no recorded value): the generator's rule from their size
+    meta = json.loads((root / "synth.json").read_text())
+    del meta["min_crop_px"]
+    (root / "synth.json").write_text(json.dumps(meta))
+    assert default_min_crop_px(root / "train") == 8
 
 
 coord = st.integers(min_value=-8, max_value=40)

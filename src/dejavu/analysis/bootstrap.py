@@ -2,77 +2,135 @@
 
 Unit of resampling: the attacked example. Each set (A, B) is resampled with replacement
 independently; within a set the SAME resample is used for the target and the reference
-model (a paired bootstrap: both models attacked the same crops). A resample is a
-multinomial count vector ``w`` over the examples, so everything stays vectorised:
-the top fraction ``p`` of a resample, in the model's own confidence order, is read off
-the cumulative weights (duplicates of an example share its confidence and index, so
-their relative order does not matter).
+model (a paired bootstrap: both models attacked the same crops). A resample is drawn as
+``n`` indices and turned into a count vector ``w`` over the examples (one ``bincount`` for
+a whole block of replicates), so everything stays vectorised: per model, the counts are
+summed over groups of equal confidence and the top fraction ``p`` of a resample is read
+off the cumulative group weights by :func:`dejavu.analysis.metrics.top_fraction_acc`, the
+same tie-sharing rule as the population test (duplicates of an example share its
+confidence, so they fall in its group).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from dejavu.analysis.metrics import FRACTIONS, PAIRS, QUADRANTS, PairScores, n_top, quadrant_masks, rank_order
+from dejavu.analysis.metrics import (
+    FRACTIONS,
+    PAIRS,
+    QUADRANTS,
+    PairScores,
+    conf_groups,
+    n_top,
+    quadrant_masks,
+    top_fraction_acc,
+)
 
 _CELLS = 2 ** 22  # resample-block size (replicates x examples) to bound memory
+SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}
 
 
-def weighted_top_accs(weights: np.ndarray, scores: PairScores, ps, topks=(1, 5)) -> dict[tuple[int, float], np.ndarray]:
-    """Accuracy of the top fraction ``p`` for each resample row of ``weights`` (R, n),
-    for every (topk, p); the ranking and cumulative weights are computed once."""
-    n = weights.shape[1]
-    order = rank_order(scores.conf, scores.index)
-    w = weights[:, order].astype(np.float64)
-    cw = np.cumsum(w, axis=1)
-    rows = np.arange(len(w))
-    out = {}
-    js = {}
-    for p in ps:
-        m = float(n_top(p, n))
-        j = np.minimum((cw < m).sum(axis=1), n - 1)  # first position whose cumulative weight reaches m
-        js[p] = (m, j, np.where(j > 0, cw[rows, np.maximum(j - 1, 0)], 0.0))
-    for topk in topks:
-        c = scores.correct(topk)[order].astype(np.float64)
-        cc = np.cumsum(w * c[None, :], axis=1)
-        for p, (m, j, prev_w) in js.items():
-            prev_c = np.where(j > 0, cc[rows, np.maximum(j - 1, 0)], 0.0)
-            out[(topk, p)] = (prev_c + (m - prev_w) * c[j]) / m
-    return out
+def resample_blocks(n: dict[str, int], n_boot: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
+    """The resampled example positions, in blocks of replicates.
+
+    Args:
+        n: examples per set, e.g. ``{"A": 120, "B": 90}``.
+        n_boot: replicates in all.
+        seed: seed of ``numpy.random.default_rng``.
+    Yields:
+        ``{set: (r, n_set) int64 positions}`` per block (sets drawn in the order of ``n``).
+    """
+    rng = np.random.default_rng(seed)
+    block = max(1, _CELLS // max(1, max(n.values(), default=1)))
+    for start in range(0, n_boot, block):
+        r = min(block, n_boot - start)
+        yield {y: rng.integers(0, max(ny, 1), size=(r, ny)) for y, ny in n.items()}
 
 
-def weighted_top_acc(weights: np.ndarray, scores: PairScores, p: float, topk: int) -> np.ndarray:
-    """Accuracy of the top ``p`` fraction for each resample row of ``weights`` (R, n)."""
-    return weighted_top_accs(weights, scores, (p,), (topk,))[(topk, p)]
+def cell_counts(idx: np.ndarray, cell: np.ndarray, n_cells: int) -> np.ndarray:
+    """(r, n_cells) float64: how many of each resample row's examples fall in each cell.
+
+    Args:
+        idx: (r, n) resampled example positions.
+        cell: (n,) cell id of each example.
+        n_cells: number of cells.
+    Returns:
+        The per-row cell counts (one ``bincount`` for the whole block).
+    """
+    r = len(idx)
+    key = np.take(cell, idx)
+    key += (np.arange(r, dtype=key.dtype) * n_cells)[:, None]
+    return np.bincount(key.ravel(), minlength=r * n_cells).reshape(r, n_cells).astype(np.float64)
+
+
+class PairCells:
+    """One model's examples collapsed into cells of equal (confidence group, top-1
+    correctness, top-5 correctness): a resample only needs how many of its draws fall in
+    each cell, so a block of replicates costs one gather and one ``bincount``."""
+
+    def __init__(self, scores: PairScores) -> None:
+        order, starts = conf_groups(scores.conf)
+        gid = np.empty(len(order), np.int64)
+        gid[order] = np.cumsum(np.isin(np.arange(len(order)), starts)) - 1
+        u1, i1 = np.unique(np.asarray(scores.correct1, np.float64), return_inverse=True)
+        u5, i5 = np.unique(np.asarray(scores.correct5, np.float64), return_inverse=True)
+        keys, self.cell = np.unique((gid * len(u1) + i1.reshape(-1)) * len(u5) + i5.reshape(-1),
+                                    return_inverse=True)
+        self.cell = self.cell.reshape(-1)
+        self.n_cells = len(keys)
+        cg = keys // (len(u1) * len(u5))  # cells are sorted by confidence group
+        self.starts = np.flatnonzero(np.r_[True, cg[1:] != cg[:-1]])
+        self.c = {1: u1[(keys // len(u5)) % len(u1)], 5: u5[keys % len(u5)]}
+        self.n = len(order)
+
+    def top_accs(self, counts: np.ndarray, ps, topks=(1, 5)) -> dict[tuple[int, float], np.ndarray]:
+        """Accuracy of the top fraction ``p`` per resample row, for every (topk, p)."""
+        gw = np.add.reduceat(counts, self.starts, axis=1)
+        m = n_top(np.asarray(ps, np.float64), self.n).reshape(-1)
+        out = {}
+        for topk in topks:
+            acc = top_fraction_acc(gw, np.add.reduceat(counts * self.c[topk][None, :], self.starts, axis=1), m)
+            for j, p in enumerate(ps):
+                out[(topk, p)] = acc[:, j]
+        return out
+
+
+def _quadrant_cells(pairs: dict[str, PairScores], y: str) -> tuple[np.ndarray, np.ndarray]:
+    """Examples of set ``y`` collapsed by their four quadrant probabilities:
+    (n,) cell ids and (n_cells, 4) probabilities."""
+    t, r = SETS[y]
+    masks = quadrant_masks(pairs[t], pairs[r], 1)
+    rows = np.stack([masks[q] for q in QUADRANTS], axis=1)
+    vals, cell = np.unique(rows, axis=0, return_inverse=True)
+    return cell.reshape(-1), vals
 
 
 def bootstrap_replicates(pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
                          fractions=(0.20, 1.00)) -> dict[str, np.ndarray]:
     """Replicates (n_boot,) of: top{1,5} scores at each fraction and quadrant shares."""
-    rng = np.random.default_rng(seed)
-    sets = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}
-    n = {y: len(pairs[t].index) for y, (t, _) in sets.items()}
+    n = {y: len(pairs[t].index) for y, (t, _) in SETS.items()}
+    cells = {name: PairCells(pairs[name]) for name in PAIRS if n[name[-1]]}
+    qcells = {y: _quadrant_cells(pairs, y) for y in SETS if n[y]}
     out: dict[str, list[np.ndarray]] = {}
-    block = max(1, _CELLS // max(1, max(n.values())))
-    for start in range(0, n_boot, block):
-        r = min(block, n_boot - start)
+    for draws in resample_blocks(n, n_boot, seed):
+        r = len(draws["A"])
         acc: dict[tuple, np.ndarray] = {}
-        quad: dict[str, np.ndarray] = {q: np.zeros(r) for q in QUADRANTS}
-        for y, (t, ref) in sets.items():
-            if n[y] == 0:
-                w = np.zeros((r, 0))
-            else:
-                w = rng.multinomial(n[y], np.full(n[y], 1.0 / n[y]), size=r)
-            for name in (t, ref):
-                got = weighted_top_accs(w, pairs[name], fractions) if n[y] else {}
+        quad = {q: np.zeros(r) for q in QUADRANTS}
+        for y, names in SETS.items():
+            for name in names:
+                pc = cells.get(name)
+                got = pc.top_accs(cell_counts(draws[y], pc.cell, pc.n_cells), fractions) if pc else {}
                 for topk in (1, 5):
                     for p in fractions:
                         acc[(name, topk, p)] = got.get((topk, p), np.full(r, np.nan))
-            masks = quadrant_masks(pairs[t], pairs[ref], 1)
-            for q in QUADRANTS:
-                quad[q] += 0.5 * ((w @ masks[q].astype(np.float64)) / n[y] if n[y] else np.nan)
+            if n[y]:
+                qc, qv = qcells[y]
+                shares = cell_counts(draws[y], qc, len(qv)) @ qv / n[y]
+            for j, q in enumerate(QUADRANTS):
+                quad[q] += 0.5 * (shares[:, j] if n[y] else np.nan)
         for topk in (1, 5):
             for p in fractions:
                 tgt = 0.5 * (acc[("A_attk_A", topk, p)] + acc[("B_attk_B", topk, p)])

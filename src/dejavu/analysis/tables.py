@@ -12,8 +12,20 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.metrics import PAIRS, PairScores, quadrant_labels, scores_from_logits, scores_from_neighbours
+from dejavu.analysis.metrics import (
+    PAIRS,
+    PairScores,
+    quadrant_labels,
+    scores_from_logits,
+    scores_from_neighbours,
+)
 from dejavu.io import atomic_write_text, load_npy, read_json
+
+# Attack-folder format tags. /2: ``*_neighb_idxs.npy`` hold dataset indices and
+# ``*_labels.npy`` has shape (n, 1), as the original's files; /1 (older folders): neighbour
+# positions into ``public_idxs.npy`` and labels of shape (n,). Both are read.
+ATTACK_FORMAT = "dejavu-attack/2"
+ATTACK_FORMATS = ("dejavu-attack/1", ATTACK_FORMAT)
 
 EXAMPLE_COLUMNS = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference",
                    "correct_target", "correct_reference", "quadrant")
@@ -25,13 +37,46 @@ def pair_scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_cl
     return scores_from_neighbours(a["neighb_labels"], a["labels"], a["attk_idxs"], k_attk, num_classes)
 
 
-def load_pair_arrays(folder: str | os.PathLike, logits: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """The four pairs' stored arrays of an attack folder (original file names)."""
+def check_attack_format(res: dict[str, Any], path: str | os.PathLike) -> str:
+    """The attack folder's format tag, or a clear error for one this version cannot read."""
+    fmt = res.get("format")
+    if fmt not in ATTACK_FORMATS:
+        raise DejavuError(f"{path}: format {fmt!r} is not an attack folder this dejavu reads "
+                          f"({', '.join(ATTACK_FORMATS)})")
+    return str(fmt)
+
+
+def read_neighbour_idxs(folder: str | os.PathLike, name: str, fmt: str = ATTACK_FORMAT,
+                        mmap: bool = False) -> np.ndarray:
+    """``<name>_neighb_idxs.npy`` as (n, k) DATASET indices, whatever the folder's format.
+
+    Args:
+        folder: the attack folder.
+        name: the pair, e.g. ``"A_attk_B"``.
+        fmt: the folder's format tag (``results.json`` ``format``).
+        mmap: memory-map the file (format /2 only) instead of reading it.
+    Returns:
+        Dataset indices (positions into the ImageFolder list) of each row's neighbours.
+    """
     folder = Path(folder)
-    keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels", "neighb_idxs"))
+    f = folder / f"{name}_neighb_idxs.npy"
+    if fmt == "dejavu-attack/1":  # positions into public_idxs.npy
+        return load_npy(folder / "public_idxs.npy")[load_npy(f)]
+    return np.load(f, mmap_mode="r", allow_pickle=False) if mmap else load_npy(f)
+
+
+def load_pair_arrays(folder: str | os.PathLike, logits: bool = False,
+                     fmt: str = ATTACK_FORMAT) -> dict[str, dict[str, np.ndarray]]:
+    """The four pairs' stored arrays of an attack folder (original file names), with
+    ``labels`` flattened to (n,) and ``neighb_idxs`` as dataset indices."""
+    folder = Path(folder)
+    keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels",))
     out = {}
     for name in PAIRS:
         out[name] = {k: load_npy(folder / f"{name}_{k}.npy") for k in keys}
+        out[name]["labels"] = out[name]["labels"].reshape(len(out[name]["labels"]), -1)[:, 0]
+        if not logits:
+            out[name]["neighb_idxs"] = read_neighbour_idxs(folder, name, fmt)
         n = len(out[name]["attk_idxs"])
         for k, v in out[name].items():
             if len(v) != n:
@@ -43,9 +88,10 @@ def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> 
     """Re-score an attack folder from its stored neighbours; returns (pairs, results.json)."""
     folder = Path(folder)
     res = read_json(folder / "results.json")
+    fmt = check_attack_format(res, folder / "results.json")
     cfg = res.get("config", {})
     logits = cfg.get("embed") == "logits"
-    arrays = load_pair_arrays(folder, logits)
+    arrays = load_pair_arrays(folder, logits, fmt)
     num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
     if not num_classes:  # foreign folder without provenance: the largest label seen
         num_classes = 1 + max(int(max(a["labels"].max(initial=0), a.get("neighb_labels", a["labels"]).max(initial=0)))
@@ -67,14 +113,20 @@ def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
         q = quadrant_labels(T, R, topk)
         ct, cr = T.correct(topk), R.correct(topk)
         cols = zip(T.index.tolist(), T.labels.tolist(), T.pred.tolist(), R.pred.tolist(),
-                   T.conf.tolist(), R.conf.tolist(), ct.astype(int).tolist(), cr.astype(int).tolist(), q.tolist())
+                   T.conf.tolist(), R.conf.tolist(), map(_num, ct), map(_num, cr), q.tolist())
         w.writerows((y, *row) for row in cols)
     return buf.getvalue()
 
 
+def _num(v: float) -> str:
+    """A correctness value: ``1``/``0``, or the expectation (e.g. ``0.5``) under a tie."""
+    return f"{float(v):.10g}"
+
+
 def write_examples_csv(path: str | os.PathLike, pairs: dict[str, PairScores], topk: int = 1) -> Path:
     """``examples.csv``: one row per attacked example (set, index, label, predictions,
-    confidences, correctness, quadrant), top-1 based."""
+    confidences, correctness, quadrant), top-1 based. Correctness is the expectation over
+    a random tie order (0 or 1 without ties); the quadrant is the most likely one."""
     return atomic_write_text(path, examples_csv_text(pairs, topk))
 
 

@@ -16,7 +16,8 @@ def register(sub) -> None:
         description="Crop the background of every bounding-box image of sets A and B (DESIGN 2.3), "
         "embed the crops and the public set with both models, find the k nearest public "
         "neighbours (exact squared L2) and score target (A on A, B on B) against reference "
-        "(B on A, A on B). Writes the original file names (A_attk_A_neighb_idxs.npy, ...), "
+        "(B on A, A on B). Writes the original file names and contents (A_attk_A_neighb_idxs.npy: "
+        "dataset indices; A_attk_A_labels.npy: shape (n, 1); ...), "
         "public_idxs.npy, public_labels.npy, crops_{A,B}.npy, examples.csv and results.json. "
         "If --model-a/--model-b are run folders, every model_ep{E}.pth present in both is "
         "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default).",
@@ -42,12 +43,14 @@ def register(sub) -> None:
     g.add_argument("--k-attk", type=int, default=None, help="neighbours voting for the label (default: --k)")
     g.add_argument("--min-crop-px", type=float, default=None,
                    help="accept a crop only if its shorter side is > this many pixels of the original "
-                   "image (default: 100 for --image-size >= 224 as in the paper, image-size/4 below, "
-                   "e.g. 8 for the 32 px synthetic data)")
+                   "image, whatever --image-size (default: the dataset's own value: 100 for ImageNet "
+                   "as in the paper; a generated dataset's synth.json min_crop_px, 8 for the 32 px default)")
     g.add_argument("--image-size", type=int, default=None,
                    help="evaluation resolution S (resize 256/224*S, center-crop S); default: the "
                    "checkpoint's image_size, else 224")
-    g.add_argument("--knn", choices=("torch", "faiss"), default="torch", help="exact KNN backend (default torch)")
+    g.add_argument("--knn", choices=("auto", "torch", "faiss"), default="auto",
+                   help="exact KNN backend, streamed over the public set; all give the same neighbours "
+                   "(default auto: faiss on CPU, torch on CUDA unless faiss has GPUs)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs (default 1000; 0 = off)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     g = p.add_argument_group("models and execution")

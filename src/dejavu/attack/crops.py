@@ -20,31 +20,50 @@ rectangle itself.
 An image whose annotation has no box at all (or only out-of-image boxes) is NOT
 attackable: its "background" would be the whole image, foreground included.
 
-Corner crop (no boxes needed): the bottom-left ``frac*W x frac*H`` rectangle.
+Corner crop (no boxes needed): the bottom-left ``int(frac*W) x int(frac*H)`` rectangle.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-# Paper setting: 100 px at 224 px ImageNet evaluation resolution.
+# Paper setting: 100 px of the ImageNet image itself, whatever resolution the model runs at.
 IMAGENET_MIN_CROP_PX = 100
+DATASET_META = "synth.json"  # a generated dataset's own description, beside its train/ folder
 
 
-def default_min_crop_px(image_size: int) -> int:
-    """``min_crop_px`` when the user gives none.
+def default_min_crop_px(images: str | os.PathLike | None = None) -> float:
+    """``min_crop_px`` (pixels of the original image) when the user gives none.
 
-    Decision: the paper's 100 px for ImageNet-sized inputs (image_size >= 224); for
-    small-image datasets a quarter of the side (8 px at 32 px). Scaling 100/224 linearly
-    (14 px at 32 px) would make most synthetic images unattackable: their object box covers
-    50-62% of the side flush with one edge, leaving 12-16 px strips.
+    It belongs to the dataset, not to the model's input size: 100 px for ImageNet (the
+    paper's threshold) at any evaluation resolution; a generated dataset records its own
+    value in ``<root>/synth.json`` (``min_crop_px``, set by :class:`dejavu.data.synth.SynthConfig`).
+
+    Args:
+        images: the ImageFolder train folder (``<root>/train``); None: ImageNet's value.
+    Returns:
+        The threshold in pixels of the original image.
     """
-    if image_size >= 224:
-        return IMAGENET_MIN_CROP_PX
-    return max(1, int(image_size) // 4)
+    if images is not None:
+        meta = Path(images).parent / DATASET_META
+        if meta.is_file():
+            try:
+                d = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                d = {}
+            if d.get("min_crop_px") is not None:
+                return float(d["min_crop_px"])
+            if d.get("size"):  # generated before the value was recorded: the generator's rule
+                from dejavu.data.synth import synth_min_crop_px
+
+                return float(synth_min_crop_px(int(d["size"])))
+    return float(IMAGENET_MIN_CROP_PX)
 
 
 @dataclass(frozen=True)
@@ -145,11 +164,12 @@ def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_
 
 
 def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:
-    """Bottom-left ``frac*W x frac*H`` rectangle (integer pixels, at least 1x1)."""
+    """Bottom-left rectangle as the original's ``crop_xfrm``: ``w = int(frac*W)``,
+    ``h = int(frac*H)`` (truncated), top ``H - h``, left 0; at least 1x1 for tiny images."""
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"corner fraction must be in (0, 1], got {frac}")
-    w = max(1, int(round(frac * width)))
-    h = max(1, int(round(frac * height)))
+    w = max(1, int(frac * width))
+    h = max(1, int(frac * height))
     return CropDecision((0.0, float(height - h), float(w), float(height)), float(min(w, h)), 0, 0, "ok")
 
 

@@ -1,13 +1,21 @@
-"""Exact k-nearest neighbours in squared L2 (DESIGN 2.4): a blocked torch backend and faiss.
+"""Exact k-nearest neighbours in squared L2 (DESIGN 2.4): a streaming torch backend and faiss.
 
 Both return ``(distances (n, k) float32, indices (n, k) int64)`` sorted by increasing
-distance; ties in distance are ordered by public index (the torch backend sorts them so;
-faiss usually does), so two backends agree up to exact/rounding-level ties.
+distance, ties in distance by public index, and both give the same neighbours.
 
-Torch backend: ``|q|^2 - 2 q.p + |p|^2`` over blocks of queries x blocks of public
-embeddings, keeping a running top-k per query, so memory is
-``O(block_q * (block_p + k))`` whatever the public set size (500k x 8192 stays on disk /
-in a memmap; only one public block is on the device at a time).
+Streaming: the public set is read once, in blocks of ``block_p`` rows (a memmapped
+embedding cache is never loaded whole, so a public set larger than RAM works); each block
+is searched for every query and merged into a running top-``k'`` per query (torch:
+``torch.topk`` over the kept candidates and the block's; faiss: ``faiss.knn`` per block
+merged by ``faiss.ResultHeap``). Memory: the queries, ``n x k'`` candidates and one
+public block.
+
+Exact order: the block search computes ``|q|^2 - 2 q.p + |p|^2`` in float32, which
+reorders near-ties (relative gaps around 1e-6). Each query keeps ``k' = k + margin``
+candidates, which are then re-ranked by ``sum((q - p)^2)`` in float64. A row is accepted
+only if no point outside its candidates can beat its k-th exact distance given the
+float32 error measured on the candidates themselves; the rare rows that fail are searched
+again over the whole public set in float64.
 """
 
 from __future__ import annotations
@@ -17,7 +25,16 @@ import numpy as np
 from dejavu import DejavuError
 from dejavu.utils import progress
 
-BACKENDS = ("torch", "faiss")
+BACKENDS = ("auto", "torch", "faiss")
+# "auto", chosen by measurement (bench/bench_knn.py, bench/RESULTS.md): faiss on the CPU
+# (faster than torch's matmul + topk there), torch on CUDA unless faiss has GPU support.
+DEFAULT_BACKEND = "auto"
+BLOCK_P = 32768  # public rows per streamed block (32768 x 2048 float32 = 256 MiB)
+_RERANK_CELLS = 2 ** 20  # float64 elements per re-ranking step (8 MiB)
+
+
+def _margin(k: int) -> int:
+    return max(8, k // 4)
 
 
 def _sort_ties(d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,82 +43,161 @@ def _sort_ties(d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
-def knn_torch(queries: np.ndarray, public: np.ndarray, k: int, device: str = "cpu",
-              block_q: int = 4096, block_p: int = 65536, desc: str = "knn") -> tuple[np.ndarray, np.ndarray]:
+def _blocks(n: int, block: int):
+    return [(s, min(n, s + block)) for s in range(0, n, block)]
+
+
+def _torch_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: str, block_q: int,
+                      block_p: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-``kc`` over public blocks (each read once), float32 distances."""
     import torch
 
-    nq, npub = len(queries), len(public)
-    k = min(k, npub)
-    dist_out = np.empty((nq, k), dtype=np.float32)
-    idx_out = np.empty((nq, k), dtype=np.int64)
-    if nq == 0 or k == 0:
-        return dist_out, idx_out
-    # squared norms of the public set, once
-    pub_sq = []
-    for s in range(0, npub, block_p):
-        pb = torch.from_numpy(np.array(public[s:s + block_p], dtype=np.float32)).to(device)
-        pub_sq.append((pb * pb).sum(1))
-    pub_sq_t = torch.cat(pub_sq)
-    n_blocks = ((nq + block_q - 1) // block_q) * ((npub + block_p - 1) // block_p)
-    bar = progress(range(n_blocks), desc=desc, total=n_blocks)
-    it = iter(bar)
-    with torch.no_grad():
-        for qs in range(0, nq, block_q):
-            q = torch.from_numpy(np.array(queries[qs:qs + block_q], dtype=np.float32)).to(device)
-            q_sq = (q * q).sum(1, keepdim=True)
-            best_d = torch.full((len(q), 0), float("inf"), device=device)
-            best_i = torch.zeros((len(q), 0), dtype=torch.int64, device=device)
-            for ps in range(0, npub, block_p):
-                next(it, None)
-                pb = torch.from_numpy(np.array(public[ps:ps + block_p], dtype=np.float32)).to(device)
-                d = q_sq - 2.0 * (q @ pb.T) + pub_sq_t[ps:ps + len(pb)][None, :]
-                d.clamp_(min=0.0)
-                cand_d = torch.cat([best_d, d], 1)
-                cand_i = torch.cat([best_i, torch.arange(ps, ps + len(pb), device=device).expand(len(q), -1)], 1)
-                kk = min(k, cand_d.shape[1])
-                best_d, pos = torch.topk(cand_d, kk, dim=1, largest=False, sorted=False)
-                best_i = torch.gather(cand_i, 1, pos)
-            d_np, i_np = _sort_ties(best_d.cpu().numpy(), best_i.cpu().numpy())
-            dist_out[qs:qs + len(q)] = d_np
-            idx_out[qs:qs + len(q)] = i_np
-    for _ in it:
-        pass
-    return dist_out, idx_out
+    dtype = torch.float32
+    nq = len(queries)
+    best_d = torch.full((nq, 0), float("inf"), dtype=dtype, device=device)
+    best_i = torch.zeros((nq, 0), dtype=torch.int64, device=device)
+    q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device, dtype)
+    q_sq = (q_all * q_all).sum(1, keepdim=True)
+    for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
+        pb = torch.from_numpy(np.array(public[ps:pe], dtype=np.float32)).to(device, dtype)
+        p_sq = (pb * pb).sum(1)[None, :]
+        ids = torch.arange(ps, pe, device=device)
+        new_d, new_i = [], []
+        for qs, qe in _blocks(nq, block_q):
+            d = (q_sq[qs:qe] - 2.0 * (q_all[qs:qe] @ pb.T) + p_sq).clamp_(min=0.0)
+            cand_d = torch.cat([best_d[qs:qe], d], 1)
+            cand_i = torch.cat([best_i[qs:qe], ids.expand(qe - qs, -1)], 1)
+            top_d, pos = torch.topk(cand_d, min(kc, cand_d.shape[1]), dim=1, largest=False, sorted=False)
+            new_d.append(top_d)
+            new_i.append(torch.gather(cand_i, 1, pos))
+        best_d, best_i = torch.cat(new_d), torch.cat(new_i)
+    return best_d.float().cpu().numpy(), best_i.cpu().numpy()
 
 
-def knn_faiss(queries: np.ndarray, public: np.ndarray, k: int, device: str = "cpu",
-              block_q: int = 16384, desc: str = "knn") -> tuple[np.ndarray, np.ndarray]:
+def _faiss_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: str, block_p: int,
+                      desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """``faiss.knn`` per public block, merged by ``faiss.ResultHeap`` (each block read once)."""
     try:
         import faiss
     except ImportError:
         raise DejavuError("--knn faiss needs the faiss package (pip install faiss-cpu, or faiss-gpu)") from None
-    npub = len(public)
-    k = min(k, npub)
-    d = public.shape[1]
-    index = faiss.IndexFlatL2(d)
-    if str(device).startswith("cuda") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
-        res = faiss.StandardGpuResources()
-        dev = int(str(device).split(":")[1]) if ":" in str(device) else 0
-        index = faiss.index_cpu_to_gpu(res, dev, index)
-    for s in range(0, npub, 262144):
-        index.add(np.ascontiguousarray(public[s:s + 262144], dtype=np.float32))
-    nq = len(queries)
-    dist_out = np.empty((nq, k), dtype=np.float32)
-    idx_out = np.empty((nq, k), dtype=np.int64)
-    for s in progress(range(0, nq, block_q), desc=desc, total=(nq + block_q - 1) // block_q):
-        dd, ii = index.search(np.ascontiguousarray(queries[s:s + block_q], dtype=np.float32), k)
-        dist_out[s:s + len(dd)], idx_out[s:s + len(dd)] = _sort_ties(dd, ii.astype(np.int64))
-    return dist_out, idx_out
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    heap = faiss.ResultHeap(len(q), kc)
+    gpu = str(device).startswith("cuda") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    res = faiss.StandardGpuResources() if gpu else None
+    for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
+        pb = np.ascontiguousarray(public[ps:pe], dtype=np.float32)
+        kk = min(kc, pe - ps)
+        if gpu:
+            d, i = faiss.knn_gpu(res, q, pb, kk)
+        else:
+            d, i = faiss.knn(q, pb, kk)
+        heap.add_result(d, i + ps)
+    heap.finalize()
+    return heap.D, heap.I
 
 
-def knn(queries: np.ndarray, public: np.ndarray, k: int, backend: str = "torch", device: str = "cpu",
-        **kw) -> tuple[np.ndarray, np.ndarray]:
-    """Exact squared-L2 k-NN of ``queries`` among ``public`` with the chosen backend."""
+def _float64_candidates(queries: np.ndarray, public: np.ndarray, kc: int, block_p: int,
+                        desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``kc`` by float64 distances, ties by index (for the few rows the fast pass
+    cannot certify; exact ties at the cut keep the smaller indices)."""
+    q = np.asarray(queries, np.float64)
+    q_sq = (q * q).sum(1, keepdims=True)
+    best_d = np.zeros((len(q), 0))
+    best_i = np.zeros((len(q), 0), np.int64)
+    for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
+        pb = np.asarray(public[ps:pe], np.float64)
+        d = np.maximum(q_sq - 2.0 * (q @ pb.T) + (pb * pb).sum(1)[None, :], 0.0)
+        cand_d = np.concatenate([best_d, d], 1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(ps, pe), d.shape)], 1)
+        order = np.lexsort((cand_i, cand_d), axis=-1)[:, :kc]
+        best_d, best_i = np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
+    return best_d, best_i
+
+
+def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """float64 ``sum((q - p)^2)`` of each query to each of its candidates (n, c)."""
+    import torch
+
+    n, c = cand.shape
+    out = np.empty((n, c), np.float64)
+    step = max(1, _RERANK_CELLS // max(1, c * q.shape[1]))
+    for s, e in _blocks(n, step):
+        qq = torch.from_numpy(np.asarray(q[s:e], np.float64))
+        pp = torch.from_numpy(np.asarray(public[cand[s:e].ravel()], np.float64)).view(e - s, c, -1)
+        diff = pp - qq[:, None, :]
+        out[s:e] = (diff * diff).sum(-1).numpy()
+    return out
+
+
+def _rerank(queries: np.ndarray, public: np.ndarray, cand_i: np.ndarray, cand_d32: np.ndarray,
+            k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact (float64) top-k among each row's candidates; returns (d64, idx, ok) where
+    ``ok`` says the row's candidates provably contain its exact k nearest."""
+    d64 = _exact_sq_dists(queries, public, cand_i)
+    d_s, i_s = _sort_ties(d64, cand_i)
+    if cand_i.shape[1] >= len(public):
+        ok = np.ones(len(cand_i), bool)
+    else:
+        err = np.abs(cand_d32.astype(np.float64) - d64).max(1)
+        scale = np.abs(d64).max(1) + 1e-30
+        tol = 4.0 * err + 1e-6 * scale
+        ok = d_s[:, k - 1] + tol < cand_d32.max(1)
+    return d_s[:, :k], i_s[:, :k], ok
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend ``auto`` stands for on ``device`` (see :data:`DEFAULT_BACKEND`)."""
+    if backend != "auto":
+        return backend
+    try:
+        import faiss
+    except ImportError:
+        return "torch"
+    if str(device).startswith("cuda"):
+        return "faiss" if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 else "torch"
+    return "faiss"
+
+
+def _search(queries: np.ndarray, public: np.ndarray, kc: int, backend: str, device: str, block_q: int,
+            block_p: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    if backend == "faiss":
+        return _faiss_candidates(queries, public, kc, device, block_p, desc)
+    return _torch_candidates(queries, public, kc, device, block_q, block_p, desc)
+
+
+def knn(queries: np.ndarray, public: np.ndarray, k: int, backend: str = DEFAULT_BACKEND, device: str = "cpu",
+        block_q: int = 4096, block_p: int = BLOCK_P, desc: str = "knn") -> tuple[np.ndarray, np.ndarray]:
+    """Exact squared-L2 k-NN of ``queries`` among ``public`` (see the module docstring).
+
+    Args:
+        queries: (n, d) embeddings.
+        public: (N, d) embeddings; a memmap is streamed, never loaded whole.
+        k: neighbours per query (at most N).
+        backend: ``torch``, ``faiss`` (same results) or ``auto`` (:func:`resolve_backend`).
+        device: torch device (``cuda`` also puts faiss on the GPU when faiss has one).
+        block_q: queries per distance block (torch backend).
+        block_p: public rows per streamed block.
+        desc: progress-bar label.
+    Returns:
+        (distances (n, k) float32, indices (n, k) int64 into ``public``), nearest first,
+        ties by index.
+    """
     if backend not in BACKENDS:
         raise DejavuError(f"unknown KNN backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if queries.ndim != 2 or public.ndim != 2 or (len(queries) and queries.shape[1] != public.shape[1]):
         raise DejavuError(f"KNN: query/public embeddings have incompatible shapes {queries.shape} vs {public.shape}")
     if k < 1:
         raise DejavuError(f"KNN: k must be >= 1, got {k}")
-    fn = knn_torch if backend == "torch" else knn_faiss
-    return fn(queries, public, k, device=device, **kw)
+    k = min(k, len(public))
+    if len(queries) == 0 or k == 0:
+        return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+    kc = min(len(public), k + _margin(k))
+    cd, ci = _search(queries, public, kc, resolve_backend(backend, device), device, block_q, block_p, desc)
+    d, i, ok = _rerank(queries, public, ci, cd, k)
+    bad = np.flatnonzero(~ok)
+    if len(bad):  # candidates may miss a neighbour: search these rows again in float64
+        q = np.asarray(queries[bad])
+        cd2, ci2 = _float64_candidates(q, public, kc, block_p, desc + " (exact)")
+        d[bad], i[bad], _ = _rerank(q, public, ci2, cd2, k)
+    return d.astype(np.float32), i.astype(np.int64)

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
+from dejavu.analysis.tables import ATTACK_FORMAT as FORMAT
 from dejavu.attack.crops import CROP_ALGOS, corner_crop, default_min_crop_px
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 from dejavu.utils import progress
 
-FORMAT = "dejavu-attack/1"
 EMBED_KINDS = ("projector", "backbone", "logits")
 
 
@@ -42,9 +42,9 @@ class AttackConfig:
     embed: str = "projector"  # projector | backbone | logits
     k: int = 100
     k_attk: int = 100
-    min_crop_px: int | None = None  # None: default_min_crop_px(image_size)
+    min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
     image_size: int | None = None  # None: the checkpoint's image_size, else 224
-    knn: str = "torch"  # torch | faiss
+    knn: str = "auto"  # auto (faiss on CPU, torch on CUDA) | torch | faiss: same neighbours
     npc: int = 300
     batch_size: int = 256
     device: str | None = None  # None: cuda when available
@@ -65,8 +65,8 @@ class AttackConfig:
             raise DejavuError(f"need k >= 1 and 1 <= k_attk <= k (got k={self.k}, k_attk={self.k_attk})")
         if not 0 < self.corner_frac <= 1:
             raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
-        if self.knn not in ("torch", "faiss"):
-            raise DejavuError(f"--knn must be torch or faiss, got {self.knn!r}")
+        if self.knn not in ("auto", "torch", "faiss"):
+            raise DejavuError(f"--knn must be auto, torch or faiss, got {self.knn!r}")
 
 
 @dataclass
@@ -212,7 +212,7 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
         raise DejavuError(f"--embed logits needs supervised checkpoints with a classifier head "
                           f"({model_a}, {model_b})")
     image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
-    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(image_size))
+    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     transform = eval_transform(image_size)
     tdesc = describe_eval_transform(image_size)
     models = [lms["A"].model, lms["B"].model]
@@ -258,13 +258,14 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
         labels = index.targets[sc.indices]
         for x, e in zip("AB", embs):
             name = f"{x}_attk_{y}"
-            a = {"attk_idxs": sc.indices, "labels": labels}
+            # the original's contents: dataset indices, labels of shape (n, 1)
+            a = {"attk_idxs": sc.indices, "labels": labels[:, None]}
             if cfg.embed == "logits":
                 a["logits"] = e
             else:
-                _, nidx = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device, desc=f"knn {name}")
-                a["neighb_idxs"] = nidx
-                a["neighb_labels"] = public_labels[nidx]
+                _, pos = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device, desc=f"knn {name}")
+                a["neighb_idxs"] = public[pos]
+                a["neighb_labels"] = public_labels[pos]
             arrays[name] = a
 
     # files (results.json last)

@@ -6,7 +6,7 @@ trained on Y and the *control* is the other one. Under each model X in (target, 
 * the crop is the attack's crop (``crops_<Y>.npy``; recomputed with the settings of
   ``results.json`` for attack folders without it),
 * the conditioning is ``concat(mean backbone(x) of the crop's 5 nearest public neighbours
-  under X [from X_attk_Y_neighb_idxs.npy -> public_idxs.npy], projector_X(crop))``
+  under X [X_attk_Y_neighb_idxs.npy: dataset indices], projector_X(crop))``
   -- or, for a supervised model (RCDM trained on logits), ``logits_X(crop)``,
 * and RCDM_X samples ``samples`` images by DDIM from noise that is *the same* for both
   models (seeded by ``seed`` and the dataset index), so the two rows differ only by model.
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError
+from dejavu.analysis.tables import check_attack_format, read_neighbour_idxs
 from dejavu.io import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -72,9 +73,10 @@ def load_examples(attack_dir: str | os.PathLike) -> list[dict[str, Any]]:
                     row[k] = int(float(row[k]))
             for k in ("conf_target", "conf_reference"):
                 row[k] = float(row[k])
-            for k in ("correct_target", "correct_reference"):
+            for k in ("correct_target", "correct_reference"):  # 0/1, or an expectation under a tie
                 if k in row:
-                    row[k] = str(row[k]).strip().lower() in ("1", "true", "1.0")
+                    v = str(row[k]).strip().lower()
+                    row[k] = 1.0 if v == "true" else 0.0 if v in ("false", "") else float(v)
             rows.append(row)
     return rows
 
@@ -97,7 +99,7 @@ def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label
     quad = {"most-memorized": "memorized", "most-correlated": "correlated"}.get(rule)
     rows = [r for r in examples
             if (quad is None or r["quadrant"] == quad)
-            and (rule != "most-confident" or r.get("correct_target", True))
+            and (rule != "most-confident" or r.get("correct_target", 1.0) > 0.5)
             and (label is None or r["label"] == label)
             and (set_name is None or r["set"] == set_name)]
     rows.sort(key=lambda r: (-_score(r, rule), r["index"]))
@@ -134,8 +136,8 @@ def class_summary(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mem = sum(r["quadrant"] == "memorized" for r in rows) / n
         cor = sum(r["quadrant"] == "correlated" for r in rows) / n
         out.append({"label": c, "n": n, "memorized": mem, "correlated": cor, "both": min(mem, cor),
-                    "acc_target": sum(bool(r.get("correct_target")) for r in rows) / n,
-                    "acc_reference": sum(bool(r.get("correct_reference")) for r in rows) / n})
+                    "acc_target": sum(float(r.get("correct_target") or 0.0) for r in rows) / n,
+                    "acc_reference": sum(float(r.get("correct_reference") or 0.0) for r in rows) / n})
     out.sort(key=lambda d: (-d["both"], d["label"]))
     return out
 
@@ -204,7 +206,7 @@ def _crop_decision(res_cfg: dict[str, Any], img_size: tuple[int, int], boxes: np
     algo = crops.CROP_ALGOS.get(res_cfg.get("crop_algo", kind), crops.periphery_crop)
     min_px = res_cfg.get("min_crop_px")
     if min_px is None:
-        min_px = crops.default_min_crop_px(int(res_cfg.get("image_size", 224)))
+        min_px = crops.default_min_crop_px()  # every attack records its value; ImageNet's otherwise
     return algo(boxes if boxes is not None else np.zeros((0, 4)), w, h, float(min_px))
 
 
@@ -311,6 +313,7 @@ def reconstruct(
 
     attack_dir, out = Path(attack_dir), Path(out)
     res = read_json(attack_dir / "results.json")
+    fmt = check_attack_format(res, attack_dir / "results.json")
     rcfg = dict(res.get("config") or {})
     examples = load_examples(attack_dir)
     if isinstance(select, str):
@@ -351,7 +354,6 @@ def reconstruct(
     index = scan_imagefolder(paths.images)
     if res.get("fingerprint"):
         index.fingerprint.check(res["fingerprint"], what=f"attack {attack_dir}")
-    public = load_npy(attack_dir / "public_idxs.npy")
     ssl_size = int(rcdms["A"].ssl.get("image_size") or rcfg.get("image_size") or 224)
     tf = eval_transform(ssl_size)
     size = rcdms["A"].config.image_size
@@ -363,7 +365,7 @@ def reconstruct(
     def attack_arrays(x: str, y: str):
         if (x, y) not in arrays:
             arrays[(x, y)] = (load_npy(attack_dir / f"{x}_attk_{y}_attk_idxs.npy"),
-                              load_npy(attack_dir / f"{x}_attk_{y}_neighb_idxs.npy"))
+                              read_neighbour_idxs(attack_dir, f"{x}_attk_{y}", fmt))  # dataset indices
         return arrays[(x, y)]
 
     def stored_crop(y: str, g: int) -> tuple[int, int, int, int] | None:
@@ -400,7 +402,7 @@ def reconstruct(
         outs, neigh = {}, {}
         for role, x in (("target", y), ("control", other)):
             attk, nb = attack_arrays(x, y)
-            nb_g = public[nb[_row_of(attk, g, f'{attack_dir}/{x}_attk_{y}_attk_idxs.npy'), :n_neighbours]]
+            nb_g = nb[_row_of(attk, g, f'{attack_dir}/{x}_attk_{y}_attk_idxs.npy'), :n_neighbours]
             neigh[role] = [int(v) for v in nb_g]
             with torch.no_grad():
                 xc = tf(crop).unsqueeze(0).to(dev)

@@ -9,7 +9,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "plot",
         help="the paper's figures from folders of attack/probe results.json",
-        description="Scan RESULTS folders (recursively) for attack (dejavu-attack/1) and probe "
+        description="Scan RESULTS folders (recursively) for attack (dejavu-attack/1, /2) and probe "
         "(dejavu-probe/1) results.json and draw, as PNG and PDF with the numbers beside each as "
         "JSON: target (solid) vs reference (dashed) accuracy on the 5/20/100%% most confident vs "
         "epochs, dataset size and --param hyper-parameters; stacked example shares (correlated / "

@@ -1,7 +1,7 @@
 """Load folders of stored results into typed records (no torch, files only).
 
 Every figure and report is built from ``results.json`` files (attack: format
-``dejavu-attack/1``, probe: ``dejavu-probe/1``; docs/CONTRACTS.md), never from logs.
+``dejavu-attack/2``, older ``/1`` folders read too; probe: ``dejavu-probe/1``; docs/CONTRACTS.md), never from logs.
 A scan walks the given folders recursively; files of other formats are ignored and
 malformed ones are listed in :attr:`Results.skipped` with the reason (one bad file
 does not hide a whole sweep), unless ``strict=True``.
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError
+from dejavu.analysis.tables import ATTACK_FORMAT, ATTACK_FORMATS  # noqa: F401  (tags owned by analysis.tables)
 
-ATTACK_FORMAT = "dejavu-attack/1"
 PROBE_FORMAT = "dejavu-probe/1"
 P_KEYS = ("5", "20", "100")
 
@@ -188,7 +188,7 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
             try:
                 d = json.loads(f.read_text())
                 fmt = d.get("format") if isinstance(d, dict) else None
-                if fmt == ATTACK_FORMAT:
+                if fmt in ATTACK_FORMATS:
                     res.attacks.append(parse_attack(d, f))
                 elif fmt == PROBE_FORMAT:
                     res.probes.append(parse_probe(d, f))

@@ -117,8 +117,6 @@ class Gallery:
         self.k = n_neighbours
         self._rows: dict[str, dict[int, int]] = {}
         self._neigh: dict[str, np.ndarray] = {}
-        d = attack.dir
-        self.public = np.load(d / "public_idxs.npy", allow_pickle=False) if (d / "public_idxs.npy").is_file() else None
         try:
             from dejavu.attack import crops  # written in parallel; optional here
 
@@ -131,10 +129,13 @@ class Gallery:
         if name not in self._rows:
             d = self.attack.dir
             fi, fn = d / f"{name}_attk_idxs.npy", d / f"{name}_neighb_idxs.npy"
-            if fi.is_file() and fn.is_file():
+            fmt = self.attack.raw.get("format", "")
+            if fi.is_file() and fn.is_file() and (fmt != "dejavu-attack/1" or (d / "public_idxs.npy").is_file()):
+                from dejavu.analysis.tables import read_neighbour_idxs
+
                 idxs = np.load(fi, allow_pickle=False)
                 self._rows[name] = {int(g): r for r, g in enumerate(idxs)}
-                self._neigh[name] = np.load(fn, allow_pickle=False, mmap_mode="r")
+                self._neigh[name] = read_neighbour_idxs(d, name, fmt, mmap=True)  # dataset indices
             else:
                 self._rows[name] = {}
         return self._rows[name], self._neigh.get(name)
@@ -153,7 +154,7 @@ class Gallery:
                                                               self.crops.periphery_crop)
             min_px = cfg.get("min_crop_px")
             if min_px is None:
-                min_px = self.crops.default_min_crop_px(int(cfg.get("image_size", 224)))
+                min_px = self.crops.default_min_crop_px()  # recorded by every attack; ImageNet's otherwise
             dec = algo(boxes, w, h, float(min_px))
         return dec.pixel_box() if dec.ok else None
 
@@ -192,9 +193,9 @@ class Gallery:
             conf = e.conf_target if model == e.set else e.conf_reference
             rows, neigh = self._pair(model, e.set)
             thumbs = []
-            if neigh is not None and self.public is not None and e.index in rows:
-                for pos in neigh[rows[e.index]][: self.k]:
-                    g = int(self.public[int(pos)])
+            if neigh is not None and e.index in rows:
+                for g in neigh[rows[e.index]][: self.k]:
+                    g = int(g)
                     lab = int(self.index.targets[g])
                     ok = "ok" if lab == e.label else "no"
                     thumbs.append(f'<img class="nb {ok}" src="{_img_uri(_thumb(load_rgb(self.index.path(g)), 64))}"'
