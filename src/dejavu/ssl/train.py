@@ -363,6 +363,10 @@ def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out
 
     preset = cfg.augment if method_cls.view_kind == "ssl" or cfg.augment in ("none",) else "crop"
     views_t = build_views(preset, cfg.image_size, method_cls.num_views)
+    if cfg.augment_backend == "device":
+        from dejavu.ssl.batch_augment import BatchViews
+
+        views_t = BatchViews(views_t, device)
     mode = choose_mode(cfg.data_mode, len(idx), cfg.image_size)
     data = MemoryImages(index, idx, cfg.image_size) if mode == "memory" else \
         LoaderImages(index, idx, cfg.num_workers, device.type == "cuda")
