@@ -169,7 +169,7 @@ def probe(
     num_classes = len(index.classes)
 
     ev = eval_transform(image_size)
-    val_loader = _loader(IndexedImages(index, val_idx, ev), batch_size, False, workers, seed)
+    val_loader = _loader(IndexedImages(index, val_idx, ev, draft=True), batch_size, False, workers, seed)
     xv, yv = extract_features(model, val_loader, features, device, "probe: val features")
     dim = xv.shape[1]
 
@@ -183,7 +183,7 @@ def probe(
                                batch_size, True, workers, seed)
         steps_per_epoch = len(train_loader)
     else:
-        xt, yt = extract_features(model, _loader(IndexedImages(index, train_idx, ev), batch_size, False,
+        xt, yt = extract_features(model, _loader(IndexedImages(index, train_idx, ev, draft=True), batch_size, False,
                                                  workers, seed), features, device, "probe: train features")
         steps_per_epoch = (len(xt) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
