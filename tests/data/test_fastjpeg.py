@@ -28,7 +28,7 @@ def test_draft_only_when_both_sides_stay_above_target(tmp_path):
     _photo_like(500, 375).save(p, quality=90)
     assert draft_side(eval_transform(64)) == resize_size(64) == 73
     assert draft_side(lambda x: x) is None
-    assert load_rgb_reduced(p, 73).size == (125, 94)  # 1/4: 94 >= 73, 1/8 would give 47
+    assert load_rgb_reduced(p, 73).size == (97, 73)  # 1/4 decode (125 x 94), resized like Resize(73)
     assert load_rgb_reduced(p, 256).size == (500, 375)  # 375 < 2 * 256: no reduction at 224 px
     assert load_rgb_reduced(p, None).size == (500, 375)
     small = tmp_path / "s.JPEG"
@@ -37,8 +37,8 @@ def test_draft_only_when_both_sides_stay_above_target(tmp_path):
 
 
 def test_draft_tolerance_after_eval_transform(tmp_path):
-    """Documented in bench/README.md: mean abs diff < 0.01, max < 0.25 (in [0, 1] pixel units)."""
-    for size in (64, 112):
+    """Documented in bench/README.md: mean abs diff < 0.006, max < 0.2 (in [0, 1] pixel units)."""
+    for size in (64, 112, 160):
         for seed in range(3):
             p = tmp_path / f"{size}_{seed}.JPEG"
             _photo_like(500, 375, seed).save(p, quality=90)
@@ -47,4 +47,4 @@ def test_draft_tolerance_after_eval_transform(tmp_path):
             (fast, _), (full, _) = ds[0], ds[1]
             std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
             d = ((fast - full) * std).abs()  # back to [0, 1] pixel units
-            assert d.mean() < 0.01 and d.max() < 0.25, (size, seed, float(d.mean()), float(d.max()))
+            assert d.mean() < 0.006 and d.max() < 0.2, (size, seed, float(d.mean()), float(d.max()))
