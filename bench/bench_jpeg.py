@@ -91,8 +91,8 @@ def eval_table(paths: list[Path]) -> list[tuple[str, float, float, float, float]
     rows = []
     for size in (64, 112, 160, 224):
         tf, r = eval_transform(size), resize_size(size)
-        full = rate(lambda p: tf(load_rgb(p)), paths)
-        fast = rate(lambda p: tf(load_rgb_reduced(p, r)), paths)
+        full = rate(lambda p, tf=tf: tf(load_rgb(p)), paths)
+        fast = rate(lambda p, tf=tf, r=r: tf(load_rgb_reduced(p, r)), paths)
         d = torch.stack([(tf(load_rgb_reduced(p, r)) - tf(load_rgb(p))).abs() for p in paths[:32]])
         d = d * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)  # back to [0, 1] pixel units
         rows.append((f"eval {size} px (resize {r})", full, fast, float(d.max()), float(d.mean())))
@@ -107,7 +107,7 @@ def workers_table(paths: list[Path]) -> list[tuple[int, float]]:
     tf = T.Compose([T.ToImage(), T.RandomResizedCrop(224, antialias=True), T.ToDtype(torch.float32, scale=True)])
     ds = ImageCrops(paths, [(0, 0, *Image.open(p).size) for p in paths], tf)  # boxes: full decode
     rows = []
-    for w in range(0, (os.cpu_count() or 1) + 1):
+    for w in range((os.cpu_count() or 1) + 1):
         dl = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=w)
         t = time.perf_counter()
         for _ in dl:
