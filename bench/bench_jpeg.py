@@ -116,6 +116,17 @@ def workers_table(paths: list[Path]) -> list[tuple[int, float]]:
     return rows
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=96)
@@ -137,7 +148,7 @@ def main() -> None:
     print(table)
     if not a.no_append:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (platform.processor() or "cpu")
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write(f"\n## bench_jpeg.py — {stamp}, {dev}, {os.cpu_count()} cores, {a.n} generated "
                     f"500x375 q90 JPEGs, torch {torch.__version__}\n\n{table}\n")

@@ -15,6 +15,7 @@ Usage: python bench/bench_train_input.py [--steps 6] [--no-append] [--cuda-only]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -99,6 +100,17 @@ def settings(cuda: bool, cuda_only: bool):
             yield f"cuda resnet50 224px b128 paper bf16 cl compile={comp}", r50, "cuda", comp
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
@@ -120,7 +132,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if not a.no_append:
-        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write(f"\n## bench_train_input.py — {stamp}, {dev}, torch {torch.__version__}, "

@@ -147,8 +147,8 @@ def _v(f: torch.Tensor) -> torch.Tensor:
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Per-sample hue shift (torchvision's rgb->hsv->rgb formulas, vectorised over the batch)."""
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
+    maxc = x.amax(1)  # amax: max(1) with indices is ~100x slower on the CPU
+    minc = x.amin(1)
     eqc = maxc == minc
     cr = maxc - minc
     ones = torch.ones_like(maxc)
@@ -160,19 +160,12 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
     h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
     h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    v = maxc
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    mask = i.unsqueeze(1) == torch.arange(6, device=x.device).view(-1, 1, 1)
-    a1 = torch.stack((v, q, p, p, t, v), 1)
-    a2 = torch.stack((t, v, v, q, p, p), 1)
-    a3 = torch.stack((p, p, t, v, v, q), 1)
-    a4 = torch.stack((a1, a2, a3), 1)
-    return torch.einsum("...ijk,...xijk->...xjk", mask.to(x.dtype), a4)
+    # hsv -> rgb in closed form: c = v - v*s*clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6 with
+    # n = 5, 3, 1 for r, g, b -- the same values as torchvision's six-case table, ~5x faster
+    vs = (maxc * s).unsqueeze(1)
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + h.unsqueeze(1) * 6.0, 6.0)
+    return (maxc.unsqueeze(1) - vs * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)).clamp(0.0, 1.0)
 
 
 def _jitter_one(x: torch.Tensor, kind: str, f: torch.Tensor) -> torch.Tensor:
