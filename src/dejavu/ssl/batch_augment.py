@@ -182,14 +182,15 @@ def _jitter_one(x: torch.Tensor, kind: str, f: torch.Tensor) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, params: dict[str, torch.Tensor], apply: torch.Tensor) -> torch.Tensor:
     """Apply the jitter to samples where ``apply``; each sample's ops in its own random order."""
     names = ("brightness", "contrast", "saturation", "hue")
-    order = params["order"].to(x.device)
+    order, apply = params["order"], apply.cpu()  # indices computed on the CPU: no device syncs
     for pos in range(4):
         for o, name in enumerate(names):
             if name not in params:
                 continue
             sel = torch.nonzero(apply & (order[:, pos] == o)).flatten()
             if len(sel):
-                x[sel] = _jitter_one(x[sel], name, params[name].to(x.device)[sel])
+                idx = sel.to(x.device, non_blocking=True)
+                x[idx] = _jitter_one(x[idx], name, params[name][sel].to(x.device, non_blocking=True))
     return x
 
 
@@ -260,18 +261,20 @@ class BatchView:
             return resized_crop(x, boxes, op.args["size"])
         if op.kind == "fixed":
             return op.args["t"](x)
-        mask = (torch.rand(n) < op.p).to(dev)
+        mask_cpu = torch.rand(n) < op.p
+        mask = mask_cpu.to(dev, non_blocking=True)
         if op.kind == "flip":
             return _where(mask, x.flip(-1), x)
         if op.kind == "jitter":
-            return color_jitter(x, jitter_params(n, op.args), mask)
+            return color_jitter(x, jitter_params(n, op.args), mask_cpu)
         if op.kind == "gray":
             return _where(mask, _gray(x).expand_as(x), x)
         if op.kind == "blur":
             sig = blur_sigmas(n, op.args["sigma"])
-            sel = torch.nonzero(mask).flatten()
+            sel = torch.nonzero(mask_cpu).flatten()
             if len(sel):
-                x[sel] = gaussian_blur(x[sel], op.args["kernel"], sig.to(dev)[sel])
+                idx = sel.to(dev, non_blocking=True)
+                x[idx] = gaussian_blur(x[idx], op.args["kernel"], sig[sel])
             return x
         if op.kind == "solarize":
             return torch.where(mask.view(-1, 1, 1, 1) & (x >= op.args["threshold"]), 1.0 - x, x)
