@@ -52,3 +52,24 @@ def test_bf16_embeddings_close_to_fp32_and_same_neighbours(synth_small):
     overlap = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(n32, n16)])
     assert overlap > 0.9, overlap
     assert np.mean(n32[:, 0] == n16[:, 0]) > 0.9
+
+
+def test_deferred_normalization_is_exact(synth_small):
+    """embed_dataset normalizes uint8 batches on the device: same values as ToTensor + Normalize."""
+    index = scan_imagefolder(DataPaths.resolve(data=synth_small).images)
+    paths = [index.path(i) for i in range(40)]
+    boxes = [None if i % 2 else (2, 2, 28, 30) for i in range(40)]
+    ds = ImageCrops(paths, boxes, eval_transform(32))
+    split, mean, std = ds.deferred_normalize()
+    assert split.head is not None and ds.head is None  # a copy; the original is untouched
+    x = torch.stack([ds[i][0] for i in range(40)])
+    u = torch.stack([split[i][0] for i in range(40)])
+    assert u.dtype == torch.uint8
+    y = u.float().div(255).sub(torch.tensor(mean).view(1, 3, 1, 1)).div(torch.tensor(std).view(1, 3, 1, 1))
+    assert torch.equal(x, y)
+    torch.manual_seed(0)
+    model = SSLModel(ModelSpec("smallcnn", "64-32", 0)).eval()
+    (e,) = embed_dataset([model], ds, "projector", batch_size=16, precision="fp32")
+    with torch.no_grad():
+        ref = torch.cat([model.embed(x[i:i + 16], "projector") for i in range(0, 40, 16)]).numpy()
+    assert np.array_equal(e, ref)

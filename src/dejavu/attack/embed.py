@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -69,6 +70,7 @@ class ImageCrops(Dataset):
         self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
         self.transform = transform
         self.draft_side = draft_side(transform) if draft else None
+        self.head: Callable | None = None  # set by deferred_normalize(): items are uint8
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,7 +80,24 @@ class ImageCrops(Dataset):
             img = load_rgb_reduced(self.paths[i], self.draft_side)
         else:
             img = load_rgb(self.paths[i]).crop(self.boxes[i])
+        if self.head is not None:
+            from torchvision.transforms.functional import pil_to_tensor
+
+            return pil_to_tensor(self.head(img)), i
         return self.transform(img), i
+
+    def deferred_normalize(self) -> tuple[ImageCrops, tuple[float, ...], tuple[float, ...]] | None:
+        """A copy whose items are uint8 (the transform without its final ToTensor +
+        Normalize) and that (mean, std), so the batch is normalized on the device: the same
+        float ops, 4x less to copy. None when the transform does not end that way."""
+        from torchvision import transforms as T
+
+        ops = list(getattr(self.transform, "transforms", []))
+        if len(ops) < 2 or not isinstance(ops[-2], T.ToTensor) or not isinstance(ops[-1], T.Normalize):
+            return None
+        ds = copy.copy(self)
+        ds.head = T.Compose(ops[:-2])
+        return ds, tuple(ops[-1].mean), tuple(ops[-1].std)
 
 
 def default_workers(device: str) -> int:
@@ -111,6 +130,11 @@ def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str
     """
     workers = default_workers(device) if workers is None else workers
     cuda = str(device).startswith("cuda")
+    split = dataset.deferred_normalize() if isinstance(dataset, ImageCrops) else None
+    if split is not None:
+        dataset = split[0]
+        mean = torch.tensor(split[1], device=device).view(1, -1, 1, 1)
+        std = torch.tensor(split[2], device=device).view(1, -1, 1, 1)
     extra = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=cuda, **extra)
@@ -125,6 +149,8 @@ def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str
     total = (n + batch_size - 1) // batch_size
     for x, pos in progress(loader, desc=desc, total=total):
         x = x.to(device, non_blocking=True)
+        if split is not None:  # as ToTensor + Normalize: x / 255, then (x - mean) / std
+            x = x.float().div_(255).sub_(mean).div_(std)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         lo, hi = int(pos[0]), int(pos[-1]) + 1
