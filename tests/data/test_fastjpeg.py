@@ -48,3 +48,15 @@ def test_draft_tolerance_after_eval_transform(tmp_path):
             std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
             d = ((fast - full) * std).abs()  # back to [0, 1] pixel units
             assert d.mean() < 0.006 and d.max() < 0.2, (size, seed, float(d.mean()), float(d.max()))
+
+
+def test_corrupt_file_gives_the_one_line_error(tmp_path):
+    import pytest
+
+    from dejavu import DejavuError
+
+    p = tmp_path / "bad.JPEG"
+    _photo_like(500, 375).save(p, quality=90)
+    p.write_bytes(p.read_bytes()[:2000])  # truncated
+    with pytest.raises(DejavuError, match="bad.JPEG"):
+        load_rgb_reduced(p, 73)

@@ -56,12 +56,19 @@ def load_rgb_reduced(path, min_side: int | None) -> Image.Image:
     Returns:
         The decoded RGB image.
     """
-    with Image.open(path) as im:
-        if not (min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side):
-            return im.convert("RGB")
-        w, h = im.size
-        got = im.draft("RGB", (min_side, min_side))
-        img = im.convert("RGB")
+    from dejavu.data.dataset import load_rgb  # lazy: dataset imports this module
+
+    if not min_side:
+        return load_rgb(path)
+    try:
+        with Image.open(path) as im:
+            if not (im.format == "JPEG" and min(im.size) >= 2 * min_side):
+                return im.convert("RGB")
+            w, h = im.size
+            got = im.draft("RGB", (min_side, min_side))
+            img = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return load_rgb(path)  # a full decode: it decodes, or raises its one-line error naming the file
     if got is None or img.size == (w, h):
         return img
     box = got[1]  # (0, 0, w / scale, h / scale): the original's extent in reduced pixels
