@@ -44,7 +44,7 @@ class TrainConfig:
     clip_grad: float = 0.0  # max grad norm; 0 = off
     augment: str = "mild"  # paper | mild | crop | none
     # device: whole batches on the training device (dejavu.ssl.batch_augment; measured
-    # 1.8x faster per step on the CPU demo, bench/RESULTS.md); per_image: torchvision per image
+    # 1.3x faster per step on the CPU demo, bench/RESULTS.md); per_image: torchvision per image
     augment_backend: str = "device"
     seed: int = 0
     snapshot_every: int = 50
