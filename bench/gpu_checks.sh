@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One short, prepared script of GPU checks (run on a lent GPU machine, see the closing notes):
 # CUDA path, AMP (bf16/fp16), channels_last, a 1-process NCCL DDP run through torchrun, the
-# attack on CUDA (torch KNN vs faiss-cpu), KNN timings and a few RCDM steps with AMP.
+# attack on CUDA (torch KNN vs faiss-cpu), KNN timings and a few RCDM steps with AMP; then the
+# issue-14 performance benches (perf_checks; ONLY_PERF=1 runs just those). The issue-14 part
+# was written on a CPU-only session and has NOT been run on a GPU yet.
 # Expects wheels for packages missing there in .whl/ (defusedxml, lightly, submitit,
 # diffusers, faiss-cpu) and writes logs to $OUT (or ./gpu_out).
 set -uo pipefail
@@ -15,10 +17,37 @@ export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 DEJAVU_NO_PROGRE
 DV="python3 -m dejavu"
 W=/tmp/dv
 step() { echo; echo "=== $* ($(date +%T))"; }
+# ONLY_PERF=1: run only the issue-14 performance section (about 4 minutes on one H100).
+perf_checks() {
+  step "issue 14.1: training input vs pure compute (batched on-device augmentation), bf16, channels_last, +-compile"
+  timeout 240 python3 bench/bench_train_input.py --cuda-only --steps 5
+  step "issue 14.2: JPEG decode (PIL, draft, decode_jpeg CPU, batched decode_jpeg CUDA), eval draft tolerance"
+  timeout 120 python3 bench/bench_jpeg.py --n 64
+  step "issue 14.3: dejavu attack vs pure forward on CUDA (bf16 autocast, channels_last, prefetch)"
+  DEJAVU_THREADS=4 timeout 150 python3 bench/bench_attack.py --device cuda
+  step "issue 14.3: bf16 vs fp32 attack embeddings on CUDA (neighbour agreement)"
+  timeout 60 python3 - <<'PY'
+import numpy as np, torch
+from dejavu.ssl.model import ModelSpec, SSLModel
+from dejavu.attack.knn import knn
+torch.manual_seed(0)
+m = SSLModel(ModelSpec("resnet50", "8192-8192-8192", 0)).cuda().eval().to(memory_format=torch.channels_last)
+x = torch.randn(2048, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+with torch.no_grad():
+    e32 = torch.cat([m.embed(x[i:i+256], "projector").float() for i in range(0, 2048, 256)]).cpu().numpy()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        e16 = torch.cat([m.embed(x[i:i+256], "projector").float() for i in range(0, 2048, 256)]).cpu().numpy()
+rel = np.linalg.norm(e16 - e32, axis=1) / np.linalg.norm(e32, axis=1)
+_, a = knn(e32[:256], e32[256:], 20, backend="torch", device="cuda"); _, b = knn(e16[:256], e16[256:], 20, backend="torch", device="cuda")
+print("bf16 vs fp32: max rel diff %.4f, top-20 overlap %.3f, top-1 equal %.3f" % (rel.max(), np.mean([len(set(p) & set(q)) / 20 for p, q in zip(a, b)]), np.mean(a[:, 0] == b[:, 0])))
+PY
+  cp bench/RESULTS.md "$OUT/RESULTS.md"
+}
 {
 step env
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'tv', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
+if [ "${ONLY_PERF:-0}" = 1 ]; then perf_checks; step done; exit 0; fi
 
 step data: 10 classes x 500 images, 64 px
 $DV data synth --out $W/data --classes 10 --per-class 500 --size 64 --workers 8 --force
@@ -77,5 +106,6 @@ done
 $DV rcdm reconstruct --attack $W/atk_torch --rcdm-a $W/rcdm_A --rcdm-b $W/rcdm_B --select most-memorized:2 \
   --samples 2 --out $W/rec --device cuda --data $W/data --force && ls $W/rec | head
 cp $W/rec/summary.png "$OUT/" 2>/dev/null
+perf_checks
 step done
 } 2>&1 | tee "$OUT/gpu_checks.log"

@@ -234,7 +234,7 @@ def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, d
                      r.batch_size, True, workers, seed)
         return (lambda: ((_features(inp.model, x.to(device), features).float(), y.to(device))
                          for x, y, _ in dl)), len(dl)
-    xt, yt = extract_features(inp.model, _loader(IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size)),
+    xt, yt = extract_features(inp.model, _loader(IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=True),
                                                  r.batch_size, False, workers, seed), features, device,
                               "probe: train features")
     gen = torch.Generator().manual_seed(seed)
@@ -330,7 +330,7 @@ def probe(
     inp = _load_inputs(model_path, partition, npc, paths, dev, image_size, arch, projector)
     r = resolve_recipe(recipe or default_recipe(inp.loaded.config, inp.loaded.source), epochs, lr, batch_size,
                        weight_decay)
-    val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size)), r.batch_size,
+    val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=True), r.batch_size,
                          False, workers, seed)
     xv, yv = extract_features(inp.model, val_loader, features, dev, "probe: val features")
     head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dejavu.data.dataset import load_rgb
+from dejavu.data.fastjpeg import DECODE_DESC, draft_side, load_rgb_reduced
 from dejavu.io import atomic_write_json
 from dejavu.utils import progress
 
@@ -52,29 +54,50 @@ def index_hash(indices: np.ndarray) -> str:
 
 def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: str, fingerprint_id: str = "") -> dict:
     desc = {"checkpoint_sha256": ckpt_sha256, "index_sha256": index_hash(indices), "n": int(len(indices)),
-            "transform": transform_desc, "embed": kind, "dataset": fingerprint_id}
+            "transform": transform_desc, "decode": DECODE_DESC, "embed": kind, "dataset": fingerprint_id}
     key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
     return {"key": key, **desc}
 
 
 class ImageCrops(Dataset):
     """``(transform(crop of image), position)`` for images ``paths[i]`` and PIL boxes
-    ``boxes[i]`` (None = the full image)."""
+    ``boxes[i]`` (None = the full image). Full JPEGs are decoded in draft mode when the
+    transform's resize allows it (:mod:`dejavu.data.fastjpeg`); crops in full."""
 
     def __init__(self, paths: Sequence[os.PathLike | str], boxes: Sequence[tuple[int, int, int, int] | None] | None,
-                 transform: Callable):
+                 transform: Callable, draft: bool = True):
         self.paths = list(paths)
         self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
         self.transform = transform
+        self.draft_side = draft_side(transform) if draft else None
+        self.head: Callable | None = None  # set by deferred_normalize(): items are uint8
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        img = load_rgb(self.paths[i])
-        if self.boxes[i] is not None:
-            img = img.crop(self.boxes[i])
+        if self.boxes[i] is None:
+            img = load_rgb_reduced(self.paths[i], self.draft_side)
+        else:
+            img = load_rgb(self.paths[i]).crop(self.boxes[i])
+        if self.head is not None:
+            from torchvision.transforms.functional import pil_to_tensor
+
+            return pil_to_tensor(self.head(img)), i
         return self.transform(img), i
+
+    def deferred_normalize(self) -> tuple[ImageCrops, tuple[float, ...], tuple[float, ...]] | None:
+        """A copy whose items are uint8 (the transform without its final ToTensor +
+        Normalize) and that (mean, std), so the batch is normalized on the device: the same
+        float ops, 4x less to copy. None when the transform does not end that way."""
+        from torchvision import transforms as T
+
+        ops = list(getattr(self.transform, "transforms", []))
+        if len(ops) < 2 or not isinstance(ops[-2], T.ToTensor) or not isinstance(ops[-1], T.Normalize):
+            return None
+        ds = copy.copy(self)
+        ds.head = T.Compose(ops[:-2])
+        return ds, tuple(ops[-1].mean), tuple(ops[-1].std)
 
 
 def default_workers(device: str) -> int:
@@ -83,28 +106,58 @@ def default_workers(device: str) -> int:
     return 0
 
 
+def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of the attack's forward passes: ``auto`` = bf16 on CUDA, fp32
+    (no autocast) elsewhere; ``bf16`` / ``fp32`` force it. Embeddings are stored in fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision {precision!r}: choose auto, bf16 or fp32")
+    if precision == "bf16" or (precision == "auto" and str(device).startswith("cuda")):
+        return torch.bfloat16
+    return None
+
+
 @torch.no_grad()
 def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str, batch_size: int = 256,
                   device: str = "cpu", workers: int | None = None, desc: str = "embed",
-                  outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+                  outs: Sequence[np.ndarray] | None = None, precision: str = "auto") -> list[np.ndarray]:
     """Embed ``dataset`` with every model in ``models`` (one decode per image).
+
+    On CUDA: bf16 autocast (``precision``), channels_last, pinned host memory, and
+    DataLoader workers decoding ahead of the GPU (prefetch) so decode and compute overlap.
 
     Returns one float32 ``(len(dataset), d)`` array per model; ``outs`` may supply
     preallocated (e.g. memmapped) arrays to fill.
     """
     workers = default_workers(device) if workers is None else workers
+    cuda = str(device).startswith("cuda")
+    split = dataset.deferred_normalize() if isinstance(dataset, ImageCrops) else None
+    if split is not None:
+        dataset = split[0]
+        mean = torch.tensor(split[1], device=device).view(1, -1, 1, 1)
+        std = torch.tensor(split[2], device=device).view(1, -1, 1, 1)
+    extra = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=str(device).startswith("cuda"))
+                        pin_memory=cuda, **extra)
     n = len(dataset)
     results: list[np.ndarray | None] = list(outs) if outs is not None else [None] * len(models)
     for m in models:
         m.eval().to(device)
+        if cuda:
+            m.to(memory_format=torch.channels_last)
+    dtype = autocast_dtype(device, precision)
+    dev_type = "cuda" if cuda else "cpu"
     total = (n + batch_size - 1) // batch_size
     for x, pos in progress(loader, desc=desc, total=total):
         x = x.to(device, non_blocking=True)
+        if split is not None:  # as ToTensor + Normalize: x / 255, then (x - mean) / std
+            x = x.float().div_(255).sub_(mean).div_(std)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
         lo, hi = int(pos[0]), int(pos[-1]) + 1
         for j, m in enumerate(models):
-            e = m.embed(x, kind).float().cpu().numpy()
+            with torch.autocast(dev_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                e = m.embed(x, kind)
+            e = e.float().cpu().numpy()
             if results[j] is None:
                 results[j] = np.empty((n, e.shape[1]), dtype=np.float32)
             results[j][lo:hi] = e

@@ -23,6 +23,7 @@ import torch
 from dejavu import DejavuError
 from dejavu.data.dataset import IndexedImages, load_rgb
 from dejavu.data.imagefolder import DatasetIndex
+from dejavu.ssl.batch_augment import BatchViews
 from dejavu.utils import progress
 
 
@@ -69,7 +70,10 @@ class MemoryImages:
         for s in range(steps):
             sel = order[s * batch + rank * per: s * batch + (rank + 1) * per]
             imgs = self.images[sel]
-            vs = [torch.stack([t(im) for im in imgs]) for t in views]
+            if isinstance(views, BatchViews):  # batched on the training device
+                vs = views(imgs)
+            else:
+                vs = [torch.stack([t(im) for im in imgs]) for t in views]
             yield vs, self.labels[sel]
 
 
@@ -98,10 +102,13 @@ class LoaderImages:
     def epoch(self, order, batch, steps, rank, world, views):
         per = batch // world
         sampler = [order[s * batch + rank * per: s * batch + (rank + 1) * per].tolist() for s in range(steps)]
-        dl = torch.utils.data.DataLoader(_ViewsDataset(self.index, self.idx, views), batch_sampler=sampler,
+        batched = isinstance(views, BatchViews)  # workers decode + crop, the rest on the device
+        per_image = views.worker_transforms() if batched else views
+        dl = torch.utils.data.DataLoader(_ViewsDataset(self.index, self.idx, per_image), batch_sampler=sampler,
                                          num_workers=self.num_workers, pin_memory=self.pin_memory,
                                          persistent_workers=False)
-        yield from dl
+        for vs, labels in dl:
+            yield (views.finish(vs) if batched else vs), labels
 
 
 def choose_mode(mode: str, n: int, image_size: int) -> str:

@@ -419,12 +419,18 @@ class _Data:
     num_views: int
     mode: str
 
-    def views(self, cfg: TrainConfig, epoch: int) -> list:
+    def views(self, cfg: TrainConfig, epoch: int, device: torch.device) -> Any:
         """This epoch's view transforms: ``cfg.augment`` at the ramped resolution (the
-        supervised baseline takes view 1 only)."""
+        supervised baseline takes view 1 only); with ``augment_backend: device`` the same
+        views applied to whole batches on the training device (:mod:`dejavu.ssl.batch_augment`)."""
         from dejavu.ssl.augment import build_views
 
-        return build_views(cfg.augment, cfg.resolution(epoch), self.num_views, base_size=cfg.image_size)
+        views = build_views(cfg.augment, cfg.resolution(epoch), self.num_views, base_size=cfg.image_size)
+        if cfg.augment_backend == "device":
+            from dejavu.ssl.batch_augment import BatchViews
+
+            return BatchViews(views, device)
+        return views
 
 
 def _build_data(run: _Run, num_views: int) -> _Data:
@@ -463,7 +469,7 @@ def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tupl
     order = epoch_permutation(len(run.idx), cfg.seed, e)
     total, warmup = data.steps * cfg.epochs, data.steps * cfg.warmup_epochs
     losses = []
-    views_t = data.views(cfg, e)
+    views_t = data.views(cfg, e, run.device)
     for views, labels in data.source.epoch(order, data.batch, data.steps, run.dinfo.rank, run.dinfo.world_size,
                                            views_t):
         try:

@@ -1,0 +1,75 @@
+"""JPEG decoding for the evaluation path (attack, probe): PIL *draft mode* (issue 14.2).
+
+libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size directly from the DCT
+coefficients, several times faster than a full decode. The evaluation transform
+(DESIGN 2.3) resizes the short side to ``round(256/224 * S)`` and centre-crops, so a
+reduced decode is used only when **both** sides stay >= that resize target, and the
+resize is then done here from the exact sub-pixel extent of the original (same output
+size and geometry as the full path); what remains is the difference between libjpeg's
+DCT-domain downscale and PIL's antialiased bilinear from full resolution -- a small
+tolerance measured by ``bench/bench_jpeg.py`` and bounded in ``tests/data/test_fastjpeg.py``. Images too small to reduce, crops (boxes) and
+non-JPEG files are decoded in full, exactly as :func:`dejavu.data.dataset.load_rgb`.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+DECODE_DESC = "pil-draft-ge-resize"  # part of embedding cache keys
+
+
+def draft_side(transform) -> int | None:
+    """The short-side resize target of an evaluation transform (its first op, a Resize
+    to an int), or None when the transform does not start with one."""
+    ops = getattr(transform, "transforms", None)
+    if not ops:
+        return None
+    size = getattr(ops[0], "size", None)
+    if type(ops[0]).__name__ != "Resize":
+        return None
+    if isinstance(size, int):
+        return size
+    if isinstance(size, (list, tuple)) and len(size) == 1:
+        return int(size[0])
+    return None
+
+
+def _short_side_size(w: int, h: int, side: int) -> tuple[int, int]:
+    """(w, h) after resizing the short side to ``side`` as ``torchvision`` Resize(int) does."""
+    if w <= h:
+        return side, int(side * h / w)
+    return int(side * w / h), side
+
+
+def load_rgb_reduced(path, min_side: int | None) -> Image.Image:
+    """RGB image; a JPEG whose both sides are >= 2 * ``min_side`` is decoded at the largest
+    DCT reduction (1/2, 1/4, 1/8) that keeps both sides >= ``min_side`` and then resized
+    (PIL bilinear, antialiased) to short side ``min_side`` from the exact sub-pixel box of
+    the original image (libjpeg rounds the reduced size up), i.e. to the very size and
+    geometry the evaluation transform's ``Resize(min_side)`` gives the full decode, which
+    then leaves it unchanged. Otherwise (``None``, small image, not a JPEG) a full decode.
+
+    Args:
+        path: image file.
+        min_side: the evaluation transform's resize target (short side).
+
+    Returns:
+        The decoded RGB image.
+    """
+    from dejavu.data.dataset import load_rgb  # lazy: dataset imports this module
+
+    if not min_side:
+        return load_rgb(path)
+    try:
+        with Image.open(path) as im:
+            if not (im.format == "JPEG" and min(im.size) >= 2 * min_side):
+                return im.convert("RGB")
+            w, h = im.size
+            got = im.draft("RGB", (min_side, min_side))
+            img = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return load_rgb(path)  # a full decode: it decodes, or raises its one-line error naming the file
+    if got is None or img.size == (w, h):
+        return img
+    box = got[1]  # (0, 0, w / scale, h / scale): the original's extent in reduced pixels
+    return img.resize(_short_side_size(w, h, min_side), Image.BILINEAR, box=box)
