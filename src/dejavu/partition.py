@@ -13,11 +13,19 @@ Per class c and per images-per-class ``npc``::
 Attacks of every npc use the public set of the *largest* npc (contained in every
 smaller one); ``val_set.npy`` is that set truncated to the same count per class.
 
-Files (the original code's names)::
+Held-out control (``--control N``, issue 11): the first N annotated images of each class
+in the attack public set are set aside and removed from the public set of *every* npc.
+Neither model trains on them and no attack searches them, so attacking them with the same
+models measures the score that two training runs give without any memorization. Within
+each class they alternate between two halves, ``control_A`` (first, third, ...) and
+``control_B``, which play the roles of the private sets A and B.
+
+Files (the original code's names, plus the control)::
 
     OUT/<npc>_per_class/{bbox_A,bbox_B,shared,public,train_A,train_B}.npy
     OUT/val_set.npy
-    OUT/manifest.json     fingerprint, counts, short classes
+    OUT/control.npy, OUT/control_A.npy, OUT/control_B.npy   (only with --control N > 0)
+    OUT/manifest.json     fingerprint, counts, short classes, control
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from dejavu.io import (
 )
 
 SET_NAMES = ("bbox_A", "bbox_B", "shared", "public", "train_A", "train_B")
+CONTROL_FILES = ("control", "control_A", "control_B")
 
 
 class InvariantError(DejavuError):
@@ -73,6 +82,7 @@ class PartitionResult:
     val_per_class: int
     classes_without_public: list[str]
     manifest: dict[str, Any]
+    control: ControlSplit | None = None
 
 
 def split_class(bbox: np.ndarray, no_bbox: np.ndarray, npc: int) -> dict[str, np.ndarray]:
@@ -181,7 +191,13 @@ def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int
                 for k, v in parts.items()}
         splits[npc] = NpcSplit(npc, sets, short, limited)
 
-    public = splits[npcs[-1]].sets["public"]
+    val_set, per, without = balanced_val(splits[npcs[-1]].sets["public"], targets, n_classes)
+    return splits, val_set, per, without
+
+
+def balanced_val(public: np.ndarray, targets: np.ndarray, n_classes: int) -> tuple[np.ndarray, int, list[int]]:
+    """The probe's val set: ``public`` truncated to the same count per class; returns it,
+    the count, and the classes without any public image (left out)."""
     pub_counts = np.bincount(targets[public], minlength=n_classes)
     without = [int(c) for c in np.nonzero(pub_counts == 0)[0]]
     have = pub_counts[pub_counts > 0]
@@ -193,7 +209,65 @@ def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int
             if pub_counts[c]:
                 val.append(public[pt == c][:per])
     val_set = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, np.int64)
-    return splits, val_set, per, without
+    return val_set, per, without
+
+
+@dataclass
+class ControlSplit:
+    """The held-out control set aside from the public set (module docstring)."""
+
+    all: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    per_class: int
+    short_classes: list[dict[str, Any]] = field(default_factory=list)  # fewer than per_class available
+
+    def counts(self) -> dict[str, int]:
+        return {"control": int(len(self.all)), "control_A": int(len(self.A)), "control_B": int(len(self.B))}
+
+
+def set_aside_control(splits: dict[int, NpcSplit], targets: np.ndarray, annotated: np.ndarray,
+                      per_class: int) -> ControlSplit:
+    """Take the first ``per_class`` annotated images of each class of the attack public set
+    (that of the largest npc) as the control, remove them from every npc's public set, and
+    split each class alternately into halves A and B. Mutates ``splits``."""
+    if per_class < 1:
+        raise DejavuError(f"--control must be a positive number of images per class, got {per_class}")
+    targets = np.asarray(targets, dtype=np.int64)
+    annotated = np.asarray(annotated, dtype=bool)
+    public = splits[max(splits)].sets["public"]
+    cand = public[annotated[public]]
+    halves: dict[str, list[np.ndarray]] = {"A": [], "B": []}
+    short = []
+    for c in np.unique(targets):
+        got = cand[targets[cand] == c][:per_class]
+        if len(got) < per_class:
+            short.append({"class": int(c), "control": int(len(got))})
+        halves["A"].append(got[0::2])
+        halves["B"].append(got[1::2])
+    a, b = (np.sort(np.concatenate(halves[h])).astype(np.int64) if halves[h] else np.zeros(0, np.int64)
+            for h in "AB")
+    ctrl = np.union1d(a, b).astype(np.int64)
+    if len(a) == 0 or len(b) == 0:
+        raise DejavuError(f"--control {per_class}: the public set holds too few annotated images "
+                          f"({len(ctrl)}) to set aside a control with two halves")
+    for sp in splits.values():
+        sp.sets["public"] = np.setdiff1d(sp.sets["public"], ctrl).astype(np.int64)
+    return ControlSplit(ctrl, a, b, per_class, short)
+
+
+def check_control(splits: dict[int, NpcSplit], control: ControlSplit) -> None:
+    """Control invariants: halves disjoint and covering it, control ∩ (train_A ∪ train_B) = ∅
+    and control ∩ public = ∅ for every npc."""
+    if len(np.intersect1d(control.A, control.B)):
+        raise InvariantError(f"control_A and control_B overlap (e.g. index {_example(control.A, control.B)})")
+    if not np.array_equal(np.union1d(control.A, control.B), np.sort(control.all)):
+        raise InvariantError("control.npy is not the union of control_A.npy and control_B.npy")
+    for npc, sp in sorted(splits.items()):
+        for name in ("train_A", "train_B", "public"):
+            if len(np.intersect1d(control.all, sp.sets[name])):
+                raise InvariantError(f"control overlaps {npc}_per_class/{name} "
+                                     f"(e.g. index {_example(control.all, sp.sets[name])})")
 
 
 @locks_output("partition")
@@ -203,8 +277,12 @@ def partition(
     out: str | os.PathLike,
     force: bool = False,
     index: DatasetIndex | None = None,
+    control: int = 0,
 ) -> PartitionResult:
-    """Scan the dataset, compute the partition, check invariants, write files."""
+    """Scan the dataset, compute the partition, check invariants, write files.
+
+    ``control`` > 0 sets that many annotated public images per class aside as the held-out
+    control (module docstring); the val set is then drawn from the reduced public set."""
     if paths.annotation_dir is None:
         raise UsageError("partition needs bounding boxes: pass --bboxes DIR (the folder holding Annotation/)")
     out = Path(out)
@@ -215,12 +293,23 @@ def partition(
     index = index or scan_imagefolder(paths.images)
     annotated = annotated_mask(index, paths.annotation_dir)
     splits, val_set, per, without = compute_partition(index.targets, annotated, npcs)
+    ctrl = None
+    if control:
+        ctrl = set_aside_control(splits, index.targets, annotated, int(control))
+        val_set, per, without = balanced_val(splits[max(splits)].sets["public"], index.targets, len(index.classes))
     check_invariants(splits, index.targets)
+    if ctrl is not None:
+        check_control(splits, ctrl)
     npcs = sorted(splits)
     for npc, sp in splits.items():
         for name, arr in sp.sets.items():
             atomic_save_npy(out / f"{npc}_per_class" / f"{name}.npy", arr)
     atomic_save_npy(out / "val_set.npy", val_set)
+    for name in CONTROL_FILES:
+        (out / f"{name}.npy").unlink(missing_ok=True)  # --force without --control: no stale control
+    if ctrl is not None:
+        for name, arr in zip(CONTROL_FILES, (ctrl.all, ctrl.A, ctrl.B)):
+            atomic_save_npy(out / f"{name}.npy", arr)
     manifest = {
         "format": "dejavu-partition/1",
         "fingerprint": index.fingerprint.to_dict(),
@@ -237,9 +326,14 @@ def partition(
         "val_set": {"size": int(len(val_set)), "per_class": per,
                     "classes_without_public": [index.classes[c] for c in without]},
     }
+    if ctrl is not None:
+        manifest["control"] = {"per_class": ctrl.per_class, "files": {n: f"{n}.npy" for n in CONTROL_FILES},
+                               "counts": ctrl.counts(), "halves": "alternate within each class, first to A",
+                               "short_classes": [{**s, "class": index.classes[s["class"]]}
+                                                 for s in ctrl.short_classes]}
     atomic_write_json(manifest_path, manifest)
     return PartitionResult(out, index.fingerprint, splits, val_set, per,
-                           [index.classes[c] for c in without], manifest)
+                           [index.classes[c] for c in without], manifest, ctrl)
 
 
 @dataclass
@@ -305,6 +399,17 @@ class Partition:
     def val_set(self) -> np.ndarray:
         return load_npy(self.root / "val_set.npy")
 
+    @property
+    def has_control(self) -> bool:
+        return bool(self.manifest.get("control")) and (self.root / "control_A.npy").is_file()
+
+    def control(self) -> dict[str, np.ndarray]:
+        """The held-out control halves ``{"A": idx, "B": idx}`` (``--control N``)."""
+        if not self.has_control:
+            raise DejavuError(f"{self.root}: this partition has no held-out control "
+                              f"(make one with dejavu partition --control N)")
+        return {h: load_npy(self.root / f"control_{h}.npy") for h in "AB"}
+
 
 def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
     """Load an index ``.npy`` and check it against ``index``.
@@ -333,6 +438,11 @@ def format_summary(res: PartitionResult) -> str:
         lines.append(f"{npc:>6} {c['bbox_A']:>8} {c['bbox_B']:>8} {c['shared']:>8} {c['train_A']:>8} "
                      f"{c['public']:>8} {len(sp.short_classes):>6} {sp.bbox_limited:>8}")
     lines.append(f"val_set: {len(res.val_set)} images ({res.val_per_class} per class)")
+    if res.control is not None:
+        c = res.control
+        lines.append(f"control: {len(c.all)} held-out annotated images ({c.per_class} per class; halves "
+                     f"{len(c.A)} + {len(c.B)}), removed from every public set"
+                     + (f"; {len(c.short_classes)} class(es) short" if c.short_classes else ""))
     if res.classes_without_public:
         lines.append(f"classes without any public image (left out of val_set): "
                      f"{', '.join(res.classes_without_public[:10])}"
@@ -359,6 +469,10 @@ def register(sub) -> None:
     add_data_args(p, need_bboxes=True)
     p.add_argument("--per-class", default="100,200,300,400,500",
                    help="comma-separated images per class (default: %(default)s)")
+    p.add_argument("--control", type=int, default=0, metavar="N",
+                   help="set aside N annotated public images per class as a held-out control, removed "
+                   "from every public set (control.npy, control_A.npy, control_B.npy); `dejavu attack` "
+                   "then attacks them with the same models as a no-memorization baseline (default: 0 = none)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing partition")
     p.set_defaults(func=_cmd)
@@ -372,6 +486,8 @@ def _cmd(args) -> int:
     except ValueError:
         raise UsageError(f"--per-class: expected comma-separated integers, got {args.per_class!r}") from None
     paths = data_paths_from_args(args, need_bboxes=True)
-    res = partition(paths, npcs, args.out, force=args.force)
+    if args.control < 0:
+        raise DejavuError(f"--control: expected a number of images per class >= 0, got {args.control}")
+    res = partition(paths, npcs, args.out, force=args.force, control=args.control)
     print(format_summary(res))
     return 0

@@ -53,6 +53,15 @@ def register(sub) -> None:
                    "(default auto: faiss on CPU, torch on CUDA unless faiss has GPUs)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs (default 1000; 0 = off)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    g.add_argument("--control", default="auto", metavar="auto|none|partition|VAL_DIR",
+                   help="held-out control attacked with the same models (no memorization possible): "
+                   "'partition' = the partition's control_{A,B}.npy (dejavu partition --control N), or a "
+                   "folder of annotated validation images (ImageNet val, flat or in <wnid>/ folders); "
+                   "default auto: the partition's control when it has one. The results then give the "
+                   "excess of the score over the control with a paired bootstrap interval")
+    g.add_argument("--control-bboxes", default=None, metavar="DIR",
+                   help="box XML of the validation images (<stem>.xml, <wnid>/<stem>.xml or "
+                   "Annotation/<wnid>/<stem>.xml; default: the --control folder itself)")
     g = p.add_argument_group("models and execution")
     g.add_argument("--arch", default=None, help="architecture for checkpoints without a stored config (e.g. resnet50)")
     g.add_argument("--projector", default=None, help="projector spec for such checkpoints (e.g. 8192-8192-8192)")
@@ -70,6 +79,7 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
+    from dejavu.analysis.significance import control_summary_text, verdict_line
     from dejavu.analysis.tables import summary_text
     from dejavu.attack.run import AttackConfig, attack, attack_runs
     from dejavu.data.imagefolder import data_paths_from_args
@@ -95,13 +105,17 @@ def _cmd(args) -> int:
         except ValueError:
             raise DejavuError(f"--epochs: expected comma-separated integers, got {args.epochs!r}") from None
         results = attack_runs(a, b, args.partition, paths, args.out, cfg, force=args.force,
-                              skip_existing=args.skip_existing, cache_dir=args.cache_dir, epochs=epochs)
+                              skip_existing=args.skip_existing, cache_dir=args.cache_dir, epochs=epochs,
+                              control=args.control, control_bboxes=args.control_bboxes)
         for r in results:
             m = r.metrics["top1"]
-            print(f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)")
+            print(f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
+                  + (f"; {verdict_line(r.results)}" if "control" in r.results else ""))
         print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
     else:
-        r = attack(a, b, args.partition, paths, args.out, cfg, force=args.force, cache_dir=args.cache_dir)
+        r = attack(a, b, args.partition, paths, args.out, cfg, force=args.force, cache_dir=args.cache_dir,
+                   control=args.control, control_bboxes=args.control_bboxes)
         print(summary_text(r.results))
+        print(control_summary_text(r.results))
         print(f"written to {r.out}")
     return 0

@@ -91,9 +91,11 @@ class SetCrops:
 
 
 def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, cfg: AttackConfig,
-                  min_crop_px: float, desc: str = "crops") -> SetCrops:
+                  min_crop_px: float, desc: str = "crops", ann_path=None) -> SetCrops:
     """Crop decision per image of ``idxs``. Reads annotations and image headers only
-    (PIL opens lazily); the image size is the real decoded size, not the XML's ``<size>``."""
+    (PIL opens lazily); the image size is the real decoded size, not the XML's ``<size>``.
+    ``ann_path(i)``, when given, replaces the ``Annotation/<wnid>/<stem>.xml`` look-up
+    (e.g. the validation images of a held-out control)."""
     from PIL import Image
 
     from dejavu.data.annotations import AnnotationError, read_voc_xml
@@ -111,10 +113,10 @@ def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, c
         if cfg.crop == "corner":
             dec = corner_crop(W, H, cfg.corner_frac)
         else:
-            if ann_dir is None:
+            if ann_dir is None and ann_path is None:
                 raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
             try:
-                ann = read_voc_xml(annotation_path(index, ann_dir, g))
+                ann = read_voc_xml(ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g))
             except AnnotationError as e:
                 n_err_img += 1
                 errors.append(str(e))
@@ -172,13 +174,16 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
            paths: DataPaths, out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
            cache_dir: str | os.PathLike | None = None, index: DatasetIndex | None = None,
            sets: dict[str, np.ndarray] | None = None, public: np.ndarray | None = None,
-           label: str | None = None) -> AttackResult:
+           label: str | None = None, control: Any = "auto", control_bboxes: str | None = None) -> AttackResult:
     """Attack one snapshot pair and write ``out`` (see the module docstring).
 
     ``cache_dir`` defaults to ``out/../.embed_cache``; pass ``""`` to disable caching.
     ``sets`` (``{"A": idx, "B": idx}``) and ``public`` replace the partition's bbox_A/bbox_B
     and attack public set, e.g. for a held-out control (``label`` names it in results.json);
     they must stay disjoint from each other and from the models' training sets.
+    ``control`` (issue 11, :mod:`dejavu.attack.control`): ``"auto"`` (the partition's
+    held-out control when it has one and no ``sets`` override is given), ``"none"``,
+    ``"partition"``, or a folder of annotated validation images (boxes in ``control_bboxes``).
     """
     from dejavu.analysis.metrics import compute_all
     from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
@@ -226,6 +231,10 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
                 raise DejavuError(f"set {y} override overlaps the public set (e.g. index {int(clash[0])})")
     public_labels = index.targets[public]
     num_classes = len(index.classes)
+    from dejavu.attack.control import resolve_control
+
+    csrc = None if (sets is not None and control == "auto") else resolve_control(
+        control, part, index, paths, control_bboxes)
 
     # 1) crops of both sets (headers + XML only)
     crops = {}
@@ -284,6 +293,14 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
             atomic_save_npy(out / f"top_{topk}_conf_sweep_{name}.npy",
                             np.asarray(metrics[f"top{topk}"]["pair_sweeps"][name], np.float64))
     write_examples_csv(out / "examples.csv", pairs)
+    control_res = None
+    if csrc is not None:  # the held-out control, with the same models and public embeddings
+        from dejavu.attack.control import attack_control, control_block
+
+        carrays, ccounts = attack_control(csrc, models, pub_emb, public, public_labels, cfg, transform, device,
+                                          min_px, out)
+        cpairs = {name: pair_scores_from_arrays(a, cfg.k_attk, num_classes) for name, a in carrays.items()}
+        control_res = control_block(pairs, cpairs, ccounts, csrc.info, num_classes, cfg.n_boot, cfg.seed)
 
     cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
     cfg_out.update({"image_size": image_size, "min_crop_px": min_px, "transform": tdesc, "device": device})
@@ -306,6 +323,8 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
         "num_classes": num_classes,
         "metrics": metrics,
     }
+    if control_res is not None:
+        results["control"] = control_res
     atomic_write_json(out / "results.json", results)
     return AttackResult(out, results, counts)
 
@@ -341,7 +360,8 @@ def snapshot_epochs(run: Path) -> dict[int, Path]:
 
 def attack_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, partition, paths: DataPaths,
                 out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
-                skip_existing: bool = False, cache_dir=None, epochs: list[int] | None = None) -> list[AttackResult]:
+                skip_existing: bool = False, cache_dir=None, epochs: list[int] | None = None,
+                control: Any = "auto", control_bboxes: str | None = None) -> list[AttackResult]:
     """Attack every ``model_ep{E}.pth`` present in both run folders into ``out/ep{E}/``."""
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
     ea, eb = snapshot_epochs(run_a), snapshot_epochs(run_b)
@@ -361,5 +381,5 @@ def attack_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, partition, p
         if (dest / "results.json").exists() and skip_existing and not force:
             continue
         results.append(attack(ea[e], eb[e], partition, paths, dest, cfg, force=force,
-                              cache_dir=cache_dir, index=index))
+                              cache_dir=cache_dir, index=index, control=control, control_bboxes=control_bboxes))
     return results

@@ -1,0 +1,230 @@
+"""Calibrated significance: the déjà vu score against a held-out control (issue 11).
+
+Why: the bootstrap of :mod:`dejavu.analysis.bootstrap` resamples the attacked examples of
+one fixed pair of models. Two training runs on disjoint data differ in ways no example
+resampling sees (which images each happens to embed well), so on images *neither* model
+saw — where no gap can exist — its intervals often exclude 0. Two statistics, both
+reported, both named for what they cover:
+
+**Example level (one pair)** — ``excess``: the excess ``E = S − C`` of the score ``S``
+(target − reference on the private sets A, B) over the control's score ``C`` (the same
+statistic on held-out halves CA, CB attacked by the same models). Its interval is a
+percentile bootstrap over *both* example sets: A, B, CA and CB are each resampled with
+replacement, independently; within a set the same resample serves the target and the
+reference model (paired). It covers the choice of examples only, **not training
+randomness**: with one pair of models no interval can.
+
+**Pair level (N ≥ 2 pairs differing only in the training seed)** — ``pair_level``:
+the per-pair excesses ``E_i`` are averaged; the interval is
+``mean ± t(0.975, N−1) · sqrt(s²/N + v̄)`` with ``s`` the standard deviation of the
+``E_i`` over pairs (training randomness, and the model × example interaction) and ``v̄``
+the mean of the per-pair example-level bootstrap variances (the choice of examples, which
+all pairs share and which the spread over pairs therefore cannot show; using the mean is
+an upper bound on the variance of the average, so the interval is conservative). The
+excess is *distinguishable from zero* when this interval excludes 0. The README and
+bench/RESULTS.md give its measured false-positive rate and power.
+
+No torch and no models here (DESIGN: ``analysis`` reads arrays, not networks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dejavu.analysis.metrics import PairScores, population
+
+TOPS = ("top1", "top5")
+FRACTIONS = {"20": 0.20, "100": 1.00}
+LEVEL = 0.95
+_CELLS = 2 ** 22  # replicates x examples per block (bounded memory)
+_SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}  # set -> (target, reference)
+EXAMPLE_UNIT = ("attacked example; the private sets A, B and the control halves CA, CB resampled "
+                "independently, target and reference paired within a set")
+NOT_COVERED = "choice of examples only, not training randomness (one model pair)"
+
+
+# ---------------------------------------------------------------- Student t (no scipy here)
+
+def _t_abs_cdf(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
+    th = math.atan(abs(t) / math.sqrt(df))
+    c2, s = math.cos(th) ** 2, math.sin(th)
+    if df % 2 == 1:
+        term, acc = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(3, df, 2):  # 1 + 2/3 c² + 2·4/(3·5) c⁴ + ...
+            term *= (k - 1) / k * c2
+            acc += term
+        return 2 / math.pi * (th + (s * math.cos(th) * acc if df > 1 else 0.0))
+    term, acc = 1.0, 1.0
+    for k in range(2, df, 2):  # 1 + 1/2 c² + 1·3/(2·4) c⁴ + ...
+        term *= (k - 1) / k * c2
+        acc += term
+    return s * acc
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile (q > 0.5) of Student's t with ``df`` >= 1 degrees of freedom."""
+    if df < 1 or not 0.5 < q < 1:
+        raise ValueError(f"t_quantile needs df >= 1 and 0.5 < q < 1 (got q={q}, df={df})")
+    target = 2 * q - 1
+    lo, hi = 0.0, 1.0
+    while _t_abs_cdf(hi, df) < target:
+        hi *= 2
+    for _ in range(100):  # bisection to machine precision
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _t_abs_cdf(mid, df) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+# ---------------------------------------------------------------- example level
+
+def _point(pairs: dict[str, PairScores]) -> dict[str, dict[str, float]]:
+    out = {}
+    for top in TOPS:
+        pop = population(pairs, int(top[-1]), fractions=tuple(FRACTIONS.values()))
+        t, r = pop["target"], pop["reference"]
+        out[top] = {p: float(t[p] - r[p]) for p in FRACTIONS}
+    return out
+
+
+def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> dict[tuple[str, str], np.ndarray]:
+    """``r`` bootstrap replicates of the score (target − reference) per (top, fraction)."""
+    from dejavu.analysis.bootstrap import weighted_top_accs
+
+    acc: dict[tuple[str, str, str], np.ndarray] = {}
+    for y, names in _SETS.items():
+        n = len(pairs[names[0]].index)
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=r) if n else np.zeros((r, 0))
+        for name in names:
+            got = weighted_top_accs(w, pairs[name], tuple(FRACTIONS.values())) if n else {}
+            for top in TOPS:
+                for p, f in FRACTIONS.items():
+                    acc[(name, top, p)] = got.get((int(top[-1]), f), np.full(r, np.nan))
+    return {(top, p): 0.5 * (acc[("A_attk_A", top, p)] + acc[("B_attk_B", top, p)])
+            - 0.5 * (acc[("B_attk_A", top, p)] + acc[("A_attk_B", top, p)]) for top in TOPS for p in FRACTIONS}
+
+
+def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
+           level: float = LEVEL) -> dict[str, Any]:
+    """Score, control score and their excess with a paired bootstrap interval over both
+    example sets (module docstring). ``pairs``/``control``: the four ``X_attk_Y`` scores."""
+    s, c = _point(pairs), _point(control)
+    rng = np.random.default_rng(seed)
+    n_max = max(len(v.index) for v in (*pairs.values(), *control.values()))
+    reps: dict[tuple[str, str], list[np.ndarray]] = {}
+    block = max(1, _CELLS // max(1, n_max))
+    for start in range(0, max(0, n_boot), block):
+        r = min(block, n_boot - start)
+        rs, rc = _replicates(pairs, rng, r), _replicates(control, rng, r)
+        for k in rs:
+            reps.setdefault(k, []).append(rs[k] - rc[k])
+    a = (1 - level) / 2
+    out: dict[str, Any] = {"statistic": "excess = score - control (target - reference accuracy, top p% most "
+                           "confident)", "unit": EXAMPLE_UNIT, "covers": NOT_COVERED, "n_boot": int(n_boot),
+                           "seed": int(seed), "level": level}
+    for top in TOPS:
+        out[top] = {}
+        for p in FRACTIONS:
+            e = s[top][p] - c[top][p]
+            x = np.concatenate(reps[(top, p)]) if reps else np.zeros(0)
+            x = x[~np.isnan(x)]
+            ci = [float(v) for v in np.quantile(x, [a, 1 - a])] if len(x) else [float("nan")] * 2
+            out[top][p] = {"score": s[top][p], "control": c[top][p], "excess": e, "ci95": ci,
+                           "se": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
+                           "excludes_zero": bool(len(x) and (ci[0] > 0 or ci[1] < 0))}
+    return out
+
+
+# ---------------------------------------------------------------- pair level
+
+def pair_level(excesses: Sequence[float], example_ses: Sequence[float] | None = None,
+               level: float = LEVEL) -> dict[str, Any]:
+    """Mean excess over N model pairs with a t-interval (module docstring).
+
+    ``example_ses``: each pair's example-level bootstrap standard error (``se`` of
+    :func:`excess`); None or NaN entries leave the example term out (and say so)."""
+    e = np.asarray(list(excesses), dtype=np.float64)
+    n = int(len(e))
+    out: dict[str, Any] = {"n_pairs": n, "values": e.tolist(), "mean": float(e.mean()) if n else float("nan"),
+                           "level": level, "covers": "training randomness and the choice of examples"}
+    if n < 2:
+        out.update(ci95=[float("nan")] * 2, distinguishable=None,
+                   covers="nothing over pairs: one model pair does not cover training randomness")
+        return out
+    sd = float(e.std(ddof=1))
+    ses = np.asarray([np.nan if v is None else v for v in (example_ses or [])], dtype=np.float64)
+    v_ex = float(np.mean(ses ** 2)) if len(ses) == n and not np.isnan(ses).any() else None
+    se = math.sqrt(sd ** 2 / n + (v_ex or 0.0))
+    t = t_quantile(1 - (1 - level) / 2, n - 1)
+    ci = [out["mean"] - t * se, out["mean"] + t * se]
+    if v_ex is None:
+        out["covers"] = "training randomness only (no example-level standard errors given)"
+    out.update(sd_over_pairs=sd, example_var=v_ex, se=se, t=t, df=n - 1, ci95=ci,
+               distinguishable=bool(ci[0] > 0 or ci[1] < 0))
+    return out
+
+
+def pairs_from_results(results: Sequence[dict[str, Any]], top: str = "top1", p: str = "20") -> dict[str, Any]:
+    """:func:`pair_level` of the excess over several attacks' ``results.json`` (one per
+    model pair), plus the per-pair score and control. Attacks without a control are
+    aggregated on the score alone (then nothing is compared with a control; said so)."""
+    with_ctrl = all("control" in r for r in results)
+    if with_ctrl:
+        ex = [r["control"]["excess"][top][p] for r in results]
+        block = pair_level([x["excess"] for x in ex], [x.get("se") for x in ex])
+        block.update(statistic="excess over the held-out control",
+                     scores=[x["score"] for x in ex], controls=[x["control"] for x in ex])
+    else:
+        key = "dejavu_score" if p == "20" else "dejavu_score_100"
+        block = pair_level([r["metrics"][top][key] for r in results])
+        block.update(statistic="score (no held-out control: not compared with one)",
+                     scores=block["values"], controls=None)
+    block.update(top=top, p=p)
+    return block
+
+
+# ---------------------------------------------------------------- text
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
+    """The headline sentence: is the excess distinguishable from zero, and what does the
+    interval cover. ``ex``: one fraction's entry of :func:`excess`; ``pl``: :func:`pair_level`."""
+    if pl is not None and pl.get("n_pairs", 0) >= 2:
+        lo, hi = pl["ci95"]
+        word = "distinguishable from zero" if pl["distinguishable"] else "NOT distinguishable from zero"
+        return (f"excess over the control {_pts(pl['mean'])} points (mean of {pl['n_pairs']} model pairs), "
+                f"95% interval over pairs [{_pts(lo)}, {_pts(hi)}]: {word}")
+    lo, hi = ex["ci95"]
+    word = "excludes 0" if ex["excludes_zero"] else "includes 0"
+    return (f"excess over the control {_pts(ex['excess'])} points, 95% CI over examples [{_pts(lo)}, {_pts(hi)}] "
+            f"({word}); one model pair: training randomness is not covered, so this alone does not show that "
+            f"the excess is distinguishable from zero (train >= 3 seed pairs)")
+
+
+def verdict_line(results: dict[str, Any], top: str = "top1", p: str = "20") -> str:
+    return verdict_text(results["control"]["excess"][top][p])
+
+
+def control_summary_text(results: dict[str, Any]) -> str:
+    """Lines for the CLI summary: score, control, excess and the verdict."""
+    if "control" not in results:
+        return ("held-out control: none (dejavu partition --control N, or dejavu attack --control VAL_DIR); "
+                "the score's CI covers the choice of examples only")
+    c = results["control"]
+    lines = [f"held-out control ({c['source'].get('kind', '?')}): "
+             + ", ".join(f"{y} {c['counts'][y]['attacked']}/{c['counts'][y]['bbox']} attacked" for y in "AB"),
+             f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  95% CI (examples)"]
+    for top in TOPS:
+        for p in FRACTIONS:
+            x = c["excess"][top][p]
+            lines.append(f"{top:6} {p + '%':>5} {x['score']:+8.3f} {x['control']:+8.3f} {x['excess']:+8.3f}  "
+                         f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]")
+    lines.append("verdict (top-1, 20%): " + verdict_line(results))
+    return "\n".join(lines)

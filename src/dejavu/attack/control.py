@@ -1,0 +1,123 @@
+"""The held-out control of an attack (issue 11).
+
+Annotated images that neither model trained on — the partition's ``control_{A,B}.npy``
+(``dejavu partition --control N``) or ImageNet's annotated validation images
+(:mod:`dejavu.data.valset`) — are split in two halves CA and CB that play the roles of
+the private sets A and B, and attacked with the *same* models, crops and public
+embeddings. Their score (target − reference) is what two training runs give without any
+memorization; the attack reports the excess of the real score over it
+(:mod:`dejavu.analysis.significance`).
+
+Files, beside the main attack's (same contents, ``control_`` prefix)::
+
+    control_{X}_attk_{Y}_{attk_idxs,labels,neighb_idxs,neighb_labels|logits}.npy
+    control_crops_{A,B}.npy
+
+``attk_idxs`` are indices into the control's own image list: the training set's index
+for a partition control, the validation listing (``results.json`` ``control.source``)
+for a validation control. ``results.json`` gains a ``control`` block.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from dejavu import DejavuError
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
+
+PREFIX = "control_"
+
+
+@dataclass
+class ControlSource:
+    """Where the control images come from: their index, box look-up and halves."""
+
+    index: DatasetIndex
+    ann_path: Callable[[int], Path] | None
+    halves: dict[str, np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_control(spec: str | os.PathLike | None, partition, index: DatasetIndex, paths: DataPaths,
+                    bboxes: str | os.PathLike | None = None) -> ControlSource | None:
+    """``spec``: ``auto`` (the partition's control when it has one, else none), ``none``,
+    ``partition``, or a folder of validation images (boxes in ``bboxes``, default the folder)."""
+    from dejavu.data.valset import scan_valset
+
+    spec = "auto" if spec is None else str(spec)
+    if spec == "none":
+        return None
+    if spec in ("auto", "partition"):
+        if not partition.has_control:
+            if spec == "auto":
+                return None
+            raise DejavuError(f"{partition.root}: --control partition, but this partition has no control "
+                              f"(dejavu partition --control N)")
+        halves = {h: index.check_indices(v, f"{partition.root}/control_{h}.npy")
+                  for h, v in partition.control().items()}
+        ann_dir = paths.annotation_dir
+        return ControlSource(index, (lambda g: annotation_path(index, ann_dir, g)) if ann_dir else None, halves,
+                             {"kind": "partition", "files": [f"{partition.root}/control_{h}.npy" for h in "AB"],
+                              "per_class": partition.manifest["control"].get("per_class")})
+    vs = scan_valset(spec, bboxes, index.classes)
+    return ControlSource(vs.index, vs.ann_path, vs.halves(), vs.describe())
+
+
+def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.ndarray, public_labels: np.ndarray,
+                   cfg, transform, device: str, min_px: float, out: Path) -> tuple[dict[str, dict[str, np.ndarray]],
+                                                                                   dict[str, Any]]:
+    """Crop, embed and search the control halves exactly as the private sets (run.py),
+    write the ``control_*`` files; returns the arrays per pair (X_attk_Y names) and counts."""
+    from dejavu.attack.embed import ImageCrops, embed_dataset
+    from dejavu.attack.knn import knn
+    from dejavu.attack.run import compute_crops
+    from dejavu.io import atomic_save_npy
+
+    overlap = np.intersect1d(np.concatenate([src.halves["A"], src.halves["B"]]), public) \
+        if src.info.get("kind") == "partition" else np.zeros(0)
+    if len(overlap):
+        raise DejavuError(f"control overlaps the public set searched by the attack (e.g. index {int(overlap[0])})")
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    counts: dict[str, Any] = {}
+    for y in "AB":
+        sc = compute_crops(src.index, None, src.halves[y], cfg, min_px, desc=f"control crops {y}",
+                           ann_path=src.ann_path)
+        counts[y] = sc.counts
+        if len(sc.indices) == 0:
+            raise DejavuError(f"control half {y}: no attackable image out of {len(src.halves[y])}")
+        atomic_save_npy(out / f"{PREFIX}crops_{y}.npy", sc.boxes)
+        ds = ImageCrops([src.index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
+        embs = embed_dataset(models, ds, cfg.embed, cfg.batch_size, device, cfg.workers,
+                             desc=f"control crops {y} embeddings")
+        labels = src.index.targets[sc.indices]
+        for x, e in zip("AB", embs):
+            name = f"{x}_attk_{y}"
+            a = {"attk_idxs": sc.indices, "labels": labels}
+            if cfg.embed == "logits":
+                a["logits"] = e
+            else:
+                _, nidx = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device,
+                              desc=f"knn control {name}")
+                a["neighb_idxs"] = nidx
+                a["neighb_labels"] = public_labels[nidx]
+            arrays[name] = a
+            for key, arr in a.items():
+                atomic_save_npy(out / f"{PREFIX}{name}_{key}.npy", arr)
+    return arrays, counts
+
+
+def control_block(pairs: dict, control_pairs: dict, counts: dict[str, Any], info: dict[str, Any],
+                  num_classes: int, n_boot: int, seed: int) -> dict[str, Any]:
+    """``results.json`` ``control``: the control's metrics and the excess of the score over it."""
+    from dejavu.analysis.metrics import compute_all
+    from dejavu.analysis.significance import excess
+
+    m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
+    keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}
+    return {"source": info, "counts": counts, "metrics": keep,
+            "excess": excess(pairs, control_pairs, n_boot=n_boot, seed=seed)}
