@@ -12,6 +12,13 @@
 #   BBOX_DIR [$IMAGENET_DIR/bboxes]    folder holding Annotation/
 #   RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
 #   METHODS [vicreg]  NPCS [300]  KNN [faiss]
+#   SEEDS [""]  training seeds of a seed sweep (train_cmds/train_seed_sweep.sh): attacks
+#               <method>_<npc>pc_seed<S>_{A,B} into attack/<method>_<npc>pc_seed<S>/ for each
+#   CONTROL [auto]  held-out control attacked with the same models (issue 11): auto = the
+#               partition's control (dejavu partition --control N) when $PARTITION/control_A.npy
+#               exists, else the annotated validation images $VAL_DIR when that folder exists;
+#               partition, a folder of validation images, or none
+#   VAL_DIR [$IMAGENET_DIR/val]  VAL_BBOX_DIR [$VAL_DIR]  validation images and their box XML
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 # Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
 # line and runs nothing; --launcher is passed through to the CLI.
@@ -31,14 +38,38 @@ METHODS="${METHODS:-vicreg}"
 NPCS="${NPCS:-300}"
 KNN="${KNN:-faiss}"
 FORCE="${FORCE:-0}"
+SEEDS="${SEEDS:-}"
+CONTROL="${CONTROL:-auto}"
+VAL_DIR="${VAL_DIR:-$IMAGENET_DIR/val}"
+VAL_BBOX_DIR="${VAL_BBOX_DIR:-$VAL_DIR}"
 
 redo=(--skip-existing)
 if [[ "$FORCE" == 1 ]]; then redo=(--force); fi
 
+control=()
+if [[ "$CONTROL" == auto ]]; then
+  if [[ -f "$PARTITION/control_A.npy" ]]; then
+    control=(--control partition)
+  elif [[ -d "$VAL_DIR" ]]; then
+    control=(--control "$VAL_DIR" --control-bboxes "$VAL_BBOX_DIR")
+  else
+    echo "$(basename "$0"): no held-out control ($PARTITION/control_A.npy, $VAL_DIR): scores are not compared with one" >&2
+    control=(--control none)
+  fi
+elif [[ "$CONTROL" == partition || "$CONTROL" == none ]]; then
+  control=(--control "$CONTROL")
+else
+  control=(--control "$CONTROL" --control-bboxes "$VAL_BBOX_DIR")
+fi
+
 for m in $METHODS; do
   for n in $NPCS; do
-    run dejavu attack --model-a "$RUN/train/${m}_${n}pc_A" --model-b "$RUN/train/${m}_${n}pc_B" \
-      --partition "$PARTITION" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
-      --knn "$KNN" --out "$RUN/attack/${m}_${n}pc" "${redo[@]}" "${LAUNCH_FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+    for s in ${SEEDS:-""}; do
+      name="${m}_${n}pc${s:+_seed$s}"
+      run dejavu attack --model-a "$RUN/train/${name}_A" --model-b "$RUN/train/${name}_B" \
+        --partition "$PARTITION" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
+        --knn "$KNN" "${control[@]}" --out "$RUN/attack/${name}" "${redo[@]}" "${LAUNCH_FLAGS[@]}" \
+        ${EXTRA[@]+"${EXTRA[@]}"}
+    done
   done
 done

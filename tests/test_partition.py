@@ -139,3 +139,63 @@ def test_cli(synth_small, tmp_path, capsys):
     assert info["num_images"] == 600 and abs(info["annotated_fraction"] - 0.4) < 1e-9
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--classes", "2", "--per-class", "3",
                  "--size", "16"]) == 0
+
+
+def test_control_set_aside_and_invariants(synth_small, tmp_path):
+    """--control N: the first N annotated public images of each class, removed from every
+    public set, never in a training set, split alternately into halves A and B."""
+    from dejavu.data.imagefolder import annotated_mask, scan_imagefolder
+    from dejavu.partition import check_control, set_aside_control
+
+    paths = DataPaths.resolve(data=synth_small)
+    plain = partition(paths, [5, 10], tmp_path / "plain")
+    res = partition(paths, [5, 10], tmp_path / "p", control=3)
+    index = scan_imagefolder(paths.images)
+    ann = annotated_mask(index, paths.annotation_dir)
+    ctrl = np.load(tmp_path / "p" / "control.npy")
+    a, b = np.load(tmp_path / "p" / "control_A.npy"), np.load(tmp_path / "p" / "control_B.npy")
+    # independent reference: first 3 annotated images of each class in the plain attack public set
+    old_pub = plain.splits[10].sets["public"]
+    want = [old_pub[(index.targets[old_pub] == c) & ann[old_pub]][:3] for c in range(10)]
+    assert ctrl.tolist() == sorted(np.concatenate(want).tolist())
+    assert a.tolist() == sorted(np.concatenate([w[0::2] for w in want]).tolist())
+    assert b.tolist() == sorted(np.concatenate([w[1::2] for w in want]).tolist())
+    assert ann[ctrl].all() and np.bincount(index.targets[ctrl], minlength=10).tolist() == [3] * 10
+    for npc in (5, 10):
+        for name in ("public", "train_A", "train_B"):
+            assert not set(ctrl) & set(np.load(tmp_path / "p" / f"{npc}_per_class" / f"{name}.npy"))
+        # the public set lost exactly the control, nothing else
+        assert sorted(np.union1d(res.splits[npc].sets["public"], ctrl)) == sorted(plain.splits[npc].sets["public"])
+    assert set(np.load(tmp_path / "p" / "val_set.npy")) <= set(res.splits[10].sets["public"])
+    m = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert m["control"]["counts"] == {"control": 30, "control_A": 20, "control_B": 10}
+    p = Partition.load(tmp_path / "p")
+    assert p.has_control and np.array_equal(p.control()["A"], a)
+    assert not Partition.load(tmp_path / "plain").has_control
+    with pytest.raises(DejavuError, match="no held-out control"):
+        Partition.load(tmp_path / "plain").control()
+    # invariants are enforced: a control image put back into a public or training set raises
+    splits, *_ = compute_partition(index.targets, ann, [5])
+    c = set_aside_control(splits, index.targets, ann, 2)
+    splits[5].sets["train_B"] = np.append(splits[5].sets["train_B"], c.A[0])
+    with pytest.raises(InvariantError, match=r"control overlaps 5_per_class/train_B"):
+        check_control(splits, c)
+    c.B = np.append(c.B, c.A[0])
+    with pytest.raises(InvariantError, match="control_A and control_B overlap"):
+        check_control(splits, c)
+    # --force without --control leaves no stale control behind
+    partition(paths, [5, 10], tmp_path / "p", force=True)
+    assert not (tmp_path / "p" / "control.npy").exists() and not Partition.load(tmp_path / "p").has_control
+
+
+def test_control_cli(synth_small, tmp_path, capsys):
+    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--control", "2",
+                 "--out", str(tmp_path / "p")]) == 0
+    assert "control: 20 held-out annotated images (2 per class" in capsys.readouterr().out
+    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--control", "-1",
+                 "--out", str(tmp_path / "q")]) == 2
+    # more than the public set holds: every annotated public image, short classes reported
+    assert main(["partition", "--data", str(synth_small), "--per-class", "10", "--control", "50",
+                 "--out", str(tmp_path / "r")]) == 0
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert m["control"]["short_classes"] and m["control"]["counts"]["control"] < 500

@@ -96,7 +96,7 @@ def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) 
     from dejavu.analysis.bootstrap import weighted_top_accs
 
     acc: dict[tuple[str, str, str], np.ndarray] = {}
-    for y, names in _SETS.items():
+    for names in _SETS.values():
         n = len(pairs[names[0]].index)
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=r) if n else np.zeros((r, 0))
         for name in names:
@@ -148,7 +148,7 @@ def pair_level(excesses: Sequence[float], example_ses: Sequence[float] | None = 
     ``example_ses``: each pair's example-level bootstrap standard error (``se`` of
     :func:`excess`); None or NaN entries leave the example term out (and say so)."""
     e = np.asarray(list(excesses), dtype=np.float64)
-    n = int(len(e))
+    n = len(e)
     out: dict[str, Any] = {"n_pairs": n, "values": e.tolist(), "mean": float(e.mean()) if n else float("nan"),
                            "level": level, "covers": "training randomness and the choice of examples"}
     if n < 2:

@@ -21,9 +21,10 @@ for a validation control. ``results.json`` gains a ``control`` block.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -97,10 +97,14 @@ def scan_valset(images: str | os.PathLike, boxes: str | os.PathLike | None, clas
         raise DejavuError(f"{bdir}: validation box folder not found")
     dirs = _box_dirs(bdir)
     cls_idx = {c: i for i, c in enumerate(classes)}
-    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name in cls_idx)
+    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     layout = "sorted" if subdirs else "flat"
     found: list[tuple[str, str | None]] = []  # (relpath, folder wnid)
     if subdirs:
+        unknown = [w for w in subdirs if w not in cls_idx]
+        if unknown:
+            raise DejavuError(f"{root / unknown[0]}: class {unknown[0]} is not a class of the training set "
+                              f"({len(classes)} classes; {len(unknown)} such folder(s))")
         for w in subdirs:
             for f in sorted(os.listdir(root / w)):
                 if f.lower().endswith(IMG_EXTENSIONS):

@@ -65,7 +65,31 @@ def _plot(args) -> int:
     print(f"{len(res.attacks)} attack and {len(res.probes)} probe results -> {len(figs)} figures in {args.out}")
     for f in figs:
         print(f"  {f.name}: {f.title}")
+    print(significance_text(res.attacks))
     return 0
+
+
+def significance_text(attacks) -> str:
+    """Score, control and excess of the latest epoch of each setting, with the verdict."""
+    from dejavu.report.plots import significance_table
+
+    rows = significance_table(attacks)
+    if not rows:
+        return ("no attack has a held-out control: scores are not compared with one "
+                "(dejavu partition --control N, or dejavu attack --control VAL_DIR)")
+    latest: dict[tuple, dict] = {}
+    for r in rows:
+        k = (r["method"], r["variant"], r["npc"], repr(r["params"]))
+        if k not in latest or r["epoch"] > latest[k]["epoch"]:
+            latest[k] = r
+    lines = ["deja vu score against the held-out control (top-1, 20%, latest epoch):"]
+    for r in latest.values():
+        pairs = ", ".join(f"seed {sd}: {100 * s:+.1f}/{100 * c:+.1f}/{100 * e:+.1f}"
+                          for sd, s, c, e in zip(r["seeds"], r["scores"], r["controls"], r["excesses"]))
+        lines.append(f"  {r['method']}, {r['variant']}, {r['npc']}pc, epoch {r['epoch']} "
+                     f"(score/control/excess per pair: {pairs})")
+        lines.append(f"    {r['verdict']}")
+    return "\n".join(lines)
 
 
 def _report(args) -> int:

@@ -92,6 +92,22 @@ class AttackRecord:
         v = lookup(self.model_config, key)
         return v if v is not None else lookup(self.config, key)
 
+    @property
+    def seed(self) -> Any:
+        """The training seed of the pair (model A's config)."""
+        return self.model_config.get("seed")
+
+    @property
+    def control(self) -> dict[str, Any] | None:
+        """The held-out control block of results.json (issue 11), or None."""
+        c = self.raw.get("control")
+        return c if isinstance(c, dict) and "excess" in c else None
+
+    def excess(self, top: str = "top1", at: str = "20") -> dict[str, Any] | None:
+        """``{"score", "control", "excess", "ci95", "se", "excludes_zero"}`` or None."""
+        c = self.control
+        return c["excess"].get(top, {}).get(str(at)) if c else None
+
 
 @dataclass
 class ProbeRecord:
@@ -221,3 +237,15 @@ def varying_hyperparams(records: list[AttackRecord] | list[ProbeRecord]) -> list
             if k not in r.model_config:
                 keys[k].add("<absent>")
     return sorted(k for k, vals in keys.items() if len(vals) > 1)
+
+
+def seed_groups(records: list[AttackRecord]) -> dict[tuple, list[AttackRecord]]:
+    """Attacks that differ only in the training seed (model pairs of one setting), keyed by
+    (method, variant, npc, epoch, other varying hyper-parameters); each group sorted by seed."""
+    hps = [h for h in varying_hyperparams(records) if h != "seed"]
+    groups: dict[tuple, dict[str, AttackRecord]] = {}
+    for r in records:
+        key = (r.method, r.variant, r.npc, r.epoch, *((h, repr(r.param(h))) for h in hps))
+        groups.setdefault(key, {})[repr(r.seed)] = r  # a duplicate seed keeps the last file
+    return {k: sorted(v.values(), key=lambda r: (str(type(r.seed)), r.seed if r.seed is not None else 0))
+            for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))}

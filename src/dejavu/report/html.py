@@ -257,24 +257,41 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
     return "<table class='head'>" + "".join(rows) + "</table>" if rows else "<p>No results yet.</p>"
 
 
-def _control(run_dir: Path, head: AttackRecord | None) -> str:
-    """The held-out control (RUN/attack_control, written by the demo): the same attack on
-    images neither model trained on, where no gap is expected."""
-    if head is None or not (run_dir / "attack_control").is_dir():
-        return ""
-    recs = [r for r in collect([run_dir / "attack_control"]).attacks if r.epoch == head.epoch]
-    if not recs:
-        return ""
-    r = recs[0]
+def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
+    """Score against the held-out control (issue 11): the control's score, the excess with
+    its interval, the verdict, and, when several model pairs differ only in the seed, each
+    pair's values and the interval over pairs."""
+    from dejavu.report.plots import significance_table
 
-    def gap(at: str) -> str:
-        ci = r.ci(at=at)
-        return _pct(r.score(at=at)) + (f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else "")
-
-    return ("<table class='head'><tr><th>held-out control (no gap expected)</th><td>"
-            f"gap at 20%: {gap('20')} &nbsp; at 100%: {gap('100')} &nbsp; "
-            f"<span class='muted'>target {_pct(r.acc('target', '100'))}, reference "
-            f"{_pct(r.acc('reference', '100'))}</span></td></tr></table>")
+    if head is None:
+        return ""
+    if head.control is None:
+        return ("<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
+                "examples only, and nothing says how large a score two training runs reach without "
+                "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>")
+    row = next((r for r in significance_table(attacks) if (r["method"], r["variant"], r["npc"], r["epoch"])
+                == (head.method, head.variant, head.npc, head.epoch) and str(head.path) in r["files"]), None)
+    rows = []
+    for at in ("20", "100"):
+        e = head.excess(at=at)
+        rows.append(f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
+                    f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
+                    f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>")
+    if row is not None:
+        pl = row["pair_level"]
+        cls = "big" if pl["n_pairs"] >= 2 else ""
+        rows.insert(0, f"<tr><th>verdict (top-1, 20%)</th><td class='{cls}'>{html.escape(row['verdict'])}</td></tr>")
+        if pl["n_pairs"] >= 2:
+            cells = "".join(f"<tr><td>{html.escape(str(sd))}</td><td>{_pct(s)}</td><td>{_pct(c)}</td><td>{_pct(e)}"
+                            f"</td></tr>" for sd, s, c, e in zip(row["seeds"], row["scores"], row["controls"],
+                                                                 row["excesses"]))
+            rows.append("<tr><th>model pairs (training seed)</th><td><table class='all'><tr><th>seed</th>"
+                        f"<th>score</th><th>control</th><th>excess</th></tr>{cells}</table></td></tr>")
+    src = head.control.get("source", {})
+    rows.append(f"<tr><th>held-out control</th><td>{html.escape(str(src.get('kind', '?')))} images, "
+                + ", ".join(f"{y}: {head.control['counts'][y]['attacked']} attacked" for y in "AB")
+                + " <span class='muted'>(neither model trained on them; no gap expected)</span></td></tr>")
+    return "<h2>Score against the held-out control</h2><table class='head'>" + "".join(rows) + "</table>"
 
 
 def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
@@ -335,7 +352,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     probe = pick_probe(results.probes, head)
     sections = [f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>", "<h2>Headline</h2>",
                 _headline(head, probe)]
-    control = _control(run_dir, head)
+    control = _control(results.attacks, head)
     if control:
         sections.append(control)
     if results.skipped:

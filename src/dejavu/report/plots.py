@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dejavu import DejavuError
 from dejavu.io import locks_output
 from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
@@ -338,6 +340,74 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
                   {"top": top, "groups": data})
 
 
+def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str = "20") -> list[dict[str, Any]]:
+    """Per setting and epoch (attacks differing only in the seed grouped): the per-pair score,
+    control and excess, and the excess over the pairs with its interval (issue 11,
+    :mod:`dejavu.analysis.significance`). Attacks without a control are left out."""
+    from dejavu.analysis.significance import pair_level, verdict_text
+    from dejavu.report.collect import seed_groups
+
+    rows = []
+    for key, recs in seed_groups([r for r in attacks if r.control]).items():
+        ex = [r.excess(top, at) for r in recs]
+        if any(e is None for e in ex):
+            continue
+        pl = pair_level([e["excess"] for e in ex], [e.get("se") for e in ex])
+        rows.append({"method": key[0], "variant": key[1], "npc": key[2], "epoch": key[3],
+                     "params": {k: v for k, v in key[4:]}, "top": top, "p": at,
+                     "seeds": [r.seed for r in recs], "scores": [e["score"] for e in ex],
+                     "controls": [e["control"] for e in ex], "excesses": [e["excess"] for e in ex],
+                     "example_ci95": [e["ci95"] for e in ex], "pair_level": pl,
+                     "verdict": verdict_text(ex[0], pl), "files": [str(r.path) for r in recs]})
+    return rows
+
+
+def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> list[FigureInfo]:
+    """Score, control and excess vs epoch, one panel per setting: each model pair's excess
+    (thin), their mean with the interval over pairs (band; with one pair, the example-level
+    CI, which does not cover training randomness), and the mean control (dashed)."""
+    rows = significance_table(attacks, top)
+    settings: dict[tuple, list[dict]] = {}
+    for r in rows:
+        settings.setdefault((r["method"], r["variant"], r["npc"], repr(r["params"])), []).append(r)
+    infos = []
+    keys = sorted(settings, key=str)
+    for chunk in range(0, len(keys), MAX_PANELS):
+        part = keys[chunk:chunk + MAX_PANELS]
+        plt = _style()
+        fig, axes = plt.subplots(1, len(part), figsize=(4.2 * len(part), 3.4), squeeze=False)
+        data = []
+        for ax, k in zip(axes[0], part):
+            pts = sorted(settings[k], key=lambda r: r["epoch"])
+            xs = [r["epoch"] for r in pts]
+            n = max(len(r["excesses"]) for r in pts)
+            for i in range(n):
+                ys = [100 * r["excesses"][i] if i < len(r["excesses"]) else float("nan") for r in pts]
+                ax.plot(xs, ys, "-", color="C0", alpha=0.3, lw=0.8, label="excess, each pair" if i == 0 else None)
+            mean = [100 * r["pair_level"]["mean"] for r in pts]
+            band = [r["pair_level"]["ci95"] if r["pair_level"]["n_pairs"] >= 2 else r["example_ci95"][0]
+                    for r in pts]
+            ax.fill_between(xs, [100 * b[0] for b in band], [100 * b[1] for b in band], color="C0", alpha=0.15)
+            ax.plot(xs, mean, "-o", color="C0", ms=3, label=f"excess, mean of {n} pair(s) (95% band)")
+            ax.plot(xs, [100 * float(np.mean(r["controls"])) for r in pts], "--", color="grey",
+                    label="control score (mean)")
+            ax.axhline(0, color="black", lw=0.6)
+            ax.set_title(f"{k[0]}, {k[1]}, {k[2]}pc" + (f", {k[3]}" if k[3] != "{}" else ""))
+            ax.set_xlabel(_xlabel("epoch"))
+            ax.set_ylabel(f"{top} points, 20% most confident")
+            data.append({"method": k[0], "variant": k[1], "npc": k[2], "params": k[3], "points": pts})
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        name = f"significance_{top}" + (f"_{chunk // MAX_PANELS + 1}" if len(keys) > MAX_PANELS else "")
+        title = "Deja vu score against the held-out control"
+        fig.suptitle(title)
+        infos.append(w.save(fig, name, "significance", "epoch", title,
+                            "Excess of the deja vu score over the held-out control (images neither model "
+                            "trained on). Band: 95% interval over model pairs that differ only in the seed "
+                            "(covers training randomness); with one pair, the example-level CI, which does "
+                            "not.", {"top": top, "settings": data}))
+    return infos
+
+
 @locks_output("plot")
 def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str] = (),
                  tops: Sequence[str] = ("top1",), formats: Sequence[str] = ("png", "pdf"),
@@ -363,10 +433,12 @@ def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str]
     for t in tops:
         steps.append(lambda t=t: fig_sweep(w, results.attacks, t))
         steps.append(lambda t=t: fig_variants(w, results.attacks, t))
+        steps.append(lambda t=t: fig_significance(w, results.attacks, t))
     from dejavu.utils import progress
 
     for step in progress(steps, desc="plot", total=len(steps)):
         step()
     w.write_index({"attacks": len(results.attacks), "probes": len(results.probes), "params": list(params),
+                   "significance": significance_table(results.attacks),
                    "skipped": [[str(p), why] for p, why in results.skipped]})
     return w.figures

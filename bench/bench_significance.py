@@ -1,0 +1,171 @@
+"""Calibration of the déjà vu significance tests on the synthetic default (issue 11).
+
+For each method (VICReg, SimCLR) trains N model pairs that differ only in the training
+seed (``dejavu demo --quick --pairs N``: same data and partition, held-out control of 40
+annotated images per class), then measures on the held-out control, where no memorization
+is possible, how often each test calls a difference "significant":
+
+* **today's test**: the example-level 95% bootstrap CI of the control's score (target −
+  reference at 20%) excludes 0; over every pair, for the stored split and for R random
+  re-splits of the control into halves (within each class);
+* **the new test** (:func:`dejavu.analysis.significance.pair_level`): the control is cut
+  at random into two disjoint controls (each again in two halves); the first plays the
+  private sets, the second the control; the pair-level 95% interval of the mean excess over
+  the N pairs excludes 0. Repeated over R random cuts. Also shown: the same interval without
+  its example term (the spread over pairs alone).
+* **power**: the new test on the real score vs the stored control (one verdict per method).
+
+Usage: python bench/bench_significance.py [--pairs 5] [--out runs/bench_significance] [--cuts 100]
+       [--methods vicreg,simclr] [--epochs 60] [--append bench/RESULTS.md]
+Runs the demos first (skipped when their summary.json exists), then the analysis (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dejavu.analysis.bootstrap import bootstrap_cis
+from dejavu.analysis.metrics import PAIRS
+from dejavu.analysis.significance import excess, pair_level
+from dejavu.analysis.tables import pair_scores_from_arrays
+from dejavu.io import load_npy, read_json
+
+KEYS = ("attk_idxs", "labels", "neighb_labels")
+
+
+def pooled_control(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Model X's stored arrays on every control image (both halves), rows aligned between models."""
+    out = {}
+    for x in "AB":
+        parts = [{k: load_npy(folder / f"control_{x}_attk_{y}_{k}.npy") for k in KEYS} for y in "AB"]
+        out[x] = {k: np.concatenate([p[k] for p in parts]) for k in KEYS}
+    assert np.array_equal(out["A"]["attk_idxs"], out["B"]["attk_idxs"])
+    return out
+
+
+def main_pairs(folder: Path, k: int, c: int):
+    arr = {n: {key: load_npy(folder / f"{n}_{key}.npy") for key in KEYS} for n in PAIRS}
+    return {n: pair_scores_from_arrays(a, k, c) for n, a in arr.items()}
+
+
+def split_pairs(pool, rows: dict[str, np.ndarray], k: int, c: int):
+    """The four X_attk_Y scores when the pooled rows ``rows['A']``/``rows['B']`` are the halves."""
+    return {f"{x}_attk_{y}": pair_scores_from_arrays({key: pool[x][key][rows[y]] for key in KEYS}, k, c)
+            for x in "AB" for y in "AB"}
+
+
+def random_parts(labels: np.ndarray, n_parts: int, rng) -> list[np.ndarray]:
+    """Rows cut at random into ``n_parts`` class-balanced parts (round robin within a class)."""
+    parts: list[list[int]] = [[] for _ in range(n_parts)]
+    for cl in np.unique(labels):
+        rows = rng.permutation(np.nonzero(labels == cl)[0])
+        off = int(rng.integers(n_parts))
+        for i, r in enumerate(rows):
+            parts[(i + off) % n_parts].append(int(r))
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def run_demos(method: str, out: Path, pairs: int, epochs: int) -> dict:
+    from dejavu.demo import DemoConfig, run_demo
+
+    d = out / method
+    if (d / "summary.json").is_file():
+        return read_json(d / "summary.json")
+    t = time.time()
+    cfg = DemoConfig.quick(out=str(d), method=method, pairs=pairs, epochs=epochs, snapshot_every=epochs,
+                           probe_epochs=0, report=False)
+    res = run_demo(cfg, force=True)
+    print(f"{method}: {pairs} pairs in {time.time() - t:.0f}s", flush=True)
+    return res.summary
+
+
+def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed: int = 0) -> dict:
+    cfg = summary["config"]
+    k, c = cfg["k"], cfg["classes"]
+    tag = f"{method}_{cfg['npc']}pc"
+    folders = [out / method / "attack" / (tag if len(summary["seeds"]) == 1 else f"{tag}_seed{s}")
+               / f"ep{summary['final']['epoch']}" for s in summary["seeds"]]
+    res = [read_json(f / "results.json") for f in folders]
+    pools = [pooled_control(f) for f in folders]
+    rng = np.random.default_rng(seed)
+    # today's test on the stored split, and on random re-splits of the control
+    stored = [r["control"]["metrics"]["top1"]["ci95"]["dejavu_score"] for r in res]
+    today_stored = [lo > 0 or hi < 0 for lo, hi in stored]
+    today_resplit, new_fp, new_fp_pairs_only = [], [], []
+    labels = pools[0]["A"]["labels"]
+    for _ in range(cuts):
+        halves = random_parts(labels, 2, rng)
+        quarters = random_parts(labels, 4, rng)
+        exs = []
+        for pool in pools:
+            cp = split_pairs(pool, {"A": halves[0], "B": halves[1]}, k, c)
+            lo, hi = bootstrap_cis(cp, n_boot=n_boot, seed=int(rng.integers(1 << 30)))["top1"]["dejavu_score"]
+            today_resplit.append(lo > 0 or hi < 0)
+            p1 = split_pairs(pool, {"A": quarters[0], "B": quarters[1]}, k, c)
+            p2 = split_pairs(pool, {"A": quarters[2], "B": quarters[3]}, k, c)
+            exs.append(excess(p1, p2, n_boot=n_boot, seed=int(rng.integers(1 << 30)))["top1"]["20"])
+        pl = pair_level([x["excess"] for x in exs], [x["se"] for x in exs])
+        new_fp.append(bool(pl["distinguishable"]))
+        new_fp_pairs_only.append(bool(pair_level([x["excess"] for x in exs])["distinguishable"]))
+    ex = [r["control"]["excess"]["top1"]["20"] for r in res]
+    power = pair_level([x["excess"] for x in ex], [x["se"] for x in ex])
+    return {"method": method, "pairs": len(res), "cuts": cuts, "n_boot": n_boot,
+            "scores": [x["score"] for x in ex], "controls": [x["control"] for x in ex],
+            "excess_example_ci_excludes_0": [x["excludes_zero"] for x in ex],
+            "today_fp_stored": float(np.mean(today_stored)), "today_fp_resplit": float(np.mean(today_resplit)),
+            "new_fp": float(np.mean(new_fp)), "new_fp_pairs_only": float(np.mean(new_fp_pairs_only)),
+            "real": {"mean": power["mean"], "ci95": power["ci95"], "distinguishable": power["distinguishable"]}}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| method | pairs | today's FPR (stored split) | today's FPR (re-splits) | new test FPR (cuts) "
+             "| new test w/o example term | real excess @20%, mean [95% over pairs] | detected |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["real"]["ci95"]
+        lines.append(f"| {r['method']} | {r['pairs']} | {100 * r['today_fp_stored']:.0f}% "
+                     f"| {100 * r['today_fp_resplit']:.0f}% | {100 * r['new_fp']:.0f}% ({r['cuts']}) "
+                     f"| {100 * r['new_fp_pairs_only']:.0f}% | {100 * r['real']['mean']:+.1f} [{100 * lo:+.1f}, "
+                     f"{100 * hi:+.1f}] | {'yes' if r['real']['distinguishable'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--methods", default="vicreg,simclr")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--cuts", type=int, default=100)
+    ap.add_argument("--bootstrap", type=int, default=300)
+    ap.add_argument("--out", default="runs/bench_significance")
+    ap.add_argument("--append", default=None, help="append the table to this markdown file")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    t0 = time.time()
+    rows = []
+    for m in a.methods.split(","):
+        s = run_demos(m, out, a.pairs, a.epochs)
+        rows.append(analyse(m, out, s, a.cuts, a.bootstrap))
+        print(json.dumps(rows[-1]), flush=True)
+    (out / "bench_significance.json").write_text(json.dumps(rows, indent=1))
+    txt = table(rows)
+    print(txt)
+    if a.append:
+        with open(a.append, "a") as f:
+            f.write(f"\n## bench_significance.py ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
+                    f"{platform.processor() or platform.machine()}, {time.time() - t0:.0f} s)\n\n"
+                    f"`dejavu demo --quick` recipe, {a.epochs} epochs, {a.pairs} seed pairs per method, "
+                    f"control 40/class; FPR = share of 95% intervals excluding 0 on the held-out control "
+                    f"(top-1, 20%).\n\n{txt}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
