@@ -20,20 +20,21 @@ def _check_artifacts(out, summary):
     epochs = [e["epoch"] for e in summary["epochs"]]
     assert epochs == sorted(epochs) and len(epochs) >= 2
     for ep in epochs:
-        for sub in ("attack", "attack_control"):
-            d = out / sub / tag / f"ep{ep}"
-            res = json.loads((d / "results.json").read_text())
-            assert res["epoch"] == ep and res["format"] == "dejavu-attack/2"
+        d = out / "attack" / tag / f"ep{ep}"
+        res = json.loads((d / "results.json").read_text())
+        assert res["epoch"] == ep and res["format"] == "dejavu-attack/2"
+        assert res["control"]["source"]["kind"] == "partition"
+        for prefix in ("", "control_"):
             for pair in ("A_attk_A", "A_attk_B", "B_attk_A", "B_attk_B"):
-                idx = np.load(d / f"{pair}_neighb_idxs.npy")
+                idx = np.load(d / f"{prefix}{pair}_neighb_idxs.npy")
                 assert idx.shape[1] == summary["config"]["k"]
             # the control attacks held-out images, the main attack the private sets
-            attacked = np.load(d / "A_attk_A_attk_idxs.npy")
+            attacked = np.load(d / f"{prefix}A_attk_A_attk_idxs.npy")
             bbox_a = np.load(out / "partition" / f"{summary['config']['npc']}_per_class" / "bbox_A.npy")
-            ctrl_a = np.load(out / "partition" / "control" / "ctrl_A.npy")
-            assert set(attacked) <= set(ctrl_a if sub == "attack_control" else bbox_a)
-            public = np.load(d / "public_idxs.npy")
-            assert not set(public) & set(ctrl_a)
+            ctrl_a = np.load(out / "partition" / "control_A.npy")
+            assert set(attacked) <= set(ctrl_a if prefix else bbox_a)
+        public = np.load(d / "public_idxs.npy")
+        assert not set(public) & set(ctrl_a)
     assert (out / "probe" / f"{tag}_A" / "results.json").is_file()
     assert json.loads((out / "plots" / "figures.json").read_text())["attacks"]
     assert (out / "plots" / "accuracy_vs_epoch_top1.png").is_file()
@@ -47,6 +48,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "deja vu score" in printed and "held-out control" in printed and "report.html" in printed
+    assert "excess over the control" in printed and "training randomness is not covered" in printed
+    assert "Score against the held-out control" in (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     _check_artifacts(out, summary)
     assert 0.1 < summary["probe_top1"] <= 1.0
@@ -71,3 +74,34 @@ def test_default_demo_shows_dejavu(tmp_path, seed):
     assert last["gap_100"] > first["gap_100"] and last["memorized"] > first["memorized"], s["epochs"]
     lo, hi = f["control_gap_100_ci95"]
     assert lo < 0.02 and abs(f["control_gap_100"]) < 0.05, f  # no significant gap on held-out images
+
+
+class _Res:
+    def __init__(self, epoch, score, control, se=0.03):
+        e = {"score": score, "control": control, "excess": score - control, "se": se,
+             "ci95": [score - control - 2 * se, score - control + 2 * se], "excludes_zero": True}
+        m = {"top1": {"dejavu_score": score, "dejavu_score_100": score / 2, "target": {"20": 0.5, "100": 0.4},
+                      "reference": {"20": 0.5 - score, "100": 0.4 - score / 2},
+                      "ci95": {"dejavu_score": [score - 0.1, score + 0.1], "dejavu_score_100": [0, score]}},
+             "quadrants": {"memorized": 0.2, "correlated": 0.3}, "quadrants_ci95": {"memorized": [0.1, 0.3]}}
+        mc = {"top1": {"dejavu_score": control, "dejavu_score_100": control,
+                       "ci95": {"dejavu_score": [control - 0.1, control + 0.1], "dejavu_score_100": [-0.1, 0.1]}}}
+        self.results = {"epoch": epoch, "metrics": m,
+                        "control": {"metrics": mc, "excess": {"top1": {"20": e, "100": e}}}}
+
+
+def test_summary_of_several_pairs():
+    """--pairs N: per-pair values and the interval over pairs in the summary and its text."""
+    from dejavu.demo import format_summary, summarize
+
+    by_pair = {3: [_Res(30, 0.10, 0.0), _Res(60, 0.30, 0.02)], 4: [_Res(30, 0.05, 0.01), _Res(60, 0.25, -0.03)],
+               5: [_Res(30, 0.0, 0.0), _Res(60, 0.35, 0.05)]}
+    s = summarize(by_pair, None, None, 12.0, DemoConfig.quick(pairs=3, seed=3))
+    assert s["seeds"] == [3, 4, 5] and [p["final"]["excess"] for p in s["pairs"]] == pytest.approx([0.28, 0.28, 0.30])
+    pl = s["pair_level"]["20"]
+    assert pl["n_pairs"] == 3 and pl["mean"] == pytest.approx(0.86 / 3) and pl["distinguishable"]
+    text = format_summary(s)
+    assert "pair 1 of 3 (seed 3)" in text and "3: +30.0/+2.0/+28.0" in text
+    assert "mean of 3 model pairs" in text and "distinguishable from zero" in text
+    one = summarize({0: by_pair[3]}, None, None, 1.0, DemoConfig.quick())
+    assert "training randomness is not covered" in format_summary(one)
