@@ -105,3 +105,17 @@ def test_control_errors(synth_small, partition_small, setup, tmp_path, capsys):
     assert "has no control" in capsys.readouterr().err
     assert main([*args, "--control", str(tmp_path / "missing")]) == 2
     assert "validation image folder not found" in capsys.readouterr().err
+
+
+def test_analyze_rescores_the_control(synth_small, setup):
+    """dejavu analyze recomputes the control block from the stored control_* arrays."""
+    d, a, b = setup
+    out = d / "att_an"
+    assert main(_args(synth_small, d, a, b, out)) == 0
+    assert main(["analyze", str(out), "--k-attk", "5", "--bootstrap", "50"]) == 0
+    an = json.loads((out / "analysis_k5.json").read_text())
+    cp = _control_pairs(out, k=5)
+    want = compute_all(cp, 10, n_boot=0)["top1"]["dejavu_score"]
+    assert an["control"]["metrics"]["top1"]["dejavu_score"] == pytest.approx(want)
+    e = an["control"]["excess"]["top1"]["20"]
+    assert e["score"] == pytest.approx(an["metrics"]["top1"]["dejavu_score"]) and e["control"] == pytest.approx(want)

@@ -40,10 +40,15 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
     k = k_attk if k_attk is not None else res.get("config", {}).get("k_attk")
     num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
     metrics = compute_all(pairs, num_classes, n_boot=n_boot, seed=seed)
+    from dejavu.analysis.significance import rescore_control
+
+    control = rescore_control(folder, pairs, res, k, int(num_classes), n_boot, seed) if "control" in res else None
     if inplace:
         if not force:
             raise DejavuError(f"{folder / 'results.json'}: --inplace rewrites it; pass --force too")
         res["metrics"] = metrics
+        if control is not None:
+            res["control"] = control
         res.setdefault("config", {})["k_attk"] = k
         res["config"]["n_boot"], res["config"]["seed"] = n_boot, seed
         for name in pairs:
@@ -58,7 +63,8 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
         atomic_write_json(dest, {"format": "dejavu-analysis/1", "attack_dir": str(folder),
                                  "config": {**res.get("config", {}), "k_attk": k, "n_boot": n_boot, "seed": seed},
                                  "fingerprint": res.get("fingerprint"), "models": res.get("models"),
-                                 "counts": res.get("counts"), "metrics": metrics})
+                                 "counts": res.get("counts"), "metrics": metrics,
+                                 **({"control": control} if control is not None else {})})
     return metrics
 
 

@@ -228,3 +228,38 @@ def control_summary_text(results: dict[str, Any]) -> str:
                          f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]")
     lines.append("verdict (top-1, 20%): " + verdict_line(results))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- files
+
+def control_pairs_from_folder(folder, k_attk: int | None, num_classes: int, logits: bool = False
+                              ) -> dict[str, PairScores] | None:
+    """The control's four ``X_attk_Y`` scores re-read from an attack folder's ``control_*``
+    files (:mod:`dejavu.attack.control`); None when the folder has no control."""
+    from pathlib import Path
+
+    from dejavu.analysis.metrics import PAIRS
+    from dejavu.analysis.tables import pair_scores_from_arrays
+    from dejavu.io import load_npy
+
+    folder = Path(folder)
+    if not (folder / "control_A_attk_A_attk_idxs.npy").is_file():
+        return None
+    keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels",))
+    return {n: pair_scores_from_arrays({k: load_npy(folder / f"control_{n}_{k}.npy") for k in keys}, k_attk,
+                                       num_classes) for n in PAIRS}
+
+
+def rescore_control(folder, pairs: dict[str, PairScores], results: dict[str, Any], k_attk: int | None,
+                    num_classes: int, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """``results.json``'s ``control`` block recomputed from the stored arrays (``dejavu analyze``)."""
+    from dejavu.analysis.metrics import compute_all
+
+    if "control" not in results:
+        return None
+    cp = control_pairs_from_folder(folder, k_attk, num_classes, results.get("config", {}).get("embed") == "logits")
+    if cp is None:
+        return None
+    m = compute_all(cp, num_classes, n_boot=n_boot, seed=seed + 1)
+    return {**results["control"], "metrics": {k: v for k, v in m.items() if k not in ("per_class", "rankings")},
+            "excess": excess(pairs, cp, n_boot=n_boot, seed=seed)}
