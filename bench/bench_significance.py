@@ -125,9 +125,9 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | pairs | today's FPR (stored split) | today's FPR (re-splits) | new test FPR (cuts) "
-             "| new test w/o example term | real excess @20%, mean [95% over pairs] | detected |",
-             "|---|---|---|---|---|---|---|---|"]
+    head = ("| method | pairs | today's FPR (stored split) | today's FPR (re-splits) | new test FPR (cuts) "
+            "| new test w/o example term | real excess @20%, mean [95% over pairs] | detected |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["real"]["ci95"]
         lines.append(f"| {r['method']} | {r['pairs']} | {100 * r['today_fp_stored']:.0f}% "

@@ -17,7 +17,7 @@ from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.partition import partition
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import make_checkpoint  # noqa: E402
+from helpers import make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_validation_control_and_none(synth_small, setup, capsys):
 
 
 def test_control_errors(synth_small, partition_small, setup, tmp_path, capsys):
-    d, a, b = setup
+    _, a, b = setup
     args = ["attack", "--model-a", str(a), "--model-b", str(b), "--partition", str(partition_small), "--npc", "10",
             "--data", str(synth_small), "--out", str(tmp_path / "x"), "--bootstrap", "0"]
     assert main([*args, "--control", "partition"]) == 2

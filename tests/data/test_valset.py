@@ -45,11 +45,9 @@ def test_flat_ilsvrc_layout(synth_small, tmp_path):
     classes = scan_imagefolder(synth_small / "train").classes
     flat = tmp_path / "val"
     flat.mkdir()
-    k = 0
     names = {}
-    for img in sorted((synth_small / "val").rglob("*.JPEG")):
+    for k, img in enumerate(sorted((synth_small / "val").rglob("*.JPEG"))):
         stem = f"ILSVRC2012_val_{k:08d}"
-        k += 1
         shutil.copy(img, flat / f"{stem}.JPEG")
         xml = synth_small / "val_bboxes" / "Annotation" / img.parent.name / f"{img.stem}.xml"
         if xml.is_file():
@@ -80,7 +78,7 @@ def test_layout_errors(synth_small, tmp_path):
     bad = tmp_path / "val"
     shutil.copytree(synth_small / "val", bad)
     shutil.copytree(synth_small / "val_bboxes", tmp_path / "vb")
-    xml = sorted((tmp_path / "vb" / "Annotation" / classes[0]).glob("*.xml"))[0]
+    xml = min((tmp_path / "vb" / "Annotation" / classes[0]).glob("*.xml"))
     xml.write_text(xml.read_text().replace(f"<name>{classes[0]}</name>", f"<name>{classes[1]}</name>"))
     with pytest.raises(DejavuError, match=f"names class {classes[1]} but the image is in folder {classes[0]}"):
         scan_valset(bad, tmp_path / "vb", classes)
