@@ -236,7 +236,7 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
     rows = []
     if head is not None:
         ci = head.ci()
-        ci_s = f" (95% CI {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
+        ci_s = f" (95% CI over examples {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
         ci100 = head.ci(at="100")
         rows.append(f"<tr><th>déjà vu score (top-1, 20% most confident)</th><td class='big'>{_pct(head.score())}"
                     f"{ci_s}</td></tr>")
