@@ -119,3 +119,17 @@ def test_analyze_rescores_the_control(synth_small, setup):
     assert an["control"]["metrics"]["top1"]["dejavu_score"] == pytest.approx(want)
     e = an["control"]["excess"]["top1"]["20"]
     assert e["score"] == pytest.approx(an["metrics"]["top1"]["dejavu_score"]) and e["control"] == pytest.approx(want)
+
+
+def test_control_overlapping_training_set_refused(synth_small, setup, tmp_path, capsys):
+    d, a, b = setup
+    import shutil
+
+    part = tmp_path / "part"
+    shutil.copytree(d / "part", part)
+    ctrl = np.load(part / "control_A.npy")
+    np.save(part / "control_A.npy", np.append(ctrl, np.load(part / "10_per_class" / "train_B.npy")[0]))
+    args = ["attack", "--model-a", str(a), "--model-b", str(b), "--partition", str(part), "--npc", "10",
+            "--data", str(synth_small), "--out", str(tmp_path / "x"), "--bootstrap", "0"]
+    assert main(args) == 2
+    assert "10_per_class/train_B.npy" in capsys.readouterr().err

@@ -61,6 +61,14 @@ def resolve_control(spec: str | os.PathLike | None, partition, index: DatasetInd
                               f"(dejavu partition --control N)")
         halves = {h: index.check_indices(v, f"{partition.root}/control_{h}.npy")
                   for h, v in partition.control().items()}
+        both = np.union1d(halves["A"], halves["B"])
+        for npc in partition.npcs:  # a hand-edited partition must not put trained images in the control
+            for name in ("train_A", "train_B"):
+                clash = np.intersect1d(both, partition.load_set(npc, name))
+                if len(clash):
+                    raise DejavuError(f"{partition.root}/control_A.npy/control_B.npy overlap "
+                                      f"{npc}_per_class/{name}.npy (e.g. index {int(clash[0])}): a control "
+                                      f"must hold images neither model trained on")
         ann_dir = paths.annotation_dir
         return ControlSource(index, (lambda g: annotation_path(index, ann_dir, g)) if ann_dir else None, halves,
                              {"kind": "partition", "files": [f"{partition.root}/control_{h}.npy" for h in "AB"],
