@@ -297,12 +297,15 @@ def _epoch_row(r) -> dict[str, Any]:
 
 def summarize(by_pair: dict[int, list], pr, report, seconds, cfg, rcdm_info=None) -> dict[str, Any]:
     """``by_pair``: training seed -> the attack results of that pair, by epoch."""
-    from dejavu.analysis.significance import pairs_from_results, verdict_text
+    from dejavu.analysis.significance import pairs_from_results, shared_variance_from_folders, verdict_text
 
     seeds = sorted(by_pair)
     rows = {sd: [_epoch_row(r) for r in by_pair[sd]] for sd in seeds}
     finals = [by_pair[sd][-1].results for sd in seeds]
-    pair_level = {p: pairs_from_results(finals, "top1", p) for p in ("20", "100")}
+    dirs = [getattr(by_pair[sd][-1], "out", None) for sd in seeds]
+    shared = shared_variance_from_folders(dirs) if len(seeds) >= 2 and None not in dirs else None
+    pair_level = {p: pairs_from_results(finals, "top1", p, shared.get(("top1", p)) if shared else None)
+                  for p in ("20", "100")}
     head = finals[0].get("control", {}).get("excess", {}).get("top1", {}).get("20")
     verdict = verdict_text(head, pair_level["20"]) if head else "no held-out control"
     return {"config": asdict(cfg), "seconds": round(seconds, 1), "epochs": rows[seeds[0]], "final": rows[seeds[0]][-1],

@@ -136,3 +136,32 @@ def test_pairs_from_results_and_verdicts():
     assert "held-out control: none" in control_summary_text({"metrics": {}})
 
 
+
+
+def test_shared_example_variance():
+    """Identical pairs share all their example noise (shared = per-pair bootstrap variance);
+    pairs with independent luck on the same examples share little; misaligned pairs refused."""
+    from dejavu.analysis.significance import shared_example_variance
+
+    rng = np.random.default_rng(5)
+    pairs, ctrl = _pairs(rng, 200, 0.5, 0.5), _pairs(rng, 200, 0.5, 0.5)
+    same = shared_example_variance([(pairs, ctrl)] * 3, n_boot=300, seed=2)[("top1", "100")]
+    se = excess(pairs, ctrl, n_boot=300, seed=9)["top1"]["100"]["se"]
+    assert 0.6 < same / se ** 2 < 1.6
+    others = []
+    for _ in range(3):  # same examples and labels, independent model luck
+        p, c = _pairs(np.random.default_rng(11), 200, 0.5, 0.5), _pairs(np.random.default_rng(12), 200, 0.5, 0.5)
+        r = np.random.default_rng(int(rng.integers(1 << 20)))
+        for d in (p, c):
+            for name, s in d.items():
+                flip = r.random(len(s.index)) < 0.5
+                d[name] = type(s)(s.index, s.labels, s.pred, s.conf, np.where(flip, ~s.correct1, s.correct1),
+                                  s.correct5)
+        others.append((p, c))
+    indep = shared_example_variance(others, n_boot=300, seed=2)[("top1", "100")]
+    assert abs(indep) < 0.3 * same
+    shifted = {k: type(v)(v.index + 1000, v.labels, v.pred, v.conf, v.correct1, v.correct5) for k, v in pairs.items()}
+    with pytest.raises(ValueError, match="different examples"):
+        shared_example_variance([(pairs, ctrl), (shifted, ctrl)], n_boot=10)
+    pl = pair_level([0.1, 0.2, 0.15], [0.05] * 3, shared_var=0.0004)
+    assert pl["example_var"] == 0.0004 and "joint bootstrap" in pl["example_term"]

@@ -133,3 +133,29 @@ def test_control_overlapping_training_set_refused(synth_small, setup, tmp_path, 
             "--data", str(synth_small), "--out", str(tmp_path / "x"), "--bootstrap", "0"]
     assert main(args) == 2
     assert "10_per_class/train_B.npy" in capsys.readouterr().err
+
+
+def test_shared_variance_from_attack_folders(synth_small, setup):
+    """Two model pairs attacking the same examples: the report's interval over pairs uses the
+    joint bootstrap of their stored arrays."""
+    from dejavu.analysis.significance import shared_variance_from_folders
+    from dejavu.report.collect import collect
+    from dejavu.report.plots import significance_table
+
+    d, a, b = setup
+    idx = scan_imagefolder(synth_small / "train")
+    outs = []
+    for s, (ma, mb) in enumerate(((a, b), (make_checkpoint(d / "a2.pth", idx, "A", 10, seed=3),
+                                           make_checkpoint(d / "b2.pth", idx, "B", 10, seed=4)))):
+        out = d / "pairs" / f"seed{s}"
+        assert main(_args(synth_small, d, ma, mb, out)) == 0
+        res = json.loads((out / "results.json").read_text())
+        res["models"]["A"]["config"]["seed"] = s  # pairs that differ only in the training seed
+        (out / "results.json").write_text(json.dumps(res))
+        outs.append(out)
+    sv = shared_variance_from_folders(outs, n_boot=200)
+    assert sv is not None and np.isfinite(sv[("top1", "20")])
+    assert shared_variance_from_folders([outs[0]]) is None
+    rows = significance_table(collect([d / "pairs"]).attacks)
+    assert len(rows) == 1 and rows[0]["seeds"] == [0, 1]
+    assert "joint bootstrap" in rows[0]["pair_level"]["example_term"]

@@ -16,13 +16,19 @@ randomness**: with one pair of models no interval can.
 
 **Pair level (N ≥ 2 pairs differing only in the training seed)** — ``pair_level``:
 the per-pair excesses ``E_i`` are averaged; the interval is
-``mean ± t(0.975, N−1) · sqrt(s²/N + v̄)`` with ``s`` the standard deviation of the
-``E_i`` over pairs (training randomness, and the model × example interaction) and ``v̄``
-the mean of the per-pair example-level bootstrap variances (the choice of examples, which
-all pairs share and which the spread over pairs therefore cannot show; using the mean is
-an upper bound on the variance of the average, so the interval is conservative). The
-excess is *distinguishable from zero* when this interval excludes 0. The README and
-bench/RESULTS.md give its measured false-positive rate and power.
+``mean ± t(0.975, N−1) · sqrt(s²/N + v_shared)``. ``s`` is the standard deviation of the
+``E_i`` over pairs: training randomness and each pair's own luck with the examples.
+``v_shared`` is the part of the example-level variance that all pairs *share* — they attack
+the same images, so the spread over pairs cannot show which images happened to be chosen
+(measured: leaving it out gave 13% false positives on the control). It is estimated by a
+joint bootstrap (:func:`shared_example_variance`: one resample of the examples for every
+pair; the mean covariance between two different pairs' replicates). Model: ``E_i = μ + c
++ t_i + e_i`` with ``c`` the shared example effect, so ``Var(mean) = Var(c) + Var(t + e)/N``
+and both terms are estimated without double counting. Without the arrays (results.json
+only) ``v_shared`` is bounded by the mean per-pair bootstrap variance (conservative: it
+keeps each pair's own example noise undivided by N). The excess is *distinguishable from
+zero* when the interval excludes 0. bench/RESULTS.md gives the measured false-positive
+rate on the control and the power on the synthetic default.
 
 No torch and no models here (DESIGN: ``analysis`` reads arrays, not networks).
 """
@@ -91,21 +97,66 @@ def _point(pairs: dict[str, PairScores]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> dict[tuple[str, str], np.ndarray]:
-    """``r`` bootstrap replicates of the score (target − reference) per (top, fraction)."""
+def _weights(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> dict[str, np.ndarray]:
+    """One multinomial resample (r, n) per set of ``pairs``."""
+    out = {}
+    for y, names in _SETS.items():
+        n = len(pairs[names[0]].index)
+        out[y] = rng.multinomial(n, np.full(n, 1.0 / n), size=r) if n else np.zeros((r, 0))
+    return out
+
+
+def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator | None, r: int,
+                weights: dict[str, np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """``r`` bootstrap replicates of the score (target − reference) per (top, fraction);
+    ``weights`` (per set, (r, n)) reuse a resample, e.g. across model pairs."""
     from dejavu.analysis.bootstrap import weighted_top_accs
 
+    weights = weights if weights is not None else _weights(pairs, rng, r)
     acc: dict[tuple[str, str, str], np.ndarray] = {}
-    for names in _SETS.values():
-        n = len(pairs[names[0]].index)
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=r) if n else np.zeros((r, 0))
+    for y, names in _SETS.items():
+        w = weights[y]
         for name in names:
-            got = weighted_top_accs(w, pairs[name], tuple(FRACTIONS.values())) if n else {}
+            got = weighted_top_accs(w, pairs[name], tuple(FRACTIONS.values())) if w.shape[1] else {}
             for top in TOPS:
                 for p, f in FRACTIONS.items():
                     acc[(name, top, p)] = got.get((int(top[-1]), f), np.full(r, np.nan))
     return {(top, p): 0.5 * (acc[("A_attk_A", top, p)] + acc[("B_attk_B", top, p)])
             - 0.5 * (acc[("B_attk_A", top, p)] + acc[("A_attk_B", top, p)]) for top in TOPS for p in FRACTIONS}
+
+
+def shared_example_variance(items: Sequence[tuple[dict[str, PairScores], dict[str, PairScores]]],
+                            n_boot: int = 400, seed: int = 0) -> dict[tuple[str, str], float]:
+    """The part of the example-level variance that N model pairs *share*, per (top, fraction).
+
+    ``items``: (pairs, control) per model pair, attacking the same examples (same
+    ``index`` per set). One resample of the examples serves every pair (a joint bootstrap);
+    the mean covariance between two different pairs' excess replicates estimates the variance
+    of the common example effect, which the spread over pairs cannot show. Raises
+    ValueError when the pairs attacked different examples."""
+    first = items[0]
+    for pairs, control in items[1:]:
+        for a, b in ((pairs, first[0]), (control, first[1])):
+            if any(not np.array_equal(a[n].index, b[n].index) for n in ("A_attk_A", "B_attk_B")):
+                raise ValueError("the model pairs attacked different examples: no joint bootstrap")
+    rng = np.random.default_rng(seed)
+    n_max = max(len(v.index) for v in (*first[0].values(), *first[1].values()))
+    block = max(1, _CELLS // max(1, n_max * len(items)))
+    reps: dict[tuple[str, str], list[np.ndarray]] = {}
+    for start in range(0, n_boot, block):
+        r = min(block, n_boot - start)
+        wp, wc = _weights(first[0], rng, r), _weights(first[1], rng, r)
+        per = [(_replicates(p, None, r, wp), _replicates(c, None, r, wc)) for p, c in items]
+        for k in per[0][0]:
+            reps.setdefault(k, []).append(np.stack([rs[k] - rc[k] for rs, rc in per]))
+    out = {}
+    n = len(items)
+    for k, v in reps.items():
+        x = np.concatenate(v, axis=1)
+        x = x[:, ~np.isnan(x).any(axis=0)]
+        cov = np.cov(x) if x.shape[1] > 1 else np.full((n, n), np.nan)
+        out[k] = float((cov.sum() - np.trace(cov)) / (n * (n - 1))) if n > 1 else float("nan")
+    return out
 
 
 def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
@@ -142,11 +193,14 @@ def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot:
 # ---------------------------------------------------------------- pair level
 
 def pair_level(excesses: Sequence[float], example_ses: Sequence[float] | None = None,
-               level: float = LEVEL) -> dict[str, Any]:
+               level: float = LEVEL, shared_var: float | None = None) -> dict[str, Any]:
     """Mean excess over N model pairs with a t-interval (module docstring).
 
-    ``example_ses``: each pair's example-level bootstrap standard error (``se`` of
-    :func:`excess`); None or NaN entries leave the example term out (and say so)."""
+    ``shared_var``: the example variance the pairs share (:func:`shared_example_variance`,
+    the estimate used when the arrays are at hand); otherwise ``example_ses``, each pair's
+    example-level bootstrap standard error (``se`` of :func:`excess`), whose mean square
+    bounds it from above (conservative); with neither, the example term is left out (and
+    the result says so)."""
     e = np.asarray(list(excesses), dtype=np.float64)
     n = len(e)
     out: dict[str, Any] = {"n_pairs": n, "values": e.tolist(), "mean": float(e.mean()) if n else float("nan"),
@@ -158,24 +212,28 @@ def pair_level(excesses: Sequence[float], example_ses: Sequence[float] | None = 
     sd = float(e.std(ddof=1))
     ses = np.asarray([np.nan if v is None else v for v in (example_ses or [])], dtype=np.float64)
     v_ex = float(np.mean(ses ** 2)) if len(ses) == n and not np.isnan(ses).any() else None
+    how = "bound: mean per-pair example variance (conservative)" if v_ex is not None else None
+    if shared_var is not None and not math.isnan(shared_var):
+        v_ex, how = max(0.0, float(shared_var)), "shared example variance (joint bootstrap over pairs)"
     se = math.sqrt(sd ** 2 / n + (v_ex or 0.0))
     t = t_quantile(1 - (1 - level) / 2, n - 1)
     ci = [out["mean"] - t * se, out["mean"] + t * se]
     if v_ex is None:
         out["covers"] = "training randomness only (no example-level standard errors given)"
-    out.update(sd_over_pairs=sd, example_var=v_ex, se=se, t=t, df=n - 1, ci95=ci,
+    out.update(sd_over_pairs=sd, example_var=v_ex, example_term=how, se=se, t=t, df=n - 1, ci95=ci,
                distinguishable=bool(ci[0] > 0 or ci[1] < 0))
     return out
 
 
-def pairs_from_results(results: Sequence[dict[str, Any]], top: str = "top1", p: str = "20") -> dict[str, Any]:
+def pairs_from_results(results: Sequence[dict[str, Any]], top: str = "top1", p: str = "20",
+                       shared_var: float | None = None) -> dict[str, Any]:
     """:func:`pair_level` of the excess over several attacks' ``results.json`` (one per
     model pair), plus the per-pair score and control. Attacks without a control are
     aggregated on the score alone (then nothing is compared with a control; said so)."""
     with_ctrl = all("control" in r for r in results)
     if with_ctrl:
         ex = [r["control"]["excess"][top][p] for r in results]
-        block = pair_level([x["excess"] for x in ex], [x.get("se") for x in ex])
+        block = pair_level([x["excess"] for x in ex], [x.get("se") for x in ex], shared_var=shared_var)
         block.update(statistic="excess over the held-out control",
                      scores=[x["score"] for x in ex], controls=[x["control"] for x in ex])
     else:
@@ -263,3 +321,28 @@ def rescore_control(folder, pairs: dict[str, PairScores], results: dict[str, Any
     m = compute_all(cp, num_classes, n_boot=n_boot, seed=seed + 1)
     return {**results["control"], "metrics": {k: v for k, v in m.items() if k not in ("per_class", "rankings")},
             "excess": excess(pairs, cp, n_boot=n_boot, seed=seed)}
+
+
+def shared_variance_from_folders(folders: Sequence, n_boot: int = 400, seed: int = 0
+                                 ) -> dict[tuple[str, str], float] | None:
+    """:func:`shared_example_variance` of attack folders (one per model pair) from their
+    stored arrays; None when a folder lacks its arrays or control, or the pairs attacked
+    different examples (callers then fall back to the conservative bound)."""
+    from pathlib import Path
+
+    from dejavu import DejavuError
+    from dejavu.analysis.tables import scores_from_folder
+
+    items = []
+    try:
+        for f in folders:
+            pairs, res = scores_from_folder(Path(f))
+            nc = int(res.get("num_classes") or res.get("fingerprint", {}).get("num_classes"))
+            cp = control_pairs_from_folder(f, res.get("config", {}).get("k_attk"), nc,
+                                           res.get("config", {}).get("embed") == "logits")
+            if cp is None:
+                return None
+            items.append((pairs, cp))
+        return shared_example_variance(items, n_boot=n_boot, seed=seed) if len(items) >= 2 else None
+    except (DejavuError, OSError, ValueError, KeyError, TypeError):
+        return None

@@ -344,7 +344,7 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
     """Per setting and epoch (attacks differing only in the seed grouped): the per-pair score,
     control and excess, and the excess over the pairs with its interval (issue 11,
     :mod:`dejavu.analysis.significance`). Attacks without a control are left out."""
-    from dejavu.analysis.significance import pair_level, verdict_text
+    from dejavu.analysis.significance import pair_level, shared_variance_from_folders, verdict_text
     from dejavu.report.collect import seed_groups
 
     rows = []
@@ -352,7 +352,9 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
         ex = [r.excess(top, at) for r in recs]
         if any(e is None for e in ex):
             continue
-        pl = pair_level([e["excess"] for e in ex], [e.get("se") for e in ex])
+        shared = shared_variance_from_folders([r.dir for r in recs]) if len(recs) >= 2 else None
+        pl = pair_level([e["excess"] for e in ex], [e.get("se") for e in ex],
+                        shared_var=shared.get((top, at)) if shared else None)
         rows.append({"method": key[0], "variant": key[1], "npc": key[2], "epoch": key[3],
                      "params": {k: v for k, v in key[4:]}, "top": top, "p": at,
                      "seeds": [r.seed for r in recs], "scores": [e["score"] for e in ex],
