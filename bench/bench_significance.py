@@ -33,7 +33,12 @@ import numpy as np
 
 from dejavu.analysis.bootstrap import bootstrap_cis
 from dejavu.analysis.metrics import PAIRS
-from dejavu.analysis.significance import control_pairs_from_folder, excess, pair_level, shared_example_variance
+from dejavu.analysis.significance import (
+    control_pairs_from_folder,
+    excess,
+    pair_level,
+    shared_example_variance,
+)
 from dejavu.analysis.tables import pair_scores_from_arrays
 from dejavu.io import load_npy, read_json
 
