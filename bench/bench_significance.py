@@ -50,13 +50,16 @@ def pooled_control(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for x in "AB":
         parts = [{k: load_npy(folder / f"control_{x}_attk_{y}_{k}.npy") for k in KEYS} for y in "AB"]
-        out[x] = {k: np.concatenate([p[k] for p in parts]) for k in KEYS}
+        out[x] = {k: np.concatenate([p[k].reshape(len(p[k]), -1) if k == "neighb_labels" else p[k].reshape(-1)
+                                     for p in parts]) for k in KEYS}
     assert np.array_equal(out["A"]["attk_idxs"], out["B"]["attk_idxs"])
     return out
 
 
 def main_pairs(folder: Path, k: int, c: int):
     arr = {n: {key: load_npy(folder / f"{n}_{key}.npy") for key in KEYS} for n in PAIRS}
+    for a in arr.values():
+        a["labels"] = a["labels"].reshape(-1)
     return {n: pair_scores_from_arrays(a, k, c) for n, a in arr.items()}
 
 
@@ -101,7 +104,9 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
     pools = [pooled_control(f) for f in folders]
     rng = np.random.default_rng(seed)
     # today's test on the stored split, and on random re-splits of the control
-    stored = [r["control"]["metrics"]["top1"]["ci95"]["dejavu_score"] for r in res]
+    # everything recomputed from the stored arrays with this version's metrics
+    real = [(main_pairs(f, k, c), control_pairs_from_folder(f, k, c)) for f in folders]
+    stored = [bootstrap_cis(cp, n_boot=1000, seed=seed + 1)["top1"]["dejavu_score"] for _, cp in real]
     today_stored = [lo > 0 or hi < 0 for lo, hi in stored]
     today_resplit, new_fp, new_fp_bound, new_fp_pairs_only = [], [], [], []
     labels = pools[0]["A"]["labels"]
@@ -122,8 +127,7 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
         new_fp.append(bool(pl["distinguishable"]))
         new_fp_bound.append(bool(pair_level([x["excess"] for x in exs], [x["se"] for x in exs])["distinguishable"]))
         new_fp_pairs_only.append(bool(pair_level([x["excess"] for x in exs])["distinguishable"]))
-    ex = [r["control"]["excess"]["top1"]["20"] for r in res]
-    real = [(main_pairs(f, k, c), control_pairs_from_folder(f, k, c)) for f in folders]
+    ex = [excess(p, cp, n_boot=1000, seed=seed)["top1"]["20"] for p, cp in real]
     sv = shared_example_variance(real, n_boot=1000, seed=seed)[("top1", "20")]
     power = pair_level([x["excess"] for x in ex], shared_var=sv)
     bound = pair_level([x["excess"] for x in ex], [x["se"] for x in ex])

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 
 
 @dataclass
@@ -386,7 +386,7 @@ def _cmd(args) -> int:
     kw: dict[str, Any] = dict(out=args.out, seed=args.seed, method=args.method, rcdm=args.rcdm,
                               threads=args.threads, extra_train_sets=list(args.sets), pairs=args.pairs)
     if args.pairs < 1:
-        raise DejavuError(f"--pairs: expected a number of model pairs >= 1, got {args.pairs}")
+        raise UsageError(f"--pairs: expected a number of model pairs >= 1, got {args.pairs}")
     cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**kw)
     if args.epochs:
         cfg = replace(cfg, epochs=args.epochs, snapshot_every=max(1, args.epochs // 3))

@@ -232,7 +232,7 @@ def set_aside_control(splits: dict[int, NpcSplit], targets: np.ndarray, annotate
     (that of the largest npc) as the control, remove them from every npc's public set, and
     split each class alternately into halves A and B. Mutates ``splits``."""
     if per_class < 1:
-        raise DejavuError(f"--control must be a positive number of images per class, got {per_class}")
+        raise UsageError(f"--control must be a positive number of images per class, got {per_class}")
     targets = np.asarray(targets, dtype=np.int64)
     annotated = np.asarray(annotated, dtype=bool)
     public = splits[max(splits)].sets["public"]
@@ -487,7 +487,7 @@ def _cmd(args) -> int:
         raise UsageError(f"--per-class: expected comma-separated integers, got {args.per_class!r}") from None
     paths = data_paths_from_args(args, need_bboxes=True)
     if args.control < 0:
-        raise DejavuError(f"--control: expected a number of images per class >= 0, got {args.control}")
+        raise UsageError(f"--control: expected a number of images per class >= 0, got {args.control}")
     res = partition(paths, npcs, args.out, force=args.force, control=args.control)
     print(format_summary(res))
     return 0

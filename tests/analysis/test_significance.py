@@ -29,7 +29,7 @@ def test_t_quantile_matches_tables():
         t_quantile(0.975, 0)
 
 
-def _pairs(rng, n, acc_target, acc_ref, classes=5, k=10):
+def _pairs(rng, n, acc_target, acc_ref, classes=12, k=10):
     """Four X_attk_Y scores with the given per-example chance of a correct majority vote."""
     out = {}
     for y in "AB":
@@ -155,7 +155,7 @@ def test_shared_example_variance():
         for d in (p, c):
             for name, s in d.items():
                 flip = r.random(len(s.index)) < 0.5
-                d[name] = type(s)(s.index, s.labels, s.pred, s.conf, np.where(flip, ~s.correct1, s.correct1),
+                d[name] = type(s)(s.index, s.labels, s.pred, s.conf, np.where(flip, 1.0 - s.correct1, s.correct1),
                                   s.correct5)
         others.append((p, c))
     indep = shared_example_variance(others, n_boot=300, seed=2)[("top1", "100")]

@@ -20,7 +20,7 @@ the per-pair excesses ``E_i`` are averaged; the interval is
 ``E_i`` over pairs: training randomness and each pair's own luck with the examples.
 ``v_shared`` is the part of the example-level variance that all pairs *share* — they attack
 the same images, so the spread over pairs cannot show which images happened to be chosen
-(measured: leaving it out gave 13% false positives on the control). It is estimated by a
+(measured: leaving it out gave 11-12% false positives on the control). It is estimated by a
 joint bootstrap (:func:`shared_example_variance`: one resample of the examples for every
 pair; the mean covariance between two different pairs' replicates). Model: ``E_i = μ + c
 + t_i + e_i`` with ``c`` the shared example effect, so ``Var(mean) = Var(c) + Var(t + e)/N``
@@ -97,27 +97,38 @@ def _point(pairs: dict[str, PairScores]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _weights(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> dict[str, np.ndarray]:
-    """One multinomial resample (r, n) per set of ``pairs``."""
+def _draws(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> dict[str, np.ndarray]:
+    """One resample per set of ``pairs``: (r, n) example positions drawn with replacement."""
     out = {}
     for y, names in _SETS.items():
         n = len(pairs[names[0]].index)
-        out[y] = rng.multinomial(n, np.full(n, 1.0 / n), size=r) if n else np.zeros((r, 0))
+        out[y] = rng.integers(0, max(n, 1), size=(r, n))
     return out
 
 
-def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator | None, r: int,
-                weights: dict[str, np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
-    """``r`` bootstrap replicates of the score (target − reference) per (top, fraction);
-    ``weights`` (per set, (r, n)) reuse a resample, e.g. across model pairs."""
-    from dejavu.analysis.bootstrap import weighted_top_accs
+def _cells(pairs: dict[str, PairScores]) -> dict[str, Any]:
+    """Each model's examples collapsed into bootstrap cells (:class:`bootstrap.PairCells`)."""
+    from dejavu.analysis.bootstrap import PairCells
 
-    weights = weights if weights is not None else _weights(pairs, rng, r)
+    return {name: PairCells(pairs[name]) if len(pairs[name].index) else None for names in _SETS.values()
+            for name in names}
+
+
+def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator | None, r: int,
+                draws: dict[str, np.ndarray] | None = None,
+                cells: dict[str, Any] | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """``r`` bootstrap replicates of the score (target − reference) per (top, fraction),
+    with the tie rule of :mod:`dejavu.analysis.bootstrap`; ``draws`` (per set, (r, n)
+    positions) reuse a resample, e.g. across model pairs attacking the same examples."""
+    from dejavu.analysis.bootstrap import cell_counts
+
+    draws = draws if draws is not None else _draws(pairs, rng, r)
+    cells = cells if cells is not None else _cells(pairs)
     acc: dict[tuple[str, str, str], np.ndarray] = {}
     for y, names in _SETS.items():
-        w = weights[y]
         for name in names:
-            got = weighted_top_accs(w, pairs[name], tuple(FRACTIONS.values())) if w.shape[1] else {}
+            pc = cells[name]
+            got = pc.top_accs(cell_counts(draws[y], pc.cell, pc.n_cells), tuple(FRACTIONS.values())) if pc else {}
             for top in TOPS:
                 for p, f in FRACTIONS.items():
                     acc[(name, top, p)] = got.get((int(top[-1]), f), np.full(r, np.nan))
@@ -143,10 +154,12 @@ def shared_example_variance(items: Sequence[tuple[dict[str, PairScores], dict[st
     n_max = max(len(v.index) for v in (*first[0].values(), *first[1].values()))
     block = max(1, _CELLS // max(1, n_max * len(items)))
     reps: dict[tuple[str, str], list[np.ndarray]] = {}
+    cells = [(_cells(p), _cells(c)) for p, c in items]
     for start in range(0, n_boot, block):
         r = min(block, n_boot - start)
-        wp, wc = _weights(first[0], rng, r), _weights(first[1], rng, r)
-        per = [(_replicates(p, None, r, wp), _replicates(c, None, r, wc)) for p, c in items]
+        dp, dc = _draws(first[0], rng, r), _draws(first[1], rng, r)
+        per = [(_replicates(p, None, r, dp, cp), _replicates(c, None, r, dc, cc))
+               for (p, c), (cp, cc) in zip(items, cells)]
         for k in per[0][0]:
             reps.setdefault(k, []).append(np.stack([rs[k] - rc[k] for rs, rc in per]))
     out = {}
@@ -168,9 +181,10 @@ def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot:
     n_max = max(len(v.index) for v in (*pairs.values(), *control.values()))
     reps: dict[tuple[str, str], list[np.ndarray]] = {}
     block = max(1, _CELLS // max(1, n_max))
+    cp, cc = _cells(pairs), _cells(control)
     for start in range(0, max(0, n_boot), block):
         r = min(block, n_boot - start)
-        rs, rc = _replicates(pairs, rng, r), _replicates(control, rng, r)
+        rs, rc = _replicates(pairs, rng, r, cells=cp), _replicates(control, rng, r, cells=cc)
         for k in rs:
             reps.setdefault(k, []).append(rs[k] - rc[k])
     a = (1 - level) / 2
@@ -304,8 +318,12 @@ def control_pairs_from_folder(folder, k_attk: int | None, num_classes: int, logi
     if not (folder / "control_A_attk_A_attk_idxs.npy").is_file():
         return None
     keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels",))
-    return {n: pair_scores_from_arrays({k: load_npy(folder / f"control_{n}_{k}.npy") for k in keys}, k_attk,
-                                       num_classes) for n in PAIRS}
+    out = {}
+    for n in PAIRS:
+        a = {k: load_npy(folder / f"control_{n}_{k}.npy") for k in keys}
+        a["labels"] = a["labels"].reshape(len(a["labels"]), -1)[:, 0]  # (n, 1) as the original's
+        out[n] = pair_scores_from_arrays(a, k_attk, num_classes)
+    return out
 
 
 def rescore_control(folder, pairs: dict[str, PairScores], results: dict[str, Any], k_attk: int | None,

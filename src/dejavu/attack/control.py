@@ -8,7 +8,7 @@ embeddings. Their score (target − reference) is what two training runs give wi
 memorization; the attack reports the excess of the real score over it
 (:mod:`dejavu.analysis.significance`).
 
-Files, beside the main attack's (same contents, ``control_`` prefix)::
+Files, beside the main attack's (same contents as ``dejavu-attack/2``, ``control_`` prefix)::
 
     control_{X}_attk_{Y}_{attk_idxs,labels,neighb_idxs,neighb_labels|logits}.npy
     control_crops_{A,B}.npy
@@ -106,14 +106,14 @@ def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.n
         labels = src.index.targets[sc.indices]
         for x, e in zip("AB", embs):
             name = f"{x}_attk_{y}"
-            a = {"attk_idxs": sc.indices, "labels": labels}
+            a = {"attk_idxs": sc.indices, "labels": labels[:, None]}  # dejavu-attack/2 contents
             if cfg.embed == "logits":
                 a["logits"] = e
             else:
-                _, nidx = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device,
-                              desc=f"knn control {name}")
-                a["neighb_idxs"] = nidx
-                a["neighb_labels"] = public_labels[nidx]
+                _, pos = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device,
+                             desc=f"knn control {name}")
+                a["neighb_idxs"] = public[pos]  # dataset indices of the neighbours
+                a["neighb_labels"] = public_labels[pos]
             arrays[name] = a
             for key, arr in a.items():
                 atomic_save_npy(out / f"{PREFIX}{name}_{key}.npy", arr)
