@@ -385,13 +385,16 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
             n = max(len(r["excesses"]) for r in pts)
             for i in range(n):
                 ys = [100 * r["excesses"][i] if i < len(r["excesses"]) else float("nan") for r in pts]
-                ax.plot(xs, ys, "-", color="C0", alpha=0.3, lw=0.8, label="excess, each pair" if i == 0 else None)
+                ax.plot(xs, ys, "-o", color="C0", alpha=0.3, lw=0.8, ms=3,
+                        label="excess, each pair" if i == 0 else None)
             mean = [100 * r["pair_level"]["mean"] for r in pts]
             band = [r["pair_level"]["ci95"] if r["pair_level"]["n_pairs"] >= 2 else r["example_ci95"][0]
                     for r in pts]
-            ax.fill_between(xs, [100 * b[0] for b in band], [100 * b[1] for b in band], color="C0", alpha=0.15)
-            ax.plot(xs, mean, "-o", color="C0", ms=3, label=f"excess, mean of {n} pair(s) (95% band)")
-            ax.plot(xs, [100 * float(np.mean(r["controls"])) for r in pts], "--", color="grey",
+            lo, hi = [100 * b[0] for b in band], [100 * b[1] for b in band]
+            ax.fill_between(xs, lo, hi, color="C0", alpha=0.15)
+            ax.errorbar(xs, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                        fmt="-o", color="C0", ms=4, capsize=4, label=f"excess, mean of {n} pair(s), 95% interval")
+            ax.plot(xs, [100 * float(np.mean(r["controls"])) for r in pts], "--s", color="grey", ms=3,
                     label="control score (mean)")
             ax.axhline(0, color="black", lw=0.6)
             ax.set_title(f"{k[0]}, {k[1]}, {k[2]}pc" + (f", {k[3]}" if k[3] != "{}" else ""))
