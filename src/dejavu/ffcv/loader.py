@@ -1,0 +1,149 @@
+"""Training views through FFCV (``dejavu train --loader ffcv --train-beton FILE``).
+
+Same semantics as the torchvision paths of :mod:`dejavu.ssl.data`:
+
+* **batches**: the epoch's permutation and the per-rank slices of every global batch are
+  exactly those of the other paths (FFCV is told the order; it does not draw its own);
+* **views**: each training view of :mod:`dejavu.ssl.augment` is split in two. FFCV decodes
+  the JPEG and applies the view's geometric part -- ``RandomResizedCrop`` (same scale and
+  ratio, same sampling algorithm) and the horizontal flip -- once per view from the same
+  stored image (two ``PipelineSpec`` s with ``source="image"``: upstream ffcv 1.0 has no
+  ``custom_field_mapper`` but a pipeline may name its source field). The rest of the view
+  (colour jitter, greyscale, blur, solarize, scaling, normalisation) runs in torch on the
+  decoded uint8 tensors, with the very transform objects of the torchvision path.
+
+Each FFCV pipeline is decoder -> flip (compiled) -> ToTensor -> ToTorchImage (not
+compiled): a single switch between compiled and non-compiled steps, which avoids the
+endless Loader construction of upstream issue #396.
+
+Differences (DESIGN 7.5): the crop is resized by OpenCV (INTER_AREA) from the stored
+image (JPEG at ``--quality``, longer side <= ``--max-res``) instead of by torchvision
+(bilinear, antialiased) from the original JPEG; FFCV's random numbers are not seeded by
+the run's seed, so FFCV runs are not bit-reproducible (the batch order still is).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from dejavu import DejavuError
+from dejavu.data.imagefolder import DatasetIndex
+from dejavu.ffcv import require_ffcv
+
+
+def split_view(view) -> tuple[dict[str, Any], Any]:
+    """Split a torchvision v2 training view into (FFCV geometric part, torch remainder).
+
+    Returns:
+        ``({"crop": ("random", size, scale, ratio) | ("center", size, ratio), "flip": p},
+        remainder)`` where ``remainder`` is a ``v2.Compose`` for uint8 CHW tensors.
+    """
+    from torchvision.transforms import v2 as T
+
+    ops = getattr(view, "transforms", None)
+    if not isinstance(view, T.Compose) or ops is None:
+        raise DejavuError(f"--loader ffcv needs torchvision v2 Compose training views, got {type(view).__name__}")
+    geo: dict[str, Any] = {"crop": None, "flip": 0.0}
+    rest = []
+    for t in ops:
+        if isinstance(t, T.ToImage):
+            continue
+        if isinstance(t, T.RandomResizedCrop):
+            geo["crop"] = ("random", int(t.size[0]), tuple(t.scale), tuple(t.ratio))
+        elif isinstance(t, T.Resize):
+            pass  # with CenterCrop: the evaluation-style view (preset "none")
+        elif isinstance(t, T.CenterCrop):
+            geo["crop"] = ("center", int(t.size[0]), 224 / 256)
+        elif isinstance(t, T.RandomHorizontalFlip):
+            geo["flip"] = float(t.p)
+        else:
+            rest.append(t)
+    if geo["crop"] is None:
+        raise DejavuError("--loader ffcv: the training view has no RandomResizedCrop/CenterCrop to decode with")
+    return geo, T.Compose(rest)
+
+
+def _image_ops(geo: dict[str, Any]) -> tuple[Any, list]:
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
+
+    kind, size, *args = geo["crop"]
+    if kind == "random":
+        dec = RandomResizedCropRGBImageDecoder((size, size), scale=args[0], ratio=args[1])
+    else:
+        dec = CenterCropRGBImageDecoder((size, size), ratio=args[0])
+    flip = [RandomHorizontalFlip(geo["flip"])] if geo["flip"] > 0 else []
+    return dec, flip + [ToTensor(), ToTorchImage()]
+
+
+class FFCVImages:
+    """A training source with the interface of :class:`dejavu.ssl.data.MemoryImages`.
+
+    Args:
+        beton: the beton of the training set (written from the same index file).
+        index: the dataset.
+        idx: the training set's global indices (the ``--index`` file), in beton order.
+        num_workers: FFCV decoding threads (0: one).
+    """
+
+    def __init__(self, beton: str | os.PathLike, index: DatasetIndex, idx: np.ndarray, num_workers: int = 0):
+        require_ffcv("--loader ffcv")
+        from dejavu.ffcv.betons import BetonFile, check_beton
+
+        self.beton = Path(beton)
+        bf = BetonFile(self.beton)
+        check_beton(bf, index, idx, "the --index file")
+        self.fields = bf.fields
+        self.idx = np.asarray(idx, np.int64)
+        self.labels = torch.as_tensor(index.targets[self.idx], dtype=torch.long)
+        self.num_workers = max(1, int(num_workers))
+        self._loader: Any = None
+        self._key: tuple | None = None
+        self._rest: list = []
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def _build(self, per: int, steps: int, views: list) -> Any:
+        from ffcv.fields.decoders import IntDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.pipeline import PipelineSpec
+        from ffcv.transforms import Squeeze, ToTensor
+
+        parts = [split_view(v) for v in views]
+        self._rest = [rest for _, rest in parts]
+        # outputs: image, label, index (our betons; the original's have no index), image_1...
+        pipelines: dict[str, Any] = {f: None for f in self.fields}
+        pipelines["label"] = [IntDecoder(), ToTensor(), Squeeze()]
+        if "index" in self.fields:
+            pipelines["index"] = [IntDecoder(), ToTensor(), Squeeze()]
+        for v, (geo, _) in enumerate(parts):
+            dec, ops = _image_ops(geo)
+            pipelines["image" if v == 0 else f"image_{v}"] = PipelineSpec("image", decoder=dec, transforms=ops)
+        return Loader(str(self.beton), batch_size=per, num_workers=self.num_workers, order=OrderOption.SEQUENTIAL,
+                      indices=np.arange(per * steps), pipelines=pipelines, drop_last=True, os_cache=True)
+
+    def epoch(self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int,
+              views: list) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Yield ``(views, labels)`` per step, exactly the batches of the other sources."""
+        per = batch // world
+        key = (per, steps, tuple(id(v) for v in views))
+        if self._key != key:  # built (and compiled) once per run
+            self._loader, self._key = self._build(per, steps, views), key
+        o = order.numpy()
+        pos = np.concatenate([o[s * batch + rank * per: s * batch + (rank + 1) * per] for s in range(steps)])
+        self._loader.traversal_order.indices = pos  # upstream Sequential order: traverses these as given
+        for s, out in enumerate(self._loader):
+            image0, labels, *others = out
+            if "index" in self.fields:
+                gidx, *others = others
+                if not np.array_equal(gidx.numpy(), self.idx[pos[s * per:(s + 1) * per]]):
+                    raise DejavuError(f"{self.beton}: FFCV returned images out of order at step {s}")
+            decoded = [image0, *others]
+            vs = [torch.stack([rest(im) for im in imgs]) for rest, imgs in zip(self._rest, decoded)]
+            yield vs, labels.clone().long()
