@@ -12,6 +12,7 @@
 #   BBOX_DIR [$IMAGENET_DIR/bboxes]    folder holding Annotation/
 #   RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
 #   METHODS [vicreg]  NPCS [300]  KNN [faiss]
+#   FFCV [0] (1: read the crops from $BETONS, see train_cmds/write_betons.sh)  BETONS [$RUNS/$NAME/betons]
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 # Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
 # line and runs nothing; --launcher is passed through to the CLI.
@@ -34,6 +35,7 @@ FORCE="${FORCE:-0}"
 
 redo=(--skip-existing)
 if [[ "$FORCE" == 1 ]]; then redo=(--force); fi
+if [[ "${FFCV:-0}" == 1 ]]; then redo+=(--crops-betons "${BETONS:-$RUN/betons}"); fi
 
 for m in $METHODS; do
   for n in $NPCS; do

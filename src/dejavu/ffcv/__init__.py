@@ -28,7 +28,7 @@ def require_ffcv(what: str = "the FFCV fast path") -> ModuleType:
     """
     try:
         import ffcv
-        import ffcv.libffcv  # noqa: F401  - loads _libffcv (links OpenCV and turbojpeg)
+        import ffcv.libffcv
     except (ImportError, OSError) as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DejavuError(f"{what} needs the optional ffcv package, which cannot be imported "

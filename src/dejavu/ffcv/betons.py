@@ -25,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class _Samples:
         b = [int(v) for v in self.boxes[j]]
         if b[0] < 0 or img is None:
             return (*sample, -1, 0, 0, arr.shape[1], arr.shape[0])
-        return (*sample, 1, *b)
+        return (np.asarray(img.crop(tuple(b))), *sample[1:], 1, *b)
 
 
 def _fields(opts: BetonOptions, crops: bool) -> dict[str, Any]:
@@ -173,7 +174,7 @@ def write_beton(path: Path, index: DatasetIndex, idx: np.ndarray, opts: BetonOpt
     finally:
         tmp.unlink(missing_ok=True)
         errs.unlink(missing_ok=True)
-    record = {"format": FORMAT, "dejavu_version": __version__, "file": path.name, "num_images": int(len(idx)),
+    record = {"format": FORMAT, "dejavu_version": __version__, "file": path.name, "num_images": len(idx),
               "fields": list(_fields(opts, boxes is not None)), "options": asdict(opts),
               "fingerprint": index.fingerprint.to_dict(), "bytes": path.stat().st_size, **(meta or {})}
     atomic_write_json(path.with_name(path.name + ".json"), record)

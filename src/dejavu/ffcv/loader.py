@@ -25,8 +25,9 @@ the run's seed, so FFCV runs are not bit-reproducible (the batch order still is)
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
