@@ -13,7 +13,7 @@ decoding on both paths).
 
 Prints a table and appends it to bench/RESULTS.md.
 
-Usage: python bench/bench_ffcv.py [--images 256 --batch 64 --epochs 2 --presets crop,paper]
+Usage: python bench/bench_ffcv.py [--images 256 --batch 64 --epochs 2 --presets crop,paper --max-res 512,256]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--presets", default="crop,paper")
+    ap.add_argument("--max-res", default="512,256", help="FFCV betons to compare (longer side, comma-separated)")
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     a = ap.parse_args()
 
@@ -87,21 +88,28 @@ def main() -> None:
         make_images(root, a.images)
         index = scan_imagefolder(root / "train")
         idx = np.arange(len(index))
-        t = time.perf_counter()
-        write_beton(root / "train.beton", index, idx, BetonOptions(max_res=512, quality=90, workers=1))
-        write_s = time.perf_counter() - t
+        res_list = [int(r) for r in a.max_res.split(",")]
+        write_s = {}
+        for r in res_list:
+            t = time.perf_counter()
+            write_beton(root / f"train{r}.beton", index, idx, BetonOptions(max_res=r, quality=90, workers=1))
+            write_s[r] = time.perf_counter() - t
         rows = []
         for preset in a.presets.split(","):
             views = build_views(preset, a.size, 2)
             tv = _time_epochs(LoaderImages(index, idx, 0, False), views, len(idx), a.batch, a.epochs, 0)
-            ff = _time_epochs(FFCVImages(root / "train.beton", index, idx, 1), views, len(idx), a.batch,
-                              a.epochs, 1)
+            ff = [_time_epochs(FFCVImages(root / f"train{r}.beton", index, idx, 1), views, len(idx), a.batch,
+                               a.epochs, 1) for r in res_list]
             rows.append((preset, tv, ff))
     head = (f"FFCV vs torchvision loader, one core, {a.images} images ~500x375 q90, two {a.size} px views, "
-            f"batch {a.batch} ({platform.node()}, {datetime.date.today()}; beton written at "
-            f"{a.images / write_s:.0f} images/s with 1 worker)")
-    lines = [head, "", "| preset | torchvision images/s | FFCV images/s | FFCV / torchvision |", "|---|---|---|---|"]
-    lines += [f"| {p} | {tv:.1f} | {ff:.1f} | {ff / tv:.2f}x |" for p, tv, ff in rows]
+            f"batch {a.batch} ({platform.node()}, {platform.processor() or platform.machine()}, "
+            f"{datetime.date.today()}; betons written at "
+            + ", ".join(f"{a.images / write_s[r]:.0f} images/s (max-res {r})" for r in res_list)
+            + " with 1 worker)")
+    cols = " | ".join(f"FFCV max-res {r} images/s | ratio" for r in res_list)
+    lines = [head, "", f"| preset | torchvision images/s | {cols} |", "|---" * (2 + 2 * len(res_list)) + "|"]
+    for p, tv, ff in rows:
+        lines.append(f"| {p} | {tv:.1f} | " + " | ".join(f"{f:.1f} | {f / tv:.2f}x" for f in ff) + " |")
     text = "\n".join(lines)
     print(text)
     if not a.no_results:

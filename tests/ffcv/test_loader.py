@@ -18,7 +18,8 @@ from dejavu.partition import Partition
 from dejavu.ssl.augment import build_views
 from dejavu.ssl.data import MemoryImages, epoch_permutation
 
-pytestmark = pytest.mark.slow
+# numba's finalizers of ffcv's generated functions raise a harmless KeyError at garbage collection
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
 @pytest.fixture(scope="module")
