@@ -25,7 +25,7 @@ the run's seed, so FFCV runs are not bit-reproducible (the batch order still is)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,23 @@ def split_view(view) -> tuple[dict[str, Any], Any]:
             rest.append(t)
     if geo["crop"] is None:
         raise DejavuError("--loader ffcv: the training view has no RandomResizedCrop/CenterCrop to decode with")
-    return geo, T.Compose(rest)
+    return geo, (T.Compose(rest) if rest else None)
+
+
+def plan_views(views) -> tuple[list[dict[str, Any]], Callable[[list[torch.Tensor]], list[torch.Tensor]]]:
+    """What FFCV decodes per view, and what turns the decoded uint8 batches into the views.
+
+    ``views`` is either the per-image views (a list of ``v2.Compose``: FFCV crops and flips,
+    the rest runs per image in torch) or a :class:`dejavu.ssl.batch_augment.BatchViews`
+    (``augment_backend: device``: FFCV does its loader-path part, the crop, and
+    ``BatchViews.finish`` the rest, batched on the training device).
+    """
+    if hasattr(views, "finish") and hasattr(views, "worker_transforms"):
+        geos = [split_view(t)[0] for t in views.worker_transforms()]
+        return geos, views.finish
+    parts = [split_view(v) for v in views]
+    rests = [rest for _, rest in parts]
+    return [g for g, _ in parts], lambda batches: [_apply(r, b) for r, b in zip(rests, batches)]
 
 
 def _apply(rest, imgs: torch.Tensor) -> torch.Tensor:
@@ -74,7 +90,7 @@ def _apply(rest, imgs: torch.Tensor) -> torch.Tensor:
     normalisation: the same for every image) once on the whole batch, which is faster."""
     from torchvision.transforms import v2 as T
 
-    ops = list(rest.transforms)
+    ops = list(rest.transforms) if rest is not None else []
     k = len(ops)
     while k and isinstance(ops[k - 1], (T.ToDtype, T.Normalize)):
         k -= 1
@@ -121,37 +137,35 @@ class FFCVImages:
         self.num_workers = max(1, int(num_workers))
         self._loader: Any = None
         self._key: tuple | None = None
-        self._rest: list = []
 
     def __len__(self) -> int:
         return len(self.idx)
 
-    def _build(self, per: int, steps: int, views: list) -> Any:
+    def _build(self, per: int, steps: int, geos: list[dict[str, Any]]) -> Any:
         from ffcv.fields.decoders import IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.pipeline import PipelineSpec
         from ffcv.transforms import Squeeze, ToTensor
 
-        parts = [split_view(v) for v in views]
-        self._rest = [rest for _, rest in parts]
         # outputs: image, label, index (our betons; the original's have no index), image_1...
         pipelines: dict[str, Any] = {f: None for f in self.fields}
         pipelines["label"] = [IntDecoder(), ToTensor(), Squeeze()]
         if "index" in self.fields:
             pipelines["index"] = [IntDecoder(), ToTensor(), Squeeze()]
-        for v, (geo, _) in enumerate(parts):
+        for v, geo in enumerate(geos):
             dec, ops = _image_ops(geo)
             pipelines["image" if v == 0 else f"image_{v}"] = PipelineSpec("image", decoder=dec, transforms=ops)
         return Loader(str(self.beton), batch_size=per, num_workers=self.num_workers, order=OrderOption.SEQUENTIAL,
                       indices=np.arange(per * steps), pipelines=pipelines, drop_last=True, os_cache=True)
 
     def epoch(self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int,
-              views: list) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+              views: Any) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """Yield ``(views, labels)`` per step, exactly the batches of the other sources."""
         per = batch // world
-        key = (per, steps, tuple(id(v) for v in views))
-        if self._key != key:  # built (and compiled) once per run
-            self._loader, self._key = self._build(per, steps, views), key
+        geos, finish = plan_views(views)
+        key = (per, steps, repr(geos))
+        if self._key != key:  # built (and compiled) once per run and resolution
+            self._loader, self._key = self._build(per, steps, geos), key
         o = order.numpy()
         pos = np.concatenate([o[s * batch + rank * per: s * batch + (rank + 1) * per] for s in range(steps)])
         self._loader.traversal_order.indices = pos  # upstream Sequential order: traverses these as given
@@ -161,5 +175,4 @@ class FFCVImages:
                 gidx, *others = others
                 if not np.array_equal(gidx.numpy(), self.idx[pos[s * per:(s + 1) * per]]):
                     raise DejavuError(f"{self.beton}: FFCV returned images out of order at step {s}")
-            vs = [_apply(rest, imgs) for rest, imgs in zip(self._rest, [image0, *others])]
-            yield vs, labels.clone().long()
+            yield finish([image0, *others]), labels.clone().long()
