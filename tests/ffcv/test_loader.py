@@ -79,3 +79,20 @@ def test_training_epoch_through_ffcv(train_beton, synth_small, partition_small, 
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train_beton"] == str(train_beton)
     assert (run / "model_ep1.pth").is_file() and (run / "last.pth").is_file()
+
+
+def test_batched_device_views_through_ffcv(train_beton, synth_small, partition_small):
+    """``augment_backend: device``: FFCV only crops, ``BatchViews.finish`` does the rest."""
+    from dejavu.ssl.batch_augment import BatchViews
+
+    index = scan_imagefolder(synth_small / "train")
+    idx = Partition.load(partition_small).load_set(5, "train_A")
+    views = BatchViews(build_views("paper", 32, 2), "cpu")
+    order = epoch_permutation(len(idx), seed=1, epoch=0)
+    got = list(FFCVImages(train_beton, index, idx).epoch(order, 25, 2, 0, 1, views))
+    want = list(MemoryImages(index, idx, 32).epoch(order, 25, 2, 0, 1, views))
+    for (gv, gl), (wv, wl) in zip(got, want):
+        assert torch.equal(gl, wl) and len(gv) == 2
+        assert all(v.shape == (25, 3, 32, 32) and v.dtype == torch.float32 for v in gv)
+        g, w = torch.cat(gv), torch.cat(wv)
+        assert (g.mean() - w.mean()).abs() < 0.35 and abs(g.std() / w.std() - 1) < 0.35
