@@ -63,13 +63,17 @@ def _time_epochs(src, views, n: int, batch: int, epochs: int, warm: int) -> floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--presets", default="crop,paper")
-    ap.add_argument("--max-res", default="512,256", help="FFCV betons to compare (longer side, comma-separated)")
+    ap.add_argument(
+        "--max-res", default="512,256", help="FFCV betons to compare (longer side, comma-separated)"
+    )
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     a = ap.parse_args()
 
@@ -92,31 +96,57 @@ def main() -> None:
         write_s = {}
         for r in res_list:
             t = time.perf_counter()
-            write_beton(root / f"train{r}.beton", index, idx, BetonOptions(max_res=r, quality=90, workers=1))
+            write_beton(
+                root / f"train{r}.beton", index, idx, BetonOptions(max_res=r, quality=90, workers=1)
+            )
             write_s[r] = time.perf_counter() - t
         rows = []
         for preset in a.presets.split(","):
             views = build_views(preset, a.size, 2)
-            tv = _time_epochs(LoaderImages(index, idx, 0, False), views, len(idx), a.batch, a.epochs, 0)
-            ff = [_time_epochs(FFCVImages(root / f"train{r}.beton", index, idx, 1), views, len(idx), a.batch,
-                               a.epochs, 1) for r in res_list]
+            tv = _time_epochs(
+                LoaderImages(index, idx, 0, False), views, len(idx), a.batch, a.epochs, 0
+            )
+            ff = [
+                _time_epochs(
+                    FFCVImages(root / f"train{r}.beton", index, idx, 1),
+                    views,
+                    len(idx),
+                    a.batch,
+                    a.epochs,
+                    1,
+                )
+                for r in res_list
+            ]
             rows.append((preset, tv, ff))
-    head = (f"FFCV vs torchvision loader, one core, {a.images} images ~500x375 q90, two {a.size} px views, "
-            f"batch {a.batch} ({platform.node()}, {platform.processor() or platform.machine()}, "
-            f"{datetime.date.today()}; betons written at "
-            + ", ".join(f"{a.images / write_s[r]:.0f} images/s (max-res {r})" for r in res_list)
-            + " with 1 worker)")
+    head = (
+        f"FFCV vs torchvision loader, one core, {a.images} images ~500x375 q90, two {a.size} px views, "
+        f"batch {a.batch} ({platform.node()}, {platform.processor() or platform.machine()}, "
+        f"{datetime.date.today()}; betons written at "
+        + ", ".join(f"{a.images / write_s[r]:.0f} images/s (max-res {r})" for r in res_list)
+        + " with 1 worker)"
+    )
     cols = " | ".join(f"FFCV max-res {r} images/s | ratio" for r in res_list)
-    lines = [head, "", f"| preset | torchvision images/s | {cols} |", "|---" * (2 + 2 * len(res_list)) + "|"]
+    lines = [
+        head,
+        "",
+        f"| preset | torchvision images/s | {cols} |",
+        "|---" * (2 + 2 * len(res_list)) + "|",
+    ]
     for p, tv, ff in rows:
-        lines.append(f"| {p} | {tv:.1f} | " + " | ".join(f"{f:.1f} | {f / tv:.2f}x" for f in ff) + " |")
+        lines.append(
+            f"| {p} | {tv:.1f} | " + " | ".join(f"{f:.1f} | {f / tv:.2f}x" for f in ff) + " |"
+        )
     text = "\n".join(lines)
     print(text)
     if not a.no_results:
         res = Path(__file__).with_name("RESULTS.md")
         with open(res, "a") as f:
-            f.write(("" if res.exists() and res.stat().st_size else "# Benchmark results\n") + "\n## bench_ffcv.py\n\n"
-                    + text + "\n")
+            f.write(
+                ("" if res.exists() and res.stat().st_size else "# Benchmark results\n")
+                + "\n## bench_ffcv.py\n\n"
+                + text
+                + "\n"
+            )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')")
+pytest.importorskip(
+    "ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')"
+)
 
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.ffcv.betons import write_betons
@@ -19,7 +21,10 @@ from dejavu.ssl.augment import build_views
 from dejavu.ssl.data import MemoryImages, epoch_permutation
 
 # numba's finalizers of ffcv's generated functions raise a harmless KeyError at garbage collection
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +41,17 @@ def test_batches_and_views_match_the_torchvision_path(train_beton, synth_small, 
     views = build_views("paper", 32, 2)
     order = epoch_permutation(len(idx), seed=3, epoch=1)
     batch, steps, world = 20, 2, 2
-    for rank in range(world):  # each DDP rank gets its slice of every global batch, as on the other paths
+    for rank in range(
+        world
+    ):  # each DDP rank gets its slice of every global batch, as on the other paths
         got = list(ffcv_src.epoch(order, batch, steps, rank, world, views))
         want = list(mem.epoch(order, batch, steps, rank, world, views))
         assert len(got) == len(want) == steps
         for (gv, gl), (wv, wl) in zip(got, want):
             assert torch.equal(gl, wl)
-            assert len(gv) == 2 and all(v.shape == w.shape == (10, 3, 32, 32) for v, w in zip(gv, wv))
+            assert len(gv) == 2 and all(
+                v.shape == w.shape == (10, 3, 32, 32) for v, w in zip(gv, wv)
+            )
             assert all(v.dtype == torch.float32 for v in gv)
             assert not torch.equal(gv[0], gv[1])  # two independent views
     # normalised like the torchvision views: comparable per-channel statistics over an epoch
@@ -70,9 +79,29 @@ def test_training_epoch_through_ffcv(train_beton, synth_small, partition_small, 
     from dejavu.cli import main
 
     run = tmp_path / "run"
-    rc = main(["train", "--data", str(synth_small), "--index", str(partition_small / "5_per_class/train_A.npy"),
-               "--out", str(run), "--loader", "ffcv", "--train-beton", str(train_beton), "--set", "epochs=1",
-               "--set", "warmup_epochs=0", "--set", "batch_size=25", "--set", "knn_every=0"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(synth_small),
+            "--index",
+            str(partition_small / "5_per_class/train_A.npy"),
+            "--out",
+            str(run),
+            "--loader",
+            "ffcv",
+            "--train-beton",
+            str(train_beton),
+            "--set",
+            "epochs=1",
+            "--set",
+            "warmup_epochs=0",
+            "--set",
+            "batch_size=25",
+            "--set",
+            "knn_every=0",
+        ]
+    )
     assert rc == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and np.isfinite(rows[0]["loss"]) and rows[0]["step"] == 2

@@ -13,8 +13,10 @@ from types import ModuleType
 from dejavu import DejavuError
 
 SYSTEM_PACKAGES = "pkg-config libturbojpeg0-dev libopencv-dev"
-INSTALL_HINT = (f"install the system packages (Debian/Ubuntu: apt-get install {SYSTEM_PACKAGES}; "
-                'conda: ffcv3.yaml), then pip install -e ".[ffcv]"')
+INSTALL_HINT = (
+    f"install the system packages (Debian/Ubuntu: apt-get install {SYSTEM_PACKAGES}; "
+    'conda: ffcv3.yaml), then pip install -e ".[ffcv]"'
+)
 
 
 def require_ffcv(what: str = "the FFCV fast path") -> ModuleType:
@@ -31,8 +33,10 @@ def require_ffcv(what: str = "the FFCV fast path") -> ModuleType:
         import ffcv.libffcv
     except (ImportError, OSError) as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DejavuError(f"{what} needs the optional ffcv package, which cannot be imported "
-                          f"({detail}); {INSTALL_HINT}") from None
+        raise DejavuError(
+            f"{what} needs the optional ffcv package, which cannot be imported "
+            f"({detail}); {INSTALL_HINT}"
+        ) from None
     return ffcv
 
 

@@ -29,7 +29,9 @@ def _npcs(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return vals
@@ -39,32 +41,65 @@ def register(sub) -> None:
     from dejavu.data.imagefolder import add_data_args
     from dejavu.launch import add_launcher_args
 
-    p = sub.add_parser("betons", help="write FFCV .beton files of a partition (optional ffcv extra)",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "betons",
+        help="write FFCV .beton files of a partition (optional ffcv extra)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_data_args(p)
-    p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
-    p.add_argument("--npc", type=_npcs, required=True, metavar="N[,N...]",
-                   help="images per class of the splits to write (e.g. 300 or 100,200,300,400,500)")
+    p.add_argument(
+        "--partition", required=True, metavar="P", help="partition folder (holding manifest.json)"
+    )
+    p.add_argument(
+        "--npc",
+        type=_npcs,
+        required=True,
+        metavar="N[,N...]",
+        help="images per class of the splits to write (e.g. 300 or 100,200,300,400,500)",
+    )
     p.add_argument("--out", required=True, metavar="BETONS", help="output folder")
-    p.add_argument("--sets", default="train,val,bbox",
-                   help="which betons: comma-separated train, val, bbox (default: %(default)s)")
+    p.add_argument(
+        "--sets",
+        default="train,val,bbox",
+        help="which betons: comma-separated train, val, bbox (default: %(default)s)",
+    )
     g = p.add_argument_group("storage")
-    g.add_argument("--max-res", type=int, default=512, help="longer side at most (default: %(default)s)")
+    g.add_argument(
+        "--max-res", type=int, default=512, help="longer side at most (default: %(default)s)"
+    )
     g.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
-    g.add_argument("--write-mode", choices=("jpg", "raw"), default="jpg",
-                   help="jpg (default) or raw pixels (ffcv's default, what the original wrote; ~10x larger)")
-    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                   help="writer processes (default: %(default)s)")
+    g.add_argument(
+        "--write-mode",
+        choices=("jpg", "raw"),
+        default="jpg",
+        help="jpg (default) or raw pixels (ffcv's default, what the original wrote; ~10x larger)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="writer processes (default: %(default)s)",
+    )
     g = p.add_argument_group("crops (bbox betons; as dejavu attack)")
-    g.add_argument("--crop-algo", choices=("periphery", "largest-empty"), default="periphery",
-                   help="candidate search (default: %(default)s)")
-    g.add_argument("--min-crop-px", type=float, default=None,
-                   help="accept a crop only if its shorter side is > this (default: from --image-size)")
-    g.add_argument("--image-size", type=int, default=224,
-                   help="evaluation resolution the attack will use; sets the default --min-crop-px "
-                   "(100 at >= 224, image-size/4 below; default: %(default)s)")
+    g.add_argument(
+        "--crop-algo",
+        choices=("periphery", "largest-empty"),
+        default="periphery",
+        help="candidate search (default: %(default)s)",
+    )
+    g.add_argument(
+        "--min-crop-px",
+        type=float,
+        default=None,
+        help="accept a crop only if its shorter side is > this many pixels of the original "
+        "image (default: the dataset's own, as dejavu attack: 100 for ImageNet)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing betons")
-    p.add_argument("--skip-existing", action="store_true", help="keep existing betons, write the missing ones")
+    p.add_argument(
+        "--skip-existing", action="store_true", help="keep existing betons, write the missing ones"
+    )
     add_launcher_args(p, gpus_per_node=1)
     p.set_defaults(func=_cmd)
 
@@ -82,14 +117,27 @@ def _cmd(args) -> int:
     from dejavu.ffcv.betons import BetonOptions, write_betons
 
     kinds = [k.strip() for k in args.sets.split(",") if k.strip()]
-    opts = BetonOptions(max_res=args.max_res, quality=args.quality, write_mode=args.write_mode,
-                        workers=args.workers, crop_algo=args.crop_algo, min_crop_px=args.min_crop_px,
-                        image_size=args.image_size)
+    opts = BetonOptions(
+        max_res=args.max_res,
+        quality=args.quality,
+        write_mode=args.write_mode,
+        workers=args.workers,
+        crop_algo=args.crop_algo,
+        min_crop_px=args.min_crop_px,
+    )
     if args.force and args.skip_existing:
         raise DejavuError("--force and --skip-existing together: choose one")
     paths = data_paths_from_args(args, need_bboxes="bbox" in kinds)
-    written = write_betons(paths, args.partition, args.npc, args.out, opts, kinds=kinds, force=args.force,
-                           skip_existing=args.skip_existing)
+    written = write_betons(
+        paths,
+        args.partition,
+        args.npc,
+        args.out,
+        opts,
+        kinds=kinds,
+        force=args.force,
+        skip_existing=args.skip_existing,
+    )
     for p in written:
         print(f"wrote {p}")
     print(f"{len(written)} beton(s) in {args.out}")
