@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError, __version__
+from dejavu import DejavuError, UsageError, __version__
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.ffcv import require_ffcv
 from dejavu.io import atomic_write_json
@@ -59,12 +59,12 @@ class BetonOptions:
 
     def validate(self) -> None:
         if self.max_res < 1 or not 1 <= self.quality <= 100 or self.workers < 1:
-            raise DejavuError(
+            raise UsageError(
                 f"need --max-res >= 1, 1 <= --quality <= 100 and --workers >= 1 "
                 f"(got {self.max_res}, {self.quality}, {self.workers})"
             )
         if self.write_mode not in WRITE_MODES:
-            raise DejavuError(
+            raise UsageError(
                 f"--write-mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}"
             )
 
@@ -288,7 +288,7 @@ def write_betons(
     kinds = list(kinds or KINDS)
     bad = sorted(set(kinds) - set(KINDS))
     if bad or not kinds:
-        raise DejavuError(f"--sets: unknown {', '.join(bad)}; choose from {', '.join(KINDS)}")
+        raise UsageError(f"--sets: unknown {', '.join(bad)}; choose from {', '.join(KINDS)}")
     require_ffcv("dejavu betons")
     out = Path(out)
     index = scan_imagefolder(paths.images)
@@ -300,7 +300,7 @@ def write_betons(
             f"{part.root}: no {missing[0]}_per_class split (have {part.npcs}); check --npc"
         )
     if "bbox" in kinds and paths.annotation_dir is None:
-        raise DejavuError(
+        raise UsageError(
             "bbox betons need bounding boxes: pass --bboxes DIR or --data ROOT "
             "(or leave bbox out of --sets)"
         )

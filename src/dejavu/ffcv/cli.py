@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dejavu import DejavuError
+from dejavu import UsageError
 
 DESCRIPTION = """\
 Write FFCV .beton files of a partition (the original's gen_betons.sh, gen_val_beton.sh
@@ -126,7 +126,7 @@ def _cmd(args) -> int:
         min_crop_px=args.min_crop_px,
     )
     if args.force and args.skip_existing:
-        raise DejavuError("--force and --skip-existing together: choose one")
+        raise UsageError("--force and --skip-existing together: choose one")
     paths = data_paths_from_args(args, need_bboxes="bbox" in kinds)
     written = write_betons(
         paths,

@@ -5,14 +5,15 @@ Same semantics as the torchvision paths of :mod:`dejavu.ssl.data`:
 * **batches**: the epoch's permutation and the per-rank slices of every global batch are
   exactly those of the other paths (FFCV is told the order; it does not draw its own);
 * **views**: each training view of :mod:`dejavu.ssl.augment` is split in two. FFCV decodes
-  the JPEG and applies the view's geometric part -- ``RandomResizedCrop`` (same scale and
-  ratio, same sampling algorithm) and the horizontal flip -- once per view from the same
-  stored image (two ``PipelineSpec`` s with ``source="image"``: upstream ffcv 1.0 has no
-  ``custom_field_mapper`` but a pipeline may name its source field). The rest of the view
-  (colour jitter, greyscale, blur, solarize, scaling, normalisation) runs in torch on the
-  decoded uint8 tensors, with the very transform objects of the torchvision path.
+  the JPEG and applies the view's ``RandomResizedCrop`` (same scale and ratio, same sampling
+  algorithm) once per view from the same stored image (one ``PipelineSpec`` per view with
+  ``source="image"``: upstream ffcv 1.0 has no ``custom_field_mapper`` but a pipeline may
+  name its source field). The rest runs in torch on the decoded uint8 batch as on the
+  loader path: with ``augment_backend: device`` (``BatchViews``) flip, jitter, greyscale,
+  blur, solarize and normalisation by ``BatchViews.finish`` on the training device; with
+  per-image views FFCV also flips and the remaining transform objects run per image.
 
-Each FFCV pipeline is decoder -> flip (compiled) -> ToTensor -> ToTorchImage (not
+Each FFCV pipeline is decoder [-> flip] (compiled) -> ToTensor -> ToTorchImage (not
 compiled): a single switch between compiled and non-compiled steps, which avoids the
 endless Loader construction of upstream issue #396.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 
 DESCRIPTION = """\
 Train a model on the images of one index file (a partition's train_A.npy or
@@ -68,7 +68,7 @@ def _cmd(args) -> int:
     if args.force and args.resume:
         raise DejavuError("--force and --resume together: choose one")
     if (args.loader == "ffcv") != (args.train_beton is not None):
-        raise DejavuError("--loader ffcv and --train-beton FILE go together")
+        raise UsageError("--loader ffcv and --train-beton FILE go together")
     if args.loader == "ffcv":
         from dejavu.ffcv import require_ffcv
 
