@@ -19,6 +19,7 @@
 #               exists, else the annotated validation images $VAL_DIR when that folder exists;
 #               partition, a folder of validation images, or none
 #   VAL_DIR [$IMAGENET_DIR/val]  VAL_BBOX_DIR [$VAL_DIR]  validation images and their box XML
+#   FFCV [0] (1: read the crops from $BETONS, see train_cmds/write_betons.sh)  BETONS [$RUNS/$NAME/betons]
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 # Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
 # line and runs nothing; --launcher is passed through to the CLI.
@@ -45,6 +46,7 @@ VAL_BBOX_DIR="${VAL_BBOX_DIR:-$VAL_DIR}"
 
 redo=(--skip-existing)
 if [[ "$FORCE" == 1 ]]; then redo=(--force); fi
+if [[ "${FFCV:-0}" == 1 ]]; then redo+=(--crops-betons "${BETONS:-$RUN/betons}"); fi
 
 control=()
 if [[ "$CONTROL" == auto ]]; then

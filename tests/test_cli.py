@@ -24,7 +24,7 @@ def test_help(cmd, capsys):
 def test_all_stages_registered():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == {"data", "partition", "train", "attack", "analyze", "probe", "plot", "report",
-                                "rcdm", "demo"}
+                                "rcdm", "demo", "betons"}
 
 
 def test_user_error_is_one_line(tmp_path):

@@ -20,6 +20,8 @@ EPOCHS="${EPOCHS:-1000}"
 SNAPSHOT_EVERY="${SNAPSHOT_EVERY:-50}"
 SEED="${SEED:-0}"
 FORCE="${FORCE:-0}"
+FFCV="${FFCV:-0}"  # 1: train through FFCV from $BETONS/<npc>_per_class_<set>.beton (train_cmds/write_betons.sh)
+BETONS="${BETONS:-$RUN/betons}"
 export BBOX_DIR  # documented for symmetry with the other launchers; training needs no boxes
 
 train_point() {
@@ -37,6 +39,9 @@ train_point() {
   fi
   if [[ "$LAUNCHER" == slurm ]]; then
     flags+=("${LAUNCH_FLAGS[@]}")
+  fi
+  if [[ "$FFCV" == 1 ]]; then
+    flags+=(--loader ffcv --train-beton "$BETONS/${npc}_per_class_${set}.beton")
   fi
   run dejavu train --method "$method" --config "$CONFIG" --images "$IMAGENET_DIR/train" \
     --index "$PARTITION/${npc}_per_class/train_${set}.npy" --out "$out" \

@@ -8,6 +8,7 @@
 #   IMAGENET_DIR [/datasets/imagenet]  dataset root holding train/
 #   BBOX_DIR [$IMAGENET_DIR/bboxes]  RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
 #   METHOD [vicreg]  CONFIG [$METHOD]  NPC [300]  EPOCHS [1000]  SNAPSHOT_EVERY [50]  SEED [0]  FORCE [0]
+#   FFCV [0] (1: --loader ffcv reading $BETONS, see write_betons.sh)  BETONS [$RUNS/$NAME/betons]
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 # Both models use the same seed, so they start from the same weights.
 set -euo pipefail

@@ -8,6 +8,7 @@
 #   IMAGENET_DIR [/datasets/imagenet]  BBOX_DIR [$IMAGENET_DIR/bboxes]  RUNS [runs]  NAME [imagenet]
 #   PARTITION [$RUNS/$NAME/partition]  METHOD [vicreg]  CONFIG [$METHOD]  NPC [300]
 #   PARAMS ["vicreg_sim=10 vicreg_sim=25 vicreg_sim=50"]  EPOCHS [1000]  SNAPSHOT_EVERY [50]  SEED [0]  FORCE [0]
+#   FFCV [0] (1: --loader ffcv reading $BETONS, see write_betons.sh)  BETONS [$RUNS/$NAME/betons]
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 set -euo pipefail
 # shellcheck source=train_cmds/_common.sh

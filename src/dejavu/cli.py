@@ -20,6 +20,7 @@ from dejavu import DejavuError, UsageError, __version__
 STAGES = [
     "dejavu.data.cli",
     "dejavu.partition",
+    "dejavu.ffcv.cli",
     "dejavu.ssl.cli",
     "dejavu.attack.cli",
     "dejavu.analysis.cli",

@@ -68,6 +68,9 @@ def register(sub) -> None:
     g.add_argument("--batch-size", type=int, default=256, help="embedding batch size (default 256)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--workers", type=int, default=None, help="image-decoding workers (default: 8 on GPU, 0 on CPU)")
+    g.add_argument("--crops-betons", default=None, metavar="BETONS",
+                   help="read the crops of sets A and B from BETONS/<npc>_per_class_bbox_{A,B}.beton "
+                   "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)")
     g.add_argument("--cache-dir", default=None, help="public-embedding cache (default OUT/../.embed_cache; '' = off)")
     g.add_argument("--epochs", default=None, help="run folders only: comma-separated epochs to attack (default: all common)")
     g.add_argument("--skip-existing", action="store_true", help="run folders only: skip epochs already attacked")
@@ -94,7 +97,8 @@ def _cmd(args) -> int:
                        k=args.k, k_attk=args.k_attk if args.k_attk is not None else args.k,
                        min_crop_px=args.min_crop_px, image_size=args.image_size, knn=args.knn, npc=args.npc,
                        batch_size=args.batch_size, device=args.device, workers=args.workers,
-                       n_boot=args.bootstrap, seed=args.seed, arch=args.arch, projector=args.projector)
+                       n_boot=args.bootstrap, seed=args.seed, arch=args.arch, projector=args.projector,
+                       crops_betons=args.crops_betons)
     paths = data_paths_from_args(args, need_bboxes=args.crop == "periphery")
     a, b = Path(args.model_a), Path(args.model_b)
     if a.is_dir() != b.is_dir():

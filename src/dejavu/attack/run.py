@@ -53,6 +53,7 @@ class AttackConfig:
     seed: int = 0
     arch: str | None = None  # for checkpoints without a stored config
     projector: str | None = None
+    crops_betons: str | None = None  # folder of <npc>_per_class_bbox_{A,B}.beton (dejavu betons)
 
     def validate(self) -> None:
         if self.crop not in ("periphery", "corner"):
@@ -262,7 +263,12 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for y in "AB":
         sc = crops[y]
-        ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
+        if cfg.crops_betons and sets is None:  # the same crops, stored (overrides are not in the betons)
+            from dejavu.ffcv.betons import attack_crops_dataset
+
+            ds = attack_crops_dataset(cfg.crops_betons, cfg.npc, y, sc.indices, sc.boxes, transform)
+        else:
+            ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
         embs = embed_dataset(models, ds, cfg.embed, cfg.batch_size, device, cfg.workers, desc=f"crops {y} embeddings")
         labels = index.targets[sc.indices]
         for x, e in zip("AB", embs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 
 DESCRIPTION = """\
 Train a model on the images of one index file (a partition's train_A.npy or
@@ -50,6 +50,11 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth (exactly, on the CPU)")
     p.add_argument("--force", action="store_true", help="discard an existing run in RUN and start over")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--loader", choices=("torch", "ffcv"), default="torch",
+                   help="torch: decode the JPEGs (default); ffcv: read --train-beton through FFCV "
+                   "(optional extra, see dejavu betons)")
+    p.add_argument("--train-beton", metavar="FILE", default=None,
+                   help="with --loader ffcv: the beton of the --index images (dejavu betons)")
     add_launcher_args(p)
     p.set_defaults(func=_cmd)
 
@@ -62,6 +67,12 @@ def _cmd(args) -> int:
     cfg = load_train_config(args.config, args.set, method=args.method)  # validate before submitting
     if args.force and args.resume:
         raise DejavuError("--force and --resume together: choose one")
+    if (args.loader == "ffcv") != (args.train_beton is not None):
+        raise UsageError("--loader ffcv and --train-beton FILE go together")
+    if args.loader == "ffcv":
+        from dejavu.ffcv import require_ffcv
+
+        require_ffcv("--loader ffcv")
     from dejavu.launch import submit_if_slurm
 
     if submit_if_slurm(args, name=f"train_{cfg.method}", log_dir=Path(args.out) / "slurm", resume_flag="--resume"):
@@ -71,7 +82,8 @@ def _cmd(args) -> int:
     from dejavu.ssl.train import train
 
     paths = data_paths_from_args(args)
-    res = train(cfg, paths, args.index, args.out, resume=args.resume, force=args.force, device=args.device)
+    res = train(cfg, paths, args.index, args.out, resume=args.resume, force=args.force, device=args.device,
+                train_beton=args.train_beton)
     m = res.metrics
     knn = f", kNN top-1 {m['knn_top1']:.3f}" if "knn_top1" in m else ""
     from dejavu.ssl.ddp import current

@@ -413,7 +413,7 @@ def _restore(eng: Engine, ckpt: dict[str, Any] | None) -> tuple[int, int]:
 
 @dataclass
 class _Data:
-    source: Any  # MemoryImages | LoaderImages
+    source: Any  # MemoryImages | LoaderImages | dejavu.ffcv.loader.FFCVImages
     batch: int
     steps: int
     num_views: int
@@ -433,13 +433,18 @@ class _Data:
         return views
 
 
-def _build_data(run: _Run, num_views: int) -> _Data:
+def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None = None) -> _Data:
     from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, plan_batches
 
     cfg = run.cfg
-    mode = choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
-    src = MemoryImages(run.index, run.idx, cfg.image_size) if mode == "memory" else \
-        LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
+    mode = "ffcv" if train_beton is not None else choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
+    if mode == "ffcv":  # the optional FFCV fast path (dejavu.ffcv)
+        from dejavu.ffcv.loader import FFCVImages
+
+        src: Any = FFCVImages(train_beton, run.index, run.idx, cfg.num_workers)
+    else:
+        src = MemoryImages(run.index, run.idx, cfg.image_size) if mode == "memory" else \
+            LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
     batch, steps = plan_batches(len(run.idx), cfg.batch_size, run.dinfo.world_size)
     return _Data(src, batch, steps, num_views, mode)
 
@@ -509,7 +514,7 @@ def _existing_snapshots(out: Path, upto: int) -> list[Path]:
 @locks_output("train")
 def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out: str | os.PathLike,
           resume: bool = False, force: bool = False, device: str | torch.device | None = None,
-          index: DatasetIndex | None = None) -> TrainResult:
+          index: DatasetIndex | None = None, train_beton: str | os.PathLike | None = None) -> TrainResult:
     """Train one model; see the module docstring for what is written.
 
     Args:
@@ -518,6 +523,7 @@ def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out
             is none, so a requeued job that never reached its first checkpoint simply starts).
         force: discard an existing run in OUT and start over. device: cpu/cuda (default:
             cuda when available). index: the scanned dataset, if already at hand.
+        train_beton: read the training images from this beton through FFCV (:mod:`dejavu.ffcv`).
     Returns:
         A :class:`TrainResult` (snapshots, last.pth, the metrics history).
     """
@@ -525,10 +531,11 @@ def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out
     cfg = run.cfg
     eng = build_engine(cfg, run.device, run.dinfo)
     start_epoch, step = _restore(eng, run.ckpt)
-    data = _build_data(run, type(eng.method).num_views)
+    data = _build_data(run, type(eng.method).num_views, train_beton)
     part = _find_partition(run.index_file)
     knn = _build_knn(run, data, part)
     run_config = _run_config(run, data, part)
+    run_config["train_beton"] = str(train_beton) if train_beton is not None else None
     ckpt_config = {k: v for k, v in run_config.items() if k != "fingerprint"}
     if run.dinfo.is_main:
         atomic_write_json(run.out / "config.json", run_config)
