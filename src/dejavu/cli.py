@@ -22,6 +22,7 @@ STAGES = [
     "dejavu.partition",
     "dejavu.ssl.cli",
     "dejavu.attack.cli",
+    "dejavu.audit.cli",
     "dejavu.analysis.cli",
     "dejavu.probe",
     "dejavu.report.cli",
