@@ -196,6 +196,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
         ctrl.append(attack(ma, mb, pdir, paths, out / "attack_control" / tag / f"ep{ep}", acfg, force=True,
                            index=index, sets={"A": ctrl_a, "B": ctrl_b}, public=ctrl_public, label="control"))
     _stamp(f"attack: {len(atk)} snapshot pairs, and the held-out control", t0)
+    audit_info = _run_audit(cfg, out, runs, pdir, paths, max(epochs), tag, index, ctrl_a, ctrl_b, ctrl_public, t0)
 
     # 6) probe of the final target model (features computed once: no augmentation)
     final = max(r.results["epoch"] for r in atk)
@@ -213,8 +214,34 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     _stamp(f"report: {report}", t0)
 
     summary = summarize(atk, ctrl, pr, report, time.time() - t0, cfg, rcdm_info)
+    summary["audit"] = audit_info
     atomic_write_json(out / "summary.json", summary)
     return DemoResult(out, summary, report)
+
+
+def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, ctrl_a, ctrl_b, ctrl_public, t0) -> dict[str, Any]:
+    """The one-model test (``dejavu audit``) of the final target model on set A, searching
+    the attack's public set. Its crop classifier learns from the held-out control images
+    (100 per class, seen by neither model): bbox_B holds only 10 per class here."""
+    from dejavu.audit.compare import memorized_overlap
+    from dejavu.audit.config import AuditConfig
+    from dejavu.audit.run import audit
+    from dejavu.io import atomic_save_npy
+
+    clf_train = atomic_save_npy(pdir / "control" / "clf_train.npy", np.union1d(ctrl_a, ctrl_b))
+    acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(clf_train))
+    dest = out / "audit" / f"{tag}_A" / f"ep{final}"
+    r = audit(runs["A"] / f"model_ep{final}.pth", pdir, paths, dest, acfg, force=True, index=index,
+              public=ctrl_public)
+    m = r.metrics
+    info = {"dir": str(dest), "epoch": final, "dejavu_score": m["top1"]["dejavu_score"],
+            "dejavu_score_ci95": m["top1"]["ci95"]["dejavu_score"], "gap_100": m["top1"]["dejavu_score_100"],
+            "gap_100_ci95": m["top1"]["ci95"]["dejavu_score_100"], "memorized": m["quadrants"]["memorized"],
+            "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
+            "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A")}
+    _stamp(f"audit (one model): score {100 * info['dejavu_score']:+.1f} points; classifier held-out accuracy "
+           f"{100 * (info['classifier_heldout_acc'] or 0):.1f}%", t0)
+    return info
 
 
 def _train_rcdm_one(args: tuple) -> str:
@@ -322,11 +349,23 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  memorized {pct(f['memorized'])} {share_ci(f['memorized_ci95'])}   correlated {pct(f['correlated'])}",
         f"  held-out control (no gap expected): @20% {100 * f['control_score']:+.1f} CI {ci(f['control_score_ci95'])}"
         f"   @100% {100 * f['control_gap_100']:+.1f} CI {ci(f['control_gap_100_ci95'])}",
+        *_audit_lines(s.get("audit"), ci),
         "  gap @100% by epoch: " + ", ".join(f"ep{e['epoch']} {100 * e['gap_100']:+.1f}" for e in s["epochs"]),
         f"  linear probe (target model, backbone): top-1 {pct(s['probe_top1'])}  top-5 {pct(s['probe_top5'])}",
         f"  report: {s['report']}",
     ]
     return "\n".join(lines)
+
+
+def _audit_lines(a: dict[str, Any] | None, ci) -> list[str]:
+    if not a:
+        return []
+    o = a["overlap"]
+    return [f"  one-model audit of the target (crop classifier as reference), set A: @20% "
+            f"{100 * a['dejavu_score']:+.1f} CI {ci(a['dejavu_score_ci95'])}   @100% {100 * a['gap_100']:+.1f} "
+            f"CI {ci(a['gap_100_ci95'])}",
+            f"    memorized {100 * a['memorized']:.1f}%; {o['both']} of the {o['memorized_two_model']} two-model "
+            f"memorized examples of set A found (chance {100 * o['chance_recall']:.0f}%)"]
 
 
 def register(sub) -> None:

@@ -20,7 +20,7 @@ from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "attack"))
-from helpers import make_checkpoint  # noqa: E402
+from helpers import make_checkpoint
 
 FAST = ["--set", "k=20", "--set", "clf_epochs=3", "--set", "n_boot=50", "--set", "clf_batch_size=16"]
 

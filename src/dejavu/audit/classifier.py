@@ -42,6 +42,7 @@ class CropSet:
     indices: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
+    images: list | None = None  # decoded PIL crops (clf_cache_crops), else read from disk
 
 
 @dataclass
@@ -87,14 +88,39 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.classifier(model.projector(model.backbone(x)))
 
 
+class MemoryCrops:
+    """``(transform(crop), position)`` from crops decoded once and kept in memory (small
+    sets: the synthetic default re-reads its ~1000 crops every epoch otherwise)."""
+
+    def __init__(self, images: list, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), i
+
+
+def decode_crops(crops: CropSet, index) -> list:
+    from dejavu.data.dataset import load_rgb
+    from dejavu.utils import progress
+
+    return [load_rgb(index.path(int(g))).crop(tuple(b)) for g, b in
+            progress(zip(crops.indices, crops.boxes.tolist()), desc="decode crops", total=len(crops.indices))]
+
+
 def _loader(crops: CropSet, pos: np.ndarray, index, transform, batch_size: int, workers: int,
             shuffle_seed: int | None, device: str):
     from torch.utils.data import DataLoader
 
     from dejavu.attack.embed import ImageCrops
 
-    ds = ImageCrops([index.path(int(g)) for g in crops.indices[pos]],
-                    [tuple(b) for b in crops.boxes[pos].tolist()], transform)
+    if crops.images is not None:
+        ds = MemoryCrops([crops.images[int(p)] for p in pos], transform)
+    else:
+        ds = ImageCrops([index.path(int(g)) for g in crops.indices[pos]],
+                        [tuple(b) for b in crops.boxes[pos].tolist()], transform)
     gen = None
     if shuffle_seed is not None:
         gen = torch.Generator().manual_seed(shuffle_seed)
@@ -160,6 +186,8 @@ def train_classifier(cfg: AuditConfig, index, crops: CropSet, num_classes: int, 
     tr, ho = holdout_split(crops.labels, cfg.clf_holdout, cfg.seed)
     if len(tr) == 0:
         raise DejavuError(f"the classifier's training set has no crop left after the held-out split ({len(crops.indices)})")
+    if cfg.clf_cache_crops and crops.images is None:
+        crops.images = decode_crops(crops, index)
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg, num_classes).to(device)
     opt = _optimizer(cfg, model)

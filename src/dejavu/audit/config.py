@@ -56,6 +56,7 @@ class AuditConfig:
     clf_snapshot_every: int = 0  # 0: only the final classifier
     clf_augment: str = "crop"  # crop (random resized crop + flip) | none
     clf_scale_min: float = 0.35  # random resized crop scale range (clf_scale_min, 1)
+    clf_cache_crops: bool = True  # decode each crop once and keep it in memory (off for ImageNet)
 
     def validate(self) -> None:
         if self.confidence not in CONFIDENCES:
