@@ -151,3 +151,26 @@ def test_config_file_and_set(tmp_path):
         load_audit_config(None, ["clf_epoch=3"])
     with pytest.raises(DejavuError, match="confidence"):
         load_audit_config(None, ["confidence=max_logit"])
+
+
+def test_launcher_slurm_submits_the_local_command(ckpt, synth_small, partition_small, tmp_path, monkeypatch, capsys):
+    import dejavu.launch as L
+
+    seen = {}
+
+    class Job:
+        job_id = "42"
+
+    def fake_submit(argv, args, *, name, log_dir=None, resume_flag=None, **kw):
+        seen.update(argv=argv, name=name, resume_flag=resume_flag, log_dir=log_dir)
+        return Job()
+
+    monkeypatch.setattr(L, "submit", fake_submit)
+    out = tmp_path / "slurm_audit"
+    argv = _args(ckpt, synth_small, partition_small, out, "--launcher", "slurm", "--gpus-per-node", "1")
+    assert main(argv) == 0
+    assert "submitted SLURM job 42" in capsys.readouterr().out
+    assert seen["argv"] == argv[:-4] and seen["resume_flag"] == "--resume" and seen["name"] == "audit"
+    assert not (out / "results.json").exists()
+    seen.clear()  # a bad setting fails here, before anything is submitted
+    assert main([*argv, "--set", "clf_optimizer=rmsprop"]) == 2 and not seen
