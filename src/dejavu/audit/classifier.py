@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from dejavu import DejavuError
 from dejavu.audit.config import AuditConfig
@@ -83,12 +84,17 @@ def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
     return SSLModel(ModelSpec(cfg.clf_arch, cfg.clf_projector, num_classes))
 
 
-def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def logits_of(model: Any, x: torch.Tensor) -> torch.Tensor:
     """Class logits with gradients (``SSLModel.embed`` runs under no_grad)."""
     return model.classifier(model.projector(model.backbone(x)))
 
 
-class MemoryCrops:
+def num_outputs(model: Any) -> int:
+    """Number of classes of an :class:`SSLModel` with a classifier head."""
+    return int(model.classifier[-1].out_features)
+
+
+class MemoryCrops(Dataset):
     """``(transform(crop), position)`` from crops decoded once and kept in memory (small
     sets: the synthetic default re-reads its ~1000 crops every epoch otherwise)."""
 
@@ -116,6 +122,7 @@ def _loader(crops: CropSet, pos: np.ndarray, index, transform, batch_size: int, 
 
     from dejavu.attack.embed import ImageCrops
 
+    ds: Dataset
     if crops.images is not None:
         ds = MemoryCrops([crops.images[int(p)] for p in pos], transform)
     else:
@@ -240,7 +247,7 @@ def _ckpt(model: nn.Module, epoch: int, cfg: AuditConfig, image_size: int, meta:
     meta = dict(meta or {})
     fingerprint = meta.pop("fingerprint", None)
     config = {"method": CLASSIFIER_METHOD, "arch": cfg.clf_arch, "projector": cfg.clf_projector,
-              "num_classes": int(model.classifier[-1].out_features), "image_size": int(image_size),
+              "num_classes": num_outputs(model), "image_size": int(image_size),
               **cfg.classifier_config(), **meta, "metrics": info}
     return {"format": "dejavu-ckpt/1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "epoch": int(epoch), "config": config, "fingerprint": fingerprint}

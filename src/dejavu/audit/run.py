@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from dejavu import DejavuError
 from dejavu.audit.config import AuditConfig
@@ -69,20 +70,13 @@ def check_disjoint(audit_idx: np.ndarray, train_idx: np.ndarray | None, public: 
                           f"(e.g. index {int(clash[0])})")
 
 
-class _Logits:
+class _Logits(nn.Module):
     """Adapter: a classifier that answers ``embed(x, kind)`` with its logits, so one
     :func:`dejavu.attack.embed.embed_dataset` pass feeds the model and the classifier."""
 
-    def __init__(self, model):
+    def __init__(self, model: nn.Module):
+        super().__init__()
         self.model = model
-
-    def eval(self):
-        self.model.eval()
-        return self
-
-    def to(self, device):
-        self.model.to(device)
-        return self
 
     def embed(self, x, kind):
         return self.model.embed(x, "logits")
@@ -127,7 +121,9 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
     if lm.model.classifier is None:
         raise DejavuError(f"{path}: no classifier head; --reference-model needs a crop classifier "
                           f"(e.g. OUT/classifier/classifier.pth of an earlier audit)")
-    n_out = int(lm.model.classifier[-1].out_features)
+    from dejavu.audit.classifier import num_outputs
+
+    n_out = num_outputs(lm.model)
     if n_out != len(index.classes):
         raise DejavuError(f"{path}: predicts {n_out} classes but the dataset has {len(index.classes)}")
     if lm.fingerprint:
