@@ -37,7 +37,7 @@ def _args(ckpt, synth_small, partition_small, out, *extra):
 
 
 def _rescore(out: Path, res: dict) -> dict:
-    lab, idx = np.load(out / "labels.npy"), np.load(out / "attk_idxs.npy")
+    lab, idx = np.load(out / "labels.npy").reshape(-1), np.load(out / "attk_idxs.npy")
     t = scores_from_neighbours(np.load(out / "model_neighb_labels.npy"), lab, idx, res["config"]["k_attk"],
                                res["num_classes"])
     r = classifier_scores(np.load(out / "classifier_logits.npy"), lab, idx, res["config"]["confidence"])
@@ -59,7 +59,9 @@ def test_audit_writes_files_and_rescores(ckpt, synth_small, partition_small, tmp
     pub = np.load(out / "public_idxs.npy")
     nidx = np.load(out / "model_neighb_idxs.npy")
     assert nidx.shape == (len(attacked), 20)
-    assert np.array_equal(np.load(out / "model_neighb_labels.npy"), idx.targets[pub][nidx])
+    assert set(nidx.ravel()) <= set(pub)  # dataset indices of public images
+    assert np.array_equal(np.load(out / "model_neighb_labels.npy"), idx.targets[nidx])
+    assert np.array_equal(np.load(out / "labels.npy"), idx.targets[attacked][:, None])
     assert np.load(out / "classifier_logits.npy").shape == (len(attacked), 10)
     # the classifier learned from bbox_B only, held part of it out, and reports that accuracy
     clf = res["classifier"]
@@ -75,11 +77,11 @@ def test_audit_writes_files_and_rescores(ckpt, synth_small, partition_small, tmp
     assert m["ci95"]["dejavu_score"][0] <= m["dejavu_score"] <= m["ci95"]["dejavu_score"][1]
     rows = list(csv.DictReader((out / "examples.csv").open()))
     assert len(rows) == len(attacked) and {r["set"] for r in rows} == {"A"}
-    mem = np.mean([r["correct_target"] == "1" and r["correct_reference"] == "0" for r in rows])
+    mem = np.mean([float(r["correct_target"]) * (1 - float(r["correct_reference"])) for r in rows])
     assert res["metrics"]["quadrants"]["memorized"] == pytest.approx(mem)
     assert sum(res["metrics"]["quadrants"].values()) == pytest.approx(1.0)
     # no silent overwrite
-    assert main(_args(ckpt, synth_small, partition_small, out)) == 2
+    assert main(_args(ckpt, synth_small, partition_small, out)) == 1
     assert "--force" in capsys.readouterr().err
 
 
@@ -102,7 +104,7 @@ def test_reference_model_reused_gives_same_scores(ckpt, synth_small, partition_s
     assert r2["metrics"]["top1"] == r1["metrics"]["top1"]
     assert r2["embed_cache"]["hit"]  # the public embeddings came from the shared cache
     # a checkpoint without a classifier head is no reference
-    assert main(_args(ckpt, synth_small, partition_small, tmp_path / "x", "--reference-model", str(ckpt))) == 2
+    assert main(_args(ckpt, synth_small, partition_small, tmp_path / "x", "--reference-model", str(ckpt))) == 1
     # nor one trained on the audited images
     assert main(_args(ckpt, synth_small, partition_small, tmp_path / "y", "--audit-set", "bbox_B",
                       "--reference-model", str(first / "classifier" / "classifier.pth"))) == 2
@@ -127,7 +129,7 @@ def test_classifier_resume_equals_uninterrupted(ckpt, synth_small, partition_sma
     assert main(_args(ckpt, synth_small, partition_small, part)) == 130  # interrupted
     monkeypatch.setattr(C, "atomic_write_text", real)
     assert torch.load(part / "classifier" / "last.pth", weights_only=True)["epoch"] == 2
-    assert main(_args(ckpt, synth_small, partition_small, part)) == 2  # neither --resume nor --force
+    assert main(_args(ckpt, synth_small, partition_small, part)) == 1  # neither --resume nor --force
     assert main(_args(ckpt, synth_small, partition_small, part, "--resume")) == 0
     a = torch.load(full / "classifier" / "classifier.pth", weights_only=True)["model"]
     b = torch.load(part / "classifier" / "classifier.pth", weights_only=True)["model"]

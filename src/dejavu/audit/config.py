@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from dejavu import DejavuError
+from dejavu import UsageError
 
 CONFIDENCES = ("neg_entropy", "max_prob")
 
@@ -30,9 +30,9 @@ class AuditConfig:
     embed: str = "projector"
     k: int = 100
     k_attk: int | None = None  # None: k
-    min_crop_px: float | None = None
+    min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
     image_size: int | None = None
-    knn: str = "torch"
+    knn: str = "auto"
     arch: str | None = None  # for checkpoints without a stored config
     projector: str | None = None
     batch_size: int = 256
@@ -60,17 +60,17 @@ class AuditConfig:
 
     def validate(self) -> None:
         if self.confidence not in CONFIDENCES:
-            raise DejavuError(f"confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
+            raise UsageError(f"confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
         if self.clf_optimizer not in ("sgd", "lars", "adamw"):
-            raise DejavuError(f"clf_optimizer must be sgd, lars or adamw, got {self.clf_optimizer!r}")
+            raise UsageError(f"clf_optimizer must be sgd, lars or adamw, got {self.clf_optimizer!r}")
         if self.clf_augment not in ("crop", "none"):
-            raise DejavuError(f"clf_augment must be crop or none, got {self.clf_augment!r}")
+            raise UsageError(f"clf_augment must be crop or none, got {self.clf_augment!r}")
         if not 0 <= self.clf_holdout < 1:
-            raise DejavuError(f"clf_holdout must be in [0, 1), got {self.clf_holdout}")
+            raise UsageError(f"clf_holdout must be in [0, 1), got {self.clf_holdout}")
         if self.clf_epochs < 1 or self.clf_batch_size < 1:
-            raise DejavuError("clf_epochs and clf_batch_size must be >= 1")
+            raise UsageError("clf_epochs and clf_batch_size must be >= 1")
         if not 0 < self.clf_scale_min <= 1:
-            raise DejavuError(f"clf_scale_min must be in (0, 1], got {self.clf_scale_min}")
+            raise UsageError(f"clf_scale_min must be in (0, 1], got {self.clf_scale_min}")
         self.attack_config().validate()
 
     def attack_config(self):

@@ -8,7 +8,8 @@ two-model test's:
 * sample test: quadrants of :func:`dejavu.analysis.metrics.quadrant_masks` (memorized =
   model right and classifier wrong, correlated = both right, ...);
 * 95% CIs: a paired bootstrap over the audited examples (one set, so no swap average),
-  accuracies of each resample from :func:`dejavu.analysis.bootstrap.weighted_top_accs`.
+  resamples and their top-fraction accuracies from :mod:`dejavu.analysis.bootstrap`
+  (``resample_blocks``, ``PairCells``), the two-model bootstrap's own pieces.
 
 The ``metrics`` block has the two-model block's keys (``top1``/``top5`` with ``target``,
 ``reference``, ``dejavu_score``, ``ci95``, ``sweep``; ``quadrants``; ``quadrants_ci95``;
@@ -21,10 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from dejavu.analysis.bootstrap import percentile_ci, weighted_top_accs
-from dejavu.analysis.metrics import FRACTIONS, QUADRANTS, SWEEP, PairScores, acc_at, quadrant_masks
-
-_CELLS = 2 ** 22  # resample-block size (replicates x examples) to bound memory
+from dejavu.analysis.bootstrap import PairCells, cell_counts, percentile_ci, resample_blocks
+from dejavu.analysis.metrics import FRACTIONS, QUADRANTS, SWEEP, PairScores, acc_at, quadrant_labels, quadrant_masks
 
 
 def _keys(fractions) -> list[str]:
@@ -47,25 +46,26 @@ def population(target: PairScores, reference: PairScores, topk: int = 1) -> dict
 def bootstrap_cis(target: PairScores, reference: PairScores, n_boot: int = 1000, seed: int = 0,
                   level: float = 0.95) -> dict[str, Any]:
     """Percentile CIs of the scores (top-1/top-5, 20%/100%) and quadrant shares; each
-    resample of the audited examples is used for both the model and the classifier."""
+    resample of the audited examples serves both the model and the classifier."""
     nan = [float("nan"), float("nan")]
     n = len(target.index)
     if n_boot <= 0 or n == 0:
         return {**{f"top{k}": {"dejavu_score": nan, "dejavu_score_100": nan} for k in (1, 5)},
                 "quadrants": {q: nan for q in QUADRANTS}}
-    rng = np.random.default_rng(seed)
-    masks = {q: m.astype(np.float64) for q, m in quadrant_masks(target, reference, 1).items()}
+    tc, rc = PairCells(target), PairCells(reference)
+    masks = quadrant_masks(target, reference, 1)
+    qv, qcell = np.unique(np.stack([masks[q] for q in QUADRANTS], axis=1), axis=0, return_inverse=True)
     reps: dict[str, list[np.ndarray]] = {}
-    block = max(1, _CELLS // n)
-    for start in range(0, n_boot, block):
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(block, n_boot - start))
-        t = weighted_top_accs(w, target, (0.20, 1.00))
-        r = weighted_top_accs(w, reference, (0.20, 1.00))
+    for draws in resample_blocks({"audit": n}, n_boot, seed):
+        idx = draws["audit"]
+        t = tc.top_accs(cell_counts(idx, tc.cell, tc.n_cells), (0.20, 1.00))
+        r = rc.top_accs(cell_counts(idx, rc.cell, rc.n_cells), (0.20, 1.00))
         for topk in (1, 5):
             for p, key in ((0.20, "dejavu_score"), (1.00, "dejavu_score_100")):
                 reps.setdefault(f"top{topk}.{key}", []).append(t[(topk, p)] - r[(topk, p)])
-        for q in QUADRANTS:
-            reps.setdefault(q, []).append(w @ masks[q] / n)
+        shares = cell_counts(idx.copy(), qcell.reshape(-1), len(qv)) @ qv / n
+        for j, q in enumerate(QUADRANTS):
+            reps.setdefault(q, []).append(shares[:, j])
     ci = {k: percentile_ci(np.concatenate(v), level) for k, v in reps.items()}
     return {**{f"top{k}": {s: ci[f"top{k}.{s}"] for s in ("dejavu_score", "dejavu_score_100")} for k in (1, 5)},
             "quadrants": {q: ci[q] for q in QUADRANTS}}
@@ -89,11 +89,11 @@ def rankings(target: PairScores, reference: PairScores, set_name: str, top: int 
     """Most memorized (memorized, by conf_model − conf_classifier: DejaVuOSS's sample-test
     score when both confidences are negative entropies) and most correlated (both right,
     by the lower confidence); ties by index."""
-    masks = quadrant_masks(target, reference, 1)
+    ql = quadrant_labels(target, reference, 1)  # the most likely quadrant (correctness may be an expectation)
     ct, cr = target.conf, reference.conf
     out = {}
     for name, q, key in (("most_memorized", "memorized", ct - cr), ("most_correlated", "correlated", np.minimum(ct, cr))):
-        pos = np.nonzero(masks[q])[0]
+        pos = np.nonzero(ql == q)[0]
         order = pos[np.lexsort((target.index[pos], -key[pos]))][:top]
         out[name] = [{"set": set_name, "index": int(target.index[i]), "label": int(target.labels[i]),
                       "pred_target": int(target.pred[i]), "pred_reference": int(reference.pred[i]),

@@ -11,8 +11,8 @@ Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
 5. KNN of the model's crop embeddings over the public set (:func:`dejavu.attack.knn.knn`);
 6. metrics (:mod:`dejavu.audit.metrics`), files; ``results.json`` last.
 
-Audit folder ``OUT/``: ``attk_idxs.npy``, ``labels.npy``, ``model_neighb_idxs.npy`` /
-``model_neighb_labels.npy`` (as the attack's ``X_attk_Y_*``), ``classifier_logits.npy``,
+Audit folder ``OUT/``: ``attk_idxs.npy``, ``labels.npy`` (n, 1), ``model_neighb_idxs.npy``
+(dataset indices) / ``model_neighb_labels.npy`` (as the attack's ``X_attk_Y_*``), ``classifier_logits.npy``,
 ``crops.npy``, ``public_idxs.npy``, ``public_labels.npy``, ``examples.csv`` (the attack's
 columns: target = the audited model, reference = the classifier) and ``results.json``
 (format ``dejavu-audit/1``, the attack's ``metrics`` block).
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 from dejavu.audit.config import AuditConfig
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
-from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 
 FORMAT = "dejavu-audit/1"
 
@@ -62,7 +62,7 @@ def check_disjoint(audit_idx: np.ndarray, train_idx: np.ndarray | None, public: 
     if train_idx is not None:
         clash = np.intersect1d(audit_idx, train_idx)
         if len(clash):
-            raise DejavuError(f"audit set {names[0]} and classifier training set {names[1]} overlap in "
+            raise UsageError(f"audit set {names[0]} and classifier training set {names[1]} overlap in "
                               f"{len(clash)} image(s) (e.g. index {int(clash[0])}); choose disjoint sets")
     clash = np.intersect1d(audit_idx, public)
     if len(clash):
@@ -159,13 +159,15 @@ def _embed_and_search(cfg: AuditConfig, lm, clf, index: DatasetIndex, crops, pub
                                cfg.workers, desc="audited crops (model)")
         (logits,) = embed_dataset([_Logits(clf.model)], ImageCrops(paths, boxes, clf_transform), "logits",
                                   cfg.batch_size, device, cfg.workers, desc="audited crops (classifier)")
-    _, nidx = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc="knn audited crops")
-    labels = index.targets[crops.indices]
-    arrays = {"attk_idxs": crops.indices, "labels": labels, "model_neighb_idxs": nidx,
-              "model_neighb_labels": index.targets[public][nidx], "classifier_logits": logits}
+    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc="knn audited crops")
+    # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
+    arrays = {"attk_idxs": crops.indices, "labels": index.targets[crops.indices][:, None],
+              "model_neighb_idxs": public[pos], "model_neighb_labels": index.targets[public][pos],
+              "classifier_logits": logits}
     return arrays, cached
 
 
+@locks_output("audit")
 def _audit(model: str | os.PathLike, partition: str | os.PathLike, paths: DataPaths, out: str | os.PathLike,
            cfg: AuditConfig | None = None, force: bool = False, resume: bool = False,
            reference_model: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
@@ -185,6 +187,8 @@ def _audit(model: str | os.PathLike, partition: str | os.PathLike, paths: DataPa
     out = Path(out)
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
+    if force:  # results.json goes first: no reader pairs the old results with new arrays
+        (out / "results.json").unlink(missing_ok=True)
     check_can_write(out, force=True)
     device = cfg.device or _default_device()
     index = index or scan_imagefolder(paths.images)
@@ -199,7 +203,7 @@ def _audit(model: str | os.PathLike, partition: str | os.PathLike, paths: DataPa
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
     image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
-    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(image_size))
+    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     acfg = cfg.attack_config()
     crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
     if len(crops.indices) == 0:
@@ -237,9 +241,10 @@ def _write(out: Path, cfg: AuditConfig, arrays: dict[str, np.ndarray], crops, pu
 
     num_classes = len(index.classes)
     set_name = _set_label(cfg.audit_set)
-    target = scores_from_neighbours(arrays["model_neighb_labels"], arrays["labels"], arrays["attk_idxs"],
+    labels = arrays["labels"].reshape(-1)
+    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"],
                                     resolved["k_attk"], num_classes)
-    reference = classifier_scores(arrays["classifier_logits"], arrays["labels"], arrays["attk_idxs"], cfg.confidence)
+    reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
     metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
     atomic_save_npy(out / "public_idxs.npy", public)
     atomic_save_npy(out / "public_labels.npy", index.targets[public])
@@ -282,14 +287,20 @@ def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
     w.writerow(EXAMPLE_COLUMNS)
     q = quadrant_labels(target, reference, 1)
     cols = zip(target.index.tolist(), target.labels.tolist(), target.pred.tolist(), reference.pred.tolist(),
-               target.conf.tolist(), reference.conf.tolist(), target.correct1.astype(int).tolist(),
-               reference.correct1.astype(int).tolist(), q.tolist())
+               target.conf.tolist(), reference.conf.tolist(), map(_num, target.correct1),
+               map(_num, reference.correct1), q.tolist())
     w.writerows((set_name, *row) for row in cols)
     return atomic_write_text(path, buf.getvalue())
 
 
+def _num(v: float) -> str:
+    """Correctness as the attack writes it: 1/0, or the expectation under a tie (e.g. 0.5)."""
+    return f"{float(v):.10g}"
+
+
 def audit(*args, **kwargs) -> AuditResult:
-    """:func:`_audit` without autograd (the classifier's training turns it back on)."""
+    """:func:`_audit` without autograd (the classifier's training turns it back on), holding
+    the output folder's lock."""
     import torch
 
     with torch.no_grad():
