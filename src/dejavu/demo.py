@@ -8,6 +8,7 @@ Stages (each writes files into ``OUT``, DESIGN section 3)::
     OUT/train/<m>_<npc>pc_B/   reference model
     OUT/attack/<m>_<npc>pc/ep{E}/   the attack at every snapshot
     OUT/attack_control/<m>_<npc>pc/ep{E}/  the same attack on held-out images (no gap expected)
+    OUT/audit/<m>_<npc>pc_A/ep{E}/  the one-model test of the final target model (dejavu audit)
     OUT/probe/<m>_<npc>pc_A/   linear probe of the final target model
     OUT/plots/, OUT/report.html, OUT/summary.json
 
@@ -374,6 +375,7 @@ def register(sub) -> None:
         help="run the whole pipeline on the synthetic default, on a CPU, in minutes",
         description="Generate the synthetic dataset, partition it, train a target model on A and a "
         "reference model on B, attack every snapshot with background crops, run the held-out control, "
+        "the one-model audit of the target (a crop classifier as the reference), "
         "a linear probe, plots and report.html, and print a summary. ~5 minutes on 2 CPU cores "
         "(--quick: ~2 minutes, weaker effect).",
     )
