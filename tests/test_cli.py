@@ -9,7 +9,7 @@ import pytest
 
 from dejavu.cli import build_parser, main
 
-COMMANDS = [["data", "synth"], ["data", "info"], ["partition"], ["train"], ["attack"], ["analyze"], ["probe"],
+COMMANDS = [["data", "synth"], ["data", "info"], ["partition"], ["train"], ["attack"], ["audit"], ["analyze"], ["probe"],
             ["plot"], ["report"], ["rcdm", "train"], ["rcdm", "reconstruct"], ["demo"]]
 
 
@@ -23,7 +23,7 @@ def test_help(cmd, capsys):
 
 def test_all_stages_registered():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"data", "partition", "train", "attack", "analyze", "probe", "plot", "report",
+    assert set(sub.choices) == {"data", "partition", "train", "attack", "audit", "analyze", "probe", "plot", "report",
                                 "rcdm", "demo", "betons"}
 
 

@@ -23,6 +23,7 @@ STAGES = [
     "dejavu.ffcv.cli",
     "dejavu.ssl.cli",
     "dejavu.attack.cli",
+    "dejavu.audit.cli",
     "dejavu.analysis.cli",
     "dejavu.probe",
     "dejavu.report.cli",

@@ -8,6 +8,7 @@ Stages (each writes files into ``OUT``, DESIGN section 3)::
     OUT/train/<m>_<npc>pc_B/   reference model
     OUT/attack/<m>_<npc>pc/ep{E}/   the attack at every snapshot, with the held-out control
                                     (control_* files, results.json "control": no gap expected)
+    OUT/audit/<m>_<npc>pc_A/ep{E}/  the one-model test of the final target model (dejavu audit)
     OUT/probe/<m>_<npc>pc_A/   linear probe of the final target model
 
 With ``--pairs N`` (N > 1) N model pairs are trained that differ only in the training seed
@@ -187,6 +188,8 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
                        for ep in progress(epochs, desc=f"attack snapshots (seed {sd})")]
     atk = by_pair[seeds[0]]
     _stamp(f"attack: {sum(len(v) for v in by_pair.values())} snapshot pairs, each with the held-out control", t0)
+    final_ep = max(r.results["epoch"] for r in atk)
+    audit_info = _run_audit(cfg, out, runs, pdir, paths, final_ep, names[seeds[0]], index, t0) if n_ctrl else None
 
     # 6) probe of the final target model (features computed once: no augmentation)
     final = max(r.results["epoch"] for r in atk)
@@ -207,8 +210,30 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
         _stamp(f"report: {report}", t0)
 
     summary = summarize(by_pair, pr, report, time.time() - t0, cfg, rcdm_info)
+    summary["audit"] = audit_info
     atomic_write_json(out / "summary.json", summary)
     return DemoResult(out, summary, report)
+
+
+def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, Any]:
+    """The one-model test (``dejavu audit``) of the final target model on set A, searching
+    the attack's public set. Its crop classifier learns from the held-out control images
+    (100 per class, seen by neither model): bbox_B holds only 10 per class here."""
+    from dejavu.audit.compare import memorized_overlap
+    from dejavu.audit.config import AuditConfig
+    from dejavu.audit.run import audit
+    acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(pdir / "control.npy"))
+    dest = out / "audit" / f"{tag}_A" / f"ep{final}"
+    r = audit(runs["A"] / f"model_ep{final}.pth", pdir, paths, dest, acfg, force=True, index=index)
+    m = r.metrics
+    info = {"dir": str(dest), "epoch": final, "dejavu_score": m["top1"]["dejavu_score"],
+            "dejavu_score_ci95": m["top1"]["ci95"]["dejavu_score"], "gap_100": m["top1"]["dejavu_score_100"],
+            "gap_100_ci95": m["top1"]["ci95"]["dejavu_score_100"], "memorized": m["quadrants"]["memorized"],
+            "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
+            "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A")}
+    _stamp(f"audit (one model): score {100 * info['dejavu_score']:+.1f} points; classifier held-out accuracy "
+           f"{100 * (info['classifier_heldout_acc'] or 0):.1f}%", t0)
+    return info
 
 
 def _train_rcdm_one(args: tuple) -> str:
@@ -340,6 +365,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"    @100%: {pct(f['target_100'])} vs {pct(f['reference_100'])} "
         f"(gap {100 * f['gap_100']:+.1f}, CI {ci(f['gap_100_ci95'])})",
         f"  memorized {pct(f['memorized'])} {share_ci(f['memorized_ci95'])}   correlated {pct(f['correlated'])}",
+        *_audit_lines(s.get("audit"), ci),
         "  gap @100% by epoch: " + ", ".join(f"ep{e['epoch']} {100 * e['gap_100']:+.1f}" for e in s["epochs"]),
     ]
     if n > 1:
@@ -355,12 +381,24 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _audit_lines(a: dict[str, Any] | None, ci) -> list[str]:
+    if not a:
+        return []
+    o = a["overlap"]
+    return [f"  one-model audit of the target (crop classifier as reference), set A: @20% "
+            f"{100 * a['dejavu_score']:+.1f} CI {ci(a['dejavu_score_ci95'])}   @100% {100 * a['gap_100']:+.1f} "
+            f"CI {ci(a['gap_100_ci95'])}",
+            f"    memorized {100 * a['memorized']:.1f}%; {o['both']} of the {o['memorized_two_model']} two-model "
+            f"memorized examples of set A found (chance {100 * o['chance_recall']:.0f}%)"]
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on the synthetic default, on a CPU, in minutes",
         description="Generate the synthetic dataset, partition it, train a target model on A and a "
         "reference model on B, attack every snapshot with background crops, run the held-out control, "
+        "the one-model audit of the target (a crop classifier as the reference), "
         "a linear probe, plots and report.html, and print a summary. ~5 minutes on 2 CPU cores "
         "(--quick: ~2 minutes, weaker effect).",
     )

@@ -20,6 +20,7 @@ from dejavu import DejavuError
 from dejavu.analysis.tables import ATTACK_FORMAT, ATTACK_FORMATS  # noqa: F401  (tags owned by analysis.tables)
 
 PROBE_FORMAT = "dejavu-probe/1"
+AUDIT_FORMAT = "dejavu-audit/1"  # the one-model test (dejavu audit): the attack's metrics block
 P_KEYS = ("5", "20", "100")
 
 # Model-config keys that identify a sweep point's *position* or bookkeeping, not a
@@ -135,10 +136,11 @@ class ProbeRecord:
 class Results:
     attacks: list[AttackRecord] = field(default_factory=list)
     probes: list[ProbeRecord] = field(default_factory=list)
+    audits: list[AttackRecord] = field(default_factory=list)  # one-model tests (target = model, reference = classifier)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.attacks) + len(self.probes)
+        return len(self.attacks) + len(self.probes) + len(self.audits)
 
 
 def _need(d: dict[str, Any], key: str, path: Path) -> Any:
@@ -208,6 +210,9 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
                     res.attacks.append(parse_attack(d, f))
                 elif fmt == PROBE_FORMAT:
                     res.probes.append(parse_probe(d, f))
+                elif fmt == AUDIT_FORMAT:  # a released model may have no epoch: 0
+                    res.audits.append(parse_attack({**d, "epoch": d.get("epoch") or 0,
+                                                    "models": {"A": (d.get("models") or {}).get("audited")}}, f))
                 else:
                     continue  # someone else's results.json (e.g. RCDM): not ours to plot
             except json.JSONDecodeError as e:
@@ -220,6 +225,7 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
                 res.skipped.append((f, str(e)))
     res.attacks.sort(key=lambda r: (r.method, r.variant, r.npc, r.epoch, str(r.path)))
     res.probes.sort(key=lambda r: (r.method, r.features, r.npc, r.epoch, str(r.path)))
+    res.audits.sort(key=lambda r: (r.method, r.npc, r.epoch, str(r.path)))
     return res
 
 

@@ -294,6 +294,39 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
     return "<h2>Score against the held-out control</h2><table class='head'>" + "".join(rows) + "</table>"
 
 
+def _one_model(audits: list[AttackRecord], head: AttackRecord | None, run_dir: Path) -> str:
+    """The one-model tests (``dejavu audit``, DESIGN 7.3): the audited model against a crop
+    classifier; beside a two-model attack of the same set, the overlap of memorized examples."""
+    rows = []
+    for r in audits:
+        ci = r.ci()
+        clf = r.raw.get("classifier") or {}
+        sets = r.raw.get("sets") or {}
+        ho = clf.get("heldout_acc")
+        clf_s = (f"trained on {html.escape(str(sets.get('classifier_train')))}" if clf.get("trained")
+                 else f"from {html.escape(str(clf.get('path')))}") + (f", held-out {_pct(ho)}" if ho is not None else "")
+        overlap = ""
+        if head is not None and (head.dir / "examples.csv").is_file() and (r.dir / "examples.csv").is_file():
+            from dejavu.audit.compare import memorized_overlap
+
+            name = str(sets.get("audit", ""))
+            o = memorized_overlap(head.dir, r.dir, name[-1] if name in ("bbox_A", "bbox_B") else name)
+            if o["n_common"]:
+                overlap = (f"{o['both']} of {o['memorized_two_model']} ({_pct(o['recall_of_two_model'])}; chance "
+                           f"{_pct(o['chance_recall'])})")
+        rows.append(f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
+                    f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
+                    f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
+                    f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
+                    f"<td>{_pct(r.quadrants.get('memorized', float('nan')))}</td><td>{overlap or '-'}</td></tr>")
+    return ("<h2>One-model test (audited model vs crop classifier)</h2><p class='muted'>The classifier predicts the "
+            "class from the background crop alone, trained on other images: what it gets right is correlation. "
+            "Score = model minus classifier accuracy on each one's 20% most confident crops (95% CI).</p>"
+            "<table class='all'><tr><th>folder</th><th>method</th><th>audited set</th><th>classifier</th>"
+            "<th>model vs classifier 20%</th><th>score</th><th>memorized</th>"
+            "<th>two-model memorized also found</th></tr>" + "".join(rows) + "</table>")
+
+
 def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
     if not attacks:
         return ""
@@ -337,7 +370,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         raise DejavuError(f"{run_dir}: run folder not found")
     out = Path(out) if out is not None else run_dir / "report.html"
     check_can_write(out, force)
-    roots = [run_dir / s for s in ("attack", "probe") if (run_dir / s).is_dir()]
+    roots = [run_dir / s for s in ("attack", "probe", "audit") if (run_dir / s).is_dir()]
     if not roots:
         raise DejavuError(f"{run_dir}: no attack/ or probe/ folder (expected the layout runs/<name>/{{attack,probe}})")
     results: Results = collect(roots)
@@ -355,6 +388,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     control = _control(results.attacks, head)
     if control:
         sections.append(control)
+    if results.audits:
+        sections.append(_one_model(results.audits, head, run_dir))
     if results.skipped:
         sections.append("<p class='muted'>Skipped malformed results: " + "; ".join(
             html.escape(f"{p}: {why}") for p, why in results.skipped) + "</p>")

@@ -1,0 +1,265 @@
+"""The crop classifier: a supervised network predicting the object's class from the
+background crop alone (the one-model test's reference; DejaVuOSS ``train_SSL_crops.py``).
+
+The network is an :class:`dejavu.ssl.model.SSLModel` with a classifier head (backbone,
+optional projector, BN-ReLU-Linear), so the final checkpoint is an ordinary
+``dejavu-ckpt/1`` file that :func:`dejavu.ssl.checkpoint.load_model` reads back
+(``--reference-model``). Training folder ``OUT/classifier/``:
+
+    last.pth          resume state (model, optimizer, epoch, held-out split), every epoch
+    model_ep{E}.pth   snapshots every ``clf_snapshot_every`` epochs
+    classifier.pth    the final classifier (written last: its presence marks a finished run)
+    metrics.jsonl     loss, train accuracy, held-out accuracy per epoch
+
+Resume is exact on the CPU: the batch order and the augmentations of epoch ``e`` are drawn
+from generators seeded with ``(seed, e)`` (data loading in the main process when workers=0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dejavu import DejavuError
+from dejavu.audit.config import AuditConfig
+from dejavu.io import atomic_torch_save, atomic_write_text, safe_torch_load
+
+CLASSIFIER_METHOD = "crop-classifier"
+
+
+@dataclass
+class CropSet:
+    """Crops of the classifier's images: global indices, PIL boxes and labels."""
+
+    indices: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    images: list | None = None  # decoded PIL crops (clf_cache_crops), else read from disk
+
+
+@dataclass
+class ClassifierResult:
+    path: Path  # classifier.pth
+    info: dict[str, Any]  # held-out accuracy, sizes, epochs
+
+
+def holdout_split(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (train, held-out): ``round(frac * n_c)`` of each class held out (at least
+    one where a class has two or more crops and ``frac > 0``)."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in np.unique(labels):
+        pos = rng.permutation(np.nonzero(labels == c)[0])
+        n_h = round(frac * len(pos))
+        if frac > 0 and len(pos) >= 2:
+            n_h = min(max(1, n_h), len(pos) - 1)
+        held.append(pos[:n_h])
+        train.append(pos[n_h:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def train_transform(image_size: int, augment: str, scale_min: float):
+    from torchvision import transforms as T
+
+    from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+
+    if augment == "none":
+        return eval_transform(image_size)
+    return T.Compose([T.RandomResizedCrop(image_size, scale=(scale_min, 1.0), antialias=True),
+                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
+    from dejavu.ssl.model import ModelSpec, SSLModel
+
+    return SSLModel(ModelSpec(cfg.clf_arch, cfg.clf_projector, num_classes))
+
+
+def logits_of(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """Class logits with gradients (``SSLModel.embed`` runs under no_grad)."""
+    return model.classifier(model.projector(model.backbone(x)))
+
+
+def num_outputs(model: Any) -> int:
+    """Number of classes of an :class:`SSLModel` with a classifier head."""
+    return int(model.classifier[-1].out_features)
+
+
+class MemoryCrops(Dataset):
+    """``(transform(crop), position)`` from crops decoded once and kept in memory (small
+    sets: the synthetic default re-reads its ~1000 crops every epoch otherwise)."""
+
+    def __init__(self, images: list, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), i
+
+
+def decode_crops(crops: CropSet, index) -> list:
+    from dejavu.data.dataset import load_rgb
+    from dejavu.utils import progress
+
+    return [load_rgb(index.path(int(g))).crop(tuple(b)) for g, b in
+            progress(zip(crops.indices, crops.boxes.tolist()), desc="decode crops", total=len(crops.indices))]
+
+
+def _loader(crops: CropSet, pos: np.ndarray, index, transform, batch_size: int, workers: int,
+            shuffle_seed: int | None, device: str):
+    from torch.utils.data import DataLoader
+
+    from dejavu.attack.embed import ImageCrops
+
+    ds: Dataset
+    if crops.images is not None:
+        ds = MemoryCrops([crops.images[int(p)] for p in pos], transform)
+    else:
+        ds = ImageCrops([index.path(int(g)) for g in crops.indices[pos]],
+                        [tuple(b) for b in crops.boxes[pos].tolist()], transform)
+    gen = None
+    if shuffle_seed is not None:
+        gen = torch.Generator().manual_seed(shuffle_seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=gen,
+                      num_workers=workers, pin_memory=str(device).startswith("cuda"))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, crops: CropSet, pos: np.ndarray, index, image_size: int, batch_size: int,
+             workers: int, device: str) -> float:
+    """Top-1 accuracy on the crops at positions ``pos`` (evaluation transform)."""
+    from dejavu.data.transforms import eval_transform
+
+    if len(pos) == 0:
+        return float("nan")
+    model.eval()
+    labels = torch.as_tensor(crops.labels[pos])
+    right = 0
+    for x, i in _loader(crops, pos, index, eval_transform(image_size), batch_size, workers, None, device):
+        pred = logits_of(model, x.to(device)).argmax(1).cpu()
+        right += int((pred == labels[i]).sum())
+    return right / len(pos)
+
+
+def _optimizer(cfg: AuditConfig, model: nn.Module) -> torch.optim.Optimizer:
+    from dejavu.ssl.optim import build_optimizer
+
+    shim = SimpleNamespace(optimizer=cfg.clf_optimizer, effective_lr=cfg.clf_lr, weight_decay=cfg.clf_weight_decay,
+                           momentum=cfg.clf_momentum, lars_eta=0.001)
+    return build_optimizer(shim, [model])
+
+
+def _start(out: Path, cfg: AuditConfig, model: nn.Module, opt, crops: CropSet, resume: bool) -> tuple[int, list]:
+    """Epochs done and metric rows so far: from ``last.pth`` when resuming, else 0."""
+    last = out / "last.pth"
+    if not last.is_file():
+        return 0, []
+    if not resume:
+        raise DejavuError(f"{last}: an unfinished classifier training exists; pass --resume to continue "
+                          f"it or --force to start over")
+    st = safe_torch_load(last)
+    if st.get("train_config") != cfg.classifier_config():
+        diff = sorted(k for k, v in cfg.classifier_config().items() if (st.get("train_config") or {}).get(k) != v)
+        raise DejavuError(f"{last}: cannot resume, the classifier settings differ in {', '.join(diff)}")
+    if not np.array_equal(np.asarray(st["indices"].numpy()), crops.indices):
+        raise DejavuError(f"{last}: cannot resume, it was trained on other crops")
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    return int(st["epoch"]), list(st.get("history") or [])
+
+
+@torch.enable_grad()
+def train_classifier(cfg: AuditConfig, index, crops: CropSet, num_classes: int, image_size: int, out: Path,
+                     device: str, resume: bool = False, meta: dict[str, Any] | None = None) -> ClassifierResult:
+    """Train the crop classifier into ``out`` (see the module docstring); ``meta`` goes into
+    the final checkpoint's config (train set, npc, fingerprint...)."""
+    from dejavu.attack.embed import default_workers
+    from dejavu.ssl.optim import lr_at, set_lr
+    from dejavu.utils import progress
+
+    out.mkdir(parents=True, exist_ok=True)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    tr, ho = holdout_split(crops.labels, cfg.clf_holdout, cfg.seed)
+    if len(tr) == 0:
+        raise DejavuError(f"the classifier's training set has no crop left after the held-out split ({len(crops.indices)})")
+    if cfg.clf_cache_crops and crops.images is None:
+        crops.images = decode_crops(crops, index)
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg, num_classes).to(device)
+    opt = _optimizer(cfg, model)
+    start, history = _start(out, cfg, model, opt, crops, resume)
+    labels = torch.as_tensor(crops.labels[tr])
+    tf = train_transform(image_size, cfg.clf_augment, cfg.clf_scale_min)
+    steps_per_epoch = (len(tr) + cfg.clf_batch_size - 1) // cfg.clf_batch_size
+    total, warm = cfg.clf_epochs * steps_per_epoch, cfg.clf_warmup_epochs * steps_per_epoch
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.clf_label_smoothing)
+    for epoch in progress(range(start, cfg.clf_epochs), desc="crop classifier", total=cfg.clf_epochs - start):
+        model.train()
+        torch.manual_seed(cfg.seed * 100003 + epoch)  # this epoch's augmentations, replayed on resume
+        loss_sum = right = seen = 0.0
+        for j, (x, i) in enumerate(_loader(crops, tr, index, tf, cfg.clf_batch_size, workers,
+                                           cfg.seed * 100003 + epoch, device)):
+            set_lr(opt, lr_at(epoch * steps_per_epoch + j, total, warm, cfg.clf_lr))
+            y = labels[i].to(device)
+            logits = logits_of(model, x.to(device))
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise DejavuError(f"{out}: classifier loss is {loss.item()} at epoch {epoch + 1}; last.pth keeps "
+                                  f"epoch {start}; lower clf_lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(y)
+            right += float((logits.argmax(1) == y).sum())
+            seen += len(y)
+        row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": right / seen}
+        last_epoch = epoch + 1 == cfg.clf_epochs
+        if last_epoch or (cfg.clf_snapshot_every and (epoch + 1) % cfg.clf_snapshot_every == 0):
+            row["heldout_acc"] = accuracy(model, crops, ho, index, image_size, cfg.clf_batch_size, workers, device)
+            atomic_torch_save(out / f"model_ep{epoch + 1}.pth", _ckpt(model, epoch + 1, cfg, image_size, meta, row))
+        history.append(row)
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        atomic_torch_save(out / "last.pth", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                             "epoch": epoch + 1, "train_config": cfg.classifier_config(),
+                                             "indices": torch.as_tensor(crops.indices), "history": history})
+    final = history[-1]
+    info = {"epochs": cfg.clf_epochs, "n_train": len(tr), "n_heldout": len(ho),
+            "heldout_acc": final.get("heldout_acc"), "train_acc": final["train_acc"], "loss": final["loss"],
+            "arch": cfg.clf_arch, "projector": cfg.clf_projector, "image_size": image_size}
+    path = out / "classifier.pth"
+    atomic_torch_save(path, _ckpt(model, cfg.clf_epochs, cfg, image_size, meta, info))
+    return ClassifierResult(path, info)
+
+
+def _ckpt(model: nn.Module, epoch: int, cfg: AuditConfig, image_size: int, meta: dict[str, Any] | None,
+          info: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(meta or {})
+    fingerprint = meta.pop("fingerprint", None)
+    config = {"method": CLASSIFIER_METHOD, "arch": cfg.clf_arch, "projector": cfg.clf_projector,
+              "num_classes": num_outputs(model), "image_size": int(image_size),
+              **cfg.classifier_config(), **meta, "metrics": info}
+    return {"format": "dejavu-ckpt/1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "epoch": int(epoch), "config": config, "fingerprint": fingerprint}
+
+
+def is_finished(out: Path) -> bool:
+    return (out / "classifier.pth").is_file()
+
+
+def classifier_dir_clean(out: Path) -> None:
+    """Remove a previous classifier run (``--force``)."""
+    if out.is_dir():
+        for f in out.iterdir():
+            if f.is_file() and (f.suffix in (".pth", ".jsonl")):
+                os.unlink(f)

@@ -1,0 +1,45 @@
+"""One-model vs two-model: how far the memorized examples of an audit agree with those of
+the two-model attack on the same set. Reads ``examples.csv`` files only (no torch)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from dejavu import DejavuError
+
+
+def memorized(examples_csv: str | os.PathLike, set_name: str) -> tuple[set[int], set[int]]:
+    """(memorized indices, all indices) of the rows of ``set_name`` in an ``examples.csv``."""
+    path = Path(examples_csv)
+    if not path.is_file():
+        raise DejavuError(f"{path}: not found")
+    mem, every = set(), set()
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("set") != set_name:
+                continue
+            i = int(row["index"])
+            every.add(i)
+            if row.get("quadrant") == "memorized":
+                mem.add(i)
+    return mem, every
+
+
+def memorized_overlap(attack_dir: str | os.PathLike, audit_dir: str | os.PathLike, set_name: str = "A"
+                      ) -> dict[str, Any]:
+    """Overlap of the memorized examples (top-1) of the two tests on the examples both
+    attacked: counts, Jaccard index, the share of two-model memorized ones the audit finds
+    (recall), and the share expected by chance (the audit's memorized rate)."""
+    m2, all2 = memorized(Path(attack_dir) / "examples.csv", set_name)
+    m1, all1 = memorized(Path(audit_dir) / "examples.csv", set_name)
+    common = all1 & all2
+    m1, m2 = m1 & common, m2 & common
+    both = m1 & m2
+    union = m1 | m2
+    return {"set": set_name, "n_common": len(common), "memorized_one_model": len(m1), "memorized_two_model": len(m2),
+            "both": len(both), "jaccard": len(both) / len(union) if union else float("nan"),
+            "recall_of_two_model": len(both) / len(m2) if m2 else float("nan"),
+            "chance_recall": len(m1) / len(common) if common else float("nan")}

@@ -1,0 +1,106 @@
+"""``AuditConfig``: every setting of ``dejavu audit`` (YAML file + ``--set key=value``).
+
+Attack settings have the names of :class:`dejavu.attack.run.AttackConfig`; the crop
+classifier's have the prefix ``clf_``. Packaged configs: ``synth`` (the default: a small
+CNN for the 32 px synthetic data) and ``imagenet`` (a ResNet-50 from scratch, as the
+follow-up work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dejavu import UsageError
+
+CONFIDENCES = ("neg_entropy", "max_prob")
+
+
+@dataclass
+class AuditConfig:
+    # what is audited, and what the classifier learns from
+    npc: int = 300
+    audit_set: str = "bbox_A"  # a partition set name (bbox_A, bbox_B, ...) or a .npy index file
+    train_set: str = "bbox_B"  # the classifier's training images; must not overlap audit_set
+    # the audited model's KNN attack (same meaning as AttackConfig)
+    crop: str = "periphery"
+    crop_algo: str = "periphery"
+    corner_frac: float = 0.3
+    embed: str = "projector"
+    k: int = 100
+    k_attk: int | None = None  # None: k
+    min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
+    image_size: int | None = None
+    knn: str = "auto"
+    arch: str | None = None  # for checkpoints without a stored config
+    projector: str | None = None
+    batch_size: int = 256
+    device: str | None = None
+    workers: int | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    # the crop classifier
+    confidence: str = "neg_entropy"  # neg_entropy (DejaVuOSS's sample test) | max_prob (its eval_crop.py)
+    clf_arch: str = "smallcnn"
+    clf_projector: str = "none"
+    clf_epochs: int = 60
+    clf_batch_size: int = 32
+    clf_optimizer: str = "sgd"  # sgd | lars | adamw
+    clf_lr: float = 0.05  # absolute learning rate (cosine schedule)
+    clf_weight_decay: float = 5e-4
+    clf_momentum: float = 0.9
+    clf_warmup_epochs: int = 0
+    clf_label_smoothing: float = 0.0
+    clf_holdout: float = 0.1  # share of the classifier's crops held out for its own accuracy
+    clf_snapshot_every: int = 0  # 0: only the final classifier
+    clf_augment: str = "crop"  # crop (random resized crop + flip) | none
+    clf_scale_min: float = 0.35  # random resized crop scale range (clf_scale_min, 1)
+    clf_cache_crops: bool = True  # decode each crop once and keep it in memory (off for ImageNet)
+
+    def validate(self) -> None:
+        if self.confidence not in CONFIDENCES:
+            raise UsageError(f"confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
+        if self.clf_optimizer not in ("sgd", "lars", "adamw"):
+            raise UsageError(f"clf_optimizer must be sgd, lars or adamw, got {self.clf_optimizer!r}")
+        if self.clf_augment not in ("crop", "none"):
+            raise UsageError(f"clf_augment must be crop or none, got {self.clf_augment!r}")
+        if not 0 <= self.clf_holdout < 1:
+            raise UsageError(f"clf_holdout must be in [0, 1), got {self.clf_holdout}")
+        if self.clf_epochs < 1 or self.clf_batch_size < 1:
+            raise UsageError("clf_epochs and clf_batch_size must be >= 1")
+        if not 0 < self.clf_scale_min <= 1:
+            raise UsageError(f"clf_scale_min must be in (0, 1], got {self.clf_scale_min}")
+        self.attack_config().validate()
+
+    def attack_config(self):
+        """The :class:`AttackConfig` of the audited model's KNN attack (crops, KNN, files)."""
+        from dejavu.attack.run import AttackConfig
+
+        names = {f.name for f in fields(AttackConfig)}
+        kw = {k: v for k, v in asdict(self).items() if k in names}
+        kw["k_attk"] = self.k_attk if self.k_attk is not None else self.k
+        return AttackConfig(**kw)
+
+    def classifier_config(self) -> dict[str, Any]:
+        """The settings that define the classifier's training (a resume must match them)."""
+        d = {k: v for k, v in asdict(self).items() if k.startswith("clf_")}
+        d.update(seed=self.seed, train_set=self.train_set, npc=self.npc)
+        return d
+
+
+def load_audit_config(path: str | None = None, sets: list[str] | None = None,
+                      base: dict[str, Any] | None = None) -> AuditConfig:
+    """YAML file or packaged name (``synth``, ``imagenet``) + ``--set`` overrides;
+    ``base`` holds values from command-line flags (the file and ``--set`` win over none of them:
+    flags are applied last)."""
+    from dejavu.config import from_dict, packaged_config, parse_sets, read_yaml
+
+    if path is not None and not Path(path).exists() and not str(path).endswith((".yaml", ".yml")):
+        cand = packaged_config("audit", f"{path}.yaml")
+        if cand.is_file():
+            path = str(cand)
+    d: dict[str, Any] = read_yaml(path) if path is not None else {}
+    d.update(parse_sets(sets))
+    d.update({k: v for k, v in (base or {}).items() if v is not None})
+    return from_dict(AuditConfig, d, source=str(path) if path else "--set")

@@ -1,0 +1,332 @@
+"""``audit(...)``: the one-model déjà vu test of one checkpoint (DESIGN 7.3).
+
+Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
+1. the audited set (bbox_A by default) and the classifier's training set (bbox_B by
+   default) from the partition, refused if they overlap or the audited set meets the
+   public set; their periphery crops (:func:`dejavu.attack.run.compute_crops`);
+2. the crop classifier: trained into ``OUT/classifier/`` (:mod:`dejavu.audit.classifier`),
+   or loaded from ``reference_model``;
+3. public embeddings of the audited model (cached, :class:`dejavu.attack.embed.CachedEmbedder`);
+4. the audited crops decoded once, embedded by the model and classified by the classifier;
+5. KNN of the model's crop embeddings over the public set (:func:`dejavu.attack.knn.knn`);
+6. metrics (:mod:`dejavu.audit.metrics`), files; ``results.json`` last.
+
+Audit folder ``OUT/``: ``attk_idxs.npy``, ``labels.npy`` (n, 1), ``model_neighb_idxs.npy``
+(dataset indices) / ``model_neighb_labels.npy`` (as the attack's ``X_attk_Y_*``), ``classifier_logits.npy``,
+``crops.npy``, ``public_idxs.npy``, ``public_labels.npy``, ``examples.csv`` (the attack's
+columns: target = the audited model, reference = the classifier) and ``results.json``
+(format ``dejavu-audit/1``, the attack's ``metrics`` block).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from dejavu import DejavuError, UsageError
+from dejavu.audit.config import AuditConfig
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
+
+FORMAT = "dejavu-audit/1"
+
+
+@dataclass
+class AuditResult:
+    out: Path
+    results: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.results["metrics"]
+
+
+def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
+    """A partition set by name (``bbox_A``, ``train_B``...) or an index file (``.npy``)."""
+    from dejavu.partition import load_index_file
+
+    if str(name).endswith(".npy"):
+        return index.check_indices(np.asarray(load_index_file(name, index)), str(name))
+    arr = part.load_set(npc, name)
+    return index.check_indices(np.asarray(arr), f"{part.root}/{npc}_per_class/{name}.npy")
+
+
+def check_disjoint(audit_idx: np.ndarray, train_idx: np.ndarray | None, public: np.ndarray,
+                   names: tuple[str, str]) -> None:
+    """The classifier must never have seen an audited image, nor the KNN search find one."""
+    if train_idx is not None:
+        clash = np.intersect1d(audit_idx, train_idx)
+        if len(clash):
+            raise UsageError(f"audit set {names[0]} and classifier training set {names[1]} overlap in "
+                              f"{len(clash)} image(s) (e.g. index {int(clash[0])}); choose disjoint sets")
+    clash = np.intersect1d(audit_idx, public)
+    if len(clash):
+        raise DejavuError(f"audit set {names[0]} overlaps the public set in {len(clash)} image(s) "
+                          f"(e.g. index {int(clash[0])})")
+
+
+class _Logits(nn.Module):
+    """Adapter: a classifier that answers ``embed(x, kind)`` with its logits, so one
+    :func:`dejavu.attack.embed.embed_dataset` pass feeds the model and the classifier."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def embed(self, x, kind):
+        return self.model.embed(x, "logits")
+
+
+def _model_info(lm) -> dict[str, Any]:
+    return {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
+
+
+def _classifier(cfg: AuditConfig, index: DatasetIndex, paths: DataPaths, part, out: Path, train_idx, image_size: int,
+                min_px: float, device: str, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict]:
+    """Train (or finish training) the crop classifier; returns (LoadedModel, info, crop counts)."""
+    from dejavu.attack.run import compute_crops
+    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
+    from dejavu.ssl.checkpoint import load_model
+
+    cdir = out / "classifier"
+    if force and not resume:
+        classifier_dir_clean(cdir)
+    sc = compute_crops(index, paths.annotation_dir, train_idx, cfg.attack_config(), min_px, desc="crops (classifier)")
+    if len(sc.indices) < 2:
+        raise DejavuError(f"classifier training set {cfg.train_set}: {len(sc.indices)} attackable image(s) "
+                          f"out of {len(train_idx)}; need more")
+    if not is_finished(cdir):
+        crops = CropSet(sc.indices, sc.boxes, index.targets[sc.indices])
+        meta = {"set": cfg.train_set, "npc": cfg.npc, "fingerprint": index.fingerprint.to_dict(),
+                "partition": str(part.root)}
+        train_classifier(cfg, index, crops, len(index.classes), image_size, cdir, device, resume=resume, meta=meta)
+    lm = load_model(cdir / "classifier.pth")
+    diff = sorted(k for k, v in cfg.classifier_config().items() if lm.config.get(k) != v)
+    if diff:
+        raise DejavuError(f"{cdir / 'classifier.pth'}: trained with other settings ({', '.join(diff)}); "
+                          f"pass --force to retrain")
+    return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}, sc.counts
+
+
+def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part, npc: int):
+    """A classifier trained elsewhere: it needs a classifier head over this dataset's classes."""
+    from dejavu.ssl.checkpoint import load_model
+
+    lm = load_model(path)
+    if lm.model.classifier is None:
+        raise DejavuError(f"{path}: no classifier head; --reference-model needs a crop classifier "
+                          f"(e.g. OUT/classifier/classifier.pth of an earlier audit)")
+    from dejavu.audit.classifier import num_outputs
+
+    n_out = num_outputs(lm.model)
+    if n_out != len(index.classes):
+        raise DejavuError(f"{path}: predicts {n_out} classes but the dataset has {len(index.classes)}")
+    if lm.fingerprint:
+        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {path}")
+    seen = lm.config.get("set")
+    if seen:
+        try:
+            trained_on = load_set(part, index, int(lm.config.get("npc") or npc), str(seen))
+        except DejavuError:
+            trained_on = None
+        if trained_on is not None:
+            check_disjoint(audit_idx, trained_on, np.zeros(0, np.int64), ("audited", f"{seen} (of {path})"))
+    info = {k: v for k, v in (lm.config.get("metrics") or {}).items()}
+    return lm, {**info, "trained": False, "path": str(path)}
+
+
+def _embed_and_search(cfg: AuditConfig, lm, clf, index: DatasetIndex, crops, public: np.ndarray, tdesc: str,
+                      transform, clf_transform, device: str, cache_dir: Path | None) -> tuple[dict, bool]:
+    """KNN of the model's crop embeddings over its public embeddings, and the classifier's
+    logits on the same crops (one decode per crop when both use the same transform)."""
+    from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
+    from dejavu.attack.knn import knn
+
+    key = cache_key(lm.sha256, public, tdesc, cfg.embed, index.fingerprint.id)
+    (pub_emb,), (cached,) = CachedEmbedder(cache_dir).embed_public(
+        [lm.model], [key], [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers)
+    paths, boxes = [index.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
+    if clf_transform is None:  # same resolution: one pass
+        emb, logits = embed_dataset([lm.model, _Logits(clf.model)], ImageCrops(paths, boxes, transform), cfg.embed,
+                                    cfg.batch_size, device, cfg.workers, desc="audited crops")
+    else:
+        (emb,) = embed_dataset([lm.model], ImageCrops(paths, boxes, transform), cfg.embed, cfg.batch_size, device,
+                               cfg.workers, desc="audited crops (model)")
+        (logits,) = embed_dataset([_Logits(clf.model)], ImageCrops(paths, boxes, clf_transform), "logits",
+                                  cfg.batch_size, device, cfg.workers, desc="audited crops (classifier)")
+    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc="knn audited crops")
+    # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
+    arrays = {"attk_idxs": crops.indices, "labels": index.targets[crops.indices][:, None],
+              "model_neighb_idxs": public[pos], "model_neighb_labels": index.targets[public][pos],
+              "classifier_logits": logits}
+    return arrays, cached
+
+
+@locks_output("audit")
+def _audit(model: str | os.PathLike, partition: str | os.PathLike, paths: DataPaths, out: str | os.PathLike,
+           cfg: AuditConfig | None = None, force: bool = False, resume: bool = False,
+           reference_model: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+           index: DatasetIndex | None = None, public: np.ndarray | None = None) -> AuditResult:
+    """Audit one checkpoint and write ``out`` (see the module docstring).
+
+    ``cache_dir`` defaults to ``out/../.embed_cache`` (``""``: off); ``public`` replaces the
+    partition's public set (the demo removes its held-out control images from it).
+    """
+    from dejavu.attack.run import compute_crops, default_min_crop_px
+    from dejavu.data.transforms import describe_eval_transform, eval_transform
+    from dejavu.partition import Partition
+    from dejavu.ssl.checkpoint import load_model
+
+    cfg = cfg or AuditConfig()
+    cfg.validate()
+    out = Path(out)
+    if (out / "results.json").exists() and not force:
+        raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
+    if force:  # results.json goes first: no reader pairs the old results with new arrays
+        (out / "results.json").unlink(missing_ok=True)
+    check_can_write(out, force=True)
+    device = cfg.device or _default_device()
+    index = index or scan_imagefolder(paths.images)
+    part = Partition.load(partition)
+    part.check(index)
+    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
+    train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
+    check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
+
+    lm = load_model(model, arch=cfg.arch, projector=cfg.projector)
+    if lm.fingerprint:
+        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
+    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
+    acfg = cfg.attack_config()
+    crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
+    if len(crops.indices) == 0:
+        raise DejavuError(f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
+                          f"(min_crop_px {min_px:g}); lower min_crop_px?")
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, Any] = {"audit": crops.counts, "public": len(public)}
+    if reference_model is None:
+        clf, clf_info, counts["classifier_train"] = _classifier(cfg, index, paths, part, out, train_idx, image_size,
+                                                                min_px, device, resume, force)
+    else:
+        clf, clf_info = _reference(reference_model, index, audit_idx, part, cfg.npc)
+    clf_size = int(clf.config.get("image_size") or image_size)
+    clf_tf = None if clf_size == image_size else eval_transform(clf_size)
+    cdir = Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
+    arrays, cached = _embed_and_search(cfg, lm, clf, index, crops, public, describe_eval_transform(image_size),
+                                       eval_transform(image_size), clf_tf, device, cdir)
+    return _write(out, cfg, arrays, crops, public, index, part, lm, clf, clf_info, counts, cached,
+                  {"image_size": image_size, "min_crop_px": min_px, "device": device,
+                   "transform": describe_eval_transform(image_size), "classifier_image_size": clf_size,
+                   "k_attk": acfg.k_attk})
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _write(out: Path, cfg: AuditConfig, arrays: dict[str, np.ndarray], crops, public: np.ndarray,
+           index: DatasetIndex, part, lm, clf, clf_info: dict[str, Any], counts: dict[str, Any], cached: bool,
+           resolved: dict[str, Any]) -> AuditResult:
+    from dejavu.analysis.metrics import scores_from_neighbours
+    from dejavu.audit.metrics import classifier_scores, one_model_metrics
+
+    num_classes = len(index.classes)
+    set_name = _set_label(cfg.audit_set)
+    labels = arrays["labels"].reshape(-1)
+    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"],
+                                    resolved["k_attk"], num_classes)
+    reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
+    metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
+    atomic_save_npy(out / "public_idxs.npy", public)
+    atomic_save_npy(out / "public_labels.npy", index.targets[public])
+    atomic_save_npy(out / "crops.npy", crops.boxes)
+    for name, arr in arrays.items():
+        atomic_save_npy(out / f"{name}.npy", arr)
+    write_examples_csv(out / "examples.csv", target, reference, set_name)
+    cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
+    cfg_out.update(resolved)
+    results = {
+        "format": FORMAT, "kind": "one-model", "config": cfg_out,
+        "method": lm.config.get("method"), "npc": cfg.npc, "epoch": lm.epoch,
+        "sets": {"audit": cfg.audit_set, "classifier_train": clf.config.get("set")},
+        "models": {"audited": _model_info(lm), "classifier": _model_info(clf)},
+        "classifier": {**clf_info, "accuracy_on_audited": metrics["top1"]["reference"]["100"]},
+        "fingerprint": index.fingerprint.to_dict(), "partition": str(part.root),
+        "counts": counts, "embed_cache": {"hit": bool(cached)}, "num_classes": num_classes, "metrics": metrics,
+    }
+    atomic_write_json(out / "results.json", results)
+    return AuditResult(out, results)
+
+
+def _set_label(name: str) -> str:
+    """``bbox_A`` -> ``A`` (the examples.csv ``set`` column); other names as given."""
+    return name[-1] if name in ("bbox_A", "bbox_B") else Path(name).stem
+
+
+def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
+    """``examples.csv`` with the attack's columns: target = the audited model, reference =
+    the crop classifier (top-1)."""
+    import csv
+    import io
+
+    from dejavu.analysis.metrics import quadrant_labels
+    from dejavu.analysis.tables import EXAMPLE_COLUMNS
+    from dejavu.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EXAMPLE_COLUMNS)
+    q = quadrant_labels(target, reference, 1)
+    cols = zip(target.index.tolist(), target.labels.tolist(), target.pred.tolist(), reference.pred.tolist(),
+               target.conf.tolist(), reference.conf.tolist(), map(_num, target.correct1),
+               map(_num, reference.correct1), q.tolist())
+    w.writerows((set_name, *row) for row in cols)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _num(v: float) -> str:
+    """Correctness as the attack writes it: 1/0, or the expectation under a tie (e.g. 0.5)."""
+    return f"{float(v):.10g}"
+
+
+def audit(*args, **kwargs) -> AuditResult:
+    """:func:`_audit` without autograd (the classifier's training turns it back on), holding
+    the output folder's lock."""
+    import torch
+
+    with torch.no_grad():
+        return _audit(*args, **kwargs)
+
+
+audit.__doc__ = (_audit.__doc__ or "") + "\n(Runs without autograd except the classifier's training.)"
+
+
+def summary_text(res: dict[str, Any]) -> str:
+    m = res["metrics"]
+    c = res["counts"]["audit"]
+    ci = m["top1"]["ci95"]["dejavu_score"]
+    clf = res["classifier"]
+    ho = clf.get("heldout_acc")
+    lines = [
+        f"audit set {res['sets']['audit']}: {c['attacked']}/{c['bbox']} crops; classifier "
+        f"{'trained on ' + str(res['sets']['classifier_train']) if clf.get('trained') else 'from ' + clf['path']}"
+        + (f", held-out accuracy {ho:.3f} ({clf.get('n_heldout')} crops)" if ho is not None else ""),
+        f"{'':6} {'p':>5} {'model':>8} {'clf':>8} {'gap':>8}",
+    ]
+    for t in ("top1", "top5"):
+        for p in ("5", "20", "100"):
+            tg, rf = m[t]["target"][p], m[t]["reference"][p]
+            lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
+    lines.append(f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  "
+                 f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    lines.append("sample test: " + ", ".join(f"{k} {v:.3f}" for k, v in m["quadrants"].items()))
+    return "\n".join(lines)
