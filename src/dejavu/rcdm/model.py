@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 
-FORMAT = "dejavu-rcdm/1"
+FORMAT = formats.RCDM
 IMAGE_SIZES = (32, 64, 128, 256)
 
 

@@ -50,11 +50,14 @@ from torch import nn
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.device import choose_device
+from dejavu.formats import CHECKPOINT
 from dejavu.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     check_can_write,
+    index_hash,
     locks_output,
     safe_torch_load,
 )
@@ -67,9 +70,8 @@ from dejavu.ssl.methods.base import Method, StepInfo
 from dejavu.ssl.model import ModelSpec, SSLModel
 from dejavu.ssl.optim import build_optimizer, lr_at, set_lr
 from dejavu.ssl.registry import get_method
+from dejavu.train_step import NonFiniteLoss, amp_dtype, autocast, check_finite, make_scaler, optimizer_step
 from dejavu.utils import progress
-
-FORMAT = "dejavu-ckpt/1"
 
 
 @dataclass
@@ -90,7 +92,8 @@ class Trainable(nn.Module):
         self.model = model
         self.method = method
 
-    def forward(self, views, labels, info):
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         return self.method(self.model, views, labels, info)
 
 
@@ -106,10 +109,8 @@ class Engine:
     dinfo: DistInfo
 
     @property
-    def amp_dtype(self):
-        if self.device.type != "cuda" or self.cfg.amp == "none":
-            return None
-        return torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+    def amp_dtype(self) -> torch.dtype | None:
+        return amp_dtype(self.device, self.cfg.amp)
 
 
 def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None = None) -> Engine:
@@ -130,17 +131,13 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
     if device.type == "cuda" and cfg.channels_last:
         trainable.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, [model, method])
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp == "fp16")
+    scaler = make_scaler(device, amp_dtype(device, cfg.amp))
     if dinfo.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
         trainable = DDP(trainable, device_ids=ids)
     return Engine(cfg, model, method, trainable, opt, scaler, device, dinfo)
-
-
-class NonFiniteLoss(Exception):
-    pass
 
 
 def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo) -> float:
@@ -153,8 +150,7 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
     if eng.device.type == "cuda" and cfg.channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     labels = labels.to(eng.device, non_blocking=nb)
-    dtype = eng.amp_dtype
-    with torch.autocast(eng.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with autocast(eng.device, eng.amp_dtype):
         loss, _logs = eng.trainable(views, labels, info)
     value = loss.detach().float().clone()
     if eng.dinfo.distributed:
@@ -162,16 +158,8 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
 
         dist.all_reduce(value)
         value /= eng.dinfo.world_size
-    v = float(value)
-    if not np.isfinite(v):
-        raise NonFiniteLoss(v)
-    eng.optimizer.zero_grad(set_to_none=True)
-    eng.scaler.scale(loss).backward()
-    if cfg.clip_grad > 0:
-        eng.scaler.unscale_(eng.optimizer)
-        torch.nn.utils.clip_grad_norm_([p for g in eng.optimizer.param_groups for p in g["params"]], cfg.clip_grad)
-    eng.scaler.step(eng.optimizer)
-    eng.scaler.update()
+    v = check_finite(float(value))
+    optimizer_step(loss, eng.optimizer, eng.scaler, cfg.clip_grad)
     eng.method.after_step(eng.model, info)
     return v
 
@@ -281,18 +269,6 @@ class KNNEval:
 # ---------------------------------------------------------------- main entry
 
 
-def _pick_device(device: str | torch.device | None, dinfo: DistInfo) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DejavuError("--device cuda: no CUDA device is available")
-        if device.index is None:
-            device = torch.device("cuda", dinfo.local_rank)
-    return device
-
-
 def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -338,7 +314,7 @@ def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
         raise DejavuError(f"{last_path}: cannot resume, config differs in " + "; ".join(diff)
                           + " (use the run's config, or --force to start over)")
     saved_idx = (ckpt.get("config") or {}).get("index_sha256")
-    if saved_idx and saved_idx != _idx_hash(run.idx):
+    if saved_idx and saved_idx != index_hash(run.idx):
         raise DejavuError(f"{last_path}: cannot resume, it was trained on a different index file "
                           f"({(ckpt.get('config') or {}).get('index_file')})")
 
@@ -384,7 +360,7 @@ def _open_run(cfg: TrainConfig, paths: DataPaths, index_file, out, resume: bool,
     dev_type = "cuda" if (device is None and torch.cuda.is_available()) or str(device or "").startswith("cuda") \
         else "cpu"
     dinfo = init_distributed(dev_type)
-    dev = _pick_device(device, dinfo)
+    dev = choose_device(None if device is None else str(device), dinfo.local_rank)
     index = index or scan_imagefolder(paths.images)
     idx = load_index_file(Path(index_file), index)
     if cfg.method == "supervised" and cfg.num_classes == 0:
@@ -456,7 +432,7 @@ def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
     """``config.json``: the config plus what the run was made of (threads included)."""
     npc, which = parse_index_name(run.index_file)
     return {**run.cfg.to_dict(), "npc": npc, "set": which, "index_file": str(run.index_file),
-            "index_sha256": _idx_hash(run.idx), "num_images": len(run.idx),
+            "index_sha256": index_hash(run.idx), "num_images": len(run.idx),
             "effective_lr": run.cfg.effective_lr, "global_batch": data.batch, "steps_per_epoch": data.steps,
             "world_size": run.dinfo.world_size, "torch_threads": run.threads,
             "fingerprint": run.index.fingerprint.to_dict(), "partition": str(part) if part else None}
@@ -487,7 +463,7 @@ def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tupl
 
 def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int, step: int) -> Path | None:
     """Snapshot (every snapshot_every epochs and at the end) and ``last.pth``; the snapshot path."""
-    ck = {"format": FORMAT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
+    ck = {"format": CHECKPOINT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
           "fingerprint": run.index.fingerprint.to_dict(), "extra": eng.method.state_dict()}
     snap = None
     if epoch % run.cfg.snapshot_every == 0 or epoch == run.cfg.epochs:
@@ -568,11 +544,6 @@ def _saved_epoch(path: Path) -> int | None:
         return None
     try:
         return int(safe_torch_load(path).get("epoch"))
-    except Exception:  # noqa: BLE001 - only used to phrase an error message
+    except Exception:  # only used to phrase an error message
         return None
 
-
-def _idx_hash(idx: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
