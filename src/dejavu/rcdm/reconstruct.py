@@ -53,6 +53,26 @@ from dejavu.io import (
 RULES = ("most-memorized", "most-correlated", "most-confident")
 
 
+@dataclass
+class ReconstructConfig:
+    """The settings of ``dejavu rcdm reconstruct`` (stored in reconstruct.json by :func:`reconstruct`)."""
+
+    select: str = field(default="most-memorized:10", metadata={
+        "help": f"{' | '.join(r + ':N' for r in RULES)} | IDX,IDX,... (dataset indices of attacked images)"})
+    samples: int = field(default=4, metadata={"help": "images per example and model"})
+    ddim_steps: int | None = field(default=None, metadata={"help": "DDIM steps; None = the RCDM's config"})
+    neighbours: int = field(default=5, metadata={"help": "public neighbours averaged"})
+    seed: int = field(default=0, metadata={"help": "noise seed; the noise of an example is seed + its index"})
+
+    def validate(self) -> None:
+        parse_select(self.select)
+        for name in ("samples", "neighbours"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.ddim_steps is not None and self.ddim_steps < 1:
+            raise UsageError(f"ddim_steps={self.ddim_steps}: must be >= 1")
+
+
 # ---------------------------------------------------------------- selection (pure)
 
 def load_examples(attack_dir: str | os.PathLike) -> list[dict[str, Any]]:
