@@ -210,8 +210,9 @@ def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: s
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["metavar"] = name.upper()
-            if tp in (int, float, str):  # parsed here, so choices compare values of the field's type
-                kw["type"] = tp
+            inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]  # X | None -> X
+            if inner[0] in (int, float, str):  # parsed here, so choices compare values of the field's type
+                kw["type"] = inner[0]
             if f.metadata.get("choices"):
                 kw["choices"] = f.metadata["choices"]
                 kw.pop("metavar")

@@ -361,6 +361,8 @@ def _load_models(attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, An
             raise DejavuError(f"{rc.path}: trained on SSL checkpoint {rc.ssl.get('path')} but model {s} of "
                               f"{attack_dir} is {want.get('path')} (sha256 differs); pass the RCDM of model {s}")
         ckpt = want.get("path") if want.get("path") and Path(want["path"]).is_file() else rc.ssl.get("path")
+        if not ckpt:
+            raise DejavuError(f"{rc.path}: names no SSL checkpoint, and {attack_dir} names none for model {s}")
         lm = load_model(ckpt)
         if lm.sha256 != want.get("sha256"):
             raise DejavuError(f"{ckpt}: changed since the attack (sha256 differs from {attack_dir / 'results.json'})")

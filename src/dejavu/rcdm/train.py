@@ -157,7 +157,8 @@ def _embed_dataset(ssl_model, index, indices, pair: _ImagePair, kind: str, devic
     from dejavu.utils import progress
 
     ds = IndexedImages(index, indices, pair)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    dl: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)  # type: ignore[arg-type]
     reps, imgs = [], []
     ssl_model.to(device).eval()
     for (x, img), _y, _g in progress(dl, desc="rcdm: embedding the training set"):

@@ -74,7 +74,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         s, ss, n = stats[:c], stats[c:2 * c], stats[2 * c]
         mean = s / n
         var = ss / n - mean * mean
-        if self.track_running_stats and self.running_mean is not None:
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)

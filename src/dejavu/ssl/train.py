@@ -126,6 +126,7 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
     trainable: nn.Module = Trainable(model, method)
     if dinfo.distributed:
         trainable = convert_sync_batchnorm(trainable, device.type)
+        assert isinstance(trainable, Trainable)
         model, method = trainable.model, trainable.method
     trainable.to(device)
     if device.type == "cuda" and cfg.channels_last:

@@ -21,6 +21,8 @@ class Supervised(Method):
     def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
                 info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         z = model(views[0])[1]
+        if model.classifier is None:
+            raise ValueError("the supervised method needs a model with a classifier (num_classes > 0)")
         logits = model.classifier(z)
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean().item()
