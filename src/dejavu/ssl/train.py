@@ -476,6 +476,18 @@ def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int,
     return snap
 
 
+def _epoch_row(eng: Engine, run: _Run, data: _Data, knn: KNNEval | None, e: int, losses: list[float], step: int,
+               dt: float) -> dict[str, Any]:
+    """The ``metrics.jsonl`` row of 0-based epoch ``e`` (online kNN every ``knn_every`` epochs)."""
+    cfg = run.cfg
+    row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": eng.optimizer.param_groups[0]["lr"],
+           "images_per_s": data.batch * data.steps / dt if dt > 0 else None, "seconds": dt, "step": step,
+           "resolution": cfg.resolution(e)}
+    if knn is not None and ((e + 1) % cfg.knn_every == 0 or e + 1 == cfg.epochs):
+        row["knn_top1"] = knn(eng.model, run.device, cfg.knn_k)
+    return row
+
+
 def _existing_snapshots(out: Path, upto: int) -> list[Path]:
     def ep(p: Path) -> int:
         return int(re.findall(r"\d+", p.stem)[-1])
@@ -518,12 +530,7 @@ def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out
     for e in bar:
         t0 = time.perf_counter()
         losses, step = _train_epoch(eng, run, data, e, step)
-        dt = time.perf_counter() - t0
-        row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": eng.optimizer.param_groups[0]["lr"],
-               "images_per_s": data.batch * data.steps / dt if dt > 0 else None, "seconds": dt, "step": step,
-               "resolution": cfg.resolution(e)}
-        if knn is not None and ((e + 1) % cfg.knn_every == 0 or e + 1 == cfg.epochs):
-            row["knn_top1"] = knn(eng.model, run.device, cfg.knn_k)
+        row = _epoch_row(eng, run, data, knn, e, losses, step, time.perf_counter() - t0)
         if run.dinfo.is_main:
             history.append(row)
             _write_metrics(run.metrics_path, history)
