@@ -45,7 +45,7 @@ def test_unknown_nested_key_names_the_methods_keys(tmp_path):
 
 
 def test_methods_validate_their_own_keys():
-    with pytest.raises(UsageError, match="ema_start=0.999, ema_end=0.9"):
+    with pytest.raises(UsageError, match=r"ema_start=0\.999, ema_end=0\.9"):
         load_train_config(None, ["byol.ema_start=0.999", "byol.ema_end=0.9"], method="byol")
     with pytest.raises(UsageError, match="dino needs a projector"):
         load_train_config(None, ["projector=none"], method="dino")
