@@ -131,7 +131,14 @@ def default_recipe(config: dict[str, Any] | None, source: str) -> str:
 
 def resolve_recipe(name: str, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
                    weight_decay: float | None = None) -> ProbeRecipe:
-    """``RECIPES[name]`` with the given overrides; the lr made explicit."""
+    """A recipe with overrides.
+
+    Args:
+        name: a key of :data:`RECIPES`. epochs, lr, batch_size, weight_decay: None keeps the recipe's.
+
+    Returns:
+        ``RECIPES[name]`` with the overrides, its lr made explicit (0.3 x batch / 256 when None).
+    """
     if name not in RECIPES:
         raise DejavuError(f"--recipe: unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[name]
@@ -185,12 +192,16 @@ def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
                                        persistent_workers=workers > 0)
 
 
-def _features(model, x, kind: str):
-    return model.embed(x, kind)
-
-
 def extract_features(model, loader, kind: str, device, desc: str):
-    """Frozen features and labels for every item of ``loader`` (one pass)."""
+    """Frozen features of every item of ``loader`` (one pass, no gradient).
+
+    Args:
+        model: the frozen :class:`~dejavu.ssl.model.SSLModel`. loader: yields ``(x, label, index)``.
+        kind: ``backbone`` | ``projector`` | ``logits``. device: where the model is. desc: progress label.
+
+    Returns:
+        ``(features (n, d) float32 on the CPU, labels (n,))``.
+    """
     import torch
 
     from dejavu.utils import progress
@@ -198,13 +209,20 @@ def extract_features(model, loader, kind: str, device, desc: str):
     feats, labels = [], []
     with torch.no_grad():
         for x, y, _ in progress(loader, desc=desc, total=len(loader)):
-            feats.append(_features(model, x.to(device, non_blocking=True), kind).float().cpu())
+            feats.append(model.embed(x.to(device, non_blocking=True), kind).float().cpu())
             labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
 
 def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
-    """Fraction of rows whose label is among the k highest logits (k capped at #classes)."""
+    """Top-k accuracies.
+
+    Args:
+        logits: ``(n, classes)``. labels: ``(n,)``. ks: the k's (each capped at the number of classes).
+
+    Returns:
+        ``{k: fraction of rows whose label is among the k highest logits}``.
+    """
     import torch
 
     out = {}
@@ -273,7 +291,7 @@ def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, d
     if augment:
         dl = _loader(IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
                      r.batch_size, True, workers, seed)
-        return (lambda: ((_features(inp.model, x.to(device), features).float(), y.to(device))
+        return (lambda: ((inp.model.embed(x.to(device), features).float(), y.to(device))
                          for x, y, _ in dl)), len(dl)
     xt, yt = extract_features(inp.model, _loader(IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=True),
                                                  r.batch_size, False, workers, seed), features, device,

@@ -212,7 +212,16 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def load_rcdm(path: str | os.PathLike, map_location: Any = "cpu", weights: str = "ema") -> LoadedRCDM:
-    """Load an RCDM (``weights="ema"``, the sampling weights, or ``"model"``) in eval mode."""
+    """Load an RCDM in eval mode.
+
+    Args:
+        path: an RCDM run folder (its ``last.pth``) or a ``.pth`` file.
+        map_location: where the tensors are loaded.
+        weights: ``"ema"`` (the sampling weights) or ``"model"`` (the training weights).
+
+    Returns:
+        A :class:`LoadedRCDM`: the model, its config, step, SSL model record and the raw dict.
+    """
     from dejavu.config import from_dict
     from dejavu.io import safe_torch_load
 

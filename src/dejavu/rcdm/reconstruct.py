@@ -114,9 +114,17 @@ def _score(row: dict[str, Any], rule: str) -> float:
 
 def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None,
                     set_name: str | None = None) -> list[dict[str, Any]]:
-    """The ``n`` top examples by ``rule``: ``most-memorized`` (quadrant memorized),
-    ``most-correlated`` (quadrant correlated), ``most-confident`` (target right; ranked by the
-    target's confidence); optionally of one class ``label`` and one ``set_name`` (A|B)."""
+    """The ``n`` top examples by ``rule``.
+
+    Args:
+        examples: rows from :func:`load_examples`.
+        rule: ``most-memorized`` (quadrant memorized), ``most-correlated`` (quadrant correlated),
+            ``most-confident`` (target right; ranked by the target's confidence).
+        n: how many. label: only this class. set_name: only this set (A|B).
+
+    Returns:
+        The rows, best first (ties by dataset index).
+    """
     quad = {"most-memorized": "memorized", "most-correlated": "correlated"}.get(rule)
     rows = [r for r in examples
             if (quad is None or r["quadrant"] == quad)

@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="index file of the training images, e.g. P/100_per_class/train_A.npy")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
     add_config_args(p, TrainConfig, flags=("method",), kind="ssl")
+    act = p._option_string_actions["--config"]
+    act.help = f"{act.help} (default: <method>_synth)"
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth (exactly, on the CPU)")
     p.add_argument("--force", action="store_true", help="discard an existing run in RUN and start over")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

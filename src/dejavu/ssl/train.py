@@ -114,7 +114,15 @@ class Engine:
 
 
 def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None = None) -> Engine:
-    """Seeded model + method + optimizer on ``device``; DDP-wrapped when distributed."""
+    """Seeded model + method + optimizer on ``device``; DDP-wrapped when distributed.
+
+    Args:
+        cfg: the run's settings (the initial weights depend only on ``cfg.seed``).
+        device: the training device. dinfo: the process group (default: the current one).
+
+    Returns:
+        An :class:`Engine` (model, method, the module to train, optimizer, grad scaler).
+    """
     dinfo = dinfo or current()
     from dejavu.utils import seed_everything
 
@@ -142,7 +150,15 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
 
 
 def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo) -> float:
-    """One optimisation step at the scheduled lr; returns the loss averaged over ranks."""
+    """One optimisation step at the scheduled lr (:func:`dejavu.train_step.optimizer_step`).
+
+    Args:
+        eng: from :func:`build_engine`. views: the batch's views (CPU or device tensors).
+        labels: the batch's labels. info: the global step, total steps and epoch.
+
+    Returns:
+        The loss averaged over ranks; :class:`NonFiniteLoss` if it is NaN or infinite.
+    """
     cfg = eng.cfg
     lr = lr_at(info.step, info.total_steps, info.warmup_steps, cfg.effective_lr, cfg.final_lr_ratio)
     set_lr(eng.optimizer, lr)
@@ -229,7 +245,16 @@ def _embed_backbone(model: SSLModel, images: torch.Tensor, device, batch: int = 
 @torch.no_grad()
 def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
              k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:
-    """Weighted kNN classifier on cosine similarity (DINO's evaluation protocol)."""
+    """Weighted kNN classifier on cosine similarity (DINO's evaluation protocol).
+
+    Args:
+        bank, bank_labels: reference features and labels. query, query_labels: the evaluated ones.
+        k: neighbours voting. temperature: votes weighted by ``exp(sim / temperature)``.
+        num_classes: default the largest label + 1.
+
+    Returns:
+        The top-1 accuracy over the queries.
+    """
     bank = torch.nn.functional.normalize(bank, dim=1)
     query = torch.nn.functional.normalize(query, dim=1)
     c = num_classes or int(max(bank_labels.max(), query_labels.max())) + 1
