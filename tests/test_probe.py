@@ -76,6 +76,9 @@ def test_probe_cli_augmented_projector_and_no_overwrite(synth_small, partition_s
     d = json.loads((tmp_path / "q" / "results.json").read_text())
     assert d["config"]["augment"] is True and d["config"]["features"] == "projector"
     assert d["counts"]["feature_dim"] == 32
+    # the ProbeConfig as given is stored beside what it resolved to
+    assert d["settings"]["epochs"] == 8 and d["settings"]["batch_size"] == 32 and d["settings"]["recipe"] is None
+    assert d["settings"]["features"] == "projector" and d["config"]["recipe"] == "bn-cosine"
     assert d["top1"] > 0.2  # augmented path on a projector of 32 dims, 8 epochs: still well above chance
     assert main(argv) == 1  # existing result, no --force
     assert main(argv + ["--force"]) == 0
@@ -85,7 +88,7 @@ def test_probe_refuses_checkpoint_of_another_dataset(synth_small, partition_smal
     fp = scan_imagefolder(synth_small / "train").fingerprint.to_dict()
     fp = {**fp, "paths_sha256": "0" * 64, "id": "deadbeefdeadbeef"}
     ck = _save(tmp_path / "m.pth", SSLModel(ModelSpec("smallcnn", "64-32")), fp)
-    with pytest.raises(DejavuError, match="m.pth"):
+    with pytest.raises(DejavuError, match=r"m\.pth"):
         probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "p", augment=False, epochs=1)
 
 
@@ -143,3 +146,21 @@ def test_default_recipe_original_for_paper_configs_and_original_checkpoints():
         assert default_recipe(load_train_config(f"{m}_synth").to_dict(), "dejavu") == "bn-cosine"
     assert default_recipe({}, "original") == default_recipe(None, "torchvision") == "original"
     assert default_recipe({"method": "vicreg"}, "dejavu") == "bn-cosine"  # dejavu checkpoints made before recipes
+
+
+def test_probe_cli_settings_errors_are_usage_errors(tmp_path, capsys):
+    argv = ["probe", "--model", "m.pth", "--partition", "p", "--npc", "10", "--data", "d", "--out", str(tmp_path / "o")]
+    assert main(argv + ["--set", "epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "--set: unknown key(s) epoch; valid keys:" in err and "epochs" in err
+    assert main(argv + ["--set", "recipe=mae"]) == 2
+    assert "unknown recipe 'mae'" in capsys.readouterr().err
+    cfg = tmp_path / "probe.yaml"
+    cfg.write_text("epochs: 3\nfeatures: projector\n")
+    from dejavu.cli import build_parser
+    from dejavu.config import config_from_args
+    from dejavu.probe import PROBE_FLAGS, ProbeConfig
+
+    args = build_parser().parse_args(argv + ["--config", str(cfg), "--epochs", "5", "--no-augment"])
+    c = config_from_args(ProbeConfig, args, flags=PROBE_FLAGS)
+    assert (c.epochs, c.features, c.augment) == (5, "projector", False)  # file < flags

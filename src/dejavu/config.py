@@ -135,9 +135,16 @@ def load_config(cls: type[C], path: str | os.PathLike | None = None, sets: list[
     d: dict[str, Any] = dict(base or {})
     valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if path is not None:
-        d.update(_known(read_yaml(path), valid, str(path)))
-    merge_into(d, _known(parse_sets(sets), valid, "--set"))
+        d.update(_known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)))
+    merge_into(d, _known(_normalized(cls, parse_sets(sets), "--set"), valid, "--set"))
     return from_dict(cls, d, source=str(path) if path else "--set")
+
+
+def _normalized(cls: type, d: dict[str, Any], source: str) -> dict[str, Any]:
+    """``cls.normalize_keys(d, source)`` where the config class defines it (e.g. TrainConfig maps
+    a method's nested keys, ``vicreg: {sim: 30}``, onto its flat fields), else ``d``."""
+    hook = getattr(cls, "normalize_keys", None)
+    return hook(d, source) if callable(hook) else d
 
 
 def _known(d: dict[str, Any], valid: set[str], source: str) -> dict[str, Any]:
@@ -203,6 +210,9 @@ def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: s
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["metavar"] = name.upper()
+            inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]  # X | None -> X
+            if inner[0] in (int, float, str):  # parsed here, so choices compare values of the field's type
+                kw["type"] = inner[0]
             if f.metadata.get("choices"):
                 kw["choices"] = f.metadata["choices"]
                 kw.pop("metavar")
@@ -227,7 +237,7 @@ def config_from_args(cls: type[C], args: Any, flags: tuple[str, ...] = (), kind:
     d: dict[str, Any] = dict(base or {})
     path = resolve_config(getattr(args, "config", None), kind) if kind else getattr(args, "config", None)
     if path is not None:
-        d.update(_known(read_yaml(path), valid, str(path)))
+        d.update(_known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)))
     d.update({k: getattr(args, k) for k in flags if hasattr(args, k)})
-    merge_into(d, _known(parse_sets(getattr(args, "set", None)), valid, "--set"))
+    merge_into(d, _known(_normalized(cls, parse_sets(getattr(args, "set", None)), "--set"), valid, "--set"))
     return from_dict(cls, d, source=str(path) if path else "command line")

@@ -159,6 +159,21 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         raise DejavuError(f"{path}: not a plain numpy array ({e})") from None
 
 
+def index_hash(indices: np.ndarray, length: int = 16) -> str:
+    """Short sha256 of a list of dataset indices (as int64), to key caches and to check that a
+    resumed run trains on the same images.
+
+    Args:
+        indices: the dataset indices, in order.
+        length: hex characters kept (16 in training configs and RCDM caches, as stored).
+
+    Returns:
+        The first ``length`` hex digits of the sha256.
+    """
+    a = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(a.tobytes()).hexdigest()[:length]
+
+
 def check_can_write(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse to overwrite an existing result unless ``force``.
 

@@ -21,7 +21,9 @@ Recipes (:data:`RECIPES`):
   256, 100 epochs, random-resized crop + flip. The default of the synthetic configs.
 
 The checkpoint's config names its recipe (``probe_recipe``); ``recipe=`` overrides it, and
-``epochs``/``lr``/``batch_size``/``weight_decay`` override the recipe's values.
+``epochs``/``lr``/``batch_size``/``weight_decay`` override the recipe's values. The settings
+are a :class:`ProbeConfig` (``--config FILE`` / ``--set key=value`` / flags, as every stage),
+stored as given under ``settings`` in results.json; ``config`` holds what they resolved to.
 
 Decisions:
 
@@ -37,6 +39,7 @@ Decisions:
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
@@ -44,10 +47,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
+from dejavu.device import choose_device
 from dejavu.io import locks_output
 
-FORMAT = "dejavu-probe/1"
+FORMAT = formats.PROBE
+FEATURES = ("backbone", "projector")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,42 @@ RECIPES: dict[str, ProbeRecipe] = {
 
 
 @dataclass
+class ProbeConfig:
+    """The settings of one probe run; None = the recipe's (or the checkpoint's) value."""
+
+    features: str = field(default="backbone", metadata={
+        "help": "which frozen features the probe reads", "choices": FEATURES})
+    recipe: str | None = field(default=None, metadata={
+        "choices": tuple(RECIPES),
+        "help": "probe recipe: original (lin_probe.py: Linear, SGD lr 10->0.1, batch 64, 20 epochs, no weight "
+                "decay, jitter/greyscale/solarization views) or bn-cosine (BN+Linear, cosine, batch 256, 100 "
+                "epochs, crop+flip); None = the checkpoint's probe_recipe (original for the paper configs and "
+                "the original code's checkpoints, bn-cosine for the synthetic ones)"})
+    epochs: int | None = field(default=None, metadata={"help": "probe training epochs; None = the recipe's"})
+    lr: float | None = field(default=None, metadata={"help": "SGD learning rate; None = the recipe's"})
+    batch_size: int | None = field(default=None, metadata={"help": "None = the recipe's"})
+    weight_decay: float | None = field(default=None, metadata={"help": "None = the recipe's"})
+    augment: bool = field(default=True, metadata={
+        "help": "train on the recipe's augmented views of train_A; --no-augment computes the features once "
+                "and trains only the linear layer on them (fast)"})
+    image_size: int | None = field(default=None, metadata={"help": "input size; None = the checkpoint's, else 224"})
+    workers: int = field(default=0, metadata={"help": "data loading processes"})
+    seed: int = field(default=0, metadata={"help": "seed of the head's init and the batch order"})
+
+    def validate(self) -> None:
+        if self.features not in FEATURES:
+            raise DejavuError(f"features={self.features!r}: expected backbone or projector")
+        if self.recipe is not None:
+            resolve_recipe(self.recipe)  # a bad name fails before the model is loaded
+        for name in ("epochs", "batch_size", "image_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise DejavuError(f"{name}={v}: must be >= 1")
+        if self.workers < 0:
+            raise DejavuError(f"workers={self.workers}: must be >= 0")
+
+
+@dataclass
 class ProbeResult:
     out: Path
     top1: float
@@ -90,7 +131,14 @@ def default_recipe(config: dict[str, Any] | None, source: str) -> str:
 
 def resolve_recipe(name: str, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
                    weight_decay: float | None = None) -> ProbeRecipe:
-    """``RECIPES[name]`` with the given overrides; the lr made explicit."""
+    """A recipe with overrides.
+
+    Args:
+        name: a key of :data:`RECIPES`. epochs, lr, batch_size, weight_decay: None keeps the recipe's.
+
+    Returns:
+        ``RECIPES[name]`` with the overrides, its lr made explicit (0.3 x batch / 256 when None).
+    """
     if name not in RECIPES:
         raise DejavuError(f"--recipe: unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[name]
@@ -144,12 +192,16 @@ def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
                                        persistent_workers=workers > 0)
 
 
-def _features(model, x, kind: str):
-    return model.embed(x, kind)
-
-
 def extract_features(model, loader, kind: str, device, desc: str):
-    """Frozen features and labels for every item of ``loader`` (one pass)."""
+    """Frozen features of every item of ``loader`` (one pass, no gradient).
+
+    Args:
+        model: the frozen :class:`~dejavu.ssl.model.SSLModel`. loader: yields ``(x, label, index)``.
+        kind: ``backbone`` | ``projector`` | ``logits``. device: where the model is. desc: progress label.
+
+    Returns:
+        ``(features (n, d) float32 on the CPU, labels (n,))``.
+    """
     import torch
 
     from dejavu.utils import progress
@@ -157,13 +209,20 @@ def extract_features(model, loader, kind: str, device, desc: str):
     feats, labels = [], []
     with torch.no_grad():
         for x, y, _ in progress(loader, desc=desc, total=len(loader)):
-            feats.append(_features(model, x.to(device, non_blocking=True), kind).float().cpu())
+            feats.append(model.embed(x.to(device, non_blocking=True), kind).float().cpu())
             labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
 
 def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
-    """Fraction of rows whose label is among the k highest logits (k capped at #classes)."""
+    """Top-k accuracies.
+
+    Args:
+        logits: ``(n, classes)``. labels: ``(n,)``. ks: the k's (each capped at the number of classes).
+
+    Returns:
+        ``{k: fraction of rows whose label is among the k highest logits}``.
+    """
     import torch
 
     out = {}
@@ -232,7 +291,7 @@ def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, d
     if augment:
         dl = _loader(IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
                      r.batch_size, True, workers, seed)
-        return (lambda: ((_features(inp.model, x.to(device), features).float(), y.to(device))
+        return (lambda: ((inp.model.embed(x.to(device), features).float(), y.to(device))
                          for x, y, _ in dl)), len(dl)
     xt, yt = extract_features(inp.model, _loader(IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=True),
                                                  r.batch_size, False, workers, seed), features, device,
@@ -281,77 +340,77 @@ def probe(
     model_path: str | os.PathLike,
     partition: str | os.PathLike,
     npc: int,
-    paths,
+    paths: Any,
     out: str | os.PathLike,
-    features: str = "backbone",
-    epochs: int | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    augment: bool = True,
+    cfg: ProbeConfig | None = None,
+    *,
     device: str | None = None,
-    weight_decay: float | None = None,
-    workers: int = 0,
-    seed: int = 0,
-    image_size: int | None = None,
     arch: str | None = None,
     projector: str | None = None,
     force: bool = False,
-    recipe: str | None = None,
+    **settings: Any,
 ) -> ProbeResult:
     """Train and evaluate a linear probe; writes ``out/results.json``.
 
     Args:
-        model_path: checkpoint (ours, the original code's, torchvision's). partition, npc:
-            the probe trains on ``<npc>_per_class/train_A`` and is scored on ``val_set``.
+        model_path: checkpoint (ours, the original code's, torchvision's).
+        partition, npc: the probe trains on ``<npc>_per_class/train_A`` and is scored on ``val_set``.
         paths: a :class:`dejavu.data.DataPaths`. out: output folder.
-        features: ``backbone`` or ``projector``. recipe: a name of :data:`RECIPES` (default:
-            :func:`default_recipe` of the checkpoint). epochs, lr, batch_size, weight_decay:
-            override the recipe's. augment: train on the recipe's augmented view (else on
-            evaluation-view features computed once). image_size: default the checkpoint's.
+        cfg: the probe's settings (default: :class:`ProbeConfig`'s).
+        device: cpu | cuda | cuda:N (default: cuda when available).
+        arch, projector: for checkpoints without a stored config.
+        force: overwrite an existing ``out/results.json``.
+        **settings: :class:`ProbeConfig` fields overriding ``cfg``'s (``epochs=2, augment=False``).
     Returns:
         A :class:`ProbeResult` (top-1, top-5 and the results.json content).
     """
     import torch
 
-    from dejavu.data.dataset import IndexedImages
-    from dejavu.data.transforms import eval_transform
+    from dejavu.config import from_dict, to_dict
     from dejavu.io import atomic_write_json, check_can_write
     from dejavu.utils import seed_everything
 
-    if features not in ("backbone", "projector"):
-        raise DejavuError(f"--features: expected backbone or projector, got {features!r}")
-    if recipe is not None:
-        resolve_recipe(recipe)  # a bad name fails before the model is loaded
+    cfg = from_dict(ProbeConfig, {**to_dict(cfg or ProbeConfig()), **settings}, source="probe settings")
     res_path = Path(out) / "results.json"
     check_can_write(res_path, force)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    seed_everything(seed)
+    dev = choose_device(device)
+    seed_everything(cfg.seed)
     t0 = time.time()
-    inp = _load_inputs(model_path, partition, npc, paths, dev, image_size, arch, projector)
-    r = resolve_recipe(recipe or default_recipe(inp.loaded.config, inp.loaded.source), epochs, lr, batch_size,
-                       weight_decay)
-    val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=True), r.batch_size,
-                         False, workers, seed)
-    xv, yv = extract_features(inp.model, val_loader, features, dev, "probe: val features")
-    head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
-    batches, steps = _train_batches(inp, r, features, augment, dev, workers, seed)
-    history = _train_head(head, r, batches, steps)
+    inp = _load_inputs(model_path, partition, npc, paths, dev, cfg.image_size, arch, projector)
+    r = resolve_recipe(cfg.recipe or default_recipe(inp.loaded.config, inp.loaded.source), cfg.epochs, cfg.lr,
+                       cfg.batch_size, cfg.weight_decay)
+    xv, yv, head, history = _fit(inp, r, cfg, dev)
     head.eval()
     with torch.no_grad():
         logits = torch.cat([head(xv[i:i + 4096].to(dev)).cpu() for i in range(0, len(xv), 4096)])
     acc = topk_accuracy(logits, yv)
-    results = _results(inp, r, npc, features, augment, seed, acc, history, int(xv.shape[1]), time.time() - t0)
+    results = _results(inp, r, npc, cfg, acc, history, int(xv.shape[1]), time.time() - t0)
     atomic_write_json(res_path, results)
     return ProbeResult(out=Path(out), top1=acc[1], top5=acc[5], results=results)
 
 
-def _results(inp: _Inputs, r: ProbeRecipe, npc: int, features: str, augment: bool, seed: int,
-             acc: dict[int, float], history: list, dim: int, seconds: float) -> dict[str, Any]:
+def _fit(inp: _Inputs, r: ProbeRecipe, cfg: ProbeConfig, dev: Any) -> tuple[Any, Any, Any, list[dict[str, float]]]:
+    """Validation features (computed once), the head trained on train_A: (xv, yv, head, history)."""
+    from dejavu.data.dataset import IndexedImages
+    from dejavu.data.transforms import eval_transform
+
+    val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=True),
+                         r.batch_size, False, cfg.workers, cfg.seed)
+    xv, yv = extract_features(inp.model, val_loader, cfg.features, dev, "probe: val features")
+    head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
+    batches, steps = _train_batches(inp, r, cfg.features, cfg.augment, dev, cfg.workers, cfg.seed)
+    return xv, yv, head, _train_head(head, r, batches, steps)
+
+
+def _results(inp: _Inputs, r: ProbeRecipe, npc: int, settings: ProbeConfig, acc: dict[int, float], history: list,
+             dim: int, seconds: float) -> dict[str, Any]:
     cfg, loaded = inp.loaded.config, inp.loaded
+    features, augment, seed = settings.features, settings.augment, settings.seed
     head = "linear" if r.head == "linear" else "bn(affine=False)+linear"
     sched = f"linear {r.lr}->{r.end_lr}, set every 50 steps" if r.schedule == "linear-every-50" else "cosine"
     return {
         "format": FORMAT,
+        "settings": asdict(settings),
         "config": {"npc": int(npc), "features": features, "recipe": r.name, "epochs": int(r.epochs), "lr": r.lr,
                    "end_lr": r.end_lr if r.schedule != "cosine" else None, "schedule": r.schedule,
                    "batch_size": int(r.batch_size), "augment": bool(augment), "train_view": r.train_view,
@@ -373,17 +432,23 @@ def _results(inp: _Inputs, r: ProbeRecipe, npc: int, features: str, augment: boo
     }
 
 
-def register(sub) -> None:
+PROBE_FLAGS = ("features", "recipe", "epochs", "lr", "weight_decay", "batch_size", "augment", "image_size",
+               "workers", "seed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from dejavu.config import add_config_args
+    from dejavu.data.imagefolder import add_data_args
+    from dejavu.launch import add_launcher_args
+
     p = sub.add_parser(
         "probe",
         help="linear probe on frozen features (top-1/top-5 on the validation set)",
         description="Train a linear classifier on frozen features of a checkpoint, on train_A of "
         "PARTITION/<npc>_per_class, and evaluate top-1/top-5 on PARTITION/val_set.npy (DESIGN 2.7). "
-        "Writes OUT/results.json (format dejavu-probe/1) with the probe config, the checkpoint's "
-        "path/sha256/epoch/config and the dataset fingerprint.",
+        f"Writes OUT/results.json (format {FORMAT}) with the probe settings and what they resolved to, "
+        "the checkpoint's path/sha256/epoch/config and the dataset fingerprint.",
     )
-    from dejavu.data.imagefolder import add_data_args
-
     p.add_argument("--model", required=True, metavar="CKPT", help="checkpoint (ours, the original code's, or torchvision)")
     p.add_argument("--arch", help="architecture for checkpoints without a stored config (e.g. resnet50)")
     p.add_argument("--projector", help="projector spec for checkpoints without a stored config (e.g. 8192-8192-8192)")
@@ -391,53 +456,28 @@ def register(sub) -> None:
     p.add_argument("--npc", type=int, required=True, help="images per class: the probe trains on <npc>_per_class/train_A")
     add_data_args(p)
     p.add_argument("--out", required=True, help="output folder (results.json goes there)")
-    p.add_argument("--features", choices=["backbone", "projector"], default="backbone",
-                   help="which frozen features the probe reads (default: %(default)s)")
-    p.add_argument("--recipe", choices=list(RECIPES), default=None,
-                   help="probe recipe: original (lin_probe.py: Linear, SGD lr 10->0.1, batch 64, 20 epochs, "
-                   "no weight decay, jitter/greyscale/solarization views) or bn-cosine (BN+Linear, cosine, "
-                   "batch 256, 100 epochs, crop+flip) (default: the checkpoint's probe_recipe: original for "
-                   "the paper configs and the original code's checkpoints, bn-cosine for the synthetic ones)")
-    p.add_argument("--epochs", type=int, default=None, help="probe training epochs (default: the recipe's)")
-    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default: the recipe's)")
-    p.add_argument("--weight-decay", type=float, default=None, help="(default: the recipe's)")
-    p.add_argument("--batch-size", type=int, default=None, help="(default: the recipe's)")
-    p.add_argument("--augment", action=__import__("argparse").BooleanOptionalAction, default=True,
-                   help="train on the recipe's augmented views of train_A (default). --no-augment computes "
-                   "the features once and trains only the linear layer on them (fast)")
-    p.add_argument("--image-size", type=int, default=None, help="input size (default: the checkpoint's, else 224)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=0, help="data loading processes (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT/results.json")
-    from dejavu.launch import add_launcher_args
-
+    add_config_args(p, ProbeConfig, flags=PROBE_FLAGS)
     add_launcher_args(p, gpus_per_node=1)
     p.set_defaults(func=_cmd)
 
 
-def _kwargs(args, paths) -> dict[str, Any]:
-    return {"model_path": args.model, "partition": args.partition, "npc": args.npc, "paths": paths, "out": args.out,
-                "features": args.features, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                "augment": args.augment, "device": args.device, "weight_decay": args.weight_decay, "workers": args.workers,
-                "seed": args.seed, "image_size": args.image_size, "arch": args.arch, "projector": args.projector,
-                "force": args.force, "recipe": args.recipe}
-
-
-def _cmd(args) -> int:
+def _cmd(args: argparse.Namespace) -> int:
+    from dejavu.config import config_from_args
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.io import check_can_write
-
-    paths = data_paths_from_args(args)
-    kw = _kwargs(args, paths)
     from dejavu.launch import submit_if_slurm
+    from dejavu.utils import set_torch_threads
 
+    cfg = config_from_args(ProbeConfig, args, flags=PROBE_FLAGS)  # validated before submitting
+    paths = data_paths_from_args(args)
     check_can_write(Path(args.out) / "results.json", args.force)
     if submit_if_slurm(args, name="probe", log_dir=Path(args.out) / "slurm"):
         return 0
-    from dejavu.utils import set_torch_threads
-
     set_torch_threads()
-    res = probe(**kw)
-    print(f"linear probe ({args.features}, recipe {res.results['config']['recipe']}): top-1 {res.top1:.4f}  top-5 {res.top5:.4f}  -> {res.out / 'results.json'}")
+    res = probe(args.model, args.partition, args.npc, paths, args.out, cfg, device=args.device, arch=args.arch,
+                projector=args.projector, force=args.force)
+    print(f"linear probe ({cfg.features}, recipe {res.results['config']['recipe']}): top-1 {res.top1:.4f}  "
+          f"top-5 {res.top5:.4f}  -> {res.out / 'results.json'}")
     return 0

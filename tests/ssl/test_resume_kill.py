@@ -37,7 +37,7 @@ def _cmd(synth, index, out, *extra):
 def _saved_epoch(last: Path) -> int:
     try:
         return int(torch.load(last, weights_only=True)["epoch"])
-    except Exception:  # noqa: BLE001 - not written yet, or being replaced
+    except Exception:  # not written yet, or being replaced
         return 0
 
 

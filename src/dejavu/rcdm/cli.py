@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from dejavu.rcdm.reconstruct import ReconstructConfig
+
+RCDM_FLAGS = ("image_size", "steps", "batch_size")
+RECON_FLAGS = ("select", "samples", "ddim_steps", "neighbours", "seed")
+
+
 TRAIN_HELP = """\
 Train a representation-conditioned diffusion model (RCDM) for one frozen SSL model.
 It learns to draw an image given concat(backbone(x), projector(x)) of that image (the
@@ -23,7 +29,11 @@ under each model. Writes one grid PNG per example (original with boxes, crop, ne
 target samples, control samples), the samples as .npy, summary.png and reconstruct.json."""
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    from dejavu.config import add_config_args
+    from dejavu.data.imagefolder import add_data_args
+    from dejavu.rcdm.model import RCDMConfig
+
     p = sub.add_parser("rcdm", help="representation-conditioned diffusion: train, reconstruct",
                        description="Representation-conditioned diffusion models (DESIGN 2.8).")
     rs = p.add_subparsers(dest="rcdm_command", metavar="{train,reconstruct}")
@@ -33,16 +43,10 @@ def register(sub) -> None:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--ssl-model", required=True, metavar="CKPT", help="the frozen SSL checkpoint (model_ep<E>.pth)")
     t.add_argument("--partition", required=True, metavar="P", help="partition folder (its public set is the training set)")
-    from dejavu.data.imagefolder import add_data_args
-
     add_data_args(t)
     t.add_argument("--out", required=True, metavar="DIR", help="run folder to write")
-    t.add_argument("--config", metavar="NAME|FILE", default="tiny",
-                   help="tiny | paper128 | paper256 | a YAML file (default: %(default)s)")
-    t.add_argument("--set", action="append", default=[], metavar="K=V", help="override a config key (repeatable)")
-    t.add_argument("--image-size", type=int, choices=(32, 64, 128, 256), help="RCDM resolution")
-    t.add_argument("--steps", type=int, help="training steps (optimizer updates)")
-    t.add_argument("--batch-size", type=int, help="images per step (per process)")
+    add_config_args(t, RCDMConfig, flags=RCDM_FLAGS, kind="rcdm")
+    _config_default(t, "tiny")
     t.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pth (fresh start if absent)")
     t.add_argument("--force", action="store_true", help="discard an existing run in OUT")
@@ -53,47 +57,29 @@ def register(sub) -> None:
     r.add_argument("--attack", required=True, metavar="ATTACK_DIR", help="an attack folder (results.json, examples.csv)")
     r.add_argument("--rcdm-a", required=True, metavar="DIR", help="RCDM trained on model A (folder or .pth)")
     r.add_argument("--rcdm-b", required=True, metavar="DIR", help="RCDM trained on model B (folder or .pth)")
-    r.add_argument("--select", default="most-memorized:10",
-                   help="most-memorized:N | most-correlated:N | most-confident:N | IDX,IDX,... "
-                        "(dataset indices of attacked images) (default: %(default)s)")
-    r.add_argument("--samples", type=int, default=4, help="images per example and model (default: %(default)s)")
-    r.add_argument("--ddim-steps", type=int, help="DDIM steps (default: the RCDM's config)")
-    r.add_argument("--neighbours", type=int, default=5, help="public neighbours averaged (default: %(default)s)")
-    r.add_argument("--seed", type=int, default=0, help="noise seed; the noise of an example is seed + its index")
+    add_config_args(r, ReconstructConfig, flags=RECON_FLAGS)
     add_data_args(r)
-    r.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    r.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
     r.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     r.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     r.set_defaults(func=_reconstruct)
 
 
-def _config_path(name: str):
-    from pathlib import Path
-
-    from dejavu.config import packaged_config
-
-    if Path(name).suffix in (".yaml", ".yml") or Path(name).is_file():
-        return Path(name)
-    path = packaged_config("rcdm", f"{name}.yaml")
-    if not path.is_file():
-        from dejavu import DejavuError
-
-        raise DejavuError(f"--config {name}: neither a file nor one of tiny, paper128, paper256")
-    return path
+def _config_default(p: argparse.ArgumentParser, text: str) -> None:
+    """Name what ``--config`` defaults to in its help, as every other flag does."""
+    act = p._option_string_actions["--config"]
+    act.help = f"{act.help} (default: {text})"
 
 
-def _train(args) -> int:
-    from dejavu.config import load_config
+def _train(args: argparse.Namespace) -> int:
+    from dejavu.config import config_from_args
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.rcdm.model import RCDMConfig
     from dejavu.rcdm.train import train_rcdm
     from dejavu.utils import set_torch_threads
 
-    sets = list(args.set)
-    for flag, key in ((args.image_size, "image_size"), (args.steps, "steps"), (args.batch_size, "batch_size")):
-        if flag is not None:
-            sets.append(f"{key}={flag}")
-    cfg = load_config(RCDMConfig, _config_path(args.config), sets)
+    args.config = args.config or "tiny"
+    cfg = config_from_args(RCDMConfig, args, flags=RCDM_FLAGS, kind="rcdm")
     if args.device in (None, "cpu"):
         set_torch_threads()
     res = train_rcdm(cfg, args.ssl_model, args.partition, data_paths_from_args(args), args.out,
@@ -104,10 +90,12 @@ def _train(args) -> int:
     return 0
 
 
-def _reconstruct(args) -> int:
+def _reconstruct(args: argparse.Namespace) -> int:
+    from dejavu.config import config_from_args
     from dejavu.rcdm.reconstruct import reconstruct
     from dejavu.utils import set_torch_threads
 
+    cfg = config_from_args(ReconstructConfig, args, flags=RECON_FLAGS)
     data = None
     if args.data or args.images:
         from dejavu.data.imagefolder import data_paths_from_args
@@ -115,8 +103,8 @@ def _reconstruct(args) -> int:
         data = data_paths_from_args(args)
     if args.device in (None, "cpu"):
         set_torch_threads()
-    res = reconstruct(args.attack, args.rcdm_a, args.rcdm_b, args.select, args.out, samples=args.samples,
-                      ddim_steps=args.ddim_steps, seed=args.seed, data=data, n_neighbours=args.neighbours,
+    res = reconstruct(args.attack, args.rcdm_a, args.rcdm_b, cfg.select, args.out, samples=cfg.samples,
+                      ddim_steps=cfg.ddim_steps, seed=cfg.seed, data=data, n_neighbours=cfg.neighbours,
                       device=args.device, force=args.force)
     print(f"rcdm: reconstructed {len(res.items)} example(s) into {res.out} (summary: {res.summary_png})")
     return 0

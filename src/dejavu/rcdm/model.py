@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 
-FORMAT = "dejavu-rcdm/1"
+FORMAT = formats.RCDM
 IMAGE_SIZES = (32, 64, 128, 256)
 
 
@@ -47,7 +47,7 @@ IMAGE_SIZES = (32, 64, 128, 256)
 class RCDMConfig:
     """Everything that defines an RCDM and its training. Defaults: the tiny CPU config."""
 
-    image_size: int = 32
+    image_size: int = field(default=32, metadata={"help": "RCDM resolution", "choices": IMAGE_SIZES})
     # tiny CPU UNet: [16, 32, 64] without attention measured 0.31 s/step at batch 32 on one
     # core, [32, 64, 64] with attention at 8 px 0.78 s/step (the full-resolution convs dominate)
     block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
@@ -62,8 +62,8 @@ class RCDMConfig:
     diffusion_steps: int = 250
     beta_schedule: str = "linear"
     # training
-    steps: int = 2000
-    batch_size: int = 32
+    steps: int = field(default=2000, metadata={"help": "training steps (optimizer updates)"})
+    batch_size: int = field(default=32, metadata={"help": "images per step (per process)"})
     lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
@@ -212,7 +212,16 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def load_rcdm(path: str | os.PathLike, map_location: Any = "cpu", weights: str = "ema") -> LoadedRCDM:
-    """Load an RCDM (``weights="ema"``, the sampling weights, or ``"model"``) in eval mode."""
+    """Load an RCDM in eval mode.
+
+    Args:
+        path: an RCDM run folder (its ``last.pth``) or a ``.pth`` file.
+        map_location: where the tensors are loaded.
+        weights: ``"ema"`` (the sampling weights) or ``"model"`` (the training weights).
+
+    Returns:
+        A :class:`LoadedRCDM`: the model, its config, step, SSL model record and the raw dict.
+    """
     from dejavu.config import from_dict
     from dejavu.io import safe_torch_load
 

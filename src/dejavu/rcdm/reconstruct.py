@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError, UsageError
+from dejavu import DejavuError, UsageError, formats
 from dejavu.analysis.tables import check_attack_format, read_neighbour_idxs
+from dejavu.device import choose_device
 from dejavu.io import (
     atomic_save_npy,
     atomic_write_bytes,
@@ -50,6 +51,26 @@ from dejavu.io import (
 )
 
 RULES = ("most-memorized", "most-correlated", "most-confident")
+
+
+@dataclass
+class ReconstructConfig:
+    """The settings of ``dejavu rcdm reconstruct`` (stored in reconstruct.json by :func:`reconstruct`)."""
+
+    select: str = field(default="most-memorized:10", metadata={
+        "help": f"{' | '.join(r + ':N' for r in RULES)} | IDX,IDX,... (dataset indices of attacked images)"})
+    samples: int = field(default=4, metadata={"help": "images per example and model"})
+    ddim_steps: int | None = field(default=None, metadata={"help": "DDIM steps; None = the RCDM's config"})
+    neighbours: int = field(default=5, metadata={"help": "public neighbours averaged"})
+    seed: int = field(default=0, metadata={"help": "noise seed; the noise of an example is seed + its index"})
+
+    def validate(self) -> None:
+        parse_select(self.select)
+        for name in ("samples", "neighbours"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.ddim_steps is not None and self.ddim_steps < 1:
+            raise UsageError(f"ddim_steps={self.ddim_steps}: must be >= 1")
 
 
 # ---------------------------------------------------------------- selection (pure)
@@ -93,9 +114,17 @@ def _score(row: dict[str, Any], rule: str) -> float:
 
 def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None,
                     set_name: str | None = None) -> list[dict[str, Any]]:
-    """The ``n`` top examples by ``rule``: ``most-memorized`` (quadrant memorized),
-    ``most-correlated`` (quadrant correlated), ``most-confident`` (target right; ranked by the
-    target's confidence); optionally of one class ``label`` and one ``set_name`` (A|B)."""
+    """The ``n`` top examples by ``rule``.
+
+    Args:
+        examples: rows from :func:`load_examples`.
+        rule: ``most-memorized`` (quadrant memorized), ``most-correlated`` (quadrant correlated),
+            ``most-confident`` (target right; ranked by the target's confidence).
+        n: how many. label: only this class. set_name: only this set (A|B).
+
+    Returns:
+        The rows, best first (ties by dataset index).
+    """
     quad = {"most-memorized": "memorized", "most-correlated": "correlated"}.get(rule)
     rows = [r for r in examples
             if (quad is None or r["quadrant"] == quad)
@@ -279,6 +308,180 @@ def _draw_summary(path: Path, items: list[Reconstruction], crops_: list[np.ndarr
     atomic_write_bytes(path, buf.getvalue())
 
 
+@dataclass
+class _Job:
+    """What one :func:`reconstruct` call works on (filled by :func:`_open_job`)."""
+
+    attack_dir: Path
+    res: dict[str, Any]  # the attack's results.json
+    rcdms: dict[str, Any]  # "A"/"B" -> LoadedRCDM
+    ssl: dict[str, Any]  # "A"/"B" -> the SSL model (eval mode, on the device)
+    paths: Any  # DataPaths
+    index: Any  # DatasetIndex
+    fmt: Any  # the attack folder's format (check_attack_format)
+    tf: Any  # the SSL models' evaluation transform
+    size: int  # the RCDMs' resolution
+    device: Any
+    samples: int
+    ddim_steps: int | None
+    seed: int
+    n_neighbours: int
+    arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def attack_arrays(self, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+        """Model X's attack of set Y: (attacked dataset indices, neighbours' dataset indices)."""
+        if (x, y) not in self.arrays:
+            self.arrays[(x, y)] = (load_npy(self.attack_dir / f"{x}_attk_{y}_attk_idxs.npy"),
+                                   read_neighbour_idxs(self.attack_dir, f"{x}_attk_{y}", self.fmt))
+        return self.arrays[(x, y)]
+
+
+def _chosen_rows(attack_dir: Path, select: str | Sequence[int] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``examples.csv`` rows of the selection (a rule string, dataset indices, or rows)."""
+    examples = load_examples(attack_dir)
+    if isinstance(select, str):
+        sel = parse_select(select)
+        rows: list[Any] = select_examples(examples, *sel) if isinstance(sel, tuple) else sel
+    else:
+        rows = list(select)
+    by_index = {r["index"]: r for r in examples}
+    chosen = []
+    for r in rows:
+        g = int(r["index"]) if isinstance(r, dict) else int(r)
+        if g not in by_index:
+            raise DejavuError(f"{attack_dir / 'examples.csv'}: dataset index {g} is not an attacked example")
+        chosen.append(by_index[g])
+    if not chosen:
+        raise DejavuError(f"{attack_dir}: the selection {select!r} matched no attacked example")
+    return chosen
+
+
+def _load_models(attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, Any], dev: Any) -> tuple[dict, dict]:
+    """Each model's RCDM and SSL model, checked against the attack's models (sha256)."""
+    from dejavu.rcdm.model import load_rcdm
+    from dejavu.ssl.checkpoint import load_model
+
+    rcdms, ssl = {}, {}
+    for s, p in rcdm_paths.items():
+        rc = load_rcdm(p)
+        want = res["models"][s]
+        if rc.ssl.get("sha256") != want.get("sha256"):
+            raise DejavuError(f"{rc.path}: trained on SSL checkpoint {rc.ssl.get('path')} but model {s} of "
+                              f"{attack_dir} is {want.get('path')} (sha256 differs); pass the RCDM of model {s}")
+        ckpt = want.get("path") if want.get("path") and Path(want["path"]).is_file() else rc.ssl.get("path")
+        if not ckpt:
+            raise DejavuError(f"{rc.path}: names no SSL checkpoint, and {attack_dir} names none for model {s}")
+        lm = load_model(ckpt)
+        if lm.sha256 != want.get("sha256"):
+            raise DejavuError(f"{ckpt}: changed since the attack (sha256 differs from {attack_dir / 'results.json'})")
+        rcdms[s], ssl[s] = rc, lm.model.to(dev).eval()
+        rc.model.to(dev)
+    a, b = rcdms["A"].config.image_size, rcdms["B"].config.image_size
+    if a != b:
+        raise DejavuError(f"{rcdm_paths['A']} and {rcdm_paths['B']}: RCDMs of different resolutions ({a} vs {b})")
+    return rcdms, ssl
+
+
+def _open_job(attack_dir: Path, rcdm_a: Any, rcdm_b: Any, data: Any, device: str | None, **settings: Any) -> _Job:
+    """The attack's results, both models and RCDMs, the dataset (checked against the attack)."""
+    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+    from dejavu.data.transforms import eval_transform
+
+    dev = choose_device(device)
+    res = read_json(attack_dir / "results.json")
+    fmt = check_attack_format(res, attack_dir / "results.json")
+    rcdms, ssl = _load_models(attack_dir, res, {"A": rcdm_a, "B": rcdm_b}, dev)
+    if data is None:
+        d = rcdms["A"].raw.get("data") or {}
+        paths = DataPaths.resolve(images=d.get("images"), bboxes=d.get("bboxes"))
+    else:
+        paths = data if isinstance(data, DataPaths) else DataPaths.resolve(data=data)
+    index = scan_imagefolder(paths.images)
+    if res.get("fingerprint"):
+        index.fingerprint.check(res["fingerprint"], what=f"attack {attack_dir}")
+    ssl_size = int(rcdms["A"].ssl.get("image_size") or (res.get("config") or {}).get("image_size") or 224)
+    return _Job(attack_dir, res, rcdms, ssl, paths, index, fmt,
+                eval_transform(ssl_size), rcdms["A"].config.image_size, dev, **settings)
+
+
+def _crop_box(job: _Job, y: str, g: int, img_size: tuple[int, int], boxes: np.ndarray) -> tuple[int, int, int, int]:
+    """The attack's own crop box (``crops_<Y>.npy``, aligned with ``<Y>_attk_<Y>_attk_idxs.npy``);
+    recomputed with the attack's settings for older attack folders without it."""
+    f = job.attack_dir / f"crops_{y}.npy"
+    if f.is_file():
+        attk, _ = job.attack_arrays(y, y)
+        boxes_y = load_npy(f)
+        if len(boxes_y) == len(attk):
+            return tuple(int(v) for v in boxes_y[_row_of(attk, g, str(f))])  # type: ignore[return-value]
+    dec = _crop_decision(dict(job.res.get("config") or {}), img_size, boxes)
+    if not dec.ok:
+        raise DejavuError(f"{job.index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
+                          f"was the attack run with other crop settings?")
+    return dec.pixel_box()
+
+
+def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> tuple[np.ndarray, list[int]]:
+    """RCDM_X's samples for example ``g`` of set Y, and the public neighbours that conditioned them."""
+    import torch
+
+    from dejavu.data.dataset import load_rgb
+    from dejavu.rcdm.sample import sample, to_uint8
+
+    attk, nb = job.attack_arrays(x, y)
+    row = _row_of(attk, g, f"{job.attack_dir}/{x}_attk_{y}_attk_idxs.npy")
+    nb_g = [int(v) for v in nb[row, :job.n_neighbours]]
+    model, tf = job.ssl[x], job.tf
+    with torch.no_grad():
+        xc = tf(crop).unsqueeze(0).to(job.device)
+        if job.rcdms[x].ssl.get("embed", "both") == "logits":
+            rep = model.embed(xc, "logits")
+        else:
+            xn = torch.stack([tf(load_rgb(job.index.path(v))) for v in nb_g]).to(job.device)
+            rep = torch.cat([model.embed(xn, "backbone").mean(0, keepdim=True), model.embed(xc, "projector")], 1)
+    drawn = sample(job.rcdms[x].model, rep.expand(job.samples, -1), noise=noise, ddim_steps=job.ddim_steps)
+    return to_uint8(drawn).numpy(), nb_g
+
+
+def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconstruction, np.ndarray, dict[str, Any]]:
+    """One example: crop, both models' samples (same noise), its files and grid PNG."""
+    from dejavu.data.annotations import read_voc_xml
+    from dejavu.data.dataset import load_rgb
+    from dejavu.data.imagefolder import annotation_path
+    from dejavu.rcdm.sample import make_noise
+
+    y, g = row["set"], int(row["index"])
+    other = "B" if y == "A" else "A"
+    img = load_rgb(job.index.path(g))
+    boxes = np.zeros((0, 4))
+    ann_dir = job.paths.annotation_dir
+    if ann_dir is not None and annotation_path(job.index, ann_dir, g).is_file():
+        boxes = read_voc_xml(annotation_path(job.index, ann_dir, g)).boxes
+    crop_box = _crop_box(job, y, g, img.size, boxes)
+    crop = img.crop(crop_box)
+    noise = make_noise(job.samples, job.size, job.seed + g)
+    outs, neigh = {}, {}
+    for role, x in (("target", y), ("control", other)):
+        outs[role], neigh[role] = _draw_samples(job, x, y, g, crop, noise)
+    sub, crop_arr = out / f"{y}_{g}", np.asarray(crop)
+    for name, arr in (("samples_target", outs["target"]), ("samples_control", outs["control"]), ("crop", crop_arr),
+                      ("neighbours_target", np.array(neigh["target"])),
+                      ("neighbours_control", np.array(neigh["control"]))):
+        atomic_save_npy(sub / f"{name}.npy", arr)
+    png, label = out / f"{y}_{g}.png", int(row["label"])
+    cname = job.index.classes[label] if label < len(job.index.classes) else str(label)
+    _draw_grid(png, f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, "
+               f"control = model {other}", np.asarray(img), boxes, crop_box, crop_arr,
+               [np.asarray(load_rgb(job.index.path(v))) for v in neigh["target"]],
+               outs["target"], outs["control"], (f"RCDM {y} (target)", f"RCDM {other} (control)"))
+    item = Reconstruction(set=y, index=g, label=label, crop_box=crop_box, neighbours=neigh,
+                          samples_target=outs["target"], samples_control=outs["control"], png=png)
+    record = {"set": y, "index": g, "label": label, "class": cname, "quadrant": row["quadrant"],
+              "conf_target": row["conf_target"], "conf_reference": row["conf_reference"],
+              "crop_box": list(crop_box), "neighbours": neigh, "png": png.name, "tensors": f"{y}_{g}/",
+              "noise_seed": job.seed + g}
+    return item, crop_arr, record
+
+
 @locks_output("rcdm reconstruct")
 def reconstruct(
     attack_dir: str | os.PathLike,
@@ -296,151 +499,44 @@ def reconstruct(
 ) -> ReconstructResult:
     """Reconstruct the selected attacked examples under the target and control RCDMs.
 
-    ``select``: ``"most-memorized:10"``-style string, dataset indices, or rows from
-    :func:`select_examples`. ``data``: dataset root or ``DataPaths`` (default: where the RCDM
-    was trained). Returns the images as arrays as well as the files written.
-    """
-    import torch
+    Args:
+        attack_dir: an attack folder (results.json, examples.csv, neighbour arrays).
+        rcdm_a, rcdm_b: the RCDMs (folders or .pth) trained on the attack's models A and B.
+        select: ``"most-memorized:10"``-style string, dataset indices, or rows from
+            :func:`select_examples`.
+        out: the folder to write. samples: images per example and model. ddim_steps: DDIM
+            steps (default: the RCDM's config). seed: noise seed (an example's noise is
+            ``seed + index``). data: dataset root or ``DataPaths`` (default: where the RCDM was
+            trained). n_neighbours: public neighbours averaged. device: cpu | cuda | cuda:N.
+            force: overwrite an existing OUT.
 
-    from dejavu.data.annotations import read_voc_xml
-    from dejavu.data.dataset import load_rgb
-    from dejavu.data.imagefolder import DataPaths, annotation_path, scan_imagefolder
-    from dejavu.data.transforms import eval_transform
-    from dejavu.rcdm.model import load_rcdm
-    from dejavu.rcdm.sample import make_noise, sample, to_uint8
-    from dejavu.ssl.checkpoint import load_model
+    Returns:
+        A :class:`ReconstructResult`: the images as arrays as well as the files written.
+    """
     from dejavu.utils import progress
 
     attack_dir, out = Path(attack_dir), Path(out)
-    res = read_json(attack_dir / "results.json")
-    fmt = check_attack_format(res, attack_dir / "results.json")
-    rcfg = dict(res.get("config") or {})
-    examples = load_examples(attack_dir)
-    if isinstance(select, str):
-        sel = parse_select(select)
-        rows = select_examples(examples, *sel) if isinstance(sel, tuple) else sel
-    else:
-        rows = list(select)
-    by_index = {r["index"]: r for r in examples}
-    chosen = []
-    for r in rows:
-        g = int(r["index"]) if isinstance(r, dict) else int(r)
-        if g not in by_index:
-            raise DejavuError(f"{attack_dir / 'examples.csv'}: dataset index {g} is not an attacked example")
-        chosen.append(by_index[g])
-    if not chosen:
-        raise DejavuError(f"{attack_dir}: the selection {select!r} matched no attacked example")
+    chosen = _chosen_rows(attack_dir, select)
     check_can_write(out, force)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    rcdms, ssl = {}, {}
-    for s, p in (("A", rcdm_a), ("B", rcdm_b)):
-        rc = load_rcdm(p)
-        want = res["models"][s]
-        if rc.ssl.get("sha256") != want.get("sha256"):
-            raise DejavuError(f"{rc.path}: trained on SSL checkpoint {rc.ssl.get('path')} but model {s} of "
-                              f"{attack_dir} is {want.get('path')} (sha256 differs); pass the RCDM of model {s}")
-        ckpt = want.get("path") if want.get("path") and Path(want["path"]).is_file() else rc.ssl.get("path")
-        lm = load_model(ckpt)
-        if lm.sha256 != want.get("sha256"):
-            raise DejavuError(f"{ckpt}: changed since the attack (sha256 differs from {attack_dir / 'results.json'})")
-        rcdms[s], ssl[s] = rc, lm.model.to(dev).eval()
-        rc.model.to(dev)
-    if data is None:
-        d = rcdms["A"].raw.get("data") or {}
-        paths = DataPaths.resolve(images=d.get("images"), bboxes=d.get("bboxes"))
-    else:
-        paths = data if isinstance(data, DataPaths) else DataPaths.resolve(data=data)
-    index = scan_imagefolder(paths.images)
-    if res.get("fingerprint"):
-        index.fingerprint.check(res["fingerprint"], what=f"attack {attack_dir}")
-    ssl_size = int(rcdms["A"].ssl.get("image_size") or rcfg.get("image_size") or 224)
-    tf = eval_transform(ssl_size)
-    size = rcdms["A"].config.image_size
-    if rcdms["B"].config.image_size != size:
-        raise DejavuError(f"{rcdm_a} and {rcdm_b}: RCDMs of different resolutions ({size} vs {rcdms['B'].config.image_size})")
-
-    arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-
-    def attack_arrays(x: str, y: str):
-        if (x, y) not in arrays:
-            arrays[(x, y)] = (load_npy(attack_dir / f"{x}_attk_{y}_attk_idxs.npy"),
-                              read_neighbour_idxs(attack_dir, f"{x}_attk_{y}", fmt))  # dataset indices
-        return arrays[(x, y)]
-
-    def stored_crop(y: str, g: int) -> tuple[int, int, int, int] | None:
-        """The attack's own crop box (``crops_<Y>.npy``, aligned with ``<Y>_attk_<Y>_attk_idxs.npy``)."""
-        f = attack_dir / f"crops_{y}.npy"
-        if not f.is_file():
-            return None
-        attk, _ = attack_arrays(y, y)
-        boxes_y = load_npy(f)
-        if len(boxes_y) != len(attk):
-            return None
-        return tuple(int(v) for v in boxes_y[_row_of(attk, g, str(f))])  # type: ignore[return-value]
-
+    job = _open_job(attack_dir, rcdm_a, rcdm_b, data, device, samples=samples, ddim_steps=ddim_steps, seed=seed,
+                    n_neighbours=n_neighbours)
     result = ReconstructResult(out=out)
     crops_: list[np.ndarray] = []
     records = []
     out.mkdir(parents=True, exist_ok=True)
     for row in progress(chosen, desc="rcdm: reconstructing"):
-        y, g = row["set"], int(row["index"])
-        other = "B" if y == "A" else "A"
-        img = load_rgb(index.path(g))
-        boxes = np.zeros((0, 4))
-        if paths.annotation_dir is not None and annotation_path(index, paths.annotation_dir, g).is_file():
-            boxes = read_voc_xml(annotation_path(index, paths.annotation_dir, g)).boxes
-        crop_box = stored_crop(y, g)
-        if crop_box is None:  # older attack folders: recompute with the attack's settings
-            dec = _crop_decision(rcfg, img.size, boxes)
-            if not dec.ok:
-                raise DejavuError(f"{index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
-                                  f"was the attack run with other crop settings?")
-            crop_box = dec.pixel_box()
-        crop = img.crop(crop_box)
-        noise = make_noise(samples, size, seed + g)
-        outs, neigh = {}, {}
-        for role, x in (("target", y), ("control", other)):
-            attk, nb = attack_arrays(x, y)
-            nb_g = nb[_row_of(attk, g, f'{attack_dir}/{x}_attk_{y}_attk_idxs.npy'), :n_neighbours]
-            neigh[role] = [int(v) for v in nb_g]
-            with torch.no_grad():
-                xc = tf(crop).unsqueeze(0).to(dev)
-                if rcdms[x].ssl.get("embed", "both") == "logits":
-                    rep = ssl[x].embed(xc, "logits")
-                else:
-                    xn = torch.stack([tf(load_rgb(index.path(int(v)))) for v in nb_g]).to(dev)
-                    rep = torch.cat([ssl[x].embed(xn, "backbone").mean(0, keepdim=True), ssl[x].embed(xc, "projector")], 1)
-            outs[role] = to_uint8(sample(rcdms[x].model, rep.expand(samples, -1), noise=noise, ddim_steps=ddim_steps)).numpy()
-        sub = out / f"{y}_{g}"
-        crop_arr = np.asarray(crop)
-        atomic_save_npy(sub / "samples_target.npy", outs["target"])
-        atomic_save_npy(sub / "samples_control.npy", outs["control"])
-        atomic_save_npy(sub / "crop.npy", crop_arr)
-        atomic_save_npy(sub / "neighbours_target.npy", np.array(neigh["target"]))
-        atomic_save_npy(sub / "neighbours_control.npy", np.array(neigh["control"]))
-        png = out / f"{y}_{g}.png"
-        label = int(row["label"])
-        cname = index.classes[label] if label < len(index.classes) else str(label)
-        _draw_grid(png, f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, control = model {other}",
-                   np.asarray(img), boxes, crop_box, crop_arr,
-                   [np.asarray(load_rgb(index.path(v))) for v in neigh["target"]],
-                   outs["target"], outs["control"], (f"RCDM {y} (target)", f"RCDM {other} (control)"))
-        item = Reconstruction(set=y, index=g, label=label, crop_box=crop_box, neighbours=neigh,
-                              samples_target=outs["target"], samples_control=outs["control"], png=png)
+        item, crop_arr, record = _reconstruct_one(job, row, out)
         result.items.append(item)
         crops_.append(crop_arr)
-        records.append({"set": y, "index": g, "label": label, "class": cname, "quadrant": row["quadrant"],
-                        "conf_target": row["conf_target"], "conf_reference": row["conf_reference"],
-                        "crop_box": list(crop_box), "neighbours": neigh, "png": png.name,
-                        "tensors": f"{y}_{g}/", "noise_seed": seed + g})
+        records.append(record)
     result.summary_png = out / "summary.png"
-    _draw_summary(result.summary_png, result.items, crops_, index.classes)
+    _draw_summary(result.summary_png, result.items, crops_, job.index.classes)
     result.manifest = atomic_write_json(out / "reconstruct.json", {
-        "format": "dejavu-rcdm-reconstruct/1", "attack": str(attack_dir),
+        "format": formats.RCDM_RECONSTRUCT, "attack": str(attack_dir),
         "select": select if isinstance(select, str) else [int(r["index"]) for r in chosen],
-        "samples": samples, "ddim_steps": ddim_steps or rcdms["A"].config.ddim_steps, "seed": seed,
+        "samples": samples, "ddim_steps": ddim_steps or job.rcdms["A"].config.ddim_steps, "seed": seed,
         "n_neighbours": n_neighbours,
-        "rcdm": {s: {"path": str(rcdms[s].path), "step": rcdms[s].step, "embed": rcdms[s].ssl.get("embed")} for s in "AB"},
-        "fingerprint": index.fingerprint.to_dict(), "items": records})
+        "rcdm": {s: {"path": str(job.rcdms[s].path), "step": job.rcdms[s].step, "embed": job.rcdms[s].ssl.get("embed")}
+                 for s in "AB"},
+        "fingerprint": job.index.fingerprint.to_dict(), "items": records})
     return result

@@ -22,9 +22,16 @@ def make_noise(n: int, image_size: int, seed: int, device: str | torch.device = 
 @torch.no_grad()
 def sample(model: RCDM, reps: torch.Tensor, noise: torch.Tensor | None = None, ddim_steps: int | None = None,
            seed: int = 0, batch_size: int = 64, progress_desc: str | None = None) -> torch.Tensor:
-    """Images in ``[-1, 1]``, shape ``(n, 3, S, S)``, one per row of ``reps``.
+    """Draw one image per representation by DDIM.
 
-    ``noise`` defaults to :func:`make_noise` with ``seed``; ``ddim_steps`` to the model's config.
+    Args:
+        model: the RCDM (eval mode). reps: ``(n, rep_dim)`` conditioning representations.
+        noise: the starting noise ``(n, 3, S, S)`` (default: :func:`make_noise` with ``seed``).
+        ddim_steps: DDIM steps (default: the model's config). seed: see ``noise``.
+        batch_size: images per forward pass. progress_desc: a progress bar's label, or None.
+
+    Returns:
+        Images in ``[-1, 1]``, shape ``(n, 3, S, S)``.
     """
     from dejavu.utils import progress
 

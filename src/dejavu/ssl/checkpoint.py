@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 from dejavu.io import file_sha256, safe_torch_load
 from dejavu.ssl.heads import (
     HeadLayer,
@@ -41,7 +41,7 @@ from dejavu.ssl.heads import (
 )
 from dejavu.ssl.model import ModelSpec, SSLModel
 
-FORMAT = "dejavu-ckpt/1"
+FORMAT = formats.CHECKPOINT
 Tensors = dict[str, torch.Tensor]
 
 

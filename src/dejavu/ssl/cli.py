@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dejavu import DejavuError, UsageError
+from dejavu import UsageError
 
 DESCRIPTION = """\
 Train a model on the images of one index file (a partition's train_A.npy or
@@ -16,7 +16,9 @@ byol, dino, supervised = the paper setting, ImageNet/ResNet-101; <method>_synth 
 CPU synthetic default, used when --config is not given); --set key=value overrides any
 field (epochs, batch_size, lr, seed, snapshot_every, arch, projector, image_size,
 optimizer, weight_decay, warmup_epochs, augment, knn_every, amp, ...). lr is the base
-lr (effective = lr * batch_size / 256) unless absolute_lr=true.
+lr (effective = lr * batch_size / 256) unless absolute_lr=true. A method's own settings
+may be given nested under its name: --set vicreg.sim=30, --set dino.teacher_temp=0.05,
+--set byol.ema_start=0.99 (or flat: vicreg_sim=30).
 
 Runs with the same seed start from the same weights (train A and B with one seed).
 Several GPUs: `torchrun --nproc_per_node=8 -m dejavu train ...` or --launcher slurm.
@@ -31,22 +33,22 @@ examples:
 """
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    from dejavu.config import add_config_args
     from dejavu.data.imagefolder import add_data_args
     from dejavu.launch import add_launcher_args
+    from dejavu.ssl.config import TrainConfig
+    from dejavu.ssl.registry import METHODS
 
-    methods = ("vicreg", "simclr", "barlow", "byol", "dino", "supervised")
-    p = sub.add_parser("train", help="train an SSL model (vicreg, simclr, barlow, byol, dino, supervised)",
+    p = sub.add_parser("train", help=f"train an SSL model ({', '.join(METHODS)})",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=methods,
-                   help="training method (default: the config file's; vicreg without --config)")
     add_data_args(p)
     p.add_argument("--index", required=True, metavar="NPY",
                    help="index file of the training images, e.g. P/100_per_class/train_A.npy")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    p.add_argument("--config", metavar="FILE|NAME", help="YAML config file or packaged config name")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable)")
+    add_config_args(p, TrainConfig, flags=("method",), kind="ssl")
+    act = p._option_string_actions["--config"]
+    act.help = f"{act.help} (default: <method>_synth)"
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth (exactly, on the CPU)")
     p.add_argument("--force", action="store_true", help="discard an existing run in RUN and start over")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -59,14 +61,14 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd)
 
 
-def _cmd(args) -> int:
+def _cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dejavu.ssl.config import load_train_config
+    from dejavu.ssl.config import train_config_from_args
 
-    cfg = load_train_config(args.config, args.set, method=args.method)  # validate before submitting
+    cfg = train_config_from_args(args)  # validate before submitting
     if args.force and args.resume:
-        raise DejavuError("--force and --resume together: choose one")
+        raise UsageError("--force and --resume together: choose one")
     if (args.loader == "ffcv") != (args.train_beton is not None):
         raise UsageError("--loader ffcv and --train-beton FILE go together")
     if args.loader == "ffcv":

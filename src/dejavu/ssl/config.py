@@ -6,16 +6,24 @@ measurable on a CPU. The paper setting lives in ``configs/ssl/<method>.yaml``.
 
 Fields in :data:`RESUME_FREE` may change between a run and its ``--resume``
 (they do not change the weights); any other difference is refused by name.
+
+Method hyper-parameters (``vicreg_sim``, ``dino_teacher_temp``, ...) are flat fields, so
+stored configs and checkpoints keep loading; each method declares the ones it owns
+(``Method.config_keys``) and validates them (``Method.check_config``). They may also be
+given nested under the method's name -- ``--set vicreg.sim=30``, ``--set byol.ema_start=0.99``,
+or ``dino: {teacher_temp: 0.05}`` in YAML (:meth:`TrainConfig.normalize_keys`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import argparse
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
+from dejavu.ssl.registry import METHODS
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -32,7 +40,8 @@ PROBE_RECIPES = ("original", "bn-cosine")
 
 @dataclass
 class TrainConfig:
-    method: str = "vicreg"
+    method: str = field(default="vicreg", metadata={
+        "choices": tuple(METHODS), "help": "training method (given with --config, it must be the file's)"})
     arch: str = "smallcnn"
     projector: str = "1024-1024"
     image_size: int = 32
@@ -85,10 +94,31 @@ class TrainConfig:
     dino_student_temp: float = 0.1
     dino_center_momentum: float = 0.9
 
+    @classmethod
+    def normalize_keys(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
+        """Nested method keys onto the flat fields: ``{"vicreg": {"sim": 30}}`` ->
+        ``{"vicreg_sim": 30}`` (or the bare name, ``byol.ema_start`` -> ``ema_start``). A key
+        the method does not own is the user's mistake, reported with the keys it owns."""
+        from dejavu.ssl.registry import get_method
+
+        out = {k: v for k, v in d.items() if not (k in METHODS and isinstance(v, dict))}
+        for m, sub in d.items():
+            if m not in METHODS or not isinstance(sub, dict):
+                continue
+            owned = get_method(m).config_keys
+            for k, v in sub.items():
+                flat = next((f for f in (f"{m}_{k}", k) if f in owned), None)
+                if flat is None:
+                    short = [f[len(m) + 1:] if f.startswith(m + "_") else f for f in owned]
+                    raise UsageError(f"{source}: unknown key {m}.{k}; method {m} takes "
+                                     + (", ".join(f"{m}.{x}" for x in short) or "no keys of its own"))
+                out[flat] = v
+        return out
+
     def validate(self) -> None:
         from dejavu.ssl.backbones import BACKBONES
         from dejavu.ssl.heads import parse_spec
-        from dejavu.ssl.registry import METHODS
+        from dejavu.ssl.registry import get_method
 
         def bad(field: str, why: str) -> DejavuError:
             return DejavuError(f"config {field}={getattr(self, field)!r}: {why}")
@@ -107,7 +137,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         for name in ("knn_every", "num_workers", "warmup_epochs", "num_classes", "clip_grad", "weight_decay",
-                     "min_res", "max_res", "start_ramp", "end_ramp", "threads", "dino_warmup_teacher_temp_epochs"):
+                     "min_res", "max_res", "start_ramp", "end_ramp", "threads"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.batch_size < 2:
@@ -118,8 +148,6 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if not 0 <= self.final_lr_ratio <= 1:
             raise bad("final_lr_ratio", "must be in [0, 1]")
-        if not 0 <= self.ema_start <= self.ema_end <= 1:
-            raise DejavuError(f"config ema_start={self.ema_start}, ema_end={self.ema_end}: need 0 <= start <= end <= 1")
         if self.probe_recipe not in PROBE_RECIPES:
             raise bad("probe_recipe", f"choose from {', '.join(PROBE_RECIPES)}")
         if (self.min_res > 0) != (self.max_res > 0) or self.min_res > self.max_res:
@@ -127,8 +155,7 @@ class TrainConfig:
                               "for a resolution ramp, or neither")
         if self.start_ramp > self.end_ramp:
             raise bad("start_ramp", f"after end_ramp={self.end_ramp}")
-        if self.method == "dino" and self.projector in ("", "none"):
-            raise bad("projector", "dino needs a projector (its bottleneck feeds the prototypes)")
+        get_method(self.method).check_config(self)  # the method's own keys
 
     def resolution(self, epoch: int) -> int:
         """Training resolution of 0-based ``epoch`` (the original's ``get_resolution``, its
@@ -162,23 +189,43 @@ def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     return out
 
 
-def load_train_config(path=None, sets: list[str] | None = None, method: str | None = None) -> TrainConfig:
-    """YAML file (or packaged name like ``vicreg_synth``) + ``--set`` overrides; ``method``
-    from the command line must agree with the file's."""
-    from pathlib import Path
+def _config_path(path: Any, method: str | None) -> Any:
+    """``--config`` as a path (a packaged name resolved), default ``<method>_synth``; a
+    ``--method`` that contradicts the file's is refused."""
+    from dejavu.config import packaged_config, read_yaml, resolve_config
 
-    from dejavu.config import load_config, packaged_config, read_yaml
-
-    if path is not None and not Path(path).exists() and not str(path).endswith((".yaml", ".yml")):
-        cand = packaged_config("ssl", f"{path}.yaml")
-        if cand.is_file():
-            path = cand
-    if path is None:
-        path = packaged_config("ssl", f"{method or 'vicreg'}_synth.yaml")
-    base: dict[str, Any] = {}
+    path = resolve_config(path, "ssl") if path is not None else packaged_config("ssl", f"{method or 'vicreg'}_synth.yaml")
     if method is not None:
         file_method = read_yaml(path).get("method")
         if file_method and file_method != method:
-            raise DejavuError(f"{path}: config is for method {file_method!r} but --method {method} was given")
-        base["method"] = method
-    return load_config(TrainConfig, path, sets, base=base)
+            raise UsageError(f"{path}: config is for method {file_method!r} but --method {method} was given")
+    return path
+
+
+def load_train_config(path: Any = None, sets: list[str] | None = None, method: str | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML file and ``key=value`` overrides (the library path of
+    :func:`train_config_from_args`).
+
+    Args:
+        path: a YAML file or a packaged name (``vicreg``, ``vicreg_synth``, ...); default
+            ``<method>_synth``.
+        sets: ``key=value`` overrides (nested method keys as ``vicreg.sim=30``).
+        method: the training method; must agree with the file's.
+
+    Returns:
+        The validated config.
+    """
+    from dejavu.config import load_config
+
+    path = _config_path(path, method)
+    return load_config(TrainConfig, path, sets, base={"method": method} if method else None)
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config of ``dejavu train``: ``--config`` (default ``<--method>_synth``), ``--method``,
+    ``--set`` (see :func:`dejavu.config.config_from_args`)."""
+    from dejavu.config import config_from_args
+
+    method = getattr(args, "method", None)
+    args = argparse.Namespace(**{**vars(args), "config": str(_config_path(args.config, method))})
+    return config_from_args(TrainConfig, args, flags=("method",), kind="ssl")

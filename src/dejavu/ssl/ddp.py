@@ -74,12 +74,13 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         s, ss, n = stats[:c], stats[c:2 * c], stats[2 * c]
         mean = s / n
         var = ss / n - mean * mean
-        if self.track_running_stats and self.running_mean is not None:
+        rm, rv, nbt = self.running_mean, self.running_var, self.num_batches_tracked
+        if self.track_running_stats and rm is not None and rv is not None and nbt is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-                self.num_batches_tracked.add_(1)
+                rm.mul_(1 - m).add_(mean.detach(), alpha=m)
+                rv.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
+                nbt.add_(1)
         shape = [1, c] + [1] * (x.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:

@@ -84,21 +84,16 @@ class DINOLoss(nn.Module):
         super().__init__()
         self.student_temp = student_temp
         self.center_momentum = center_momentum
+        self.center: torch.Tensor
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_temp: float) -> torch.Tensor:
         t = [F.softmax((x.detach() - self.center) / teacher_temp, dim=-1) for x in teacher]
         s = [F.log_softmax(x / self.student_temp, dim=-1) for x in student]
-        total, n = 0.0, 0
-        for i, ti in enumerate(t):
-            for j, sj in enumerate(s):
-                if i == j:
-                    continue
-                total = total + (-ti * sj).sum(dim=-1).mean()
-                n += 1
+        terms = [(-ti * sj).sum(dim=-1).mean() for i, ti in enumerate(t) for j, sj in enumerate(s) if i != j]
         if self.training:
             self.update_center(torch.cat(teacher).detach())
-        return total / n
+        return sum(terms[1:], terms[0]) / len(terms)
 
     @torch.no_grad()
     def update_center(self, teacher: torch.Tensor) -> None:

@@ -47,7 +47,8 @@ class LARS(torch.optim.Optimizer):
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     for m in modules:
         for p in m.parameters():

@@ -8,8 +8,12 @@ import strings so ``dejavu --help`` does not import torch.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from dejavu import DejavuError
+
+if TYPE_CHECKING:
+    from dejavu.ssl.methods.base import Method
 
 METHODS: dict[str, str] = {
     "vicreg": "dejavu.ssl.methods.vicreg:VICReg",
@@ -21,7 +25,15 @@ METHODS: dict[str, str] = {
 }
 
 
-def get_method(name: str):
+def get_method(name: str) -> type[Method]:
+    """The :class:`~dejavu.ssl.methods.base.Method` class registered as ``name``.
+
+    Args:
+        name: a key of :data:`METHODS`.
+
+    Returns:
+        The class (its module imported now); an unknown name is a :class:`DejavuError`.
+    """
     if name not in METHODS:
         raise DejavuError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     mod, cls = METHODS[name].split(":")

@@ -50,11 +50,14 @@ from torch import nn
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.device import choose_device
+from dejavu.formats import CHECKPOINT
 from dejavu.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     check_can_write,
+    index_hash,
     locks_output,
     safe_torch_load,
 )
@@ -67,9 +70,8 @@ from dejavu.ssl.methods.base import Method, StepInfo
 from dejavu.ssl.model import ModelSpec, SSLModel
 from dejavu.ssl.optim import build_optimizer, lr_at, set_lr
 from dejavu.ssl.registry import get_method
+from dejavu.train_step import NonFiniteLoss, amp_dtype, autocast, check_finite, make_scaler, optimizer_step
 from dejavu.utils import progress
-
-FORMAT = "dejavu-ckpt/1"
 
 
 @dataclass
@@ -90,7 +92,8 @@ class Trainable(nn.Module):
         self.model = model
         self.method = method
 
-    def forward(self, views, labels, info):
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         return self.method(self.model, views, labels, info)
 
 
@@ -106,14 +109,20 @@ class Engine:
     dinfo: DistInfo
 
     @property
-    def amp_dtype(self):
-        if self.device.type != "cuda" or self.cfg.amp == "none":
-            return None
-        return torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+    def amp_dtype(self) -> torch.dtype | None:
+        return amp_dtype(self.device, self.cfg.amp)
 
 
 def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None = None) -> Engine:
-    """Seeded model + method + optimizer on ``device``; DDP-wrapped when distributed."""
+    """Seeded model + method + optimizer on ``device``; DDP-wrapped when distributed.
+
+    Args:
+        cfg: the run's settings (the initial weights depend only on ``cfg.seed``).
+        device: the training device. dinfo: the process group (default: the current one).
+
+    Returns:
+        An :class:`Engine` (model, method, the module to train, optimizer, grad scaler).
+    """
     dinfo = dinfo or current()
     from dejavu.utils import seed_everything
 
@@ -125,12 +134,13 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
     trainable: nn.Module = Trainable(model, method)
     if dinfo.distributed:
         trainable = convert_sync_batchnorm(trainable, device.type)
+        assert isinstance(trainable, Trainable)
         model, method = trainable.model, trainable.method
     trainable.to(device)
     if device.type == "cuda" and cfg.channels_last:
         trainable.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, [model, method])
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp == "fp16")
+    scaler = make_scaler(device, amp_dtype(device, cfg.amp))
     if dinfo.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -139,12 +149,16 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
     return Engine(cfg, model, method, trainable, opt, scaler, device, dinfo)
 
 
-class NonFiniteLoss(Exception):
-    pass
-
-
 def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo) -> float:
-    """One optimisation step at the scheduled lr; returns the loss averaged over ranks."""
+    """One optimisation step at the scheduled lr (:func:`dejavu.train_step.optimizer_step`).
+
+    Args:
+        eng: from :func:`build_engine`. views: the batch's views (CPU or device tensors).
+        labels: the batch's labels. info: the global step, total steps and epoch.
+
+    Returns:
+        The loss averaged over ranks; :class:`NonFiniteLoss` if it is NaN or infinite.
+    """
     cfg = eng.cfg
     lr = lr_at(info.step, info.total_steps, info.warmup_steps, cfg.effective_lr, cfg.final_lr_ratio)
     set_lr(eng.optimizer, lr)
@@ -153,8 +167,7 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
     if eng.device.type == "cuda" and cfg.channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     labels = labels.to(eng.device, non_blocking=nb)
-    dtype = eng.amp_dtype
-    with torch.autocast(eng.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with autocast(eng.device, eng.amp_dtype):
         loss, _logs = eng.trainable(views, labels, info)
     value = loss.detach().float().clone()
     if eng.dinfo.distributed:
@@ -162,16 +175,8 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
 
         dist.all_reduce(value)
         value /= eng.dinfo.world_size
-    v = float(value)
-    if not np.isfinite(v):
-        raise NonFiniteLoss(v)
-    eng.optimizer.zero_grad(set_to_none=True)
-    eng.scaler.scale(loss).backward()
-    if cfg.clip_grad > 0:
-        eng.scaler.unscale_(eng.optimizer)
-        torch.nn.utils.clip_grad_norm_([p for g in eng.optimizer.param_groups for p in g["params"]], cfg.clip_grad)
-    eng.scaler.step(eng.optimizer)
-    eng.scaler.update()
+    v = check_finite(float(value))
+    optimizer_step(loss, eng.optimizer, eng.scaler, cfg.clip_grad)
     eng.method.after_step(eng.model, info)
     return v
 
@@ -240,7 +245,16 @@ def _embed_backbone(model: SSLModel, images: torch.Tensor, device, batch: int = 
 @torch.no_grad()
 def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
              k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:
-    """Weighted kNN classifier on cosine similarity (DINO's evaluation protocol)."""
+    """Weighted kNN classifier on cosine similarity (DINO's evaluation protocol).
+
+    Args:
+        bank, bank_labels: reference features and labels. query, query_labels: the evaluated ones.
+        k: neighbours voting. temperature: votes weighted by ``exp(sim / temperature)``.
+        num_classes: default the largest label + 1.
+
+    Returns:
+        The top-1 accuracy over the queries.
+    """
     bank = torch.nn.functional.normalize(bank, dim=1)
     query = torch.nn.functional.normalize(query, dim=1)
     c = num_classes or int(max(bank_labels.max(), query_labels.max())) + 1
@@ -279,18 +293,6 @@ class KNNEval:
 
 
 # ---------------------------------------------------------------- main entry
-
-
-def _pick_device(device: str | torch.device | None, dinfo: DistInfo) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DejavuError("--device cuda: no CUDA device is available")
-        if device.index is None:
-            device = torch.device("cuda", dinfo.local_rank)
-    return device
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
@@ -338,7 +340,7 @@ def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
         raise DejavuError(f"{last_path}: cannot resume, config differs in " + "; ".join(diff)
                           + " (use the run's config, or --force to start over)")
     saved_idx = (ckpt.get("config") or {}).get("index_sha256")
-    if saved_idx and saved_idx != _idx_hash(run.idx):
+    if saved_idx and saved_idx != index_hash(run.idx):
         raise DejavuError(f"{last_path}: cannot resume, it was trained on a different index file "
                           f"({(ckpt.get('config') or {}).get('index_file')})")
 
@@ -384,7 +386,7 @@ def _open_run(cfg: TrainConfig, paths: DataPaths, index_file, out, resume: bool,
     dev_type = "cuda" if (device is None and torch.cuda.is_available()) or str(device or "").startswith("cuda") \
         else "cpu"
     dinfo = init_distributed(dev_type)
-    dev = _pick_device(device, dinfo)
+    dev = choose_device(None if device is None else str(device), dinfo.local_rank)
     index = index or scan_imagefolder(paths.images)
     idx = load_index_file(Path(index_file), index)
     if cfg.method == "supervised" and cfg.num_classes == 0:
@@ -461,7 +463,7 @@ def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
     """``config.json``: the config plus what the run was made of (threads included)."""
     npc, which = parse_index_name(run.index_file)
     return {**run.cfg.to_dict(), "npc": npc, "set": which, "index_file": str(run.index_file),
-            "index_sha256": _idx_hash(run.idx), "num_images": len(run.idx),
+            "index_sha256": index_hash(run.idx), "num_images": len(run.idx),
             "effective_lr": run.cfg.effective_lr, "global_batch": data.batch, "steps_per_epoch": data.steps,
             "world_size": run.dinfo.world_size, "torch_threads": run.threads,
             "fingerprint": run.index.fingerprint.to_dict(), "partition": str(part) if part else None}
@@ -492,7 +494,7 @@ def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tupl
 
 def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int, step: int) -> Path | None:
     """Snapshot (every snapshot_every epochs and at the end) and ``last.pth``; the snapshot path."""
-    ck = {"format": FORMAT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
+    ck = {"format": CHECKPOINT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
           "fingerprint": run.index.fingerprint.to_dict(), "extra": eng.method.state_dict()}
     snap = None
     if epoch % run.cfg.snapshot_every == 0 or epoch == run.cfg.epochs:
@@ -502,6 +504,18 @@ def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int,
                                       "scaler": eng.scaler.state_dict(), "step": step, "rng": _rng_state(),
                                       "world_size": run.dinfo.world_size, "torch_threads": run.threads})
     return snap
+
+
+def _epoch_row(eng: Engine, run: _Run, data: _Data, knn: KNNEval | None, e: int, losses: list[float], step: int,
+               dt: float) -> dict[str, Any]:
+    """The ``metrics.jsonl`` row of 0-based epoch ``e`` (online kNN every ``knn_every`` epochs)."""
+    cfg = run.cfg
+    row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": eng.optimizer.param_groups[0]["lr"],
+           "images_per_s": data.batch * data.steps / dt if dt > 0 else None, "seconds": dt, "step": step,
+           "resolution": cfg.resolution(e)}
+    if knn is not None and ((e + 1) % cfg.knn_every == 0 or e + 1 == cfg.epochs):
+        row["knn_top1"] = knn(eng.model, run.device, cfg.knn_k)
+    return row
 
 
 def _existing_snapshots(out: Path, upto: int) -> list[Path]:
@@ -548,12 +562,7 @@ def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out
     for e in bar:
         t0 = time.perf_counter()
         losses, step = _train_epoch(eng, run, data, e, step)
-        dt = time.perf_counter() - t0
-        row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": eng.optimizer.param_groups[0]["lr"],
-               "images_per_s": data.batch * data.steps / dt if dt > 0 else None, "seconds": dt, "step": step,
-               "resolution": cfg.resolution(e)}
-        if knn is not None and ((e + 1) % cfg.knn_every == 0 or e + 1 == cfg.epochs):
-            row["knn_top1"] = knn(eng.model, run.device, cfg.knn_k)
+        row = _epoch_row(eng, run, data, knn, e, losses, step, time.perf_counter() - t0)
         if run.dinfo.is_main:
             history.append(row)
             _write_metrics(run.metrics_path, history)
@@ -575,11 +584,6 @@ def _saved_epoch(path: Path) -> int | None:
         return None
     try:
         return int(safe_torch_load(path).get("epoch"))
-    except Exception:  # noqa: BLE001 - only used to phrase an error message
+    except Exception:  # only used to phrase an error message
         return None
 
-
-def _idx_hash(idx: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]

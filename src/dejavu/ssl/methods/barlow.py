@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import torch
+
+from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import BarlowTwinsLoss
-from dejavu.ssl.methods.base import Method, joint_forward
+from dejavu.ssl.methods.base import Method, StepInfo, joint_forward
+from dejavu.ssl.model import SSLModel
 
 
 class BarlowTwins(Method):
     name = "barlow"
+    config_keys = ("barlow_lambda",)
 
-    def __init__(self, model, cfg):
+    def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
         self.loss = BarlowTwinsLoss(cfg.barlow_lambda)
 
-    def forward(self, model, views, labels, info):
+    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         # one batch through the network, as the original; each view is standardised on its own
         z1, z2 = joint_forward(lambda x: model(x)[1], views)
         return self.loss(z1, z2), {}

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from dejavu import DejavuError
 from dejavu.ssl.model import SSLModel
+
+if TYPE_CHECKING:
+    from dejavu.ssl.config import TrainConfig
 
 
 @dataclass
@@ -37,14 +43,30 @@ def cosine_momentum(start: float, end: float, progress: float) -> float:
 
 
 class Method(nn.Module):
+    """A training method: its loss, what it adds to the model, the config keys it owns.
+
+    ``config_keys`` are the :class:`~dejavu.ssl.config.TrainConfig` fields this method reads
+    (solo-learn's per-method kwargs, stored flat so old configs and checkpoints load): they
+    may also be given nested, ``--set vicreg.sim=30`` or ``vicreg: {sim: 30}`` in YAML, and
+    :meth:`check_config` validates their values.
+    """
+
     name = ""
     num_views = 2
     view_kind = "ssl"  # "ssl": two asymmetric views; "supervised": one view
-    needs_labels = False
+    config_keys: tuple[str, ...] = ()
 
-    def __init__(self, model: SSLModel, cfg):
+    def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__()
         self.cfg = cfg
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Raise :class:`dejavu.DejavuError` naming a bad value of one of ``config_keys``."""
+        for k in cls.config_keys:
+            v = getattr(cfg, k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise DejavuError(f"config {k}={v!r}: must be >= 0")
 
     def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
                 info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
@@ -55,7 +77,13 @@ class Method(nn.Module):
         """Called after each optimizer step (EMA teachers)."""
 
 
-def joint_forward(net, views: list[torch.Tensor]) -> list[torch.Tensor]:
+def check_ema(cfg: TrainConfig) -> None:
+    """The EMA teacher's momentum: ``0 <= ema_start <= ema_end <= 1``."""
+    if not 0 <= cfg.ema_start <= cfg.ema_end <= 1:
+        raise DejavuError(f"config ema_start={cfg.ema_start}, ema_end={cfg.ema_end}: need 0 <= start <= end <= 1")
+
+
+def joint_forward(net: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:
     """``net`` applied to the views concatenated into ONE batch (the original's
     ``images_big``), split back per view: BatchNorm statistics span all views."""
     return list(net(torch.cat(views)).chunk(len(views)))

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import torch
 
+from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import byol_loss
-from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, joint_forward, make_teacher
+from dejavu.ssl.methods.base import (
+    Method,
+    StepInfo,
+    check_ema,
+    cosine_momentum,
+    ema_update,
+    joint_forward,
+    make_teacher,
+)
+from dejavu.ssl.model import SSLModel
 
 
 class BYOL(Method):
     name = "byol"
+    config_keys = ("byol_hidden", "ema_start", "ema_end")
 
-    def __init__(self, model, cfg):
+    def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
         from lightly.models.modules import BYOLPredictionHead
 
@@ -26,20 +37,26 @@ class BYOL(Method):
         self.predictor = BYOLPredictionHead(d, cfg.byol_hidden, d)
         self.teacher = make_teacher(model.backbone, model.projector)
 
-    def _teacher(self, x):
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        super().check_config(cfg)
+        check_ema(cfg)
+
+    def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher[1](self.teacher[0](x))
 
-    def forward(self, model, views, labels, info):
+    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         p1, p2 = joint_forward(lambda x: self.predictor(model(x)[1]), views)
         with torch.no_grad():
             t1, t2 = joint_forward(self._teacher, views)
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         return loss, {"momentum": self.momentum(info)}
 
-    def momentum(self, info) -> float:
+    def momentum(self, info: StepInfo) -> float:
         return cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, info.progress)
 
-    def after_step(self, model, info):
+    def after_step(self, model: SSLModel, info: StepInfo) -> None:
         # info.step is the step just taken; momentum for it, reaching ema_end at the last step
         ema_update(self.teacher, [model.backbone, model.projector],
                    cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps)))

@@ -16,8 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dejavu import DejavuError
+from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import DINOLoss
-from dejavu.ssl.methods.base import Method, cosine_momentum, ema_update, joint_forward, make_teacher
+from dejavu.ssl.methods.base import (
+    Method,
+    StepInfo,
+    check_ema,
+    cosine_momentum,
+    ema_update,
+    joint_forward,
+    make_teacher,
+)
+from dejavu.ssl.model import SSLModel
 
 
 def teacher_temp_at(epoch: int, warmup_temp: float, temp: float, warmup_epochs: int) -> float:
@@ -42,12 +53,22 @@ class Prototypes(nn.Module):
 
 class DINO(Method):
     name = "dino"
+    config_keys = ("dino_out_dim", "dino_teacher_temp", "dino_warmup_teacher_temp", "dino_warmup_teacher_temp_epochs",
+                   "dino_student_temp", "dino_center_momentum", "ema_start", "ema_end")
 
-    def __init__(self, model, cfg):
+    def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
         self.prototypes = Prototypes(model.embed_dim, cfg.dino_out_dim)
         self.teacher = make_teacher(model.backbone, model.projector, self.prototypes)
         self.loss = DINOLoss(cfg.dino_out_dim, cfg.dino_student_temp, cfg.dino_center_momentum)
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        super().check_config(cfg)
+        check_ema(cfg)
+        if cfg.projector in ("", "none"):
+            raise DejavuError(f"config projector={cfg.projector!r}: dino needs a projector (its bottleneck feeds "
+                              "the prototypes)")
 
     def teacher_temp(self, epoch: int) -> float:
         """The original's schedule: ``linspace(warmup_temp, temp, W)[epoch]`` for the first
@@ -58,7 +79,8 @@ class DINO(Method):
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher[2](self.teacher[1](self.teacher[0](x)))
 
-    def forward(self, model, views, labels, info):
+    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         # both views as one batch through student and teacher, as the original
         student = joint_forward(lambda x: self.prototypes(model(x)[1]), views)
         with torch.no_grad():
@@ -66,6 +88,6 @@ class DINO(Method):
         tt = self.teacher_temp(info.epoch)
         return self.loss(student, teacher, tt), {"teacher_temp": tt}
 
-    def after_step(self, model, info):
+    def after_step(self, model: SSLModel, info: StepInfo) -> None:
         m = cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps))
         ema_update(self.teacher, [model.backbone, model.projector, self.prototypes], m)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import torch
+
+from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import ntxent_loss
-from dejavu.ssl.methods.base import Method, joint_forward
+from dejavu.ssl.methods.base import Method, StepInfo, joint_forward
+from dejavu.ssl.model import SSLModel
 
 
 class SimCLR(Method):
     name = "simclr"
+    config_keys = ("simclr_temperature",)
 
-    def __init__(self, model, cfg):
+    def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
         self.loss = ntxent_loss(cfg.simclr_temperature)
 
-    def forward(self, model, views, labels, info):
+    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         z1, z2 = joint_forward(lambda x: model(x)[1], views)  # both views in one batch, as the original
         return self.loss(z1, z2), {}

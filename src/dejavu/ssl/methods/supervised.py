@@ -6,19 +6,23 @@ the same loss and gradient)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
-from dejavu.ssl.methods.base import Method
+from dejavu.ssl.methods.base import Method, StepInfo
+from dejavu.ssl.model import SSLModel
 
 
 class Supervised(Method):
     name = "supervised"
     num_views = 1
     view_kind = "supervised"
-    needs_labels = True
 
-    def forward(self, model, views, labels, info):
+    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
+                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         z = model(views[0])[1]
+        if model.classifier is None:
+            raise ValueError("the supervised method needs a model with a classifier (num_classes > 0)")
         logits = model.classifier(z)
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean().item()
