@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 
@@ -28,8 +27,7 @@ def audit_reference_model(out: Path) -> dict[str, Any]:
     acfg = AuditConfig(npc=cfg["npc"], k=cfg["k"], device="cpu", seed=cfg["seed"])
     r = audit(out / "train" / f"{tag}_B" / f"model_ep{a['epoch']}.pth", out / "partition",
               DataPaths.resolve(data=out / "data"), dest, acfg, force=True,
-              reference_model=Path(a["dir"]) / "classifier" / "classifier.pth",
-              public=np.load(out / "partition" / "control" / "public.npy"))
+              reference_model=Path(a["dir"]) / "classifier" / "classifier.pth")
     return r.results
 
 
