@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, attack_args, attack_inprocess, run_cli
 from PIL import Image
+from robustness_cli import assert_one_line_error, attack_args, attack_inprocess, run_cli
 
 from dejavu import DejavuError
 from dejavu.attack.run import AttackConfig, compute_crops

@@ -10,7 +10,7 @@ import signal
 
 import numpy as np
 import torch
-from conftest import assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
+from robustness_cli import assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
 
 from dejavu.data.imagefolder import DataPaths
 from dejavu.ssl.config import load_train_config

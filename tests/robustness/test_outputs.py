@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SRC, assert_one_line_error, attack_inprocess, child_env, run_cli
+from robustness_cli import SRC, assert_one_line_error, attack_inprocess, child_env, run_cli
 
 from dejavu import DejavuError
 from dejavu.io import LOCK_NAME, atomic_write_json, folder_lock

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, attack_args, make_checkpoint, run_cli
+from robustness_cli import assert_one_line_error, attack_args, make_checkpoint, run_cli
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import scan_imagefolder
