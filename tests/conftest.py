@@ -9,10 +9,10 @@ os.environ.setdefault("DEJAVU_NO_PROGRESS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DEJAVU_THREADS", "1")  # stages called from tests do not measure/raise threads
 
-import pytest  # noqa: E402
+import pytest
 
 try:
-    import torch  # noqa: E402
+    import torch
 
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover

@@ -24,7 +24,7 @@ def test_file_and_sets(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(DejavuError, match="unknown key.*valid keys"):
+    with pytest.raises(DejavuError, match=r"unknown key.*valid keys"):
         load_config(Cfg, None, ["epoch=3"])
     with pytest.raises(DejavuError, match="expected int"):
         load_config(Cfg, None, ["epochs=abc"])
@@ -74,11 +74,11 @@ def test_bad_keys_and_values_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match=r"s.yaml: unknown key\(s\) kk"):
         config_from_args(StageCfg, args, flags=("k",))
     _, args = _parse(["--set", "k=abc"])
-    with pytest.raises(UsageError, match="StageCfg.k: expected int"):
+    with pytest.raises(UsageError, match=r"StageCfg\.k: expected int"):
         config_from_args(StageCfg, args)
 
 
 def test_packaged_config_names_resolve_or_list_choices():
     assert resolve_config("vicreg", "ssl").name == "vicreg.yaml"
-    with pytest.raises(UsageError, match="packaged ssl config.*vicreg_synth"):
+    with pytest.raises(UsageError, match=r"packaged ssl config.*vicreg_synth"):
         resolve_config("nope", "ssl")

@@ -72,7 +72,7 @@ def test_default_demo_shows_dejavu(tmp_path, seed):
     assert f["gap_100_ci95"][0] > 0, f
     first, last = s["epochs"][0], s["epochs"][-1]
     assert last["gap_100"] > first["gap_100"] and last["memorized"] > first["memorized"], s["epochs"]
-    lo, hi = f["control_gap_100_ci95"]
+    lo, _hi = f["control_gap_100_ci95"]
     assert lo < 0.02 and abs(f["control_gap_100"]) < 0.05, f  # no significant gap on held-out images
 
 

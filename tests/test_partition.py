@@ -115,8 +115,8 @@ def test_files_manifest_and_determinism(synth_small, tmp_path):
 
 
 def test_index_file_from_other_dataset(synth_small, tmp_path):
-    from dejavu.data.synth import SynthConfig, generate
     from dejavu.data.imagefolder import scan_imagefolder
+    from dejavu.data.synth import SynthConfig, generate
 
     partition(DataPaths.resolve(data=synth_small), [5], tmp_path / "p")
     other = generate(tmp_path / "other", SynthConfig(classes=2, per_class=20, size=16))

@@ -27,6 +27,13 @@ def test_non_tty_prints_lines_not_redrawn_bars():
     assert len(lines) == 7  # start, one per item (interval 0), done
 
 
+def test_non_tty_iterates_numpy_arrays():
+    # index arrays are the common iterable of our loops: no truth-value test on them
+    code = "import numpy as np\nfrom dejavu.utils import progress\nprint(sum(int(i) for i in progress(np.arange(4), desc='x')))"
+    out = _run(code)
+    assert out.stdout.strip() == "6" and "x: done 4/4" in out.stderr
+
+
 def test_non_tty_default_interval_gives_start_and_end_only():
     lines = _run(LOOP).stderr.splitlines()
     assert [ln.split(":")[1].split()[0] for ln in lines] == ["started", "done"]

@@ -142,14 +142,14 @@ def check_invariants(splits: dict[int, NpcSplit], targets: np.ndarray | None = N
                 f"public of {big}_per_class is not contained in public of {small}_per_class "
                 f"(e.g. index {int(extra[0])})"
             )
-    big = splits[npcs[-1]].sets["public"]
+    public_big = splits[npcs[-1]].sets["public"]
     for npc in npcs:
         s = splits[npc].sets
         train = np.union1d(s["train_A"], s["train_B"])
-        if len(np.intersect1d(big, train)):
+        if len(np.intersect1d(public_big, train)):
             raise InvariantError(
                 f"attack public set ({npcs[-1]}_per_class) overlaps train of {npc}_per_class "
-                f"(e.g. index {_example(big, train)})"
+                f"(e.g. index {_example(public_big, train)})"
             )
 
 
@@ -344,7 +344,7 @@ class Partition:
     manifest: dict[str, Any]
 
     @classmethod
-    def load(cls, root: str | os.PathLike) -> "Partition":
+    def load(cls, root: str | os.PathLike) -> Partition:
         root = Path(root)
         if root.name.endswith("_per_class") or root.suffix == ".npy":
             raise DejavuError(f"{root}: pass the partition folder (the one holding manifest.json)")
@@ -439,10 +439,10 @@ def format_summary(res: PartitionResult) -> str:
                      f"{c['public']:>8} {len(sp.short_classes):>6} {sp.bbox_limited:>8}")
     lines.append(f"val_set: {len(res.val_set)} images ({res.val_per_class} per class)")
     if res.control is not None:
-        c = res.control
-        lines.append(f"control: {len(c.all)} held-out annotated images ({c.per_class} per class; halves "
-                     f"{len(c.A)} + {len(c.B)}), removed from every public set"
-                     + (f"; {len(c.short_classes)} class(es) short" if c.short_classes else ""))
+        ctl = res.control
+        lines.append(f"control: {len(ctl.all)} held-out annotated images ({ctl.per_class} per class; halves "
+                     f"{len(ctl.A)} + {len(ctl.B)}), removed from every public set"
+                     + (f"; {len(ctl.short_classes)} class(es) short" if ctl.short_classes else ""))
     if res.classes_without_public:
         lines.append(f"classes without any public image (left out of val_set): "
                      f"{', '.join(res.classes_without_public[:10])}"

@@ -47,7 +47,7 @@ class LogProgress:
         self._last = self._clock()
 
     def __iter__(self):
-        for item in self.iterable or ():
+        for item in self.iterable if self.iterable is not None else ():
             yield item
             self.update(1)
         self.close()
@@ -131,7 +131,7 @@ def choose_threads(n: int | None = None) -> int:
     for value in (os.environ.get("DEJAVU_THREADS"), n, os.environ.get("OMP_NUM_THREADS")):
         if value not in (None, "", 0):
             try:
-                return max(1, int(value))  # type: ignore[arg-type]
+                return max(1, int(value))
             except ValueError:
                 continue  # e.g. OMP_NUM_THREADS="4,2" (nested levels): not ours to parse
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)

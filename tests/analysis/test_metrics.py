@@ -96,7 +96,7 @@ def test_top_fraction_ties_share_places_vs_enumeration():
     rng = np.random.default_rng(1)
     from dejavu.analysis.metrics import PairScores
 
-    for trial in range(6):
+    for _trial in range(6):
         n = 7
         conf = rng.integers(0, 3, n).astype(float)  # heavy ties
         corr = rng.choice([0.0, 1.0, 0.5, 0.25], n)
@@ -226,7 +226,7 @@ def test_compute_all_matches_slow_reference():
     a0 = []
     for t in ("A_attk_A", "B_attk_B"):
         lab = arrays[t][1]
-        a0.append(np.mean([r["c1"] for r, l in zip(slow[t], lab) if l == 0]))
+        a0.append(np.mean([r["c1"] for r, lb in zip(slow[t], lab) if lb == 0]))
     assert m["per_class"]["target"][0] == pytest.approx(np.mean(a0))
 
 

@@ -16,7 +16,7 @@ from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import make_checkpoint  # noqa: E402
+from helpers import make_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dejavu.attack.crops import (clip_boxes, corner_crop, default_min_crop_px, largest_empty_crop,
-                                 periphery_candidates, periphery_crop)
+from dejavu.attack.crops import (
+    clip_boxes,
+    corner_crop,
+    default_min_crop_px,
+    largest_empty_crop,
+    periphery_candidates,
+    periphery_crop,
+)
 
 
 def slow_periphery(boxes, W, H, min_px):
@@ -155,7 +161,7 @@ def scenes(draw):
 def test_periphery_matches_slow_reference_and_properties(scene):
     W, H, boxes, min_px = scene
     d = periphery_crop(np.array(boxes, dtype=float), W, H, min_px)
-    ref, ref_side = slow_periphery(boxes, W, H, min_px)
+    ref, _ref_side = slow_periphery(boxes, W, H, min_px)
     assert (d.rect is None) == (ref is None)
     if ref is not None:
         assert tuple(int(v) for v in d.rect) == ref

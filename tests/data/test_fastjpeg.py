@@ -58,5 +58,5 @@ def test_corrupt_file_gives_the_one_line_error(tmp_path):
     p = tmp_path / "bad.JPEG"
     _photo_like(500, 375).save(p, quality=90)
     p.write_bytes(p.read_bytes()[:2000])  # truncated
-    with pytest.raises(DejavuError, match="bad.JPEG"):
+    with pytest.raises(DejavuError, match=r"bad\.JPEG"):
         load_rgb_reduced(p, 73)

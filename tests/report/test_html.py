@@ -7,7 +7,7 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-from conftest import write_attack_arrays, write_attack_result, write_probe_result
+from report_data import write_attack_arrays, write_attack_result, write_probe_result
 
 from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
@@ -52,7 +52,7 @@ def test_report_renders_and_references_exist(synth_small, partition_small, tmp_p
     refs = _Refs()
     refs.feed(page)
     # headline: latest epoch, default variant, its score with CI, probe of the same epoch
-    from conftest import fake_accs
+    from report_data import fake_accs
 
     tgt, ref = fake_accs(10, 10)
     assert f"{100 * (tgt['20'] - ref['20']):.1f}%" in page and "95% CI" in page

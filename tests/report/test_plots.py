@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import fake_accs
+from report_data import fake_accs
 
 from dejavu import DejavuError
 from dejavu.cli import main

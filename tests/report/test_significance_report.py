@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import write_attack_result
+from report_data import write_attack_result
 
 from dejavu.cli import main
 from dejavu.io import atomic_write_json, read_json

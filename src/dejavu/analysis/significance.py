@@ -122,7 +122,8 @@ def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator | None, r
     positions) reuse a resample, e.g. across model pairs attacking the same examples."""
     from dejavu.analysis.bootstrap import cell_counts
 
-    draws = draws if draws is not None else _draws(pairs, rng, r)
+    if draws is None:
+        draws = _draws(pairs, rng if rng is not None else np.random.default_rng(), r)
     cells = cells if cells is not None else _cells(pairs)
     acc: dict[tuple[str, str, str], np.ndarray] = {}
     for y, names in _SETS.items():
@@ -206,7 +207,7 @@ def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot:
 
 # ---------------------------------------------------------------- pair level
 
-def pair_level(excesses: Sequence[float], example_ses: Sequence[float] | None = None,
+def pair_level(excesses: Sequence[float], example_ses: Sequence[float | None] | None = None,
                level: float = LEVEL, shared_var: float | None = None) -> dict[str, Any]:
     """Mean excess over N model pairs with a t-interval (module docstring).
 

@@ -86,9 +86,8 @@ def _cmd(args) -> int:
     from dejavu.analysis.tables import summary_text
     from dejavu.attack.run import AttackConfig, attack, attack_runs
     from dejavu.data.imagefolder import data_paths_from_args
-    from dejavu.utils import set_torch_threads
-
     from dejavu.launch import submit_if_slurm
+    from dejavu.utils import set_torch_threads
 
     if submit_if_slurm(args, name="attack", log_dir=Path(args.out) / "slurm"):
         return 0

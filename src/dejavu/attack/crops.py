@@ -30,6 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -174,3 +175,29 @@ def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:
 
 
 CROP_ALGOS = {"periphery": periphery_crop, "largest-empty": largest_empty_crop}
+
+
+def crop_for_config(cfg: Any, width: float, height: float, boxes: np.ndarray | None,
+                    min_crop_px: float | None = None) -> CropDecision:
+    """The crop an attack made of one image, from its settings: the one place that turns an
+    attack configuration into a crop decision (the attack itself, the report's galleries and
+    the RCDM reconstructions all call it, so they can never disagree).
+
+    Args:
+        cfg: an :class:`~dejavu.attack.run.AttackConfig` or the ``config`` dict stored in an
+            attack's ``results.json`` (keys ``crop``, ``crop_algo``, ``corner_frac``, ``min_crop_px``).
+        width, height: the decoded image's size.
+        boxes: the image's boxes (n, 4) for the periphery crop; None counts as no box.
+        min_crop_px: overrides the configuration's threshold (pixels of the original image).
+    Returns:
+        The :class:`CropDecision`.
+    """
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    if get("crop", "periphery") == "corner":
+        return corner_crop(width, height, float(get("corner_frac", 0.3)))
+    algo = CROP_ALGOS.get(get("crop_algo", "periphery") or "periphery", periphery_crop)
+    if min_crop_px is None:
+        min_crop_px = get("min_crop_px")
+    if min_crop_px is None:
+        min_crop_px = default_min_crop_px()  # every attack records its value; ImageNet's otherwise
+    return algo(boxes if boxes is not None else np.zeros((0, 4)), width, height, float(min_crop_px))

@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,10 +136,10 @@ def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str
         dataset = split[0]
         mean = torch.tensor(split[1], device=device).view(1, -1, 1, 1)
         std = torch.tensor(split[2], device=device).view(1, -1, 1, 1)
-    extra = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
+    extra: dict[str, Any] = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=cuda, **extra)
-    n = len(dataset)
+    n = len(dataset)  # type: ignore[arg-type]  # our datasets are sized
     results: list[np.ndarray | None] = list(outs) if outs is not None else [None] * len(models)
     for m in models:
         m.eval().to(device)
@@ -156,11 +157,12 @@ def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str
         lo, hi = int(pos[0]), int(pos[-1]) + 1
         for j, m in enumerate(models):
             with torch.autocast(dev_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                e = m.embed(x, kind)
-            e = e.float().cpu().numpy()
-            if results[j] is None:
-                results[j] = np.empty((n, e.shape[1]), dtype=np.float32)
-            results[j][lo:hi] = e
+                e = m.embed(x, kind)  # type: ignore[operator]  # SSLModel.embed
+            arr = e.float().cpu().numpy()
+            out = results[j]
+            if out is None:
+                out = results[j] = np.empty((n, arr.shape[1]), dtype=np.float32)
+            out[lo:hi] = arr
     if n == 0:
         return [np.zeros((0, 0), np.float32) for _ in models]
     return [r for r in results]  # type: ignore[misc]
@@ -199,7 +201,8 @@ class CachedEmbedder:
             return self._reject(npy, "content differs from the recorded digest (a foreign or damaged file)")
         return arr
 
-    def _reject(self, npy: Path, why: str) -> None:
+    def _reject(self, npy: Path, why: str) -> np.ndarray | None:
+        """Warn that a cache entry is not used; returns None (nothing found) for ``lookup``."""
         msg = f"{npy}: embedding cache entry not used ({why}); recomputing"
         self.rejected.append(msg)
         print(f"dejavu: warning: {msg}", file=sys.stderr)
@@ -210,7 +213,7 @@ class CachedEmbedder:
                      workers: int | None) -> tuple[list[np.ndarray], list[bool]]:
         """Returns (embeddings per model, was-cached per model)."""
         got = [self.lookup(k) for k in keys]
-        first = {}  # the same checkpoint twice (same key) is embedded once
+        first: dict[str, int] = {}  # the same checkpoint twice (same key) is embedded once
         for j, k in enumerate(keys):
             first.setdefault(k["key"], j)
         todo = [j for j, g in enumerate(got) if g is None and first[keys[j]["key"]] == j]
@@ -239,8 +242,9 @@ class CachedEmbedder:
                         del out
                         npy, meta = self._paths(keys[j]["key"])
                         os.replace(tmp, npy)
-                        got[j] = np.load(npy, mmap_mode="r", allow_pickle=False)
-                        atomic_write_json(meta, {**keys[j], "content_sha256": content_digest(got[j])})
+                        arr = np.load(npy, mmap_mode="r", allow_pickle=False)
+                        got[j] = arr
+                        atomic_write_json(meta, {**keys[j], "content_sha256": content_digest(arr)})
                 finally:
                     for tmp in tmps:
                         if tmp.exists():
@@ -256,4 +260,4 @@ class CachedEmbedder:
 def _embed_dim(model: torch.nn.Module, kind: str, ds: Dataset, device: str) -> int:
     x, _ = ds[0]
     model.eval().to(device)
-    return int(model.embed(x.unsqueeze(0).to(device), kind).shape[1])
+    return int(model.embed(x.unsqueeze(0).to(device), kind).shape[1])  # type: ignore[operator]

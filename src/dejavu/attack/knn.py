@@ -89,7 +89,7 @@ def _faiss_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: 
         pb = np.ascontiguousarray(public[ps:pe], dtype=np.float32)
         kk = min(kc, pe - ps)
         if gpu:
-            d, i = faiss.knn_gpu(res, q, pb, kk)
+            d, i = faiss.knn_gpu(res, q, pb, kk)  # type: ignore[arg-type]  # res is set when gpu
         else:
             d, i = faiss.knn(q, pb, kk)
         heap.add_result(d, i + ps)

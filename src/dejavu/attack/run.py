@@ -26,7 +26,7 @@ import numpy as np
 
 from dejavu import DejavuError
 from dejavu.analysis.tables import ATTACK_FORMAT as FORMAT
-from dejavu.attack.crops import CROP_ALGOS, corner_crop, default_min_crop_px
+from dejavu.attack.crops import CROP_ALGOS, crop_for_config, default_min_crop_px
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 from dejavu.utils import progress
@@ -101,7 +101,6 @@ def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, c
 
     from dejavu.data.annotations import AnnotationError, read_voc_xml
 
-    algo = CROP_ALGOS[cfg.crop_algo]
     keep, boxes, errors = [], [], []
     n_err_img = n_small = n_out_boxes = n_clip = n_nobox = 0
     for g in progress(idxs, desc=desc, total=len(idxs)):
@@ -112,17 +111,18 @@ def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, c
         except OSError as e:
             raise DejavuError(f"{index.path(g)}: cannot read image ({e})") from None
         if cfg.crop == "corner":
-            dec = corner_crop(W, H, cfg.corner_frac)
+            dec = crop_for_config(cfg, W, H, None, min_crop_px)
         else:
             if ann_dir is None and ann_path is None:
                 raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
             try:
-                ann = read_voc_xml(ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g))
+                path = ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g)  # type: ignore[arg-type]
+                ann = read_voc_xml(path)
             except AnnotationError as e:
                 n_err_img += 1
                 errors.append(str(e))
                 continue
-            dec = algo(ann.boxes, W, H, min_crop_px)
+            dec = crop_for_config(cfg, W, H, ann.boxes, min_crop_px)
             n_out_boxes += dec.boxes_outside
             n_clip += dec.boxes_clipped
             if dec.boxes_outside or dec.reason == "no_boxes":
@@ -266,7 +266,7 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
         if cfg.crops_betons and sets is None:  # the same crops, stored (overrides are not in the betons)
             from dejavu.ffcv.betons import attack_crops_dataset
 
-            ds = attack_crops_dataset(cfg.crops_betons, cfg.npc, y, sc.indices, sc.boxes, transform)
+            ds: Any = attack_crops_dataset(cfg.crops_betons, cfg.npc, y, sc.indices, sc.boxes, transform)
         else:
             ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
         embs = embed_dataset(models, ds, cfg.embed, cfg.batch_size, device, cfg.workers, desc=f"crops {y} embeddings")

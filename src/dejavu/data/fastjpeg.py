@@ -72,4 +72,4 @@ def load_rgb_reduced(path, min_side: int | None) -> Image.Image:
     if got is None or img.size == (w, h):
         return img
     box = got[1]  # (0, 0, w / scale, h / scale): the original's extent in reduced pixels
-    return img.resize(_short_side_size(w, h, min_side), Image.BILINEAR, box=box)
+    return img.resize(_short_side_size(w, h, min_side), Image.Resampling.BILINEAR, box=box)

@@ -51,7 +51,7 @@ class Fingerprint:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Fingerprint":
+    def from_dict(cls, d: dict[str, Any]) -> Fingerprint:
         return cls(
             num_classes=int(d["num_classes"]),
             num_files=int(d["num_files"]),
@@ -59,7 +59,7 @@ class Fingerprint:
             paths_sha256=str(d["paths_sha256"]),
         )
 
-    def check(self, other: "Fingerprint | dict[str, Any]", what: str = "index file") -> None:
+    def check(self, other: Fingerprint | dict[str, Any], what: str = "index file") -> None:
         """Raise a clear error when an artifact was made on another dataset."""
         if isinstance(other, dict):
             other = Fingerprint.from_dict(other)
@@ -170,7 +170,7 @@ class DataPaths:
         images: str | os.PathLike | None = None,
         bboxes: str | os.PathLike | None = None,
         need_bboxes: bool = False,
-    ) -> "DataPaths":
+    ) -> DataPaths:
         if data is not None:
             data = Path(data)
             images = images or data / "train"

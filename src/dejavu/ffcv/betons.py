@@ -116,7 +116,8 @@ class _Samples:
         b = [int(v) for v in self.boxes[j]]
         if b[0] < 0 or img is None:
             return (*sample, -1, 0, 0, arr.shape[1], arr.shape[0])
-        return (np.asarray(img.crop(tuple(b))), *sample[1:], 1, *b)
+        x0, y0, x1, y1 = (int(v) for v in b)
+        return (np.asarray(img.crop((x0, y0, x1, y1))), *sample[1:], 1, *b)
 
 
 def _fields(opts: BetonOptions, crops: bool) -> dict[str, Any]:

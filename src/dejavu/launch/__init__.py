@@ -17,6 +17,7 @@ save their own resumable state; training writes ``last.pth`` every epoch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from dejavu.launch.job import LAUNCHER_OPTIONS, CliJob, strip_launcher_args
@@ -75,10 +76,8 @@ def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str
         params["slurm_additional_parameters"] = extra
     params["slurm_signal_delay_s"] = 120
     ex.update_parameters(**params)
-    try:
+    with contextlib.suppress(Exception):
         ex.update_parameters(slurm_max_num_timeout=args.max_requeue)
-    except Exception:  # noqa: BLE001 - non-SLURM executors do not know this key
-        pass
     return ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
 
 

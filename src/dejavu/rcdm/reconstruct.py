@@ -226,17 +226,9 @@ def _row_of(attk_idxs: np.ndarray, g: int, what: str) -> int:
 
 
 def _crop_decision(res_cfg: dict[str, Any], img_size: tuple[int, int], boxes: np.ndarray | None):
-    from dejavu.attack import crops
+    from dejavu.attack.crops import crop_for_config
 
-    w, h = img_size
-    kind = res_cfg.get("crop", "periphery")
-    if kind == "corner":
-        return crops.corner_crop(w, h, float(res_cfg.get("corner_frac", 0.3)))
-    algo = crops.CROP_ALGOS.get(res_cfg.get("crop_algo", kind), crops.periphery_crop)
-    min_px = res_cfg.get("min_crop_px")
-    if min_px is None:
-        min_px = crops.default_min_crop_px()  # every attack records its value; ImageNet's otherwise
-    return algo(boxes if boxes is not None else np.zeros((0, 4)), w, h, float(min_px))
+    return crop_for_config(res_cfg, img_size[0], img_size[1], boxes)
 
 
 def _draw_grid(path: Path, title: str, original, boxes: np.ndarray, crop_box, crop_img, neighbours: list,

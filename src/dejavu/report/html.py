@@ -64,7 +64,7 @@ def _thumb(im, side: int = THUMB):
 
     w, h = im.size
     s = side / max(w, h)
-    resample = Image.NEAREST if s > 1 else Image.BILINEAR  # keep small synthetic pixels crisp
+    resample = Image.Resampling.NEAREST if s > 1 else Image.Resampling.BILINEAR  # keep small synthetic pixels crisp
     return im.resize((max(1, round(w * s)), max(1, round(h * s))), resample)
 
 
@@ -117,12 +117,6 @@ class Gallery:
         self.k = n_neighbours
         self._rows: dict[str, dict[int, int]] = {}
         self._neigh: dict[str, np.ndarray] = {}
-        try:
-            from dejavu.attack import crops  # written in parallel; optional here
-
-            self.crops = crops
-        except ImportError:
-            self.crops = None
 
     def _pair(self, model: str, set_: str):
         name = f"{model}_attk_{set_}"
@@ -141,21 +135,13 @@ class Gallery:
         return self._rows[name], self._neigh.get(name)
 
     def crop_rect(self, im, boxes) -> tuple[int, int, int, int] | None:
-        if self.crops is None:
-            return None
+        """The attack's crop of this image, recomputed from the attack's stored settings."""
+        from dejavu.attack.crops import crop_for_config
+
         cfg = self.attack.config
-        w, h = im.size
-        if cfg.get("crop", "periphery") == "corner":
-            dec = self.crops.corner_crop(w, h, float(cfg.get("corner_frac", 0.3)))
-        else:
-            if boxes is None:
-                return None
-            algo = getattr(self.crops, "CROP_ALGOS", {}).get(cfg.get("crop_algo", "periphery"),
-                                                              self.crops.periphery_crop)
-            min_px = cfg.get("min_crop_px")
-            if min_px is None:
-                min_px = self.crops.default_min_crop_px()  # recorded by every attack; ImageNet's otherwise
-            dec = algo(boxes, w, h, float(min_px))
+        if cfg.get("crop", "periphery") != "corner" and boxes is None:
+            return None
+        dec = crop_for_config(cfg, im.size[0], im.size[1], boxes)
         return dec.pixel_box() if dec.ok else None
 
     def cell(self, e: Example) -> str:
@@ -274,6 +260,8 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
     rows = []
     for at in ("20", "100"):
         e = head.excess(at=at)
+        if e is None:
+            continue
         rows.append(f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
                     f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
                     f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>")
@@ -287,9 +275,10 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
                                                                  row["excesses"]))
             rows.append("<tr><th>model pairs (training seed)</th><td><table class='all'><tr><th>seed</th>"
                         f"<th>score</th><th>control</th><th>excess</th></tr>{cells}</table></td></tr>")
-    src = head.control.get("source", {})
+    ctrl = head.control or {}
+    src = ctrl.get("source", {})
     rows.append(f"<tr><th>held-out control</th><td>{html.escape(str(src.get('kind', '?')))} images, "
-                + ", ".join(f"{y}: {head.control['counts'][y]['attacked']} attacked" for y in "AB")
+                + ", ".join(f"{y}: {ctrl['counts'][y]['attacked']} attacked" for y in "AB")
                 + " <span class='muted'>(neither model trained on them; no gap expected)</span></td></tr>")
     return "<h2>Score against the held-out control</h2><table class='head'>" + "".join(rows) + "</table>"
 
@@ -459,5 +448,4 @@ def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neigh
         if not ranked[kind]:
             out.append("<p class='muted'>none</p>")
         out += [gal.cell(e) for e in progress(ranked[kind], desc=f"report: {kind}")]
-    note = "" if gal.crops is not None else "<p class='muted'>dejavu.attack.crops not available: crops not drawn.</p>"
-    return "".join(out) + note
+    return "".join(out)

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,14 @@ def build_series(records: Sequence[AttackRecord | ProbeRecord], axis: str,
     Returns ``[{"label", "key": {...}, "x": [...], "records": [...]}]`` sorted by key,
     points sorted by x. A duplicate point (same key and x) keeps the last file in path order.
     """
-    hps = sorted(set(varying_hyperparams(list(records))) | set(params))
+    hps = sorted(set(varying_hyperparams(list(records))) | set(params))  # type: ignore[arg-type]
     groups: dict[tuple, dict[Any, Any]] = {}
     keys: dict[tuple, dict[str, Any]] = {}
     for r in records:
         x = _axis_value(r, axis)
         if x is None or isinstance(x, (dict, list)):
             continue
-        key = {"method": r.method, "variant": _kind_field(r)}
+        key: dict[str, Any] = {"method": r.method, "variant": _kind_field(r)}
         if axis != "epoch":
             key["epoch"] = r.epoch
         if axis != "npc":
@@ -284,6 +285,8 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
         data = []
         for i, r in enumerate(part):
             sw = r.sweep(top)
+            if sw is None:
+                continue
             label = f"{r.method}, {r.variant}, {r.npc}pc, ep {r.epoch}" + "".join(f", {h}={r.param(h)}" for h in hps)
             data.append({"label": label, "method": r.method, "variant": r.variant, "npc": r.npc, "epoch": r.epoch,
                          "p": sw["p"], "target": sw["target"], "reference": sw["reference"], "file": str(r.path)})
@@ -349,8 +352,9 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
 
     rows = []
     for key, recs in seed_groups([r for r in attacks if r.control]).items():
-        ex = [r.excess(top, at) for r in recs]
-        if any(e is None for e in ex):
+        maybe = [r.excess(top, at) for r in recs]
+        ex = [e for e in maybe if e is not None]
+        if len(ex) < len(maybe):
             continue
         shared = shared_variance_from_folders([r.dir for r in recs]) if len(recs) >= 2 else None
         pl = pair_level([e["excess"] for e in ex], [e.get("se") for e in ex],
@@ -432,13 +436,13 @@ def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str]
     steps: list[Callable[[], Any]] = []
     for axis in axes:
         for t in tops:
-            steps.append(lambda axis=axis, t=t: fig_accuracy(w, results.attacks, axis, t, params))
-        steps.append(lambda axis=axis: fig_quadrants(w, results.attacks, axis, params))
-        steps.append(lambda axis=axis: fig_probe(w, results.probes, axis, params))
+            steps.append(partial(fig_accuracy, w, results.attacks, axis, t, params))
+        steps.append(partial(fig_quadrants, w, results.attacks, axis, params))
+        steps.append(partial(fig_probe, w, results.probes, axis, params))
     for t in tops:
-        steps.append(lambda t=t: fig_sweep(w, results.attacks, t))
-        steps.append(lambda t=t: fig_variants(w, results.attacks, t))
-        steps.append(lambda t=t: fig_significance(w, results.attacks, t))
+        steps.append(partial(fig_sweep, w, results.attacks, t))
+        steps.append(partial(fig_variants, w, results.attacks, t))
+        steps.append(partial(fig_significance, w, results.attacks, t))
     from dejavu.utils import progress
 
     for step in progress(steps, desc="plot", total=len(steps)):

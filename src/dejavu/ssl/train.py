@@ -440,7 +440,7 @@ def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None
 
     cfg = run.cfg
     mode = "ffcv" if train_beton is not None else choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
-    if mode == "ffcv":  # the optional FFCV fast path (dejavu.ffcv)
+    if mode == "ffcv" and train_beton is not None:  # the optional FFCV fast path (dejavu.ffcv)
         from dejavu.ffcv.loader import FFCVImages
 
         src: Any = FFCVImages(train_beton, run.index, run.idx, cfg.num_workers)
