@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError, UsageError
+from dejavu import DejavuError, UsageError, formats
 from dejavu.data.imagefolder import (
     DataPaths,
     DatasetIndex,
@@ -311,7 +311,7 @@ def partition(
         for name, arr in zip(CONTROL_FILES, (ctrl.all, ctrl.A, ctrl.B)):
             atomic_save_npy(out / f"{name}.npy", arr)
     manifest = {
-        "format": "dejavu-partition/1",
+        "format": formats.PARTITION,
         "fingerprint": index.fingerprint.to_dict(),
         "images": str(paths.images),
         "bboxes": str(paths.bboxes),

@@ -15,13 +15,13 @@ from dejavu.analysis.metrics import (
     PAIRS,
     QUADRANTS,
     acc_at,
-    compute_all,
     n_top,
     quadrants,
     rankings,
     scores_from_logits,
     scores_from_neighbours,
 )
+from dejavu.analysis.summary import compute_all
 
 
 def test_hand_worked_prediction_and_confidence():

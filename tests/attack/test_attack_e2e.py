@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from dejavu.analysis.metrics import PAIRS, compute_all, scores_from_neighbours
+from dejavu.analysis.metrics import PAIRS, scores_from_neighbours
+from dejavu.analysis.summary import compute_all
 from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
 

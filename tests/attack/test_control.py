@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dejavu.analysis.metrics import PAIRS, compute_all, scores_from_neighbours
+from dejavu.analysis.metrics import PAIRS, scores_from_neighbours
 from dejavu.analysis.significance import excess
+from dejavu.analysis.summary import compute_all
 from dejavu.cli import main
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.partition import partition

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dejavu import formats
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -31,7 +33,7 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
     import numpy as np
 
     from dejavu import DejavuError
-    from dejavu.analysis.metrics import compute_all
+    from dejavu.analysis.summary import compute_all
     from dejavu.analysis.tables import scores_from_folder, write_examples_csv
     from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
 
@@ -60,7 +62,7 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
     else:
         dest = Path(out) if out else folder / f"analysis_k{k}.json"
         check_can_write(dest, force)
-        atomic_write_json(dest, {"format": "dejavu-analysis/1", "attack_dir": str(folder),
+        atomic_write_json(dest, {"format": formats.ANALYSIS, "attack_dir": str(folder),
                                  "config": {**res.get("config", {}), "k_attk": k, "n_boot": n_boot, "seed": seed},
                                  "fingerprint": res.get("fingerprint"), "models": res.get("models"),
                                  "counts": res.get("counts"), "metrics": metrics,

@@ -339,33 +339,3 @@ def rankings(pairs: dict[str, PairScores], topk: int = 1, top: int = 20) -> dict
                       "pred_reference": int(pr[i]), "conf_target": float(ct[i]), "conf_reference": float(cr[i]),
                       "score": float(key[i])} for i in order]
     return out
-
-
-def compute_all(pairs: dict[str, PairScores], num_classes: int | None = None, n_boot: int = 1000,
-                seed: int = 0, top: int = 20) -> dict[str, Any]:
-    """Every metric of the contract's ``results.json`` ``metrics`` block (plus per-class
-    statistics and rankings). ``pairs`` maps the four names of :data:`PAIRS` to scores;
-    target and reference of a set must be aligned (same examples, same order)."""
-    from dejavu.analysis.bootstrap import bootstrap_cis
-
-    missing = [p for p in PAIRS if p not in pairs]
-    if missing:
-        raise ValueError(f"missing pairs {missing}")
-    _check_aligned(pairs)
-    if num_classes is None:
-        num_classes = int(max(int(s.labels.max(initial=-1)) for s in pairs.values()) + 1)
-    out: dict[str, Any] = {}
-    cis = bootstrap_cis(pairs, n_boot=n_boot, seed=seed)
-    for topk in (1, 5):
-        pop = population(pairs, topk)
-        pop["ci95"] = cis[f"top{topk}"]
-        out[f"top{topk}"] = pop
-    out["quadrants"] = quadrants(pairs, 1)
-    out["quadrants_ci95"] = cis["quadrants"]
-    out["quadrants_top5"] = quadrants(pairs, 5)
-    out["n_attacked"] = {"A": int(len(pairs["A_attk_A"].index)), "B": int(len(pairs["B_attk_B"].index))}
-    out["per_class"] = per_class(pairs, num_classes, 1)
-    out["rankings"] = rankings(pairs, 1, top)
-    out["bootstrap"] = {"n": int(n_boot), "seed": int(seed), "level": 0.95,
-                        "unit": "attacked example, resampled within each set; target and reference paired"}
-    return out

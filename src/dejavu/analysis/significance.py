@@ -330,7 +330,7 @@ def control_pairs_from_folder(folder, k_attk: int | None, num_classes: int, logi
 def rescore_control(folder, pairs: dict[str, PairScores], results: dict[str, Any], k_attk: int | None,
                     num_classes: int, n_boot: int, seed: int) -> dict[str, Any] | None:
     """``results.json``'s ``control`` block recomputed from the stored arrays (``dejavu analyze``)."""
-    from dejavu.analysis.metrics import compute_all
+    from dejavu.analysis.summary import compute_all
 
     if "control" not in results:
         return None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 from dejavu.analysis.metrics import (
     PAIRS,
     PairScores,
@@ -24,8 +24,8 @@ from dejavu.io import atomic_write_text, load_npy, read_json
 # Attack-folder format tags. /2: ``*_neighb_idxs.npy`` hold dataset indices and
 # ``*_labels.npy`` has shape (n, 1), as the original's files; /1 (older folders): neighbour
 # positions into ``public_idxs.npy`` and labels of shape (n,). Both are read.
-ATTACK_FORMAT = "dejavu-attack/2"
-ATTACK_FORMATS = ("dejavu-attack/1", ATTACK_FORMAT)
+ATTACK_FORMAT = formats.ATTACK
+ATTACK_FORMATS = formats.ATTACK_READABLE
 
 EXAMPLE_COLUMNS = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference",
                    "correct_target", "correct_reference", "quadrant")
@@ -60,7 +60,7 @@ def read_neighbour_idxs(folder: str | os.PathLike, name: str, fmt: str = ATTACK_
     """
     folder = Path(folder)
     f = folder / f"{name}_neighb_idxs.npy"
-    if fmt == "dejavu-attack/1":  # positions into public_idxs.npy
+    if fmt == formats.ATTACK_READABLE[0]:  # positions into public_idxs.npy
         return load_npy(folder / "public_idxs.npy")[load_npy(f)]
     return np.load(f, mmap_mode="r", allow_pickle=False) if mmap else load_npy(f)
 

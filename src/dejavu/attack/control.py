@@ -123,8 +123,8 @@ def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.n
 def control_block(pairs: dict, control_pairs: dict, counts: dict[str, Any], info: dict[str, Any],
                   num_classes: int, n_boot: int, seed: int) -> dict[str, Any]:
     """``results.json`` ``control``: the control's metrics and the excess of the score over it."""
-    from dejavu.analysis.metrics import compute_all
     from dejavu.analysis.significance import excess
+    from dejavu.analysis.summary import compute_all
 
     m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
     keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}

@@ -49,8 +49,10 @@ def content_digest(arr: np.ndarray) -> str:
 
 
 def index_hash(indices: np.ndarray) -> str:
-    a = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
-    return hashlib.sha256(a.tobytes()).hexdigest()[:24]
+    """The cache key's hash of an index list (24 hex digits: :func:`dejavu.io.index_hash`)."""
+    from dejavu.io import index_hash as _index_hash
+
+    return _index_hash(indices, 24)
 
 
 def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: str, fingerprint_id: str = "") -> dict:

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
-from dejavu.analysis.tables import ATTACK_FORMAT as FORMAT
+from dejavu import DejavuError, formats
 from dejavu.attack.crops import CROP_ALGOS, crop_for_config, default_min_crop_px
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 from dejavu.utils import progress
 
+FORMAT = formats.ATTACK
 EMBED_KINDS = ("projector", "backbone", "logits")
 
 
@@ -186,7 +186,7 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     held-out control when it has one and no ``sets`` override is given), ``"none"``,
     ``"partition"``, or a folder of annotated validation images (boxes in ``control_bboxes``).
     """
-    from dejavu.analysis.metrics import compute_all
+    from dejavu.analysis.summary import compute_all
     from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
     from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
     from dejavu.attack.knn import knn

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 from dejavu.audit.config import AuditConfig
 from dejavu.io import atomic_torch_save, atomic_write_text, safe_torch_load
 
@@ -249,7 +249,7 @@ def _ckpt(model: nn.Module, epoch: int, cfg: AuditConfig, image_size: int, meta:
     config = {"method": CLASSIFIER_METHOD, "arch": cfg.clf_arch, "projector": cfg.clf_projector,
               "num_classes": num_outputs(model), "image_size": int(image_size),
               **cfg.classifier_config(), **meta, "metrics": info}
-    return {"format": "dejavu-ckpt/1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    return {"format": formats.CHECKPOINT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "epoch": int(epoch), "config": config, "fingerprint": fingerprint}
 
 

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from dejavu import DejavuError, UsageError
+from dejavu import DejavuError, UsageError, formats
 from dejavu.audit.config import AuditConfig
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 
-FORMAT = "dejavu-audit/1"
+FORMAT = formats.AUDIT
 
 
 @dataclass

@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError, UsageError, __version__
+from dejavu import DejavuError, UsageError, __version__, formats
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.ffcv import require_ffcv
 from dejavu.io import atomic_write_json
 from dejavu.utils import progress
 
-FORMAT = "dejavu-beton/1"
+FORMAT = formats.BETON
 KINDS = ("train", "val", "bbox")
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
 WRITE_MODES = ("jpg", "raw")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dejavu import DejavuError
-from dejavu.analysis.tables import ATTACK_FORMAT, ATTACK_FORMATS  # noqa: F401  (tags owned by analysis.tables)
+from dejavu import DejavuError, formats
+from dejavu.analysis.tables import ATTACK_FORMAT, ATTACK_FORMATS  # noqa: F401  (re-exported for readers)
 
-PROBE_FORMAT = "dejavu-probe/1"
-AUDIT_FORMAT = "dejavu-audit/1"  # the one-model test (dejavu audit): the attack's metrics block
+PROBE_FORMAT = formats.PROBE
+AUDIT_FORMAT = formats.AUDIT  # the one-model test (dejavu audit): the attack's metrics block
 P_KEYS = ("5", "20", "100")
 
 # Model-config keys that identify a sweep point's *position* or bookkeeping, not a

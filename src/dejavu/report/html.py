@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 from dejavu.io import locks_output
 from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
 
@@ -124,7 +124,7 @@ class Gallery:
             d = self.attack.dir
             fi, fn = d / f"{name}_attk_idxs.npy", d / f"{name}_neighb_idxs.npy"
             fmt = self.attack.raw.get("format", "")
-            if fi.is_file() and fn.is_file() and (fmt != "dejavu-attack/1" or (d / "public_idxs.npy").is_file()):
+            if fi.is_file() and fn.is_file() and (fmt != formats.ATTACK_READABLE[0] or (d / "public_idxs.npy").is_file()):
                 from dejavu.analysis.tables import read_neighbour_idxs
 
                 idxs = np.load(fi, allow_pickle=False)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, formats
 from dejavu.io import locks_output
 from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
 
@@ -155,7 +155,7 @@ class FigureWriter:
         from dejavu.io import atomic_write_json
 
         return atomic_write_json(self.out / "figures.json",
-                                 {"format": "dejavu-figures/1", **(extra or {}),
+                                 {"format": formats.FIGURES, **(extra or {}),
                                   "figures": [asdict(f) for f in self.figures]})
 
 
