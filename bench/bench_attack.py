@@ -50,8 +50,16 @@ def make_ckpt(path: Path, index, which: str, seed: int) -> Path:
         for _ in range(3):
             m(torch.randn(64, 3, 32, 32))
     cfg = {"method": "vicreg", "arch": "smallcnn", "projector": PROJ, "image_size": 32, "npc": 10, "set": which}
-    atomic_torch_save(path, {"format": "dejavu-ckpt/1", "model": m.eval().state_dict(), "epoch": 1,
-                             "config": cfg, "fingerprint": index.fingerprint.to_dict()})
+    atomic_torch_save(
+        path,
+        {
+            "format": "dejavu-ckpt/1",
+            "model": m.eval().state_dict(),
+            "epoch": 1,
+            "config": cfg,
+            "fingerprint": index.fingerprint.to_dict(),
+        },
+    )
     return path
 
 
@@ -78,18 +86,22 @@ def breakdown(out: Path, index, models, device: str, k: int, n_boot: int) -> dic
         m.eval().to(device)
 
     def fwd():
-        with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dtype or torch.float32,
-                                             enabled=dtype is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
             for i in range(0, len(x), 256):
-                xb = x[i:i + 256].to(device)
+                xb = x[i : i + 256].to(device)
                 for m in models:
                     m.embed(xb, "projector").float().cpu()
 
     fwd()  # warm-up
     fw = min(_t(fwd), _t(fwd))  # the faster of two runs (shared machine)
     with torch.no_grad():
-        e = [[m.embed(x[i:i + 256].to(device), "projector").float().cpu().numpy() for i in range(0, len(x), 256)]
-             for m in models]
+        e = [
+            [m.embed(x[i : i + 256].to(device), "projector").float().cpu().numpy() for i in range(0, len(x), 256)]
+            for m in models
+        ]
     e = [np.concatenate(v) for v in e]
     npub = len(pub)
     kn = _t(lambda: [knn(ej[npub:], ej[:npub], k, backend="torch", device=device) for ej in e for _ in "AB"])
@@ -122,11 +134,15 @@ def main() -> None:
     t0 = time.perf_counter()
     import torchvision.ops  # noqa: F401  (torchvision's first import pulls torch._dynamo: seconds)
     from torchvision import transforms  # noqa: F401
+
     imports = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        generate(root / "data", SynthConfig(classes=10, per_class=320, size=32, annotated_fraction=0.375,
-                                            val_per_class=10, seed=0), force=True)
+        generate(
+            root / "data",
+            SynthConfig(classes=10, per_class=320, size=32, annotated_fraction=0.375, val_per_class=10, seed=0),
+            force=True,
+        )
         paths = DataPaths.resolve(data=root / "data")
         index = scan_imagefolder(paths.images)
         partition(paths, [10], root / "part", force=True, index=index)
@@ -134,8 +150,11 @@ def main() -> None:
         walls = {}
         for w in range(min(2, os.cpu_count() or 1) + 1):  # DataLoader workers: chosen by measurement
             cfg = AttackConfig(npc=10, k=20, k_attk=20, device=a.device, workers=w, n_boot=a.n_boot)
-            walls[w] = _t(lambda w=w, cfg=cfg: attack(ck[0], ck[1], root / "part", paths, root / f"atk{w}",
-                                                      cfg=cfg, cache_dir="", index=index, force=True))
+            walls[w] = _t(
+                lambda w=w, cfg=cfg: attack(
+                    ck[0], ck[1], root / "part", paths, root / f"atk{w}", cfg=cfg, cache_dir="", index=index, force=True
+                )
+            )
         best = min(walls, key=walls.get)
         wall = walls[best]
         from dejavu.ssl.checkpoint import load_model
@@ -148,17 +167,23 @@ def main() -> None:
     for k, v in {**parts, "rest (I/O, crop geometry, checkpoint hashing, setup)": rest}.items():
         lines.append(f"| {k} | {v:.2f} | {v / wall:.0%} |")
     for w, t in walls.items():
-        lines.append(f"| dejavu attack wall, {w} DataLoader worker(s){' (best)' if w == best else ''} | {t:.2f} | "
-                     f"wall / forward = {t / parts['forward']:.2f} |")
-    lines.append(f"| one-time imports before the attack (torch, torchvision, dejavu; not in wall) | {imports:.2f} | - |")
+        lines.append(
+            f"| dejavu attack wall, {w} DataLoader worker(s){' (best)' if w == best else ''} | {t:.2f} | "
+            f"wall / forward = {t / parts['forward']:.2f} |"
+        )
+    lines.append(
+        f"| one-time imports before the attack (torch, torchvision, dejavu; not in wall) | {imports:.2f} | - |"
+    )
     table = "\n".join(lines)
     print(table)
     if not a.no_append:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else _cpu_name()
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(f"\n## bench_attack.py — {stamp}, {dev}, {torch.get_num_threads()} thread(s), demo scale, "
-                    f"torch {torch.__version__}\n\n{table}\n")
+            f.write(
+                f"\n## bench_attack.py — {stamp}, {dev}, {torch.get_num_threads()} thread(s), demo scale, "
+                f"torch {torch.__version__}\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":

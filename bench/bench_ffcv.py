@@ -63,17 +63,13 @@ def _time_epochs(src, views, n: int, batch: int, epochs: int, warm: int) -> floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--presets", default="crop,paper")
-    ap.add_argument(
-        "--max-res", default="512,256", help="FFCV betons to compare (longer side, comma-separated)"
-    )
+    ap.add_argument("--max-res", default="512,256", help="FFCV betons to compare (longer side, comma-separated)")
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     a = ap.parse_args()
 
@@ -96,16 +92,12 @@ def main() -> None:
         write_s = {}
         for r in res_list:
             t = time.perf_counter()
-            write_beton(
-                root / f"train{r}.beton", index, idx, BetonOptions(max_res=r, quality=90, workers=1)
-            )
+            write_beton(root / f"train{r}.beton", index, idx, BetonOptions(max_res=r, quality=90, workers=1))
             write_s[r] = time.perf_counter() - t
         rows = []
         for preset in a.presets.split(","):
             views = build_views(preset, a.size, 2)
-            tv = _time_epochs(
-                LoaderImages(index, idx, 0, False), views, len(idx), a.batch, a.epochs, 0
-            )
+            tv = _time_epochs(LoaderImages(index, idx, 0, False), views, len(idx), a.batch, a.epochs, 0)
             ff = [
                 _time_epochs(
                     FFCVImages(root / f"train{r}.beton", index, idx, 1),
@@ -133,9 +125,7 @@ def main() -> None:
         "|---" * (2 + 2 * len(res_list)) + "|",
     ]
     for p, tv, ff in rows:
-        lines.append(
-            f"| {p} | {tv:.1f} | " + " | ".join(f"{f:.1f} | {f / tv:.2f}x" for f in ff) + " |"
-        )
+        lines.append(f"| {p} | {tv:.1f} | " + " | ".join(f"{f:.1f} | {f / tv:.2f}x" for f in ff) + " |")
     text = "\n".join(lines)
     print(text)
     if not a.no_results:

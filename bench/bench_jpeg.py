@@ -70,9 +70,11 @@ def decode_table(paths: list[Path]) -> list[tuple[str, float]]:
     from torchvision.transforms import v2 as T
 
     rrc = T.Compose([T.ToImage(), T.RandomResizedCrop(224, antialias=True)])
-    rows = [("PIL decode + RRC224", rate(lambda p: rrc(load_rgb(p)), paths)),
-            ("PIL draft(224) decode + RRC224 (not exact for RRC)", rate(lambda p: rrc(load_rgb_reduced(p, 224)), paths)),
-            ("torchvision.io.decode_jpeg CPU + RRC224", rate(lambda p: rrc(decode_jpeg(read_file(str(p)))), paths))]
+    rows = [
+        ("PIL decode + RRC224", rate(lambda p: rrc(load_rgb(p)), paths)),
+        ("PIL draft(224) decode + RRC224 (not exact for RRC)", rate(lambda p: rrc(load_rgb_reduced(p, 224)), paths)),
+        ("torchvision.io.decode_jpeg CPU + RRC224", rate(lambda p: rrc(decode_jpeg(read_file(str(p)))), paths)),
+    ]
     if torch.cuda.is_available():
         data = [read_file(str(p)) for p in paths]
         rrc_t = T.RandomResizedCrop(224, antialias=True)
@@ -138,8 +140,11 @@ def main() -> None:
         dec, ev, wk = decode_table(paths), eval_table(paths), workers_table(paths)
     lines = ["| decode + crop, 1 core | images/s |", "|---|---|"]
     lines += [f"| {n} | {r:.0f} |" for n, r in dec]
-    lines += ["", "| evaluation transform, 1 core | full decode img/s | draft img/s | speed-up | max abs diff | mean abs diff |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| evaluation transform, 1 core | full decode img/s | draft img/s | speed-up | max abs diff | mean abs diff |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [f"| {n} | {f:.0f} | {d:.0f} | {d / f:.2f}x | {mx:.3f} | {mn:.4f} |" for n, f, d, mx, mn in ev]
     best = max(wk, key=lambda r: r[1])
     lines += ["", "| DataLoader workers (decode + RRC224, full decode) | images/s |", "|---|---|"]
@@ -150,8 +155,10 @@ def main() -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(f"\n## bench_jpeg.py — {stamp}, {dev}, {os.cpu_count()} cores, {a.n} generated "
-                    f"500x375 q90 JPEGs, torch {torch.__version__}\n\n{table}\n")
+            f.write(
+                f"\n## bench_jpeg.py — {stamp}, {dev}, {os.cpu_count()} cores, {a.n} generated "
+                f"500x375 q90 JPEGs, torch {torch.__version__}\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":

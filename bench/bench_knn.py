@@ -78,12 +78,31 @@ def _child(args: argparse.Namespace) -> None:
 
 def _memory(args: argparse.Namespace, path: str) -> list[dict]:
     rows = []
-    for backend, block in (("torch", args.block), ("torch", args.mem_public), ("faiss", args.block),
-                           ("faiss-index", args.mem_public)):
-        cmd = [sys.executable, __file__, "--child", path, "--backend", backend, "--block", str(block),
-               "--k", str(args.k), "--mem-queries", str(args.mem_queries), "--threads", str(args.threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                             env={**os.environ, "DEJAVU_NO_PROGRESS": "1"}).stdout
+    for backend, block in (
+        ("torch", args.block),
+        ("torch", args.mem_public),
+        ("faiss", args.block),
+        ("faiss-index", args.mem_public),
+    ):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            path,
+            "--backend",
+            backend,
+            "--block",
+            str(block),
+            "--k",
+            str(args.k),
+            "--mem-queries",
+            str(args.mem_queries),
+            "--threads",
+            str(args.threads),
+        ]
+        out = subprocess.run(
+            cmd, check=True, capture_output=True, text=True, env={**os.environ, "DEJAVU_NO_PROGRESS": "1"}
+        ).stdout
         r = json.loads(out.strip().splitlines()[-1])
         extra_mib = (r["peak_kib"] - r["base_kib"]) / 1024
         rows.append({"backend": backend, "block": block, "extra_mib": extra_mib, "seconds": r["seconds"]})
@@ -139,28 +158,42 @@ def main() -> None:
         path = os.path.join(tmp, "public.npy")
         mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(a.mem_public, a.dim))
         for s in range(0, a.mem_public, 8192):
-            mm[s:s + 8192] = np.random.default_rng(s).normal(size=(min(8192, a.mem_public - s), a.dim))
+            mm[s : s + 8192] = np.random.default_rng(s).normal(size=(min(8192, a.mem_public - s), a.dim))
         mm.flush()
         del mm
         mem = _memory(a, path)
     scale = 500_000 / a.mem_public
-    note = (f"Peak extra anonymous memory, {a.mem_queries} queries x {a.mem_public} x {a.dim} public "
-            f"(memmap), k={a.k}; extrapolated to 500k x 2048: streamed runs hold one block whatever N; "
-            "one-block runs scale with N.")
-    lines += ["", note, "",
-              "| backend | block rows | extra MiB | time (s) | extrapolated MiB at 500k x 2048 |", "|---|---|---|---|---|"]
+    note = (
+        f"Peak extra anonymous memory, {a.mem_queries} queries x {a.mem_public} x {a.dim} public "
+        f"(memmap), k={a.k}; extrapolated to 500k x 2048: streamed runs hold one block whatever N; "
+        "one-block runs scale with N."
+    )
+    lines += [
+        "",
+        note,
+        "",
+        "| backend | block rows | extra MiB | time (s) | extrapolated MiB at 500k x 2048 |",
+        "|---|---|---|---|---|",
+    ]
     for r in mem:
         streamed = r["block"] < a.mem_public
         # streamed: bounded by the block, constant in N; otherwise scaled with N (an upper bound:
         # the fixed overhead is scaled too)
         est = r["extra_mib"] if streamed else r["extra_mib"] * scale * 2048 / a.dim
-        kind = " (streamed)" if streamed else (" (whole set in a faiss index: the previous path)"
-                                               if r["backend"] == "faiss-index" else " (one block)")
+        kind = (
+            " (streamed)"
+            if streamed
+            else (
+                " (whole set in a faiss index: the previous path)" if r["backend"] == "faiss-index" else " (one block)"
+            )
+        )
         lines.append(f"| {r['backend']} | {r['block']}{kind} | {r['extra_mib']:.0f} | {r['seconds']:.2f} | {est:.0f} |")
-    head = (f"\n## bench_knn ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {a.threads} thread(s), "
-            f"load average {os.getloadavg()[0]:.1f})\n\n"
-            f"Speed: {a.queries} queries x {a.public} public x {a.dim}, k={a.k} (identical neighbours).\n\n")
+    head = (
+        f"\n## bench_knn ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {a.threads} thread(s), "
+        f"load average {os.getloadavg()[0]:.1f})\n\n"
+        f"Speed: {a.queries} queries x {a.public} public x {a.dim}, k={a.k} (identical neighbours).\n\n"
+    )
     text = head + "\n".join(lines) + "\n"
     print(text)
     if not a.no_append:

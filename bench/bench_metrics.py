@@ -86,15 +86,17 @@ def main() -> None:
     pairs = _pairs(rng, a.m, a.classes, a.k)
     t_all, _ = _best(a.repeat, compute_all, pairs, a.classes, n_boot=a.boot)
 
-    text = (f"\n## bench_metrics ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-            f"{os.getloadavg()[0]:.1f}, fastest of {a.repeat})\n\n"
-            "| measurement | time (s) | goal | note |\n|---|---|---|---|\n"
-            f"| confidence + top-1/top-5, {a.n} x k={a.k}, {a.classes} classes, vectorised | {t_vec:.3f} | < 1 s | "
-            f"{t_loop / t_vec:.0f}x faster than the row-wise loop |\n"
-            f"| same, row-wise loop (identical results) | {t_loop:.3f} | | |\n"
-            f"| compute_all, 2 x {a.m} examples, {a.classes} classes, {a.boot} bootstrap | {t_all:.2f} | < 3 s | "
-            f"28 s before |\n")
+    text = (
+        f"\n## bench_metrics ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}, fastest of {a.repeat})\n\n"
+        "| measurement | time (s) | goal | note |\n|---|---|---|---|\n"
+        f"| confidence + top-1/top-5, {a.n} x k={a.k}, {a.classes} classes, vectorised | {t_vec:.3f} | < 1 s | "
+        f"{t_loop / t_vec:.0f}x faster than the row-wise loop |\n"
+        f"| same, row-wise loop (identical results) | {t_loop:.3f} | | |\n"
+        f"| compute_all, 2 x {a.m} examples, {a.classes} classes, {a.boot} bootstrap | {t_all:.2f} | < 3 s | "
+        f"28 s before |\n"
+    )
     print(text)
     if not a.no_append:
         with open(RESULTS, "a") as f:

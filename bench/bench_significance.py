@@ -50,8 +50,12 @@ def pooled_control(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for x in "AB":
         parts = [{k: load_npy(folder / f"control_{x}_attk_{y}_{k}.npy") for k in KEYS} for y in "AB"]
-        out[x] = {k: np.concatenate([p[k].reshape(len(p[k]), -1) if k == "neighb_labels" else p[k].reshape(-1)
-                                     for p in parts]) for k in KEYS}
+        out[x] = {
+            k: np.concatenate(
+                [p[k].reshape(len(p[k]), -1) if k == "neighb_labels" else p[k].reshape(-1) for p in parts]
+            )
+            for k in KEYS
+        }
     assert np.array_equal(out["A"]["attk_idxs"], out["B"]["attk_idxs"])
     return out
 
@@ -65,8 +69,11 @@ def main_pairs(folder: Path, k: int, c: int):
 
 def split_pairs(pool, rows: dict[str, np.ndarray], k: int, c: int):
     """The four X_attk_Y scores when the pooled rows ``rows['A']``/``rows['B']`` are the halves."""
-    return {f"{x}_attk_{y}": pair_scores_from_arrays({key: pool[x][key][rows[y]] for key in KEYS}, k, c)
-            for x in "AB" for y in "AB"}
+    return {
+        f"{x}_attk_{y}": pair_scores_from_arrays({key: pool[x][key][rows[y]] for key in KEYS}, k, c)
+        for x in "AB"
+        for y in "AB"
+    }
 
 
 def random_parts(labels: np.ndarray, n_parts: int, rng) -> list[np.ndarray]:
@@ -87,8 +94,9 @@ def run_demos(method: str, out: Path, pairs: int, epochs: int) -> dict:
     if (d / "summary.json").is_file():
         return read_json(d / "summary.json")
     t = time.time()
-    cfg = DemoConfig.quick(out=str(d), method=method, pairs=pairs, epochs=epochs, snapshot_every=epochs,
-                           probe_epochs=0, report=False)
+    cfg = DemoConfig.quick(
+        out=str(d), method=method, pairs=pairs, epochs=epochs, snapshot_every=epochs, probe_epochs=0, report=False
+    )
     res = run_demo(cfg, force=True)
     print(f"{method}: {pairs} pairs in {time.time() - t:.0f}s", flush=True)
     return res.summary
@@ -98,8 +106,14 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
     cfg = summary["config"]
     k, c = cfg["k"], cfg["classes"]
     tag = f"{method}_{cfg['npc']}pc"
-    folders = [out / method / "attack" / (tag if len(summary["seeds"]) == 1 else f"{tag}_seed{s}")
-               / f"ep{summary['final']['epoch']}" for s in summary["seeds"]]
+    folders = [
+        out
+        / method
+        / "attack"
+        / (tag if len(summary["seeds"]) == 1 else f"{tag}_seed{s}")
+        / f"ep{summary['final']['epoch']}"
+        for s in summary["seeds"]
+    ]
     res = [read_json(f / "results.json") for f in folders]
     pools = [pooled_control(f) for f in folders]
     rng = np.random.default_rng(seed)
@@ -132,22 +146,37 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
     power = pair_level([x["excess"] for x in ex], shared_var=sv)
     bound = pair_level([x["excess"] for x in ex], [x["se"] for x in ex])
     alone = pair_level([x["excess"] for x in ex])
-    return {"method": method, "pairs": len(res), "cuts": cuts, "n_boot": n_boot,
-            "scores": [x["score"] for x in ex], "controls": [x["control"] for x in ex],
-            "excess_example_ci_excludes_0": [x["excludes_zero"] for x in ex],
-            "today_fp_stored": float(np.mean(today_stored)), "today_fp_resplit": float(np.mean(today_resplit)),
-            "new_fp": float(np.mean(new_fp)), "new_fp_bound": float(np.mean(new_fp_bound)),
-            "new_fp_pairs_only": float(np.mean(new_fp_pairs_only)),
-            "real": {"mean": power["mean"], "ci95": power["ci95"], "distinguishable": power["distinguishable"],
-                     "shared_var": sv, "sd_over_pairs": power["sd_over_pairs"]},
-            "real_bound": {"ci95": bound["ci95"], "distinguishable": bound["distinguishable"]},
-            "real_pairs_only": {"ci95": alone["ci95"], "distinguishable": alone["distinguishable"]}}
+    return {
+        "method": method,
+        "pairs": len(res),
+        "cuts": cuts,
+        "n_boot": n_boot,
+        "scores": [x["score"] for x in ex],
+        "controls": [x["control"] for x in ex],
+        "excess_example_ci_excludes_0": [x["excludes_zero"] for x in ex],
+        "today_fp_stored": float(np.mean(today_stored)),
+        "today_fp_resplit": float(np.mean(today_resplit)),
+        "new_fp": float(np.mean(new_fp)),
+        "new_fp_bound": float(np.mean(new_fp_bound)),
+        "new_fp_pairs_only": float(np.mean(new_fp_pairs_only)),
+        "real": {
+            "mean": power["mean"],
+            "ci95": power["ci95"],
+            "distinguishable": power["distinguishable"],
+            "shared_var": sv,
+            "sd_over_pairs": power["sd_over_pairs"],
+        },
+        "real_bound": {"ci95": bound["ci95"], "distinguishable": bound["distinguishable"]},
+        "real_pairs_only": {"ci95": alone["ci95"], "distinguishable": alone["distinguishable"]},
+    }
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| method | pairs | today's FPR: stored split | today's FPR: re-splits | **new test FPR** "
-            "| FPR, bound variant | FPR, pairs only | real excess @20%: mean [95% over pairs] | **detected** "
-            "| detected: bound / pairs only |")
+    head = (
+        "| method | pairs | today's FPR: stored split | today's FPR: re-splits | **new test FPR** "
+        "| FPR, bound variant | FPR, pairs only | real excess @20%: mean [95% over pairs] | **detected** "
+        "| detected: bound / pairs only |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
 
     def yes(x):
@@ -155,12 +184,14 @@ def table(rows: list[dict]) -> str:
 
     for r in rows:
         lo, hi = r["real"]["ci95"]
-        lines.append(f"| {r['method']} | {r['pairs']} | {100 * r['today_fp_stored']:.0f}% "
-                     f"| {100 * r['today_fp_resplit']:.1f}% | **{100 * r['new_fp']:.0f}%** "
-                     f"| {100 * r['new_fp_bound']:.0f}% | {100 * r['new_fp_pairs_only']:.0f}% "
-                     f"| {100 * r['real']['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-                     f"| **{yes(r['real']['distinguishable'])}** | {yes(r['real_bound']['distinguishable'])} / "
-                     f"{yes(r['real_pairs_only']['distinguishable'])} |")
+        lines.append(
+            f"| {r['method']} | {r['pairs']} | {100 * r['today_fp_stored']:.0f}% "
+            f"| {100 * r['today_fp_resplit']:.1f}% | **{100 * r['new_fp']:.0f}%** "
+            f"| {100 * r['new_fp_bound']:.0f}% | {100 * r['new_fp_pairs_only']:.0f}% "
+            f"| {100 * r['real']['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+            f"| **{yes(r['real']['distinguishable'])}** | {yes(r['real_bound']['distinguishable'])} / "
+            f"{yes(r['real_pairs_only']['distinguishable'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -186,11 +217,13 @@ def main(argv=None) -> int:
     print(txt)
     if a.append:
         with open(a.append, "a") as f:
-            f.write(f"\n## bench_significance.py ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
-                    f"{platform.processor() or platform.machine()}, {time.time() - t0:.0f} s)\n\n"
-                    f"`dejavu demo --quick` recipe, {a.epochs} epochs, {a.pairs} seed pairs per method, "
-                    f"control 40/class; FPR = share of 95% intervals excluding 0 on the held-out control "
-                    f"(top-1, 20%).\n\n{txt}\n")
+            f.write(
+                f"\n## bench_significance.py ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
+                f"{platform.processor() or platform.machine()}, {time.time() - t0:.0f} s)\n\n"
+                f"`dejavu demo --quick` recipe, {a.epochs} epochs, {a.pairs} seed pairs per method, "
+                f"control 40/class; FPR = share of 95% intervals excluding 0 on the held-out control "
+                f"(top-1, 20%).\n\n{txt}\n"
+            )
     return 0
 
 

@@ -39,8 +39,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_setting(name: str, cfg: TrainConfig, dev: torch.device, steps: int, compile_: bool,
-                  per_image: bool = True) -> dict:
+def bench_setting(
+    name: str, cfg: TrainConfig, dev: torch.device, steps: int, compile_: bool, per_image: bool = True
+) -> dict:
     eng = build_engine(cfg, dev)
     if compile_:
         eng.trainable = torch.compile(eng.trainable)
@@ -67,7 +68,8 @@ def bench_setting(name: str, cfg: TrainConfig, dev: torch.device, steps: int, co
     if per_image:
         fns["per_image"] = per_img
     for f in fns.values():  # warm-up (and compile)
-        f(); f()
+        f()
+        f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(steps):
         for k, f in fns.items():
@@ -77,8 +79,12 @@ def bench_setting(name: str, cfg: TrainConfig, dev: torch.device, steps: int, co
             _sync(dev)
             times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    row = {"setting": name, "compute_ms": med["compute"] * 1e3, "batched_ms": med["batched"] * 1e3,
-           "batched_ratio": med["batched"] / med["compute"]}
+    row = {
+        "setting": name,
+        "compute_ms": med["compute"] * 1e3,
+        "batched_ms": med["batched"] * 1e3,
+        "batched_ratio": med["batched"] / med["compute"],
+    }
     if per_image:
         row.update(per_image_ms=med["per_image"] * 1e3, per_image_ratio=med["per_image"] / med["compute"])
     return row
@@ -86,17 +92,34 @@ def bench_setting(name: str, cfg: TrainConfig, dev: torch.device, steps: int, co
 
 def settings(cuda: bool, cuda_only: bool):
     if not cuda_only:
-        demo = {"method": "vicreg", "arch": "smallcnn", "projector": "1024-1024", "image_size": 32,
-                "batch_size": 100}
+        demo = {"method": "vicreg", "arch": "smallcnn", "projector": "1024-1024", "image_size": 32, "batch_size": 100}
         yield "cpu demo vicreg smallcnn 32px b100 mild", TrainConfig(**demo, augment="mild"), "cpu", False
         yield "cpu demo vicreg smallcnn 32px b100 paper", TrainConfig(**demo, augment="paper"), "cpu", False
     if cuda:
         for comp in (False, True):
-            r18 = TrainConfig(method="vicreg", arch="resnet18", projector="2048-2048", image_size=64,
-                              batch_size=256, augment="paper", amp="bf16", channels_last=True, optimizer="lars")
+            r18 = TrainConfig(
+                method="vicreg",
+                arch="resnet18",
+                projector="2048-2048",
+                image_size=64,
+                batch_size=256,
+                augment="paper",
+                amp="bf16",
+                channels_last=True,
+                optimizer="lars",
+            )
             yield f"cuda resnet18 64px b256 paper bf16 cl compile={comp}", r18, "cuda", comp
-            r50 = TrainConfig(method="vicreg", arch="resnet50", projector="8192-8192-8192", image_size=224,
-                              batch_size=128, augment="paper", amp="bf16", channels_last=True, optimizer="lars")
+            r50 = TrainConfig(
+                method="vicreg",
+                arch="resnet50",
+                projector="8192-8192-8192",
+                image_size=224,
+                batch_size=128,
+                augment="paper",
+                amp="bf16",
+                channels_last=True,
+                optimizer="lars",
+            )
             yield f"cuda resnet50 224px b128 paper bf16 cl compile={comp}", r50, "cuda", comp
 
 
@@ -126,17 +149,20 @@ def main() -> None:
     head = "| setting | compute ms | batched ms | batched / compute | per-image ms | per-image / compute |"
     lines = [head, "|---|---|---|---|---|---|"]
     for r in rows:
-        pi = (f"{r['per_image_ms']:.1f} | {r['per_image_ratio']:.2f}" if "per_image_ms" in r else "- | -")
-        lines.append(f"| {r['setting']} | {r['compute_ms']:.1f} | {r['batched_ms']:.1f} | "
-                     f"{r['batched_ratio']:.2f} | {pi} |")
+        pi = f"{r['per_image_ms']:.1f} | {r['per_image_ratio']:.2f}" if "per_image_ms" in r else "- | -"
+        lines.append(
+            f"| {r['setting']} | {r['compute_ms']:.1f} | {r['batched_ms']:.1f} | {r['batched_ratio']:.2f} | {pi} |"
+        )
     table = "\n".join(lines)
     print(table)
     if not a.no_append:
         dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
-            f.write(f"\n## bench_train_input.py — {stamp}, {dev}, torch {torch.__version__}, "
-                    f"{torch.get_num_threads()} thread(s), median of {a.steps} interleaved steps\n\n{table}\n")
+            f.write(
+                f"\n## bench_train_input.py — {stamp}, {dev}, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} thread(s), median of {a.steps} interleaved steps\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":

@@ -78,24 +78,48 @@ def test_default_demo_shows_dejavu(tmp_path, seed):
 
 class _Res:
     def __init__(self, epoch, score, control, se=0.03):
-        e = {"score": score, "control": control, "excess": score - control, "se": se,
-             "ci95": [score - control - 2 * se, score - control + 2 * se], "excludes_zero": True}
-        m = {"top1": {"dejavu_score": score, "dejavu_score_100": score / 2, "target": {"20": 0.5, "100": 0.4},
-                      "reference": {"20": 0.5 - score, "100": 0.4 - score / 2},
-                      "ci95": {"dejavu_score": [score - 0.1, score + 0.1], "dejavu_score_100": [0, score]}},
-             "quadrants": {"memorized": 0.2, "correlated": 0.3}, "quadrants_ci95": {"memorized": [0.1, 0.3]}}
-        mc = {"top1": {"dejavu_score": control, "dejavu_score_100": control,
-                       "ci95": {"dejavu_score": [control - 0.1, control + 0.1], "dejavu_score_100": [-0.1, 0.1]}}}
-        self.results = {"epoch": epoch, "metrics": m,
-                        "control": {"metrics": mc, "excess": {"top1": {"20": e, "100": e}}}}
+        e = {
+            "score": score,
+            "control": control,
+            "excess": score - control,
+            "se": se,
+            "ci95": [score - control - 2 * se, score - control + 2 * se],
+            "excludes_zero": True,
+        }
+        m = {
+            "top1": {
+                "dejavu_score": score,
+                "dejavu_score_100": score / 2,
+                "target": {"20": 0.5, "100": 0.4},
+                "reference": {"20": 0.5 - score, "100": 0.4 - score / 2},
+                "ci95": {"dejavu_score": [score - 0.1, score + 0.1], "dejavu_score_100": [0, score]},
+            },
+            "quadrants": {"memorized": 0.2, "correlated": 0.3},
+            "quadrants_ci95": {"memorized": [0.1, 0.3]},
+        }
+        mc = {
+            "top1": {
+                "dejavu_score": control,
+                "dejavu_score_100": control,
+                "ci95": {"dejavu_score": [control - 0.1, control + 0.1], "dejavu_score_100": [-0.1, 0.1]},
+            }
+        }
+        self.results = {
+            "epoch": epoch,
+            "metrics": m,
+            "control": {"metrics": mc, "excess": {"top1": {"20": e, "100": e}}},
+        }
 
 
 def test_summary_of_several_pairs():
     """--pairs N: per-pair values and the interval over pairs in the summary and its text."""
     from dejavu.demo import format_summary, summarize
 
-    by_pair = {3: [_Res(30, 0.10, 0.0), _Res(60, 0.30, 0.02)], 4: [_Res(30, 0.05, 0.01), _Res(60, 0.25, -0.03)],
-               5: [_Res(30, 0.0, 0.0), _Res(60, 0.35, 0.05)]}
+    by_pair = {
+        3: [_Res(30, 0.10, 0.0), _Res(60, 0.30, 0.02)],
+        4: [_Res(30, 0.05, 0.01), _Res(60, 0.25, -0.03)],
+        5: [_Res(30, 0.0, 0.0), _Res(60, 0.35, 0.05)],
+    }
     s = summarize(by_pair, None, None, 12.0, DemoConfig.quick(pairs=3, seed=3))
     assert s["seeds"] == [3, 4, 5] and [p["final"]["excess"] for p in s["pairs"]] == pytest.approx([0.28, 0.28, 0.30])
     pl = s["pair_level"]["20"]

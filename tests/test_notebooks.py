@@ -42,6 +42,8 @@ def test_notebook_runs(name, small_run, tmp_path, monkeypatch):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     for fig in NOTEBOOKS[name]:
         assert (figs / fig).is_file() and (figs / fig).stat().st_size > 1000, fig
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors
     assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))

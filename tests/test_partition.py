@@ -137,8 +137,9 @@ def test_cli(synth_small, tmp_path, capsys):
     assert main(["data", "info", str(synth_small), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["num_images"] == 600 and abs(info["annotated_fraction"] - 0.4) < 1e-9
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--classes", "2", "--per-class", "3",
-                 "--size", "16"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(tmp_path / "s"), "--classes", "2", "--per-class", "3", "--size", "16"]) == 0
+    )
 
 
 def test_control_set_aside_and_invariants(synth_small, tmp_path):
@@ -189,13 +190,55 @@ def test_control_set_aside_and_invariants(synth_small, tmp_path):
 
 
 def test_control_cli(synth_small, tmp_path, capsys):
-    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--control", "2",
-                 "--out", str(tmp_path / "p")]) == 0
+    assert (
+        main(
+            [
+                "partition",
+                "--data",
+                str(synth_small),
+                "--per-class",
+                "5",
+                "--control",
+                "2",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
     assert "control: 20 held-out annotated images (2 per class" in capsys.readouterr().out
-    assert main(["partition", "--data", str(synth_small), "--per-class", "5", "--control", "-1",
-                 "--out", str(tmp_path / "q")]) == 2
+    assert (
+        main(
+            [
+                "partition",
+                "--data",
+                str(synth_small),
+                "--per-class",
+                "5",
+                "--control",
+                "-1",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 2
+    )
     # more than the public set holds: every annotated public image, short classes reported
-    assert main(["partition", "--data", str(synth_small), "--per-class", "10", "--control", "50",
-                 "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            [
+                "partition",
+                "--data",
+                str(synth_small),
+                "--per-class",
+                "10",
+                "--control",
+                "50",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert m["control"]["short_classes"] and m["control"]["counts"]["control"] < 500

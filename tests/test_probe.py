@@ -20,10 +20,26 @@ from dejavu.ssl.model import ModelSpec, SSLModel
 
 
 def _save(path, model, fingerprint, epoch=3, **cfg):
-    config = {"method": "supervised", "arch": "smallcnn", "projector": "64-32", "image_size": 32,
-              "num_classes": model.spec.num_classes, "npc": 10, "set": "A", **cfg}
-    atomic_torch_save(path, {"format": "dejavu-ckpt/1", "model": model.state_dict(), "epoch": epoch,
-                             "config": config, "fingerprint": fingerprint})
+    config = {
+        "method": "supervised",
+        "arch": "smallcnn",
+        "projector": "64-32",
+        "image_size": 32,
+        "num_classes": model.spec.num_classes,
+        "npc": 10,
+        "set": "A",
+        **cfg,
+    }
+    atomic_torch_save(
+        path,
+        {
+            "format": "dejavu-ckpt/1",
+            "model": model.state_dict(),
+            "epoch": epoch,
+            "config": config,
+            "fingerprint": fingerprint,
+        },
+    )
     return path
 
 
@@ -50,8 +66,16 @@ def trained_ckpt(synth_small, partition_small, tmp_path_factory):
 
 
 def test_probe_beats_chance_and_writes_contract(synth_small, partition_small, trained_ckpt, tmp_path):
-    res = probe(trained_ckpt, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "p",
-                augment=False, epochs=40, device="cpu")
+    res = probe(
+        trained_ckpt,
+        partition_small,
+        10,
+        DataPaths.resolve(data=synth_small),
+        tmp_path / "p",
+        augment=False,
+        epochs=40,
+        device="cpu",
+    )
     # 10 classes: chance is 0.1 top-1 and 0.5 top-5
     assert res.top1 > 0.3, res.top1
     assert res.top5 > res.top1 and res.top5 > 0.6
@@ -69,9 +93,27 @@ def test_probe_beats_chance_and_writes_contract(synth_small, partition_small, tr
 
 
 def test_probe_cli_augmented_projector_and_no_overwrite(synth_small, partition_small, trained_ckpt, tmp_path):
-    argv = ["probe", "--model", str(trained_ckpt), "--partition", str(partition_small), "--npc", "10",
-            "--data", str(synth_small), "--out", str(tmp_path / "q"), "--features", "projector",
-            "--epochs", "8", "--batch-size", "32", "--device", "cpu"]
+    argv = [
+        "probe",
+        "--model",
+        str(trained_ckpt),
+        "--partition",
+        str(partition_small),
+        "--npc",
+        "10",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(tmp_path / "q"),
+        "--features",
+        "projector",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     d = json.loads((tmp_path / "q" / "results.json").read_text())
     assert d["config"]["augment"] is True and d["config"]["features"] == "projector"
@@ -105,8 +147,15 @@ def test_original_recipe_lr_is_lin_probe_py_staircase():
     from dejavu.probe import RECIPES, recipe_lr, resolve_recipe
 
     r = resolve_recipe("original")
-    assert (r.head, r.epochs, r.batch_size, r.lr, r.end_lr, r.weight_decay, r.train_view) == \
-        ("linear", 20, 64, 10.0, 0.1, 0.0, "original")
+    assert (r.head, r.epochs, r.batch_size, r.lr, r.end_lr, r.weight_decay, r.train_view) == (
+        "linear",
+        20,
+        64,
+        10.0,
+        0.1,
+        0.0,
+        "original",
+    )
     # lin_probe.py's loop, literally: after step ct, every 50 steps, lr = start*(1-ct/n) + end*(ct/n)
     n = 20 * 37
     lr, used = 10.0, []
@@ -125,13 +174,29 @@ def test_original_recipe_run_names_itself(synth_small, partition_small, trained_
     atomic_torch_save(ck, d)
     res = probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "o", epochs=2, device="cpu")
     c = res.results["config"]
-    assert (c["recipe"], c["head"], c["batch_size"], c["lr"], c["end_lr"], c["weight_decay"], c["train_view"]) == \
-        ("original", "linear", 64, 10.0, 0.1, 0.0, "original")
+    assert (c["recipe"], c["head"], c["batch_size"], c["lr"], c["end_lr"], c["weight_decay"], c["train_view"]) == (
+        "original",
+        "linear",
+        64,
+        10.0,
+        0.1,
+        0.0,
+        "original",
+    )
     assert c["epochs"] == 2 and c["augment"] is True  # the override is recorded, the recipe still named
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in res.results["history"])
     # the recipe passed explicitly wins over the checkpoint's
-    res2 = probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "b", recipe="bn-cosine",
-                 epochs=1, augment=False, device="cpu")
+    res2 = probe(
+        ck,
+        partition_small,
+        10,
+        DataPaths.resolve(data=synth_small),
+        tmp_path / "b",
+        recipe="bn-cosine",
+        epochs=1,
+        augment=False,
+        device="cpu",
+    )
     assert res2.results["config"]["recipe"] == "bn-cosine" and res2.results["config"]["head"].startswith("bn")
     with pytest.raises(DejavuError, match="recipe"):
         probe(ck, partition_small, 10, DataPaths.resolve(data=synth_small), tmp_path / "x", recipe="mae")

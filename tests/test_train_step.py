@@ -72,5 +72,8 @@ def test_format_tags_are_the_ones_written():
     from dejavu.rcdm.model import FORMAT as RCDM
     from dejavu.ssl.checkpoint import FORMAT as CKPT
 
-    assert (CKPT, PROBE, RCDM) == (formats.CHECKPOINT, formats.PROBE, formats.RCDM) == \
-        ("dejavu-ckpt/1", "dejavu-probe/1", "dejavu-rcdm/1")
+    assert (
+        (CKPT, PROBE, RCDM)
+        == (formats.CHECKPOINT, formats.PROBE, formats.RCDM)
+        == ("dejavu-ckpt/1", "dejavu-probe/1", "dejavu-rcdm/1")
+    )

@@ -56,9 +56,7 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise UsageError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
-        )
+        raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
     kw = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in d.items()}
     obj = cls(**kw)
     validate = getattr(obj, "validate", None)
@@ -118,8 +116,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return d
 
 
-def load_config(cls: type[C], path: str | os.PathLike | None = None, sets: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> C:
+def load_config(
+    cls: type[C],
+    path: str | os.PathLike | None = None,
+    sets: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> C:
     """The one way every stage builds its settings: defaults < ``base`` < YAML file < ``--set``.
 
     Args:
@@ -181,13 +183,17 @@ def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
 def field_help(cls: type, name: str) -> str:
     """Help text of a config field (its ``metadata['help']``), with its default."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    default = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    default = (
+        f.default
+        if f.default is not dataclasses.MISSING
+        else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    )
     return f"{f.metadata.get('help', '')} (default: {default})".strip()
 
 
-def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: str | None = None,
-                    title: str = "configuration") -> None:
+def add_config_args(
+    parser: Any, cls: type, flags: tuple[str, ...] = (), kind: str | None = None, title: str = "configuration"
+) -> None:
     """Add ``--config``, ``--set`` and one ``--flag`` per listed field of ``cls``.
 
     The flags' types, choices, help and defaults all come from the dataclass (field
@@ -199,8 +205,14 @@ def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: s
     g = parser.add_argument_group(title)
     packaged = f" or a packaged {kind} config name" if kind else ""
     g.add_argument("--config", metavar="FILE|NAME", default=None, help=f"YAML config file{packaged}")
-    g.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override any {cls.__name__} key (repeatable; nested keys as a.b=value)")
+    g.add_argument(
+        "--set",
+        dest="set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override any {cls.__name__} key (repeatable; nested keys as a.b=value)",
+    )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in flags:
@@ -219,8 +231,9 @@ def add_config_args(parser: Any, cls: type, flags: tuple[str, ...] = (), kind: s
         g.add_argument("--" + name.replace("_", "-"), **kw)
 
 
-def config_from_args(cls: type[C], args: Any, flags: tuple[str, ...] = (), kind: str | None = None,
-                     base: dict[str, Any] | None = None) -> C:
+def config_from_args(
+    cls: type[C], args: Any, flags: tuple[str, ...] = (), kind: str | None = None, base: dict[str, Any] | None = None
+) -> C:
     """Build a stage's config: dataclass defaults < ``base`` < ``--config`` < flags < ``--set``.
 
     Args:

@@ -69,8 +69,16 @@ class DemoConfig:
     @classmethod
     def quick(cls, **kw) -> DemoConfig:
         """Every stage, smaller and shorter: about 2 minutes on 2 cores."""
-        base: dict[str, Any] = dict(per_class=140, annotated_fraction=80 / 140, control_per_class=40, epochs=60,
-                                    snapshot_every=30, k=10, probe_epochs=30, rcdm_steps=200)
+        base: dict[str, Any] = dict(
+            per_class=140,
+            annotated_fraction=80 / 140,
+            control_per_class=40,
+            epochs=60,
+            snapshot_every=30,
+            k=10,
+            probe_epochs=30,
+            rcdm_steps=200,
+        )
         base.update(kw)
         return cls(**base)
 
@@ -111,8 +119,9 @@ def _train_one(args: tuple) -> str:
 
     cfg = TrainConfig(**{**cfg_dict, "threads": threads})
     # --force starts over; otherwise an interrupted demo continues from last.pth
-    res = train(cfg, DataPaths(Path(images), Path(bboxes) if bboxes else None), index_file, out,
-                resume=not force, force=force)
+    res = train(
+        cfg, DataPaths(Path(images), Path(bboxes) if bboxes else None), index_file, out, resume=not force, force=force
+    )
     return str(res.out)
 
 
@@ -138,13 +147,21 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
 
     # 1) data
     data = out / "data"
-    scfg = SynthConfig(classes=cfg.classes, per_class=cfg.per_class, size=cfg.size,
-                       annotated_fraction=cfg.annotated_fraction, seed=cfg.seed)
+    scfg = SynthConfig(
+        classes=cfg.classes,
+        per_class=cfg.per_class,
+        size=cfg.size,
+        annotated_fraction=cfg.annotated_fraction,
+        seed=cfg.seed,
+    )
     if not (data / "synth.json").exists() or force:
         generate(data, scfg, force=True, workers=min(2, os.cpu_count() or 1))
     how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "usable cores"
-    _stamp(f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; "
-           f"torch threads {threads} ({how})", t0)
+    _stamp(
+        f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; "
+        f"torch threads {threads} ({how})",
+        t0,
+    )
 
     # 2) partition with the held-out control (removed from the public set every attack searches)
     paths = DataPaths.resolve(data=data)
@@ -153,8 +170,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     pres = partition(paths, [cfg.npc], pdir, force=True, index=index, control=cfg.control_per_class)
     c = pres.splits[cfg.npc].counts()
     n_ctrl = len(pres.control.all) if pres.control is not None else 0
-    _stamp(f"partition: |A|=|B|={c['bbox_A']} attacked images, public {c['public']}, "
-           f"control {n_ctrl} held-out", t0)
+    _stamp(f"partition: |A|=|B|={c['bbox_A']} attacked images, public {c['public']}, control {n_ctrl} held-out", t0)
 
     # 3) train target (A) and reference (B) of each pair; same seed -> same initial weights
     seeds = [cfg.seed + i for i in range(max(1, cfg.pairs))]
@@ -162,16 +178,35 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     pair_runs = {s: {y: out / "train" / f"{names[s]}_{y}" for y in "AB"} for s in seeds}
     jobs = []
     for sd in seeds:
-        tcfg = load_train_config(method=cfg.method, sets=[
-            f"epochs={cfg.epochs}", f"snapshot_every={cfg.snapshot_every}", f"seed={sd}",
-            f"image_size={cfg.size}", "knn_every=0", *cfg.extra_train_sets])
-        jobs += [(asdict(tcfg), str(paths.images), str(paths.bboxes),
-                  str(pdir / f"{cfg.npc}_per_class" / f"train_{y}.npy"), str(pair_runs[sd][y]), force, 1)
-                 for y in "AB"]
+        tcfg = load_train_config(
+            method=cfg.method,
+            sets=[
+                f"epochs={cfg.epochs}",
+                f"snapshot_every={cfg.snapshot_every}",
+                f"seed={sd}",
+                f"image_size={cfg.size}",
+                "knn_every=0",
+                *cfg.extra_train_sets,
+            ],
+        )
+        jobs += [
+            (
+                asdict(tcfg),
+                str(paths.images),
+                str(paths.bboxes),
+                str(pdir / f"{cfg.npc}_per_class" / f"train_{y}.npy"),
+                str(pair_runs[sd][y]),
+                force,
+                1,
+            )
+            for y in "AB"
+        ]
     parallel = _cores() >= 2 and cfg.threads in (None, 1)
-    _stamp(f"train: {cfg.method} x{len(jobs)} ({len(seeds)} pair(s), {cfg.epochs} epochs, snapshots every "
-           f"{cfg.snapshot_every}; {'2 processes x 1 thread' if parallel else f'sequential, {threads} thread(s)'})",
-           t0)
+    _stamp(
+        f"train: {cfg.method} x{len(jobs)} ({len(seeds)} pair(s), {cfg.epochs} epochs, snapshots every "
+        f"{cfg.snapshot_every}; {'2 processes x 1 thread' if parallel else f'sequential, {threads} thread(s)'})",
+        t0,
+    )
     _map(_train_one, jobs, parallel, threads)
     _stamp("train: done", t0)
     runs = pair_runs[seeds[0]]
@@ -182,10 +217,20 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     for sd in seeds:
         r = pair_runs[sd]
         epochs = sorted(set(snapshot_epochs(r["A"])) & set(snapshot_epochs(r["B"])))
-        by_pair[sd] = [attack(r["A"] / f"model_ep{ep}.pth", r["B"] / f"model_ep{ep}.pth", pdir, paths,
-                              out / "attack" / names[sd] / f"ep{ep}", acfg, force=True, index=index,
-                              control="partition" if n_ctrl else "none")
-                       for ep in progress(epochs, desc=f"attack snapshots (seed {sd})")]
+        by_pair[sd] = [
+            attack(
+                r["A"] / f"model_ep{ep}.pth",
+                r["B"] / f"model_ep{ep}.pth",
+                pdir,
+                paths,
+                out / "attack" / names[sd] / f"ep{ep}",
+                acfg,
+                force=True,
+                index=index,
+                control="partition" if n_ctrl else "none",
+            )
+            for ep in progress(epochs, desc=f"attack snapshots (seed {sd})")
+        ]
     atk = by_pair[seeds[0]]
     _stamp(f"attack: {sum(len(v) for v in by_pair.values())} snapshot pairs, each with the held-out control", t0)
     final_ep = max(r.results["epoch"] for r in atk)
@@ -195,8 +240,17 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     final = max(r.results["epoch"] for r in atk)
     pr = None
     if cfg.probe_epochs > 0:
-        pr = probe(runs["A"] / f"model_ep{final}.pth", pdir, cfg.npc, paths, out / "probe" / f"{tag}_A",
-                   epochs=cfg.probe_epochs, augment=False, device="cpu", force=True)
+        pr = probe(
+            runs["A"] / f"model_ep{final}.pth",
+            pdir,
+            cfg.npc,
+            paths,
+            out / "probe" / f"{tag}_A",
+            epochs=cfg.probe_epochs,
+            augment=False,
+            device="cpu",
+            force=True,
+        )
         _stamp(f"probe: top-1 {pr.top1:.3f}", t0)
 
     # 7) optional RCDM
@@ -222,17 +276,27 @@ def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, 
     from dejavu.audit.compare import memorized_overlap
     from dejavu.audit.config import AuditConfig
     from dejavu.audit.run import audit
+
     acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(pdir / "control.npy"))
     dest = out / "audit" / f"{tag}_A" / f"ep{final}"
     r = audit(runs["A"] / f"model_ep{final}.pth", pdir, paths, dest, acfg, force=True, index=index)
     m = r.metrics
-    info = {"dir": str(dest), "epoch": final, "dejavu_score": m["top1"]["dejavu_score"],
-            "dejavu_score_ci95": m["top1"]["ci95"]["dejavu_score"], "gap_100": m["top1"]["dejavu_score_100"],
-            "gap_100_ci95": m["top1"]["ci95"]["dejavu_score_100"], "memorized": m["quadrants"]["memorized"],
-            "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
-            "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A")}
-    _stamp(f"audit (one model): score {100 * info['dejavu_score']:+.1f} points; classifier held-out accuracy "
-           f"{100 * (info['classifier_heldout_acc'] or 0):.1f}%", t0)
+    info = {
+        "dir": str(dest),
+        "epoch": final,
+        "dejavu_score": m["top1"]["dejavu_score"],
+        "dejavu_score_ci95": m["top1"]["ci95"]["dejavu_score"],
+        "gap_100": m["top1"]["dejavu_score_100"],
+        "gap_100_ci95": m["top1"]["ci95"]["dejavu_score_100"],
+        "memorized": m["quadrants"]["memorized"],
+        "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
+        "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A"),
+    }
+    _stamp(
+        f"audit (one model): score {100 * info['dejavu_score']:+.1f} points; classifier held-out accuracy "
+        f"{100 * (info['classifier_heldout_acc'] or 0):.1f}%",
+        t0,
+    )
     return info
 
 
@@ -248,8 +312,16 @@ def _train_rcdm_one(args: tuple) -> str:
     from dejavu.rcdm.train import train_rcdm
 
     cfg = load_config(RCDMConfig, packaged_config("rcdm", "tiny.yaml"), [f"steps={steps}"])
-    train_rcdm(cfg, ssl_ckpt, pdir, DataPaths(Path(images), Path(bboxes) if bboxes else None), out,
-               resume=not force, force=force, device="cpu")
+    train_rcdm(
+        cfg,
+        ssl_ckpt,
+        pdir,
+        DataPaths(Path(images), Path(bboxes) if bboxes else None),
+        out,
+        resume=not force,
+        force=force,
+        device="cpu",
+    )
     return str(out)
 
 
@@ -259,13 +331,33 @@ def _run_rcdm(cfg, out, runs, pdir, paths, final, tag, t0, force, parallel, thre
     from dejavu.rcdm.reconstruct import reconstruct
 
     dirs = {s: out / "rcdm" / f"{tag}_{s}" for s in "AB"}
-    jobs = [(str(runs[s] / f"model_ep{final}.pth"), str(pdir), str(paths.images), str(paths.bboxes), str(dirs[s]),
-             cfg.rcdm_steps, force, 1) for s in "AB"]
+    jobs = [
+        (
+            str(runs[s] / f"model_ep{final}.pth"),
+            str(pdir),
+            str(paths.images),
+            str(paths.bboxes),
+            str(dirs[s]),
+            cfg.rcdm_steps,
+            force,
+            1,
+        )
+        for s in "AB"
+    ]
     _stamp(f"rcdm: training 2 tiny RCDMs ({cfg.rcdm_steps} steps each)", t0)
     _map(_train_rcdm_one, jobs, parallel, threads)
     rec_dir = out / "rcdm" / "reconstructions"
-    res = reconstruct(out / "attack" / tag / f"ep{final}", dirs["A"], dirs["B"], "most-memorized:4", rec_dir,
-                      samples=4, data=paths, device="cpu", force=True)
+    res = reconstruct(
+        out / "attack" / tag / f"ep{final}",
+        dirs["A"],
+        dirs["B"],
+        "most-memorized:4",
+        rec_dir,
+        samples=4,
+        data=paths,
+        device="cpu",
+        force=True,
+    )
     _stamp(f"rcdm: {len(res.items)} reconstructions in {rec_dir}", t0)
     return {"dirs": {k: str(v) for k, v in dirs.items()}, "reconstructions": str(rec_dir)}
 
@@ -307,16 +399,22 @@ def _epoch_row(r) -> dict[str, Any]:
         "dejavu_score_ci95": _g(m, "top1", "ci95", "dejavu_score"),
         "gap_100": _g(m, "top1", "dejavu_score_100"),
         "gap_100_ci95": _g(m, "top1", "ci95", "dejavu_score_100"),
-        "target_20": _g(m, "top1", "target", "20"), "reference_20": _g(m, "top1", "reference", "20"),
-        "target_100": _g(m, "top1", "target", "100"), "reference_100": _g(m, "top1", "reference", "100"),
-        "memorized": _g(m, "quadrants", "memorized"), "correlated": _g(m, "quadrants", "correlated"),
+        "target_20": _g(m, "top1", "target", "20"),
+        "reference_20": _g(m, "top1", "reference", "20"),
+        "target_100": _g(m, "top1", "target", "100"),
+        "reference_100": _g(m, "top1", "reference", "100"),
+        "memorized": _g(m, "quadrants", "memorized"),
+        "correlated": _g(m, "quadrants", "correlated"),
         "memorized_ci95": _g(m, "quadrants_ci95", "memorized"),
         "control_gap_100": _g(mc, "top1", "dejavu_score_100"),
         "control_gap_100_ci95": _g(mc, "top1", "ci95", "dejavu_score_100"),
         "control_score": _g(mc, "top1", "dejavu_score"),
         "control_score_ci95": _g(mc, "top1", "ci95", "dejavu_score"),
-        "excess": ex.get("excess", float("nan")), "excess_ci95": ex.get("ci95"), "excess_se": ex.get("se"),
-        "excess_100": ex100.get("excess", float("nan")), "excess_100_ci95": ex100.get("ci95"),
+        "excess": ex.get("excess", float("nan")),
+        "excess_ci95": ex.get("ci95"),
+        "excess_se": ex.get("se"),
+        "excess_100": ex100.get("excess", float("nan")),
+        "excess_100_ci95": ex100.get("ci95"),
     }
 
 
@@ -329,15 +427,25 @@ def summarize(by_pair: dict[int, list], pr, report, seconds, cfg, rcdm_info=None
     finals = [by_pair[sd][-1].results for sd in seeds]
     dirs = [getattr(by_pair[sd][-1], "out", None) for sd in seeds]
     shared = shared_variance_from_folders(dirs) if len(seeds) >= 2 and None not in dirs else None
-    pair_level = {p: pairs_from_results(finals, "top1", p, shared.get(("top1", p)) if shared else None)
-                  for p in ("20", "100")}
+    pair_level = {
+        p: pairs_from_results(finals, "top1", p, shared.get(("top1", p)) if shared else None) for p in ("20", "100")
+    }
     head = finals[0].get("control", {}).get("excess", {}).get("top1", {}).get("20")
     verdict = verdict_text(head, pair_level["20"]) if head else "no held-out control"
-    return {"config": asdict(cfg), "seconds": round(seconds, 1), "epochs": rows[seeds[0]], "final": rows[seeds[0]][-1],
-            "seeds": seeds, "pairs": [{"seed": sd, "final": rows[sd][-1], "epochs": rows[sd]} for sd in seeds],
-            "pair_level": pair_level, "verdict": verdict,
-            "probe_top1": pr.top1 if pr else None, "probe_top5": pr.top5 if pr else None,
-            "report": str(report) if report else None, "rcdm": rcdm_info}
+    return {
+        "config": asdict(cfg),
+        "seconds": round(seconds, 1),
+        "epochs": rows[seeds[0]],
+        "final": rows[seeds[0]][-1],
+        "seeds": seeds,
+        "pairs": [{"seed": sd, "final": rows[sd][-1], "epochs": rows[sd]} for sd in seeds],
+        "pair_level": pair_level,
+        "verdict": verdict,
+        "probe_top1": pr.top1 if pr else None,
+        "probe_top5": pr.top5 if pr else None,
+        "report": str(report) if report else None,
+        "rcdm": rcdm_info,
+    }
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -369,13 +477,19 @@ def format_summary(s: dict[str, Any]) -> str:
         "  gap @100% by epoch: " + ", ".join(f"ep{e['epoch']} {100 * e['gap_100']:+.1f}" for e in s["epochs"]),
     ]
     if n > 1:
-        lines.append("  per pair @20% (seed: score / control / excess): " + ", ".join(
-            f"{p['seed']}: {100 * p['final']['dejavu_score']:+.1f}/{100 * p['final']['control_score']:+.1f}/"
-            f"{100 * p['final']['excess']:+.1f}" for p in s["pairs"]))
+        lines.append(
+            "  per pair @20% (seed: score / control / excess): "
+            + ", ".join(
+                f"{p['seed']}: {100 * p['final']['dejavu_score']:+.1f}/{100 * p['final']['control_score']:+.1f}/"
+                f"{100 * p['final']['excess']:+.1f}"
+                for p in s["pairs"]
+            )
+        )
     lines.append(f"  verdict: {s['verdict']}")
     if s.get("probe_top1") is not None:
-        lines.append(f"  linear probe (target model, backbone): top-1 {pct(s['probe_top1'])}  "
-                     f"top-5 {pct(s['probe_top5'])}")
+        lines.append(
+            f"  linear probe (target model, backbone): top-1 {pct(s['probe_top1'])}  top-5 {pct(s['probe_top5'])}"
+        )
     if s.get("report"):
         lines.append(f"  report: {s['report']}")
     return "\n".join(lines)
@@ -385,11 +499,13 @@ def _audit_lines(a: dict[str, Any] | None, ci) -> list[str]:
     if not a:
         return []
     o = a["overlap"]
-    return [f"  one-model audit of the target (crop classifier as reference), set A: @20% "
-            f"{100 * a['dejavu_score']:+.1f} CI {ci(a['dejavu_score_ci95'])}   @100% {100 * a['gap_100']:+.1f} "
-            f"CI {ci(a['gap_100_ci95'])}",
-            f"    memorized {100 * a['memorized']:.1f}%; {o['both']} of the {o['memorized_two_model']} two-model "
-            f"memorized examples of set A found (chance {100 * o['chance_recall']:.0f}%)"]
+    return [
+        f"  one-model audit of the target (crop classifier as reference), set A: @20% "
+        f"{100 * a['dejavu_score']:+.1f} CI {ci(a['dejavu_score_ci95'])}   @100% {100 * a['gap_100']:+.1f} "
+        f"CI {ci(a['gap_100_ci95'])}",
+        f"    memorized {100 * a['memorized']:.1f}%; {o['both']} of the {o['memorized_two_model']} two-model "
+        f"memorized examples of set A found (chance {100 * o['chance_recall']:.0f}%)",
+    ]
 
 
 def register(sub) -> None:
@@ -404,25 +520,46 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for data and training (default: %(default)s)")
-    p.add_argument("--method", default="vicreg",
-                   help="SSL method: vicreg, simclr, barlow, byol, dino, supervised (default: %(default)s)")
+    p.add_argument(
+        "--method",
+        default="vicreg",
+        help="SSL method: vicreg, simclr, barlow, byol, dino, supervised (default: %(default)s)",
+    )
     p.add_argument("--quick", action="store_true", help="smaller and shorter: every stage in ~2 minutes")
-    p.add_argument("--pairs", type=int, default=1, metavar="N",
-                   help="train N model pairs differing only in the training seed (seed, seed+1, ...) and "
-                   "give the excess over the held-out control with an interval over pairs, which covers "
-                   "training randomness (default 1: it is not covered; a claim needs >= 3)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N model pairs differing only in the training seed (seed, seed+1, ...) and "
+        "give the excess over the held-out control with an interval over pairs, which covers "
+        "training randomness (default 1: it is not covered; a claim needs >= 3)",
+    )
     p.add_argument("--epochs", type=int, help="training epochs (default: 300; --quick 60)")
     p.add_argument("--rcdm", action="store_true", help="also train two tiny RCDMs and reconstruct crops")
     p.add_argument("--threads", type=int, help="torch threads (default: DEJAVU_THREADS, else the usable cores)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra training config override (repeatable), e.g. --set augment=paper")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra training config override (repeatable), e.g. --set augment=paper",
+    )
     p.add_argument("--force", action="store_true", help="redo an existing demo run in --out")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    kw: dict[str, Any] = dict(out=args.out, seed=args.seed, method=args.method, rcdm=args.rcdm,
-                              threads=args.threads, extra_train_sets=list(args.sets), pairs=args.pairs)
+    kw: dict[str, Any] = dict(
+        out=args.out,
+        seed=args.seed,
+        method=args.method,
+        rcdm=args.rcdm,
+        threads=args.threads,
+        extra_train_sets=list(args.sets),
+        pairs=args.pairs,
+    )
     if args.pairs < 1:
         raise UsageError(f"--pairs: expected a number of model pairs >= 1, got {args.pairs}")
     cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**kw)

@@ -19,5 +19,16 @@ ANALYSIS = "dejavu-analysis/1"  # dejavu analyze's re-scored results
 RCDM = "dejavu-rcdm/1"  # RCDM checkpoints (dejavu.rcdm)
 RCDM_RECONSTRUCT = "dejavu-rcdm-reconstruct/1"  # reconstruct.json (dejavu.rcdm.reconstruct)
 
-__all__ = ["ANALYSIS", "ATTACK", "ATTACK_READABLE", "AUDIT", "BETON", "CHECKPOINT", "FIGURES", "PARTITION", "PROBE",
-           "RCDM", "RCDM_RECONSTRUCT"]
+__all__ = [
+    "ANALYSIS",
+    "ATTACK",
+    "ATTACK_READABLE",
+    "AUDIT",
+    "BETON",
+    "CHECKPOINT",
+    "FIGURES",
+    "PARTITION",
+    "PROBE",
+    "RCDM",
+    "RCDM_RECONSTRUCT",
+]

@@ -220,8 +220,10 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except pickle.UnpicklingError as e:
         # torch's message is long and suggests weights_only=False; keep only its diagnosis
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if ln.startswith(("Unsupported", "Trying to", "Could not"))),
-                      lines[-1] if lines else "unsafe content")
+        detail = next(
+            (ln for ln in lines if ln.startswith(("Unsupported", "Trying to", "Could not"))),
+            lines[-1] if lines else "unsafe content",
+        )
         raise DejavuError(
             f"{path}: refused to load: not a plain weights file ({detail}); it is corrupt, of another "
             "format, or holds objects that would run code, and dejavu never loads checkpoints unsafely"
@@ -246,8 +248,13 @@ _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 def _holder_info(stage: str) -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "job_id": os.environ.get("SLURM_JOB_ID"),
-            "stage": stage, "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "stage": stage,
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def describe_holder(info: dict[str, Any]) -> str:
@@ -294,8 +301,10 @@ def _acquire(folder: Path, stage: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DejavuError(f"{folder}: in use by another dejavu process ({describe_holder(_read_holder(path))}); "
-                              f"wait for it to end, or delete {path} if that process is dead") from None
+            raise DejavuError(
+                f"{folder}: in use by another dejavu process ({describe_holder(_read_holder(path))}); "
+                f"wait for it to end, or delete {path} if that process is dead"
+            ) from None
         except OSError as e:
             if e.errno not in _NO_FLOCK:
                 os.close(fd)
@@ -303,8 +312,10 @@ def _acquire(folder: Path, stage: str) -> int:
             holder = _read_holder(path)
             if holder and holder.get("pid") != os.getpid() and _pid_alive_here(holder):
                 os.close(fd)
-                raise DejavuError(f"{folder}: in use by another dejavu process ({describe_holder(holder)}); "
-                                  f"wait for it to end, or delete {path} if that process is dead") from None
+                raise DejavuError(
+                    f"{folder}: in use by another dejavu process ({describe_holder(holder)}); "
+                    f"wait for it to end, or delete {path} if that process is dead"
+                ) from None
         try:  # the file we locked may have been removed by its previous holder meanwhile
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -356,8 +367,7 @@ def folder_lock(folder: str | os.PathLike, stage: str) -> Iterator[Path]:
                 folder.rmdir()  # only succeeds when empty
 
 
-def locks_output(stage: str, param: str = "out",
-                 folder_of: Callable[[dict[str, Any]], Any] | None = None) -> Callable:
+def locks_output(stage: str, param: str = "out", folder_of: Callable[[dict[str, Any]], Any] | None = None) -> Callable:
     """Decorator: run the stage function holding :func:`folder_lock` on its output folder.
 
     Args:
@@ -366,6 +376,7 @@ def locks_output(stage: str, param: str = "out",
         folder_of: maps the bound arguments to the folder (e.g. the parent of an output file);
             returning None runs the function without a lock.
     """
+
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
 

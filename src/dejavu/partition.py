@@ -131,9 +131,7 @@ def check_invariants(splits: dict[int, NpcSplit], targets: np.ndarray | None = N
             cb = np.bincount(targets[s["bbox_B"]], minlength=targets.max() + 1)
             if not np.array_equal(ca, cb):
                 c = int(np.nonzero(ca != cb)[0][0])
-                raise InvariantError(
-                    f"{npc}_per_class: |bbox_A| != |bbox_B| for class {c} ({ca[c]} vs {cb[c]})"
-                )
+                raise InvariantError(f"{npc}_per_class: |bbox_A| != |bbox_B| for class {c} ({ca[c]} vs {cb[c]})")
     for small, big in zip(npcs, npcs[1:]):
         pb, ps = splits[big].sets["public"], splits[small].sets["public"]
         extra = np.setdiff1d(pb, ps)
@@ -153,9 +151,9 @@ def check_invariants(splits: dict[int, NpcSplit], targets: np.ndarray | None = N
             )
 
 
-def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int]) -> tuple[
-    dict[int, NpcSplit], np.ndarray, int, list[int]
-]:
+def compute_partition(
+    targets: np.ndarray, annotated: np.ndarray, npcs: list[int]
+) -> tuple[dict[int, NpcSplit], np.ndarray, int, list[int]]:
     """Pure function on arrays: per-npc sets, the val set, its per-class count,
     and the classes without any public image."""
     targets = np.asarray(targets, dtype=np.int64)
@@ -185,10 +183,18 @@ def compute_partition(targets: np.ndarray, annotated: np.ndarray, npcs: list[int
             nb = len(sets["bbox_A"])
             limited += nb < npc
             if len(sets["train_A"]) < npc:
-                short.append({"class": c, "annotated": int(len(bbox)), "unannotated": int(len(no_bbox)),
-                              "bbox_A": nb, "train_A": int(len(sets["train_A"]))})
-        sets = {k: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64)
-                for k, v in parts.items()}
+                short.append(
+                    {
+                        "class": c,
+                        "annotated": int(len(bbox)),
+                        "unannotated": int(len(no_bbox)),
+                        "bbox_A": nb,
+                        "train_A": int(len(sets["train_A"])),
+                    }
+                )
+        sets = {
+            k: np.sort(np.concatenate(v)).astype(np.int64) if v else np.zeros(0, np.int64) for k, v in parts.items()
+        }
         splits[npc] = NpcSplit(npc, sets, short, limited)
 
     val_set, per, without = balanced_val(splits[npcs[-1]].sets["public"], targets, n_classes)
@@ -226,8 +232,9 @@ class ControlSplit:
         return {"control": int(len(self.all)), "control_A": int(len(self.A)), "control_B": int(len(self.B))}
 
 
-def set_aside_control(splits: dict[int, NpcSplit], targets: np.ndarray, annotated: np.ndarray,
-                      per_class: int) -> ControlSplit:
+def set_aside_control(
+    splits: dict[int, NpcSplit], targets: np.ndarray, annotated: np.ndarray, per_class: int
+) -> ControlSplit:
     """Take the first ``per_class`` annotated images of each class of the attack public set
     (that of the largest npc) as the control, remove them from every npc's public set, and
     split each class alternately into halves A and B. Mutates ``splits``."""
@@ -245,12 +252,13 @@ def set_aside_control(splits: dict[int, NpcSplit], targets: np.ndarray, annotate
             short.append({"class": int(c), "control": int(len(got))})
         halves["A"].append(got[0::2])
         halves["B"].append(got[1::2])
-    a, b = (np.sort(np.concatenate(halves[h])).astype(np.int64) if halves[h] else np.zeros(0, np.int64)
-            for h in "AB")
+    a, b = (np.sort(np.concatenate(halves[h])).astype(np.int64) if halves[h] else np.zeros(0, np.int64) for h in "AB")
     ctrl = np.union1d(a, b).astype(np.int64)
     if len(a) == 0 or len(b) == 0:
-        raise DejavuError(f"--control {per_class}: the public set holds too few annotated images "
-                          f"({len(ctrl)}) to set aside a control with two halves")
+        raise DejavuError(
+            f"--control {per_class}: the public set holds too few annotated images "
+            f"({len(ctrl)}) to set aside a control with two halves"
+        )
     for sp in splits.values():
         sp.sets["public"] = np.setdiff1d(sp.sets["public"], ctrl).astype(np.int64)
     return ControlSplit(ctrl, a, b, per_class, short)
@@ -266,8 +274,9 @@ def check_control(splits: dict[int, NpcSplit], control: ControlSplit) -> None:
     for npc, sp in sorted(splits.items()):
         for name in ("train_A", "train_B", "public"):
             if len(np.intersect1d(control.all, sp.sets[name])):
-                raise InvariantError(f"control overlaps {npc}_per_class/{name} "
-                                     f"(e.g. index {_example(control.all, sp.sets[name])})")
+                raise InvariantError(
+                    f"control overlaps {npc}_per_class/{name} (e.g. index {_example(control.all, sp.sets[name])})"
+                )
 
 
 @locks_output("partition")
@@ -323,17 +332,24 @@ def partition(
         "counts": {str(n): splits[n].counts() for n in npcs},
         "short_classes": {str(n): splits[n].short_classes for n in npcs},
         "bbox_limited_classes": {str(n): splits[n].bbox_limited for n in npcs},
-        "val_set": {"size": int(len(val_set)), "per_class": per,
-                    "classes_without_public": [index.classes[c] for c in without]},
+        "val_set": {
+            "size": int(len(val_set)),
+            "per_class": per,
+            "classes_without_public": [index.classes[c] for c in without],
+        },
     }
     if ctrl is not None:
-        manifest["control"] = {"per_class": ctrl.per_class, "files": {n: f"{n}.npy" for n in CONTROL_FILES},
-                               "counts": ctrl.counts(), "halves": "alternate within each class, first to A",
-                               "short_classes": [{**s, "class": index.classes[s["class"]]}
-                                                 for s in ctrl.short_classes]}
+        manifest["control"] = {
+            "per_class": ctrl.per_class,
+            "files": {n: f"{n}.npy" for n in CONTROL_FILES},
+            "counts": ctrl.counts(),
+            "halves": "alternate within each class, first to A",
+            "short_classes": [{**s, "class": index.classes[s["class"]]} for s in ctrl.short_classes],
+        }
     atomic_write_json(manifest_path, manifest)
-    return PartitionResult(out, index.fingerprint, splits, val_set, per,
-                           [index.classes[c] for c in without], manifest, ctrl)
+    return PartitionResult(
+        out, index.fingerprint, splits, val_set, per, [index.classes[c] for c in without], manifest, ctrl
+    )
 
 
 @dataclass
@@ -382,11 +398,18 @@ class Partition:
         for n, arr in sets.items():
             if len(np.unique(arr)) != len(arr):
                 raise InvariantError(f"{where[n]}: contains duplicate indices")
-        for a, b in (("bbox_A", "bbox_B"), ("bbox_A", "train_B"), ("bbox_B", "train_A"),
-                     ("public", "train_A"), ("public", "train_B")):
+        for a, b in (
+            ("bbox_A", "bbox_B"),
+            ("bbox_A", "train_B"),
+            ("bbox_B", "train_A"),
+            ("public", "train_A"),
+            ("public", "train_B"),
+        ):
             if len(np.intersect1d(sets[a], sets[b])):
-                raise InvariantError(f"{where[a]} and {where[b]} overlap (e.g. index "
-                                     f"{_example(sets[a], sets[b])}); the attack needs disjoint sets")
+                raise InvariantError(
+                    f"{where[a]} and {where[b]} overlap (e.g. index "
+                    f"{_example(sets[a], sets[b])}); the attack needs disjoint sets"
+                )
         for a, b in (("bbox_A", "train_A"), ("bbox_B", "train_B")):
             extra = np.setdiff1d(sets[a], sets[b])
             if len(extra):
@@ -406,8 +429,9 @@ class Partition:
     def control(self) -> dict[str, np.ndarray]:
         """The held-out control halves ``{"A": idx, "B": idx}`` (``--control N``)."""
         if not self.has_control:
-            raise DejavuError(f"{self.root}: this partition has no held-out control "
-                              f"(make one with dejavu partition --control N)")
+            raise DejavuError(
+                f"{self.root}: this partition has no held-out control (make one with dejavu partition --control N)"
+            )
         return {h: load_npy(self.root / f"control_{h}.npy") for h in "AB"}
 
 
@@ -429,29 +453,41 @@ def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
 
 
 def format_summary(res: PartitionResult) -> str:
-    lines = [f"dataset {res.fingerprint.id}: {res.manifest['num_images']} images, "
-             f"{len(res.manifest['classes'])} classes, {res.manifest['num_annotated']} annotated",
-             f"{'npc':>6} {'bbox_A':>8} {'bbox_B':>8} {'shared':>8} {'train_A':>8} {'public':>8} "
-             f"{'short':>6} {'bbox<npc':>8}"]
+    lines = [
+        f"dataset {res.fingerprint.id}: {res.manifest['num_images']} images, "
+        f"{len(res.manifest['classes'])} classes, {res.manifest['num_annotated']} annotated",
+        f"{'npc':>6} {'bbox_A':>8} {'bbox_B':>8} {'shared':>8} {'train_A':>8} {'public':>8} "
+        f"{'short':>6} {'bbox<npc':>8}",
+    ]
     for npc, sp in sorted(res.splits.items()):
         c = sp.counts()
-        lines.append(f"{npc:>6} {c['bbox_A']:>8} {c['bbox_B']:>8} {c['shared']:>8} {c['train_A']:>8} "
-                     f"{c['public']:>8} {len(sp.short_classes):>6} {sp.bbox_limited:>8}")
+        lines.append(
+            f"{npc:>6} {c['bbox_A']:>8} {c['bbox_B']:>8} {c['shared']:>8} {c['train_A']:>8} "
+            f"{c['public']:>8} {len(sp.short_classes):>6} {sp.bbox_limited:>8}"
+        )
     lines.append(f"val_set: {len(res.val_set)} images ({res.val_per_class} per class)")
     if res.control is not None:
         ctl = res.control
-        lines.append(f"control: {len(ctl.all)} held-out annotated images ({ctl.per_class} per class; halves "
-                     f"{len(ctl.A)} + {len(ctl.B)}), removed from every public set"
-                     + (f"; {len(ctl.short_classes)} class(es) short" if ctl.short_classes else ""))
+        lines.append(
+            f"control: {len(ctl.all)} held-out annotated images ({ctl.per_class} per class; halves "
+            f"{len(ctl.A)} + {len(ctl.B)}), removed from every public set"
+            + (f"; {len(ctl.short_classes)} class(es) short" if ctl.short_classes else "")
+        )
     if res.classes_without_public:
-        lines.append(f"classes without any public image (left out of val_set): "
-                     f"{', '.join(res.classes_without_public[:10])}"
-                     + (" ..." if len(res.classes_without_public) > 10 else ""))
+        lines.append(
+            f"classes without any public image (left out of val_set): "
+            f"{', '.join(res.classes_without_public[:10])}" + (" ..." if len(res.classes_without_public) > 10 else "")
+        )
     short_any = {n: len(sp.short_classes) for n, sp in res.splits.items() if sp.short_classes}
     if short_any:
-        lines.append("classes short of images (train_A < npc; see manifest.json 'short_classes'): " + ", ".join(f"{n}pc: {k}" for n, k in sorted(short_any.items())))
-    lines.append("bbox<npc: classes with fewer than 2*npc annotated images (bbox_A = annotated // 2, "
-                 "the rest of train_A is shared)")
+        lines.append(
+            "classes short of images (train_A < npc; see manifest.json 'short_classes'): "
+            + ", ".join(f"{n}pc: {k}" for n, k in sorted(short_any.items()))
+        )
+    lines.append(
+        "bbox<npc: classes with fewer than 2*npc annotated images (bbox_A = annotated // 2, "
+        "the rest of train_A is shared)"
+    )
     lines.append(f"written to {res.out}")
     return "\n".join(lines)
 
@@ -467,12 +503,18 @@ def register(sub) -> None:
     from dejavu.data.imagefolder import add_data_args
 
     add_data_args(p, need_bboxes=True)
-    p.add_argument("--per-class", default="100,200,300,400,500",
-                   help="comma-separated images per class (default: %(default)s)")
-    p.add_argument("--control", type=int, default=0, metavar="N",
-                   help="set aside N annotated public images per class as a held-out control, removed "
-                   "from every public set (control.npy, control_A.npy, control_B.npy); `dejavu attack` "
-                   "then attacks them with the same models as a no-memorization baseline (default: 0 = none)")
+    p.add_argument(
+        "--per-class", default="100,200,300,400,500", help="comma-separated images per class (default: %(default)s)"
+    )
+    p.add_argument(
+        "--control",
+        type=int,
+        default=0,
+        metavar="N",
+        help="set aside N annotated public images per class as a held-out control, removed "
+        "from every public set (control.npy, control_A.npy, control_B.npy); `dejavu attack` "
+        "then attacks them with the same models as a no-memorization baseline (default: 0 = none)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing partition")
     p.set_defaults(func=_cmd)

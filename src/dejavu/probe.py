@@ -80,21 +80,30 @@ RECIPES: dict[str, ProbeRecipe] = {
 class ProbeConfig:
     """The settings of one probe run; None = the recipe's (or the checkpoint's) value."""
 
-    features: str = field(default="backbone", metadata={
-        "help": "which frozen features the probe reads", "choices": FEATURES})
-    recipe: str | None = field(default=None, metadata={
-        "choices": tuple(RECIPES),
-        "help": "probe recipe: original (lin_probe.py: Linear, SGD lr 10->0.1, batch 64, 20 epochs, no weight "
-                "decay, jitter/greyscale/solarization views) or bn-cosine (BN+Linear, cosine, batch 256, 100 "
-                "epochs, crop+flip); None = the checkpoint's probe_recipe (original for the paper configs and "
-                "the original code's checkpoints, bn-cosine for the synthetic ones)"})
+    features: str = field(
+        default="backbone", metadata={"help": "which frozen features the probe reads", "choices": FEATURES}
+    )
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "choices": tuple(RECIPES),
+            "help": "probe recipe: original (lin_probe.py: Linear, SGD lr 10->0.1, batch 64, 20 epochs, no weight "
+            "decay, jitter/greyscale/solarization views) or bn-cosine (BN+Linear, cosine, batch 256, 100 "
+            "epochs, crop+flip); None = the checkpoint's probe_recipe (original for the paper configs and "
+            "the original code's checkpoints, bn-cosine for the synthetic ones)",
+        },
+    )
     epochs: int | None = field(default=None, metadata={"help": "probe training epochs; None = the recipe's"})
     lr: float | None = field(default=None, metadata={"help": "SGD learning rate; None = the recipe's"})
     batch_size: int | None = field(default=None, metadata={"help": "None = the recipe's"})
     weight_decay: float | None = field(default=None, metadata={"help": "None = the recipe's"})
-    augment: bool = field(default=True, metadata={
-        "help": "train on the recipe's augmented views of train_A; --no-augment computes the features once "
-                "and trains only the linear layer on them (fast)"})
+    augment: bool = field(
+        default=True,
+        metadata={
+            "help": "train on the recipe's augmented views of train_A; --no-augment computes the features once "
+            "and trains only the linear layer on them (fast)"
+        },
+    )
     image_size: int | None = field(default=None, metadata={"help": "input size; None = the checkpoint's, else 224"})
     workers: int = field(default=0, metadata={"help": "data loading processes"})
     seed: int = field(default=0, metadata={"help": "seed of the head's init and the batch order"})
@@ -129,8 +138,13 @@ def default_recipe(config: dict[str, Any] | None, source: str) -> str:
     return "bn-cosine" if source == "dejavu" else "original"
 
 
-def resolve_recipe(name: str, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
-                   weight_decay: float | None = None) -> ProbeRecipe:
+def resolve_recipe(
+    name: str,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    weight_decay: float | None = None,
+) -> ProbeRecipe:
     """A recipe with overrides.
 
     Args:
@@ -142,8 +156,11 @@ def resolve_recipe(name: str, epochs: int | None = None, lr: float | None = None
     if name not in RECIPES:
         raise DejavuError(f"--recipe: unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[name]
-    kw: dict[str, Any] = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
-                            ("weight_decay", weight_decay)) if v is not None}
+    kw: dict[str, Any] = {
+        k: v
+        for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("weight_decay", weight_decay))
+        if v is not None
+    }
     r = replace(r, **kw)
     if r.epochs < 1:
         raise DejavuError(f"--epochs must be >= 1 (got {r.epochs})")
@@ -174,12 +191,14 @@ def train_transform(image_size: int, view: str = "crop-flip"):
 
     from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    return T.Compose([
-        T.RandomResizedCrop(image_size, antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
@@ -187,9 +206,15 @@ def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int):
 
     g = torch.Generator()
     g.manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                                       generator=g, drop_last=False,
-                                       persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=g,
+        drop_last=False,
+        persistent_workers=workers > 0,
+    )
 
 
 def extract_features(model, loader, kind: str, device, desc: str):
@@ -289,19 +314,35 @@ def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, d
     from dejavu.data.transforms import eval_transform
 
     if augment:
-        dl = _loader(IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
-                     r.batch_size, True, workers, seed)
-        return (lambda: ((inp.model.embed(x.to(device), features).float(), y.to(device))
-                         for x, y, _ in dl)), len(dl)
-    xt, yt = extract_features(inp.model, _loader(IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=True),
-                                                 r.batch_size, False, workers, seed), features, device,
-                              "probe: train features")
+        dl = _loader(
+            IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
+            r.batch_size,
+            True,
+            workers,
+            seed,
+        )
+        return (lambda: ((inp.model.embed(x.to(device), features).float(), y.to(device)) for x, y, _ in dl)), len(dl)
+    xt, yt = extract_features(
+        inp.model,
+        _loader(
+            IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=True),
+            r.batch_size,
+            False,
+            workers,
+            seed,
+        ),
+        features,
+        device,
+        "probe: train features",
+    )
     gen = torch.Generator().manual_seed(seed)
 
     def epoch():
         perm = torch.randperm(len(xt), generator=gen)
-        return ((xt[perm[i:i + r.batch_size]].to(device), yt[perm[i:i + r.batch_size]].to(device))
-                for i in range(0, len(xt), r.batch_size))
+        return (
+            (xt[perm[i : i + r.batch_size]].to(device), yt[perm[i : i + r.batch_size]].to(device))
+            for i in range(0, len(xt), r.batch_size)
+        )
 
     return epoch, (len(xt) + r.batch_size - 1) // r.batch_size
 
@@ -377,12 +418,17 @@ def probe(
     seed_everything(cfg.seed)
     t0 = time.time()
     inp = _load_inputs(model_path, partition, npc, paths, dev, cfg.image_size, arch, projector)
-    r = resolve_recipe(cfg.recipe or default_recipe(inp.loaded.config, inp.loaded.source), cfg.epochs, cfg.lr,
-                       cfg.batch_size, cfg.weight_decay)
+    r = resolve_recipe(
+        cfg.recipe or default_recipe(inp.loaded.config, inp.loaded.source),
+        cfg.epochs,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.weight_decay,
+    )
     xv, yv, head, history = _fit(inp, r, cfg, dev)
     head.eval()
     with torch.no_grad():
-        logits = torch.cat([head(xv[i:i + 4096].to(dev)).cpu() for i in range(0, len(xv), 4096)])
+        logits = torch.cat([head(xv[i : i + 4096].to(dev)).cpu() for i in range(0, len(xv), 4096)])
     acc = topk_accuracy(logits, yv)
     results = _results(inp, r, npc, cfg, acc, history, int(xv.shape[1]), time.time() - t0)
     atomic_write_json(res_path, results)
@@ -394,16 +440,29 @@ def _fit(inp: _Inputs, r: ProbeRecipe, cfg: ProbeConfig, dev: Any) -> tuple[Any,
     from dejavu.data.dataset import IndexedImages
     from dejavu.data.transforms import eval_transform
 
-    val_loader = _loader(IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=True),
-                         r.batch_size, False, cfg.workers, cfg.seed)
+    val_loader = _loader(
+        IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=True),
+        r.batch_size,
+        False,
+        cfg.workers,
+        cfg.seed,
+    )
     xv, yv = extract_features(inp.model, val_loader, cfg.features, dev, "probe: val features")
     head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
     batches, steps = _train_batches(inp, r, cfg.features, cfg.augment, dev, cfg.workers, cfg.seed)
     return xv, yv, head, _train_head(head, r, batches, steps)
 
 
-def _results(inp: _Inputs, r: ProbeRecipe, npc: int, settings: ProbeConfig, acc: dict[int, float], history: list,
-             dim: int, seconds: float) -> dict[str, Any]:
+def _results(
+    inp: _Inputs,
+    r: ProbeRecipe,
+    npc: int,
+    settings: ProbeConfig,
+    acc: dict[int, float],
+    history: list,
+    dim: int,
+    seconds: float,
+) -> dict[str, Any]:
     cfg, loaded = inp.loaded.config, inp.loaded
     features, augment, seed = settings.features, settings.augment, settings.seed
     head = "linear" if r.head == "linear" else "bn(affine=False)+linear"
@@ -411,29 +470,62 @@ def _results(inp: _Inputs, r: ProbeRecipe, npc: int, settings: ProbeConfig, acc:
     return {
         "format": FORMAT,
         "settings": asdict(settings),
-        "config": {"npc": int(npc), "features": features, "recipe": r.name, "epochs": int(r.epochs), "lr": r.lr,
-                   "end_lr": r.end_lr if r.schedule != "cosine" else None, "schedule": r.schedule,
-                   "batch_size": int(r.batch_size), "augment": bool(augment), "train_view": r.train_view,
-                   "weight_decay": r.weight_decay, "image_size": inp.image_size, "seed": int(seed),
-                   "partition": str(inp.part.root), "train_set": f"{npc}_per_class/train_A", "head": head,
-                   "optimizer": f"sgd(momentum=0.9)+{sched}", "recipe_settings": asdict(r)},
-        "model": {"path": str(loaded.path), "sha256": loaded.sha256, "epoch": loaded.epoch,
-                  "config": cfg, "source": loaded.source},
+        "config": {
+            "npc": int(npc),
+            "features": features,
+            "recipe": r.name,
+            "epochs": int(r.epochs),
+            "lr": r.lr,
+            "end_lr": r.end_lr if r.schedule != "cosine" else None,
+            "schedule": r.schedule,
+            "batch_size": int(r.batch_size),
+            "augment": bool(augment),
+            "train_view": r.train_view,
+            "weight_decay": r.weight_decay,
+            "image_size": inp.image_size,
+            "seed": int(seed),
+            "partition": str(inp.part.root),
+            "train_set": f"{npc}_per_class/train_A",
+            "head": head,
+            "optimizer": f"sgd(momentum=0.9)+{sched}",
+            "recipe_settings": asdict(r),
+        },
+        "model": {
+            "path": str(loaded.path),
+            "sha256": loaded.sha256,
+            "epoch": loaded.epoch,
+            "config": cfg,
+            "source": loaded.source,
+        },
         "method": cfg.get("method"),
         "npc": int(cfg["npc"]) if cfg.get("npc") is not None else int(npc),
         "epoch": loaded.epoch,
         "top1": acc[1],
         "top5": acc[5],
-        "counts": {"train": len(inp.train_idx), "val": len(inp.val_idx), "classes": len(inp.index.classes),
-                   "feature_dim": dim},
+        "counts": {
+            "train": len(inp.train_idx),
+            "val": len(inp.val_idx),
+            "classes": len(inp.index.classes),
+            "feature_dim": dim,
+        },
         "history": history,
         "seconds": round(seconds, 2),
         "fingerprint": inp.index.fingerprint.to_dict(),
     }
 
 
-PROBE_FLAGS = ("features", "recipe", "epochs", "lr", "weight_decay", "batch_size", "augment", "image_size",
-               "workers", "seed")
+PROBE_FLAGS = (
+    "features",
+    "recipe",
+    "epochs",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "augment",
+    "image_size",
+    "workers",
+    "seed",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -449,11 +541,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"Writes OUT/results.json (format {FORMAT}) with the probe settings and what they resolved to, "
         "the checkpoint's path/sha256/epoch/config and the dataset fingerprint.",
     )
-    p.add_argument("--model", required=True, metavar="CKPT", help="checkpoint (ours, the original code's, or torchvision)")
+    p.add_argument(
+        "--model", required=True, metavar="CKPT", help="checkpoint (ours, the original code's, or torchvision)"
+    )
     p.add_argument("--arch", help="architecture for checkpoints without a stored config (e.g. resnet50)")
     p.add_argument("--projector", help="projector spec for checkpoints without a stored config (e.g. 8192-8192-8192)")
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
-    p.add_argument("--npc", type=int, required=True, help="images per class: the probe trains on <npc>_per_class/train_A")
+    p.add_argument(
+        "--npc", type=int, required=True, help="images per class: the probe trains on <npc>_per_class/train_A"
+    )
     add_data_args(p)
     p.add_argument("--out", required=True, help="output folder (results.json goes there)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -476,8 +572,20 @@ def _cmd(args: argparse.Namespace) -> int:
     if submit_if_slurm(args, name="probe", log_dir=Path(args.out) / "slurm"):
         return 0
     set_torch_threads()
-    res = probe(args.model, args.partition, args.npc, paths, args.out, cfg, device=args.device, arch=args.arch,
-                projector=args.projector, force=args.force)
-    print(f"linear probe ({cfg.features}, recipe {res.results['config']['recipe']}): top-1 {res.top1:.4f}  "
-          f"top-5 {res.top5:.4f}  -> {res.out / 'results.json'}")
+    res = probe(
+        args.model,
+        args.partition,
+        args.npc,
+        paths,
+        args.out,
+        cfg,
+        device=args.device,
+        arch=args.arch,
+        projector=args.projector,
+        force=args.force,
+    )
+    print(
+        f"linear probe ({cfg.features}, recipe {res.results['config']['recipe']}): top-1 {res.top1:.4f}  "
+        f"top-5 {res.top5:.4f}  -> {res.out / 'results.json'}"
+    )
     return 0

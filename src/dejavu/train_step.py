@@ -58,8 +58,13 @@ def check_finite(value: float) -> float:
     return value
 
 
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   clip_grad: float = 0.0, params: Iterable[torch.Tensor] | None = None) -> None:
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    clip_grad: float = 0.0,
+    params: Iterable[torch.Tensor] | None = None,
+) -> None:
     """Backward (scaled), optional clipping of the gradient norm, optimizer and scaler step.
 
     Args:

@@ -25,8 +25,16 @@ class LogProgress:
     (iteration, ``set_postfix``, ``update``, ``close``).
     """
 
-    def __init__(self, iterable: Iterable[T] | None, desc: str, total: int | None,
-                 interval: float = 30.0, file=None, unit: str = "it", **_ignored) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[T] | None,
+        desc: str,
+        total: int | None,
+        interval: float = 30.0,
+        file=None,
+        unit: str = "it",
+        **_ignored,
+    ) -> None:
         import time
 
         self.iterable, self.desc, self.unit = iterable, desc, unit

@@ -25,9 +25,13 @@ from dejavu.analysis.summary import compute_all
 
 
 def test_hand_worked_prediction_and_confidence():
-    nl = np.array([[2, 2, 1, 0],   # counts 0:1 1:1 2:2 -> top1 2
-                   [1, 0, 0, 1],   # tie 0/1 -> true class 1 is top-1 in half the tie orders
-                   [3, 3, 3, 3]])  # unanimous -> conf 0
+    nl = np.array(
+        [
+            [2, 2, 1, 0],  # counts 0:1 1:1 2:2 -> top1 2
+            [1, 0, 0, 1],  # tie 0/1 -> true class 1 is top-1 in half the tie orders
+            [3, 3, 3, 3],
+        ]
+    )  # unanimous -> conf 0
     s = scores_from_neighbours(nl, np.array([1, 1, 3]), np.array([10, 11, 12]), k_attk=4, num_classes=5)
     assert s.pred.tolist() == [2, 0, 3]
     assert s.correct1.tolist() == [0.0, 0.5, 1.0]
@@ -87,8 +91,7 @@ def _top_p_over_tie_orders(conf: np.ndarray, correct: np.ndarray, p: float) -> f
     """Brute force: the mean of the int(p*n) most confident over every order of the examples."""
     n = len(conf)
     m = max(1, int(p * n))
-    accs = [correct[np.lexsort((np.array(perm), -conf))[:m]].mean()
-            for perm in itertools.permutations(range(n))]
+    accs = [correct[np.lexsort((np.array(perm), -conf))[:m]].mean() for perm in itertools.permutations(range(n))]
     return float(np.mean(accs))
 
 
@@ -207,7 +210,8 @@ def test_compute_all_matches_slow_reference():
         for i in range(100):
             pi = sw["p"][i]
             assert sw["target"][i] == pytest.approx(
-                0.5 * (slow_acc(slow["A_attk_A"], pi, key) + slow_acc(slow["B_attk_B"], pi, key)), abs=1e-12)
+                0.5 * (slow_acc(slow["A_attk_A"], pi, key) + slow_acc(slow["B_attk_B"], pi, key)), abs=1e-12
+            )
     # quadrants, swap-averaged expectations
     share = {}
     for y, t, r in (("A", "A_attk_A", "B_attk_A"), ("B", "B_attk_B", "A_attk_B")):
@@ -287,8 +291,10 @@ def test_bootstrap_equals_explicit_resamples():
                         acc[name] = slow_acc_values(list(s.conf[rep]), list(s.correct(topk)[rep]), p)
                 want = 0.5 * (acc["A_attk_A"] + acc["B_attk_B"]) - 0.5 * (acc["B_attk_A"] + acc["A_attk_B"])
                 assert reps[f"top{topk}_score_{int(p * 100)}"][r] == pytest.approx(want, abs=1e-12)
-        mem = [np.mean([pairs[t].correct1[i] * (1 - pairs[f].correct1[i]) for i in draws[y][r]])
-               for y, (t, f) in sets.items()]
+        mem = [
+            np.mean([pairs[t].correct1[i] * (1 - pairs[f].correct1[i]) for i in draws[y][r]])
+            for y, (t, f) in sets.items()
+        ]
         assert reps["memorized"][r] == pytest.approx(0.5 * sum(mem), abs=1e-12)
 
 

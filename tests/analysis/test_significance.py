@@ -91,7 +91,7 @@ def test_pair_level_interval():
     e, se = [0.10, 0.05, 0.12, 0.08], [0.02, 0.03, 0.02, 0.01]
     pl = pair_level(e, se)
     sd = float(np.std(e, ddof=1))
-    want_se = math.sqrt(sd ** 2 / 4 + np.mean(np.square(se)))
+    want_se = math.sqrt(sd**2 / 4 + np.mean(np.square(se)))
     t = 3.182446305284263
     assert math.isclose(pl["mean"], np.mean(e)) and math.isclose(pl["se"], want_se)
     assert np.allclose(pl["ci95"], [np.mean(e) - t * want_se, np.mean(e) + t * want_se], atol=1e-6)
@@ -108,13 +108,23 @@ def test_pair_level_interval():
 
 def _result(score, control, se=0.02, lo=None, hi=None):
     e = score - control
-    x = {"score": score, "control": control, "excess": e, "se": se,
-         "ci95": [lo if lo is not None else e - 2 * se, hi if hi is not None else e + 2 * se]}
+    x = {
+        "score": score,
+        "control": control,
+        "excess": e,
+        "se": se,
+        "ci95": [lo if lo is not None else e - 2 * se, hi if hi is not None else e + 2 * se],
+    }
     x["excludes_zero"] = x["ci95"][0] > 0 or x["ci95"][1] < 0
     block = {t: {p: dict(x) for p in ("20", "100")} for t in ("top1", "top5")}
-    return {"metrics": {"top1": {"dejavu_score": score, "dejavu_score_100": score}},
-            "control": {"source": {"kind": "partition"}, "excess": block,
-                        "counts": {"A": {"attacked": 90, "bbox": 100}, "B": {"attacked": 95, "bbox": 100}}}}
+    return {
+        "metrics": {"top1": {"dejavu_score": score, "dejavu_score_100": score}},
+        "control": {
+            "source": {"kind": "partition"},
+            "excess": block,
+            "counts": {"A": {"attacked": 90, "bbox": 100}, "B": {"attacked": 95, "bbox": 100}},
+        },
+    }
 
 
 def test_pairs_from_results_and_verdicts():
@@ -136,8 +146,6 @@ def test_pairs_from_results_and_verdicts():
     assert "held-out control: none" in control_summary_text({"metrics": {}})
 
 
-
-
 def test_shared_example_variance():
     """Identical pairs share all their example noise (shared = per-pair bootstrap variance);
     pairs with independent luck on the same examples share little; misaligned pairs refused."""
@@ -147,7 +155,7 @@ def test_shared_example_variance():
     pairs, ctrl = _pairs(rng, 200, 0.5, 0.5), _pairs(rng, 200, 0.5, 0.5)
     same = shared_example_variance([(pairs, ctrl)] * 3, n_boot=300, seed=2)[("top1", "100")]
     se = excess(pairs, ctrl, n_boot=300, seed=9)["top1"]["100"]["se"]
-    assert 0.6 < same / se ** 2 < 1.6
+    assert 0.6 < same / se**2 < 1.6
     others = []
     for _ in range(3):  # same examples and labels, independent model luck
         p, c = _pairs(np.random.default_rng(11), 200, 0.5, 0.5), _pairs(np.random.default_rng(12), 200, 0.5, 0.5)
@@ -155,8 +163,9 @@ def test_shared_example_variance():
         for d in (p, c):
             for name, s in d.items():
                 flip = r.random(len(s.index)) < 0.5
-                d[name] = type(s)(s.index, s.labels, s.pred, s.conf, np.where(flip, 1.0 - s.correct1, s.correct1),
-                                  s.correct5)
+                d[name] = type(s)(
+                    s.index, s.labels, s.pred, s.conf, np.where(flip, 1.0 - s.correct1, s.correct1), s.correct5
+                )
         others.append((p, c))
     indep = shared_example_variance(others, n_boot=300, seed=2)[("top1", "100")]
     assert abs(indep) < 0.3 * same

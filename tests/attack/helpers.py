@@ -7,8 +7,16 @@ from pathlib import Path
 import torch
 
 
-def make_checkpoint(path: Path, index, set_name: str, npc: int, seed: int, epoch: int = 1,
-                    projector: str = "64-32", num_classes: int = 0) -> Path:
+def make_checkpoint(
+    path: Path,
+    index,
+    set_name: str,
+    npc: int,
+    seed: int,
+    epoch: int = 1,
+    projector: str = "64-32",
+    num_classes: int = 0,
+) -> Path:
     from dejavu.io import atomic_torch_save
     from dejavu.ssl.model import ModelSpec, SSLModel
 
@@ -20,8 +28,23 @@ def make_checkpoint(path: Path, index, set_name: str, npc: int, seed: int, epoch
         for _ in range(3):
             m(torch.randn(16, 3, 32, 32))
     m.eval()
-    cfg = {"method": "vicreg", "arch": "smallcnn", "projector": projector, "image_size": 32, "npc": npc,
-           "set": set_name, "num_classes": num_classes}
-    atomic_torch_save(path, {"format": "dejavu-ckpt/1", "model": m.state_dict(), "epoch": epoch, "config": cfg,
-                             "fingerprint": index.fingerprint.to_dict()})
+    cfg = {
+        "method": "vicreg",
+        "arch": "smallcnn",
+        "projector": projector,
+        "image_size": 32,
+        "npc": npc,
+        "set": set_name,
+        "num_classes": num_classes,
+    }
+    atomic_torch_save(
+        path,
+        {
+            "format": "dejavu-ckpt/1",
+            "model": m.state_dict(),
+            "epoch": epoch,
+            "config": cfg,
+            "fingerprint": index.fingerprint.to_dict(),
+        },
+    )
     return path

@@ -33,9 +33,28 @@ def ckpts(synth_small, tmp_path_factory):
 
 
 def _args(ckpts, synth_small, partition_small, out, a="runA/model_ep1.pth", b="runB/model_ep1.pth", extra=()):
-    return ["attack", "--model-a", str(ckpts / a), "--model-b", str(ckpts / b), "--partition", str(partition_small),
-            "--npc", "10", "--data", str(synth_small), "--out", str(out), "--k", "20", "--k-attk", "10",
-            "--bootstrap", "50", *extra]
+    return [
+        "attack",
+        "--model-a",
+        str(ckpts / a),
+        "--model-b",
+        str(ckpts / b),
+        "--partition",
+        str(partition_small),
+        "--npc",
+        "10",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(out),
+        "--k",
+        "20",
+        "--k-attk",
+        "10",
+        "--bootstrap",
+        "50",
+        *extra,
+    ]
 
 
 def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition_small, tmp_path, capsys):
@@ -71,11 +90,24 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
     assert again["top1"] == res["metrics"]["top1"] and again["quadrants"] == res["metrics"]["quadrants"]
     rows = list(csv.DictReader((out / "examples.csv").open()))
     assert len(rows) == res["counts"]["A"]["attacked"] + res["counts"]["B"]["attacked"]
-    assert set(rows[0]) == {"set", "index", "label", "pred_target", "pred_reference", "conf_target",
-                            "conf_reference", "correct_target", "correct_reference", "quadrant"}
+    assert set(rows[0]) == {
+        "set",
+        "index",
+        "label",
+        "pred_target",
+        "pred_reference",
+        "conf_target",
+        "conf_reference",
+        "correct_target",
+        "correct_reference",
+        "quadrant",
+    }
     # quadrant shares are expectations over tie orders: mean of p_target * (1 - p_reference)
-    mem, mem_b = (sum(float(r["correct_target"]) * (1 - float(r["correct_reference"])) for r in rows
-                      if r["set"] == y) / res["counts"][y]["attacked"] for y in "AB")
+    mem, mem_b = (
+        sum(float(r["correct_target"]) * (1 - float(r["correct_reference"])) for r in rows if r["set"] == y)
+        / res["counts"][y]["attacked"]
+        for y in "AB"
+    )
     assert res["metrics"]["quadrants"]["memorized"] == pytest.approx(0.5 * (mem + mem_b))
     # no silent overwrite; --force reuses the public-embedding cache
     assert main(_args(ckpts, synth_small, partition_small, out)) == 1
@@ -94,8 +126,9 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
     out_f = tmp_path / "att" / "faiss"
     assert main(_args(ckpts, synth_small, partition_small, out_f, extra=["--knn", "faiss"])) == 0
     for name in PAIRS:
-        assert np.array_equal(np.load(out_f / f"{name}_neighb_labels.npy")[:, :5],
-                              np.load(out / f"{name}_neighb_labels.npy")[:, :5])
+        assert np.array_equal(
+            np.load(out_f / f"{name}_neighb_labels.npy")[:, :5], np.load(out / f"{name}_neighb_labels.npy")[:, :5]
+        )
 
 
 def test_run_folders_and_swapped_models(ckpts, synth_small, partition_small, tmp_path):
@@ -128,13 +161,25 @@ def test_original_format_checkpoint(ckpts, synth_small, partition_small, tmp_pat
 
     torch.manual_seed(0)
     m = SSLModel(ModelSpec("smallcnn", "64-32"))
-    sd = {"module.net." + k[len("backbone."):]: v for k, v in m.state_dict().items() if k.startswith("backbone.")}
+    sd = {"module.net." + k[len("backbone.") :]: v for k, v in m.state_dict().items() if k.startswith("backbone.")}
     sd.update({"module." + k: v for k, v in m.state_dict().items() if k.startswith("projector.")})
     orig = tmp_path / "orig.pth"
     torch.save({"model": sd, "epoch": 5}, orig)
     out = tmp_path / "o"
-    assert main(_args(ckpts, synth_small, partition_small, out, a=str(orig), b=str(orig),
-                      extra=["--arch", "smallcnn", "--projector", "64-32", "--image-size", "64"])) == 0
+    assert (
+        main(
+            _args(
+                ckpts,
+                synth_small,
+                partition_small,
+                out,
+                a=str(orig),
+                b=str(orig),
+                extra=["--arch", "smallcnn", "--projector", "64-32", "--image-size", "64"],
+            )
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     # min_crop_px is the dataset's (its synth.json), whatever resolution the model runs at
     assert res["config"]["image_size"] == 64 and res["config"]["min_crop_px"] == 8
@@ -145,6 +190,7 @@ def test_original_format_checkpoint(ckpts, synth_small, partition_small, tmp_pat
 
 # --- the original's analysis code (dejavu_utils/plot_utils.py get_attack_data and
 # dejavu_utils/utils.py get_confidence_and_topk), re-created here independently of dejavu ---
+
 
 def _orig_get_confidence_and_topk(neighb_labels, k_neighbs=100, topk=(1, 5)):
     class_cts = np.apply_along_axis(np.bincount, axis=1, arr=neighb_labels[:, :k_neighbs], minlength=1000)
@@ -176,8 +222,10 @@ def _orig_get_attack_data(folder, k_neighb, pct_confidences, topks):
         for p in pct_confidences:
             num = int(n * p / 100)
             for tk in topks:
-                for X, conf, order, preds, labels in (("A", A_conf, A_conf_order, A_preds, A_labels),
-                                                      ("B", B_conf, B_conf_order, B_preds, B_labels)):
+                for X, conf, order, preds, labels in (
+                    ("A", A_conf, A_conf_order, A_preds, A_labels),
+                    ("B", B_conf, B_conf_order, B_preds, B_labels),
+                ):
                     sel = order[:num]
                     acc = (preds[f"top_{tk}"][sel] == labels[sel]).sum(axis=1).mean()
                     # is the original's selection well defined (no tie across the cut)?
@@ -185,8 +233,11 @@ def _orig_get_attack_data(folder, k_neighb, pct_confidences, topks):
                     unambiguous = num == n or cs[num - 1] != cs[num]
                     traces[f"{X}_attk_{attk_set}_top{tk}_{p}conf"] = (acc, unambiguous, sel)
         for tk in topks:
-            rows[(attk_set, tk)] = ((A_preds[f"top_{tk}"] == A_labels).sum(axis=1) == 1,
-                                    (B_preds[f"top_{tk}"] == B_labels).sum(axis=1) == 1, A_idxs)
+            rows[(attk_set, tk)] = (
+                (A_preds[f"top_{tk}"] == A_labels).sum(axis=1) == 1,
+                (B_preds[f"top_{tk}"] == B_labels).sum(axis=1) == 1,
+                A_idxs,
+            )
     return traces, rows
 
 
@@ -196,8 +247,10 @@ def test_original_analysis_code_reads_our_files(ckpts, synth_small, partition_sm
     from dejavu.analysis.tables import scores_from_folder
 
     out = tmp_path / "att"
-    assert main(_args(ckpts, synth_small, partition_small, out)[:-6] + ["--k", "20", "--k-attk", "20",
-                                                                        "--bootstrap", "0"]) == 0
+    assert (
+        main(_args(ckpts, synth_small, partition_small, out)[:-6] + ["--k", "20", "--k-attk", "20", "--bootstrap", "0"])
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     # neighbours and attacked images as the original's ImageFolder indexes them
     samples = ImageFolder(str(synth_small / "train")).samples
@@ -257,7 +310,9 @@ def test_folders_of_the_previous_format_are_still_read(ckpts, synth_small, parti
     a, _ = scores_from_folder(new)
     b, _ = scores_from_folder(old)
     for name in PAIRS:
-        assert np.array_equal(read_neighbour_idxs(old, name, "dejavu-attack/1"), np.load(new / f"{name}_neighb_idxs.npy"))
+        assert np.array_equal(
+            read_neighbour_idxs(old, name, "dejavu-attack/1"), np.load(new / f"{name}_neighb_idxs.npy")
+        )
         assert np.array_equal(a[name].correct5, b[name].correct5) and np.array_equal(a[name].conf, b[name].conf)
     assert main(["analyze", str(old), "--bootstrap", "0"]) == 0
     res["format"] = "dejavu-attack/9"

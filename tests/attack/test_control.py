@@ -32,9 +32,28 @@ def setup(synth_small, tmp_path_factory):
 
 
 def _args(synth_small, d, a, b, out, *extra):
-    return ["attack", "--model-a", str(a), "--model-b", str(b), "--partition", str(d / "part"), "--npc", "10",
-            "--data", str(synth_small), "--out", str(out), "--k", "20", "--k-attk", "10", "--bootstrap", "100",
-            *extra]
+    return [
+        "attack",
+        "--model-a",
+        str(a),
+        "--model-b",
+        str(b),
+        "--partition",
+        str(d / "part"),
+        "--npc",
+        "10",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(out),
+        "--k",
+        "20",
+        "--k-attk",
+        "10",
+        "--bootstrap",
+        "100",
+        *extra,
+    ]
 
 
 def _control_pairs(out: Path, k: int = 10):
@@ -79,8 +98,9 @@ def test_partition_control_by_default(synth_small, setup, capsys):
     main_pairs = {}
     for name in PAIRS:
         ld = {key: np.load(out / f"{name}_{key}.npy") for key in ("attk_idxs", "labels", "neighb_labels")}
-        main_pairs[name] = scores_from_neighbours(ld["neighb_labels"], ld["labels"].reshape(-1), ld["attk_idxs"],
-                                                  10, 10)
+        main_pairs[name] = scores_from_neighbours(
+            ld["neighb_labels"], ld["labels"].reshape(-1), ld["attk_idxs"], 10, 10
+        )
     again = excess(main_pairs, cp, n_boot=100, seed=0)["top1"]["20"]
     assert again["ci95"] == pytest.approx(e["ci95"])
 
@@ -88,8 +108,22 @@ def test_partition_control_by_default(synth_small, setup, capsys):
 def test_validation_control_and_none(synth_small, setup, capsys):
     d, a, b = setup
     out = d / "att_val"
-    assert main(_args(synth_small, d, a, b, out, "--control", str(synth_small / "val"),
-                      "--control-bboxes", str(synth_small / "val_bboxes"))) == 0
+    assert (
+        main(
+            _args(
+                synth_small,
+                d,
+                a,
+                b,
+                out,
+                "--control",
+                str(synth_small / "val"),
+                "--control-bboxes",
+                str(synth_small / "val_bboxes"),
+            )
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["control"]["source"]["kind"] == "val" and res["control"]["source"]["layout"] == "sorted"
     n_val = len(list((synth_small / "val_bboxes").rglob("*.xml")))
@@ -104,8 +138,23 @@ def test_validation_control_and_none(synth_small, setup, capsys):
 
 def test_control_errors(synth_small, partition_small, setup, tmp_path, capsys):
     _, a, b = setup
-    args = ["attack", "--model-a", str(a), "--model-b", str(b), "--partition", str(partition_small), "--npc", "10",
-            "--data", str(synth_small), "--out", str(tmp_path / "x"), "--bootstrap", "0"]
+    args = [
+        "attack",
+        "--model-a",
+        str(a),
+        "--model-b",
+        str(b),
+        "--partition",
+        str(partition_small),
+        "--npc",
+        "10",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(tmp_path / "x"),
+        "--bootstrap",
+        "0",
+    ]
     assert main([*args, "--control", "partition"]) == 1
     assert "has no control" in capsys.readouterr().err
     assert main([*args, "--control", str(tmp_path / "missing")]) == 1
@@ -134,8 +183,23 @@ def test_control_overlapping_training_set_refused(synth_small, setup, tmp_path, 
     shutil.copytree(d / "part", part)
     ctrl = np.load(part / "control_A.npy")
     np.save(part / "control_A.npy", np.append(ctrl, np.load(part / "10_per_class" / "train_B.npy")[0]))
-    args = ["attack", "--model-a", str(a), "--model-b", str(b), "--partition", str(part), "--npc", "10",
-            "--data", str(synth_small), "--out", str(tmp_path / "x"), "--bootstrap", "0"]
+    args = [
+        "attack",
+        "--model-a",
+        str(a),
+        "--model-b",
+        str(b),
+        "--partition",
+        str(part),
+        "--npc",
+        "10",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(tmp_path / "x"),
+        "--bootstrap",
+        "0",
+    ]
     assert main(args) == 1
     assert "10_per_class/train_B.npy" in capsys.readouterr().err
 
@@ -150,8 +214,12 @@ def test_shared_variance_from_attack_folders(synth_small, setup):
     d, a, b = setup
     idx = scan_imagefolder(synth_small / "train")
     outs = []
-    for s, (ma, mb) in enumerate(((a, b), (make_checkpoint(d / "a2.pth", idx, "A", 10, seed=3),
-                                           make_checkpoint(d / "b2.pth", idx, "B", 10, seed=4)))):
+    for s, (ma, mb) in enumerate(
+        (
+            (a, b),
+            (make_checkpoint(d / "a2.pth", idx, "A", 10, seed=3), make_checkpoint(d / "b2.pth", idx, "B", 10, seed=4)),
+        )
+    ):
         out = d / "pairs" / f"seed{s}"
         assert main(_args(synth_small, d, ma, mb, out)) == 0
         res = json.loads((out / "results.json").read_text())

@@ -71,5 +71,5 @@ def test_deferred_normalization_is_exact(synth_small):
     model = SSLModel(ModelSpec("smallcnn", "64-32", 0)).eval()
     (e,) = embed_dataset([model], ds, "projector", batch_size=16, precision="fp32")
     with torch.no_grad():
-        ref = torch.cat([model.embed(x[i:i + 16], "projector") for i in range(0, 40, 16)]).numpy()
+        ref = torch.cat([model.embed(x[i : i + 16], "projector") for i in range(0, 40, 16)]).numpy()
     assert np.array_equal(e, ref)

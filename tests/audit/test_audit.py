@@ -32,14 +32,28 @@ def ckpt(synth_small, tmp_path_factory):
 
 
 def _args(ckpt, synth_small, partition_small, out, *extra):
-    return ["audit", "--model", str(ckpt), "--partition", str(partition_small), "--npc", "10",
-            "--data", str(synth_small), "--out", str(out), *FAST, *extra]
+    return [
+        "audit",
+        "--model",
+        str(ckpt),
+        "--partition",
+        str(partition_small),
+        "--npc",
+        "10",
+        "--data",
+        str(synth_small),
+        "--out",
+        str(out),
+        *FAST,
+        *extra,
+    ]
 
 
 def _rescore(out: Path, res: dict) -> dict:
     lab, idx = np.load(out / "labels.npy").reshape(-1), np.load(out / "attk_idxs.npy")
-    t = scores_from_neighbours(np.load(out / "model_neighb_labels.npy"), lab, idx, res["config"]["k_attk"],
-                               res["num_classes"])
+    t = scores_from_neighbours(
+        np.load(out / "model_neighb_labels.npy"), lab, idx, res["config"]["k_attk"], res["num_classes"]
+    )
     r = classifier_scores(np.load(out / "classifier_logits.npy"), lab, idx, res["config"]["confidence"])
     return json.loads(json.dumps(one_model_metrics(t, r, res["num_classes"], "A", n_boot=50, seed=0)))
 
@@ -97,8 +111,19 @@ def test_reference_model_reused_gives_same_scores(ckpt, synth_small, partition_s
     first = tmp_path / "first"
     assert main(_args(ckpt, synth_small, partition_small, first)) == 0
     again = tmp_path / "again"
-    assert main(_args(ckpt, synth_small, partition_small, again, "--reference-model",
-                      str(first / "classifier" / "classifier.pth"))) == 0
+    assert (
+        main(
+            _args(
+                ckpt,
+                synth_small,
+                partition_small,
+                again,
+                "--reference-model",
+                str(first / "classifier" / "classifier.pth"),
+            )
+        )
+        == 0
+    )
     r1, r2 = (json.loads((d / "results.json").read_text()) for d in (first, again))
     assert not r2["classifier"]["trained"] and not (again / "classifier").exists()
     assert r2["metrics"]["top1"] == r1["metrics"]["top1"]
@@ -106,8 +131,21 @@ def test_reference_model_reused_gives_same_scores(ckpt, synth_small, partition_s
     # a checkpoint without a classifier head is no reference
     assert main(_args(ckpt, synth_small, partition_small, tmp_path / "x", "--reference-model", str(ckpt))) == 1
     # nor one trained on the audited images
-    assert main(_args(ckpt, synth_small, partition_small, tmp_path / "y", "--audit-set", "bbox_B",
-                      "--reference-model", str(first / "classifier" / "classifier.pth"))) == 2
+    assert (
+        main(
+            _args(
+                ckpt,
+                synth_small,
+                partition_small,
+                tmp_path / "y",
+                "--audit-set",
+                "bbox_B",
+                "--reference-model",
+                str(first / "classifier" / "classifier.pth"),
+            )
+        )
+        == 2
+    )
 
 
 def test_classifier_resume_equals_uninterrupted(ckpt, synth_small, partition_small, tmp_path, monkeypatch):

@@ -25,9 +25,15 @@ def audit_reference_model(out: Path) -> dict[str, Any]:
     cfg, tag = s["config"], f"{s['config']['method']}_{s['config']['npc']}pc"
     dest = out / "audit" / f"{tag}_B_on_A" / f"ep{a['epoch']}"
     acfg = AuditConfig(npc=cfg["npc"], k=cfg["k"], device="cpu", seed=cfg["seed"])
-    r = audit(out / "train" / f"{tag}_B" / f"model_ep{a['epoch']}.pth", out / "partition",
-              DataPaths.resolve(data=out / "data"), dest, acfg, force=True,
-              reference_model=Path(a["dir"]) / "classifier" / "classifier.pth")
+    r = audit(
+        out / "train" / f"{tag}_B" / f"model_ep{a['epoch']}.pth",
+        out / "partition",
+        DataPaths.resolve(data=out / "data"),
+        dest,
+        acfg,
+        force=True,
+        reference_model=Path(a["dir"]) / "classifier" / "classifier.pth",
+    )
     return r.results
 
 
@@ -47,8 +53,15 @@ def check_demo_audit(out: Path) -> dict[str, Any]:
     assert b100_lo <= 0 <= b100_hi or b100_hi < a["gap_100"], (b["dejavu_score_100"], b100_lo, b100_hi)
     o = a["overlap"]
     assert o["both"] > 0 and o["recall_of_two_model"] > 2 * o["chance_recall"], o
-    return {"target": a, "reference": {"dejavu_score": b["dejavu_score"], "ci95": [b_lo, b_hi],
-                                        "gap_100": b["dejavu_score_100"], "gap_100_ci95": [b100_lo, b100_hi]}}
+    return {
+        "target": a,
+        "reference": {
+            "dejavu_score": b["dejavu_score"],
+            "ci95": [b_lo, b_hi],
+            "gap_100": b["dejavu_score_100"],
+            "gap_100_ci95": [b100_lo, b100_hi],
+        },
+    }
 
 
 @pytest.mark.slow

@@ -51,8 +51,9 @@ def test_same_scores_give_zero_score_and_ci():
     m = one_model_metrics(t, r, 10, n_boot=100)
     assert m["top1"]["dejavu_score"] == 0 and m["top1"]["ci95"]["dejavu_score"] == [0.0, 0.0]
     assert m["quadrants"]["memorized"] == pytest.approx(m["quadrants"]["forgotten"])
-    assert m["rankings"]["most_memorized"] == [] or all(e["pred_target"] == e["pred_reference"]
-                                                       for e in m["rankings"]["most_memorized"])
+    assert m["rankings"]["most_memorized"] == [] or all(
+        e["pred_target"] == e["pred_reference"] for e in m["rankings"]["most_memorized"]
+    )
 
 
 def test_holdout_split_is_stratified_and_disjoint():

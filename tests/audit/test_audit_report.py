@@ -19,10 +19,44 @@ def test_report_has_one_model_section(synth_small, partition_small, tmp_path):
     b = make_checkpoint(tmp_path / "b.pth", idx, "B", 10, seed=6)
     run = tmp_path / "run"
     common = ["--partition", str(partition_small), "--npc", "10", "--data", str(synth_small)]
-    assert main(["attack", "--model-a", str(a), "--model-b", str(b), *common, "--out", str(run / "attack" / "x"),
-                 "--k", "20", "--bootstrap", "20"]) == 0
-    assert main(["audit", "--model", str(a), *common, "--out", str(run / "audit" / "x"), "--set", "k=20",
-                 "--set", "clf_epochs=2", "--set", "n_boot=20"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--model-a",
+                str(a),
+                "--model-b",
+                str(b),
+                *common,
+                "--out",
+                str(run / "attack" / "x"),
+                "--k",
+                "20",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "audit",
+                "--model",
+                str(a),
+                *common,
+                "--out",
+                str(run / "audit" / "x"),
+                "--set",
+                "k=20",
+                "--set",
+                "clf_epochs=2",
+                "--set",
+                "n_boot=20",
+            ]
+        )
+        == 0
+    )
     res = collect([run])
     assert len(res.attacks) == 1 and len(res.audits) == 1
     rec = res.audits[0]

@@ -30,12 +30,20 @@ def test_no_objects_is_empty(tmp_path):
     [
         ("<annotation><object><bndbox><xmin>1</xmin>", "malformed XML"),
         ("<annotation><object><name>x</name></object></annotation>", "without <bndbox>"),
-        ("<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
-         "</bndbox></object></annotation>", "not a number"),
-        ("<annotation><object><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
-         "</bndbox></object></annotation>", "inverted"),
-        ("<annotation><object><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>9</xmax>"
-         "</bndbox></object></annotation>", "without <ymax>"),
+        (
+            "<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
+            "</bndbox></object></annotation>",
+            "not a number",
+        ),
+        (
+            "<annotation><object><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
+            "</bndbox></object></annotation>",
+            "inverted",
+        ),
+        (
+            "<annotation><object><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>9</xmax></bndbox></object></annotation>",
+            "without <ymax>",
+        ),
     ],
 )
 def test_malformed(tmp_path, text, msg):
@@ -53,8 +61,10 @@ def test_missing(tmp_path):
 
 def test_xml_bomb_refused(tmp_path):
     p = tmp_path / "bomb.xml"
-    p.write_text('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
-                 "<annotation>&lol2;</annotation>")
+    p.write_text(
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
+        "<annotation>&lol2;</annotation>"
+    )
     with pytest.raises(AnnotationError, match="unsafe"):
         read_voc_xml(p)
 

@@ -54,8 +54,9 @@ def test_xml_matches_render(synth_small):
     assert a.boxes.shape == (1, 4) and (a.width, a.height) == (32, 32)
     n = int(idx.stems[i].rsplit("_", 1)[1])
     c = int(idx.targets[i])
-    _, box = render(SynthConfig(classes=10, per_class=60, size=32, val_per_class=10),
-                    c, np.random.default_rng([0, 0, c, n]))
+    _, box = render(
+        SynthConfig(classes=10, per_class=60, size=32, val_per_class=10), c, np.random.default_rng([0, 0, c, n])
+    )
     np.testing.assert_array_equal(a.boxes[0], box)
 
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')"
-)
+pytest.importorskip("ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')")
 
 from dejavu import DejavuError
 from dejavu.cli import main
@@ -87,9 +85,7 @@ def test_round_trip_indices_labels_and_pixels(betons, synth_small, partition_sma
         ("val", part.val_set()),
     ):
         bf = BetonFile(betons / f"{name}.beton")
-        assert np.array_equal(
-            bf.column("index"), idx
-        )  # index-file order, global ImageFolder indices
+        assert np.array_equal(bf.column("index"), idx)  # index-file order, global ImageFolder indices
         assert np.array_equal(bf.column("label"), index.targets[idx])
         check_beton(bf, index, idx, name)
         for j in range(len(bf)):
@@ -111,9 +107,7 @@ def test_raw_betons_are_exact_and_max_res_shrinks(synth_small, partition_small, 
         BetonOptions(write_mode="raw"),
         kinds=["train"],
     )
-    write_betons(
-        paths, partition_small, [5], tmp_path / "small", BetonOptions(max_res=16), kinds=["train"]
-    )
+    write_betons(paths, partition_small, [5], tmp_path / "small", BetonOptions(max_res=16), kinds=["train"])
     raw, small = (
         BetonFile(tmp_path / "raw/5_per_class_A.beton"),
         BetonFile(tmp_path / "small/5_per_class_A.beton"),
@@ -124,18 +118,14 @@ def test_raw_betons_are_exact_and_max_res_shrinks(synth_small, partition_small, 
         assert max(small.image(j).size) == 16 and max(orig.size) == 32
 
 
-def test_bbox_betons_equal_crops_computed_on_the_fly(
-    betons, synth_small, partition_small, tmp_path
-):
+def test_bbox_betons_equal_crops_computed_on_the_fly(betons, synth_small, partition_small, tmp_path):
     from dejavu.attack.crops import default_min_crop_px
     from dejavu.attack.run import AttackConfig, compute_crops
 
     index = scan_imagefolder(synth_small / "train")
     paths = DataPaths.resolve(data=synth_small)
     part = Partition.load(partition_small)
-    write_betons(
-        paths, partition_small, [5], tmp_path, BetonOptions(write_mode="raw"), kinds=["bbox"]
-    )
+    write_betons(paths, partition_small, [5], tmp_path, BetonOptions(write_mode="raw"), kinds=["bbox"])
     for y in "AB":
         bbox = part.load_set(5, f"bbox_{y}")
         min_px = default_min_crop_px(paths.images)
@@ -154,11 +144,7 @@ def test_bbox_betons_equal_crops_computed_on_the_fly(
                 assert (valid[j] > 0) == (g in crops) and (g not in crops or box == crops[g])
                 got = bf.image(j)
                 assert got.size == want.size
-                ok = (
-                    _px(got, want).max() == 0
-                    if mode == "raw"
-                    else _within_jpeg_tolerance(got, want)
-                )
+                ok = _px(got, want).max() == 0 if mode == "raw" else _within_jpeg_tolerance(got, want)
                 assert ok, (mode, y, j)
 
 
@@ -195,10 +181,7 @@ def test_attack_reads_crop_betons(synth_small, partition_small, tmp_path):
         "",
     ]
     assert main([*base, "--out", str(tmp_path / "fly")]) == 0
-    assert (
-        main([*base, "--out", str(tmp_path / "bet_att"), "--crops-betons", str(tmp_path / "bet")])
-        == 0
-    )
+    assert main([*base, "--out", str(tmp_path / "bet_att"), "--crops-betons", str(tmp_path / "bet")]) == 0
     for name in (
         "A_attk_A",
         "B_attk_A",
@@ -207,9 +190,7 @@ def test_attack_reads_crop_betons(synth_small, partition_small, tmp_path):
     ):  # exact pixels: identical neighbours
         for key in ("attk_idxs", "neighb_idxs"):
             f = f"{name}_{key}.npy"
-            assert np.array_equal(
-                np.load(tmp_path / "fly" / f), np.load(tmp_path / "bet_att" / f)
-            ), f
+            assert np.array_equal(np.load(tmp_path / "fly" / f), np.load(tmp_path / "bet_att" / f)), f
     # betons written with another minimum crop size are refused, naming the file
     from dejavu.attack.crops import default_min_crop_px
     from dejavu.attack.run import AttackConfig, attack
@@ -244,10 +225,7 @@ def test_overwrite_refused_skip_and_force(betons, synth_small, partition_small, 
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "val.beton: already exists; pass --force" in err
-    assert (
-        main([*args, "--skip-existing"]) == 0
-        and (betons / "val.beton").stat().st_mtime_ns == before
-    )
+    assert main([*args, "--skip-existing"]) == 0 and (betons / "val.beton").stat().st_mtime_ns == before
     assert main([*args, "--force"]) == 0 and (betons / "val.beton").stat().st_mtime_ns != before
     assert not [p for p in betons.iterdir() if p.name.startswith(".")]
 
@@ -274,11 +252,7 @@ def test_unreadable_image_fails_cleanly(synth_small, partition_small, tmp_path):
     index = scan_imagefolder(data / "train")
     victim = index.path(int(Partition.load(partition_small).load_set(5, "train_A")[3]))
     victim.write_bytes(b"not a jpeg")
-    with pytest.raises(
-        DejavuError, match=f"{victim.name}: cannot read image.*1 image\\(s\\) failed"
-    ):
-        write_betons(
-            DataPaths.resolve(data=data), partition_small, [5], tmp_path / "out", kinds=["train"]
-        )
+    with pytest.raises(DejavuError, match=f"{victim.name}: cannot read image.*1 image\\(s\\) failed"):
+        write_betons(DataPaths.resolve(data=data), partition_small, [5], tmp_path / "out", kinds=["train"])
     assert not (tmp_path / "out" / "5_per_class_A.beton").exists()
     assert not list((tmp_path / "out").iterdir())

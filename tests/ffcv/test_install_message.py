@@ -41,9 +41,7 @@ def _one_line_hint(err: str) -> None:
     assert "libturbojpeg0-dev libopencv-dev" in lines[0] and 'pip install -e ".[ffcv]"' in lines[0]
 
 
-def test_betons_without_ffcv_says_how_to_install(
-    no_ffcv, synth_small, partition_small, tmp_path, capsys
-):
+def test_betons_without_ffcv_says_how_to_install(no_ffcv, synth_small, partition_small, tmp_path, capsys):
     rc = main(
         [
             "betons",
@@ -62,9 +60,7 @@ def test_betons_without_ffcv_says_how_to_install(
     assert not (tmp_path / "b").exists()
 
 
-def test_train_loader_ffcv_without_ffcv_says_how_to_install(
-    no_ffcv, synth_small, partition_small, tmp_path, capsys
-):
+def test_train_loader_ffcv_without_ffcv_says_how_to_install(no_ffcv, synth_small, partition_small, tmp_path, capsys):
     rc = main(
         [
             "train",
@@ -111,11 +107,7 @@ def test_split_view_separates_geometry_from_the_rest():
     geo, rest = split_view(build_view("paper", 64, 1))
     assert geo == {"crop": ("random", 64, (0.08, 1.0), (3 / 4, 4 / 3)), "flip": 0.5}
     kinds = [type(t) for t in rest.transforms]
-    assert (
-        T.RandomResizedCrop not in kinds
-        and T.RandomHorizontalFlip not in kinds
-        and T.ToImage not in kinds
-    )
+    assert T.RandomResizedCrop not in kinds and T.RandomHorizontalFlip not in kinds and T.ToImage not in kinds
     assert T.RandomGrayscale in kinds and T.RandomSolarize in kinds and T.Normalize in kinds
     geo, _ = split_view(build_view("none", 32, 0))
     assert geo == {"crop": ("center", 32, 224 / 256), "flip": 0.0}

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip(
-    "ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')"
-)
+pytest.importorskip("ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')")
 
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.ffcv.betons import write_betons
@@ -41,17 +39,13 @@ def test_batches_and_views_match_the_torchvision_path(train_beton, synth_small, 
     views = build_views("paper", 32, 2)
     order = epoch_permutation(len(idx), seed=3, epoch=1)
     batch, steps, world = 20, 2, 2
-    for rank in range(
-        world
-    ):  # each DDP rank gets its slice of every global batch, as on the other paths
+    for rank in range(world):  # each DDP rank gets its slice of every global batch, as on the other paths
         got = list(ffcv_src.epoch(order, batch, steps, rank, world, views))
         want = list(mem.epoch(order, batch, steps, rank, world, views))
         assert len(got) == len(want) == steps
         for (gv, gl), (wv, wl) in zip(got, want):
             assert torch.equal(gl, wl)
-            assert len(gv) == 2 and all(
-                v.shape == w.shape == (10, 3, 32, 32) for v, w in zip(gv, wv)
-            )
+            assert len(gv) == 2 and all(v.shape == w.shape == (10, 3, 32, 32) for v, w in zip(gv, wv))
             assert all(v.dtype == torch.float32 for v in gv)
             assert not torch.equal(gv[0], gv[1])  # two independent views
     # normalised like the torchvision views: comparable per-channel statistics over an epoch

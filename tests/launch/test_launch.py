@@ -13,8 +13,24 @@ def _args(*argv):
 
 
 def test_strip_launcher_args():
-    argv = ["train", "--index", "a.npy", "--launcher", "slurm", "--nodes=2", "--gpus-per-node", "4",
-            "--slurm-partition", "gpu", "--time", "60", "--out", "RUN", "--set", "epochs=3"]
+    argv = [
+        "train",
+        "--index",
+        "a.npy",
+        "--launcher",
+        "slurm",
+        "--nodes=2",
+        "--gpus-per-node",
+        "4",
+        "--slurm-partition",
+        "gpu",
+        "--time",
+        "60",
+        "--out",
+        "RUN",
+        "--set",
+        "epochs=3",
+    ]
     assert strip_launcher_args(argv) == ["train", "--index", "a.npy", "--out", "RUN", "--set", "epochs=3"]
 
 
@@ -34,8 +50,18 @@ def test_defaults_and_env_partition(monkeypatch):
 def test_submit_runs_cli_through_submitit(tmp_path):
     out = tmp_path / "synth"
     argv = ["data", "synth", "--out", str(out), "--classes", "2", "--per-class", "3", "--workers", "1"]
-    args = _args("--launcher", "slurm", "--gpus-per-node", "1", "--cpus-per-task", "1", "--time", "5",
-                 "--slurm-dir", str(tmp_path / "logs"))
+    args = _args(
+        "--launcher",
+        "slurm",
+        "--gpus-per-node",
+        "1",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "5",
+        "--slurm-dir",
+        str(tmp_path / "logs"),
+    )
     job = submit(argv, args, name="synth", cluster="debug")
     assert job.result() == 0
     assert len(list((out / "train").rglob("*.JPEG"))) == 6

@@ -42,16 +42,31 @@ def _env(tmp: Path) -> dict[str, str]:
             (run / sub / "results.json").write_text("{}")
     (tmp / "imagenet" / "train").mkdir(parents=True, exist_ok=True)
     (tmp / "bbox" / "Annotation").mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NAME", "METHOD", "NPC", "NPCS", "EPOCH", "EPOCHS", "FORCE", "PARAMS")}
-    env.update(IMAGENET_DIR=str(tmp / "imagenet"), BBOX_DIR=str(tmp / "bbox"), RUNS=str(runs),
-               PARTITION=str(runs / "imagenet" / "partition"), SLURM_PARTITION="testpart")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NAME", "METHOD", "NPC", "NPCS", "EPOCH", "EPOCHS", "FORCE", "PARAMS")
+    }
+    env.update(
+        IMAGENET_DIR=str(tmp / "imagenet"),
+        BBOX_DIR=str(tmp / "bbox"),
+        RUNS=str(runs),
+        PARTITION=str(runs / "imagenet" / "partition"),
+        SLURM_PARTITION="testpart",
+    )
     return env
 
 
 def _commands(script: Path, env: dict[str, str], *args: str) -> list[list[str]]:
-    proc = subprocess.run(["bash", str(script), "--dry-run", *args], check=False, env=env, capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        ["bash", str(script), "--dry-run", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, f"{script.name} --dry-run {' '.join(args)} failed:\n{proc.stderr}"
     cmds = []
     for line in proc.stdout.splitlines():
@@ -110,6 +125,7 @@ def test_probe_sweep_uses_snapshots_on_disk_and_skips_done(tmp_path):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_launchers_are_shellcheck_clean():
-    proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], check=False, capture_output=True,
-                          text=True, cwd=REPO)
+    proc = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS)], check=False, capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stdout

@@ -14,8 +14,18 @@ from pathlib import Path
 import torch
 
 # A UNet small enough for tests: about 0.05 s per step at batch 16 on one core.
-TINY = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "cond_hidden": 64, "batch_size": 16,
-            "diffusion_steps": 100, "ddim_steps": 8, "log_every": 5, "snapshot_every": 1000, "lr": 1e-3, "warmup_steps": 5}
+TINY = {
+    "block_out_channels": [8, 16, 16],
+    "norm_num_groups": 4,
+    "cond_hidden": 64,
+    "batch_size": 16,
+    "diffusion_steps": 100,
+    "ddim_steps": 8,
+    "log_every": 5,
+    "snapshot_every": 1000,
+    "lr": 1e-3,
+    "warmup_steps": 5,
+}
 
 
 def tiny_config(**kw):
@@ -33,10 +43,25 @@ def train_ssl_pair(run: Path, data: Path, partition: Path, npc: int = 10, epochs
     paths = DataPaths.resolve(data=data)
     out = {}
     for s in "AB":
-        cfg = TrainConfig(method="vicreg", arch="smallcnn", projector="64-32", image_size=32, epochs=epochs,
-                          batch_size=50, snapshot_every=epochs, knn_every=0, warmup_epochs=0, seed=ord(s))
-        res = train(cfg, paths, partition / f"{npc}_per_class" / f"train_{s}.npy",
-                    run / "train" / f"vicreg_{npc}pc_{s}", force=True)
+        cfg = TrainConfig(
+            method="vicreg",
+            arch="smallcnn",
+            projector="64-32",
+            image_size=32,
+            epochs=epochs,
+            batch_size=50,
+            snapshot_every=epochs,
+            knn_every=0,
+            warmup_epochs=0,
+            seed=ord(s),
+        )
+        res = train(
+            cfg,
+            paths,
+            partition / f"{npc}_per_class" / f"train_{s}.npy",
+            run / "train" / f"vicreg_{npc}pc_{s}",
+            force=True,
+        )
         out[s] = res.snapshots[-1]
     return out
 
@@ -50,8 +75,15 @@ def build_run(run: Path, data: Path, partition: Path, rcdm_steps: int = 30, npc:
     models = train_ssl_pair(run, data, partition, npc)
     epoch = int(torch.load(models["A"], weights_only=True)["epoch"])
     att = run / "attack" / f"vicreg_{npc}pc" / f"ep{epoch}"  # the layout of `dejavu demo` and attack_runs
-    attack(models["A"], models["B"], partition, paths, att,
-           AttackConfig(npc=npc, k=20, k_attk=20, n_boot=20, device="cpu", workers=0), force=True)
+    attack(
+        models["A"],
+        models["B"],
+        partition,
+        paths,
+        att,
+        AttackConfig(npc=npc, k=20, k_attk=20, n_boot=20, device="cpu", workers=0),
+        force=True,
+    )
     rcdms = {}
     for s in "AB":
         rcdms[s] = run / "rcdm" / f"vicreg_{npc}pc_{s}"

@@ -33,8 +33,10 @@ def test_train_flags_come_from_rcdm_config():
 def test_train_and_reconstruct_usage_errors(capsys):
     assert main(["rcdm", *TRAIN, "--set", "step=3"]) == 2
     assert "unknown key(s) step; valid keys:" in capsys.readouterr().err
-    assert main(["rcdm", "reconstruct", "--attack", "a", "--rcdm-a", "x", "--rcdm-b", "y", "--out", "o",
-                 "--samples", "0"]) == 2
+    assert (
+        main(["rcdm", "reconstruct", "--attack", "a", "--rcdm-a", "x", "--rcdm-b", "y", "--out", "o", "--samples", "0"])
+        == 2
+    )
     assert "samples=0: must be >= 1" in capsys.readouterr().err
     with pytest.raises(UsageError, match="--select 'best:3'"):
         config_from_args(ReconstructConfig, argparse.Namespace(config=None, set=["select=best:3"]), RECON_FLAGS)
@@ -45,6 +47,6 @@ def test_help_shows_defaults_the_same_way(capsys):
         with pytest.raises(SystemExit):
             main(["rcdm", sub, "--help"])
         out = " ".join(capsys.readouterr().out.split())
-        for flag in (("--steps", "--batch-size", "--config") if sub == "train" else ("--samples", "--neighbours")):
+        for flag in ("--steps", "--batch-size", "--config") if sub == "train" else ("--samples", "--neighbours"):
             assert flag in out
         assert ("(default: 2000)" in out and "(default: tiny)" in out) if sub == "train" else "(default: 4)" in out

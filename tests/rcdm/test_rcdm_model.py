@@ -69,8 +69,9 @@ def test_training_loss_falls(rcdm_run, tmp_path):
 
     from dejavu.rcdm.train import train_rcdm
 
-    res = train_rcdm(tiny_config(steps=40), rcdm_run["models"]["A"], rcdm_run["partition"], rcdm_run["paths"],
-                     tmp_path / "r")
+    res = train_rcdm(
+        tiny_config(steps=40), rcdm_run["models"]["A"], rcdm_run["partition"], rcdm_run["paths"], tmp_path / "r"
+    )
     assert res.step == 40 and len(res.losses) == 40 and res.num_train > 0
     first, last = np.mean(res.losses[:5]), np.mean(res.losses[-5:])
     assert last < 0.7 * first, (first, last)

@@ -19,8 +19,7 @@ def test_reconstruct_writes_grids_and_tensors(rcdm_run, tmp_path):
     ex = load_examples(att)
     pick = [next(r for r in ex if r["set"] == "A"), next(r for r in ex if r["set"] == "B")]
     sel = f"{pick[0]['index']},{pick[1]['index']}"
-    res = reconstruct(att, rcdm_run["rcdm"]["A"], rcdm_run["rcdm"]["B"], sel, tmp_path / "out",
-                      samples=3, ddim_steps=4)
+    res = reconstruct(att, rcdm_run["rcdm"]["A"], rcdm_run["rcdm"]["B"], sel, tmp_path / "out", samples=3, ddim_steps=4)
     assert [it.index for it in res.items] == [pick[0]["index"], pick[1]["index"]]
     public = np.load(att / "public_idxs.npy")
     for it, row in zip(res.items, pick):
@@ -46,8 +45,9 @@ def test_reconstruct_writes_grids_and_tensors(rcdm_run, tmp_path):
     # same seed -> same images; refuses to overwrite without force
     with pytest.raises(DejavuError, match="already exists"):
         reconstruct(att, rcdm_run["rcdm"]["A"], rcdm_run["rcdm"]["B"], sel, tmp_path / "out", samples=3, ddim_steps=4)
-    again = reconstruct(att, rcdm_run["rcdm"]["A"], rcdm_run["rcdm"]["B"], sel, tmp_path / "out", samples=3,
-                        ddim_steps=4, force=True)
+    again = reconstruct(
+        att, rcdm_run["rcdm"]["A"], rcdm_run["rcdm"]["B"], sel, tmp_path / "out", samples=3, ddim_steps=4, force=True
+    )
     assert np.array_equal(again.items[0].samples_target, res.items[0].samples_target)
 
 
@@ -65,28 +65,102 @@ def test_cli_reconstruct(rcdm_run, tmp_path):
     from dejavu.cli import main
 
     out = tmp_path / "cli"
-    rc = main(["rcdm", "reconstruct", "--attack", str(rcdm_run["attack"]), "--rcdm-a", str(rcdm_run["rcdm"]["A"]),
-               "--rcdm-b", str(rcdm_run["rcdm"]["B"]), "--select", "most-confident:2", "--samples", "2",
-               "--ddim-steps", "3", "--out", str(out)])
+    rc = main(
+        [
+            "rcdm",
+            "reconstruct",
+            "--attack",
+            str(rcdm_run["attack"]),
+            "--rcdm-a",
+            str(rcdm_run["rcdm"]["A"]),
+            "--rcdm-b",
+            str(rcdm_run["rcdm"]["B"]),
+            "--select",
+            "most-confident:2",
+            "--samples",
+            "2",
+            "--ddim-steps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0 and len(list(out.glob("*_*.png"))) == 2
-    assert main(["rcdm", "reconstruct", "--attack", str(rcdm_run["attack"]), "--rcdm-a", "x", "--rcdm-b", "y",
-                 "--select", "bogus:3", "--out", str(tmp_path / "z")]) == 2
+    assert (
+        main(
+            [
+                "rcdm",
+                "reconstruct",
+                "--attack",
+                str(rcdm_run["attack"]),
+                "--rcdm-a",
+                "x",
+                "--rcdm-b",
+                "y",
+                "--select",
+                "bogus:3",
+                "--out",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_selection_helpers():
     from dejavu.rcdm.reconstruct import class_summary, parse_select, select_examples
 
     rows = [
-        {"set": "A", "index": 1, "label": 0, "quadrant": "memorized", "conf_target": -0.1, "conf_reference": -2.0,
-         "correct_target": True, "correct_reference": False},
-        {"set": "A", "index": 2, "label": 0, "quadrant": "memorized", "conf_target": -0.5, "conf_reference": -0.6,
-         "correct_target": True, "correct_reference": False},
-        {"set": "B", "index": 3, "label": 0, "quadrant": "correlated", "conf_target": -0.2, "conf_reference": -0.3,
-         "correct_target": True, "correct_reference": True},
-        {"set": "B", "index": 4, "label": 1, "quadrant": "correlated", "conf_target": -0.1, "conf_reference": -1.0,
-         "correct_target": True, "correct_reference": True},
-        {"set": "B", "index": 5, "label": 1, "quadrant": "unassociated", "conf_target": 0.0, "conf_reference": 0.0,
-         "correct_target": False, "correct_reference": False},
+        {
+            "set": "A",
+            "index": 1,
+            "label": 0,
+            "quadrant": "memorized",
+            "conf_target": -0.1,
+            "conf_reference": -2.0,
+            "correct_target": True,
+            "correct_reference": False,
+        },
+        {
+            "set": "A",
+            "index": 2,
+            "label": 0,
+            "quadrant": "memorized",
+            "conf_target": -0.5,
+            "conf_reference": -0.6,
+            "correct_target": True,
+            "correct_reference": False,
+        },
+        {
+            "set": "B",
+            "index": 3,
+            "label": 0,
+            "quadrant": "correlated",
+            "conf_target": -0.2,
+            "conf_reference": -0.3,
+            "correct_target": True,
+            "correct_reference": True,
+        },
+        {
+            "set": "B",
+            "index": 4,
+            "label": 1,
+            "quadrant": "correlated",
+            "conf_target": -0.1,
+            "conf_reference": -1.0,
+            "correct_target": True,
+            "correct_reference": True,
+        },
+        {
+            "set": "B",
+            "index": 5,
+            "label": 1,
+            "quadrant": "unassociated",
+            "conf_target": 0.0,
+            "conf_reference": 0.0,
+            "correct_target": False,
+            "correct_reference": False,
+        },
     ]
     assert [r["index"] for r in select_examples(rows, "most-memorized", 5)] == [1, 2]
     assert [r["index"] for r in select_examples(rows, "most-correlated", 5)] == [3, 4]  # by min(conf)

@@ -1,5 +1,6 @@
 """Generators of realistic result folders that follow docs/CONTRACTS.md exactly
 (attack: dejavu-attack/1 + examples.csv + neighbour arrays; probe: dejavu-probe/1)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,9 @@ def sweep_dir(tmp_path):
     for lr in (0.1, 0.4):
         write_attack_result(root / "attack" / f"vicreg_300pc_200ep_lr{lr}", epoch=200, model_cfg={"lr": lr})
     write_attack_result(root / "attack" / "vicreg_300pc_200ep_corner", epoch=200, crop="corner", variant_shift=0.05)
-    write_attack_result(root / "attack" / "vicreg_300pc_200ep_backbone", epoch=200, embed="backbone",
-                        variant_shift=0.02)
+    write_attack_result(
+        root / "attack" / "vicreg_300pc_200ep_backbone", epoch=200, embed="backbone", variant_shift=0.02
+    )
     (root / "attack" / "broken").mkdir(parents=True)
     (root / "attack" / "broken" / "results.json").write_text("{not json")
     (root / "other").mkdir()

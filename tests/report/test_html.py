@@ -35,8 +35,7 @@ def _run(tmp_path, synth_small, partition_small) -> Path:
         write_attack_result(run / "attack" / f"ep{ep}" / "vicreg_10pc", npc=10, epoch=ep, fingerprint=fp)
         write_probe_result(run / "probe" / f"vicreg_10pc_{ep}ep", npc=10, epoch=ep)
     write_attack_arrays(run / "attack" / "ep10" / "vicreg_10pc", synth_small, partition_small, npc=10)
-    write_attack_result(run / "attack" / "ep10" / "vicreg_10pc_corner", npc=10, epoch=10, crop="corner",
-                        fingerprint=fp)
+    write_attack_result(run / "attack" / "ep10" / "vicreg_10pc_corner", npc=10, epoch=10, crop="corner", fingerprint=fp)
     rc = run / "rcdm" / "A" / "samples"
     rc.mkdir(parents=True)
     from PIL import Image
@@ -79,11 +78,13 @@ def test_report_renders_and_references_exist(synth_small, partition_small, tmp_p
 
 def test_rank_examples_orders_by_gap_and_min_conf(tmp_path):
     p = tmp_path / "examples.csv"
-    p.write_text("set,index,label,pred_target,pred_reference,conf_target,conf_reference,correct_target,"
-                 "correct_reference,quadrant\n"
-                 "A,1,0,0,1,-0.1,-2.0,1,0,memorized\nA,2,0,0,1,-0.5,-0.6,1,0,memorized\n"
-                 "B,3,1,1,1,-0.2,-0.3,1,1,correlated\nB,4,1,1,1,-0.05,-1.5,1,1,correlated\n"
-                 "B,5,1,0,0,-0.05,-0.1,0,0,unassociated\n")
+    p.write_text(
+        "set,index,label,pred_target,pred_reference,conf_target,conf_reference,correct_target,"
+        "correct_reference,quadrant\n"
+        "A,1,0,0,1,-0.1,-2.0,1,0,memorized\nA,2,0,0,1,-0.5,-0.6,1,0,memorized\n"
+        "B,3,1,1,1,-0.2,-0.3,1,1,correlated\nB,4,1,1,1,-0.05,-1.5,1,1,correlated\n"
+        "B,5,1,0,0,-0.05,-0.1,0,0,unassociated\n"
+    )
     r = rank_examples(read_examples(p), 5)
     assert [e.index for e in r["memorized"]] == [1, 2]
     assert [e.index for e in r["correlated"]] == [3, 4]

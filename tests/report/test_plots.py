@@ -44,9 +44,19 @@ def test_figures_from_generated_results(sweep_dir, tmp_path):
     assert main(["plot", str(sweep_dir), "--out", str(out), "--param", "lr", "--top", "top1", "--top", "top5"]) == 0
     index = json.loads((out / "figures.json").read_text())
     names = {f["name"] for f in index["figures"]}
-    assert {"accuracy_vs_epoch_top1", "accuracy_vs_epoch_top5", "accuracy_vs_npc_top1", "accuracy_vs_lr_top1",
-            "quadrants_vs_epoch", "quadrants_vs_npc", "quadrants_vs_lr", "probe_vs_epoch", "probe_vs_npc",
-            "sweep_top1", "variants_top1"} <= names
+    assert {
+        "accuracy_vs_epoch_top1",
+        "accuracy_vs_epoch_top5",
+        "accuracy_vs_npc_top1",
+        "accuracy_vs_lr_top1",
+        "quadrants_vs_epoch",
+        "quadrants_vs_npc",
+        "quadrants_vs_lr",
+        "probe_vs_epoch",
+        "probe_vs_npc",
+        "sweep_top1",
+        "variants_top1",
+    } <= names
     assert "probe_vs_lr" not in names  # probes have no lr sweep
     for f in index["figures"]:
         for x in f["files"] + [f["data"]]:
@@ -90,8 +100,9 @@ def test_figures_from_generated_results(sweep_dir, tmp_path):
 
     # confidence sweep: latest epoch per (variant, npc, lr), the stored curves
     curves = _load(out, "sweep_top1")["curves"]
-    main_curve = next(c for c in curves if c["variant"] == "periphery/projector" and c["npc"] == 300
-                      and "lr=0.2" in c["label"])
+    main_curve = next(
+        c for c in curves if c["variant"] == "periphery/projector" and c["npc"] == 300 and "lr=0.2" in c["label"]
+    )
     assert main_curve["epoch"] == 200 and len(main_curve["p"]) == 100
     assert main_curve["target"][0] == pytest.approx(fake_accs(200, 300)[0]["20"] + 0.1 * 0.9)
 

@@ -23,10 +23,20 @@ def _add_control(path, control: float, se: float = 0.01):
             s = res["metrics"][top][key]
             e = s - control
             ci = [e - 2 * se, e + 2 * se]
-            block[top][p] = {"score": s, "control": control, "excess": e, "ci95": ci, "se": se,
-                             "excludes_zero": ci[0] > 0 or ci[1] < 0}
-    res["control"] = {"source": {"kind": "partition"}, "metrics": {}, "excess": block,
-                      "counts": {"A": {"attacked": 90, "bbox": 100}, "B": {"attacked": 88, "bbox": 100}}}
+            block[top][p] = {
+                "score": s,
+                "control": control,
+                "excess": e,
+                "ci95": ci,
+                "se": se,
+                "excludes_zero": ci[0] > 0 or ci[1] < 0,
+            }
+    res["control"] = {
+        "source": {"kind": "partition"},
+        "metrics": {},
+        "excess": block,
+        "counts": {"A": {"attacked": 90, "bbox": 100}, "B": {"attacked": 88, "bbox": 100}},
+    }
     atomic_write_json(path / "results.json", res)
 
 

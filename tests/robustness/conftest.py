@@ -20,8 +20,7 @@ def corpus(tmp_path_factory) -> Path:
     from dejavu.partition import partition
 
     root = tmp_path_factory.mktemp("corpus")
-    generate(root / "data", SynthConfig(classes=4, per_class=16, size=32, annotated_fraction=0.75, seed=3),
-             force=True)
+    generate(root / "data", SynthConfig(classes=4, per_class=16, size=32, annotated_fraction=0.75, seed=3), force=True)
     partition(DataPaths.resolve(data=root / "data"), [4], root / "part", force=True)
     index = scan_imagefolder(root / "data" / "train")
     (root / "ckpt").mkdir()

@@ -17,20 +17,35 @@ CHILD = Path(__file__).with_name("child.py")
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"PYTHONPATH": str(SRC), "DEJAVU_THREADS": "1", "OMP_NUM_THREADS": "1",
-                "DEJAVU_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            "PYTHONPATH": str(SRC),
+            "DEJAVU_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "DEJAVU_NO_PROGRESS": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     env.pop("SLURM_JOB_ID", None)
     env.update(extra)
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, preexec_fn=None,
-            cwd: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, preexec_fn=None, cwd: str | None = None
+) -> subprocess.CompletedProcess:
     """``python tests/robustness/child.py <args>``: the real ``dejavu`` CLI (``dejavu.cli.main``),
     optionally with a fault injected (see child.py)."""
-    return subprocess.run([sys.executable, str(CHILD), *map(str, args)], env=env or child_env(),
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn, cwd=cwd,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(CHILD), *map(str, args)],
+        env=env or child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -44,8 +59,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     return err[0]
 
 
-def make_checkpoint(path: Path, index, set_name: str, npc: int, seed: int, projector: str = "32-16",
-                    arch: str = "smallcnn") -> Path:
+def make_checkpoint(
+    path: Path, index, set_name: str, npc: int, seed: int, projector: str = "32-16", arch: str = "smallcnn"
+) -> Path:
     from dejavu.io import atomic_torch_save
     from dejavu.ssl.model import ModelSpec, SSLModel
 
@@ -55,26 +71,76 @@ def make_checkpoint(path: Path, index, set_name: str, npc: int, seed: int, proje
     with torch.no_grad():
         m(torch.randn(8, 3, 32, 32))
     m.eval()
-    cfg = {"method": "vicreg", "arch": arch, "projector": projector, "image_size": 32, "npc": npc,
-           "set": set_name, "num_classes": 0}
-    atomic_torch_save(path, {"format": "dejavu-ckpt/1", "model": m.state_dict(), "epoch": 1, "config": cfg,
-                             "fingerprint": index.fingerprint.to_dict()})
+    cfg = {
+        "method": "vicreg",
+        "arch": arch,
+        "projector": projector,
+        "image_size": 32,
+        "npc": npc,
+        "set": set_name,
+        "num_classes": 0,
+    }
+    atomic_torch_save(
+        path,
+        {
+            "format": "dejavu-ckpt/1",
+            "model": m.state_dict(),
+            "epoch": 1,
+            "config": cfg,
+            "fingerprint": index.fingerprint.to_dict(),
+        },
+    )
     return path
 
 
-def attack_args(corpus: Path, out: Path, data: Path | None = None, part: Path | None = None,
-                a: Path | None = None, b: Path | None = None, *extra: str) -> list[str]:
-    return ["attack", "--model-a", str(a or corpus / "ckpt" / "A.pth"), "--model-b", str(b or corpus / "ckpt" / "B.pth"),
-            "--partition", str(part or corpus / "part"), "--npc", "4", "--data", str(data or corpus / "data"),
-            "--out", str(out), "--k", "8", "--bootstrap", "20", "--device", "cpu", *extra]
+def attack_args(
+    corpus: Path,
+    out: Path,
+    data: Path | None = None,
+    part: Path | None = None,
+    a: Path | None = None,
+    b: Path | None = None,
+    *extra: str,
+) -> list[str]:
+    return [
+        "attack",
+        "--model-a",
+        str(a or corpus / "ckpt" / "A.pth"),
+        "--model-b",
+        str(b or corpus / "ckpt" / "B.pth"),
+        "--partition",
+        str(part or corpus / "part"),
+        "--npc",
+        "4",
+        "--data",
+        str(data or corpus / "data"),
+        "--out",
+        str(out),
+        "--k",
+        "8",
+        "--bootstrap",
+        "20",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
-def attack_inprocess(corpus: Path, out: Path, data: Path | None = None, part: Path | None = None,
-                     force: bool = False, cache_dir=None):
+def attack_inprocess(
+    corpus: Path, out: Path, data: Path | None = None, part: Path | None = None, force: bool = False, cache_dir=None
+):
     """The attack stage function with the settings of :func:`attack_args`."""
     from dejavu.attack.run import AttackConfig, attack
     from dejavu.data.imagefolder import DataPaths
 
     cfg = AttackConfig(k=8, k_attk=8, npc=4, n_boot=20, device="cpu")
-    return attack(corpus / "ckpt" / "A.pth", corpus / "ckpt" / "B.pth", part or corpus / "part",
-                  DataPaths.resolve(data=data or corpus / "data"), out, cfg, force=force, cache_dir=cache_dir)
+    return attack(
+        corpus / "ckpt" / "A.pth",
+        corpus / "ckpt" / "B.pth",
+        part or corpus / "part",
+        DataPaths.resolve(data=data or corpus / "data"),
+        out,
+        cfg,
+        force=force,
+        cache_dir=cache_dir,
+    )

@@ -32,8 +32,12 @@ def _first_image(data: Path) -> Path:
 
 def test_cmyk_grayscale_and_png_named_jpeg_decode_to_rgb(tmp_path):
     rgb = Image.new("RGB", (40, 30), (200, 30, 60))
-    cases = {"cmyk.JPEG": ("CMYK", "JPEG"), "gray.JPEG": ("L", "JPEG"), "png.JPEG": ("RGBA", "PNG"),
-             "pal.JPEG": ("P", "PNG")}
+    cases = {
+        "cmyk.JPEG": ("CMYK", "JPEG"),
+        "gray.JPEG": ("L", "JPEG"),
+        "png.JPEG": ("RGBA", "PNG"),
+        "pal.JPEG": ("P", "PNG"),
+    }
     for name, (mode, fmt) in cases.items():
         rgb.convert(mode).save(tmp_path / name, format=fmt)
         im = load_rgb(tmp_path / name)
@@ -68,8 +72,9 @@ def test_broken_image_is_named(tmp_path, damage):
     Image.new("RGB", (64, 64), (10, 200, 10)).save(src, format="JPEG")
     data = src.getvalue()
     p = tmp_path / "n0_1.JPEG"
-    p.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
-                   "corrupt": data[:20] + os.urandom(len(data) - 20)}[damage])
+    p.write_bytes(
+        {"truncated": data[: len(data) // 2], "empty": b"", "corrupt": data[:20] + os.urandom(len(data) - 20)}[damage]
+    )
     with pytest.raises(DejavuError, match=rf"{p}: cannot decode image"):
         load_rgb(p)
 
@@ -95,19 +100,34 @@ def test_corrupt_image_stops_training_naming_it(corpus, data_copy, tmp_path):
     p.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     cfg = load_train_config(None, ["epochs=1", "projector=16-16", "knn_every=0", "warmup_epochs=0"], method="vicreg")
     with pytest.raises(DejavuError, match=rf"{p}: cannot decode image"):
-        train(cfg, DataPaths.resolve(data=data_copy), corpus / "part" / "4_per_class" / "train_A.npy",
-              tmp_path / "run", device="cpu")
+        train(
+            cfg,
+            DataPaths.resolve(data=data_copy),
+            corpus / "part" / "4_per_class" / "train_A.npy",
+            tmp_path / "run",
+            device="cpu",
+        )
 
 
 # ------------------------------------------------------------------ XML
 
 
-@pytest.mark.parametrize("content,what", [
-    (None, "annotation file not found"), ("", "malformed XML"), ("<annotation><object>", "malformed XML"),
-    ("<annotation><object><bndbox><xmin>1</xmin></bndbox></object></annotation>", "without <ymin>"),
-    (("<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
-      "</bndbox></object></annotation>"), "not a number"),
-])
+@pytest.mark.parametrize(
+    "content,what",
+    [
+        (None, "annotation file not found"),
+        ("", "malformed XML"),
+        ("<annotation><object>", "malformed XML"),
+        ("<annotation><object><bndbox><xmin>1</xmin></bndbox></object></annotation>", "without <ymin>"),
+        (
+            (
+                "<annotation><object><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax>"
+                "</bndbox></object></annotation>"
+            ),
+            "not a number",
+        ),
+    ],
+)
 def test_missing_empty_malformed_xml(tmp_path, content, what):
     p = tmp_path / "a.xml"
     if content is not None:
@@ -117,10 +137,13 @@ def test_missing_empty_malformed_xml(tmp_path, content, what):
     assert "\n" not in str(e.value)
 
 
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol">""" + "".join(
-    f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)) + """]>
+BILLION_LAUGHS = (
+    """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol">"""
+    + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
+    + """]>
 <annotation><filename>&lol9;</filename></annotation>"""
+)
 
 
 def test_billion_laughs_refused_quickly(tmp_path):
@@ -138,8 +161,10 @@ def test_external_entity_refused_without_reading_the_target(tmp_path):
     fifo = tmp_path / "secret"
     os.mkfifo(fifo)
     p = tmp_path / "xxe.xml"
-    p.write_text(f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{fifo}">]>'
-                 "<annotation><filename>&x;</filename></annotation>")
+    p.write_text(
+        f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{fifo}">]>'
+        "<annotation><filename>&x;</filename></annotation>"
+    )
     box: dict = {}
 
     def parse():
@@ -173,14 +198,17 @@ def _crop_setup(tmp_path, boxes_by_image: dict[int, str | list[tuple[int, int, i
 
 def test_bad_boxes_and_unattackable_images_are_counted(tmp_path):
     inverted = voc_xml_string("n0_2", "n0", 32, 32, [(20, 0, 10, 10)], "n0")
-    index, ann = _crop_setup(tmp_path, {
-        0: [(0, 0, 16, 32)],              # fine: right half is free
-        1: [(40, 40, 60, 60)],            # entirely outside the image
-        2: inverted,                      # xmin > xmax
-        3: [(0, 0, 32, 32)],              # covers everything: no attackable crop
-        4: [(-10, 0, 16, 40)],            # partly outside: clipped, still attackable
-        5: "<annotation><object>",        # malformed
-    })
+    index, ann = _crop_setup(
+        tmp_path,
+        {
+            0: [(0, 0, 16, 32)],  # fine: right half is free
+            1: [(40, 40, 60, 60)],  # entirely outside the image
+            2: inverted,  # xmin > xmax
+            3: [(0, 0, 32, 32)],  # covers everything: no attackable crop
+            4: [(-10, 0, 16, 40)],  # partly outside: clipped, still attackable
+            5: "<annotation><object>",  # malformed
+        },
+    )
     sc = compute_crops(index, ann, np.arange(6), AttackConfig(), min_crop_px=8)
     c = sc.counts
     assert list(sc.indices) == [0, 4]
@@ -239,8 +267,9 @@ def test_class_without_annotations_is_reported(data_copy, tmp_path):
 def test_index_file_of_another_dataset(corpus, tmp_path):
     from dejavu.data.synth import SynthConfig, generate
 
-    generate(tmp_path / "other", SynthConfig(classes=3, per_class=8, size=32, annotated_fraction=0.5, seed=1),
-             force=True)
+    generate(
+        tmp_path / "other", SynthConfig(classes=3, per_class=8, size=32, annotated_fraction=0.5, seed=1), force=True
+    )
     partition(DataPaths.resolve(data=tmp_path / "other"), [2], tmp_path / "p", force=True)
     f = tmp_path / "p" / "2_per_class" / "train_A.npy"
     index = scan_imagefolder(corpus / "data" / "train")

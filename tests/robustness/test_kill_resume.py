@@ -26,8 +26,19 @@ def test_sigkill_mid_training_then_resume(corpus, tmp_path):
     full = train(cfg, paths, index_file, tmp_path / "full", device="cpu")
 
     run = tmp_path / "killed"
-    args = ["train", "--method", "vicreg", "--data", corpus / "data", "--index", index_file, "--out", run,
-            "--device", "cpu"] + [x for s in SETS for x in ("--set", s)]
+    args = [
+        "train",
+        "--method",
+        "vicreg",
+        "--data",
+        corpus / "data",
+        "--index",
+        index_file,
+        "--out",
+        run,
+        "--device",
+        "cpu",
+    ] + [x for s in SETS for x in ("--set", s)]
     proc = run_cli(*args, env=child_env(DEJAVU_TEST_KILL_AT="last.pth:2"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     # the half-written epoch-2 state lies under a temporary name only; last.pth is epoch 1, whole
@@ -65,11 +76,30 @@ def test_sigkill_mid_attack_then_rerun(corpus, tmp_path):
 
 def test_nan_loss_stops_keeps_last_good_checkpoint(corpus, tmp_path):
     run = tmp_path / "nan"
-    sets = ["epochs=3", "projector=16-16", "knn_every=0", "warmup_epochs=0", "optimizer=sgd",
-            "absolute_lr=true", "lr=1e30", "batch_size=16"]  # one step per epoch: epoch 1 finite, then NaN
-    proc = run_cli("train", "--method", "simclr", "--data", corpus / "data", "--index",
-                   corpus / "part" / "4_per_class" / "train_A.npy", "--out", run, "--device", "cpu",
-                   *[x for s in sets for x in ("--set", s)])
+    sets = [
+        "epochs=3",
+        "projector=16-16",
+        "knn_every=0",
+        "warmup_epochs=0",
+        "optimizer=sgd",
+        "absolute_lr=true",
+        "lr=1e30",
+        "batch_size=16",
+    ]  # one step per epoch: epoch 1 finite, then NaN
+    proc = run_cli(
+        "train",
+        "--method",
+        "simclr",
+        "--data",
+        corpus / "data",
+        "--index",
+        corpus / "part" / "4_per_class" / "train_A.npy",
+        "--out",
+        run,
+        "--device",
+        "cpu",
+        *[x for s in sets for x in ("--set", s)],
+    )
     assert_one_line_error(proc, str(run), "loss became", "Last good checkpoint kept", "epoch 1")
     assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 1
     assert not list(run.glob("*.tmp"))

@@ -65,13 +65,16 @@ def _unwritable(tmp_path):
     os.chmod(tmp_path, 0o755)
     os.chmod(d, 0o555)
     # imports first (as root: the interpreter lives under /root), then drop to nobody and write
-    code = (f"import os, sys; sys.path.insert(0, {str(SRC)!r}); from dejavu.cli import main; "
-            f"from dejavu.io import atomic_write_json; from dejavu import DejavuError\n"
-            f"os.setgid(65534); os.setuid(65534)\n"
-            f"try:\n    atomic_write_json({str(d / 'old.json')!r}, {{'v': 2}})\n"
-            f"except DejavuError as e:\n    print(e, file=sys.stderr); sys.exit(1)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
-                          env=child_env())
+    code = (
+        f"import os, sys; sys.path.insert(0, {str(SRC)!r}); from dejavu.cli import main; "
+        f"from dejavu.io import atomic_write_json; from dejavu import DejavuError\n"
+        f"os.setgid(65534); os.setuid(65534)\n"
+        f"try:\n    atomic_write_json({str(d / 'old.json')!r}, {{'v': 2}})\n"
+        f"except DejavuError as e:\n    print(e, file=sys.stderr); sys.exit(1)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, env=child_env()
+    )
     assert_one_line_error(proc, str(d / "old.json"), "permission denied")
     assert json.loads((d / "old.json").read_text()) == {"v": 1} and not _tmp_files(d)
 
@@ -92,9 +95,26 @@ def test_full_disk_mid_write_keeps_earlier_results(corpus, tmp_path):
 
 def test_full_disk_during_training_checkpoint(corpus, tmp_path):
     out = tmp_path / "run"
-    proc = run_cli("train", "--data", corpus / "data", "--index", corpus / "part" / "4_per_class" / "train_A.npy",
-                   "--out", out, "--set", "epochs=1", "--set", "projector=16-16", "--set", "knn_every=0",
-                   "--set", "warmup_epochs=0", "--device", "cpu", env=child_env(DEJAVU_TEST_FSIZE="20000"))
+    proc = run_cli(
+        "train",
+        "--data",
+        corpus / "data",
+        "--index",
+        corpus / "part" / "4_per_class" / "train_A.npy",
+        "--out",
+        out,
+        "--set",
+        "epochs=1",
+        "--set",
+        "projector=16-16",
+        "--set",
+        "knn_every=0",
+        "--set",
+        "warmup_epochs=0",
+        "--device",
+        "cpu",
+        env=child_env(DEJAVU_TEST_FSIZE="20000"),
+    )
     line = assert_one_line_error(proc, "cannot write", "file too large")
     assert ".pth" in line
     assert not list(out.glob("*.pth")) and not _tmp_files(out)
@@ -154,20 +174,27 @@ def test_damaged_embedding_cache_is_recomputed(corpus, tmp_path, capsys, damage)
     assert all(third.results["embed_cache"]["hit"].values())
 
 
-HOLD = ("import sys; sys.path.insert(0, {src!r}); from dejavu.io import folder_lock\n"
-        "with folder_lock({folder!r}, 'train'):\n    print('held', flush=True); sys.stdin.read()")
+HOLD = (
+    "import sys; sys.path.insert(0, {src!r}); from dejavu.io import folder_lock\n"
+    "with folder_lock({folder!r}, 'train'):\n    print('held', flush=True); sys.stdin.read()"
+)
 
 
 def test_second_writer_refused_naming_the_holder(corpus, tmp_path):
     out = tmp_path / "p"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(src=str(SRC), folder=str(out))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=child_env(SLURM_JOB_ID="4242"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(src=str(SRC), folder=str(out))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(SLURM_JOB_ID="4242"),
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         proc = run_cli("partition", "--data", corpus / "data", "--per-class", "4", "--out", out, "--force")
-        assert_one_line_error(proc, str(out), "in use by another dejavu process", f"pid {holder.pid}",
-                              "SLURM job 4242", "dejavu train")
+        assert_one_line_error(
+            proc, str(out), "in use by another dejavu process", f"pid {holder.pid}", "SLURM job 4242", "dejavu train"
+        )
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written
         # in this process too (a second open file description conflicts)
         with pytest.raises(DejavuError, match=f"pid {holder.pid}"), folder_lock(out, "plot"):

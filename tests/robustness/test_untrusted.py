@@ -102,5 +102,11 @@ def test_checkpoint_made_on_another_dataset(corpus, tmp_path):
     from dejavu.data.imagefolder import DataPaths
 
     with pytest.raises(DejavuError, match=rf"checkpoint {a} was made on dataset"):
-        attack(a, corpus / "ckpt" / "B.pth", corpus / "part", DataPaths.resolve(data=corpus / "data"),
-               tmp_path / "att", AttackConfig(npc=4, k=8, k_attk=8, n_boot=0, device="cpu"))
+        attack(
+            a,
+            corpus / "ckpt" / "B.pth",
+            corpus / "part",
+            DataPaths.resolve(data=corpus / "data"),
+            tmp_path / "att",
+            AttackConfig(npc=4, k=8, k_attk=8, n_boot=0, device="cpu"),
+        )

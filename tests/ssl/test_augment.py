@@ -19,8 +19,13 @@ def _ops(transform, kind):
 def test_paper_views_are_the_originals():
     v1, v2 = view_spec("paper", 224, 0), view_spec("paper", 224, 1)
     for v in (v1, v2):
-        assert (v.crop_scale, v.flip_p, v.jitter_p, v.jitter, v.gray_p) == \
-            ((0.08, 1.0), 0.5, 0.8, (0.4, 0.4, 0.2, 0.1), 0.2)
+        assert (v.crop_scale, v.flip_p, v.jitter_p, v.jitter, v.gray_p) == (
+            (0.08, 1.0),
+            0.5,
+            0.8,
+            (0.4, 0.4, 0.2, 0.1),
+            0.2,
+        )
         assert v.crop_ratio == pytest.approx((3 / 4, 4 / 3))
     assert (v1.blur_p, v1.blur_kernel, v1.blur_sigma, v1.solarize_p) == (1.0, (5, 9), (0.1, 2.0), 0.0)
     assert (v2.blur_p, v2.solarize_p, v2.solarize_threshold) == (0.0, 0.2, 128)
@@ -39,14 +44,14 @@ def test_blur_kernel_scales_and_stays_odd():
 
 def test_view1_always_blurred_with_a_5_wide_9_tall_kernel_view2_never():
     t1, t2 = build_view("paper", 224, 0), build_view("paper", 224, 1)
-    (apply, blur), = _ops(t1, T.GaussianBlur)
+    ((apply, blur),) = _ops(t1, T.GaussianBlur)
     assert apply.p == 1.0 and tuple(blur.kernel_size) == (5, 9) and list(blur.sigma) == [0.1, 2.0]
     impulse = torch.zeros(1, 1, 21, 21)
     impulse[..., 10, 10] = 1
     support = (blur(impulse)[0, 0] > 0).nonzero()
     assert len(support[:, 0].unique()) == 9 and len(support[:, 1].unique()) == 5  # rows (y) x columns (x)
     assert not _ops(t2, T.GaussianBlur) and not _ops(t1, T.RandomSolarize)
-    (_, sol), = _ops(t2, T.RandomSolarize)
+    ((_, sol),) = _ops(t2, T.RandomSolarize)
     assert sol.p == 0.2 and sol.threshold == 128
     # blur comes last (after normalisation), as the original
     assert isinstance(t1.transforms[-1], T.RandomApply) and isinstance(t1.transforms[-2], T.Normalize)

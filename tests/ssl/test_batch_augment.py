@@ -45,18 +45,32 @@ def test_parameter_statistics_match_per_image(preset, view):
     batch = img.float().div(255).expand(N, 3, S, S).contiguous()
     for name, outer, inner, p in _per_image_ops(pv):
         if name == "RandomResizedCrop":
-            ref = torch.tensor([[d["width"] * d["height"] / S**2, math.log(d["width"] / d["height"])]
-                                for d in (inner.make_params([img]) for _ in range(N))])
+            ref = torch.tensor(
+                [
+                    [d["width"] * d["height"] / S**2, math.log(d["width"] / d["height"])]
+                    for d in (inner.make_params([img]) for _ in range(N))
+                ]
+            )
             b = BA.crop_params(N, S, S, inner.scale, inner.ratio)
-            ours = torch.stack([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / S**2,
-                                torch.log((b[:, 2] - b[:, 0]) / (b[:, 3] - b[:, 1]))], 1)
+            ours = torch.stack(
+                [
+                    (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / S**2,
+                    torch.log((b[:, 2] - b[:, 0]) / (b[:, 3] - b[:, 1])),
+                ],
+                1,
+            )
             tol = 4 * ref.std(0) * math.sqrt(2 / N)  # 4 sd of a difference of means
             assert ((ours.mean(0) - ref.mean(0)).abs() < tol).all(), (ours.mean(0), ref.mean(0))
             assert ((ours.std(0) - ref.std(0)).abs() < tol).all(), (ours.std(0), ref.std(0))
             assert ((b[:, :2] >= 0) & (b[:, 2:] <= S)).all()
         elif name in ("RandomHorizontalFlip", "RandomGrayscale", "RandomSolarize") or p is not None:
-            kind = {"RandomHorizontalFlip": "flip", "RandomGrayscale": "gray", "RandomSolarize": "solarize",
-                    "ColorJitter": "jitter", "GaussianBlur": "blur"}[name]
+            kind = {
+                "RandomHorizontalFlip": "flip",
+                "RandomGrayscale": "gray",
+                "RandomSolarize": "solarize",
+                "ColorJitter": "jitter",
+                "GaussianBlur": "blur",
+            }[name]
             op = bv.ops[kinds.index(kind)]
             ref_rate = _changed_rate(outer, img, N)
             ours = bv._apply(op, batch.clone(), N)
@@ -75,7 +89,11 @@ def test_parameter_statistics_match_per_image(preset, view):
             if name == "GaussianBlur":
                 ref_s = torch.tensor([inner.make_params([img])["sigma"][0] for _ in range(N)])
                 s = BA.blur_sigmas(N, op.args["sigma"])
-                assert abs(s.mean() - ref_s.mean()) < 4 * ref_s.std() * math.sqrt(2 / N) and s.min() >= 0.1 and s.max() <= 2.0
+                assert (
+                    abs(s.mean() - ref_s.mean()) < 4 * ref_s.std() * math.sqrt(2 / N)
+                    and s.min() >= 0.1
+                    and s.max() <= 2.0
+                )
                 assert op.args["kernel"] == tuple(inner.kernel_size)
 
 
@@ -83,8 +101,11 @@ def test_pixel_ops_match_torchvision():
     torch.manual_seed(1)
     x = torch.rand(4, 3, 40, 36)
     f = torch.tensor([0.7, 1.0, 1.3, 0.9])
-    for kind, fn in (("brightness", TF.adjust_brightness), ("contrast", TF.adjust_contrast),
-                     ("saturation", TF.adjust_saturation)):
+    for kind, fn in (
+        ("brightness", TF.adjust_brightness),
+        ("contrast", TF.adjust_contrast),
+        ("saturation", TF.adjust_saturation),
+    ):
         ours = BA._jitter_one(x.clone(), kind, f)
         ref = torch.stack([fn(x[i], float(f[i])) for i in range(4)])
         assert torch.allclose(ours, ref, atol=1e-5), kind
@@ -126,10 +147,22 @@ def test_views_shapes_normalization_and_errors():
 
 @pytest.mark.parametrize("mode", ["memory", "loader"])
 def test_training_through_batched_views(mode, synth_small, partition_small, tmp_path):
-    sets = ["projector=64-64", "knn_every=0", "warmup_epochs=0", "epochs=2", "batch_size=25",
-            f"data_mode={mode}", "augment_backend=device"]
+    sets = [
+        "projector=64-64",
+        "knn_every=0",
+        "warmup_epochs=0",
+        "epochs=2",
+        "batch_size=25",
+        f"data_mode={mode}",
+        "augment_backend=device",
+    ]
     cfg = load_train_config(None, sets, method="vicreg")
-    res = train(cfg, DataPaths.resolve(data=synth_small), partition_small / "10_per_class" / "train_A.npy",
-                tmp_path / "run", device="cpu")
+    res = train(
+        cfg,
+        DataPaths.resolve(data=synth_small),
+        partition_small / "10_per_class" / "train_A.npy",
+        tmp_path / "run",
+        device="cpu",
+    )
     losses = [r["loss"] for r in res.history]
     assert len(losses) == 2 and all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -116,11 +116,7 @@ def test_vicreg_release_and_full_checkpoint(tmp_path):
         tmp_path / "model.pth",
     )
     lm = load_model(tmp_path / "model.pth")
-    assert (
-        lm.source == "backbone-projector"
-        and lm.epoch == 100
-        and lm.config["projector"] == "64-64-32"
-    )
+    assert lm.source == "backbone-projector" and lm.epoch == 100 and lm.config["projector"] == "64-64-32"
     assert "projector_layout" not in lm.config  # exactly our own projector layout
     _check(lm, model.backbone, model.projector)
 
@@ -266,17 +262,11 @@ def _solo(method: str) -> nn.Module:
     elif method == "simclr":
         m.projector = nn.Sequential(nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 32))
     else:  # byol, a BaseMomentumMethod
-        m.projector = nn.Sequential(
-            nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32)
-        )
-        m.predictor = nn.Sequential(
-            nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32)
-        )
+        m.projector = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32))
+        m.predictor = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32))
         m.momentum_backbone = torchvision.models.resnet18()
         m.momentum_backbone.fc = nn.Identity()
-        m.momentum_projector = nn.Sequential(
-            nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32)
-        )
+        m.momentum_projector = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32))
     return _trained(m)
 
 
@@ -349,9 +339,7 @@ def test_unknown_keys_in_a_known_layout(tmp_path):
     sd = m.state_dict()
     sd["decoder.weight"] = torch.zeros(2, 2)
     torch.save({"state_dict": sd}, tmp_path / "x.ckpt")
-    with pytest.raises(
-        DejavuError, match=r"backbone-projector layout but has unknown keys \['decoder.weight'\]"
-    ):
+    with pytest.raises(DejavuError, match=r"backbone-projector layout but has unknown keys \['decoder.weight'\]"):
         load_model(tmp_path / "x.ckpt")
 
 
@@ -366,9 +354,7 @@ def test_other_arch_or_projector_size(tmp_path):
         load_model(tmp_path / "tv.pth", arch="resnet50")
     m = VICReg()
     torch.save({"model": Ddp(m).state_dict()}, tmp_path / "v.pth")
-    with pytest.raises(
-        DejavuError, match=r"projector=8192-8192-8192 \(the checkpoint's projector is 64-64-32"
-    ):
+    with pytest.raises(DejavuError, match=r"projector=8192-8192-8192 \(the checkpoint's projector is 64-64-32"):
         load_model(tmp_path / "v.pth", projector="8192-8192-8192")
 
 

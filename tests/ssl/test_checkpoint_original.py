@@ -52,9 +52,7 @@ class SSLNetwork(nn.Module):
         f = list(map(int, mlp_spec.split("-")))
         f[-2] = int(f[-2] * mlp_coeff)
         for i in range(len(f) - 2):
-            layers.append(
-                nn.Sequential(nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True))
-            )
+            layers.append(nn.Sequential(nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)))
         if proj_relu:
             layers.append(nn.Sequential(nn.Linear(f[-2], f[-1], bias=False), nn.ReLU(True)))
         else:
@@ -68,9 +66,7 @@ class Ddp(nn.Module):
         self.module = module
 
 
-def _original(
-    loss: str, mlp: str = "64-32", proj_relu: int = 0, remove_head: int = 0
-) -> SSLNetwork:
+def _original(loss: str, mlp: str = "64-32", proj_relu: int = 0, remove_head: int = 0) -> SSLNetwork:
     torch.manual_seed(0)
     model = SSLNetwork("resnet18", remove_head, mlp, 1.0, 0, loss, proj_relu=proj_relu)
     if loss == "supervised":  # ImageNetTrainer.create_model_and_scaler
@@ -174,9 +170,7 @@ def test_net_prefix_with_flat_projector(tmp_path):
     torch.manual_seed(0)
     net = torchvision.models.resnet18()
     net.fc = nn.Identity()
-    proj = nn.Sequential(
-        nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(True), nn.Linear(64, 32, bias=False)
-    )
+    proj = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(True), nn.Linear(64, 32, bias=False))
     sd = {f"module.net.{k}": v for k, v in net.state_dict().items()}
     sd.update({f"module.projector.{k}": v for k, v in proj.state_dict().items()})
     torch.save({"model": sd}, tmp_path / "flat.pth")

@@ -35,8 +35,11 @@ def test_nested_method_keys_map_onto_the_flat_fields(tmp_path):
 
 
 def test_unknown_nested_key_names_the_methods_keys(tmp_path):
-    with pytest.raises(UsageError, match=r"--set: unknown key vicreg.temperature; method vicreg takes "
-                                         r"vicreg.sim, vicreg.std, vicreg.cov"):
+    with pytest.raises(
+        UsageError,
+        match=r"--set: unknown key vicreg.temperature; method vicreg takes "
+        r"vicreg.sim, vicreg.std, vicreg.cov",
+    ):
         load_train_config(None, ["vicreg.temperature=0.1"], method="vicreg")
     f = tmp_path / "bad.yaml"
     f.write_text("method: simclr\nsimclr:\n  tau: 0.1\n")

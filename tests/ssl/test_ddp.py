@@ -17,9 +17,20 @@ def _cfg(method):
 
     # SGD: the update is linear in the gradient, so float noise stays float noise
     # (Adam's first step is ~lr*sign(g) and would amplify it).
-    return load_train_config(None, ["projector=32-16", "optimizer=sgd", "lr=0.1", "absolute_lr=true",
-                                    "warmup_epochs=0", "epochs=1", "weight_decay=0", "num_classes=10"],
-                             method=method)
+    return load_train_config(
+        None,
+        [
+            "projector=32-16",
+            "optimizer=sgd",
+            "lr=0.1",
+            "absolute_lr=true",
+            "warmup_epochs=0",
+            "epochs=1",
+            "weight_decay=0",
+            "num_classes=10",
+        ],
+        method=method,
+    )
 
 
 def _batch():
@@ -41,8 +52,9 @@ def _step(method, views, labels):
 
 def _worker(rank, world, port, out):
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     from dejavu.ssl.ddp import init_distributed
 
     init_distributed("cpu")

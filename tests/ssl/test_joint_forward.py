@@ -11,13 +11,17 @@ from dejavu.ssl.config import load_train_config
 from dejavu.ssl.methods.base import StepInfo
 from dejavu.ssl.train import build_engine
 
-SETS = {"vicreg": [], "simclr": [], "barlow": [], "byol": ["byol_hidden=24"],
-        "dino": ["dino_out_dim=20", "dino_warmup_teacher_temp_epochs=0", "dino_teacher_temp=0.04"]}
+SETS = {
+    "vicreg": [],
+    "simclr": [],
+    "barlow": [],
+    "byol": ["byol_hidden=24"],
+    "dino": ["dino_out_dim=20", "dino_warmup_teacher_temp_epochs=0", "dino_teacher_temp=0.04"],
+}
 
 
 def _engine(method):
-    cfg = load_train_config(None, ["projector=32-16", "knn_every=0", "warmup_epochs=0", *SETS[method]],
-                            method=method)
+    cfg = load_train_config(None, ["projector=32-16", "knn_every=0", "warmup_epochs=0", *SETS[method]], method=method)
     eng = build_engine(cfg, torch.device("cpu"))
     eng.trainable.train()
     return eng
@@ -83,8 +87,9 @@ def _expected(method, eng, views, joint: bool):
         s = fwd(lambda x: meth.prototypes(m(x)[1]))
         t = fwd(lambda x: meth.teacher[2](meth.teacher[1](meth.teacher[0](x))))
         q = [F.softmax((x - meth.loss.center) / 0.04, dim=-1) for x in t]
-        terms = [(-q[i] * F.log_softmax(s[j] / 0.1, dim=-1)).sum(-1).mean() for i in range(2) for j in range(2)
-                 if i != j]
+        terms = [
+            (-q[i] * F.log_softmax(s[j] / 0.1, dim=-1)).sum(-1).mean() for i in range(2) for j in range(2) if i != j
+        ]
         return sum(terms) / len(terms)
 
 
@@ -101,8 +106,9 @@ def test_loss_is_the_joint_forward_formula(method):
 
 
 def test_supervised_trains_on_one_view():
-    cfg = load_train_config(None, ["projector=32-16", "knn_every=0", "warmup_epochs=0", "num_classes=4"],
-                            method="supervised")
+    cfg = load_train_config(
+        None, ["projector=32-16", "knn_every=0", "warmup_epochs=0", "num_classes=4"], method="supervised"
+    )
     eng = build_engine(cfg, torch.device("cpu"))
     eng.trainable.train()
     x = _views()[0]

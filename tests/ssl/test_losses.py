@@ -55,7 +55,8 @@ def test_barlow_formula():
     sa, sb = std(a), std(b)
     c = [[float(sum(sa[k, i] * sb[k, j] for k in range(n))) / n for j in range(d)] for i in range(d)]
     expect = sum((1 - c[i][i]) ** 2 for i in range(d)) + lam * sum(
-        c[i][j] ** 2 for i in range(d) for j in range(d) if i != j)
+        c[i][j] ** 2 for i in range(d) for j in range(d) if i != j
+    )
     assert float(BarlowTwinsLoss(lam)(a, b)) == pytest.approx(expect, rel=1e-5)
     # perfectly correlated, standardised identical inputs with orthogonal dims -> near-zero on-diagonal loss
     x = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
@@ -81,8 +82,10 @@ def test_dino_formula_and_center():
         return [x / sum(e) for x in e]
 
     def ce(t, s):
-        return sum(-sum(pt * math.log(ps) for pt, ps in zip(softmax(t[i] - 0.5, tt), softmax(s[i], 0.1)))
-                   for i in range(len(t))) / len(t)
+        return sum(
+            -sum(pt * math.log(ps) for pt, ps in zip(softmax(t[i] - 0.5, tt), softmax(s[i], 0.1)))
+            for i in range(len(t))
+        ) / len(t)
 
     expect = (ce(t1, s2) + ce(t2, s1)) / 2
     got = loss([s1, s2], [t1, t2], tt)

@@ -27,8 +27,23 @@ def _env():
 
 
 def _cmd(synth, index, out, *extra):
-    argv = [sys.executable, "-m", "dejavu", "train", "--method", "vicreg", "--data", str(synth), "--index",
-            str(index), "--out", str(out), "--device", "cpu", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "dejavu",
+        "train",
+        "--method",
+        "vicreg",
+        "--data",
+        str(synth),
+        "--index",
+        str(index),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     for s in SETS:
         argv += ["--set", s]
     return argv
@@ -47,8 +62,9 @@ def test_sigkill_then_resume_equals_uninterrupted(synth_small, partition_small, 
     full, part = tmp_path / "full", tmp_path / "part"
     subprocess.run(_cmd(synth_small, index, full), env=_env(), check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(_cmd(synth_small, index, part), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(synth_small, index, part), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while _saved_epoch(part / "last.pth") < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -56,8 +72,7 @@ def test_sigkill_then_resume_equals_uninterrupted(synth_small, partition_small, 
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = _saved_epoch(part / "last.pth")
     assert 2 <= killed_at < 8
-    subprocess.run(_cmd(synth_small, index, part, "--resume"), env=_env(), check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(_cmd(synth_small, index, part, "--resume"), env=_env(), check=True, capture_output=True, timeout=600)
 
     a = torch.load(full / "last.pth", weights_only=True)
     b = torch.load(part / "last.pth", weights_only=True)

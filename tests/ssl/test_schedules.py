@@ -25,8 +25,11 @@ def _original_get_resolution(epoch, min_res=160, max_res=192, end_ramp=85, start
 
 def test_dino_teacher_temperature_as_the_original():
     for cfg in (TrainConfig(), load_train_config("dino"), load_train_config("dino_synth")):
-        assert (cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp, cfg.dino_warmup_teacher_temp_epochs) == \
-            (0.04, 0.07, 50)
+        assert (cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp, cfg.dino_warmup_teacher_temp_epochs) == (
+            0.04,
+            0.07,
+            50,
+        )
     # the original: np.concatenate((np.linspace(0.04, 0.07, 50), np.ones(epochs - 50) * 0.07))[epoch]
     sched = np.concatenate((np.linspace(0.04, 0.07, 50), np.ones(950) * 0.07))
     got = [teacher_temp_at(e, 0.04, 0.07, 50) for e in range(1000)]
@@ -41,8 +44,14 @@ def test_resolution_ramp_on_in_paper_configs_off_in_synthetic():
         assert [paper.resolution(e) for e in range(200)] == [_original_get_resolution(e) for e in range(200)]
         assert {synth.resolution(e) for e in range(300)} == {synth.image_size}, m
         assert not paper.zero_init_residual and not synth.zero_init_residual
-    assert [load_train_config("vicreg").resolution(e) for e in (0, 70, 77, 78, 85, 999)] == [160, 160, 160, 192, 192,
-                                                                                            192]
+    assert [load_train_config("vicreg").resolution(e) for e in (0, 70, 77, 78, 85, 999)] == [
+        160,
+        160,
+        160,
+        192,
+        192,
+        192,
+    ]
 
 
 def test_zero_init_residual_is_torchvisions_default_unless_set():
@@ -84,8 +93,21 @@ def test_training_follows_the_ramp(paths, partition_small, tmp_path, monkeypatch
     from dejavu.ssl.train import train
 
     seen = _record_views(monkeypatch)
-    cfg = load_train_config(None, ["projector=32-32", "knn_every=0", "warmup_epochs=0", "epochs=3", "batch_size=50",
-                                   "min_res=16", "max_res=32", "start_ramp=1", "end_ramp=2"], method="simclr")
+    cfg = load_train_config(
+        None,
+        [
+            "projector=32-32",
+            "knn_every=0",
+            "warmup_epochs=0",
+            "epochs=3",
+            "batch_size=50",
+            "min_res=16",
+            "max_res=32",
+            "start_ramp=1",
+            "end_ramp=2",
+        ],
+        method="simclr",
+    )
     res = train(cfg, paths, partition_small / "10_per_class" / "train_A.npy", tmp_path / "r", device="cpu")
     assert sorted({(e, s) for e, _, s in seen}) == [(0, (16, 16)), (1, (16, 16)), (2, (32, 32))]
     assert [r["resolution"] for r in res.history] == [16, 16, 32]
@@ -99,9 +121,13 @@ def test_supervised_trains_on_view_1_of_the_ssl_pipeline(paths, partition_small,
     orig = A.build_views
     monkeypatch.setattr(A, "build_views", lambda *a, **k: built.append((a, k)) or orig(*a, **k))
     seen = _record_views(monkeypatch)
-    cfg = load_train_config("supervised_synth", ["projector=32-32", "knn_every=0", "warmup_epochs=0", "epochs=1",
-                                                 "batch_size=50", "augment=paper"])
+    cfg = load_train_config(
+        "supervised_synth",
+        ["projector=32-32", "knn_every=0", "warmup_epochs=0", "epochs=1", "batch_size=50", "augment=paper"],
+    )
     train(cfg, paths, partition_small / "10_per_class" / "train_A.npy", tmp_path / "s", device="cpu")
     assert built and all(a[:3] == ("paper", 32, 1) for a, _ in built)
     assert {n for _, n, _ in seen} == {1}
-    assert load_train_config("supervised").augment == "paper" and load_train_config("supervised_synth").augment == "mild"
+    assert (
+        load_train_config("supervised").augment == "paper" and load_train_config("supervised_synth").augment == "mild"
+    )

@@ -33,8 +33,12 @@ def index_a(partition_small):
 
 # batch 25 on 100 images -> 4 steps per epoch
 METHOD_SETS = {
-    "vicreg": [], "simclr": [], "barlow": [], "byol": ["byol_hidden=64"],
-    "dino": ["projector=64-32", "dino_out_dim=64", "lr=0.01"], "supervised": [],
+    "vicreg": [],
+    "simclr": [],
+    "barlow": [],
+    "byol": ["byol_hidden=64"],
+    "dino": ["projector=64-32", "dino_out_dim=64", "lr=0.01"],
+    "supervised": [],
 }
 
 
@@ -59,8 +63,9 @@ def test_every_method_learns(method, paths, index_a, tmp_path):
 
 
 def test_resume_equals_uninterrupted(paths, index_a, tmp_path):
-    full = train(_cfg("byol", "epochs=4", "byol_hidden=32", "batch_size=50"), paths, index_a, tmp_path / "full",
-                 device="cpu")
+    full = train(
+        _cfg("byol", "epochs=4", "byol_hidden=32", "batch_size=50"), paths, index_a, tmp_path / "full", device="cpu"
+    )
     part = tmp_path / "part"
     cfg = _cfg("byol", "epochs=4", "byol_hidden=32", "batch_size=50")
     _train_until(cfg, paths, index_a, part, stop_after=2)
@@ -75,8 +80,14 @@ def test_resume_equals_uninterrupted(paths, index_a, tmp_path):
     assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]
     # a config field that matters cannot change on resume, and the error names it
     with pytest.raises(DejavuError, match="lr"):
-        train(_cfg("byol", "epochs=4", "byol_hidden=32", "batch_size=50", "lr=0.1"), paths, index_a, part,
-              resume=True, device="cpu")
+        train(
+            _cfg("byol", "epochs=4", "byol_hidden=32", "batch_size=50", "lr=0.1"),
+            paths,
+            index_a,
+            part,
+            resume=True,
+            device="cpu",
+        )
 
 
 def _train_until(cfg, paths, index, out, stop_after):
@@ -137,8 +148,13 @@ def test_index_from_other_dataset(paths, tmp_path):
     generate(other, SynthConfig(classes=3, per_class=8, size=32, annotated_fraction=0.5, seed=1), force=True)
     partition(DataPaths.resolve(data=other), [2], tmp_path / "p", force=True)
     with pytest.raises(DejavuError, match=r"made on dataset \w+ .* this dataset is \w+"):
-        train(_cfg("vicreg", "epochs=1"), paths, tmp_path / "p" / "2_per_class" / "train_A.npy", tmp_path / "x",
-              device="cpu")
+        train(
+            _cfg("vicreg", "epochs=1"),
+            paths,
+            tmp_path / "p" / "2_per_class" / "train_A.npy",
+            tmp_path / "x",
+            device="cpu",
+        )
 
 
 def test_empty_index(paths, tmp_path):
@@ -169,15 +185,37 @@ def test_config_validation(tmp_path):
         assert paper.arch == "resnet101" and paper.optimizer == "lars" and paper.batch_size == 1024
         assert synth.arch == "smallcnn" and synth.image_size == 32 and synth.absolute_lr
     v = load_train_config("vicreg_synth")
-    assert (v.projector, v.lr, v.weight_decay, v.warmup_epochs, v.batch_size, v.augment) == \
-        ("1024-1024", 2e-3, 1e-5, 5, 100, "mild")
+    assert (v.projector, v.lr, v.weight_decay, v.warmup_epochs, v.batch_size, v.augment) == (
+        "1024-1024",
+        2e-3,
+        1e-5,
+        5,
+        100,
+        "mild",
+    )
     assert isinstance(v, TrainConfig)
 
 
 def test_cli_smoke(synth_small, partition_small, tmp_path, capsys):
-    argv = ["train", "--method", "barlow", "--data", str(synth_small), "--index",
-            str(partition_small / "5_per_class" / "train_B.npy"), "--out", str(tmp_path / "run"),
-            "--set", "epochs=2", "--set", "warmup_epochs=1", "--set", "projector=32-32", "--device", "cpu"]
+    argv = [
+        "train",
+        "--method",
+        "barlow",
+        "--data",
+        str(synth_small),
+        "--index",
+        str(partition_small / "5_per_class" / "train_B.npy"),
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "epochs=2",
+        "--set",
+        "warmup_epochs=1",
+        "--set",
+        "projector=32-32",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert "trained barlow for 2 epochs" in capsys.readouterr().out
     assert (tmp_path / "run" / "model_ep2.pth").is_file()

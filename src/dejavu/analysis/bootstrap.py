@@ -29,7 +29,7 @@ from dejavu.analysis.metrics import (
     top_fraction_acc,
 )
 
-_CELLS = 2 ** 22  # resample-block size (replicates x examples) to bound memory
+_CELLS = 2**22  # resample-block size (replicates x examples) to bound memory
 SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}
 
 
@@ -77,8 +77,7 @@ class PairCells:
         gid[order] = np.cumsum(np.isin(np.arange(len(order)), starts)) - 1
         u1, i1 = np.unique(np.asarray(scores.correct1, np.float64), return_inverse=True)
         u5, i5 = np.unique(np.asarray(scores.correct5, np.float64), return_inverse=True)
-        keys, self.cell = np.unique((gid * len(u1) + i1.reshape(-1)) * len(u5) + i5.reshape(-1),
-                                    return_inverse=True)
+        keys, self.cell = np.unique((gid * len(u1) + i1.reshape(-1)) * len(u5) + i5.reshape(-1), return_inverse=True)
         self.cell = self.cell.reshape(-1)
         self.n_cells = len(keys)
         cg = keys // (len(u1) * len(u5))  # cells are sorted by confidence group
@@ -108,8 +107,9 @@ def _quadrant_cells(pairs: dict[str, PairScores], y: str) -> tuple[np.ndarray, n
     return cell.reshape(-1), vals
 
 
-def bootstrap_replicates(pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
-                         fractions=(0.20, 1.00)) -> dict[str, np.ndarray]:
+def bootstrap_replicates(
+    pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0, fractions=(0.20, 1.00)
+) -> dict[str, np.ndarray]:
     """Replicates (n_boot,) of: top{1,5} scores at each fraction and quadrant shares."""
     n = {y: len(pairs[t].index) for y, (t, _) in SETS.items()}
     cells = {name: PairCells(pairs[name]) for name in PAIRS if n[name[-1]]}
@@ -150,18 +150,27 @@ def percentile_ci(x: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def bootstrap_cis(pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> dict[str, Any]:
+def bootstrap_cis(
+    pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """Percentile CIs: ``{"top1": {"dejavu_score": [lo, hi], "dejavu_score_100": ...},
     "top5": {...}, "quadrants": {"memorized": [lo, hi], ...}}``."""
     assert set(PAIRS) <= set(pairs) and FRACTIONS
     if n_boot <= 0:
         nan = [float("nan"), float("nan")]
-        return {"top1": {"dejavu_score": nan, "dejavu_score_100": nan},
-                "top5": {"dejavu_score": nan, "dejavu_score_100": nan}, "quadrants": {q: nan for q in QUADRANTS}}
+        return {
+            "top1": {"dejavu_score": nan, "dejavu_score_100": nan},
+            "top5": {"dejavu_score": nan, "dejavu_score_100": nan},
+            "quadrants": {q: nan for q in QUADRANTS},
+        }
     reps = bootstrap_replicates(pairs, n_boot, seed)
     return {
-        **{f"top{k}": {"dejavu_score": percentile_ci(reps[f"top{k}_score_20"], level),
-                       "dejavu_score_100": percentile_ci(reps[f"top{k}_score_100"], level)} for k in (1, 5)},
+        **{
+            f"top{k}": {
+                "dejavu_score": percentile_ci(reps[f"top{k}_score_20"], level),
+                "dejavu_score_100": percentile_ci(reps[f"top{k}_score_100"], level),
+            }
+            for k in (1, 5)
+        },
         "quadrants": {q: percentile_ci(reps[q], level) for q in QUADRANTS},
     }

@@ -55,18 +55,28 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
         res["config"]["n_boot"], res["config"]["seed"] = n_boot, seed
         for name in pairs:
             for t in (1, 5):
-                atomic_save_npy(folder / f"top_{t}_conf_sweep_{name}.npy",
-                                np.asarray(metrics[f"top{t}"]["pair_sweeps"][name], np.float64))
+                atomic_save_npy(
+                    folder / f"top_{t}_conf_sweep_{name}.npy",
+                    np.asarray(metrics[f"top{t}"]["pair_sweeps"][name], np.float64),
+                )
         write_examples_csv(folder / "examples.csv", pairs, topk)
         atomic_write_json(folder / "results.json", res)
     else:
         dest = Path(out) if out else folder / f"analysis_k{k}.json"
         check_can_write(dest, force)
-        atomic_write_json(dest, {"format": formats.ANALYSIS, "attack_dir": str(folder),
-                                 "config": {**res.get("config", {}), "k_attk": k, "n_boot": n_boot, "seed": seed},
-                                 "fingerprint": res.get("fingerprint"), "models": res.get("models"),
-                                 "counts": res.get("counts"), "metrics": metrics,
-                                 **({"control": control} if control is not None else {})})
+        atomic_write_json(
+            dest,
+            {
+                "format": formats.ANALYSIS,
+                "attack_dir": str(folder),
+                "config": {**res.get("config", {}), "k_attk": k, "n_boot": n_boot, "seed": seed},
+                "fingerprint": res.get("fingerprint"),
+                "models": res.get("models"),
+                "counts": res.get("counts"),
+                "metrics": metrics,
+                **({"control": control} if control is not None else {}),
+            },
+        )
     return metrics
 
 
@@ -79,8 +89,10 @@ def _cmd(args) -> int:
     if (root / "results.json").is_file():
         folders = [root]
     else:
-        folders = sorted((d for d in root.glob("ep*") if (d / "results.json").is_file()),
-                         key=lambda d: int(d.name[2:]) if d.name[2:].isdigit() else 0)
+        folders = sorted(
+            (d for d in root.glob("ep*") if (d / "results.json").is_file()),
+            key=lambda d: int(d.name[2:]) if d.name[2:].isdigit() else 0,
+        )
         if not folders:
             raise DejavuError(f"{root}: no results.json here nor in any ep*/ subfolder")
         if args.out:

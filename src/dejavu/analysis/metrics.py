@@ -99,8 +99,13 @@ def _run_lengths(nl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s, runs, hist
 
 
-def scores_from_neighbours(neighb_labels: np.ndarray, labels: np.ndarray, index: np.ndarray,
-                           k_attk: int | None = None, num_classes: int | None = None) -> PairScores:
+def scores_from_neighbours(
+    neighb_labels: np.ndarray,
+    labels: np.ndarray,
+    index: np.ndarray,
+    k_attk: int | None = None,
+    num_classes: int | None = None,
+) -> PairScores:
     """Expected top-1/top-5 correctness and entropy confidence from the first ``k_attk``
     neighbours (see the module docstring). O(n·k), never an ``(n, C)`` matrix.
 
@@ -149,11 +154,17 @@ def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray
     n = len(labels)
     above, tied = np.zeros(n, np.int64), np.ones(n, np.int64)
     for s in range(0, n, _CHUNK):
-        b, lab = lg[s:s + _CHUNK], labels[s:s + _CHUNK]
+        b, lab = lg[s : s + _CHUNK], labels[s : s + _CHUNK]
         lt = b[np.arange(len(lab)), lab][:, None]
-        above[s:s + _CHUNK], tied[s:s + _CHUNK] = (b > lt).sum(1), (b == lt).sum(1)
-    return PairScores(np.asarray(index, np.int64).reshape(-1), labels, np.argmax(lg, axis=1), lg.max(1),
-                      expected_topk(above, tied, 1), expected_topk(above, tied, 5))
+        above[s : s + _CHUNK], tied[s : s + _CHUNK] = (b > lt).sum(1), (b == lt).sum(1)
+    return PairScores(
+        np.asarray(index, np.int64).reshape(-1),
+        labels,
+        np.argmax(lg, axis=1),
+        lg.max(1),
+        expected_topk(above, tied, 1),
+        expected_topk(above, tied, 5),
+    )
 
 
 def n_top(p: float | np.ndarray, n: int) -> np.ndarray:
@@ -256,8 +267,7 @@ def quadrant_masks(target: PairScores, reference: PairScores, topk: int = 1) -> 
     orders are independent, so e.g. memorized = t·(1 − r))."""
     t = np.asarray(target.correct(topk), np.float64)
     r = np.asarray(reference.correct(topk), np.float64)
-    return {"memorized": t * (1 - r), "correlated": t * r, "forgotten": (1 - t) * r,
-            "unassociated": (1 - t) * (1 - r)}
+    return {"memorized": t * (1 - r), "correlated": t * r, "forgotten": (1 - t) * r, "unassociated": (1 - t) * (1 - r)}
 
 
 def quadrant_labels(target: PairScores, reference: PairScores, topk: int = 1) -> np.ndarray:
@@ -301,10 +311,16 @@ def per_class(pairs: dict[str, PairScores], num_classes: int, topk: int = 1) -> 
             c = np.bincount(lab, weights=m, minlength=num_classes)
             vals.append(np.where(n > 0, c / np.maximum(n, 1), np.nan))
         shares[q] = _nanmean2(vals[0], vals[1])
-    count = (np.bincount(pairs["A_attk_A"].labels, minlength=num_classes)
-             + np.bincount(pairs["B_attk_B"].labels, minlength=num_classes))
-    return {"n": count.tolist(), "target": _nan_list(acc["target"]), "reference": _nan_list(acc["reference"]),
-            "gap": _nan_list(acc["target"] - acc["reference"]), **{q: _nan_list(shares[q]) for q in QUADRANTS}}
+    count = np.bincount(pairs["A_attk_A"].labels, minlength=num_classes) + np.bincount(
+        pairs["B_attk_B"].labels, minlength=num_classes
+    )
+    return {
+        "n": count.tolist(),
+        "target": _nan_list(acc["target"]),
+        "reference": _nan_list(acc["reference"]),
+        "gap": _nan_list(acc["target"] - acc["reference"]),
+        **{q: _nan_list(shares[q]) for q in QUADRANTS},
+    }
 
 
 def _nanmean2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -331,11 +347,24 @@ def rankings(pairs: dict[str, PairScores], topk: int = 1, top: int = 20) -> dict
     pt = np.concatenate([x[1].pred for x in rows])
     pr = np.concatenate([x[2].pred for x in rows])
     out = {}
-    for name, q, key in (("most_memorized", "memorized", ct - cr), ("most_correlated", "correlated", np.minimum(ct, cr))):
+    for name, q, key in (
+        ("most_memorized", "memorized", ct - cr),
+        ("most_correlated", "correlated", np.minimum(ct, cr)),
+    ):
         m = np.concatenate([quadrant_labels(x[1], x[2], topk) == q for x in rows])
         pos = np.nonzero(m)[0]
         order = pos[np.lexsort((idx[pos], sets[pos], -key[pos]))][:top]
-        out[name] = [{"set": str(sets[i]), "index": int(idx[i]), "label": int(lab[i]), "pred_target": int(pt[i]),
-                      "pred_reference": int(pr[i]), "conf_target": float(ct[i]), "conf_reference": float(cr[i]),
-                      "score": float(key[i])} for i in order]
+        out[name] = [
+            {
+                "set": str(sets[i]),
+                "index": int(idx[i]),
+                "label": int(lab[i]),
+                "pred_target": int(pt[i]),
+                "pred_reference": int(pr[i]),
+                "conf_target": float(ct[i]),
+                "conf_reference": float(cr[i]),
+                "score": float(key[i]),
+            }
+            for i in order
+        ]
     return out

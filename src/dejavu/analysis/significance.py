@@ -46,14 +46,17 @@ from dejavu.analysis.metrics import PairScores, population
 TOPS = ("top1", "top5")
 FRACTIONS = {"20": 0.20, "100": 1.00}
 LEVEL = 0.95
-_CELLS = 2 ** 22  # replicates x examples per block (bounded memory)
+_CELLS = 2**22  # replicates x examples per block (bounded memory)
 _SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}  # set -> (target, reference)
-EXAMPLE_UNIT = ("attacked example; the private sets A, B and the control halves CA, CB resampled "
-                "independently, target and reference paired within a set")
+EXAMPLE_UNIT = (
+    "attacked example; the private sets A, B and the control halves CA, CB resampled "
+    "independently, target and reference paired within a set"
+)
 NOT_COVERED = "choice of examples only, not training randomness (one model pair)"
 
 
 # ---------------------------------------------------------------- Student t (no scipy here)
+
 
 def _t_abs_cdf(t: float, df: int) -> float:
     """P(|T| < t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
@@ -88,6 +91,7 @@ def t_quantile(q: float, df: int) -> float:
 
 # ---------------------------------------------------------------- example level
 
+
 def _point(pairs: dict[str, PairScores]) -> dict[str, dict[str, float]]:
     out = {}
     for top in TOPS:
@@ -110,13 +114,18 @@ def _cells(pairs: dict[str, PairScores]) -> dict[str, Any]:
     """Each model's examples collapsed into bootstrap cells (:class:`bootstrap.PairCells`)."""
     from dejavu.analysis.bootstrap import PairCells
 
-    return {name: PairCells(pairs[name]) if len(pairs[name].index) else None for names in _SETS.values()
-            for name in names}
+    return {
+        name: PairCells(pairs[name]) if len(pairs[name].index) else None for names in _SETS.values() for name in names
+    }
 
 
-def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator | None, r: int,
-                draws: dict[str, np.ndarray] | None = None,
-                cells: dict[str, Any] | None = None) -> dict[tuple[str, str], np.ndarray]:
+def _replicates(
+    pairs: dict[str, PairScores],
+    rng: np.random.Generator | None,
+    r: int,
+    draws: dict[str, np.ndarray] | None = None,
+    cells: dict[str, Any] | None = None,
+) -> dict[tuple[str, str], np.ndarray]:
     """``r`` bootstrap replicates of the score (target − reference) per (top, fraction),
     with the tie rule of :mod:`dejavu.analysis.bootstrap`; ``draws`` (per set, (r, n)
     positions) reuse a resample, e.g. across model pairs attacking the same examples."""
@@ -133,12 +142,17 @@ def _replicates(pairs: dict[str, PairScores], rng: np.random.Generator | None, r
             for top in TOPS:
                 for p, f in FRACTIONS.items():
                     acc[(name, top, p)] = got.get((int(top[-1]), f), np.full(r, np.nan))
-    return {(top, p): 0.5 * (acc[("A_attk_A", top, p)] + acc[("B_attk_B", top, p)])
-            - 0.5 * (acc[("B_attk_A", top, p)] + acc[("A_attk_B", top, p)]) for top in TOPS for p in FRACTIONS}
+    return {
+        (top, p): 0.5 * (acc[("A_attk_A", top, p)] + acc[("B_attk_B", top, p)])
+        - 0.5 * (acc[("B_attk_A", top, p)] + acc[("A_attk_B", top, p)])
+        for top in TOPS
+        for p in FRACTIONS
+    }
 
 
-def shared_example_variance(items: Sequence[tuple[dict[str, PairScores], dict[str, PairScores]]],
-                            n_boot: int = 400, seed: int = 0) -> dict[tuple[str, str], float]:
+def shared_example_variance(
+    items: Sequence[tuple[dict[str, PairScores], dict[str, PairScores]]], n_boot: int = 400, seed: int = 0
+) -> dict[tuple[str, str], float]:
     """The part of the example-level variance that N model pairs *share*, per (top, fraction).
 
     ``items``: (pairs, control) per model pair, attacking the same examples (same
@@ -159,8 +173,9 @@ def shared_example_variance(items: Sequence[tuple[dict[str, PairScores], dict[st
     for start in range(0, n_boot, block):
         r = min(block, n_boot - start)
         dp, dc = _draws(first[0], rng, r), _draws(first[1], rng, r)
-        per = [(_replicates(p, None, r, dp, cp), _replicates(c, None, r, dc, cc))
-               for (p, c), (cp, cc) in zip(items, cells)]
+        per = [
+            (_replicates(p, None, r, dp, cp), _replicates(c, None, r, dc, cc)) for (p, c), (cp, cc) in zip(items, cells)
+        ]
         for k in per[0][0]:
             reps.setdefault(k, []).append(np.stack([rs[k] - rc[k] for rs, rc in per]))
     out = {}
@@ -173,8 +188,13 @@ def shared_example_variance(items: Sequence[tuple[dict[str, PairScores], dict[st
     return out
 
 
-def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot: int = 1000, seed: int = 0,
-           level: float = LEVEL) -> dict[str, Any]:
+def excess(
+    pairs: dict[str, PairScores],
+    control: dict[str, PairScores],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, Any]:
     """Score, control score and their excess with a paired bootstrap interval over both
     example sets (module docstring). ``pairs``/``control``: the four ``X_attk_Y`` scores."""
     s, c = _point(pairs), _point(control)
@@ -189,9 +209,14 @@ def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot:
         for k in rs:
             reps.setdefault(k, []).append(rs[k] - rc[k])
     a = (1 - level) / 2
-    out: dict[str, Any] = {"statistic": "excess = score - control (target - reference accuracy, top p% most "
-                           "confident)", "unit": EXAMPLE_UNIT, "covers": NOT_COVERED, "n_boot": int(n_boot),
-                           "seed": int(seed), "level": level}
+    out: dict[str, Any] = {
+        "statistic": "excess = score - control (target - reference accuracy, top p% most confident)",
+        "unit": EXAMPLE_UNIT,
+        "covers": NOT_COVERED,
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "level": level,
+    }
     for top in TOPS:
         out[top] = {}
         for p in FRACTIONS:
@@ -199,16 +224,26 @@ def excess(pairs: dict[str, PairScores], control: dict[str, PairScores], n_boot:
             x = np.concatenate(reps[(top, p)]) if reps else np.zeros(0)
             x = x[~np.isnan(x)]
             ci = [float(v) for v in np.quantile(x, [a, 1 - a])] if len(x) else [float("nan")] * 2
-            out[top][p] = {"score": s[top][p], "control": c[top][p], "excess": e, "ci95": ci,
-                           "se": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
-                           "excludes_zero": bool(len(x) and (ci[0] > 0 or ci[1] < 0))}
+            out[top][p] = {
+                "score": s[top][p],
+                "control": c[top][p],
+                "excess": e,
+                "ci95": ci,
+                "se": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
+                "excludes_zero": bool(len(x) and (ci[0] > 0 or ci[1] < 0)),
+            }
     return out
 
 
 # ---------------------------------------------------------------- pair level
 
-def pair_level(excesses: Sequence[float], example_ses: Sequence[float | None] | None = None,
-               level: float = LEVEL, shared_var: float | None = None) -> dict[str, Any]:
+
+def pair_level(
+    excesses: Sequence[float],
+    example_ses: Sequence[float | None] | None = None,
+    level: float = LEVEL,
+    shared_var: float | None = None,
+) -> dict[str, Any]:
     """Mean excess over N model pairs with a t-interval (module docstring).
 
     ``shared_var``: the example variance the pairs share (:func:`shared_example_variance`,
@@ -218,30 +253,47 @@ def pair_level(excesses: Sequence[float], example_ses: Sequence[float | None] | 
     the result says so)."""
     e = np.asarray(list(excesses), dtype=np.float64)
     n = len(e)
-    out: dict[str, Any] = {"n_pairs": n, "values": e.tolist(), "mean": float(e.mean()) if n else float("nan"),
-                           "level": level, "covers": "training randomness and the choice of examples"}
+    out: dict[str, Any] = {
+        "n_pairs": n,
+        "values": e.tolist(),
+        "mean": float(e.mean()) if n else float("nan"),
+        "level": level,
+        "covers": "training randomness and the choice of examples",
+    }
     if n < 2:
-        out.update(ci95=[float("nan")] * 2, distinguishable=None,
-                   covers="nothing over pairs: one model pair does not cover training randomness")
+        out.update(
+            ci95=[float("nan")] * 2,
+            distinguishable=None,
+            covers="nothing over pairs: one model pair does not cover training randomness",
+        )
         return out
     sd = float(e.std(ddof=1))
     ses = np.asarray([np.nan if v is None else v for v in (example_ses or [])], dtype=np.float64)
-    v_ex = float(np.mean(ses ** 2)) if len(ses) == n and not np.isnan(ses).any() else None
+    v_ex = float(np.mean(ses**2)) if len(ses) == n and not np.isnan(ses).any() else None
     how = "bound: mean per-pair example variance (conservative)" if v_ex is not None else None
     if shared_var is not None and not math.isnan(shared_var):
         v_ex, how = max(0.0, float(shared_var)), "shared example variance (joint bootstrap over pairs)"
-    se = math.sqrt(sd ** 2 / n + (v_ex or 0.0))
+    se = math.sqrt(sd**2 / n + (v_ex or 0.0))
     t = t_quantile(1 - (1 - level) / 2, n - 1)
     ci = [out["mean"] - t * se, out["mean"] + t * se]
     if v_ex is None:
         out["covers"] = "training randomness only (no example-level standard errors given)"
-    out.update(sd_over_pairs=sd, example_var=v_ex, example_term=how, se=se, t=t, df=n - 1, ci95=ci,
-               distinguishable=bool(ci[0] > 0 or ci[1] < 0))
+    out.update(
+        sd_over_pairs=sd,
+        example_var=v_ex,
+        example_term=how,
+        se=se,
+        t=t,
+        df=n - 1,
+        ci95=ci,
+        distinguishable=bool(ci[0] > 0 or ci[1] < 0),
+    )
     return out
 
 
-def pairs_from_results(results: Sequence[dict[str, Any]], top: str = "top1", p: str = "20",
-                       shared_var: float | None = None) -> dict[str, Any]:
+def pairs_from_results(
+    results: Sequence[dict[str, Any]], top: str = "top1", p: str = "20", shared_var: float | None = None
+) -> dict[str, Any]:
     """:func:`pair_level` of the excess over several attacks' ``results.json`` (one per
     model pair), plus the per-pair score and control. Attacks without a control are
     aggregated on the score alone (then nothing is compared with a control; said so)."""
@@ -249,18 +301,23 @@ def pairs_from_results(results: Sequence[dict[str, Any]], top: str = "top1", p: 
     if with_ctrl:
         ex = [r["control"]["excess"][top][p] for r in results]
         block = pair_level([x["excess"] for x in ex], [x.get("se") for x in ex], shared_var=shared_var)
-        block.update(statistic="excess over the held-out control",
-                     scores=[x["score"] for x in ex], controls=[x["control"] for x in ex])
+        block.update(
+            statistic="excess over the held-out control",
+            scores=[x["score"] for x in ex],
+            controls=[x["control"] for x in ex],
+        )
     else:
         key = "dejavu_score" if p == "20" else "dejavu_score_100"
         block = pair_level([r["metrics"][top][key] for r in results])
-        block.update(statistic="score (no held-out control: not compared with one)",
-                     scores=block["values"], controls=None)
+        block.update(
+            statistic="score (no held-out control: not compared with one)", scores=block["values"], controls=None
+        )
     block.update(top=top, p=p)
     return block
 
 
 # ---------------------------------------------------------------- text
+
 
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
@@ -272,13 +329,17 @@ def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
     if pl is not None and pl.get("n_pairs", 0) >= 2:
         lo, hi = pl["ci95"]
         word = "distinguishable from zero" if pl["distinguishable"] else "NOT distinguishable from zero"
-        return (f"excess over the control {_pts(pl['mean'])} points (mean of {pl['n_pairs']} model pairs), "
-                f"95% interval over pairs [{_pts(lo)}, {_pts(hi)}]: {word}")
+        return (
+            f"excess over the control {_pts(pl['mean'])} points (mean of {pl['n_pairs']} model pairs), "
+            f"95% interval over pairs [{_pts(lo)}, {_pts(hi)}]: {word}"
+        )
     lo, hi = ex["ci95"]
     word = "excludes 0" if ex["excludes_zero"] else "includes 0"
-    return (f"excess over the control {_pts(ex['excess'])} points, 95% CI over examples [{_pts(lo)}, {_pts(hi)}] "
-            f"({word}); one model pair: training randomness is not covered, so this alone does not show that "
-            f"the excess is distinguishable from zero (train >= 3 seed pairs)")
+    return (
+        f"excess over the control {_pts(ex['excess'])} points, 95% CI over examples [{_pts(lo)}, {_pts(hi)}] "
+        f"({word}); one model pair: training randomness is not covered, so this alone does not show that "
+        f"the excess is distinguishable from zero (train >= 3 seed pairs)"
+    )
 
 
 def verdict_line(results: dict[str, Any], top: str = "top1", p: str = "20") -> str:
@@ -288,25 +349,33 @@ def verdict_line(results: dict[str, Any], top: str = "top1", p: str = "20") -> s
 def control_summary_text(results: dict[str, Any]) -> str:
     """Lines for the CLI summary: score, control, excess and the verdict."""
     if "control" not in results:
-        return ("held-out control: none (dejavu partition --control N, or dejavu attack --control VAL_DIR); "
-                "the score's CI covers the choice of examples only")
+        return (
+            "held-out control: none (dejavu partition --control N, or dejavu attack --control VAL_DIR); "
+            "the score's CI covers the choice of examples only"
+        )
     c = results["control"]
-    lines = [f"held-out control ({c['source'].get('kind', '?')}): "
-             + ", ".join(f"{y} {c['counts'][y]['attacked']}/{c['counts'][y]['bbox']} attacked" for y in "AB"),
-             f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  95% CI (examples)"]
+    lines = [
+        f"held-out control ({c['source'].get('kind', '?')}): "
+        + ", ".join(f"{y} {c['counts'][y]['attacked']}/{c['counts'][y]['bbox']} attacked" for y in "AB"),
+        f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  95% CI (examples)",
+    ]
     for top in TOPS:
         for p in FRACTIONS:
             x = c["excess"][top][p]
-            lines.append(f"{top:6} {p + '%':>5} {x['score']:+8.3f} {x['control']:+8.3f} {x['excess']:+8.3f}  "
-                         f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]")
+            lines.append(
+                f"{top:6} {p + '%':>5} {x['score']:+8.3f} {x['control']:+8.3f} {x['excess']:+8.3f}  "
+                f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
+            )
     lines.append("verdict (top-1, 20%): " + verdict_line(results))
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- files
 
-def control_pairs_from_folder(folder, k_attk: int | None, num_classes: int, logits: bool = False
-                              ) -> dict[str, PairScores] | None:
+
+def control_pairs_from_folder(
+    folder, k_attk: int | None, num_classes: int, logits: bool = False
+) -> dict[str, PairScores] | None:
     """The control's four ``X_attk_Y`` scores re-read from an attack folder's ``control_*``
     files (:mod:`dejavu.attack.control`); None when the folder has no control."""
     from pathlib import Path
@@ -327,8 +396,15 @@ def control_pairs_from_folder(folder, k_attk: int | None, num_classes: int, logi
     return out
 
 
-def rescore_control(folder, pairs: dict[str, PairScores], results: dict[str, Any], k_attk: int | None,
-                    num_classes: int, n_boot: int, seed: int) -> dict[str, Any] | None:
+def rescore_control(
+    folder,
+    pairs: dict[str, PairScores],
+    results: dict[str, Any],
+    k_attk: int | None,
+    num_classes: int,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any] | None:
     """``results.json``'s ``control`` block recomputed from the stored arrays (``dejavu analyze``)."""
     from dejavu.analysis.summary import compute_all
 
@@ -338,12 +414,16 @@ def rescore_control(folder, pairs: dict[str, PairScores], results: dict[str, Any
     if cp is None:
         return None
     m = compute_all(cp, num_classes, n_boot=n_boot, seed=seed + 1)
-    return {**results["control"], "metrics": {k: v for k, v in m.items() if k not in ("per_class", "rankings")},
-            "excess": excess(pairs, cp, n_boot=n_boot, seed=seed)}
+    return {
+        **results["control"],
+        "metrics": {k: v for k, v in m.items() if k not in ("per_class", "rankings")},
+        "excess": excess(pairs, cp, n_boot=n_boot, seed=seed),
+    }
 
 
-def shared_variance_from_folders(folders: Sequence, n_boot: int = 400, seed: int = 0
-                                 ) -> dict[tuple[str, str], float] | None:
+def shared_variance_from_folders(
+    folders: Sequence, n_boot: int = 400, seed: int = 0
+) -> dict[tuple[str, str], float] | None:
     """:func:`shared_example_variance` of attack folders (one per model pair) from their
     stored arrays; None when a folder lacks its arrays or control, or the pairs attacked
     different examples (callers then fall back to the conservative bound)."""
@@ -357,8 +437,9 @@ def shared_variance_from_folders(folders: Sequence, n_boot: int = 400, seed: int
         for f in folders:
             pairs, res = scores_from_folder(Path(f))
             nc = int(res.get("num_classes") or res.get("fingerprint", {}).get("num_classes"))
-            cp = control_pairs_from_folder(f, res.get("config", {}).get("k_attk"), nc,
-                                           res.get("config", {}).get("embed") == "logits")
+            cp = control_pairs_from_folder(
+                f, res.get("config", {}).get("k_attk"), nc, res.get("config", {}).get("embed") == "logits"
+            )
             if cp is None:
                 return None
             items.append((pairs, cp))

@@ -21,8 +21,9 @@ from dejavu.analysis.metrics import (
 )
 
 
-def compute_all(pairs: dict[str, PairScores], num_classes: int | None = None, n_boot: int = 1000,
-                seed: int = 0, top: int = 20) -> dict[str, Any]:
+def compute_all(
+    pairs: dict[str, PairScores], num_classes: int | None = None, n_boot: int = 1000, seed: int = 0, top: int = 20
+) -> dict[str, Any]:
     """Every metric of the contract's ``results.json`` ``metrics`` block (plus per-class
     statistics and rankings). ``pairs`` maps the four names of :data:`PAIRS` to scores;
     target and reference of a set must be aligned (same examples, same order)."""
@@ -44,6 +45,10 @@ def compute_all(pairs: dict[str, PairScores], num_classes: int | None = None, n_
     out["n_attacked"] = {"A": int(len(pairs["A_attk_A"].index)), "B": int(len(pairs["B_attk_B"].index))}
     out["per_class"] = per_class(pairs, num_classes, 1)
     out["rankings"] = rankings(pairs, 1, top)
-    out["bootstrap"] = {"n": int(n_boot), "seed": int(seed), "level": 0.95,
-                        "unit": "attacked example, resampled within each set; target and reference paired"}
+    out["bootstrap"] = {
+        "n": int(n_boot),
+        "seed": int(seed),
+        "level": 0.95,
+        "unit": "attacked example, resampled within each set; target and reference paired",
+    }
     return out

@@ -27,8 +27,18 @@ from dejavu.io import atomic_write_text, load_npy, read_json
 ATTACK_FORMAT = formats.ATTACK
 ATTACK_FORMATS = formats.ATTACK_READABLE
 
-EXAMPLE_COLUMNS = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference",
-                   "correct_target", "correct_reference", "quadrant")
+EXAMPLE_COLUMNS = (
+    "set",
+    "index",
+    "label",
+    "pred_target",
+    "pred_reference",
+    "conf_target",
+    "conf_reference",
+    "correct_target",
+    "correct_reference",
+    "quadrant",
+)
 
 
 def pair_scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_classes: int) -> PairScores:
@@ -41,13 +51,15 @@ def check_attack_format(res: dict[str, Any], path: str | os.PathLike) -> str:
     """The attack folder's format tag, or a clear error for one this version cannot read."""
     fmt = res.get("format")
     if fmt not in ATTACK_FORMATS:
-        raise DejavuError(f"{path}: format {fmt!r} is not an attack folder this dejavu reads "
-                          f"({', '.join(ATTACK_FORMATS)})")
+        raise DejavuError(
+            f"{path}: format {fmt!r} is not an attack folder this dejavu reads ({', '.join(ATTACK_FORMATS)})"
+        )
     return str(fmt)
 
 
-def read_neighbour_idxs(folder: str | os.PathLike, name: str, fmt: str = ATTACK_FORMAT,
-                        mmap: bool = False) -> np.ndarray:
+def read_neighbour_idxs(
+    folder: str | os.PathLike, name: str, fmt: str = ATTACK_FORMAT, mmap: bool = False
+) -> np.ndarray:
     """``<name>_neighb_idxs.npy`` as (n, k) DATASET indices, whatever the folder's format.
 
     Args:
@@ -65,8 +77,9 @@ def read_neighbour_idxs(folder: str | os.PathLike, name: str, fmt: str = ATTACK_
     return np.load(f, mmap_mode="r", allow_pickle=False) if mmap else load_npy(f)
 
 
-def load_pair_arrays(folder: str | os.PathLike, logits: bool = False,
-                     fmt: str = ATTACK_FORMAT) -> dict[str, dict[str, np.ndarray]]:
+def load_pair_arrays(
+    folder: str | os.PathLike, logits: bool = False, fmt: str = ATTACK_FORMAT
+) -> dict[str, dict[str, np.ndarray]]:
     """The four pairs' stored arrays of an attack folder (original file names), with
     ``labels`` flattened to (n,) and ``neighb_idxs`` as dataset indices."""
     folder = Path(folder)
@@ -94,12 +107,15 @@ def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> 
     arrays = load_pair_arrays(folder, logits, fmt)
     num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
     if not num_classes:  # foreign folder without provenance: the largest label seen
-        num_classes = 1 + max(int(max(a["labels"].max(initial=0), a.get("neighb_labels", a["labels"]).max(initial=0)))
-                              for a in arrays.values())
+        num_classes = 1 + max(
+            int(max(a["labels"].max(initial=0), a.get("neighb_labels", a["labels"]).max(initial=0)))
+            for a in arrays.values()
+        )
     k = k_attk if k_attk is not None else cfg.get("k_attk")
     if not logits and k is not None and not 1 <= k <= arrays["A_attk_A"]["neighb_labels"].shape[1]:
-        raise DejavuError(f"{folder}: --k-attk {k} out of range 1..{arrays['A_attk_A']['neighb_labels'].shape[1]} "
-                          f"(stored neighbours)")
+        raise DejavuError(
+            f"{folder}: --k-attk {k} out of range 1..{arrays['A_attk_A']['neighb_labels'].shape[1]} (stored neighbours)"
+        )
     pairs = {n: pair_scores_from_arrays(a, k, int(num_classes)) for n, a in arrays.items()}
     return pairs, res
 
@@ -112,8 +128,17 @@ def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
         T, R = pairs[t], pairs[r]
         q = quadrant_labels(T, R, topk)
         ct, cr = T.correct(topk), R.correct(topk)
-        cols = zip(T.index.tolist(), T.labels.tolist(), T.pred.tolist(), R.pred.tolist(),
-                   T.conf.tolist(), R.conf.tolist(), map(_num, ct), map(_num, cr), q.tolist())
+        cols = zip(
+            T.index.tolist(),
+            T.labels.tolist(),
+            T.pred.tolist(),
+            R.pred.tolist(),
+            T.conf.tolist(),
+            R.conf.tolist(),
+            map(_num, ct),
+            map(_num, cr),
+            q.tolist(),
+        )
         w.writerows((y, *row) for row in cols)
     return buf.getvalue()
 
@@ -137,8 +162,10 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
     for y in "AB":
         if y in c:
             cy = c[y]
-            lines.append(f"set {y}: {cy['attacked']}/{cy['bbox']} attacked, {cy['unattackable']} unattackable, "
-                         f"{cy.get('annotation_errors', 0)} annotation errors")
+            lines.append(
+                f"set {y}: {cy['attacked']}/{cy['bbox']} attacked, {cy['unattackable']} unattackable, "
+                f"{cy.get('annotation_errors', 0)} annotation errors"
+            )
     lines.append(f"{'':6} {'p':>5} {'target':>8} {'ref':>8} {'gap':>8}")
     for t in ("top1", "top5"):
         for p in ("5", "20", "100"):

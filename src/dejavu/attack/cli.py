@@ -22,57 +22,99 @@ def register(sub) -> None:
         "If --model-a/--model-b are run folders, every model_ep{E}.pth present in both is "
         "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default).",
     )
-    p.add_argument("--model-a", required=True, metavar="CKPT|RUN", help="model trained on set A (checkpoint or run folder)")
-    p.add_argument("--model-b", required=True, metavar="CKPT|RUN", help="model trained on set B (checkpoint or run folder)")
+    p.add_argument(
+        "--model-a", required=True, metavar="CKPT|RUN", help="model trained on set A (checkpoint or run folder)"
+    )
+    p.add_argument(
+        "--model-b", required=True, metavar="CKPT|RUN", help="model trained on set B (checkpoint or run folder)"
+    )
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
     p.add_argument("--npc", type=int, required=True, help="images per class of the attacked split (e.g. 300)")
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="ATTACK_DIR", help="output folder")
     g = p.add_argument_group("attack")
-    g.add_argument("--crop", choices=("periphery", "corner"), default="periphery",
-                   help="periphery: the largest box-free rectangle of DESIGN 2.3 (default); "
-                   "corner: the bottom-left corner-frac x corner-frac of the image (no boxes needed)")
-    g.add_argument("--crop-algo", choices=("periphery", "largest-empty"), default="periphery",
-                   help="candidate search for --crop periphery: the paper's elementary-interval scan "
-                   "(default) or a true largest-empty-rectangle search (better crops, not the paper's)")
+    g.add_argument(
+        "--crop",
+        choices=("periphery", "corner"),
+        default="periphery",
+        help="periphery: the largest box-free rectangle of DESIGN 2.3 (default); "
+        "corner: the bottom-left corner-frac x corner-frac of the image (no boxes needed)",
+    )
+    g.add_argument(
+        "--crop-algo",
+        choices=("periphery", "largest-empty"),
+        default="periphery",
+        help="candidate search for --crop periphery: the paper's elementary-interval scan "
+        "(default) or a true largest-empty-rectangle search (better crops, not the paper's)",
+    )
     g.add_argument("--corner-frac", type=float, default=0.3, help="corner crop side fraction (default 0.3)")
-    g.add_argument("--embed", choices=("projector", "backbone", "logits"), default="projector",
-                   help="embedding used for KNN (projector: paper default; backbone: the guillotine "
-                   "comparison; logits: supervised models, argmax prediction and max-logit confidence)")
+    g.add_argument(
+        "--embed",
+        choices=("projector", "backbone", "logits"),
+        default="projector",
+        help="embedding used for KNN (projector: paper default; backbone: the guillotine "
+        "comparison; logits: supervised models, argmax prediction and max-logit confidence)",
+    )
     g.add_argument("--k", type=int, default=100, help="neighbours stored per crop (default 100)")
     g.add_argument("--k-attk", type=int, default=None, help="neighbours voting for the label (default: --k)")
-    g.add_argument("--min-crop-px", type=float, default=None,
-                   help="accept a crop only if its shorter side is > this many pixels of the original "
-                   "image, whatever --image-size (default: the dataset's own value: 100 for ImageNet "
-                   "as in the paper; a generated dataset's synth.json min_crop_px, 8 for the 32 px default)")
-    g.add_argument("--image-size", type=int, default=None,
-                   help="evaluation resolution S (resize 256/224*S, center-crop S); default: the "
-                   "checkpoint's image_size, else 224")
-    g.add_argument("--knn", choices=("auto", "torch", "faiss"), default="auto",
-                   help="exact KNN backend, streamed over the public set; all give the same neighbours "
-                   "(default auto: faiss on CPU, torch on CUDA unless faiss has GPUs)")
+    g.add_argument(
+        "--min-crop-px",
+        type=float,
+        default=None,
+        help="accept a crop only if its shorter side is > this many pixels of the original "
+        "image, whatever --image-size (default: the dataset's own value: 100 for ImageNet "
+        "as in the paper; a generated dataset's synth.json min_crop_px, 8 for the 32 px default)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="evaluation resolution S (resize 256/224*S, center-crop S); default: the "
+        "checkpoint's image_size, else 224",
+    )
+    g.add_argument(
+        "--knn",
+        choices=("auto", "torch", "faiss"),
+        default="auto",
+        help="exact KNN backend, streamed over the public set; all give the same neighbours "
+        "(default auto: faiss on CPU, torch on CUDA unless faiss has GPUs)",
+    )
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs (default 1000; 0 = off)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    g.add_argument("--control", default="auto", metavar="auto|none|partition|VAL_DIR",
-                   help="held-out control attacked with the same models (no memorization possible): "
-                   "'partition' = the partition's control_{A,B}.npy (dejavu partition --control N), or a "
-                   "folder of annotated validation images (ImageNet val, flat or in <wnid>/ folders); "
-                   "default auto: the partition's control when it has one. The results then give the "
-                   "excess of the score over the control with a paired bootstrap interval")
-    g.add_argument("--control-bboxes", default=None, metavar="DIR",
-                   help="box XML of the validation images (<stem>.xml, <wnid>/<stem>.xml or "
-                   "Annotation/<wnid>/<stem>.xml; default: the --control folder itself)")
+    g.add_argument(
+        "--control",
+        default="auto",
+        metavar="auto|none|partition|VAL_DIR",
+        help="held-out control attacked with the same models (no memorization possible): "
+        "'partition' = the partition's control_{A,B}.npy (dejavu partition --control N), or a "
+        "folder of annotated validation images (ImageNet val, flat or in <wnid>/ folders); "
+        "default auto: the partition's control when it has one. The results then give the "
+        "excess of the score over the control with a paired bootstrap interval",
+    )
+    g.add_argument(
+        "--control-bboxes",
+        default=None,
+        metavar="DIR",
+        help="box XML of the validation images (<stem>.xml, <wnid>/<stem>.xml or "
+        "Annotation/<wnid>/<stem>.xml; default: the --control folder itself)",
+    )
     g = p.add_argument_group("models and execution")
     g.add_argument("--arch", default=None, help="architecture for checkpoints without a stored config (e.g. resnet50)")
     g.add_argument("--projector", default=None, help="projector spec for such checkpoints (e.g. 8192-8192-8192)")
     g.add_argument("--batch-size", type=int, default=256, help="embedding batch size (default 256)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--workers", type=int, default=None, help="image-decoding workers (default: 8 on GPU, 0 on CPU)")
-    g.add_argument("--crops-betons", default=None, metavar="BETONS",
-                   help="read the crops of sets A and B from BETONS/<npc>_per_class_bbox_{A,B}.beton "
-                   "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)")
+    g.add_argument(
+        "--crops-betons",
+        default=None,
+        metavar="BETONS",
+        help="read the crops of sets A and B from BETONS/<npc>_per_class_bbox_{A,B}.beton "
+        "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)",
+    )
     g.add_argument("--cache-dir", default=None, help="public-embedding cache (default OUT/../.embed_cache; '' = off)")
-    g.add_argument("--epochs", default=None, help="run folders only: comma-separated epochs to attack (default: all common)")
+    g.add_argument(
+        "--epochs", default=None, help="run folders only: comma-separated epochs to attack (default: all common)"
+    )
     g.add_argument("--skip-existing", action="store_true", help="run folders only: skip epochs already attacked")
     g.add_argument("--force", action="store_true", help="overwrite an existing attack")
     from dejavu.launch import add_launcher_args
@@ -92,12 +134,26 @@ def _cmd(args) -> int:
     if submit_if_slurm(args, name="attack", log_dir=Path(args.out) / "slurm"):
         return 0
     set_torch_threads()
-    cfg = AttackConfig(crop=args.crop, crop_algo=args.crop_algo, corner_frac=args.corner_frac, embed=args.embed,
-                       k=args.k, k_attk=args.k_attk if args.k_attk is not None else args.k,
-                       min_crop_px=args.min_crop_px, image_size=args.image_size, knn=args.knn, npc=args.npc,
-                       batch_size=args.batch_size, device=args.device, workers=args.workers,
-                       n_boot=args.bootstrap, seed=args.seed, arch=args.arch, projector=args.projector,
-                       crops_betons=args.crops_betons)
+    cfg = AttackConfig(
+        crop=args.crop,
+        crop_algo=args.crop_algo,
+        corner_frac=args.corner_frac,
+        embed=args.embed,
+        k=args.k,
+        k_attk=args.k_attk if args.k_attk is not None else args.k,
+        min_crop_px=args.min_crop_px,
+        image_size=args.image_size,
+        knn=args.knn,
+        npc=args.npc,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        arch=args.arch,
+        projector=args.projector,
+        crops_betons=args.crops_betons,
+    )
     paths = data_paths_from_args(args, need_bboxes=args.crop == "periphery")
     a, b = Path(args.model_a), Path(args.model_b)
     if a.is_dir() != b.is_dir():
@@ -107,17 +163,40 @@ def _cmd(args) -> int:
             epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
         except ValueError:
             raise DejavuError(f"--epochs: expected comma-separated integers, got {args.epochs!r}") from None
-        results = attack_runs(a, b, args.partition, paths, args.out, cfg, force=args.force,
-                              skip_existing=args.skip_existing, cache_dir=args.cache_dir, epochs=epochs,
-                              control=args.control, control_bboxes=args.control_bboxes)
+        results = attack_runs(
+            a,
+            b,
+            args.partition,
+            paths,
+            args.out,
+            cfg,
+            force=args.force,
+            skip_existing=args.skip_existing,
+            cache_dir=args.cache_dir,
+            epochs=epochs,
+            control=args.control,
+            control_bboxes=args.control_bboxes,
+        )
         for r in results:
             m = r.metrics["top1"]
-            print(f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
-                  + (f"; {verdict_line(r.results)}" if "control" in r.results else ""))
+            print(
+                f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
+                + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
+            )
         print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
     else:
-        r = attack(a, b, args.partition, paths, args.out, cfg, force=args.force, cache_dir=args.cache_dir,
-                   control=args.control, control_bboxes=args.control_bboxes)
+        r = attack(
+            a,
+            b,
+            args.partition,
+            paths,
+            args.out,
+            cfg,
+            force=args.force,
+            cache_dir=args.cache_dir,
+            control=args.control,
+            control_bboxes=args.control_bboxes,
+        )
         print(summary_text(r.results))
         print(control_summary_text(r.results))
         print(f"written to {r.out}")

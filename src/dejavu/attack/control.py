@@ -44,8 +44,13 @@ class ControlSource:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_control(spec: str | os.PathLike | None, partition, index: DatasetIndex, paths: DataPaths,
-                    bboxes: str | os.PathLike | None = None) -> ControlSource | None:
+def resolve_control(
+    spec: str | os.PathLike | None,
+    partition,
+    index: DatasetIndex,
+    paths: DataPaths,
+    bboxes: str | os.PathLike | None = None,
+) -> ControlSource | None:
     """``spec``: ``auto`` (the partition's control when it has one, else none), ``none``,
     ``partition``, or a folder of validation images (boxes in ``bboxes``, default the folder)."""
     from dejavu.data.valset import scan_valset
@@ -57,29 +62,50 @@ def resolve_control(spec: str | os.PathLike | None, partition, index: DatasetInd
         if not partition.has_control:
             if spec == "auto":
                 return None
-            raise DejavuError(f"{partition.root}: --control partition, but this partition has no control "
-                              f"(dejavu partition --control N)")
-        halves = {h: index.check_indices(v, f"{partition.root}/control_{h}.npy")
-                  for h, v in partition.control().items()}
+            raise DejavuError(
+                f"{partition.root}: --control partition, but this partition has no control "
+                f"(dejavu partition --control N)"
+            )
+        halves = {
+            h: index.check_indices(v, f"{partition.root}/control_{h}.npy") for h, v in partition.control().items()
+        }
         both = np.union1d(halves["A"], halves["B"])
         for npc in partition.npcs:  # a hand-edited partition must not put trained images in the control
             for name in ("train_A", "train_B"):
                 clash = np.intersect1d(both, partition.load_set(npc, name))
                 if len(clash):
-                    raise DejavuError(f"{partition.root}/control_A.npy/control_B.npy overlap "
-                                      f"{npc}_per_class/{name}.npy (e.g. index {int(clash[0])}): a control "
-                                      f"must hold images neither model trained on")
+                    raise DejavuError(
+                        f"{partition.root}/control_A.npy/control_B.npy overlap "
+                        f"{npc}_per_class/{name}.npy (e.g. index {int(clash[0])}): a control "
+                        f"must hold images neither model trained on"
+                    )
         ann_dir = paths.annotation_dir
-        return ControlSource(index, (lambda g: annotation_path(index, ann_dir, g)) if ann_dir else None, halves,
-                             {"kind": "partition", "files": [f"{partition.root}/control_{h}.npy" for h in "AB"],
-                              "per_class": partition.manifest["control"].get("per_class")})
+        return ControlSource(
+            index,
+            (lambda g: annotation_path(index, ann_dir, g)) if ann_dir else None,
+            halves,
+            {
+                "kind": "partition",
+                "files": [f"{partition.root}/control_{h}.npy" for h in "AB"],
+                "per_class": partition.manifest["control"].get("per_class"),
+            },
+        )
     vs = scan_valset(spec, bboxes, index.classes)
     return ControlSource(vs.index, vs.ann_path, vs.halves(), vs.describe())
 
 
-def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.ndarray, public_labels: np.ndarray,
-                   cfg, transform, device: str, min_px: float, out: Path) -> tuple[dict[str, dict[str, np.ndarray]],
-                                                                                   dict[str, Any]]:
+def attack_control(
+    src: ControlSource,
+    models: list,
+    pub_emb: list,
+    public: np.ndarray,
+    public_labels: np.ndarray,
+    cfg,
+    transform,
+    device: str,
+    min_px: float,
+    out: Path,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Crop, embed and search the control halves exactly as the private sets (run.py),
     write the ``control_*`` files; returns the arrays per pair (X_attk_Y names) and counts."""
     from dejavu.attack.embed import ImageCrops, embed_dataset
@@ -87,22 +113,27 @@ def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.n
     from dejavu.attack.run import compute_crops
     from dejavu.io import atomic_save_npy
 
-    overlap = np.intersect1d(np.concatenate([src.halves["A"], src.halves["B"]]), public) \
-        if src.info.get("kind") == "partition" else np.zeros(0)
+    overlap = (
+        np.intersect1d(np.concatenate([src.halves["A"], src.halves["B"]]), public)
+        if src.info.get("kind") == "partition"
+        else np.zeros(0)
+    )
     if len(overlap):
         raise DejavuError(f"control overlaps the public set searched by the attack (e.g. index {int(overlap[0])})")
     arrays: dict[str, dict[str, np.ndarray]] = {}
     counts: dict[str, Any] = {}
     for y in "AB":
-        sc = compute_crops(src.index, None, src.halves[y], cfg, min_px, desc=f"control crops {y}",
-                           ann_path=src.ann_path)
+        sc = compute_crops(
+            src.index, None, src.halves[y], cfg, min_px, desc=f"control crops {y}", ann_path=src.ann_path
+        )
         counts[y] = sc.counts
         if len(sc.indices) == 0:
             raise DejavuError(f"control half {y}: no attackable image out of {len(src.halves[y])}")
         atomic_save_npy(out / f"{PREFIX}crops_{y}.npy", sc.boxes)
         ds = ImageCrops([src.index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
-        embs = embed_dataset(models, ds, cfg.embed, cfg.batch_size, device, cfg.workers,
-                             desc=f"control crops {y} embeddings")
+        embs = embed_dataset(
+            models, ds, cfg.embed, cfg.batch_size, device, cfg.workers, desc=f"control crops {y} embeddings"
+        )
         labels = src.index.targets[sc.indices]
         for x, e in zip("AB", embs):
             name = f"{x}_attk_{y}"
@@ -110,8 +141,9 @@ def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.n
             if cfg.embed == "logits":
                 a["logits"] = e
             else:
-                _, pos = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device,
-                             desc=f"knn control {name}")
+                _, pos = knn(
+                    e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device, desc=f"knn control {name}"
+                )
                 a["neighb_idxs"] = public[pos]  # dataset indices of the neighbours
                 a["neighb_labels"] = public_labels[pos]
             arrays[name] = a
@@ -120,13 +152,24 @@ def attack_control(src: ControlSource, models: list, pub_emb: list, public: np.n
     return arrays, counts
 
 
-def control_block(pairs: dict, control_pairs: dict, counts: dict[str, Any], info: dict[str, Any],
-                  num_classes: int, n_boot: int, seed: int) -> dict[str, Any]:
+def control_block(
+    pairs: dict,
+    control_pairs: dict,
+    counts: dict[str, Any],
+    info: dict[str, Any],
+    num_classes: int,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
     """``results.json`` ``control``: the control's metrics and the excess of the score over it."""
     from dejavu.analysis.significance import excess
     from dejavu.analysis.summary import compute_all
 
     m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
     keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}
-    return {"source": info, "counts": counts, "metrics": keep,
-            "excess": excess(pairs, control_pairs, n_boot=n_boot, seed=seed)}
+    return {
+        "source": info,
+        "counts": counts,
+        "metrics": keep,
+        "excess": excess(pairs, control_pairs, n_boot=n_boot, seed=seed),
+    }

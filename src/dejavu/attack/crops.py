@@ -150,10 +150,10 @@ def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_
     ys = np.unique(np.concatenate([[0.0, float(height)], kept[:, 1], kept[:, 3]]))
     best, best_side = None, -1.0
     for i, xa in enumerate(xs):
-        for xb in xs[i + 1:]:
+        for xb in xs[i + 1 :]:
             over = kept[(kept[:, 0] < xb) & (kept[:, 2] > xa)]
             for j, ya in enumerate(ys):
-                for yb in ys[j + 1:]:
+                for yb in ys[j + 1 :]:
                     if np.any((over[:, 1] < yb) & (over[:, 3] > ya)):
                         break  # taller rectangles from ya overlap too
                     side = min(xb - xa, yb - ya)
@@ -177,8 +177,9 @@ def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:
 CROP_ALGOS = {"periphery": periphery_crop, "largest-empty": largest_empty_crop}
 
 
-def crop_for_config(cfg: Any, width: float, height: float, boxes: np.ndarray | None,
-                    min_crop_px: float | None = None) -> CropDecision:
+def crop_for_config(
+    cfg: Any, width: float, height: float, boxes: np.ndarray | None, min_crop_px: float | None = None
+) -> CropDecision:
     """The crop an attack made of one image, from its settings: the one place that turns an
     attack configuration into a crop decision (the attack itself, the report's galleries and
     the RCDM reconstructions all call it, so they can never disagree).

@@ -56,8 +56,15 @@ def index_hash(indices: np.ndarray) -> str:
 
 
 def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: str, fingerprint_id: str = "") -> dict:
-    desc = {"checkpoint_sha256": ckpt_sha256, "index_sha256": index_hash(indices), "n": int(len(indices)),
-            "transform": transform_desc, "decode": DECODE_DESC, "embed": kind, "dataset": fingerprint_id}
+    desc = {
+        "checkpoint_sha256": ckpt_sha256,
+        "index_sha256": index_hash(indices),
+        "n": int(len(indices)),
+        "transform": transform_desc,
+        "decode": DECODE_DESC,
+        "embed": kind,
+        "dataset": fingerprint_id,
+    }
     key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
     return {"key": key, **desc}
 
@@ -67,8 +74,13 @@ class ImageCrops(Dataset):
     ``boxes[i]`` (None = the full image). Full JPEGs are decoded in draft mode when the
     transform's resize allows it (:mod:`dejavu.data.fastjpeg`); crops in full."""
 
-    def __init__(self, paths: Sequence[os.PathLike | str], boxes: Sequence[tuple[int, int, int, int] | None] | None,
-                 transform: Callable, draft: bool = True):
+    def __init__(
+        self,
+        paths: Sequence[os.PathLike | str],
+        boxes: Sequence[tuple[int, int, int, int] | None] | None,
+        transform: Callable,
+        draft: bool = True,
+    ):
         self.paths = list(paths)
         self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
         self.transform = transform
@@ -120,9 +132,17 @@ def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
 
 
 @torch.no_grad()
-def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str, batch_size: int = 256,
-                  device: str = "cpu", workers: int | None = None, desc: str = "embed",
-                  outs: Sequence[np.ndarray] | None = None, precision: str = "auto") -> list[np.ndarray]:
+def embed_dataset(
+    models: Sequence[torch.nn.Module],
+    dataset: Dataset,
+    kind: str,
+    batch_size: int = 256,
+    device: str = "cpu",
+    workers: int | None = None,
+    desc: str = "embed",
+    outs: Sequence[np.ndarray] | None = None,
+    precision: str = "auto",
+) -> list[np.ndarray]:
     """Embed ``dataset`` with every model in ``models`` (one decode per image).
 
     On CUDA: bf16 autocast (``precision``), channels_last, pinned host memory, and
@@ -139,8 +159,7 @@ def embed_dataset(models: Sequence[torch.nn.Module], dataset: Dataset, kind: str
         mean = torch.tensor(split[1], device=device).view(1, -1, 1, 1)
         std = torch.tensor(split[2], device=device).view(1, -1, 1, 1)
     extra: dict[str, Any] = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=cuda, **extra)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, **extra)
     n = len(dataset)  # type: ignore[arg-type]  # our datasets are sized
     results: list[np.ndarray | None] = list(outs) if outs is not None else [None] * len(models)
     for m in models:
@@ -210,9 +229,17 @@ class CachedEmbedder:
         print(f"dejavu: warning: {msg}", file=sys.stderr)
         return None
 
-    def embed_public(self, models: Sequence[torch.nn.Module], keys: Sequence[dict], paths: Sequence[Path],
-                     transform: Callable, kind: str, batch_size: int, device: str,
-                     workers: int | None) -> tuple[list[np.ndarray], list[bool]]:
+    def embed_public(
+        self,
+        models: Sequence[torch.nn.Module],
+        keys: Sequence[dict],
+        paths: Sequence[Path],
+        transform: Callable,
+        kind: str,
+        batch_size: int,
+        device: str,
+        workers: int | None,
+    ) -> tuple[list[np.ndarray], list[bool]]:
         """Returns (embeddings per model, was-cached per model)."""
         got = [self.lookup(k) for k in keys]
         first: dict[str, int] = {}  # the same checkpoint twice (same key) is embedded once
@@ -222,8 +249,9 @@ class CachedEmbedder:
         if todo:
             ds = ImageCrops(paths, None, transform)
             if self.cache_dir is None:
-                fresh = embed_dataset([models[j] for j in todo], ds, kind, batch_size, device, workers,
-                                      desc="public embeddings")
+                fresh = embed_dataset(
+                    [models[j] for j in todo], ds, kind, batch_size, device, workers, desc="public embeddings"
+                )
                 for j, e in zip(todo, fresh):
                     got[j] = e
             else:
@@ -234,11 +262,18 @@ class CachedEmbedder:
                     npy, _ = self._paths(keys[j]["key"])
                     tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
                     tmps.append(tmp)
-                    outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                          shape=(len(ds), d)))
+                    outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), d)))
                 try:
-                    embed_dataset([models[j] for j in todo], ds, kind, batch_size, device, workers,
-                                  desc="public embeddings", outs=outs)
+                    embed_dataset(
+                        [models[j] for j in todo],
+                        ds,
+                        kind,
+                        batch_size,
+                        device,
+                        workers,
+                        desc="public embeddings",
+                        outs=outs,
+                    )
                     for j, tmp, out in zip(todo, tmps, outs):
                         out.flush()
                         del out

@@ -30,7 +30,7 @@ BACKENDS = ("auto", "torch", "faiss")
 # (faster than torch's matmul + topk there), torch on CUDA unless faiss has GPU support.
 DEFAULT_BACKEND = "auto"
 BLOCK_P = 32768  # public rows per streamed block (32768 x 2048 float32 = 256 MiB)
-_RERANK_CELLS = 2 ** 20  # float64 elements per re-ranking step (8 MiB)
+_RERANK_CELLS = 2**20  # float64 elements per re-ranking step (8 MiB)
 
 
 def _margin(k: int) -> int:
@@ -47,8 +47,9 @@ def _blocks(n: int, block: int):
     return [(s, min(n, s + block)) for s in range(0, n, block)]
 
 
-def _torch_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: str, block_q: int,
-                      block_p: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+def _torch_candidates(
+    queries: np.ndarray, public: np.ndarray, kc: int, device: str, block_q: int, block_p: int, desc: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Running top-``kc`` over public blocks (each read once), float32 distances."""
     import torch
 
@@ -74,8 +75,9 @@ def _torch_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: 
     return best_d.float().cpu().numpy(), best_i.cpu().numpy()
 
 
-def _faiss_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: str, block_p: int,
-                      desc: str) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_candidates(
+    queries: np.ndarray, public: np.ndarray, kc: int, device: str, block_p: int, desc: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``faiss.knn`` per public block, merged by ``faiss.ResultHeap`` (each block read once)."""
     try:
         import faiss
@@ -97,8 +99,9 @@ def _faiss_candidates(queries: np.ndarray, public: np.ndarray, kc: int, device: 
     return heap.D, heap.I
 
 
-def _float64_candidates(queries: np.ndarray, public: np.ndarray, kc: int, block_p: int,
-                        desc: str) -> tuple[np.ndarray, np.ndarray]:
+def _float64_candidates(
+    queries: np.ndarray, public: np.ndarray, kc: int, block_p: int, desc: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``kc`` by float64 distances, ties by index (for the few rows the fast pass
     cannot certify; exact ties at the cut keep the smaller indices)."""
     q = np.asarray(queries, np.float64)
@@ -130,8 +133,9 @@ def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray) -> np.n
     return out
 
 
-def _rerank(queries: np.ndarray, public: np.ndarray, cand_i: np.ndarray, cand_d32: np.ndarray,
-            k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rerank(
+    queries: np.ndarray, public: np.ndarray, cand_i: np.ndarray, cand_d32: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact (float64) top-k among each row's candidates; returns (d64, idx, ok) where
     ``ok`` says the row's candidates provably contain its exact k nearest."""
     d64 = _exact_sq_dists(queries, public, cand_i)
@@ -159,15 +163,24 @@ def resolve_backend(backend: str, device: str) -> str:
     return "faiss"
 
 
-def _search(queries: np.ndarray, public: np.ndarray, kc: int, backend: str, device: str, block_q: int,
-            block_p: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+def _search(
+    queries: np.ndarray, public: np.ndarray, kc: int, backend: str, device: str, block_q: int, block_p: int, desc: str
+) -> tuple[np.ndarray, np.ndarray]:
     if backend == "faiss":
         return _faiss_candidates(queries, public, kc, device, block_p, desc)
     return _torch_candidates(queries, public, kc, device, block_q, block_p, desc)
 
 
-def knn(queries: np.ndarray, public: np.ndarray, k: int, backend: str = DEFAULT_BACKEND, device: str = "cpu",
-        block_q: int = 4096, block_p: int = BLOCK_P, desc: str = "knn") -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    queries: np.ndarray,
+    public: np.ndarray,
+    k: int,
+    backend: str = DEFAULT_BACKEND,
+    device: str = "cpu",
+    block_q: int = 4096,
+    block_p: int = BLOCK_P,
+    desc: str = "knn",
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact squared-L2 k-NN of ``queries`` among ``public`` (see the module docstring).
 
     Args:

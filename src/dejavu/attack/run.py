@@ -91,8 +91,15 @@ class SetCrops:
     errors: list[str]
 
 
-def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, cfg: AttackConfig,
-                  min_crop_px: float, desc: str = "crops", ann_path=None) -> SetCrops:
+def compute_crops(
+    index: DatasetIndex,
+    ann_dir: Path | None,
+    idxs: np.ndarray,
+    cfg: AttackConfig,
+    min_crop_px: float,
+    desc: str = "crops",
+    ann_path=None,
+) -> SetCrops:
     """Crop decision per image of ``idxs``. Reads annotations and image headers only
     (PIL opens lazily); the image size is the real decoded size, not the XML's ``<size>``.
     ``ann_path(i)``, when given, replaces the ``Annotation/<wnid>/<stem>.xml`` look-up
@@ -128,8 +135,11 @@ def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, c
             if dec.boxes_outside or dec.reason == "no_boxes":
                 n_err_img += 1
                 if len(errors) < 20:
-                    errors.append(f"{ann.path}: {dec.boxes_outside} box(es) outside the {W}x{H} image"
-                                  if dec.boxes_outside else f"{ann.path}: no bounding box")
+                    errors.append(
+                        f"{ann.path}: {dec.boxes_outside} box(es) outside the {W}x{H} image"
+                        if dec.boxes_outside
+                        else f"{ann.path}: no bounding box"
+                    )
             if dec.reason == "no_boxes":
                 n_nobox += 1
             elif dec.reason == "too_small":
@@ -142,9 +152,16 @@ def compute_crops(index: DatasetIndex, ann_dir: Path | None, idxs: np.ndarray, c
             keep.append(g)
             boxes.append(pb)
     n = len(idxs)
-    counts = {"bbox": int(n), "attacked": len(keep), "unattackable": int(n - len(keep)),
-              "too_small": n_small, "no_boxes": n_nobox, "annotation_errors": n_err_img,
-              "boxes_outside_image": n_out_boxes, "boxes_clipped": n_clip}
+    counts = {
+        "bbox": int(n),
+        "attacked": len(keep),
+        "unattackable": int(n - len(keep)),
+        "too_small": n_small,
+        "no_boxes": n_nobox,
+        "annotation_errors": n_err_img,
+        "boxes_outside_image": n_out_boxes,
+        "boxes_clipped": n_clip,
+    }
     return SetCrops(np.asarray(keep, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4), counts, errors)
 
 
@@ -163,19 +180,31 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
     s = lm.config.get("set")
     if s is not None and str(s) != expected_set:
-        raise DejavuError(f"{lm.path}: trained on set {s} but passed as model {expected_set} "
-                          f"(swap --model-a/--model-b)")
+        raise DejavuError(
+            f"{lm.path}: trained on set {s} but passed as model {expected_set} (swap --model-a/--model-b)"
+        )
     n = lm.config.get("npc")
     if n is not None and int(n) != int(npc):
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
 
 
 @locks_output("attack")
-def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: str | os.PathLike,
-           paths: DataPaths, out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
-           cache_dir: str | os.PathLike | None = None, index: DatasetIndex | None = None,
-           sets: dict[str, np.ndarray] | None = None, public: np.ndarray | None = None,
-           label: str | None = None, control: Any = "auto", control_bboxes: str | None = None) -> AttackResult:
+def _attack(
+    model_a: str | os.PathLike,
+    model_b: str | os.PathLike,
+    partition: str | os.PathLike,
+    paths: DataPaths,
+    out: str | os.PathLike,
+    cfg: AttackConfig | None = None,
+    force: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    index: DatasetIndex | None = None,
+    sets: dict[str, np.ndarray] | None = None,
+    public: np.ndarray | None = None,
+    label: str | None = None,
+    control: Any = "auto",
+    control_bboxes: str | None = None,
+) -> AttackResult:
     """Attack one snapshot pair and write ``out`` (see the module docstring).
 
     ``cache_dir`` defaults to ``out/../.embed_cache``; pass ``""`` to disable caching.
@@ -215,8 +244,7 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
         _check_model(lm, index, name, cfg.npc)
         lms[name] = lm
     if cfg.embed == "logits" and any(lm.model.classifier is None for lm in lms.values()):
-        raise DejavuError(f"--embed logits needs supervised checkpoints with a classifier head "
-                          f"({model_a}, {model_b})")
+        raise DejavuError(f"--embed logits needs supervised checkpoints with a classifier head ({model_a}, {model_b})")
     image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     transform = eval_transform(image_size)
@@ -234,8 +262,11 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     num_classes = len(index.classes)
     from dejavu.attack.control import resolve_control
 
-    csrc = None if (sets is not None and control == "auto") else resolve_control(
-        control, part, index, paths, control_bboxes)
+    csrc = (
+        None
+        if (sets is not None and control == "auto")
+        else resolve_control(control, part, index, paths, control_bboxes)
+    )
 
     # 1) crops of both sets (headers + XML only)
     crops = {}
@@ -243,21 +274,29 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
         if sets is not None:
             bbox = index.check_indices(np.asarray(sets[y]), f"set {y} override")
         else:
-            bbox = index.check_indices(part.load_set(cfg.npc, f"bbox_{y}"),
-                                       f"{part.root}/{cfg.npc}_per_class/bbox_{y}.npy")
+            bbox = index.check_indices(
+                part.load_set(cfg.npc, f"bbox_{y}"), f"{part.root}/{cfg.npc}_per_class/bbox_{y}.npy"
+            )
         crops[y] = compute_crops(index, paths.annotation_dir, bbox, cfg, min_px, desc=f"crops {y}")
         if len(crops[y].indices) == 0:
-            raise DejavuError(f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
-                              f"min_crop_px {min_px:g}); lower --min-crop-px?")
+            raise DejavuError(
+                f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
+                f"min_crop_px {min_px:g}); lower --min-crop-px?"
+            )
 
     # 2) public embeddings (cached), not needed for the logits variant
     pub_emb: list[np.ndarray] = []
     cached = [False, False]
     if cfg.embed != "logits":
-        cdir = Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
+        cdir = (
+            Path(cache_dir)
+            if cache_dir not in (None, "")
+            else (None if cache_dir == "" else out.parent / ".embed_cache")
+        )
         keys = [cache_key(lms[n].sha256, public, tdesc, cfg.embed, index.fingerprint.id) for n in "AB"]
         pub_emb, cached = CachedEmbedder(cdir).embed_public(
-            models, keys, [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers)
+            models, keys, [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers
+        )
 
     # 3) crops embedded by both models, 4) KNN per pair
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -296,15 +335,18 @@ def _attack(model_a: str | os.PathLike, model_b: str | os.PathLike, partition: s
     metrics = compute_all(pairs, num_classes, n_boot=cfg.n_boot, seed=cfg.seed)
     for name in pairs:
         for topk in (1, 5):
-            atomic_save_npy(out / f"top_{topk}_conf_sweep_{name}.npy",
-                            np.asarray(metrics[f"top{topk}"]["pair_sweeps"][name], np.float64))
+            atomic_save_npy(
+                out / f"top_{topk}_conf_sweep_{name}.npy",
+                np.asarray(metrics[f"top{topk}"]["pair_sweeps"][name], np.float64),
+            )
     write_examples_csv(out / "examples.csv", pairs)
     control_res = None
     if csrc is not None:  # the held-out control, with the same models and public embeddings
         from dejavu.attack.control import attack_control, control_block
 
-        carrays, ccounts = attack_control(csrc, models, pub_emb, public, public_labels, cfg, transform, device,
-                                          min_px, out)
+        carrays, ccounts = attack_control(
+            csrc, models, pub_emb, public, public_labels, cfg, transform, device, min_px, out
+        )
         cpairs = {name: pair_scores_from_arrays(a, cfg.k_attk, num_classes) for name, a in carrays.items()}
         control_res = control_block(pairs, cpairs, ccounts, csrc.info, num_classes, cfg.n_boot, cfg.seed)
 
@@ -343,8 +385,11 @@ def _check_attack_folder(out: Path, force: bool) -> None:
         (out / "results.json").unlink(missing_ok=True)
         return
     if out.is_dir():
-        other = [p.name for p in out.iterdir() if p.suffix not in (".npy", ".csv") and p.name != "slurm"
-                 and not p.name.startswith(".")]
+        other = [
+            p.name
+            for p in out.iterdir()
+            if p.suffix not in (".npy", ".csv") and p.name != "slurm" and not p.name.startswith(".")
+        ]
         if other:
             check_can_write(out, force=False)
 
@@ -364,10 +409,20 @@ def snapshot_epochs(run: Path) -> dict[int, Path]:
     return {int(m.group(1)): run / f for f in os.listdir(run) if (m := _EP.match(f))}
 
 
-def attack_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, partition, paths: DataPaths,
-                out: str | os.PathLike, cfg: AttackConfig | None = None, force: bool = False,
-                skip_existing: bool = False, cache_dir=None, epochs: list[int] | None = None,
-                control: Any = "auto", control_bboxes: str | None = None) -> list[AttackResult]:
+def attack_runs(
+    run_a: str | os.PathLike,
+    run_b: str | os.PathLike,
+    partition,
+    paths: DataPaths,
+    out: str | os.PathLike,
+    cfg: AttackConfig | None = None,
+    force: bool = False,
+    skip_existing: bool = False,
+    cache_dir=None,
+    epochs: list[int] | None = None,
+    control: Any = "auto",
+    control_bboxes: str | None = None,
+) -> list[AttackResult]:
     """Attack every ``model_ep{E}.pth`` present in both run folders into ``out/ep{E}/``."""
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
     ea, eb = snapshot_epochs(run_a), snapshot_epochs(run_b)
@@ -378,14 +433,28 @@ def attack_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, partition, p
             raise DejavuError(f"epochs {missing} not present in both {run_a} and {run_b} (common: {common})")
         common = sorted(set(epochs))
     if not common:
-        raise DejavuError(f"{run_a} and {run_b}: no model_ep{{E}}.pth present in both "
-                          f"(A has {sorted(ea)}, B has {sorted(eb)})")
+        raise DejavuError(
+            f"{run_a} and {run_b}: no model_ep{{E}}.pth present in both (A has {sorted(ea)}, B has {sorted(eb)})"
+        )
     index = scan_imagefolder(paths.images)
     results = []
     for e in common:
         dest = out / f"ep{e}"
         if (dest / "results.json").exists() and skip_existing and not force:
             continue
-        results.append(attack(ea[e], eb[e], partition, paths, dest, cfg, force=force,
-                              cache_dir=cache_dir, index=index, control=control, control_bboxes=control_bboxes))
+        results.append(
+            attack(
+                ea[e],
+                eb[e],
+                partition,
+                paths,
+                dest,
+                cfg,
+                force=force,
+                cache_dir=cache_dir,
+                index=index,
+                control=control,
+                control_bboxes=control_bboxes,
+            )
+        )
     return results

@@ -74,8 +74,14 @@ def train_transform(image_size: int, augment: str, scale_min: float):
 
     if augment == "none":
         return eval_transform(image_size)
-    return T.Compose([T.RandomResizedCrop(image_size, scale=(scale_min, 1.0), antialias=True),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=(scale_min, 1.0), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
@@ -112,12 +118,22 @@ def decode_crops(crops: CropSet, index) -> list:
     from dejavu.data.dataset import load_rgb
     from dejavu.utils import progress
 
-    return [load_rgb(index.path(int(g))).crop(tuple(b)) for g, b in
-            progress(zip(crops.indices, crops.boxes.tolist()), desc="decode crops", total=len(crops.indices))]
+    return [
+        load_rgb(index.path(int(g))).crop(tuple(b))
+        for g, b in progress(zip(crops.indices, crops.boxes.tolist()), desc="decode crops", total=len(crops.indices))
+    ]
 
 
-def _loader(crops: CropSet, pos: np.ndarray, index, transform, batch_size: int, workers: int,
-            shuffle_seed: int | None, device: str):
+def _loader(
+    crops: CropSet,
+    pos: np.ndarray,
+    index,
+    transform,
+    batch_size: int,
+    workers: int,
+    shuffle_seed: int | None,
+    device: str,
+):
     from torch.utils.data import DataLoader
 
     from dejavu.attack.embed import ImageCrops
@@ -126,18 +142,33 @@ def _loader(crops: CropSet, pos: np.ndarray, index, transform, batch_size: int, 
     if crops.images is not None:
         ds = MemoryCrops([crops.images[int(p)] for p in pos], transform)
     else:
-        ds = ImageCrops([index.path(int(g)) for g in crops.indices[pos]],
-                        [tuple(b) for b in crops.boxes[pos].tolist()], transform)
+        ds = ImageCrops(
+            [index.path(int(g)) for g in crops.indices[pos]], [tuple(b) for b in crops.boxes[pos].tolist()], transform
+        )
     gen = None
     if shuffle_seed is not None:
         gen = torch.Generator().manual_seed(shuffle_seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=gen,
-                      num_workers=workers, pin_memory=str(device).startswith("cuda"))
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle_seed is not None,
+        generator=gen,
+        num_workers=workers,
+        pin_memory=str(device).startswith("cuda"),
+    )
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, crops: CropSet, pos: np.ndarray, index, image_size: int, batch_size: int,
-             workers: int, device: str) -> float:
+def accuracy(
+    model: nn.Module,
+    crops: CropSet,
+    pos: np.ndarray,
+    index,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    device: str,
+) -> float:
     """Top-1 accuracy on the crops at positions ``pos`` (evaluation transform)."""
     from dejavu.data.transforms import eval_transform
 
@@ -155,8 +186,13 @@ def accuracy(model: nn.Module, crops: CropSet, pos: np.ndarray, index, image_siz
 def _optimizer(cfg: AuditConfig, model: nn.Module) -> torch.optim.Optimizer:
     from dejavu.ssl.optim import build_optimizer
 
-    shim = SimpleNamespace(optimizer=cfg.clf_optimizer, effective_lr=cfg.clf_lr, weight_decay=cfg.clf_weight_decay,
-                           momentum=cfg.clf_momentum, lars_eta=0.001)
+    shim = SimpleNamespace(
+        optimizer=cfg.clf_optimizer,
+        effective_lr=cfg.clf_lr,
+        weight_decay=cfg.clf_weight_decay,
+        momentum=cfg.clf_momentum,
+        lars_eta=0.001,
+    )
     return build_optimizer(shim, [model])
 
 
@@ -166,8 +202,9 @@ def _start(out: Path, cfg: AuditConfig, model: nn.Module, opt, crops: CropSet, r
     if not last.is_file():
         return 0, []
     if not resume:
-        raise DejavuError(f"{last}: an unfinished classifier training exists; pass --resume to continue "
-                          f"it or --force to start over")
+        raise DejavuError(
+            f"{last}: an unfinished classifier training exists; pass --resume to continue it or --force to start over"
+        )
     st = safe_torch_load(last)
     if st.get("train_config") != cfg.classifier_config():
         diff = sorted(k for k, v in cfg.classifier_config().items() if (st.get("train_config") or {}).get(k) != v)
@@ -180,8 +217,17 @@ def _start(out: Path, cfg: AuditConfig, model: nn.Module, opt, crops: CropSet, r
 
 
 @torch.enable_grad()
-def train_classifier(cfg: AuditConfig, index, crops: CropSet, num_classes: int, image_size: int, out: Path,
-                     device: str, resume: bool = False, meta: dict[str, Any] | None = None) -> ClassifierResult:
+def train_classifier(
+    cfg: AuditConfig,
+    index,
+    crops: CropSet,
+    num_classes: int,
+    image_size: int,
+    out: Path,
+    device: str,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> ClassifierResult:
     """Train the crop classifier into ``out`` (see the module docstring); ``meta`` goes into
     the final checkpoint's config (train set, npc, fingerprint...)."""
     from dejavu.attack.embed import default_workers
@@ -192,7 +238,9 @@ def train_classifier(cfg: AuditConfig, index, crops: CropSet, num_classes: int, 
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     tr, ho = holdout_split(crops.labels, cfg.clf_holdout, cfg.seed)
     if len(tr) == 0:
-        raise DejavuError(f"the classifier's training set has no crop left after the held-out split ({len(crops.indices)})")
+        raise DejavuError(
+            f"the classifier's training set has no crop left after the held-out split ({len(crops.indices)})"
+        )
     if cfg.clf_cache_crops and crops.images is None:
         crops.images = decode_crops(crops, index)
     torch.manual_seed(cfg.seed)
@@ -208,15 +256,18 @@ def train_classifier(cfg: AuditConfig, index, crops: CropSet, num_classes: int, 
         model.train()
         torch.manual_seed(cfg.seed * 100003 + epoch)  # this epoch's augmentations, replayed on resume
         loss_sum = right = seen = 0.0
-        for j, (x, i) in enumerate(_loader(crops, tr, index, tf, cfg.clf_batch_size, workers,
-                                           cfg.seed * 100003 + epoch, device)):
+        for j, (x, i) in enumerate(
+            _loader(crops, tr, index, tf, cfg.clf_batch_size, workers, cfg.seed * 100003 + epoch, device)
+        ):
             set_lr(opt, lr_at(epoch * steps_per_epoch + j, total, warm, cfg.clf_lr))
             y = labels[i].to(device)
             logits = logits_of(model, x.to(device))
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
-                raise DejavuError(f"{out}: classifier loss is {loss.item()} at epoch {epoch + 1}; last.pth keeps "
-                                  f"epoch {start}; lower clf_lr")
+                raise DejavuError(
+                    f"{out}: classifier loss is {loss.item()} at epoch {epoch + 1}; last.pth keeps "
+                    f"epoch {start}; lower clf_lr"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -230,27 +281,56 @@ def train_classifier(cfg: AuditConfig, index, crops: CropSet, num_classes: int, 
             atomic_torch_save(out / f"model_ep{epoch + 1}.pth", _ckpt(model, epoch + 1, cfg, image_size, meta, row))
         history.append(row)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        atomic_torch_save(out / "last.pth", {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                             "epoch": epoch + 1, "train_config": cfg.classifier_config(),
-                                             "indices": torch.as_tensor(crops.indices), "history": history})
+        atomic_torch_save(
+            out / "last.pth",
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch + 1,
+                "train_config": cfg.classifier_config(),
+                "indices": torch.as_tensor(crops.indices),
+                "history": history,
+            },
+        )
     final = history[-1]
-    info = {"epochs": cfg.clf_epochs, "n_train": len(tr), "n_heldout": len(ho),
-            "heldout_acc": final.get("heldout_acc"), "train_acc": final["train_acc"], "loss": final["loss"],
-            "arch": cfg.clf_arch, "projector": cfg.clf_projector, "image_size": image_size}
+    info = {
+        "epochs": cfg.clf_epochs,
+        "n_train": len(tr),
+        "n_heldout": len(ho),
+        "heldout_acc": final.get("heldout_acc"),
+        "train_acc": final["train_acc"],
+        "loss": final["loss"],
+        "arch": cfg.clf_arch,
+        "projector": cfg.clf_projector,
+        "image_size": image_size,
+    }
     path = out / "classifier.pth"
     atomic_torch_save(path, _ckpt(model, cfg.clf_epochs, cfg, image_size, meta, info))
     return ClassifierResult(path, info)
 
 
-def _ckpt(model: nn.Module, epoch: int, cfg: AuditConfig, image_size: int, meta: dict[str, Any] | None,
-          info: dict[str, Any]) -> dict[str, Any]:
+def _ckpt(
+    model: nn.Module, epoch: int, cfg: AuditConfig, image_size: int, meta: dict[str, Any] | None, info: dict[str, Any]
+) -> dict[str, Any]:
     meta = dict(meta or {})
     fingerprint = meta.pop("fingerprint", None)
-    config = {"method": CLASSIFIER_METHOD, "arch": cfg.clf_arch, "projector": cfg.clf_projector,
-              "num_classes": num_outputs(model), "image_size": int(image_size),
-              **cfg.classifier_config(), **meta, "metrics": info}
-    return {"format": formats.CHECKPOINT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "epoch": int(epoch), "config": config, "fingerprint": fingerprint}
+    config = {
+        "method": CLASSIFIER_METHOD,
+        "arch": cfg.clf_arch,
+        "projector": cfg.clf_projector,
+        "num_classes": num_outputs(model),
+        "image_size": int(image_size),
+        **cfg.classifier_config(),
+        **meta,
+        "metrics": info,
+    }
+    return {
+        "format": formats.CHECKPOINT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": int(epoch),
+        "config": config,
+        "fingerprint": fingerprint,
+    }
 
 
 def is_finished(out: Path) -> bool:

@@ -36,28 +36,51 @@ def register(sub) -> None:
     from dejavu.data.imagefolder import add_data_args
     from dejavu.launch import add_launcher_args
 
-    p = sub.add_parser("audit", help="one-model deja vu test of a single checkpoint (crop classifier as reference)",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, metavar="CKPT", help="the checkpoint to audit (ours, the original "
-                   "code's, a torchvision ResNet or a supported released layout)")
+    p = sub.add_parser(
+        "audit",
+        help="one-model deja vu test of a single checkpoint (crop classifier as reference)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="CKPT",
+        help="the checkpoint to audit (ours, the original code's, a torchvision ResNet or a supported released layout)",
+    )
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
     p.add_argument("--npc", type=int, required=True, help="images per class of the split whose sets are used")
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="AUDIT_DIR", help="output folder")
     p.add_argument("--config", metavar="FILE|NAME", help="YAML file or packaged config (synth, imagenet)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)"
+    )
     p.add_argument("--audit-set", default=None, help="audited images: a partition set name or a .npy (default bbox_A)")
-    p.add_argument("--train-set", default=None,
-                   help="the classifier's images: a partition set name or a .npy (default bbox_B; must not overlap)")
-    p.add_argument("--reference-model", default=None, metavar="CKPT",
-                   help="a crop classifier trained elsewhere (e.g. OUT/classifier/classifier.pth of an earlier audit) "
-                   "instead of training one")
+    p.add_argument(
+        "--train-set",
+        default=None,
+        help="the classifier's images: a partition set name or a .npy (default bbox_B; must not overlap)",
+    )
+    p.add_argument(
+        "--reference-model",
+        default=None,
+        metavar="CKPT",
+        help="a crop classifier trained elsewhere (e.g. OUT/classifier/classifier.pth of an earlier audit) "
+        "instead of training one",
+    )
     p.add_argument("--arch", default=None, help="architecture for checkpoints without a stored config (e.g. resnet50)")
-    p.add_argument("--projector", default=None, help="projector spec for such checkpoints (e.g. 8192-8192-8192; "
-                   "'none' = backbone embedding)")
+    p.add_argument(
+        "--projector",
+        default=None,
+        help="projector spec for such checkpoints (e.g. 8192-8192-8192; 'none' = backbone embedding)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--cache-dir", default=None, help="public-embedding cache (default OUT/../.embed_cache; '' = off)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted classifier training in OUT/classifier")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted classifier training in OUT/classifier"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing audit and retrain the classifier")
     add_launcher_args(p, gpus_per_node=1)
     p.set_defaults(func=_cmd)
@@ -67,9 +90,18 @@ def _cmd(args) -> int:
     from dejavu.audit.config import load_audit_config
     from dejavu.launch import submit_if_slurm
 
-    cfg = load_audit_config(args.config, args.set, base={
-        "npc": args.npc, "audit_set": args.audit_set, "train_set": args.train_set, "arch": args.arch,
-        "projector": args.projector, "device": args.device})  # validated before any submission
+    cfg = load_audit_config(
+        args.config,
+        args.set,
+        base={
+            "npc": args.npc,
+            "audit_set": args.audit_set,
+            "train_set": args.train_set,
+            "arch": args.arch,
+            "projector": args.projector,
+            "device": args.device,
+        },
+    )  # validated before any submission
     if submit_if_slurm(args, name="audit", log_dir=Path(args.out) / "slurm", resume_flag="--resume"):
         return 0
     from dejavu.audit.run import audit, summary_text
@@ -78,8 +110,17 @@ def _cmd(args) -> int:
 
     set_torch_threads()
     paths = data_paths_from_args(args, need_bboxes=cfg.crop == "periphery")
-    r = audit(args.model, args.partition, paths, args.out, cfg, force=args.force, resume=args.resume,
-              reference_model=args.reference_model, cache_dir=args.cache_dir)
+    r = audit(
+        args.model,
+        args.partition,
+        paths,
+        args.out,
+        cfg,
+        force=args.force,
+        resume=args.resume,
+        reference_model=args.reference_model,
+        cache_dir=args.cache_dir,
+    )
     print(summary_text(r.results))
     print(f"written to {r.out}")
     return 0

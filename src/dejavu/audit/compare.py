@@ -28,8 +28,9 @@ def memorized(examples_csv: str | os.PathLike, set_name: str) -> tuple[set[int],
     return mem, every
 
 
-def memorized_overlap(attack_dir: str | os.PathLike, audit_dir: str | os.PathLike, set_name: str = "A"
-                      ) -> dict[str, Any]:
+def memorized_overlap(
+    attack_dir: str | os.PathLike, audit_dir: str | os.PathLike, set_name: str = "A"
+) -> dict[str, Any]:
     """Overlap of the memorized examples (top-1) of the two tests on the examples both
     attacked: counts, Jaccard index, the share of two-model memorized ones the audit finds
     (recall), and the share expected by chance (the audit's memorized rate)."""
@@ -39,7 +40,13 @@ def memorized_overlap(attack_dir: str | os.PathLike, audit_dir: str | os.PathLik
     m1, m2 = m1 & common, m2 & common
     both = m1 & m2
     union = m1 | m2
-    return {"set": set_name, "n_common": len(common), "memorized_one_model": len(m1), "memorized_two_model": len(m2),
-            "both": len(both), "jaccard": len(both) / len(union) if union else float("nan"),
-            "recall_of_two_model": len(both) / len(m2) if m2 else float("nan"),
-            "chance_recall": len(m1) / len(common) if common else float("nan")}
+    return {
+        "set": set_name,
+        "n_common": len(common),
+        "memorized_one_model": len(m1),
+        "memorized_two_model": len(m2),
+        "both": len(both),
+        "jaccard": len(both) / len(union) if union else float("nan"),
+        "recall_of_two_model": len(both) / len(m2) if m2 else float("nan"),
+        "chance_recall": len(m1) / len(common) if common else float("nan"),
+    }

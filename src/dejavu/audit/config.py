@@ -89,8 +89,9 @@ class AuditConfig:
         return d
 
 
-def load_audit_config(path: str | None = None, sets: list[str] | None = None,
-                      base: dict[str, Any] | None = None) -> AuditConfig:
+def load_audit_config(
+    path: str | None = None, sets: list[str] | None = None, base: dict[str, Any] | None = None
+) -> AuditConfig:
     """YAML file or packaged name (``synth``, ``imagenet``) + ``--set`` overrides;
     ``base`` holds values from command-line flags (the file and ``--set`` win over none of them:
     flags are applied last)."""

@@ -35,23 +35,30 @@ def population(target: PairScores, reference: PairScores, topk: int = 1) -> dict
     t, r = acc_at(target, FRACTIONS, topk), acc_at(reference, FRACTIONS, topk)
     fr = list(FRACTIONS)
     return {
-        "target": dict(zip(keys, t.tolist())), "reference": dict(zip(keys, r.tolist())),
+        "target": dict(zip(keys, t.tolist())),
+        "reference": dict(zip(keys, r.tolist())),
         "dejavu_score": float(t[fr.index(0.20)] - r[fr.index(0.20)]),
         "dejavu_score_100": float(t[fr.index(1.00)] - r[fr.index(1.00)]),
-        "sweep": {"p": [float(p) for p in SWEEP], "target": acc_at(target, SWEEP, topk).tolist(),
-                  "reference": acc_at(reference, SWEEP, topk).tolist()},
+        "sweep": {
+            "p": [float(p) for p in SWEEP],
+            "target": acc_at(target, SWEEP, topk).tolist(),
+            "reference": acc_at(reference, SWEEP, topk).tolist(),
+        },
     }
 
 
-def bootstrap_cis(target: PairScores, reference: PairScores, n_boot: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> dict[str, Any]:
+def bootstrap_cis(
+    target: PairScores, reference: PairScores, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """Percentile CIs of the scores (top-1/top-5, 20%/100%) and quadrant shares; each
     resample of the audited examples serves both the model and the classifier."""
     nan = [float("nan"), float("nan")]
     n = len(target.index)
     if n_boot <= 0 or n == 0:
-        return {**{f"top{k}": {"dejavu_score": nan, "dejavu_score_100": nan} for k in (1, 5)},
-                "quadrants": {q: nan for q in QUADRANTS}}
+        return {
+            **{f"top{k}": {"dejavu_score": nan, "dejavu_score_100": nan} for k in (1, 5)},
+            "quadrants": {q: nan for q in QUADRANTS},
+        }
     tc, rc = PairCells(target), PairCells(reference)
     masks = quadrant_masks(target, reference, 1)
     qv, qcell = np.unique(np.stack([masks[q] for q in QUADRANTS], axis=1), axis=0, return_inverse=True)
@@ -67,8 +74,10 @@ def bootstrap_cis(target: PairScores, reference: PairScores, n_boot: int = 1000,
         for j, q in enumerate(QUADRANTS):
             reps.setdefault(q, []).append(shares[:, j])
     ci = {k: percentile_ci(np.concatenate(v), level) for k, v in reps.items()}
-    return {**{f"top{k}": {s: ci[f"top{k}.{s}"] for s in ("dejavu_score", "dejavu_score_100")} for k in (1, 5)},
-            "quadrants": {q: ci[q] for q in QUADRANTS}}
+    return {
+        **{f"top{k}": {s: ci[f"top{k}.{s}"] for s in ("dejavu_score", "dejavu_score_100")} for k in (1, 5)},
+        "quadrants": {q: ci[q] for q in QUADRANTS},
+    }
 
 
 def per_class(target: PairScores, reference: PairScores, num_classes: int) -> dict[str, list]:
@@ -81,8 +90,13 @@ def per_class(target: PairScores, reference: PairScores, num_classes: int) -> di
 
     t, r = share(target.correct1), share(reference.correct1)
     masks = quadrant_masks(target, reference, 1)
-    return {"n": n.tolist(), "target": t, "reference": r,
-            "gap": [None if a is None else a - b for a, b in zip(t, r)], **{q: share(masks[q]) for q in QUADRANTS}}
+    return {
+        "n": n.tolist(),
+        "target": t,
+        "reference": r,
+        "gap": [None if a is None else a - b for a, b in zip(t, r)],
+        **{q: share(masks[q]) for q in QUADRANTS},
+    }
 
 
 def rankings(target: PairScores, reference: PairScores, set_name: str, top: int = 20) -> dict[str, list[dict]]:
@@ -92,18 +106,37 @@ def rankings(target: PairScores, reference: PairScores, set_name: str, top: int 
     ql = quadrant_labels(target, reference, 1)  # the most likely quadrant (correctness may be an expectation)
     ct, cr = target.conf, reference.conf
     out = {}
-    for name, q, key in (("most_memorized", "memorized", ct - cr), ("most_correlated", "correlated", np.minimum(ct, cr))):
+    for name, q, key in (
+        ("most_memorized", "memorized", ct - cr),
+        ("most_correlated", "correlated", np.minimum(ct, cr)),
+    ):
         pos = np.nonzero(ql == q)[0]
         order = pos[np.lexsort((target.index[pos], -key[pos]))][:top]
-        out[name] = [{"set": set_name, "index": int(target.index[i]), "label": int(target.labels[i]),
-                      "pred_target": int(target.pred[i]), "pred_reference": int(reference.pred[i]),
-                      "conf_target": float(ct[i]), "conf_reference": float(cr[i]), "score": float(key[i])}
-                     for i in order]
+        out[name] = [
+            {
+                "set": set_name,
+                "index": int(target.index[i]),
+                "label": int(target.labels[i]),
+                "pred_target": int(target.pred[i]),
+                "pred_reference": int(reference.pred[i]),
+                "conf_target": float(ct[i]),
+                "conf_reference": float(cr[i]),
+                "score": float(key[i]),
+            }
+            for i in order
+        ]
     return out
 
 
-def one_model_metrics(target: PairScores, reference: PairScores, num_classes: int, set_name: str = "A",
-                      n_boot: int = 1000, seed: int = 0, top: int = 20) -> dict[str, Any]:
+def one_model_metrics(
+    target: PairScores,
+    reference: PairScores,
+    num_classes: int,
+    set_name: str = "A",
+    n_boot: int = 1000,
+    seed: int = 0,
+    top: int = 20,
+) -> dict[str, Any]:
     """The ``metrics`` block of an audit's ``results.json`` (see the module docstring)."""
     if not np.array_equal(target.index, reference.index):
         raise ValueError("model and classifier scored different examples")
@@ -118,8 +151,12 @@ def one_model_metrics(target: PairScores, reference: PairScores, num_classes: in
     out["n_attacked"] = {set_name: len(target.index)}
     out["per_class"] = per_class(target, reference, num_classes)
     out["rankings"] = rankings(target, reference, set_name, top)
-    out["bootstrap"] = {"n": int(n_boot), "seed": int(seed), "level": 0.95,
-                        "unit": "audited example; model and classifier paired"}
+    out["bootstrap"] = {
+        "n": int(n_boot),
+        "seed": int(seed),
+        "level": 0.95,
+        "unit": "audited example; model and classifier paired",
+    }
     return out
 
 

@@ -56,18 +56,22 @@ def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
     return index.check_indices(np.asarray(arr), f"{part.root}/{npc}_per_class/{name}.npy")
 
 
-def check_disjoint(audit_idx: np.ndarray, train_idx: np.ndarray | None, public: np.ndarray,
-                   names: tuple[str, str]) -> None:
+def check_disjoint(
+    audit_idx: np.ndarray, train_idx: np.ndarray | None, public: np.ndarray, names: tuple[str, str]
+) -> None:
     """The classifier must never have seen an audited image, nor the KNN search find one."""
     if train_idx is not None:
         clash = np.intersect1d(audit_idx, train_idx)
         if len(clash):
-            raise UsageError(f"audit set {names[0]} and classifier training set {names[1]} overlap in "
-                              f"{len(clash)} image(s) (e.g. index {int(clash[0])}); choose disjoint sets")
+            raise UsageError(
+                f"audit set {names[0]} and classifier training set {names[1]} overlap in "
+                f"{len(clash)} image(s) (e.g. index {int(clash[0])}); choose disjoint sets"
+            )
     clash = np.intersect1d(audit_idx, public)
     if len(clash):
-        raise DejavuError(f"audit set {names[0]} overlaps the public set in {len(clash)} image(s) "
-                          f"(e.g. index {int(clash[0])})")
+        raise DejavuError(
+            f"audit set {names[0]} overlaps the public set in {len(clash)} image(s) (e.g. index {int(clash[0])})"
+        )
 
 
 class _Logits(nn.Module):
@@ -86,8 +90,19 @@ def _model_info(lm) -> dict[str, Any]:
     return {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
 
 
-def _classifier(cfg: AuditConfig, index: DatasetIndex, paths: DataPaths, part, out: Path, train_idx, image_size: int,
-                min_px: float, device: str, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict]:
+def _classifier(
+    cfg: AuditConfig,
+    index: DatasetIndex,
+    paths: DataPaths,
+    part,
+    out: Path,
+    train_idx,
+    image_size: int,
+    min_px: float,
+    device: str,
+    resume: bool,
+    force: bool,
+) -> tuple[Any, dict[str, Any], dict]:
     """Train (or finish training) the crop classifier; returns (LoadedModel, info, crop counts)."""
     from dejavu.attack.run import compute_crops
     from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
@@ -98,18 +113,25 @@ def _classifier(cfg: AuditConfig, index: DatasetIndex, paths: DataPaths, part, o
         classifier_dir_clean(cdir)
     sc = compute_crops(index, paths.annotation_dir, train_idx, cfg.attack_config(), min_px, desc="crops (classifier)")
     if len(sc.indices) < 2:
-        raise DejavuError(f"classifier training set {cfg.train_set}: {len(sc.indices)} attackable image(s) "
-                          f"out of {len(train_idx)}; need more")
+        raise DejavuError(
+            f"classifier training set {cfg.train_set}: {len(sc.indices)} attackable image(s) "
+            f"out of {len(train_idx)}; need more"
+        )
     if not is_finished(cdir):
         crops = CropSet(sc.indices, sc.boxes, index.targets[sc.indices])
-        meta = {"set": cfg.train_set, "npc": cfg.npc, "fingerprint": index.fingerprint.to_dict(),
-                "partition": str(part.root)}
+        meta = {
+            "set": cfg.train_set,
+            "npc": cfg.npc,
+            "fingerprint": index.fingerprint.to_dict(),
+            "partition": str(part.root),
+        }
         train_classifier(cfg, index, crops, len(index.classes), image_size, cdir, device, resume=resume, meta=meta)
     lm = load_model(cdir / "classifier.pth")
     diff = sorted(k for k, v in cfg.classifier_config().items() if lm.config.get(k) != v)
     if diff:
-        raise DejavuError(f"{cdir / 'classifier.pth'}: trained with other settings ({', '.join(diff)}); "
-                          f"pass --force to retrain")
+        raise DejavuError(
+            f"{cdir / 'classifier.pth'}: trained with other settings ({', '.join(diff)}); pass --force to retrain"
+        )
     return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}, sc.counts
 
 
@@ -119,8 +141,10 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
 
     lm = load_model(path)
     if lm.model.classifier is None:
-        raise DejavuError(f"{path}: no classifier head; --reference-model needs a crop classifier "
-                          f"(e.g. OUT/classifier/classifier.pth of an earlier audit)")
+        raise DejavuError(
+            f"{path}: no classifier head; --reference-model needs a crop classifier "
+            f"(e.g. OUT/classifier/classifier.pth of an earlier audit)"
+        )
     from dejavu.audit.classifier import num_outputs
 
     n_out = num_outputs(lm.model)
@@ -140,8 +164,19 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
     return lm, {**info, "trained": False, "path": str(path)}
 
 
-def _embed_and_search(cfg: AuditConfig, lm, clf, index: DatasetIndex, crops, public: np.ndarray, tdesc: str,
-                      transform, clf_transform, device: str, cache_dir: Path | None) -> tuple[dict, bool]:
+def _embed_and_search(
+    cfg: AuditConfig,
+    lm,
+    clf,
+    index: DatasetIndex,
+    crops,
+    public: np.ndarray,
+    tdesc: str,
+    transform,
+    clf_transform,
+    device: str,
+    cache_dir: Path | None,
+) -> tuple[dict, bool]:
     """KNN of the model's crop embeddings over its public embeddings, and the classifier's
     logits on the same crops (one decode per crop when both use the same transform)."""
     from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
@@ -149,29 +184,64 @@ def _embed_and_search(cfg: AuditConfig, lm, clf, index: DatasetIndex, crops, pub
 
     key = cache_key(lm.sha256, public, tdesc, cfg.embed, index.fingerprint.id)
     (pub_emb,), (cached,) = CachedEmbedder(cache_dir).embed_public(
-        [lm.model], [key], [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers)
+        [lm.model], [key], [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers
+    )
     paths, boxes = [index.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
     if clf_transform is None:  # same resolution: one pass
-        emb, logits = embed_dataset([lm.model, _Logits(clf.model)], ImageCrops(paths, boxes, transform), cfg.embed,
-                                    cfg.batch_size, device, cfg.workers, desc="audited crops")
+        emb, logits = embed_dataset(
+            [lm.model, _Logits(clf.model)],
+            ImageCrops(paths, boxes, transform),
+            cfg.embed,
+            cfg.batch_size,
+            device,
+            cfg.workers,
+            desc="audited crops",
+        )
     else:
-        (emb,) = embed_dataset([lm.model], ImageCrops(paths, boxes, transform), cfg.embed, cfg.batch_size, device,
-                               cfg.workers, desc="audited crops (model)")
-        (logits,) = embed_dataset([_Logits(clf.model)], ImageCrops(paths, boxes, clf_transform), "logits",
-                                  cfg.batch_size, device, cfg.workers, desc="audited crops (classifier)")
+        (emb,) = embed_dataset(
+            [lm.model],
+            ImageCrops(paths, boxes, transform),
+            cfg.embed,
+            cfg.batch_size,
+            device,
+            cfg.workers,
+            desc="audited crops (model)",
+        )
+        (logits,) = embed_dataset(
+            [_Logits(clf.model)],
+            ImageCrops(paths, boxes, clf_transform),
+            "logits",
+            cfg.batch_size,
+            device,
+            cfg.workers,
+            desc="audited crops (classifier)",
+        )
     _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc="knn audited crops")
     # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
-    arrays = {"attk_idxs": crops.indices, "labels": index.targets[crops.indices][:, None],
-              "model_neighb_idxs": public[pos], "model_neighb_labels": index.targets[public][pos],
-              "classifier_logits": logits}
+    arrays = {
+        "attk_idxs": crops.indices,
+        "labels": index.targets[crops.indices][:, None],
+        "model_neighb_idxs": public[pos],
+        "model_neighb_labels": index.targets[public][pos],
+        "classifier_logits": logits,
+    }
     return arrays, cached
 
 
 @locks_output("audit")
-def _audit(model: str | os.PathLike, partition: str | os.PathLike, paths: DataPaths, out: str | os.PathLike,
-           cfg: AuditConfig | None = None, force: bool = False, resume: bool = False,
-           reference_model: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-           index: DatasetIndex | None = None, public: np.ndarray | None = None) -> AuditResult:
+def _audit(
+    model: str | os.PathLike,
+    partition: str | os.PathLike,
+    paths: DataPaths,
+    out: str | os.PathLike,
+    cfg: AuditConfig | None = None,
+    force: bool = False,
+    resume: bool = False,
+    reference_model: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    index: DatasetIndex | None = None,
+    public: np.ndarray | None = None,
+) -> AuditResult:
     """Audit one checkpoint and write ``out`` (see the module docstring).
 
     ``cache_dir`` defaults to ``out/../.embed_cache`` (``""``: off); ``public`` replaces the
@@ -207,24 +277,58 @@ def _audit(model: str | os.PathLike, partition: str | os.PathLike, paths: DataPa
     acfg = cfg.attack_config()
     crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
     if len(crops.indices) == 0:
-        raise DejavuError(f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
-                          f"(min_crop_px {min_px:g}); lower min_crop_px?")
+        raise DejavuError(
+            f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
+            f"(min_crop_px {min_px:g}); lower min_crop_px?"
+        )
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, Any] = {"audit": crops.counts, "public": len(public)}
     if reference_model is None:
-        clf, clf_info, counts["classifier_train"] = _classifier(cfg, index, paths, part, out, train_idx, image_size,
-                                                                min_px, device, resume, force)
+        clf, clf_info, counts["classifier_train"] = _classifier(
+            cfg, index, paths, part, out, train_idx, image_size, min_px, device, resume, force
+        )
     else:
         clf, clf_info = _reference(reference_model, index, audit_idx, part, cfg.npc)
     clf_size = int(clf.config.get("image_size") or image_size)
     clf_tf = None if clf_size == image_size else eval_transform(clf_size)
-    cdir = Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
-    arrays, cached = _embed_and_search(cfg, lm, clf, index, crops, public, describe_eval_transform(image_size),
-                                       eval_transform(image_size), clf_tf, device, cdir)
-    return _write(out, cfg, arrays, crops, public, index, part, lm, clf, clf_info, counts, cached,
-                  {"image_size": image_size, "min_crop_px": min_px, "device": device,
-                   "transform": describe_eval_transform(image_size), "classifier_image_size": clf_size,
-                   "k_attk": acfg.k_attk})
+    cdir = (
+        Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
+    )
+    arrays, cached = _embed_and_search(
+        cfg,
+        lm,
+        clf,
+        index,
+        crops,
+        public,
+        describe_eval_transform(image_size),
+        eval_transform(image_size),
+        clf_tf,
+        device,
+        cdir,
+    )
+    return _write(
+        out,
+        cfg,
+        arrays,
+        crops,
+        public,
+        index,
+        part,
+        lm,
+        clf,
+        clf_info,
+        counts,
+        cached,
+        {
+            "image_size": image_size,
+            "min_crop_px": min_px,
+            "device": device,
+            "transform": describe_eval_transform(image_size),
+            "classifier_image_size": clf_size,
+            "k_attk": acfg.k_attk,
+        },
+    )
 
 
 def _default_device() -> str:
@@ -233,17 +337,30 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _write(out: Path, cfg: AuditConfig, arrays: dict[str, np.ndarray], crops, public: np.ndarray,
-           index: DatasetIndex, part, lm, clf, clf_info: dict[str, Any], counts: dict[str, Any], cached: bool,
-           resolved: dict[str, Any]) -> AuditResult:
+def _write(
+    out: Path,
+    cfg: AuditConfig,
+    arrays: dict[str, np.ndarray],
+    crops,
+    public: np.ndarray,
+    index: DatasetIndex,
+    part,
+    lm,
+    clf,
+    clf_info: dict[str, Any],
+    counts: dict[str, Any],
+    cached: bool,
+    resolved: dict[str, Any],
+) -> AuditResult:
     from dejavu.analysis.metrics import scores_from_neighbours
     from dejavu.audit.metrics import classifier_scores, one_model_metrics
 
     num_classes = len(index.classes)
     set_name = _set_label(cfg.audit_set)
     labels = arrays["labels"].reshape(-1)
-    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"],
-                                    resolved["k_attk"], num_classes)
+    target = scores_from_neighbours(
+        arrays["model_neighb_labels"], labels, arrays["attk_idxs"], resolved["k_attk"], num_classes
+    )
     reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
     metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
     atomic_save_npy(out / "public_idxs.npy", public)
@@ -255,13 +372,21 @@ def _write(out: Path, cfg: AuditConfig, arrays: dict[str, np.ndarray], crops, pu
     cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
     cfg_out.update(resolved)
     results = {
-        "format": FORMAT, "kind": "one-model", "config": cfg_out,
-        "method": lm.config.get("method"), "npc": cfg.npc, "epoch": lm.epoch,
+        "format": FORMAT,
+        "kind": "one-model",
+        "config": cfg_out,
+        "method": lm.config.get("method"),
+        "npc": cfg.npc,
+        "epoch": lm.epoch,
         "sets": {"audit": cfg.audit_set, "classifier_train": clf.config.get("set")},
         "models": {"audited": _model_info(lm), "classifier": _model_info(clf)},
         "classifier": {**clf_info, "accuracy_on_audited": metrics["top1"]["reference"]["100"]},
-        "fingerprint": index.fingerprint.to_dict(), "partition": str(part.root),
-        "counts": counts, "embed_cache": {"hit": bool(cached)}, "num_classes": num_classes, "metrics": metrics,
+        "fingerprint": index.fingerprint.to_dict(),
+        "partition": str(part.root),
+        "counts": counts,
+        "embed_cache": {"hit": bool(cached)},
+        "num_classes": num_classes,
+        "metrics": metrics,
     }
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
@@ -286,9 +411,17 @@ def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EXAMPLE_COLUMNS)
     q = quadrant_labels(target, reference, 1)
-    cols = zip(target.index.tolist(), target.labels.tolist(), target.pred.tolist(), reference.pred.tolist(),
-               target.conf.tolist(), reference.conf.tolist(), map(_num, target.correct1),
-               map(_num, reference.correct1), q.tolist())
+    cols = zip(
+        target.index.tolist(),
+        target.labels.tolist(),
+        target.pred.tolist(),
+        reference.pred.tolist(),
+        target.conf.tolist(),
+        reference.conf.tolist(),
+        map(_num, target.correct1),
+        map(_num, reference.correct1),
+        q.tolist(),
+    )
     w.writerows((set_name, *row) for row in cols)
     return atomic_write_text(path, buf.getvalue())
 
@@ -326,7 +459,8 @@ def summary_text(res: dict[str, Any]) -> str:
         for p in ("5", "20", "100"):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
-    lines.append(f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  "
-                 f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    lines.append(
+        f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    )
     lines.append("sample test: " + ", ".join(f"{k} {v:.3f}" for k, v in m["quadrants"].items()))
     return "\n".join(lines)

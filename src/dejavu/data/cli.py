@@ -8,8 +8,7 @@ from dejavu import DejavuError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="dataset tools: synth (generate the default), info",
-                       description="Dataset tools.")
+    p = sub.add_parser("data", help="dataset tools: synth (generate the default), info", description="Dataset tools.")
     dsub = p.add_subparsers(dest="data_cmd", metavar="{synth,info}")
     dsub.required = True
 
@@ -23,19 +22,34 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--classes", type=int, default=10, help="number of classes (default: %(default)s)")
     s.add_argument("--per-class", type=int, default=300, help="train images per class (default: %(default)s)")
-    s.add_argument("--val-per-class", type=int, default=0,
-                   help="held-out images per class written to OUT/val (default: %(default)s)")
+    s.add_argument(
+        "--val-per-class",
+        type=int,
+        default=0,
+        help="held-out images per class written to OUT/val (default: %(default)s)",
+    )
     s.add_argument("--size", type=int, default=32, help="image side in pixels (default: %(default)s)")
-    s.add_argument("--annotated-fraction", type=float, default=0.4,
-                   help="fraction of images with a bounding-box file (default: %(default)s, like ImageNet)")
+    s.add_argument(
+        "--annotated-fraction",
+        type=float,
+        default=0.4,
+        help="fraction of images with a bounding-box file (default: %(default)s, like ImageNet)",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="processes (output does not depend on it; default: %(default)s)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes (output does not depend on it; default: %(default)s)",
+    )
     s.add_argument("--force", action="store_true", help="overwrite an existing dataset folder")
     s.set_defaults(func=_synth)
 
-    i = dsub.add_parser("info", help="classes, counts, annotated fraction and fingerprint of a dataset",
-                        description="Describe an ImageNet-layout dataset.")
+    i = dsub.add_parser(
+        "info",
+        help="classes, counts, annotated fraction and fingerprint of a dataset",
+        description="Describe an ImageNet-layout dataset.",
+    )
     i.add_argument("root", nargs="?", help="dataset root (with train/ and bboxes/) or an ImageFolder")
     from dejavu.data.imagefolder import add_data_args
 
@@ -47,13 +61,20 @@ def register(sub) -> None:
 def _synth(args) -> int:
     from dejavu.data.synth import SynthConfig, generate
 
-    cfg = SynthConfig(classes=args.classes, per_class=args.per_class, size=args.size,
-                      annotated_fraction=args.annotated_fraction, val_per_class=args.val_per_class,
-                      seed=args.seed)
+    cfg = SynthConfig(
+        classes=args.classes,
+        per_class=args.per_class,
+        size=args.size,
+        annotated_fraction=args.annotated_fraction,
+        val_per_class=args.val_per_class,
+        seed=args.seed,
+    )
     out = generate(args.out, cfg, force=args.force, workers=args.workers)
     n = cfg.classes * cfg.per_class
-    print(f"wrote {n} images ({cfg.classes} classes x {cfg.per_class}, {cfg.size}px, "
-          f"{int(round(cfg.annotated_fraction * cfg.per_class)) * cfg.classes} annotated) to {out}")
+    print(
+        f"wrote {n} images ({cfg.classes} classes x {cfg.per_class}, {cfg.size}px, "
+        f"{int(round(cfg.annotated_fraction * cfg.per_class)) * cfg.classes} annotated) to {out}"
+    )
     return 0
 
 

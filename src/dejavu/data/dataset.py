@@ -29,8 +29,9 @@ def load_rgb(path) -> Image.Image:
 class IndexedImages:
     """``(transform(image), label, global_index)`` for ``indices`` of ``index``."""
 
-    def __init__(self, index: DatasetIndex, indices: np.ndarray, transform: Callable | None = None,
-                 draft: bool = False):
+    def __init__(
+        self, index: DatasetIndex, indices: np.ndarray, transform: Callable | None = None, draft: bool = False
+    ):
         self.index = index
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform

@@ -36,9 +36,7 @@ class Fingerprint:
     @property
     def id(self) -> str:
         """Short identifier, stable across machines (depends only on names and order)."""
-        h = hashlib.sha256(
-            f"{self.num_classes}|{self.num_files}|{self.classes_sha256}|{self.paths_sha256}".encode()
-        )
+        h = hashlib.sha256(f"{self.num_classes}|{self.num_files}|{self.classes_sha256}|{self.paths_sha256}".encode())
         return h.hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,9 +108,7 @@ class DatasetIndex:
         if idx.size == 0:
             raise DejavuError(f"{what}: empty index")
         if idx.min() < 0 or idx.max() >= len(self):
-            raise DejavuError(
-                f"{what}: index {int(idx.max())} out of range for a dataset of {len(self)} images"
-            )
+            raise DejavuError(f"{what}: index {int(idx.max())} out of range for a dataset of {len(self)} images")
         return idx.astype(np.int64)
 
 
@@ -138,9 +134,11 @@ def scan_imagefolder(root: str | os.PathLike) -> DatasetIndex:
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty and len(empty) < len(classes):
         # torchvision's ImageFolder refuses this too ("Found no valid file for the classes ...")
-        raise DejavuError(f"{root / empty[0]}: class folder holds no image (extensions "
-                          f"{', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
-                          + (f" ({len(empty)} such classes)" if len(empty) > 1 else ""))
+        raise DejavuError(
+            f"{root / empty[0]}: class folder holds no image (extensions "
+            f"{', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+            + (f" ({len(empty)} such classes)" if len(empty) > 1 else "")
+        )
     if not relpaths:
         raise DejavuError(f"{root}: no images found (extensions {', '.join(IMG_EXTENSIONS)})")
     targets = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
@@ -198,8 +196,7 @@ def add_data_args(parser, need_bboxes: bool = False) -> None:
     g.add_argument(
         "--bboxes",
         metavar="DIR",
-        help="folder holding Annotation/<wnid>/<image>.xml (Pascal VOC)"
-        + (" [required]" if need_bboxes else ""),
+        help="folder holding Annotation/<wnid>/<image>.xml (Pascal VOC)" + (" [required]" if need_bboxes else ""),
     )
 
 

@@ -147,8 +147,9 @@ def _object_alpha(shape: str, w: int, h: int, ss: int = 4) -> np.ndarray:
     return m.reshape(h, ss, w, ss).mean(axis=(1, 3))
 
 
-def render(cfg: SynthConfig, c: int, rng: np.random.Generator, draw_object: bool = True
-           ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def render(
+    cfg: SynthConfig, c: int, rng: np.random.Generator, draw_object: bool = True
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """One image (H, W, 3) uint8 and its tight box (xmin, ymin, xmax, ymax), xmax/ymax exclusive.
 
     ``draw_object=False`` renders the same background without the object (for tests)."""
@@ -214,8 +215,7 @@ def _write_class(args: tuple[SynthConfig, str, int, int, str]) -> int:
     return n
 
 
-def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bool = False,
-             workers: int = 1) -> Path:
+def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bool = False, workers: int = 1) -> Path:
     """Write the synthetic dataset to ``out``; deterministic in ``cfg`` (any ``workers``)."""
     cfg.validate()
     out = check_can_write(Path(out), force=force)
@@ -238,6 +238,9 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bo
         for job in progress(jobs, desc="synth", unit="class"):
             _write_class(job)
     atomic_write_text(out / "classes.txt", "".join(f"{wnid(c)} {class_name(c)}\n" for c in range(cfg.classes)))
-    meta = {**asdict(cfg), "min_crop_px": cfg.min_crop_px if cfg.min_crop_px is not None else synth_min_crop_px(cfg.size)}
+    meta = {
+        **asdict(cfg),
+        "min_crop_px": cfg.min_crop_px if cfg.min_crop_px is not None else synth_min_crop_px(cfg.size),
+    }
     atomic_write_json(out / "synth.json", {"generator": "dejavu.data.synth", **meta})
     return out

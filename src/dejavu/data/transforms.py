@@ -16,12 +16,14 @@ def resize_size(image_size: int) -> int:
 def eval_transform(image_size: int = 224):
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize(resize_size(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.Resize(resize_size(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def describe_eval_transform(image_size: int) -> str:

@@ -49,8 +49,13 @@ class ValSet:
         return alternate_halves(np.arange(len(self.index.relpaths)), self.index.targets)
 
     def describe(self) -> dict:
-        return {"kind": "val", "images": str(self.index.root), "layout": self.layout,
-                "num_images": len(self.index.relpaths), "fingerprint": self.index.fingerprint.to_dict()}
+        return {
+            "kind": "val",
+            "images": str(self.index.root),
+            "layout": self.layout,
+            "num_images": len(self.index.relpaths),
+            "fingerprint": self.index.fingerprint.to_dict(),
+        }
 
 
 def alternate_halves(idx: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
@@ -103,8 +108,10 @@ def scan_valset(images: str | os.PathLike, boxes: str | os.PathLike | None, clas
     if subdirs:
         unknown = [w for w in subdirs if w not in cls_idx]
         if unknown:
-            raise DejavuError(f"{root / unknown[0]}: class {unknown[0]} is not a class of the training set "
-                              f"({len(classes)} classes; {len(unknown)} such folder(s))")
+            raise DejavuError(
+                f"{root / unknown[0]}: class {unknown[0]} is not a class of the training set "
+                f"({len(classes)} classes; {len(unknown)} such folder(s))"
+            )
         for w in subdirs:
             for f in sorted(os.listdir(root / w)):
                 if f.lower().endswith(IMG_EXTENSIONS):
@@ -125,15 +132,17 @@ def scan_valset(images: str | os.PathLike, boxes: str | os.PathLike | None, clas
             if named != folder:
                 raise DejavuError(f"{box}: names class {named} but the image is in folder {folder}")
         if wnid not in cls_idx:
-            raise DejavuError(f"{box}: class {wnid} is not a class of the training set "
-                              f"({len(classes)} classes)")
+            raise DejavuError(f"{box}: class {wnid} is not a class of the training set ({len(classes)} classes)")
         rel.append(relpath)
         targets.append(cls_idx[wnid])
         anns.append(box)
     if not rel:
-        raise DejavuError(f"{root}: no validation image has a box file in {bdir} "
-                          f"(expected <stem>.xml, <wnid>/<stem>.xml or Annotation/<wnid>/<stem>.xml)")
+        raise DejavuError(
+            f"{root}: no validation image has a box file in {bdir} "
+            f"(expected <stem>.xml, <wnid>/<stem>.xml or Annotation/<wnid>/<stem>.xml)"
+        )
     order = np.argsort(np.asarray(targets), kind="stable")  # class-contiguous, sorted within
-    index = DatasetIndex(root=root, classes=list(classes), relpaths=[rel[i] for i in order],
-                         targets=np.asarray(targets, np.int64)[order])
+    index = DatasetIndex(
+        root=root, classes=list(classes), relpaths=[rel[i] for i in order], targets=np.asarray(targets, np.int64)[order]
+    )
     return ValSet(index, [anns[i] for i in order], layout)

@@ -34,8 +34,7 @@ def require_ffcv(what: str = "the FFCV fast path") -> ModuleType:
     except (ImportError, OSError) as e:
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DejavuError(
-            f"{what} needs the optional ffcv package, which cannot be imported "
-            f"({detail}); {INSTALL_HINT}"
+            f"{what} needs the optional ffcv package, which cannot be imported ({detail}); {INSTALL_HINT}"
         ) from None
     return ffcv
 

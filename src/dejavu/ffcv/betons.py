@@ -53,9 +53,7 @@ class BetonOptions:
     write_mode: str = "jpg"  # jpg | raw
     workers: int = 1
     crop_algo: str = "periphery"  # periphery | largest-empty
-    min_crop_px: float | None = (
-        None  # None: the dataset's own (default_min_crop_px; 100 for ImageNet)
-    )
+    min_crop_px: float | None = None  # None: the dataset's own (default_min_crop_px; 100 for ImageNet)
 
     def validate(self) -> None:
         if self.max_res < 1 or not 1 <= self.quality <= 100 or self.workers < 1:
@@ -64,9 +62,7 @@ class BetonOptions:
                 f"(got {self.max_res}, {self.quality}, {self.workers})"
             )
         if self.write_mode not in WRITE_MODES:
-            raise UsageError(
-                f"--write-mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}"
-            )
+            raise UsageError(f"--write-mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
 
 
 def beton_name(kind: str, npc: int | None = None, which: str = "") -> str:
@@ -88,9 +84,7 @@ class _Samples:
     error is appended to ``err_path`` and a 1x1 placeholder written; the caller refuses
     the file afterwards."""
 
-    def __init__(
-        self, index: DatasetIndex, idx: np.ndarray, boxes: np.ndarray | None, err_path: str
-    ):
+    def __init__(self, index: DatasetIndex, idx: np.ndarray, boxes: np.ndarray | None, err_path: str):
         self.index, self.idx, self.boxes, self.err_path = index, idx, boxes, err_path
 
     def __len__(self) -> int:
@@ -104,10 +98,7 @@ class _Samples:
             img = load_rgb(self.index.path(g))
         except Exception as e:
             with open(self.err_path, "a") as f:
-                f.write(
-                    f"{self.index.path(g)}: cannot read image ({e})\n".replace("\n", " ").strip()
-                    + "\n"
-                )
+                f.write(f"{self.index.path(g)}: cannot read image ({e})\n".replace("\n", " ").strip() + "\n")
             img = None
         arr = np.zeros((1, 1, 3), np.uint8) if img is None else np.asarray(img)
         sample: tuple = (arr, int(self.index.targets[g]), g)
@@ -124,9 +115,7 @@ def _fields(opts: BetonOptions, crops: bool) -> dict[str, Any]:
     from ffcv.fields import IntField, RGBImageField
 
     fields: dict[str, Any] = {
-        "image": RGBImageField(
-            write_mode=opts.write_mode, max_resolution=opts.max_res, jpeg_quality=opts.quality
-        ),
+        "image": RGBImageField(write_mode=opts.write_mode, max_resolution=opts.max_res, jpeg_quality=opts.quality),
         "label": IntField(),
         "index": IntField(),
     }
@@ -182,12 +171,8 @@ def write_beton(
         with _labelled_progress(f"write {path.name}"):
             # small sets: ffcv's smallest page (2 MiB) instead of its default 8 MiB per page
             page = MIN_PAGE_SIZE if len(idx) < 2000 else 4 * MIN_PAGE_SIZE
-            writer = DatasetWriter(
-                str(tmp), _fields(opts, boxes is not None), page_size=page, num_workers=opts.workers
-            )
-            writer.from_indexed_dataset(
-                src, chunksize=max(1, min(100, len(idx) // (4 * opts.workers)))
-            )
+            writer = DatasetWriter(str(tmp), _fields(opts, boxes is not None), page_size=page, num_workers=opts.workers)
+            writer.from_indexed_dataset(src, chunksize=max(1, min(100, len(idx) // (4 * opts.workers))))
         if errs.exists():
             lines = errs.read_text().splitlines()
             raise DejavuError(f"{lines[0]}; {len(lines)} image(s) failed, {path} not written")
@@ -247,9 +232,7 @@ def _crop_boxes(
     from dejavu.attack.crops import default_min_crop_px
     from dejavu.attack.run import AttackConfig, compute_crops
 
-    min_px = float(
-        opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images)
-    )
+    min_px = float(opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images))
     cfg = AttackConfig(crop="periphery", crop_algo=opts.crop_algo)
     sc = compute_crops(index, paths.annotation_dir, idx, cfg, min_px, desc=desc)
     boxes = np.full((len(idx), 4), -1, np.int64)
@@ -297,20 +280,16 @@ def write_betons(
     part.check(index)
     missing = sorted(set(npcs) - set(part.npcs))
     if missing:
-        raise DejavuError(
-            f"{part.root}: no {missing[0]}_per_class split (have {part.npcs}); check --npc"
-        )
+        raise DejavuError(f"{part.root}: no {missing[0]}_per_class split (have {part.npcs}); check --npc")
     if "bbox" in kinds and paths.annotation_dir is None:
         raise UsageError(
-            "bbox betons need bounding boxes: pass --bboxes DIR or --data ROOT "
-            "(or leave bbox out of --sets)"
+            "bbox betons need bounding boxes: pass --bboxes DIR or --data ROOT (or leave bbox out of --sets)"
         )
     jobs = plan_betons(npcs, kinds)
     exists = [j for j in jobs if (out / j.name).exists()]
     if exists and not (force or skip_existing):
         raise DejavuError(
-            f"{out / exists[0].name}: already exists; pass --force to overwrite "
-            "or --skip-existing to keep it"
+            f"{out / exists[0].name}: already exists; pass --force to overwrite or --skip-existing to keep it"
         )
     if skip_existing and not force:
         jobs = [j for j in jobs if j not in exists]
@@ -353,13 +332,9 @@ class BetonFile:
             raise DejavuError(f"{self.path}: not a readable .beton file ({e})") from None
         self.fields = list(r.field_names)
         self.metadata = r.metadata
-        self._col = dict(
-            zip(self.fields, self.metadata.dtype.names)
-        )  # ffcv names columns f0, f1, ...
+        self._col = dict(zip(self.fields, self.metadata.dtype.names))  # ffcv names columns f0, f1, ...
         if "image" not in self.fields or "label" not in self.fields:
-            raise DejavuError(
-                f"{self.path}: a beton of images needs fields image and label, has {self.fields}"
-            )
+            raise DejavuError(f"{self.path}: a beton of images needs fields image and label, has {self.fields}")
         table = np.sort(r.alloc_table, order="ptr")
         self._ptrs, self._sizes = table["ptr"].astype(np.int64), table["size"].astype(np.int64)
         self._mm: np.memmap | None = None
@@ -383,18 +358,13 @@ class BetonFile:
         if self._mm is None:
             self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
         mode, w, h, ptr = (
-            int(v)
-            for v in self.metadata[self._col["image"]][int(i)][
-                ["mode", "width", "height", "data_ptr"]
-            ]
+            int(v) for v in self.metadata[self._col["image"]][int(i)][["mode", "width", "height", "data_ptr"]]
         )
         if mode == 1:  # raw
             return Image.fromarray(np.asarray(self._mm[ptr : ptr + w * h * 3]).reshape(h, w, 3))
         k = int(np.searchsorted(self._ptrs, ptr))
         if k >= len(self._ptrs) or self._ptrs[k] != ptr:
-            raise DejavuError(
-                f"{self.path}: sample {i} points outside the allocation table (corrupt file?)"
-            )
+            raise DejavuError(f"{self.path}: sample {i} points outside the allocation table (corrupt file?)")
         with Image.open(io.BytesIO(self._mm[ptr : ptr + self._sizes[k]].tobytes())) as im:
             return im.convert("RGB")
 
@@ -423,24 +393,14 @@ class BetonCrops:
     """``(transform(crop), position)`` for the valid samples of a bbox beton that match the
     attack's own crop decisions (global ``indices`` and pixel ``boxes``, in order)."""
 
-    def __init__(
-        self, path: str | os.PathLike, indices: np.ndarray, boxes: np.ndarray, transform: Callable
-    ):
+    def __init__(self, path: str | os.PathLike, indices: np.ndarray, boxes: np.ndarray, transform: Callable):
         self.bf = BetonFile(path)
         for name in ("index", "valid", *BOX_FIELDS):
             self.bf.column(name)  # raises when missing
         valid = np.flatnonzero(self.bf.column("valid") > 0)
         got_idx = self.bf.column("index")[valid]
-        got_boxes = (
-            np.stack([self.bf.column(n)[valid] for n in BOX_FIELDS], 1)
-            if len(valid)
-            else np.zeros((0, 4))
-        )
-        same = (
-            len(valid) == len(indices)
-            and np.array_equal(got_idx, indices)
-            and np.array_equal(got_boxes, boxes)
-        )
+        got_boxes = np.stack([self.bf.column(n)[valid] for n in BOX_FIELDS], 1) if len(valid) else np.zeros((0, 4))
+        same = len(valid) == len(indices) and np.array_equal(got_idx, indices) and np.array_equal(got_boxes, boxes)
         if not same:
             raise DejavuError(
                 f"{self.bf.path}: its crops differ from this attack's ({len(valid)} valid crops vs "

@@ -29,9 +29,7 @@ def _npcs(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return vals
@@ -49,9 +47,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_data_args(p)
-    p.add_argument(
-        "--partition", required=True, metavar="P", help="partition folder (holding manifest.json)"
-    )
+    p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
     p.add_argument(
         "--npc",
         type=_npcs,
@@ -66,9 +62,7 @@ def register(sub) -> None:
         help="which betons: comma-separated train, val, bbox (default: %(default)s)",
     )
     g = p.add_argument_group("storage")
-    g.add_argument(
-        "--max-res", type=int, default=512, help="longer side at most (default: %(default)s)"
-    )
+    g.add_argument("--max-res", type=int, default=512, help="longer side at most (default: %(default)s)")
     g.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
     g.add_argument(
         "--write-mode",
@@ -97,9 +91,7 @@ def register(sub) -> None:
         "image (default: the dataset's own, as dejavu attack: 100 for ImageNet)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing betons")
-    p.add_argument(
-        "--skip-existing", action="store_true", help="keep existing betons, write the missing ones"
-    )
+    p.add_argument("--skip-existing", action="store_true", help="keep existing betons, write the missing ones")
     add_launcher_args(p, gpus_per_node=1)
     p.set_defaults(func=_cmd)
 

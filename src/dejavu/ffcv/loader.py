@@ -49,9 +49,7 @@ def split_view(view) -> tuple[dict[str, Any], Any]:
 
     ops = getattr(view, "transforms", None)
     if not isinstance(view, T.Compose) or ops is None:
-        raise DejavuError(
-            f"--loader ffcv needs torchvision v2 Compose training views, got {type(view).__name__}"
-        )
+        raise DejavuError(f"--loader ffcv needs torchvision v2 Compose training views, got {type(view).__name__}")
     geo: dict[str, Any] = {"crop": None, "flip": 0.0}
     rest = []
     for t in ops:
@@ -68,9 +66,7 @@ def split_view(view) -> tuple[dict[str, Any], Any]:
         else:
             rest.append(t)
     if geo["crop"] is None:
-        raise DejavuError(
-            "--loader ffcv: the training view has no RandomResizedCrop/CenterCrop to decode with"
-        )
+        raise DejavuError("--loader ffcv: the training view has no RandomResizedCrop/CenterCrop to decode with")
     return geo, (T.Compose(rest) if rest else None)
 
 
@@ -131,9 +127,7 @@ class FFCVImages:
         num_workers: FFCV decoding threads (0: one).
     """
 
-    def __init__(
-        self, beton: str | os.PathLike, index: DatasetIndex, idx: np.ndarray, num_workers: int = 0
-    ):
+    def __init__(self, beton: str | os.PathLike, index: DatasetIndex, idx: np.ndarray, num_workers: int = 0):
         require_ffcv("--loader ffcv")
         from dejavu.ffcv.betons import BetonFile, check_beton
 
@@ -163,9 +157,7 @@ class FFCVImages:
             pipelines["index"] = [IntDecoder(), ToTensor(), Squeeze()]
         for v, geo in enumerate(geos):
             dec, ops = _image_ops(geo)
-            pipelines["image" if v == 0 else f"image_{v}"] = PipelineSpec(
-                "image", decoder=dec, transforms=ops
-            )
+            pipelines["image" if v == 0 else f"image_{v}"] = PipelineSpec("image", decoder=dec, transforms=ops)
         return Loader(
             str(self.beton),
             batch_size=per,
@@ -187,18 +179,12 @@ class FFCVImages:
         if self._key != key:  # built (and compiled) once per run and resolution
             self._loader, self._key = self._build(per, steps, geos), key
         o = order.numpy()
-        pos = np.concatenate(
-            [o[s * batch + rank * per : s * batch + (rank + 1) * per] for s in range(steps)]
-        )
-        self._loader.traversal_order.indices = (
-            pos  # upstream Sequential order: traverses these as given
-        )
+        pos = np.concatenate([o[s * batch + rank * per : s * batch + (rank + 1) * per] for s in range(steps)])
+        self._loader.traversal_order.indices = pos  # upstream Sequential order: traverses these as given
         for s, out in enumerate(self._loader):
             image0, labels, *others = out
             if "index" in self.fields:
                 gidx, *others = others
                 if not np.array_equal(gidx.numpy(), self.idx[pos[s * per : (s + 1) * per]]):
-                    raise DejavuError(
-                        f"{self.beton}: FFCV returned images out of order at step {s}"
-                    )
+                    raise DejavuError(f"{self.beton}: FFCV returned images out of order at step {s}")
             yield finish([image0, *others]), labels.clone().long()

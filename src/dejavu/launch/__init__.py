@@ -27,27 +27,48 @@ __all__ = ["LAUNCHER_OPTIONS", "CliJob", "add_launcher_args", "strip_launcher_ar
 
 def add_launcher_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -> None:
     g = parser.add_argument_group("launcher (where the command runs)")
-    g.add_argument("--launcher", choices=("local", "slurm"), default="local",
-                   help="local: run here, in this process (use torchrun for several local GPUs); "
-                        "slurm: submit through submitit and return (default: %(default)s)")
+    g.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: run here, in this process (use torchrun for several local GPUs); "
+        "slurm: submit through submitit and return (default: %(default)s)",
+    )
     g.add_argument("--nodes", type=int, default=1, help="SLURM nodes (default: %(default)s)")
-    g.add_argument("--gpus-per-node", type=int, default=gpus_per_node,
-                   help="SLURM GPUs per node; one task (DDP process) per GPU (default: %(default)s)")
+    g.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=gpus_per_node,
+        help="SLURM GPUs per node; one task (DDP process) per GPU (default: %(default)s)",
+    )
     g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: $SLURM_PARTITION)")
     g.add_argument("--time", type=int, default=4320, help="SLURM time limit in minutes (default: %(default)s)")
     g.add_argument("--cpus-per-task", type=int, default=10, help="SLURM CPUs per task (default: %(default)s)")
     g.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per node in GB (default: cluster's)")
     g.add_argument("--account", default=None, help="SLURM account")
     g.add_argument("--constraint", default=None, help="SLURM constraint (e.g. volta32gb)")
-    g.add_argument("--slurm-dir", default=None,
-                   help="folder for submitit logs and job pickles (default: OUT/slurm or ./slurm)")
+    g.add_argument(
+        "--slurm-dir", default=None, help="folder for submitit logs and job pickles (default: OUT/slurm or ./slurm)"
+    )
     g.add_argument("--job-name", default=None, help="SLURM job name (default: the command name)")
-    g.add_argument("--max-requeue", type=int, default=20,
-                   help="resubmissions after preemption or time-out, each resuming (default: %(default)s)")
+    g.add_argument(
+        "--max-requeue",
+        type=int,
+        default=20,
+        help="resubmissions after preemption or time-out, each resuming (default: %(default)s)",
+    )
 
 
-def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str | Path | None = None,
-           target: str = "dejavu.cli:main", resume_flag: str | None = "--resume", cluster: str | None = None):
+def submit(
+    argv: list[str],
+    args: argparse.Namespace,
+    *,
+    name: str,
+    log_dir: str | Path | None = None,
+    target: str = "dejavu.cli:main",
+    resume_flag: str | None = "--resume",
+    cluster: str | None = None,
+):
     """Submit ``target(argv)`` as a SLURM job; returns the submitit Job.
 
     ``argv`` must be the local form of the command (no launcher options: see
@@ -60,8 +81,14 @@ def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str
 
     folder = Path(args.slurm_dir or log_dir or "slurm")
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-    params = dict(name=args.job_name or name, nodes=args.nodes, tasks_per_node=args.gpus_per_node,
-                  gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, timeout_min=args.time)
+    params = dict(
+        name=args.job_name or name,
+        nodes=args.nodes,
+        tasks_per_node=args.gpus_per_node,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+        timeout_min=args.time,
+    )
     if args.mem_gb:
         params["mem_gb"] = args.mem_gb
     partition = args.slurm_partition or os.environ.get("SLURM_PARTITION")
@@ -81,8 +108,9 @@ def submit(argv: list[str], args: argparse.Namespace, *, name: str, log_dir: str
     return ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
 
 
-def submit_if_slurm(args: argparse.Namespace, *, name: str, log_dir: str | Path | None,
-                    resume_flag: str | None = None) -> bool:
+def submit_if_slurm(
+    args: argparse.Namespace, *, name: str, log_dir: str | Path | None, resume_flag: str | None = None
+) -> bool:
     """For a stage's handler: with ``--launcher slurm``, submit the same command (as typed,
     launcher options removed; ``dejavu.cli.main`` stores it in ``args.argv``) and return True.
 

@@ -6,9 +6,18 @@ import importlib
 from typing import Any
 
 LAUNCHER_OPTIONS = {  # option -> takes a value
-    "--launcher": True, "--nodes": True, "--gpus-per-node": True, "--slurm-partition": True, "--time": True,
-    "--cpus-per-task": True, "--mem-gb": True, "--slurm-dir": True, "--job-name": True, "--max-requeue": True,
-    "--account": True, "--constraint": True,
+    "--launcher": True,
+    "--nodes": True,
+    "--gpus-per-node": True,
+    "--slurm-partition": True,
+    "--time": True,
+    "--cpus-per-task": True,
+    "--mem-gb": True,
+    "--slurm-dir": True,
+    "--job-name": True,
+    "--max-requeue": True,
+    "--account": True,
+    "--constraint": True,
 }
 
 

@@ -34,15 +34,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dejavu.data.imagefolder import add_data_args
     from dejavu.rcdm.model import RCDMConfig
 
-    p = sub.add_parser("rcdm", help="representation-conditioned diffusion: train, reconstruct",
-                       description="Representation-conditioned diffusion models (DESIGN 2.8).")
+    p = sub.add_parser(
+        "rcdm",
+        help="representation-conditioned diffusion: train, reconstruct",
+        description="Representation-conditioned diffusion models (DESIGN 2.8).",
+    )
     rs = p.add_subparsers(dest="rcdm_command", metavar="{train,reconstruct}")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    t = rs.add_parser("train", help="train an RCDM on one SSL model's representations", description=TRAIN_HELP,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = rs.add_parser(
+        "train",
+        help="train an RCDM on one SSL model's representations",
+        description=TRAIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument("--ssl-model", required=True, metavar="CKPT", help="the frozen SSL checkpoint (model_ep<E>.pth)")
-    t.add_argument("--partition", required=True, metavar="P", help="partition folder (its public set is the training set)")
+    t.add_argument(
+        "--partition", required=True, metavar="P", help="partition folder (its public set is the training set)"
+    )
     add_data_args(t)
     t.add_argument("--out", required=True, metavar="DIR", help="run folder to write")
     add_config_args(t, RCDMConfig, flags=RCDM_FLAGS, kind="rcdm")
@@ -52,9 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--force", action="store_true", help="discard an existing run in OUT")
     t.set_defaults(func=_train)
 
-    r = rs.add_parser("reconstruct", help="draw attacked images from their crops under both models' RCDMs",
-                      description=RECON_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--attack", required=True, metavar="ATTACK_DIR", help="an attack folder (results.json, examples.csv)")
+    r = rs.add_parser(
+        "reconstruct",
+        help="draw attacked images from their crops under both models' RCDMs",
+        description=RECON_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument(
+        "--attack", required=True, metavar="ATTACK_DIR", help="an attack folder (results.json, examples.csv)"
+    )
     r.add_argument("--rcdm-a", required=True, metavar="DIR", help="RCDM trained on model A (folder or .pth)")
     r.add_argument("--rcdm-b", required=True, metavar="DIR", help="RCDM trained on model B (folder or .pth)")
     add_config_args(r, ReconstructConfig, flags=RECON_FLAGS)
@@ -82,11 +97,21 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(RCDMConfig, args, flags=RCDM_FLAGS, kind="rcdm")
     if args.device in (None, "cpu"):
         set_torch_threads()
-    res = train_rcdm(cfg, args.ssl_model, args.partition, data_paths_from_args(args), args.out,
-                     resume=args.resume, force=args.force, device=args.device)
+    res = train_rcdm(
+        cfg,
+        args.ssl_model,
+        args.partition,
+        data_paths_from_args(args),
+        args.out,
+        resume=args.resume,
+        force=args.force,
+        device=args.device,
+    )
     last = f"{res.losses[-1]:.4f}" if res.losses else "n/a"
-    print(f"rcdm: {res.step} steps on {res.num_train} images in {res.seconds:.1f} s "
-          f"(+{res.prep_seconds:.1f} s embedding); last loss {last}; checkpoint {res.checkpoint}")
+    print(
+        f"rcdm: {res.step} steps on {res.num_train} images in {res.seconds:.1f} s "
+        f"(+{res.prep_seconds:.1f} s embedding); last loss {last}; checkpoint {res.checkpoint}"
+    )
     return 0
 
 
@@ -103,8 +128,19 @@ def _reconstruct(args: argparse.Namespace) -> int:
         data = data_paths_from_args(args)
     if args.device in (None, "cpu"):
         set_torch_threads()
-    res = reconstruct(args.attack, args.rcdm_a, args.rcdm_b, cfg.select, args.out, samples=cfg.samples,
-                      ddim_steps=cfg.ddim_steps, seed=cfg.seed, data=data, n_neighbours=cfg.neighbours,
-                      device=args.device, force=args.force)
+    res = reconstruct(
+        args.attack,
+        args.rcdm_a,
+        args.rcdm_b,
+        cfg.select,
+        args.out,
+        samples=cfg.samples,
+        ddim_steps=cfg.ddim_steps,
+        seed=cfg.seed,
+        data=data,
+        n_neighbours=cfg.neighbours,
+        device=args.device,
+        force=args.force,
+    )
     print(f"rcdm: reconstructed {len(res.items)} example(s) into {res.out} (summary: {res.summary_png})")
     return 0

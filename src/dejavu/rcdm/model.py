@@ -89,11 +89,15 @@ class RCDMConfig:
             raise DejavuError(f"rcdm image_size {self.image_size} is not divisible by 2^{n_levels - 1}")
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
-                raise DejavuError(f"rcdm block_out_channels {c} not divisible by norm_num_groups {self.norm_num_groups}")
+                raise DejavuError(
+                    f"rcdm block_out_channels {c} not divisible by norm_num_groups {self.norm_num_groups}"
+                )
         if self.cond not in ("auto", "both", "logits"):
             raise DejavuError(f"rcdm cond must be auto, both or logits, got {self.cond!r}")
         if self.beta_schedule != "linear":
-            raise DejavuError(f"rcdm beta_schedule: only 'linear' (the paper's) is supported, got {self.beta_schedule!r}")
+            raise DejavuError(
+                f"rcdm beta_schedule: only 'linear' (the paper's) is supported, got {self.beta_schedule!r}"
+            )
         for name in ("diffusion_steps", "steps", "batch_size", "ddim_steps", "snapshot_every", "log_every"):
             if getattr(self, name) < 1:
                 raise DejavuError(f"rcdm {name} must be >= 1")
@@ -144,7 +148,9 @@ class RCDM(nn.Module):
         self.unet = build_unet(cfg)
         d = cfg.time_embed_dim
         if cfg.cond_hidden > 0:
-            self.cond_proj = nn.Sequential(nn.Linear(rep_dim, cfg.cond_hidden), nn.SiLU(), nn.Linear(cfg.cond_hidden, d))
+            self.cond_proj = nn.Sequential(
+                nn.Linear(rep_dim, cfg.cond_hidden), nn.SiLU(), nn.Linear(cfg.cond_hidden, d)
+            )
         else:
             self.cond_proj = nn.Sequential(nn.Linear(rep_dim, d))
         self.rep_mean: torch.Tensor
@@ -158,7 +164,9 @@ class RCDM(nn.Module):
 
     def condition(self, rep: torch.Tensor) -> torch.Tensor:
         if rep.ndim != 2 or rep.shape[1] != self.rep_dim:
-            raise DejavuError(f"representation of shape {tuple(rep.shape)} does not fit this RCDM (expects (n, {self.rep_dim}))")
+            raise DejavuError(
+                f"representation of shape {tuple(rep.shape)} does not fit this RCDM (expects (n, {self.rep_dim}))"
+            )
         return self.cond_proj((rep.float() - self.rep_mean) / self.rep_std)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, rep: torch.Tensor) -> torch.Tensor:
@@ -171,8 +179,14 @@ def make_scheduler(cfg: RCDMConfig, kind: str = "ddpm"):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     scale = 1000.0 / cfg.diffusion_steps
-    kw = {"num_train_timesteps": cfg.diffusion_steps, "beta_schedule": "linear",
-              "beta_start": 1e-4 * scale, "beta_end": 0.02 * scale, "prediction_type": "epsilon", "clip_sample": True}
+    kw = {
+        "num_train_timesteps": cfg.diffusion_steps,
+        "beta_schedule": "linear",
+        "beta_start": 1e-4 * scale,
+        "beta_end": 0.02 * scale,
+        "prediction_type": "epsilon",
+        "clip_sample": True,
+    }
     if kind == "ddpm":
         return DDPMScheduler(**kw)
     if kind == "ddim":
@@ -228,7 +242,9 @@ def load_rcdm(path: str | os.PathLike, map_location: Any = "cpu", weights: str =
     path = checkpoint_path(path)
     obj = safe_torch_load(path, map_location=map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise DejavuError(f"{path}: not an RCDM checkpoint (format {obj.get('format') if isinstance(obj, dict) else None!r})")
+        raise DejavuError(
+            f"{path}: not an RCDM checkpoint (format {obj.get('format') if isinstance(obj, dict) else None!r})"
+        )
     cfg = from_dict(RCDMConfig, dict(obj["config"]), source=f"{path} config")
     model = RCDM(cfg, int(obj["rep_dim"]))
     sd = obj.get(weights) or obj["model"]
@@ -237,5 +253,12 @@ def load_rcdm(path: str | os.PathLike, map_location: Any = "cpu", weights: str =
     except RuntimeError as e:
         raise DejavuError(f"{path}: weights do not fit the stored RCDM config ({str(e).splitlines()[0]})") from None
     model.eval()
-    return LoadedRCDM(model=model, path=path, step=int(obj.get("step", 0)), config=cfg, ssl=dict(obj.get("ssl") or {}),
-                      fingerprint=obj.get("fingerprint"), raw=obj)
+    return LoadedRCDM(
+        model=model,
+        path=path,
+        step=int(obj.get("step", 0)),
+        config=cfg,
+        ssl=dict(obj.get("ssl") or {}),
+        fingerprint=obj.get("fingerprint"),
+        raw=obj,
+    )

@@ -57,8 +57,10 @@ RULES = ("most-memorized", "most-correlated", "most-confident")
 class ReconstructConfig:
     """The settings of ``dejavu rcdm reconstruct`` (stored in reconstruct.json by :func:`reconstruct`)."""
 
-    select: str = field(default="most-memorized:10", metadata={
-        "help": f"{' | '.join(r + ':N' for r in RULES)} | IDX,IDX,... (dataset indices of attacked images)"})
+    select: str = field(
+        default="most-memorized:10",
+        metadata={"help": f"{' | '.join(r + ':N' for r in RULES)} | IDX,IDX,... (dataset indices of attacked images)"},
+    )
     samples: int = field(default=4, metadata={"help": "images per example and model"})
     ddim_steps: int | None = field(default=None, metadata={"help": "DDIM steps; None = the RCDM's config"})
     neighbours: int = field(default=5, metadata={"help": "public neighbours averaged"})
@@ -74,6 +76,7 @@ class ReconstructConfig:
 
 
 # ---------------------------------------------------------------- selection (pure)
+
 
 def load_examples(attack_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of ``ATTACK_DIR/examples.csv`` with typed values."""
@@ -112,8 +115,9 @@ def _score(row: dict[str, Any], rule: str) -> float:
     raise UsageError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
 
 
-def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None,
-                    set_name: str | None = None) -> list[dict[str, Any]]:
+def select_examples(
+    examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None, set_name: str | None = None
+) -> list[dict[str, Any]]:
     """The ``n`` top examples by ``rule``.
 
     Args:
@@ -126,11 +130,14 @@ def select_examples(examples: Sequence[dict[str, Any]], rule: str, n: int, label
         The rows, best first (ties by dataset index).
     """
     quad = {"most-memorized": "memorized", "most-correlated": "correlated"}.get(rule)
-    rows = [r for r in examples
-            if (quad is None or r["quadrant"] == quad)
-            and (rule != "most-confident" or r.get("correct_target", 1.0) > 0.5)
-            and (label is None or r["label"] == label)
-            and (set_name is None or r["set"] == set_name)]
+    rows = [
+        r
+        for r in examples
+        if (quad is None or r["quadrant"] == quad)
+        and (rule != "most-confident" or r.get("correct_target", 1.0) > 0.5)
+        and (label is None or r["label"] == label)
+        and (set_name is None or r["set"] == set_name)
+    ]
     rows.sort(key=lambda r: (-_score(r, rule), r["index"]))
     return rows[: int(n)]
 
@@ -164,14 +171,23 @@ def class_summary(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         n = len(rows)
         mem = sum(r["quadrant"] == "memorized" for r in rows) / n
         cor = sum(r["quadrant"] == "correlated" for r in rows) / n
-        out.append({"label": c, "n": n, "memorized": mem, "correlated": cor, "both": min(mem, cor),
-                    "acc_target": sum(float(r.get("correct_target") or 0.0) for r in rows) / n,
-                    "acc_reference": sum(float(r.get("correct_reference") or 0.0) for r in rows) / n})
+        out.append(
+            {
+                "label": c,
+                "n": n,
+                "memorized": mem,
+                "correlated": cor,
+                "both": min(mem, cor),
+                "acc_target": sum(float(r.get("correct_target") or 0.0) for r in rows) / n,
+                "acc_reference": sum(float(r.get("correct_reference") or 0.0) for r in rows) / n,
+            }
+        )
     out.sort(key=lambda d: (-d["both"], d["label"]))
     return out
 
 
 # ---------------------------------------------------------------- finding the RCDMs of a run
+
 
 def find_rcdms(search_dir: str | os.PathLike, attack_dir: str | os.PathLike) -> tuple[Path, Path]:
     """The RCDM run folders (under ``search_dir``, e.g. ``RUN/rcdm``) trained on the attack's
@@ -191,12 +207,15 @@ def find_rcdms(search_dir: str | os.PathLike, attack_dir: str | os.PathLike) -> 
                 found[s] = cfg.parent
     missing = [s for s in ("A", "B") if s not in found]
     if missing:
-        raise DejavuError(f"{search_dir}: no RCDM trained on model {' and '.join(missing)} of {attack_dir} "
-                          f"(train with `dejavu rcdm train --ssl-model <model {missing[0]} checkpoint>`)")
+        raise DejavuError(
+            f"{search_dir}: no RCDM trained on model {' and '.join(missing)} of {attack_dir} "
+            f"(train with `dejavu rcdm train --ssl-model <model {missing[0]} checkpoint>`)"
+        )
     return found["A"], found["B"]
 
 
 # ---------------------------------------------------------------- reconstruction
+
 
 @dataclass
 class Reconstruction:
@@ -231,8 +250,18 @@ def _crop_decision(res_cfg: dict[str, Any], img_size: tuple[int, int], boxes: np
     return crop_for_config(res_cfg, img_size[0], img_size[1], boxes)
 
 
-def _draw_grid(path: Path, title: str, original, boxes: np.ndarray, crop_box, crop_img, neighbours: list,
-               target: np.ndarray, control: np.ndarray, names: tuple[str, str]) -> None:
+def _draw_grid(
+    path: Path,
+    title: str,
+    original,
+    boxes: np.ndarray,
+    crop_box,
+    crop_img,
+    neighbours: list,
+    target: np.ndarray,
+    control: np.ndarray,
+    names: tuple[str, str],
+) -> None:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -284,8 +313,9 @@ def _draw_summary(path: Path, items: list[Reconstruction], crops_: list[np.ndarr
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i, 0].imshow(crop)
-        axes[i, 0].set_ylabel(f"{it.set}{it.index}\n{classes[it.label] if it.label < len(classes) else it.label}",
-                              fontsize=6)
+        axes[i, 0].set_ylabel(
+            f"{it.set}{it.index}\n{classes[it.label] if it.label < len(classes) else it.label}", fontsize=6
+        )
         for j in range(n):
             axes[i, 1 + j].imshow(it.samples_target[j])
             axes[i, 1 + n + j].imshow(it.samples_control[j])
@@ -323,8 +353,10 @@ class _Job:
     def attack_arrays(self, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
         """Model X's attack of set Y: (attacked dataset indices, neighbours' dataset indices)."""
         if (x, y) not in self.arrays:
-            self.arrays[(x, y)] = (load_npy(self.attack_dir / f"{x}_attk_{y}_attk_idxs.npy"),
-                                   read_neighbour_idxs(self.attack_dir, f"{x}_attk_{y}", self.fmt))
+            self.arrays[(x, y)] = (
+                load_npy(self.attack_dir / f"{x}_attk_{y}_attk_idxs.npy"),
+                read_neighbour_idxs(self.attack_dir, f"{x}_attk_{y}", self.fmt),
+            )
         return self.arrays[(x, y)]
 
 
@@ -358,8 +390,10 @@ def _load_models(attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, An
         rc = load_rcdm(p)
         want = res["models"][s]
         if rc.ssl.get("sha256") != want.get("sha256"):
-            raise DejavuError(f"{rc.path}: trained on SSL checkpoint {rc.ssl.get('path')} but model {s} of "
-                              f"{attack_dir} is {want.get('path')} (sha256 differs); pass the RCDM of model {s}")
+            raise DejavuError(
+                f"{rc.path}: trained on SSL checkpoint {rc.ssl.get('path')} but model {s} of "
+                f"{attack_dir} is {want.get('path')} (sha256 differs); pass the RCDM of model {s}"
+            )
         ckpt = want.get("path") if want.get("path") and Path(want["path"]).is_file() else rc.ssl.get("path")
         if not ckpt:
             raise DejavuError(f"{rc.path}: names no SSL checkpoint, and {attack_dir} names none for model {s}")
@@ -392,8 +426,19 @@ def _open_job(attack_dir: Path, rcdm_a: Any, rcdm_b: Any, data: Any, device: str
     if res.get("fingerprint"):
         index.fingerprint.check(res["fingerprint"], what=f"attack {attack_dir}")
     ssl_size = int(rcdms["A"].ssl.get("image_size") or (res.get("config") or {}).get("image_size") or 224)
-    return _Job(attack_dir, res, rcdms, ssl, paths, index, fmt,
-                eval_transform(ssl_size), rcdms["A"].config.image_size, dev, **settings)
+    return _Job(
+        attack_dir,
+        res,
+        rcdms,
+        ssl,
+        paths,
+        index,
+        fmt,
+        eval_transform(ssl_size),
+        rcdms["A"].config.image_size,
+        dev,
+        **settings,
+    )
 
 
 def _crop_box(job: _Job, y: str, g: int, img_size: tuple[int, int], boxes: np.ndarray) -> tuple[int, int, int, int]:
@@ -407,8 +452,10 @@ def _crop_box(job: _Job, y: str, g: int, img_size: tuple[int, int], boxes: np.nd
             return tuple(int(v) for v in boxes_y[_row_of(attk, g, str(f))])  # type: ignore[return-value]
     dec = _crop_decision(dict(job.res.get("config") or {}), img_size, boxes)
     if not dec.ok:
-        raise DejavuError(f"{job.index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
-                          f"was the attack run with other crop settings?")
+        raise DejavuError(
+            f"{job.index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
+            f"was the attack run with other crop settings?"
+        )
     return dec.pixel_box()
 
 
@@ -421,7 +468,7 @@ def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> t
 
     attk, nb = job.attack_arrays(x, y)
     row = _row_of(attk, g, f"{job.attack_dir}/{x}_attk_{y}_attk_idxs.npy")
-    nb_g = [int(v) for v in nb[row, :job.n_neighbours]]
+    nb_g = [int(v) for v in nb[row, : job.n_neighbours]]
     model, tf = job.ssl[x], job.tf
     with torch.no_grad():
         xc = tf(crop).unsqueeze(0).to(job.device)
@@ -455,22 +502,52 @@ def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconst
     for role, x in (("target", y), ("control", other)):
         outs[role], neigh[role] = _draw_samples(job, x, y, g, crop, noise)
     sub, crop_arr = out / f"{y}_{g}", np.asarray(crop)
-    for name, arr in (("samples_target", outs["target"]), ("samples_control", outs["control"]), ("crop", crop_arr),
-                      ("neighbours_target", np.array(neigh["target"])),
-                      ("neighbours_control", np.array(neigh["control"]))):
+    for name, arr in (
+        ("samples_target", outs["target"]),
+        ("samples_control", outs["control"]),
+        ("crop", crop_arr),
+        ("neighbours_target", np.array(neigh["target"])),
+        ("neighbours_control", np.array(neigh["control"])),
+    ):
         atomic_save_npy(sub / f"{name}.npy", arr)
     png, label = out / f"{y}_{g}.png", int(row["label"])
     cname = job.index.classes[label] if label < len(job.index.classes) else str(label)
-    _draw_grid(png, f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, "
-               f"control = model {other}", np.asarray(img), boxes, crop_box, crop_arr,
-               [np.asarray(load_rgb(job.index.path(v))) for v in neigh["target"]],
-               outs["target"], outs["control"], (f"RCDM {y} (target)", f"RCDM {other} (control)"))
-    item = Reconstruction(set=y, index=g, label=label, crop_box=crop_box, neighbours=neigh,
-                          samples_target=outs["target"], samples_control=outs["control"], png=png)
-    record = {"set": y, "index": g, "label": label, "class": cname, "quadrant": row["quadrant"],
-              "conf_target": row["conf_target"], "conf_reference": row["conf_reference"],
-              "crop_box": list(crop_box), "neighbours": neigh, "png": png.name, "tensors": f"{y}_{g}/",
-              "noise_seed": job.seed + g}
+    _draw_grid(
+        png,
+        f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, control = model {other}",
+        np.asarray(img),
+        boxes,
+        crop_box,
+        crop_arr,
+        [np.asarray(load_rgb(job.index.path(v))) for v in neigh["target"]],
+        outs["target"],
+        outs["control"],
+        (f"RCDM {y} (target)", f"RCDM {other} (control)"),
+    )
+    item = Reconstruction(
+        set=y,
+        index=g,
+        label=label,
+        crop_box=crop_box,
+        neighbours=neigh,
+        samples_target=outs["target"],
+        samples_control=outs["control"],
+        png=png,
+    )
+    record = {
+        "set": y,
+        "index": g,
+        "label": label,
+        "class": cname,
+        "quadrant": row["quadrant"],
+        "conf_target": row["conf_target"],
+        "conf_reference": row["conf_reference"],
+        "crop_box": list(crop_box),
+        "neighbours": neigh,
+        "png": png.name,
+        "tensors": f"{y}_{g}/",
+        "noise_seed": job.seed + g,
+    }
     return item, crop_arr, record
 
 
@@ -510,8 +587,17 @@ def reconstruct(
     attack_dir, out = Path(attack_dir), Path(out)
     chosen = _chosen_rows(attack_dir, select)
     check_can_write(out, force)
-    job = _open_job(attack_dir, rcdm_a, rcdm_b, data, device, samples=samples, ddim_steps=ddim_steps, seed=seed,
-                    n_neighbours=n_neighbours)
+    job = _open_job(
+        attack_dir,
+        rcdm_a,
+        rcdm_b,
+        data,
+        device,
+        samples=samples,
+        ddim_steps=ddim_steps,
+        seed=seed,
+        n_neighbours=n_neighbours,
+    )
     result = ReconstructResult(out=out)
     crops_: list[np.ndarray] = []
     records = []
@@ -523,12 +609,22 @@ def reconstruct(
         records.append(record)
     result.summary_png = out / "summary.png"
     _draw_summary(result.summary_png, result.items, crops_, job.index.classes)
-    result.manifest = atomic_write_json(out / "reconstruct.json", {
-        "format": formats.RCDM_RECONSTRUCT, "attack": str(attack_dir),
-        "select": select if isinstance(select, str) else [int(r["index"]) for r in chosen],
-        "samples": samples, "ddim_steps": ddim_steps or job.rcdms["A"].config.ddim_steps, "seed": seed,
-        "n_neighbours": n_neighbours,
-        "rcdm": {s: {"path": str(job.rcdms[s].path), "step": job.rcdms[s].step, "embed": job.rcdms[s].ssl.get("embed")}
-                 for s in "AB"},
-        "fingerprint": job.index.fingerprint.to_dict(), "items": records})
+    result.manifest = atomic_write_json(
+        out / "reconstruct.json",
+        {
+            "format": formats.RCDM_RECONSTRUCT,
+            "attack": str(attack_dir),
+            "select": select if isinstance(select, str) else [int(r["index"]) for r in chosen],
+            "samples": samples,
+            "ddim_steps": ddim_steps or job.rcdms["A"].config.ddim_steps,
+            "seed": seed,
+            "n_neighbours": n_neighbours,
+            "rcdm": {
+                s: {"path": str(job.rcdms[s].path), "step": job.rcdms[s].step, "embed": job.rcdms[s].ssl.get("embed")}
+                for s in "AB"
+            },
+            "fingerprint": job.index.fingerprint.to_dict(),
+            "items": records,
+        },
+    )
     return result

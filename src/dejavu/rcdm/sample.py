@@ -20,8 +20,15 @@ def make_noise(n: int, image_size: int, seed: int, device: str | torch.device = 
 
 
 @torch.no_grad()
-def sample(model: RCDM, reps: torch.Tensor, noise: torch.Tensor | None = None, ddim_steps: int | None = None,
-           seed: int = 0, batch_size: int = 64, progress_desc: str | None = None) -> torch.Tensor:
+def sample(
+    model: RCDM,
+    reps: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    ddim_steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress_desc: str | None = None,
+) -> torch.Tensor:
     """Draw one image per representation by DDIM.
 
     Args:

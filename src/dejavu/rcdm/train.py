@@ -84,8 +84,10 @@ def _check_view(state: dict[str, Any] | None, size: int, last: Path) -> None:
     """A run is resumed only with the image view it was trained on."""
     stored = ((state or {}).get("data") or {}).get("rcdm_view")
     if stored and stored != describe_rcdm_view(size):
-        raise DejavuError(f"{last}: was trained on images seen as {stored}, this version uses "
-                          f"{describe_rcdm_view(size)}; pass --force to start over")
+        raise DejavuError(
+            f"{last}: was trained on images seen as {stored}, this version uses "
+            f"{describe_rcdm_view(size)}; pass --force to start over"
+        )
 
 
 class _ImagePair:
@@ -151,14 +153,19 @@ class _PermutationBatches(torch.utils.data.Sampler):
             yield batch
 
 
-def _embed_dataset(ssl_model, index, indices, pair: _ImagePair, kind: str, device, batch_size: int, num_workers: int,
-                   keep_images: bool) -> tuple[np.ndarray, torch.Tensor | None]:
+def _embed_dataset(
+    ssl_model, index, indices, pair: _ImagePair, kind: str, device, batch_size: int, num_workers: int, keep_images: bool
+) -> tuple[np.ndarray, torch.Tensor | None]:
     from dejavu.data.dataset import IndexedImages
     from dejavu.utils import progress
 
     ds = IndexedImages(index, indices, pair)
     dl: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)  # type: ignore[arg-type]
+        ds,  # type: ignore[arg-type]  # a map-style dataset without the Dataset base class
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
     reps, imgs = [], []
     ssl_model.to(device).eval()
     for (x, img), _y, _g in progress(dl, desc="rcdm: embedding the training set"):
@@ -229,15 +236,28 @@ def _prepare_out(out: Path, resume: bool, force: bool, main: bool) -> bool:
     if not resume and main:
         check_can_write(out, force)
         if force and out.exists():
-            for p in list(out.glob("rcdm_step*.pth")) + [last, out / "metrics.jsonl", out / "reps.npy",
-                                                          out / "reps.json"]:
+            for p in list(out.glob("rcdm_step*.pth")) + [
+                last,
+                out / "metrics.jsonl",
+                out / "reps.npy",
+                out / "reps.json",
+            ]:
                 if p.exists():
                     p.unlink()
     return resume
 
 
-def _open_run(cfg: RCDMConfig, ssl_model: str | os.PathLike, partition: str | os.PathLike, data: Any, out: Path,
-              resume: bool, force: bool, device: str | None, indices: np.ndarray | None) -> _RCDMRun:
+def _open_run(
+    cfg: RCDMConfig,
+    ssl_model: str | os.PathLike,
+    partition: str | os.PathLike,
+    data: Any,
+    out: Path,
+    resume: bool,
+    force: bool,
+    device: str | None,
+    indices: np.ndarray | None,
+) -> _RCDMRun:
     """Validate, resume state (its config, except ``steps``), dataset, partition, SSL model."""
     from dejavu.config import from_dict
     from dejavu.data.imagefolder import DataPaths, scan_imagefolder
@@ -260,8 +280,19 @@ def _open_run(cfg: RCDMConfig, ssl_model: str | os.PathLike, partition: str | os
     part.check(index)
     indices = part.attack_public() if indices is None else indices
     indices = index.check_indices(np.asarray(indices), f"{partition} public set")
-    run = _RCDMRun(cfg, out, str(partition), paths, index, indices, load_model(ssl_model, map_location="cpu"),
-                   state, dev, rank, dist)
+    run = _RCDMRun(
+        cfg,
+        out,
+        str(partition),
+        paths,
+        index,
+        indices,
+        load_model(ssl_model, map_location="cpu"),
+        state,
+        dev,
+        rank,
+        dist,
+    )
     _check_ssl(run, ssl_model)
     run.kind = resolve_cond(cfg, run.loaded.model)
     run.ssl_size = int(run.loaded.config.get("image_size") or 224)
@@ -272,8 +303,10 @@ def _check_ssl(run: _RCDMRun, ssl_model: str | os.PathLike) -> None:
     """A resumed run continues with the same view and SSL checkpoint, on the model's dataset."""
     _check_view(run.state, run.cfg.image_size, run.last)
     if run.state is not None and run.state["ssl"].get("sha256") != run.loaded.sha256:
-        raise DejavuError(f"{run.last}: was trained on SSL checkpoint {run.state['ssl'].get('path')} "
-                          f"(sha256 {str(run.state['ssl'].get('sha256'))[:12]}), not {ssl_model}")
+        raise DejavuError(
+            f"{run.last}: was trained on SSL checkpoint {run.state['ssl'].get('path')} "
+            f"(sha256 {str(run.state['ssl'].get('sha256'))[:12]}), not {ssl_model}"
+        )
     if run.loaded.fingerprint:
         run.index.fingerprint.check(run.loaded.fingerprint, what=f"SSL checkpoint {ssl_model}")
 
@@ -283,17 +316,30 @@ def _representations(run: _RCDMRun) -> tuple[np.ndarray, torch.Tensor | None]:
     ``cache_images_gb``, its RCDM-view images in memory."""
     cfg, out, n = run.cfg, run.out, len(run.indices)
     keep = n * 3 * cfg.image_size**2 <= cfg.cache_images_gb * 2**30
-    key = {"ssl_sha256": run.loaded.sha256, "embed": run.kind, "ssl_image_size": run.ssl_size, "n": int(n),
-           "indices_sha": index_hash(run.indices)}
+    key = {
+        "ssl_sha256": run.loaded.sha256,
+        "embed": run.kind,
+        "ssl_image_size": run.ssl_size,
+        "n": int(n),
+        "indices_sha": index_hash(run.indices),
+    }
     reps_file, reps_key = out / "reps.npy", out / "reps.json"
     reps = None
     if reps_file.is_file() and reps_key.is_file() and read_json(reps_key) == key:
         reps = load_npy(reps_file)
     cache = None
     if reps is None or keep:
-        new_reps, cache = _embed_dataset(run.loaded.model, run.index, run.indices,
-                                         _ImagePair(run.ssl_size, cfg.image_size), run.kind, run.device,
-                                         cfg.ssl_batch_size, cfg.num_workers, keep)
+        new_reps, cache = _embed_dataset(
+            run.loaded.model,
+            run.index,
+            run.indices,
+            _ImagePair(run.ssl_size, cfg.image_size),
+            run.kind,
+            run.device,
+            cfg.ssl_batch_size,
+            cfg.num_workers,
+            keep,
+        )
         reps = new_reps if reps is None else reps
         if run.main:
             out.mkdir(parents=True, exist_ok=True)
@@ -327,8 +373,11 @@ def _build_trainer(run: _RCDMRun, rep_t: torch.Tensor) -> _Trainer:
             scaler.load_state_dict(state["scaler"])
     model.to(dev)
     ema.to(dev)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
-        if run.dist else model
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if run.dist
+        else model
+    )
     alphas = make_scheduler(cfg, "ddpm").alphas_cumprod.to(dev)
     return _Trainer(model, net, ema, opt, scaler, dtype, sampler, alphas, step)
 
@@ -336,25 +385,52 @@ def _build_trainer(run: _RCDMRun, rep_t: torch.Tensor) -> _Trainer:
 def _meta(run: _RCDMRun, rep_dim: int) -> dict[str, Any]:
     """What every checkpoint of the run records (config, SSL model, data)."""
     ld, paths = run.loaded, run.paths
-    ssl_info = {"path": str(ld.path), "sha256": ld.sha256, "epoch": ld.epoch, "config": ld.config,
-                "embed": run.kind, "image_size": run.ssl_size}
-    return {"format": FORMAT, "config": to_dict(run.cfg), "rep_dim": int(rep_dim), "ssl": ssl_info,
-            "fingerprint": run.index.fingerprint.to_dict(),
-            "data": {"images": str(paths.images), "bboxes": str(paths.bboxes) if paths.bboxes else None,
-                     "partition": run.partition, "num_train": len(run.indices),
-                     "rcdm_view": describe_rcdm_view(run.cfg.image_size)}}
+    ssl_info = {
+        "path": str(ld.path),
+        "sha256": ld.sha256,
+        "epoch": ld.epoch,
+        "config": ld.config,
+        "embed": run.kind,
+        "image_size": run.ssl_size,
+    }
+    return {
+        "format": FORMAT,
+        "config": to_dict(run.cfg),
+        "rep_dim": int(rep_dim),
+        "ssl": ssl_info,
+        "fingerprint": run.index.fingerprint.to_dict(),
+        "data": {
+            "images": str(paths.images),
+            "bboxes": str(paths.bboxes) if paths.bboxes else None,
+            "partition": run.partition,
+            "num_train": len(run.indices),
+            "rcdm_view": describe_rcdm_view(run.cfg.image_size),
+        },
+    }
 
 
 def _save(run: _RCDMRun, tr: _Trainer, meta: dict[str, Any]) -> None:
     """``rcdm_step{S}.pth`` (weights) and ``last.pth`` (plus optimizer, scaler, sampler, RNG)."""
     if not run.main:
         return
-    weights = {"model": tr.model.state_dict(), "ema": tr.ema.module.state_dict(), "step": tr.step,
-               "ema_n": int(tr.ema.n_averaged.item())}
+    weights = {
+        "model": tr.model.state_dict(),
+        "ema": tr.ema.module.state_dict(),
+        "step": tr.step,
+        "ema_n": int(tr.ema.n_averaged.item()),
+    }
     atomic_torch_save(run.out / f"rcdm_step{tr.step}.pth", {**meta, **weights})
-    atomic_torch_save(run.last, {**meta, **weights, "optimizer": tr.opt.state_dict(),
-                                 "scaler": tr.scaler.state_dict(), "sampler": tr.sampler.state_dict(),
-                                 "torch_rng": torch.get_rng_state()})
+    atomic_torch_save(
+        run.last,
+        {
+            **meta,
+            **weights,
+            "optimizer": tr.opt.state_dict(),
+            "scaler": tr.scaler.state_dict(),
+            "sampler": tr.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
 
 
 def _rcdm_step(run: _RCDMRun, tr: _Trainer, img: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:
@@ -382,16 +458,21 @@ def _rcdm_step(run: _RCDMRun, tr: _Trainer, img: torch.Tensor, r: torch.Tensor) 
     return value, lr
 
 
-def _train_loop(run: _RCDMRun, tr: _Trainer, rep_t: torch.Tensor, cache: torch.Tensor | None,
-                meta: dict[str, Any]) -> list[float]:
+def _train_loop(
+    run: _RCDMRun, tr: _Trainer, rep_t: torch.Tensor, cache: torch.Tensor | None, meta: dict[str, Any]
+) -> list[float]:
     """Steps up to ``cfg.steps``: metrics every ``log_every``, snapshots every ``snapshot_every``."""
     from dejavu.utils import progress
 
     cfg, out = run.cfg, run.out
     ds = _TrainImages(run.index, run.indices, _ImagePair(run.ssl_size, cfg.image_size), cache)
     # own generator: creating the iterator must not consume the global RNG (exact resume)
-    dl = torch.utils.data.DataLoader(ds, batch_sampler=tr.sampler, num_workers=cfg.num_workers if cache is None else 0,
-                                     generator=torch.Generator().manual_seed(cfg.seed + run.rank))
+    dl = torch.utils.data.DataLoader(
+        ds,
+        batch_sampler=tr.sampler,
+        num_workers=cfg.num_workers if cache is None else 0,
+        generator=torch.Generator().manual_seed(cfg.seed + run.rank),
+    )
     losses: list[float] = []
     window: list[float] = []
     t1 = time.time()
@@ -465,5 +546,12 @@ def train_rcdm(
         _save(run, tr, meta)
     if run.dist:
         torch.distributed.barrier()
-    return RCDMTrainResult(out=out, checkpoint=run.last, step=tr.step, losses=losses, seconds=seconds,
-                           prep_seconds=prep, num_train=len(run.indices))
+    return RCDMTrainResult(
+        out=out,
+        checkpoint=run.last,
+        step=tr.step,
+        losses=losses,
+        seconds=seconds,
+        prep_seconds=prep,
+        num_train=len(run.indices),
+    )

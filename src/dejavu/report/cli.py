@@ -20,11 +20,21 @@ def register(sub) -> None:
     )
     p.add_argument("results", nargs="+", metavar="RESULTS", help="folders (or results.json files) to scan")
     p.add_argument("--out", required=True, help="output folder for the figures")
-    p.add_argument("--param", action="append", default=[], metavar="KEY",
-                   help="also plot against this training hyper-parameter, looked up in the model config "
-                   "(dotted keys allowed; repeatable), e.g. --param lr --param sim_coeff")
-    p.add_argument("--top", action="append", choices=["top1", "top5"], default=None,
-                   help="attack accuracy to plot (repeatable; default: top1)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also plot against this training hyper-parameter, looked up in the model config "
+        "(dotted keys allowed; repeatable), e.g. --param lr --param sim_coeff",
+    )
+    p.add_argument(
+        "--top",
+        action="append",
+        choices=["top1", "top5"],
+        default=None,
+        help="attack accuracy to plot (repeatable; default: top1)",
+    )
     p.add_argument("--format", default="png,pdf", help="comma-separated image formats (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="fail on a malformed results.json instead of skipping it")
     p.add_argument("--force", action="store_true", help="overwrite existing figures in OUT")
@@ -47,8 +57,13 @@ def register(sub) -> None:
     add_data_args(r)
     r.add_argument("--examples", type=int, default=6, help="examples per gallery (default: %(default)s)")
     r.add_argument("--neighbours", type=int, default=5, help="public neighbours shown per model (default: %(default)s)")
-    r.add_argument("--param", action="append", default=[], metavar="KEY",
-                   help="hyper-parameter axes for figures drawn by the report (as in `dejavu plot`)")
+    r.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="hyper-parameter axes for figures drawn by the report (as in `dejavu plot`)",
+    )
     r.add_argument("--force", action="store_true", help="overwrite report.html and redraw RUN_DIR/plots")
     r.set_defaults(func=_report)
 
@@ -60,8 +75,14 @@ def _plot(args) -> int:
     res = collect(args.results, strict=args.strict)
     for path, why in res.skipped:
         print(f"warning: skipped {path}: {why}", file=sys.stderr)
-    figs = make_figures(res, args.out, params=args.param, tops=args.top or ["top1"],
-                        formats=[f.strip() for f in args.format.split(",") if f.strip()], force=args.force)
+    figs = make_figures(
+        res,
+        args.out,
+        params=args.param,
+        tops=args.top or ["top1"],
+        formats=[f.strip() for f in args.format.split(",") if f.strip()],
+        force=args.force,
+    )
     print(f"{len(res.attacks)} attack and {len(res.probes)} probe results -> {len(figs)} figures in {args.out}")
     for f in figs:
         print(f"  {f.name}: {f.title}")
@@ -75,8 +96,10 @@ def significance_text(attacks) -> str:
 
     rows = significance_table(attacks)
     if not rows:
-        return ("no attack has a held-out control: scores are not compared with one "
-                "(dejavu partition --control N, or dejavu attack --control VAL_DIR)")
+        return (
+            "no attack has a held-out control: scores are not compared with one "
+            "(dejavu partition --control N, or dejavu attack --control VAL_DIR)"
+        )
     latest: dict[tuple, dict] = {}
     for r in rows:
         k = (r["method"], r["variant"], r["npc"], repr(r["params"]))
@@ -84,10 +107,14 @@ def significance_text(attacks) -> str:
             latest[k] = r
     lines = ["deja vu score against the held-out control (top-1, 20%, latest epoch):"]
     for r in latest.values():
-        pairs = ", ".join(f"seed {sd}: {100 * s:+.1f}/{100 * c:+.1f}/{100 * e:+.1f}"
-                          for sd, s, c, e in zip(r["seeds"], r["scores"], r["controls"], r["excesses"]))
-        lines.append(f"  {r['method']}, {r['variant']}, {r['npc']}pc, epoch {r['epoch']} "
-                     f"(score/control/excess per pair: {pairs})")
+        pairs = ", ".join(
+            f"seed {sd}: {100 * s:+.1f}/{100 * c:+.1f}/{100 * e:+.1f}"
+            for sd, s, c, e in zip(r["seeds"], r["scores"], r["controls"], r["excesses"])
+        )
+        lines.append(
+            f"  {r['method']}, {r['variant']}, {r['npc']}pc, epoch {r['epoch']} "
+            f"(score/control/excess per pair: {pairs})"
+        )
         lines.append(f"    {r['verdict']}")
     return "\n".join(lines)
 
@@ -97,7 +124,14 @@ def _report(args) -> int:
     from dejavu.report.html import build_report
 
     data = data_paths_from_args(args) if (args.data or args.images) else None
-    out = build_report(args.run_dir, out=args.out, force=args.force, data=data, n_examples=args.examples,
-                       n_neighbours=args.neighbours, params=tuple(args.param))
+    out = build_report(
+        args.run_dir,
+        out=args.out,
+        force=args.force,
+        data=data,
+        n_examples=args.examples,
+        n_neighbours=args.neighbours,
+        params=tuple(args.param),
+    )
     print(f"report written to {out}")
     return 0

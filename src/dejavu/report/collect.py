@@ -25,11 +25,35 @@ P_KEYS = ("5", "20", "100")
 
 # Model-config keys that identify a sweep point's *position* or bookkeeping, not a
 # hyper-parameter: they never split series.
-NOT_HYPERPARAMS = frozenset({
-    "epoch", "epochs_done", "npc", "set", "index_file", "out", "data", "images", "bboxes", "partition",
-    "resume", "force", "device", "workers", "fingerprint", "path", "launcher", "slurm_partition",
-    "timeout_min", "nodes", "gpus", "gpus_per_node", "snapshot_every", "log_every", "method",
-})
+NOT_HYPERPARAMS = frozenset(
+    {
+        "epoch",
+        "epochs_done",
+        "npc",
+        "set",
+        "index_file",
+        "out",
+        "data",
+        "images",
+        "bboxes",
+        "partition",
+        "resume",
+        "force",
+        "device",
+        "workers",
+        "fingerprint",
+        "path",
+        "launcher",
+        "slurm_partition",
+        "timeout_min",
+        "nodes",
+        "gpus",
+        "gpus_per_node",
+        "snapshot_every",
+        "log_every",
+        "method",
+    }
+)
 
 
 def lookup(d: dict[str, Any] | None, key: str) -> Any:
@@ -162,10 +186,18 @@ def parse_attack(d: dict[str, Any], path: Path) -> AttackRecord:
     mcfg = dict((models.get("A") or {}).get("config") or {})
     try:
         return AttackRecord(
-            path=path, method=str(d.get("method") or mcfg.get("method") or "?"),
-            npc=int(_need(d, "npc", path)), epoch=int(_need(d, "epoch", path)),
-            crop=str(cfg.get("crop", "periphery")), embed=str(cfg.get("embed", "projector")),
-            config=cfg, model_config=mcfg, metrics=metrics, counts=d.get("counts") or {}, raw=d)
+            path=path,
+            method=str(d.get("method") or mcfg.get("method") or "?"),
+            npc=int(_need(d, "npc", path)),
+            epoch=int(_need(d, "epoch", path)),
+            crop=str(cfg.get("crop", "periphery")),
+            embed=str(cfg.get("embed", "projector")),
+            config=cfg,
+            model_config=mcfg,
+            metrics=metrics,
+            counts=d.get("counts") or {},
+            raw=d,
+        )
     except (TypeError, ValueError) as e:
         raise DejavuError(f"{path}: bad npc/epoch ({e})") from None
 
@@ -177,10 +209,17 @@ def parse_probe(d: dict[str, Any], path: Path) -> ProbeRecord:
     epoch = d.get("epoch", model.get("epoch"))
     try:
         return ProbeRecord(
-            path=path, method=str(d.get("method") or mcfg.get("method") or "?"),
-            npc=int(_need(d, "npc", path)), epoch=int(epoch if epoch is not None else _need(d, "epoch", path)),
-            features=str(cfg.get("features", "backbone")), top1=float(_need(d, "top1", path)),
-            top5=float(_need(d, "top5", path)), config=cfg, model_config=mcfg, raw=d)
+            path=path,
+            method=str(d.get("method") or mcfg.get("method") or "?"),
+            npc=int(_need(d, "npc", path)),
+            epoch=int(epoch if epoch is not None else _need(d, "epoch", path)),
+            features=str(cfg.get("features", "backbone")),
+            top1=float(_need(d, "top1", path)),
+            top5=float(_need(d, "top5", path)),
+            config=cfg,
+            model_config=mcfg,
+            raw=d,
+        )
     except (TypeError, ValueError) as e:
         raise DejavuError(f"{path}: bad npc/epoch/top1/top5 ({e})") from None
 
@@ -211,8 +250,16 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
                 elif fmt == PROBE_FORMAT:
                     res.probes.append(parse_probe(d, f))
                 elif fmt == AUDIT_FORMAT:  # a released model may have no epoch: 0
-                    res.audits.append(parse_attack({**d, "epoch": d.get("epoch") or 0,
-                                                    "models": {"A": (d.get("models") or {}).get("audited")}}, f))
+                    res.audits.append(
+                        parse_attack(
+                            {
+                                **d,
+                                "epoch": d.get("epoch") or 0,
+                                "models": {"A": (d.get("models") or {}).get("audited")},
+                            },
+                            f,
+                        )
+                    )
                 else:
                     continue  # someone else's results.json (e.g. RCDM): not ours to plot
             except json.JSONDecodeError as e:
@@ -253,5 +300,7 @@ def seed_groups(records: list[AttackRecord]) -> dict[tuple, list[AttackRecord]]:
     for r in records:
         key = (r.method, r.variant, r.npc, r.epoch, *((h, repr(r.param(h))) for h in hps))
         groups.setdefault(key, {})[repr(r.seed)] = r  # a duplicate seed keeps the last file
-    return {k: sorted(v.values(), key=lambda r: (str(type(r.seed)), r.seed if r.seed is not None else 0))
-            for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+    return {
+        k: sorted(v.values(), key=lambda r: (str(type(r.seed)), r.seed if r.seed is not None else 0))
+        for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))
+    }

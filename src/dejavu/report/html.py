@@ -42,6 +42,7 @@ THUMB = 160  # displayed thumbnail side (px); small synthetic images are upscale
 
 # ---------------------------------------------------------------- images
 
+
 def _img_uri(im) -> str:
     """Encode a PIL image as a data URI (PNG for small images, JPEG for photos)."""
     buf = io.BytesIO()
@@ -90,9 +91,18 @@ def read_examples(path: Path) -> list[Example]:
         out = []
         for i, row in enumerate(rd):
             try:
-                out.append(Example(row["set"], int(row["index"]), int(row["label"]), int(row["pred_target"]),
-                                   int(row["pred_reference"]), float(row["conf_target"]),
-                                   float(row["conf_reference"]), row["quadrant"]))
+                out.append(
+                    Example(
+                        row["set"],
+                        int(row["index"]),
+                        int(row["label"]),
+                        int(row["pred_target"]),
+                        int(row["pred_reference"]),
+                        float(row["conf_target"]),
+                        float(row["conf_reference"]),
+                        row["quadrant"],
+                    )
+                )
             except ValueError as e:
                 raise DejavuError(f"{path}: row {i + 2}: {e}") from None
     return out
@@ -100,10 +110,13 @@ def read_examples(path: Path) -> list[Example]:
 
 def rank_examples(examples: list[Example], n: int) -> dict[str, list[Example]]:
     """The n most memorized and the n most correlated examples (ties: dataset index)."""
-    mem = sorted((e for e in examples if e.quadrant == "memorized"),
-                 key=lambda e: (-(e.conf_target - e.conf_reference), e.index))
-    cor = sorted((e for e in examples if e.quadrant == "correlated"),
-                 key=lambda e: (-min(e.conf_target, e.conf_reference), e.index))
+    mem = sorted(
+        (e for e in examples if e.quadrant == "memorized"), key=lambda e: (-(e.conf_target - e.conf_reference), e.index)
+    )
+    cor = sorted(
+        (e for e in examples if e.quadrant == "correlated"),
+        key=lambda e: (-min(e.conf_target, e.conf_reference), e.index),
+    )
     return {"memorized": mem[:n], "correlated": cor[:n]}
 
 
@@ -124,7 +137,11 @@ class Gallery:
             d = self.attack.dir
             fi, fn = d / f"{name}_attk_idxs.npy", d / f"{name}_neighb_idxs.npy"
             fmt = self.attack.raw.get("format", "")
-            if fi.is_file() and fn.is_file() and (fmt != formats.ATTACK_READABLE[0] or (d / "public_idxs.npy").is_file()):
+            if (
+                fi.is_file()
+                and fn.is_file()
+                and (fmt != formats.ATTACK_READABLE[0] or (d / "public_idxs.npy").is_file())
+            ):
                 from dejavu.analysis.tables import read_neighbour_idxs
 
                 idxs = np.load(fi, allow_pickle=False)
@@ -165,14 +182,21 @@ class Gallery:
         for b in boxes if boxes is not None else []:
             draw.rectangle([b[0] * sx, b[1] * sy, b[2] * sx - 1, b[3] * sy - 1], outline=(230, 30, 30), width=2)
         if rect is not None:
-            draw.rectangle([rect[0] * sx, rect[1] * sy, rect[2] * sx - 1, rect[3] * sy - 1],
-                           outline=(30, 200, 60), width=2)
-        parts = [(f'<figure><img src="{_img_uri(full)}" alt="image {e.index}"><figcaption>image #{e.index} '
-                 f'(set {html.escape(e.set)}), class {html.escape(cls[e.label])}<br>'
-                 f'<span class="red">boxes</span>, <span class="green">crop</span></figcaption></figure>')]
+            draw.rectangle(
+                [rect[0] * sx, rect[1] * sy, rect[2] * sx - 1, rect[3] * sy - 1], outline=(30, 200, 60), width=2
+            )
+        parts = [
+            (
+                f'<figure><img src="{_img_uri(full)}" alt="image {e.index}"><figcaption>image #{e.index} '
+                f"(set {html.escape(e.set)}), class {html.escape(cls[e.label])}<br>"
+                f'<span class="red">boxes</span>, <span class="green">crop</span></figcaption></figure>'
+            )
+        ]
         if rect is not None:
-            parts.append(f'<figure><img src="{_img_uri(_thumb(im.crop(rect)))}" alt="crop"><figcaption>crop '
-                         f'{rect[2] - rect[0]}&times;{rect[3] - rect[1]} px</figcaption></figure>')
+            parts.append(
+                f'<figure><img src="{_img_uri(_thumb(im.crop(rect)))}" alt="crop"><figcaption>crop '
+                f"{rect[2] - rect[0]}&times;{rect[3] - rect[1]} px</figcaption></figure>"
+            )
         for model in ("A", "B"):
             role = "target" if model == e.set else "reference"
             pred = e.pred_target if model == e.set else e.pred_reference
@@ -184,17 +208,22 @@ class Gallery:
                     g = int(g)
                     lab = int(self.index.targets[g])
                     ok = "ok" if lab == e.label else "no"
-                    thumbs.append(f'<img class="nb {ok}" src="{_img_uri(_thumb(load_rgb(self.index.path(g)), 64))}"'
-                                  f' title="#{g} {html.escape(cls[lab])}" alt="neighbour {g}">')
+                    thumbs.append(
+                        f'<img class="nb {ok}" src="{_img_uri(_thumb(load_rgb(self.index.path(g)), 64))}"'
+                        f' title="#{g} {html.escape(cls[lab])}" alt="neighbour {g}">'
+                    )
             else:
                 thumbs.append('<span class="muted">neighbours not stored</span>')
             verdict = "right" if pred == e.label else "wrong"
-            parts.append(f'<figure class="nbs"><div>{"".join(thumbs)}</div><figcaption>model {model} ({role}): '
-                         f'predicts {html.escape(cls[pred])} ({verdict}), confidence {conf:.3f}</figcaption></figure>')
+            parts.append(
+                f'<figure class="nbs"><div>{"".join(thumbs)}</div><figcaption>model {model} ({role}): '
+                f"predicts {html.escape(cls[pred])} ({verdict}), confidence {conf:.3f}</figcaption></figure>"
+            )
         return '<div class="example">' + "".join(parts) + "</div>"
 
 
 # ---------------------------------------------------------------- page
+
 
 def pick_headline(attacks: list[AttackRecord]) -> AttackRecord | None:
     if not attacks:
@@ -224,22 +253,36 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
         ci = head.ci()
         ci_s = f" (95% CI over examples {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
         ci100 = head.ci(at="100")
-        rows.append(f"<tr><th>déjà vu score (top-1, 20% most confident)</th><td class='big'>{_pct(head.score())}"
-                    f"{ci_s}</td></tr>")
-        rows.append(f"<tr><th>déjà vu score at 100%</th><td>{_pct(head.score(at='100'))}"
-                    + (f" (95% CI {_pct(ci100[0])} to {_pct(ci100[1])})" if ci100 else "") + "</td></tr>")
+        rows.append(
+            f"<tr><th>déjà vu score (top-1, 20% most confident)</th><td class='big'>{_pct(head.score())}"
+            f"{ci_s}</td></tr>"
+        )
+        rows.append(
+            f"<tr><th>déjà vu score at 100%</th><td>{_pct(head.score(at='100'))}"
+            + (f" (95% CI {_pct(ci100[0])} to {_pct(ci100[1])})" if ci100 else "")
+            + "</td></tr>"
+        )
         for p in ("20", "100"):
-            rows.append(f"<tr><th>accuracy on the {p}% most confident</th><td>target {_pct(head.acc('target', p))}"
-                        f" &nbsp; reference {_pct(head.acc('reference', p))}</td></tr>")
+            rows.append(
+                f"<tr><th>accuracy on the {p}% most confident</th><td>target {_pct(head.acc('target', p))}"
+                f" &nbsp; reference {_pct(head.acc('reference', p))}</td></tr>"
+            )
         q = head.quadrants
         if q:
-            rows.append("<tr><th>example shares</th><td>" + " &nbsp; ".join(
-                f"<span class='q {k}'>{k} {_pct(v)}</span>" for k, v in q.items()) + "</td></tr>")
-        rows.append(f"<tr><th>setting</th><td>{html.escape(head.method)}, {head.npc} images per class, epoch "
-                    f"{head.epoch}, {html.escape(head.variant)} attack, k={head.config.get('k', '?')}</td></tr>")
+            rows.append(
+                "<tr><th>example shares</th><td>"
+                + " &nbsp; ".join(f"<span class='q {k}'>{k} {_pct(v)}</span>" for k, v in q.items())
+                + "</td></tr>"
+            )
+        rows.append(
+            f"<tr><th>setting</th><td>{html.escape(head.method)}, {head.npc} images per class, epoch "
+            f"{head.epoch}, {html.escape(head.variant)} attack, k={head.config.get('k', '?')}</td></tr>"
+        )
     if probe is not None:
-        rows.append(f"<tr><th>linear probe ({html.escape(probe.features)})</th><td>top-1 {_pct(probe.top1)} &nbsp; "
-                    f"top-5 {_pct(probe.top5)} (epoch {probe.epoch}, {probe.npc}pc)</td></tr>")
+        rows.append(
+            f"<tr><th>linear probe ({html.escape(probe.features)})</th><td>top-1 {_pct(probe.top1)} &nbsp; "
+            f"top-5 {_pct(probe.top5)} (epoch {probe.epoch}, {probe.npc}pc)</td></tr>"
+        )
     return "<table class='head'>" + "".join(rows) + "</table>" if rows else "<p>No results yet.</p>"
 
 
@@ -252,34 +295,50 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
     if head is None:
         return ""
     if head.control is None:
-        return ("<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
-                "examples only, and nothing says how large a score two training runs reach without "
-                "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>")
-    row = next((r for r in significance_table(attacks) if (r["method"], r["variant"], r["npc"], r["epoch"])
-                == (head.method, head.variant, head.npc, head.epoch) and str(head.path) in r["files"]), None)
+        return (
+            "<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
+            "examples only, and nothing says how large a score two training runs reach without "
+            "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>"
+        )
+    row = next(
+        (
+            r
+            for r in significance_table(attacks)
+            if (r["method"], r["variant"], r["npc"], r["epoch"]) == (head.method, head.variant, head.npc, head.epoch)
+            and str(head.path) in r["files"]
+        ),
+        None,
+    )
     rows = []
     for at in ("20", "100"):
         e = head.excess(at=at)
         if e is None:
             continue
-        rows.append(f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
-                    f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
-                    f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>")
+        rows.append(
+            f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
+            f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
+            f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>"
+        )
     if row is not None:
         pl = row["pair_level"]
         cls = "big" if pl["n_pairs"] >= 2 else ""
         rows.insert(0, f"<tr><th>verdict (top-1, 20%)</th><td class='{cls}'>{html.escape(row['verdict'])}</td></tr>")
         if pl["n_pairs"] >= 2:
-            cells = "".join(f"<tr><td>{html.escape(str(sd))}</td><td>{_pct(s)}</td><td>{_pct(c)}</td><td>{_pct(e)}"
-                            f"</td></tr>" for sd, s, c, e in zip(row["seeds"], row["scores"], row["controls"],
-                                                                 row["excesses"]))
-            rows.append("<tr><th>model pairs (training seed)</th><td><table class='all'><tr><th>seed</th>"
-                        f"<th>score</th><th>control</th><th>excess</th></tr>{cells}</table></td></tr>")
+            cells = "".join(
+                f"<tr><td>{html.escape(str(sd))}</td><td>{_pct(s)}</td><td>{_pct(c)}</td><td>{_pct(e)}</td></tr>"
+                for sd, s, c, e in zip(row["seeds"], row["scores"], row["controls"], row["excesses"])
+            )
+            rows.append(
+                "<tr><th>model pairs (training seed)</th><td><table class='all'><tr><th>seed</th>"
+                f"<th>score</th><th>control</th><th>excess</th></tr>{cells}</table></td></tr>"
+            )
     ctrl = head.control or {}
     src = ctrl.get("source", {})
-    rows.append(f"<tr><th>held-out control</th><td>{html.escape(str(src.get('kind', '?')))} images, "
-                + ", ".join(f"{y}: {ctrl['counts'][y]['attacked']} attacked" for y in "AB")
-                + " <span class='muted'>(neither model trained on them; no gap expected)</span></td></tr>")
+    rows.append(
+        f"<tr><th>held-out control</th><td>{html.escape(str(src.get('kind', '?')))} images, "
+        + ", ".join(f"{y}: {ctrl['counts'][y]['attacked']} attacked" for y in "AB")
+        + " <span class='muted'>(neither model trained on them; no gap expected)</span></td></tr>"
+    )
     return "<h2>Score against the held-out control</h2><table class='head'>" + "".join(rows) + "</table>"
 
 
@@ -292,8 +351,11 @@ def _one_model(audits: list[AttackRecord], head: AttackRecord | None, run_dir: P
         clf = r.raw.get("classifier") or {}
         sets = r.raw.get("sets") or {}
         ho = clf.get("heldout_acc")
-        clf_s = (f"trained on {html.escape(str(sets.get('classifier_train')))}" if clf.get("trained")
-                 else f"from {html.escape(str(clf.get('path')))}") + (f", held-out {_pct(ho)}" if ho is not None else "")
+        clf_s = (
+            f"trained on {html.escape(str(sets.get('classifier_train')))}"
+            if clf.get("trained")
+            else f"from {html.escape(str(clf.get('path')))}"
+        ) + (f", held-out {_pct(ho)}" if ho is not None else "")
         overlap = ""
         if head is not None and (head.dir / "examples.csv").is_file() and (r.dir / "examples.csv").is_file():
             from dejavu.audit.compare import memorized_overlap
@@ -301,31 +363,43 @@ def _one_model(audits: list[AttackRecord], head: AttackRecord | None, run_dir: P
             name = str(sets.get("audit", ""))
             o = memorized_overlap(head.dir, r.dir, name[-1] if name in ("bbox_A", "bbox_B") else name)
             if o["n_common"]:
-                overlap = (f"{o['both']} of {o['memorized_two_model']} ({_pct(o['recall_of_two_model'])}; chance "
-                           f"{_pct(o['chance_recall'])})")
-        rows.append(f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
-                    f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
-                    f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
-                    f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
-                    f"<td>{_pct(r.quadrants.get('memorized', float('nan')))}</td><td>{overlap or '-'}</td></tr>")
-    return ("<h2>One-model test (audited model vs crop classifier)</h2><p class='muted'>The classifier predicts the "
-            "class from the background crop alone, trained on other images: what it gets right is correlation. "
-            "Score = model minus classifier accuracy on each one's 20% most confident crops (95% CI).</p>"
-            "<table class='all'><tr><th>folder</th><th>method</th><th>audited set</th><th>classifier</th>"
-            "<th>model vs classifier 20%</th><th>score</th><th>memorized</th>"
-            "<th>two-model memorized also found</th></tr>" + "".join(rows) + "</table>")
+                overlap = (
+                    f"{o['both']} of {o['memorized_two_model']} ({_pct(o['recall_of_two_model'])}; chance "
+                    f"{_pct(o['chance_recall'])})"
+                )
+        rows.append(
+            f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
+            f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
+            f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
+            f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
+            f"<td>{_pct(r.quadrants.get('memorized', float('nan')))}</td><td>{overlap or '-'}</td></tr>"
+        )
+    return (
+        "<h2>One-model test (audited model vs crop classifier)</h2><p class='muted'>The classifier predicts the "
+        "class from the background crop alone, trained on other images: what it gets right is correlation. "
+        "Score = model minus classifier accuracy on each one's 20% most confident crops (95% CI).</p>"
+        "<table class='all'><tr><th>folder</th><th>method</th><th>audited set</th><th>classifier</th>"
+        "<th>model vs classifier 20%</th><th>score</th><th>memorized</th>"
+        "<th>two-model memorized also found</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
     if not attacks:
         return ""
-    rows = [("<tr><th>folder</th><th>method</th><th>npc</th><th>epoch</th><th>variant</th><th>target 20%</th>"
-            "<th>reference 20%</th><th>score</th><th>memorized</th></tr>")]
+    rows = [
+        (
+            "<tr><th>folder</th><th>method</th><th>npc</th><th>epoch</th><th>variant</th><th>target 20%</th>"
+            "<th>reference 20%</th><th>score</th><th>memorized</th></tr>"
+        )
+    ]
     for r in sorted(attacks, key=lambda r: (r.method, r.variant, r.npc, r.epoch)):
-        rows.append(f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
-                    f"<td>{r.npc}</td><td>{r.epoch}</td><td>{html.escape(r.variant)}</td>"
-                    f"<td>{_pct(r.acc('target', 20))}</td><td>{_pct(r.acc('reference', 20))}</td>"
-                    f"<td>{_pct(r.score())}</td><td>{_pct(r.quadrants.get('memorized', float('nan')))}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
+            f"<td>{r.npc}</td><td>{r.epoch}</td><td>{html.escape(r.variant)}</td>"
+            f"<td>{_pct(r.acc('target', 20))}</td><td>{_pct(r.acc('reference', 20))}</td>"
+            f"<td>{_pct(r.score())}</td><td>{_pct(r.quadrants.get('memorized', float('nan')))}</td></tr>"
+        )
     return "<table class='all'>" + "".join(rows) + "</table>"
 
 
@@ -344,8 +418,15 @@ img.nb{margin:1px;border:3px solid transparent} img.nb.ok{border-color:#3c3} img
 
 
 @locks_output("report", folder_of=lambda a: Path(a["out"]).parent if a["out"] is not None else a["run_dir"])
-def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, force: bool = False,
-                 data=None, n_examples: int = 6, n_neighbours: int = 5, params: tuple[str, ...] = ()) -> Path:
+def build_report(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    data=None,
+    n_examples: int = 6,
+    n_neighbours: int = 5,
+    params: tuple[str, ...] = (),
+) -> Path:
     """Write ``report.html`` for a run folder (DESIGN 3 layout); returns its path.
 
     ``data`` (a :class:`dejavu.data.DataPaths`) overrides the dataset paths stored in the
@@ -372,16 +453,22 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     head = pick_headline(results.attacks)
     probe = pick_probe(results.probes, head)
-    sections = [f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>", "<h2>Headline</h2>",
-                _headline(head, probe)]
+    sections = [
+        f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>",
+        "<h2>Headline</h2>",
+        _headline(head, probe),
+    ]
     control = _control(results.attacks, head)
     if control:
         sections.append(control)
     if results.audits:
         sections.append(_one_model(results.audits, head, run_dir))
     if results.skipped:
-        sections.append("<p class='muted'>Skipped malformed results: " + "; ".join(
-            html.escape(f"{p}: {why}") for p, why in results.skipped) + "</p>")
+        sections.append(
+            "<p class='muted'>Skipped malformed results: "
+            + "; ".join(html.escape(f"{p}: {why}") for p, why in results.skipped)
+            + "</p>"
+        )
     if head is not None:
         last = [r for r in results.attacks if r.epoch == head.epoch]
         sections += [f"<h2>All attacks at epoch {head.epoch}</h2>", _results_table(last, run_dir)]
@@ -393,10 +480,15 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         png = next((plots / x for x in f["files"] if x.endswith(".png") and (plots / x).is_file()), None)
         if png is None:
             continue
-        links = " ".join(f'<a href="{html.escape(os.path.relpath(plots / x, out.parent))}">{x.rsplit(".", 1)[1]}</a>'
-                         for x in f["files"] + [f["data"]] if not x.endswith(".png") and (plots / x).is_file())
-        sections.append(f'<figure class="fig"><img src="{_file_uri(png)}" alt="{html.escape(f["title"])}">'
-                        f'<figcaption>{html.escape(f["caption"])} {links}</figcaption></figure>')
+        links = " ".join(
+            f'<a href="{html.escape(os.path.relpath(plots / x, out.parent))}">{x.rsplit(".", 1)[1]}</a>'
+            for x in f["files"] + [f["data"]]
+            if not x.endswith(".png") and (plots / x).is_file()
+        )
+        sections.append(
+            f'<figure class="fig"><img src="{_file_uri(png)}" alt="{html.escape(f["title"])}">'
+            f"<figcaption>{html.escape(f['caption'])} {links}</figcaption></figure>"
+        )
 
     if head is not None:
         sections.append(_galleries(head, run_dir, data, n_examples, n_neighbours))
@@ -405,12 +497,17 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if rcdm:
         sections.append("<h2>RCDM reconstructions</h2>")
         for p in rcdm[:48]:
-            sections.append(f'<figure><img src="{_file_uri(p)}" alt="{html.escape(p.name)}" style="max-width:360px">'
-                            f'<figcaption>{html.escape(str(p.relative_to(run_dir)))}</figcaption></figure>')
+            sections.append(
+                f'<figure><img src="{_file_uri(p)}" alt="{html.escape(p.name)}" style="max-width:360px">'
+                f"<figcaption>{html.escape(str(p.relative_to(run_dir)))}</figcaption></figure>"
+            )
 
-    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>deja vu report: {html.escape(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>"
-            + "\n".join(sections) + "</body></html>\n")
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>deja vu report: {html.escape(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
     atomic_write_text(out, page)
     return out
 
@@ -426,8 +523,10 @@ def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neigh
     if data is None:
         man = run_dir / "partition" / "manifest.json"
         if not man.is_file():
-            return ("<h2>Examples</h2><p class='muted'>No dataset for the galleries: pass --data, or keep "
-                    f"{html.escape(str(man))}.</p>")
+            return (
+                "<h2>Examples</h2><p class='muted'>No dataset for the galleries: pass --data, or keep "
+                f"{html.escape(str(man))}.</p>"
+            )
         m = read_json(man)
         images = Path(m["images"])
         bboxes = Path(m["bboxes"]) if m.get("bboxes") not in (None, "None") else None
@@ -441,8 +540,10 @@ def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neigh
     from dejavu.utils import progress
 
     out = []
-    titles = {"memorized": "Most memorized examples (target right, reference wrong; by confidence gap)",
-              "correlated": "Most correlated examples (both right; by the lower confidence)"}
+    titles = {
+        "memorized": "Most memorized examples (target right, reference wrong; by confidence gap)",
+        "correlated": "Most correlated examples (both right; by the lower confidence)",
+    }
     for kind in ("memorized", "correlated"):
         out.append(f"<h2>{titles[kind]}</h2>")
         if not ranked[kind]:

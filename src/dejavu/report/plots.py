@@ -31,8 +31,7 @@ from dejavu.io import locks_output
 from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
-QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52",
-                    "unassociated": "#BBBBBB"}
+QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52", "unassociated": "#BBBBBB"}
 AXIS_LABELS = {"epoch": "training epochs", "npc": "dataset size (images per class)"}
 MAX_PANELS = 6
 
@@ -54,11 +53,22 @@ def _style():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "text.usetex": False, "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-        "legend.frameon": False, "legend.fontsize": 8, "figure.dpi": 110, "savefig.bbox": "tight",
-    })
+    plt.rcParams.update(
+        {
+            "text.usetex": False,
+            "font.family": "DejaVu Sans",
+            "font.size": 9,
+            "axes.titlesize": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "legend.frameon": False,
+            "legend.fontsize": 8,
+            "figure.dpi": 110,
+            "savefig.bbox": "tight",
+        }
+    )
     return plt
 
 
@@ -78,8 +88,9 @@ def _kind_field(r: AttackRecord | ProbeRecord) -> str:
     return r.variant if isinstance(r, AttackRecord) else f"{r.features} features"
 
 
-def build_series(records: Sequence[AttackRecord | ProbeRecord], axis: str,
-                 params: Sequence[str] = ()) -> list[dict[str, Any]]:
+def build_series(
+    records: Sequence[AttackRecord | ProbeRecord], axis: str, params: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Group records into series along ``axis`` (see the module docstring).
 
     Returns ``[{"label", "key": {...}, "x": [...], "records": [...]}]`` sorted by key,
@@ -114,8 +125,10 @@ def build_series(records: Sequence[AttackRecord | ProbeRecord], axis: str,
         except TypeError:  # mixed types in a hyper-parameter: order as strings
             xs = sorted(pts, key=str)
         key = keys[kt]
-        label = ", ".join(f"{k}={key[k]}" if k not in ("method", "variant") else str(key[k]) for k in differ) \
+        label = (
+            ", ".join(f"{k}={key[k]}" if k not in ("method", "variant") else str(key[k]) for k in differ)
             or f"{key['method']}, {key['variant']}"
+        )
         out.append({"label": label, "key": key, "x": xs, "records": [pts[x] for x in xs]})
     return out
 
@@ -131,8 +144,9 @@ class FigureWriter:
                 raise DejavuError(f"--format: unsupported image format {f!r} (png, pdf, svg)")
         self.figures: list[FigureInfo] = []
 
-    def save(self, fig, name: str, kind: str, axis: str | None, title: str, caption: str,
-             data: dict[str, Any]) -> FigureInfo:
+    def save(
+        self, fig, name: str, kind: str, axis: str | None, title: str, caption: str, data: dict[str, Any]
+    ) -> FigureInfo:
         from dejavu.io import atomic_write_bytes, atomic_write_json
 
         plt = _style()
@@ -145,8 +159,7 @@ class FigureWriter:
             atomic_write_bytes(self.out / f"{name}.{fmt}", buf.getvalue())
             files.append(f"{name}.{fmt}")
         plt.close(fig)
-        atomic_write_json(self.out / f"{name}.json", {"name": name, "kind": kind, "axis": axis,
-                                                      "title": title, **data})
+        atomic_write_json(self.out / f"{name}.json", {"name": name, "kind": kind, "axis": axis, "title": title, **data})
         info = FigureInfo(name, kind, axis, title, caption, files, f"{name}.json")
         self.figures.append(info)
         return info
@@ -154,9 +167,10 @@ class FigureWriter:
     def write_index(self, extra: dict[str, Any] | None = None) -> Path:
         from dejavu.io import atomic_write_json
 
-        return atomic_write_json(self.out / "figures.json",
-                                 {"format": formats.FIGURES, **(extra or {}),
-                                  "figures": [asdict(f) for f in self.figures]})
+        return atomic_write_json(
+            self.out / "figures.json",
+            {"format": formats.FIGURES, **(extra or {}), "figures": [asdict(f) for f in self.figures]},
+        )
 
 
 def _xlabel(axis: str) -> str:
@@ -170,8 +184,9 @@ def _setx(ax, xs: list, axis: str):
     return list(range(len(xs)))
 
 
-def fig_accuracy(w: FigureWriter, attacks: list[AttackRecord], axis: str, top: str = "top1",
-                 params: Sequence[str] = ()) -> FigureInfo | None:
+def fig_accuracy(
+    w: FigureWriter, attacks: list[AttackRecord], axis: str, top: str = "top1", params: Sequence[str] = ()
+) -> FigureInfo | None:
     """Target (solid) vs reference (dashed) accuracy on the top-p% most confident, one panel per p."""
     series = build_series(attacks, axis, params)
     if not series:
@@ -181,10 +196,14 @@ def fig_accuracy(w: FigureWriter, attacks: list[AttackRecord], axis: str, top: s
     data = []
     for i, s in enumerate(series):
         colour = f"C{i % 10}"
-        d = {"label": s["label"], "key": s["key"], "x": s["x"],
-             "target": {p: [r.acc("target", p, top) for r in s["records"]] for p in P_KEYS},
-             "reference": {p: [r.acc("reference", p, top) for r in s["records"]] for p in P_KEYS},
-             "files": [str(r.path) for r in s["records"]]}
+        d = {
+            "label": s["label"],
+            "key": s["key"],
+            "x": s["x"],
+            "target": {p: [r.acc("target", p, top) for r in s["records"]] for p in P_KEYS},
+            "reference": {p: [r.acc("reference", p, top) for r in s["records"]] for p in P_KEYS},
+            "files": [str(r.path) for r in s["records"]],
+        }
         data.append(d)
         for ax, p in zip(axes, P_KEYS):
             xs = _setx(ax, s["x"], axis)
@@ -198,26 +217,37 @@ def fig_accuracy(w: FigureWriter, attacks: list[AttackRecord], axis: str, top: s
     name = f"accuracy_vs_{_slug(axis)}_{top}"
     title = f"Deja vu: target vs reference {top} accuracy vs {_xlabel(axis)}"
     fig.suptitle(title)
-    return w.save(fig, name, "accuracy", axis, title,
-                  "Solid: target model (trained on the attacked images); dashed: reference model. "
-                  "The gap is deja vu memorization.", {"top": top, "series": data})
+    return w.save(
+        fig,
+        name,
+        "accuracy",
+        axis,
+        title,
+        "Solid: target model (trained on the attacked images); dashed: reference model. "
+        "The gap is deja vu memorization.",
+        {"top": top, "series": data},
+    )
 
 
-def fig_quadrants(w: FigureWriter, attacks: list[AttackRecord], axis: str,
-                  params: Sequence[str] = ()) -> list[FigureInfo]:
+def fig_quadrants(
+    w: FigureWriter, attacks: list[AttackRecord], axis: str, params: Sequence[str] = ()
+) -> list[FigureInfo]:
     """Stacked shares correlated / forgotten / memorized, one panel per series."""
     series = [s for s in build_series(attacks, axis, params) if all(r.quadrants for r in s["records"])]
     infos = []
     for chunk in range(0, len(series), MAX_PANELS):
-        part = series[chunk:chunk + MAX_PANELS]
+        part = series[chunk : chunk + MAX_PANELS]
         plt = _style()
         fig, axes = plt.subplots(1, len(part), figsize=(3.6 * len(part), 3.3), squeeze=False)
         data = []
         for ax, s in zip(axes[0], part):
-            d = {"label": s["label"], "key": s["key"], "x": s["x"],
-                 **{q: [r.quadrants.get(q, 0.0) for r in s["records"]]
-                    for q in (*QUADRANTS_STACK, "unassociated")},
-                 "files": [str(r.path) for r in s["records"]]}
+            d = {
+                "label": s["label"],
+                "key": s["key"],
+                "x": s["x"],
+                **{q: [r.quadrants.get(q, 0.0) for r in s["records"]] for q in (*QUADRANTS_STACK, "unassociated")},
+                "files": [str(r.path) for r in s["records"]],
+            }
             data.append(d)
             pos = list(range(len(s["x"])))
             bottom = [0.0] * len(pos)
@@ -232,10 +262,18 @@ def fig_quadrants(w: FigureWriter, attacks: list[AttackRecord], axis: str,
         name = f"quadrants_vs_{_slug(axis)}" + (f"_{chunk // MAX_PANELS + 1}" if len(series) > MAX_PANELS else "")
         title = f"Sample test: example shares vs {_xlabel(axis)}"
         fig.suptitle(title)
-        infos.append(w.save(fig, name, "quadrants", axis, title,
-                            "Memorized: target right, reference wrong; correlated: both right; "
-                            "forgotten: target wrong, reference right (averaged over the A/B swap).",
-                            {"series": data}))
+        infos.append(
+            w.save(
+                fig,
+                name,
+                "quadrants",
+                axis,
+                title,
+                "Memorized: target right, reference wrong; correlated: both right; "
+                "forgotten: target wrong, reference right (averaged over the A/B swap).",
+                {"series": data},
+            )
+        )
     return infos
 
 
@@ -247,8 +285,14 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3))
     data = []
     for i, s in enumerate(series):
-        d = {"label": s["label"], "key": s["key"], "x": s["x"], "top1": [r.top1 for r in s["records"]],
-             "top5": [r.top5 for r in s["records"]], "files": [str(r.path) for r in s["records"]]}
+        d = {
+            "label": s["label"],
+            "key": s["key"],
+            "x": s["x"],
+            "top1": [r.top1 for r in s["records"]],
+            "top5": [r.top5 for r in s["records"]],
+            "files": [str(r.path) for r in s["records"]],
+        }
         data.append(d)
         for ax, top in zip(axes, ("top1", "top5")):
             xs = _setx(ax, s["x"], axis)
@@ -260,9 +304,15 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
     name = f"probe_vs_{_slug(axis)}"
     title = f"Linear probe accuracy vs {_xlabel(axis)}"
     fig.suptitle(title)
-    return w.save(fig, name, "probe", axis, title,
-                  "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization.",
-                  {"series": data})
+    return w.save(
+        fig,
+        name,
+        "probe",
+        axis,
+        title,
+        "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization.",
+        {"series": data},
+    )
 
 
 def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> list[FigureInfo]:
@@ -279,7 +329,7 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
     recs = [latest[k] for k in sorted(latest, key=str)]
     infos = []
     for chunk in range(0, len(recs), 8):
-        part = recs[chunk:chunk + 8]
+        part = recs[chunk : chunk + 8]
         plt = _style()
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         data = []
@@ -288,8 +338,19 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
             if sw is None:
                 continue
             label = f"{r.method}, {r.variant}, {r.npc}pc, ep {r.epoch}" + "".join(f", {h}={r.param(h)}" for h in hps)
-            data.append({"label": label, "method": r.method, "variant": r.variant, "npc": r.npc, "epoch": r.epoch,
-                         "p": sw["p"], "target": sw["target"], "reference": sw["reference"], "file": str(r.path)})
+            data.append(
+                {
+                    "label": label,
+                    "method": r.method,
+                    "variant": r.variant,
+                    "npc": r.npc,
+                    "epoch": r.epoch,
+                    "p": sw["p"],
+                    "target": sw["target"],
+                    "reference": sw["reference"],
+                    "file": str(r.path),
+                }
+            )
             ax.plot([100 * p for p in sw["p"]], sw["target"], "-", color=f"C{i % 10}", label=f"{label} target")
             ax.plot([100 * p for p in sw["p"]], sw["reference"], "--", color=f"C{i % 10}", label=f"{label} reference")
         ax.set_xlabel("% most confident examples")
@@ -298,9 +359,18 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
         name = f"sweep_{top}" + (f"_{chunk // 8 + 1}" if len(recs) > 8 else "")
         title = f"Confidence sweep ({top})"
         ax.set_title(title)
-        infos.append(w.save(fig, name, "sweep", None, title,
-                            "Accuracy of the attack on the p% examples each model is most confident about; "
-                            "solid target, dashed reference.", {"top": top, "curves": data}))
+        infos.append(
+            w.save(
+                fig,
+                name,
+                "sweep",
+                None,
+                title,
+                "Accuracy of the attack on the p% examples each model is most confident about; "
+                "solid target, dashed reference.",
+                {"top": top, "curves": data},
+            )
+        )
     return infos
 
 
@@ -322,15 +392,20 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
     for ax, k in zip(axes[0], keys):
         variants = sorted(groups[k])
         recs = [groups[k][v] for v in variants]
-        d = {"method": k[0], "npc": k[1], "epoch": k[2], "variants": variants,
-             "target_20": [r.acc("target", 20, top) for r in recs],
-             "reference_20": [r.acc("reference", 20, top) for r in recs],
-             "dejavu_score": [r.score(top) for r in recs], "files": [str(r.path) for r in recs]}
+        d = {
+            "method": k[0],
+            "npc": k[1],
+            "epoch": k[2],
+            "variants": variants,
+            "target_20": [r.acc("target", 20, top) for r in recs],
+            "reference_20": [r.acc("reference", 20, top) for r in recs],
+            "dejavu_score": [r.score(top) for r in recs],
+            "files": [str(r.path) for r in recs],
+        }
         data.append(d)
         pos = list(range(len(variants)))
         ax.bar([p - 0.2 for p in pos], d["target_20"], 0.4, color="C0", label="target")
-        ax.bar([p + 0.2 for p in pos], d["reference_20"], 0.4, color="C0", alpha=0.35, hatch="//",
-               label="reference")
+        ax.bar([p + 0.2 for p in pos], d["reference_20"], 0.4, color="C0", alpha=0.35, hatch="//", label="reference")
         ax.set_xticks(pos, variants, rotation=20)
         ax.set_title(f"{k[0]}, {k[1]}pc, ep {k[2]}")
         ax.set_ylabel(f"{top} accuracy, 20% most confident")
@@ -338,9 +413,15 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
     name = f"variants_{top}"
     title = "Attack variants: crop (periphery/corner) and embedding (projector/backbone/logits)"
     fig.suptitle(title)
-    return w.save(fig, name, "variants", None, title,
-                  "Target (solid) vs reference (hatched) accuracy at 20% per attack variant.",
-                  {"top": top, "groups": data})
+    return w.save(
+        fig,
+        name,
+        "variants",
+        None,
+        title,
+        "Target (solid) vs reference (hatched) accuracy at 20% per attack variant.",
+        {"top": top, "groups": data},
+    )
 
 
 def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str = "20") -> list[dict[str, Any]]:
@@ -357,14 +438,28 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
         if len(ex) < len(maybe):
             continue
         shared = shared_variance_from_folders([r.dir for r in recs]) if len(recs) >= 2 else None
-        pl = pair_level([e["excess"] for e in ex], [e.get("se") for e in ex],
-                        shared_var=shared.get((top, at)) if shared else None)
-        rows.append({"method": key[0], "variant": key[1], "npc": key[2], "epoch": key[3],
-                     "params": {k: v for k, v in key[4:]}, "top": top, "p": at,
-                     "seeds": [r.seed for r in recs], "scores": [e["score"] for e in ex],
-                     "controls": [e["control"] for e in ex], "excesses": [e["excess"] for e in ex],
-                     "example_ci95": [e["ci95"] for e in ex], "pair_level": pl,
-                     "verdict": verdict_text(ex[0], pl), "files": [str(r.path) for r in recs]})
+        pl = pair_level(
+            [e["excess"] for e in ex], [e.get("se") for e in ex], shared_var=shared.get((top, at)) if shared else None
+        )
+        rows.append(
+            {
+                "method": key[0],
+                "variant": key[1],
+                "npc": key[2],
+                "epoch": key[3],
+                "params": {k: v for k, v in key[4:]},
+                "top": top,
+                "p": at,
+                "seeds": [r.seed for r in recs],
+                "scores": [e["score"] for e in ex],
+                "controls": [e["control"] for e in ex],
+                "excesses": [e["excess"] for e in ex],
+                "example_ci95": [e["ci95"] for e in ex],
+                "pair_level": pl,
+                "verdict": verdict_text(ex[0], pl),
+                "files": [str(r.path) for r in recs],
+            }
+        )
     return rows
 
 
@@ -379,7 +474,7 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
     infos = []
     keys = sorted(settings, key=str)
     for chunk in range(0, len(keys), MAX_PANELS):
-        part = keys[chunk:chunk + MAX_PANELS]
+        part = keys[chunk : chunk + MAX_PANELS]
         plt = _style()
         fig, axes = plt.subplots(1, len(part), figsize=(4.2 * len(part), 3.4), squeeze=False)
         data = []
@@ -389,17 +484,31 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
             n = max(len(r["excesses"]) for r in pts)
             for i in range(n):
                 ys = [100 * r["excesses"][i] if i < len(r["excesses"]) else float("nan") for r in pts]
-                ax.plot(xs, ys, "-o", color="C0", alpha=0.3, lw=0.8, ms=3,
-                        label="excess, each pair" if i == 0 else None)
+                ax.plot(
+                    xs, ys, "-o", color="C0", alpha=0.3, lw=0.8, ms=3, label="excess, each pair" if i == 0 else None
+                )
             mean = [100 * r["pair_level"]["mean"] for r in pts]
-            band = [r["pair_level"]["ci95"] if r["pair_level"]["n_pairs"] >= 2 else r["example_ci95"][0]
-                    for r in pts]
+            band = [r["pair_level"]["ci95"] if r["pair_level"]["n_pairs"] >= 2 else r["example_ci95"][0] for r in pts]
             lo, hi = [100 * b[0] for b in band], [100 * b[1] for b in band]
             ax.fill_between(xs, lo, hi, color="C0", alpha=0.15)
-            ax.errorbar(xs, mean, yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
-                        fmt="-o", color="C0", ms=4, capsize=4, label=f"excess, mean of {n} pair(s), 95% interval")
-            ax.plot(xs, [100 * float(np.mean(r["controls"])) for r in pts], "--s", color="grey", ms=3,
-                    label="control score (mean)")
+            ax.errorbar(
+                xs,
+                mean,
+                yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+                fmt="-o",
+                color="C0",
+                ms=4,
+                capsize=4,
+                label=f"excess, mean of {n} pair(s), 95% interval",
+            )
+            ax.plot(
+                xs,
+                [100 * float(np.mean(r["controls"])) for r in pts],
+                "--s",
+                color="grey",
+                ms=3,
+                label="control score (mean)",
+            )
             ax.axhline(0, color="black", lw=0.6)
             ax.set_title(f"{k[0]}, {k[1]}, {k[2]}pc" + (f", {k[3]}" if k[3] != "{}" else ""))
             ax.set_xlabel(_xlabel("epoch"))
@@ -409,18 +518,32 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
         name = f"significance_{top}" + (f"_{chunk // MAX_PANELS + 1}" if len(keys) > MAX_PANELS else "")
         title = "Deja vu score against the held-out control"
         fig.suptitle(title)
-        infos.append(w.save(fig, name, "significance", "epoch", title,
-                            "Excess of the deja vu score over the held-out control (images neither model "
-                            "trained on). Band: 95% interval over model pairs that differ only in the seed "
-                            "(covers training randomness); with one pair, the example-level CI, which does "
-                            "not.", {"top": top, "settings": data}))
+        infos.append(
+            w.save(
+                fig,
+                name,
+                "significance",
+                "epoch",
+                title,
+                "Excess of the deja vu score over the held-out control (images neither model "
+                "trained on). Band: 95% interval over model pairs that differ only in the seed "
+                "(covers training randomness); with one pair, the example-level CI, which does "
+                "not.",
+                {"top": top, "settings": data},
+            )
+        )
     return infos
 
 
 @locks_output("plot")
-def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str] = (),
-                 tops: Sequence[str] = ("top1",), formats: Sequence[str] = ("png", "pdf"),
-                 force: bool = False) -> list[FigureInfo]:
+def make_figures(
+    results: Results,
+    out: str | os.PathLike,
+    params: Sequence[str] = (),
+    tops: Sequence[str] = ("top1",),
+    formats: Sequence[str] = ("png", "pdf"),
+    force: bool = False,
+) -> list[FigureInfo]:
     """All figures the results allow; returns their index entries (also ``out/figures.json``)."""
     from dejavu.io import check_can_write
 
@@ -447,7 +570,13 @@ def make_figures(results: Results, out: str | os.PathLike, params: Sequence[str]
 
     for step in progress(steps, desc="plot", total=len(steps)):
         step()
-    w.write_index({"attacks": len(results.attacks), "probes": len(results.probes), "params": list(params),
-                   "significance": significance_table(results.attacks),
-                   "skipped": [[str(p), why] for p, why in results.skipped]})
+    w.write_index(
+        {
+            "attacks": len(results.attacks),
+            "probes": len(results.probes),
+            "params": list(params),
+            "significance": significance_table(results.attacks),
+            "skipped": [[str(p), why] for p, why in results.skipped],
+        }
+    )
     return w.figures

@@ -78,9 +78,15 @@ def view_spec(preset: str, size: int, view: int, base_size: int | None = None) -
         return ViewSpec(size, jitter_p=0.8, jitter=(0.2, 0.2, 0.1, 0.0))
     if preset == "paper":
         first = view == 0
-        return ViewSpec(size, jitter_p=0.8, jitter=(0.4, 0.4, 0.2, 0.1), gray_p=0.2,
-                        solarize_p=0.0 if first else 0.2, blur_p=1.0 if first else 0.0,
-                        blur_kernel=blur_kernel(base) if first else (1, 1))
+        return ViewSpec(
+            size,
+            jitter_p=0.8,
+            jitter=(0.4, 0.4, 0.2, 0.1),
+            gray_p=0.2,
+            solarize_p=0.0 if first else 0.2,
+            blur_p=1.0 if first else 0.0,
+            blur_kernel=blur_kernel(base) if first else (1, 1),
+        )
     raise ValueError(f"unknown augmentation preset {preset!r}")
 
 
@@ -93,8 +99,11 @@ def build_transform(spec: ViewSpec):
     interp = T.InterpolationMode(spec.interpolation)
     ops: list = [T.ToImage()]
     if spec.crop:
-        ops.append(T.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio,
-                                       interpolation=interp, antialias=True))
+        ops.append(
+            T.RandomResizedCrop(
+                spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, interpolation=interp, antialias=True
+            )
+        )
     else:
         from dejavu.data.transforms import resize_size
 

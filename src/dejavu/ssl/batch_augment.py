@@ -63,14 +63,17 @@ def _parse(view) -> list[_Op]:
         if isinstance(inner, (T.ToImage, T.ToDtype)):
             continue
         if isinstance(inner, T.RandomResizedCrop):
-            ops.append(_Op("crop", 1.0, {"size": tuple(inner.size), "scale": tuple(inner.scale),
-                                         "ratio": tuple(inner.ratio)}))
+            ops.append(
+                _Op("crop", 1.0, {"size": tuple(inner.size), "scale": tuple(inner.scale), "ratio": tuple(inner.ratio)})
+            )
         elif isinstance(inner, (T.Resize, T.CenterCrop)):
             ops.append(_Op("fixed", 1.0, {"t": inner}))
         elif isinstance(inner, T.RandomHorizontalFlip):
             ops.append(_Op("flip", float(inner.p)))
         elif isinstance(inner, T.ColorJitter):
-            ops.append(_Op("jitter", p, {k: getattr(inner, k) for k in ("brightness", "contrast", "saturation", "hue")}))
+            ops.append(
+                _Op("jitter", p, {k: getattr(inner, k) for k in ("brightness", "contrast", "saturation", "hue")})
+            )
         elif isinstance(inner, T.RandomGrayscale):
             ops.append(_Op("gray", float(inner.p)))
         elif isinstance(inner, T.GaussianBlur):
@@ -87,8 +90,9 @@ def _parse(view) -> list[_Op]:
 # ---------------------------------------------------------------- parameters (CPU, global RNG)
 
 
-def crop_params(n: int, height: int, width: int, scale: tuple[float, float],
-                ratio: tuple[float, float], tries: int = 10) -> torch.Tensor:
+def crop_params(
+    n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], tries: int = 10
+) -> torch.Tensor:
     """(n, 4) float boxes ``x1, y1, x2, y2`` drawn as ``RandomResizedCrop.make_params`` does."""
     area = height * width
     target = area * torch.empty(n, tries).uniform_(scale[0], scale[1])

@@ -119,9 +119,7 @@ def _classifier(t: Tensors) -> tuple[Tensors, list[str]]:
     """Our BN-ReLU-Linear classifier as is; a single Linear (solo-learn's online probe on the
     backbone) is not the supervised head on the projector, so it is dropped with a note."""
     if "weight" in t:
-        return {}, [
-            "ignored classifier.* (online linear probe on the backbone, not a projector head)"
-        ]
+        return {}, ["ignored classifier.* (online linear probe on the backbone, not a projector head)"]
     return t, []
 
 
@@ -148,10 +146,7 @@ def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
         subs = (
             [block]
             if "weight" in block
-            else [
-                {k[len(f"{j}.") :]: v for k, v in block.items() if k.startswith(f"{j}.")}
-                for j in (0, 1)
-            ]
+            else [{k[len(f"{j}.") :]: v for k, v in block.items() if k.startswith(f"{j}.")} for j in (0, 1)]
         )
         for sub in (s for s in subs if s):
             flat.update({f"{len(plan)}.{k}": v for k, v in sub.items()})
@@ -164,8 +159,7 @@ def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
 def _convert_original(groups: dict[str, Tensors]) -> Parts:
     if "net.fc." in groups:
         raise DejavuError(
-            "the backbone has its own fc (the original's model.fc=1 option), "
-            "which this tool's backbones do not have"
+            "the backbone has its own fc (the original's model.fc=1 option), which this tool's backbones do not have"
         )
     head, plan = _original_head(groups.get("projector.", {}))
     return Parts(
@@ -200,9 +194,7 @@ def _convert_lightly(groups: dict[str, Tensors]) -> Parts:
 
 
 def _convert_pytorch_byol(groups: dict[str, Tensors]) -> Parts:
-    return Parts(
-        backbone=_children(groups.get("encoder.", {})), head=groups.get("projetion.net.", {})
-    )
+    return Parts(backbone=_children(groups.get("encoder.", {})), head=groups.get("projetion.net.", {}))
 
 
 def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
@@ -235,8 +227,7 @@ LAYOUTS: dict[str, Layout] = {
         ),
         Layout(
             "byol-pytorch",
-            "lucidrains/byol-pytorch's BYOL learner (online_encoder.net.*, "
-            "online_encoder.projector.*)",
+            "lucidrains/byol-pytorch's BYOL learner (online_encoder.net.*, online_encoder.projector.*)",
             lambda keys: "online_encoder.net.conv1.weight" in keys,
             (
                 ("online_encoder.net.fc.", "ignore"),
@@ -343,14 +334,12 @@ def convert_state_dict(sd: dict[str, Any], ours: bool = False) -> tuple[Parts, s
     layout = next((lay for lay in LAYOUTS.values() if lay.detect(keys)), None)
     if layout is None:
         raise DejavuError(
-            f"unrecognised checkpoint layout (first keys {sorted(sd)[:5]}); "
-            f"supported layouts: {_supported()}"
+            f"unrecognised checkpoint layout (first keys {sorted(sd)[:5]}); supported layouts: {_supported()}"
         )
     groups, unknown = _group(sd, layout)
     if unknown:
         raise DejavuError(
-            f"looks like the {layout.name} layout but has unknown keys {unknown[:5]}; "
-            f"supported layouts: {_supported()}"
+            f"looks like the {layout.name} layout but has unknown keys {unknown[:5]}; supported layouts: {_supported()}"
         )
     parts = layout.convert(groups)
     parts.notes += _ignored(groups, layout)
@@ -391,9 +380,7 @@ def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     ``online_network_state_dict``), or the dict itself."""
     for key in ("model", "state_dict", "teacher", "student", "online_network_state_dict"):
         if isinstance(obj.get(key), dict):
-            note = (
-                [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
-            )
+            note = [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
             return obj[key], note
     return obj, []
 
@@ -432,9 +419,7 @@ def _first_diff(parts: Parts, plan: list[HeadLayer] | None, want: str) -> str:
     for k, v in parts.head.items():
         if k not in own or own[k].shape != v.shape:
             exp = tuple(own[k].shape) if k in own else "absent"
-            return (
-                f"; first differing: projector.{k} {tuple(v.shape)} in the file, {exp} for the spec"
-            )
+            return f"; first differing: projector.{k} {tuple(v.shape)} in the file, {exp} for the spec"
     return ""
 
 
@@ -472,9 +457,7 @@ def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Pat
     sd = {f"backbone.{k}": v for k, v in parts.backbone.items()}
     sd.update({f"projector.{k}": v for k, v in parts.head.items()})
     sd.update({f"classifier.{k}": v for k, v in parts.classifier.items()})
-    what = (
-        f"arch={arch} projector={(standard_spec(plan) or describe_plan(plan)) if plan else 'none'}"
-    )
+    what = f"arch={arch} projector={(standard_spec(plan) or describe_plan(plan)) if plan else 'none'}"
     _fit(model, sd, path, what)
     return model.eval()
 
@@ -482,9 +465,7 @@ def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Pat
 def _notes(parts: Parts, plan: list[HeadLayer] | None, arch: str, source: str) -> list[str]:
     notes = list(parts.notes)
     if not plan:
-        notes.append(
-            "no projector in the checkpoint: the projector embedding is the backbone embedding"
-        )
+        notes.append("no projector in the checkpoint: the projector embedding is the backbone embedding")
     if arch.endswith("_small") and source != "dejavu":
         notes.append(f"{arch}: 3x3 stride-1 stem with padding 1 (solo-learn's CIFAR stem pads 2)")
     return notes
@@ -532,9 +513,7 @@ def load_model(
         raise DejavuError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
     arch = arch or config.get("arch") or infer_arch(parts.backbone)
     if not arch:
-        raise DejavuError(
-            f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)"
-        )
+        raise DejavuError(f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)")
     model = build_model(parts, str(arch), plan, path)
     notes += _notes(parts, plan, str(arch), source)
     config.update(_spec_config(model, plan))

@@ -40,11 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dejavu.ssl.config import TrainConfig
     from dejavu.ssl.registry import METHODS
 
-    p = sub.add_parser("train", help=f"train an SSL model ({', '.join(METHODS)})",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help=f"train an SSL model ({', '.join(METHODS)})",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_data_args(p)
-    p.add_argument("--index", required=True, metavar="NPY",
-                   help="index file of the training images, e.g. P/100_per_class/train_A.npy")
+    p.add_argument(
+        "--index",
+        required=True,
+        metavar="NPY",
+        help="index file of the training images, e.g. P/100_per_class/train_A.npy",
+    )
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
     add_config_args(p, TrainConfig, flags=("method",), kind="ssl")
     act = p._option_string_actions["--config"]
@@ -52,11 +61,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth (exactly, on the CPU)")
     p.add_argument("--force", action="store_true", help="discard an existing run in RUN and start over")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--loader", choices=("torch", "ffcv"), default="torch",
-                   help="torch: decode the JPEGs (default); ffcv: read --train-beton through FFCV "
-                   "(optional extra, see dejavu betons)")
-    p.add_argument("--train-beton", metavar="FILE", default=None,
-                   help="with --loader ffcv: the beton of the --index images (dejavu betons)")
+    p.add_argument(
+        "--loader",
+        choices=("torch", "ffcv"),
+        default="torch",
+        help="torch: decode the JPEGs (default); ffcv: read --train-beton through FFCV "
+        "(optional extra, see dejavu betons)",
+    )
+    p.add_argument(
+        "--train-beton",
+        metavar="FILE",
+        default=None,
+        help="with --loader ffcv: the beton of the --index images (dejavu betons)",
+    )
     add_launcher_args(p)
     p.set_defaults(func=_cmd)
 
@@ -84,13 +101,23 @@ def _cmd(args: argparse.Namespace) -> int:
     from dejavu.ssl.train import train
 
     paths = data_paths_from_args(args)
-    res = train(cfg, paths, args.index, args.out, resume=args.resume, force=args.force, device=args.device,
-                train_beton=args.train_beton)
+    res = train(
+        cfg,
+        paths,
+        args.index,
+        args.out,
+        resume=args.resume,
+        force=args.force,
+        device=args.device,
+        train_beton=args.train_beton,
+    )
     m = res.metrics
     knn = f", kNN top-1 {m['knn_top1']:.3f}" if "knn_top1" in m else ""
     from dejavu.ssl.ddp import current
 
     if current().is_main:
-        print(f"trained {cfg.method} for {res.epochs_done} epochs: loss {m.get('loss', float('nan')):.4f}{knn}; "
-              f"{len(res.snapshots)} snapshot(s) and last.pth in {res.out}")
+        print(
+            f"trained {cfg.method} for {res.epochs_done} epochs: loss {m.get('loss', float('nan')):.4f}{knn}; "
+            f"{len(res.snapshots)} snapshot(s) and last.pth in {res.out}"
+        )
     return 0

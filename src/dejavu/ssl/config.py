@@ -33,15 +33,18 @@ AUGMENT_BACKENDS = ("device", "per_image")
 
 # May differ on --resume: they only change logging, speed or where data is decoded.
 # ``threads`` is handled on its own: a resumed run reuses the recorded thread count.
-RESUME_FREE = frozenset({"snapshot_every", "knn_every", "knn_k", "num_workers", "data_mode", "channels_last",
-                         "threads", "probe_recipe"})
+RESUME_FREE = frozenset(
+    {"snapshot_every", "knn_every", "knn_k", "num_workers", "data_mode", "channels_last", "threads", "probe_recipe"}
+)
 PROBE_RECIPES = ("original", "bn-cosine")
 
 
 @dataclass
 class TrainConfig:
-    method: str = field(default="vicreg", metadata={
-        "choices": tuple(METHODS), "help": "training method (given with --config, it must be the file's)"})
+    method: str = field(
+        default="vicreg",
+        metadata={"choices": tuple(METHODS), "help": "training method (given with --config, it must be the file's)"},
+    )
     arch: str = "smallcnn"
     projector: str = "1024-1024"
     image_size: int = 32
@@ -109,9 +112,11 @@ class TrainConfig:
             for k, v in sub.items():
                 flat = next((f for f in (f"{m}_{k}", k) if f in owned), None)
                 if flat is None:
-                    short = [f[len(m) + 1:] if f.startswith(m + "_") else f for f in owned]
-                    raise UsageError(f"{source}: unknown key {m}.{k}; method {m} takes "
-                                     + (", ".join(f"{m}.{x}" for x in short) or "no keys of its own"))
+                    short = [f[len(m) + 1 :] if f.startswith(m + "_") else f for f in owned]
+                    raise UsageError(
+                        f"{source}: unknown key {m}.{k}; method {m} takes "
+                        + (", ".join(f"{m}.{x}" for x in short) or "no keys of its own")
+                    )
                 out[flat] = v
         return out
 
@@ -129,15 +134,31 @@ class TrainConfig:
             raise bad("arch", f"unknown; choose from {', '.join(BACKBONES)}")
         if self.projector not in ("", "none"):
             parse_spec(self.projector)
-        for name, choices in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("augment", AUGMENT_PRESETS),
-                              ("data_mode", DATA_MODES), ("augment_backend", AUGMENT_BACKENDS)):
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("amp", AMP_MODES),
+            ("augment", AUGMENT_PRESETS),
+            ("data_mode", DATA_MODES),
+            ("augment_backend", AUGMENT_BACKENDS),
+        ):
             if getattr(self, name) not in choices:
                 raise bad(name, f"choose from {', '.join(choices)}")
         for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
-        for name in ("knn_every", "num_workers", "warmup_epochs", "num_classes", "clip_grad", "weight_decay",
-                     "min_res", "max_res", "start_ramp", "end_ramp", "threads"):
+        for name in (
+            "knn_every",
+            "num_workers",
+            "warmup_epochs",
+            "num_classes",
+            "clip_grad",
+            "weight_decay",
+            "min_res",
+            "max_res",
+            "start_ramp",
+            "end_ramp",
+            "threads",
+        ):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
         if self.batch_size < 2:
@@ -151,8 +172,10 @@ class TrainConfig:
         if self.probe_recipe not in PROBE_RECIPES:
             raise bad("probe_recipe", f"choose from {', '.join(PROBE_RECIPES)}")
         if (self.min_res > 0) != (self.max_res > 0) or self.min_res > self.max_res:
-            raise DejavuError(f"config min_res={self.min_res}, max_res={self.max_res}: set both (min <= max) "
-                              "for a resolution ramp, or neither")
+            raise DejavuError(
+                f"config min_res={self.min_res}, max_res={self.max_res}: set both (min <= max) "
+                "for a resolution ramp, or neither"
+            )
         if self.start_ramp > self.end_ramp:
             raise bad("start_ramp", f"after end_ramp={self.end_ramp}")
         get_method(self.method).check_config(self)  # the method's own keys
@@ -194,7 +217,9 @@ def _config_path(path: Any, method: str | None) -> Any:
     ``--method`` that contradicts the file's is refused."""
     from dejavu.config import packaged_config, read_yaml, resolve_config
 
-    path = resolve_config(path, "ssl") if path is not None else packaged_config("ssl", f"{method or 'vicreg'}_synth.yaml")
+    path = (
+        resolve_config(path, "ssl") if path is not None else packaged_config("ssl", f"{method or 'vicreg'}_synth.yaml")
+    )
     if method is not None:
         file_method = read_yaml(path).get("method")
         if file_method and file_method != method:

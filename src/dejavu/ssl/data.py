@@ -68,7 +68,7 @@ class MemoryImages:
     def epoch(self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: list):
         per = batch // world
         for s in range(steps):
-            sel = order[s * batch + rank * per: s * batch + (rank + 1) * per]
+            sel = order[s * batch + rank * per : s * batch + (rank + 1) * per]
             imgs = self.images[sel]
             if isinstance(views, BatchViews):  # batched on the training device
                 vs = views(imgs)
@@ -101,12 +101,16 @@ class LoaderImages:
 
     def epoch(self, order, batch, steps, rank, world, views):
         per = batch // world
-        sampler = [order[s * batch + rank * per: s * batch + (rank + 1) * per].tolist() for s in range(steps)]
+        sampler = [order[s * batch + rank * per : s * batch + (rank + 1) * per].tolist() for s in range(steps)]
         batched = isinstance(views, BatchViews)  # workers decode + crop, the rest on the device
         per_image = views.worker_transforms() if batched else views
-        dl = torch.utils.data.DataLoader(_ViewsDataset(self.index, self.idx, per_image), batch_sampler=sampler,
-                                         num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                         persistent_workers=False)
+        dl = torch.utils.data.DataLoader(
+            _ViewsDataset(self.index, self.idx, per_image),
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
         for vs, labels in dl:
             yield (views.finish(vs) if batched else vs), labels
 

@@ -62,8 +62,16 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                self.training or self.running_mean is None, self.momentum or 0.0, self.eps)
+            return F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                self.training or self.running_mean is None,
+                self.momentum or 0.0,
+                self.eps,
+            )
         import torch.distributed.nn as dist_nn
 
         dims = [0] + list(range(2, x.dim()))
@@ -71,7 +79,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         local_n = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), local_n])
         stats = dist_nn.all_reduce(stats)
-        s, ss, n = stats[:c], stats[c:2 * c], stats[2 * c]
+        s, ss, n = stats[:c], stats[c : 2 * c], stats[2 * c]
         mean = s / n
         var = ss / n - mean * mean
         rm, rv, nbt = self.running_mean, self.running_var, self.num_batches_tracked
@@ -97,8 +105,9 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
 def _convert_cpu(module: nn.Module) -> nn.Module:
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CPUSyncBatchNorm):
-        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        out = CPUSyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             with torch.no_grad():
                 out.weight = module.weight

@@ -64,8 +64,7 @@ def _layer_at(sd: dict[str, torch.Tensor], i: int) -> HeadLayer:
     if w is None and b is None:
         return ("relu",)
     raise DejavuError(
-        f"head layer {i}: not a Linear or BatchNorm1d (weight shape "
-        f"{tuple(w.shape) if w is not None else None})"
+        f"head layer {i}: not a Linear or BatchNorm1d (weight shape {tuple(w.shape) if w is not None else None})"
     )
 
 

@@ -20,8 +20,7 @@ from torch import nn
 
 class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
-                                      lars_exclude=False))
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars_exclude=False))
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -92,8 +92,9 @@ class Trainable(nn.Module):
         self.model = model
         self.method = method
 
-    def forward(self, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         return self.method(self.model, views, labels, info)
 
 
@@ -187,18 +188,25 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
 def _rng_state() -> dict[str, Any]:
     _name, keys, pos, has_gauss, cached = np.random.get_state()
     version, state, _gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "python": {"version": int(version), "state": [int(x) for x in state]},
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "state": [int(x) for x in state]},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
     n = s["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     random.setstate((s["python"]["version"], tuple(s["python"]["state"]), None))
     if s.get("cuda") and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s["cuda"])
@@ -237,14 +245,21 @@ def _embed_backbone(model: SSLModel, images: torch.Tensor, device, batch: int = 
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = []
     for i in range(0, len(images), batch):
-        x = (images[i:i + batch].float() / 255 - mean) / std
+        x = (images[i : i + batch].float() / 255 - mean) / std
         out.append(model.backbone(x.to(device)).float().cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
-             k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:
+def knn_top1(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+) -> float:
     """Weighted kNN classifier on cosine similarity (DINO's evaluation protocol).
 
     Args:
@@ -261,21 +276,29 @@ def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor,
     k = min(k, len(bank))
     correct = 0
     for i in range(0, len(query), 1024):
-        sim = query[i:i + 1024] @ bank.T
+        sim = query[i : i + 1024] @ bank.T
         w, j = sim.topk(k, dim=1)
         votes = torch.zeros(len(w), c).scatter_add_(1, bank_labels[j], (w / temperature).exp())
-        correct += int((votes.argmax(1) == query_labels[i:i + 1024]).sum())
+        correct += int((votes.argmax(1) == query_labels[i : i + 1024]).sum())
     return correct / max(1, len(query))
 
 
 class KNNEval:
     """Decodes bank (train) and query (val) images once at image_size (centre crop)."""
 
-    def __init__(self, index: DatasetIndex, train_idx: np.ndarray, val_idx: np.ndarray, image_size: int,
-                 train_images: torch.Tensor | None = None):
+    def __init__(
+        self,
+        index: DatasetIndex,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        image_size: int,
+        train_images: torch.Tensor | None = None,
+    ):
         from dejavu.ssl.data import decode_all
 
-        self.bank = train_images if train_images is not None else decode_all(index, train_idx, image_size, "decode kNN bank")
+        self.bank = (
+            train_images if train_images is not None else decode_all(index, train_idx, image_size, "decode kNN bank")
+        )
         self.bank_labels = torch.as_tensor(index.targets[train_idx], dtype=torch.long)
         self.query = decode_all(index, val_idx, image_size, "decode kNN val")
         self.query_labels = torch.as_tensor(index.targets[val_idx], dtype=torch.long)
@@ -333,24 +356,32 @@ def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
     last_path, cfg = run.last_path, run.cfg
     fp = ckpt.get("fingerprint") or {}
     if fp.get("id") != run.index.fingerprint.id:
-        raise DejavuError(f"{last_path}: was trained on dataset {fp.get('id')} but this dataset is "
-                          f"{run.index.fingerprint.id}; cannot resume")
+        raise DejavuError(
+            f"{last_path}: was trained on dataset {fp.get('id')} but this dataset is "
+            f"{run.index.fingerprint.id}; cannot resume"
+        )
     diff = resume_mismatch(ckpt.get("config") or {}, cfg)
     if diff:
-        raise DejavuError(f"{last_path}: cannot resume, config differs in " + "; ".join(diff)
-                          + " (use the run's config, or --force to start over)")
+        raise DejavuError(
+            f"{last_path}: cannot resume, config differs in "
+            + "; ".join(diff)
+            + " (use the run's config, or --force to start over)"
+        )
     saved_idx = (ckpt.get("config") or {}).get("index_sha256")
     if saved_idx and saved_idx != index_hash(run.idx):
-        raise DejavuError(f"{last_path}: cannot resume, it was trained on a different index file "
-                          f"({(ckpt.get('config') or {}).get('index_file')})")
+        raise DejavuError(
+            f"{last_path}: cannot resume, it was trained on a different index file "
+            f"({(ckpt.get('config') or {}).get('index_file')})"
+        )
 
 
 def _prepare_out(run: _Run, resume: bool, force: bool) -> None:
     """Refuse to overwrite a run without --force/--resume; clear it with --force."""
     if not resume:
         if run.last_path.exists() and not force:
-            raise DejavuError(f"{run.out}: a training run exists here; pass --resume to continue it or --force "
-                              "to start over")
+            raise DejavuError(
+                f"{run.out}: a training run exists here; pass --resume to continue it or --force to start over"
+            )
         check_can_write(run.out, force=force)
     if run.dinfo.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
@@ -373,18 +404,23 @@ def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch
     want = cfg.threads or (int(saved) if saved else None)
     n = set_torch_threads(want)
     if saved and int(saved) != n and device.type == "cpu":
-        print(f"warning: resuming with {n} torch threads, the run used {saved}; the result will not be "
-              "bit-identical to an uninterrupted run", file=sys.stderr)
+        print(
+            f"warning: resuming with {n} torch threads, the run used {saved}; the result will not be "
+            "bit-identical to an uninterrupted run",
+            file=sys.stderr,
+        )
     return n
 
 
-def _open_run(cfg: TrainConfig, paths: DataPaths, index_file, out, resume: bool, force: bool, device,
-              index: DatasetIndex | None) -> _Run:
+def _open_run(
+    cfg: TrainConfig, paths: DataPaths, index_file, out, resume: bool, force: bool, device, index: DatasetIndex | None
+) -> _Run:
     """Validate, set up the process group/device/threads, load the index, check resume."""
     cfg = dataclasses.replace(cfg)
     cfg.validate()
-    dev_type = "cuda" if (device is None and torch.cuda.is_available()) or str(device or "").startswith("cuda") \
-        else "cpu"
+    dev_type = (
+        "cuda" if (device is None and torch.cuda.is_available()) or str(device or "").startswith("cuda") else "cpu"
+    )
     dinfo = init_distributed(dev_type)
     dev = choose_device(None if device is None else str(device), dinfo.local_rank)
     index = index or scan_imagefolder(paths.images)
@@ -445,8 +481,11 @@ def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None
 
         src: Any = FFCVImages(train_beton, run.index, run.idx, cfg.num_workers)
     else:
-        src = MemoryImages(run.index, run.idx, cfg.image_size) if mode == "memory" else \
-            LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
+        src = (
+            MemoryImages(run.index, run.idx, cfg.image_size)
+            if mode == "memory"
+            else LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
+        )
     batch, steps = plan_batches(len(run.idx), cfg.batch_size, run.dinfo.world_size)
     return _Data(src, batch, steps, num_views, mode)
 
@@ -462,11 +501,21 @@ def _build_knn(run: _Run, data: _Data, part: Path | None) -> KNNEval | None:
 def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
     """``config.json``: the config plus what the run was made of (threads included)."""
     npc, which = parse_index_name(run.index_file)
-    return {**run.cfg.to_dict(), "npc": npc, "set": which, "index_file": str(run.index_file),
-            "index_sha256": index_hash(run.idx), "num_images": len(run.idx),
-            "effective_lr": run.cfg.effective_lr, "global_batch": data.batch, "steps_per_epoch": data.steps,
-            "world_size": run.dinfo.world_size, "torch_threads": run.threads,
-            "fingerprint": run.index.fingerprint.to_dict(), "partition": str(part) if part else None}
+    return {
+        **run.cfg.to_dict(),
+        "npc": npc,
+        "set": which,
+        "index_file": str(run.index_file),
+        "index_sha256": index_hash(run.idx),
+        "num_images": len(run.idx),
+        "effective_lr": run.cfg.effective_lr,
+        "global_batch": data.batch,
+        "steps_per_epoch": data.steps,
+        "world_size": run.dinfo.world_size,
+        "torch_threads": run.threads,
+        "fingerprint": run.index.fingerprint.to_dict(),
+        "partition": str(part) if part else None,
+    }
 
 
 def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tuple[list[float], int]:
@@ -477,42 +526,69 @@ def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tupl
     total, warmup = data.steps * cfg.epochs, data.steps * cfg.warmup_epochs
     losses = []
     views_t = data.views(cfg, e, run.device)
-    for views, labels in data.source.epoch(order, data.batch, data.steps, run.dinfo.rank, run.dinfo.world_size,
-                                           views_t):
+    for views, labels in data.source.epoch(
+        order, data.batch, data.steps, run.dinfo.rank, run.dinfo.world_size, views_t
+    ):
         try:
             losses.append(train_step(eng, views, labels, StepInfo(step, total, e, warmup)))
         except NonFiniteLoss as err:
             last_ep = _saved_epoch(run.last_path)
             raise DejavuError(
                 f"{run.out}: loss became {err.args[0]} at epoch {e + 1}, step {step}; training stopped. "
-                + (f"Last good checkpoint kept: {run.last_path} (epoch {last_ep})." if last_ep is not None
-                   else "No checkpoint was written yet.")
-                + " Try a lower lr or amp=none.") from None
+                + (
+                    f"Last good checkpoint kept: {run.last_path} (epoch {last_ep})."
+                    if last_ep is not None
+                    else "No checkpoint was written yet."
+                )
+                + " Try a lower lr or amp=none."
+            ) from None
         step += 1
     return losses, step
 
 
 def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int, step: int) -> Path | None:
     """Snapshot (every snapshot_every epochs and at the end) and ``last.pth``; the snapshot path."""
-    ck = {"format": CHECKPOINT, "model": eng.model.state_dict(), "epoch": epoch, "config": ckpt_config,
-          "fingerprint": run.index.fingerprint.to_dict(), "extra": eng.method.state_dict()}
+    ck = {
+        "format": CHECKPOINT,
+        "model": eng.model.state_dict(),
+        "epoch": epoch,
+        "config": ckpt_config,
+        "fingerprint": run.index.fingerprint.to_dict(),
+        "extra": eng.method.state_dict(),
+    }
     snap = None
     if epoch % run.cfg.snapshot_every == 0 or epoch == run.cfg.epochs:
         snap = run.out / f"model_ep{epoch}.pth"
         atomic_torch_save(snap, ck)
-    atomic_torch_save(run.last_path, {**ck, "optimizer": eng.optimizer.state_dict(),
-                                      "scaler": eng.scaler.state_dict(), "step": step, "rng": _rng_state(),
-                                      "world_size": run.dinfo.world_size, "torch_threads": run.threads})
+    atomic_torch_save(
+        run.last_path,
+        {
+            **ck,
+            "optimizer": eng.optimizer.state_dict(),
+            "scaler": eng.scaler.state_dict(),
+            "step": step,
+            "rng": _rng_state(),
+            "world_size": run.dinfo.world_size,
+            "torch_threads": run.threads,
+        },
+    )
     return snap
 
 
-def _epoch_row(eng: Engine, run: _Run, data: _Data, knn: KNNEval | None, e: int, losses: list[float], step: int,
-               dt: float) -> dict[str, Any]:
+def _epoch_row(
+    eng: Engine, run: _Run, data: _Data, knn: KNNEval | None, e: int, losses: list[float], step: int, dt: float
+) -> dict[str, Any]:
     """The ``metrics.jsonl`` row of 0-based epoch ``e`` (online kNN every ``knn_every`` epochs)."""
     cfg = run.cfg
-    row = {"epoch": e + 1, "loss": float(np.mean(losses)), "lr": eng.optimizer.param_groups[0]["lr"],
-           "images_per_s": data.batch * data.steps / dt if dt > 0 else None, "seconds": dt, "step": step,
-           "resolution": cfg.resolution(e)}
+    row = {
+        "epoch": e + 1,
+        "loss": float(np.mean(losses)),
+        "lr": eng.optimizer.param_groups[0]["lr"],
+        "images_per_s": data.batch * data.steps / dt if dt > 0 else None,
+        "seconds": dt,
+        "step": step,
+        "resolution": cfg.resolution(e),
+    }
     if knn is not None and ((e + 1) % cfg.knn_every == 0 or e + 1 == cfg.epochs):
         row["knn_top1"] = knn(eng.model, run.device, cfg.knn_k)
     return row
@@ -526,9 +602,17 @@ def _existing_snapshots(out: Path, upto: int) -> list[Path]:
 
 
 @locks_output("train")
-def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out: str | os.PathLike,
-          resume: bool = False, force: bool = False, device: str | torch.device | None = None,
-          index: DatasetIndex | None = None, train_beton: str | os.PathLike | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    paths: DataPaths,
+    index_file: str | os.PathLike,
+    out: str | os.PathLike,
+    resume: bool = False,
+    force: bool = False,
+    device: str | torch.device | None = None,
+    index: DatasetIndex | None = None,
+    train_beton: str | os.PathLike | None = None,
+) -> TrainResult:
     """Train one model; see the module docstring for what is written.
 
     Args:
@@ -569,14 +653,16 @@ def train(cfg: TrainConfig, paths: DataPaths, index_file: str | os.PathLike, out
             snap = _save_epoch(eng, run, ckpt_config, e + 1, step)
             snapshots = [p for p in snapshots if p != snap] + ([snap] if snap else [])
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{row['loss']:.4f}",
-                                **({"knn": f"{row['knn_top1']:.3f}"} if "knn_top1" in row else {}))
+                bar.set_postfix(
+                    loss=f"{row['loss']:.4f}", **({"knn": f"{row['knn_top1']:.3f}"} if "knn_top1" in row else {})
+                )
         if run.dinfo.distributed:
             import torch.distributed as dist
 
             dist.barrier()
-    return TrainResult(out=run.out, snapshots=snapshots, last=run.last_path, metrics=row,
-                       epochs_done=cfg.epochs, history=history)
+    return TrainResult(
+        out=run.out, snapshots=snapshots, last=run.last_path, metrics=row, epochs_done=cfg.epochs, history=history
+    )
 
 
 def _saved_epoch(path: Path) -> int | None:
@@ -586,4 +672,3 @@ def _saved_epoch(path: Path) -> int | None:
         return int(safe_torch_load(path).get("epoch"))
     except Exception:  # only used to phrase an error message
         return None
-

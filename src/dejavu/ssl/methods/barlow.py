@@ -18,8 +18,9 @@ class BarlowTwins(Method):
         super().__init__(model, cfg)
         self.loss = BarlowTwinsLoss(cfg.barlow_lambda)
 
-    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         # one batch through the network, as the original; each view is standardised on its own
         z1, z2 = joint_forward(lambda x: model(x)[1], views)
         return self.loss(z1, z2), {}

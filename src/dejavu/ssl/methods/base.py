@@ -68,8 +68,9 @@ class Method(nn.Module):
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
                 raise DejavuError(f"config {k}={v!r}: must be >= 0")
 
-    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
     @torch.no_grad()

@@ -45,8 +45,9 @@ class BYOL(Method):
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher[1](self.teacher[0](x))
 
-    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         p1, p2 = joint_forward(lambda x: self.predictor(model(x)[1]), views)
         with torch.no_grad():
             t1, t2 = joint_forward(self._teacher, views)
@@ -58,5 +59,8 @@ class BYOL(Method):
 
     def after_step(self, model: SSLModel, info: StepInfo) -> None:
         # info.step is the step just taken; momentum for it, reaching ema_end at the last step
-        ema_update(self.teacher, [model.backbone, model.projector],
-                   cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps)))
+        ema_update(
+            self.teacher,
+            [model.backbone, model.projector],
+            cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps)),
+        )

@@ -53,8 +53,16 @@ class Prototypes(nn.Module):
 
 class DINO(Method):
     name = "dino"
-    config_keys = ("dino_out_dim", "dino_teacher_temp", "dino_warmup_teacher_temp", "dino_warmup_teacher_temp_epochs",
-                   "dino_student_temp", "dino_center_momentum", "ema_start", "ema_end")
+    config_keys = (
+        "dino_out_dim",
+        "dino_teacher_temp",
+        "dino_warmup_teacher_temp",
+        "dino_warmup_teacher_temp_epochs",
+        "dino_student_temp",
+        "dino_center_momentum",
+        "ema_start",
+        "ema_end",
+    )
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
@@ -67,20 +75,26 @@ class DINO(Method):
         super().check_config(cfg)
         check_ema(cfg)
         if cfg.projector in ("", "none"):
-            raise DejavuError(f"config projector={cfg.projector!r}: dino needs a projector (its bottleneck feeds "
-                              "the prototypes)")
+            raise DejavuError(
+                f"config projector={cfg.projector!r}: dino needs a projector (its bottleneck feeds the prototypes)"
+            )
 
     def teacher_temp(self, epoch: int) -> float:
         """The original's schedule: ``linspace(warmup_temp, temp, W)[epoch]`` for the first
         W epochs (0-based; epoch W-1 reaches ``temp``), then ``temp``."""
-        return teacher_temp_at(epoch, self.cfg.dino_warmup_teacher_temp, self.cfg.dino_teacher_temp,
-                               self.cfg.dino_warmup_teacher_temp_epochs)
+        return teacher_temp_at(
+            epoch,
+            self.cfg.dino_warmup_teacher_temp,
+            self.cfg.dino_teacher_temp,
+            self.cfg.dino_warmup_teacher_temp_epochs,
+        )
 
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher[2](self.teacher[1](self.teacher[0](x)))
 
-    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         # both views as one batch through student and teacher, as the original
         student = joint_forward(lambda x: self.prototypes(model(x)[1]), views)
         with torch.no_grad():

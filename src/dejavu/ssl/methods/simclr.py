@@ -18,7 +18,8 @@ class SimCLR(Method):
         super().__init__(model, cfg)
         self.loss = ntxent_loss(cfg.simclr_temperature)
 
-    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         z1, z2 = joint_forward(lambda x: model(x)[1], views)  # both views in one batch, as the original
         return self.loss(z1, z2), {}

@@ -18,8 +18,9 @@ class Supervised(Method):
     num_views = 1
     view_kind = "supervised"
 
-    def forward(self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor,
-                info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         z = model(views[0])[1]
         if model.classifier is None:
             raise ValueError("the supervised method needs a model with a classifier (num_classes > 0)")
