@@ -228,7 +228,7 @@ def add_config_args(
             if f.metadata.get("choices"):
                 kw["choices"] = f.metadata["choices"]
                 kw.pop("metavar")
-        g.add_argument("--" + name.replace("_", "-"), **kw)
+        g.add_argument("--" + name.replace("_", "-"), *f.metadata.get("aliases", ()), **kw)
 
 
 def config_from_args(

@@ -32,55 +32,11 @@ def register(sub) -> None:
     p.add_argument("--npc", type=int, required=True, help="images per class of the attacked split (e.g. 300)")
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="ATTACK_DIR", help="output folder")
-    g = p.add_argument_group("attack")
-    g.add_argument(
-        "--crop",
-        choices=("periphery", "corner"),
-        default="periphery",
-        help="periphery: the largest box-free rectangle of DESIGN 2.3 (default); "
-        "corner: the bottom-left corner-frac x corner-frac of the image (no boxes needed)",
-    )
-    g.add_argument(
-        "--crop-algo",
-        choices=("periphery", "largest-empty"),
-        default="periphery",
-        help="candidate search for --crop periphery: the paper's elementary-interval scan "
-        "(default) or a true largest-empty-rectangle search (better crops, not the paper's)",
-    )
-    g.add_argument("--corner-frac", type=float, default=0.3, help="corner crop side fraction (default 0.3)")
-    g.add_argument(
-        "--embed",
-        choices=("projector", "backbone", "logits"),
-        default="projector",
-        help="embedding used for KNN (projector: paper default; backbone: the guillotine "
-        "comparison; logits: supervised models, argmax prediction and max-logit confidence)",
-    )
-    g.add_argument("--k", type=int, default=100, help="neighbours stored per crop (default 100)")
-    g.add_argument("--k-attk", type=int, default=None, help="neighbours voting for the label (default: --k)")
-    g.add_argument(
-        "--min-crop-px",
-        type=float,
-        default=None,
-        help="accept a crop only if its shorter side is > this many pixels of the original "
-        "image, whatever --image-size (default: the dataset's own value: 100 for ImageNet "
-        "as in the paper; a generated dataset's synth.json min_crop_px, 8 for the 32 px default)",
-    )
-    g.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="evaluation resolution S (resize 256/224*S, center-crop S); default: the "
-        "checkpoint's image_size, else 224",
-    )
-    g.add_argument(
-        "--knn",
-        choices=("auto", "torch", "faiss"),
-        default="auto",
-        help="exact KNN backend, streamed over the public set; all give the same neighbours "
-        "(default auto: faiss on CPU, torch on CUDA unless faiss has GPUs)",
-    )
-    g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for CIs (default 1000; 0 = off)")
-    g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    from dejavu.attack.run import ATTACK_FLAGS, AttackConfig
+    from dejavu.config import add_config_args
+
+    add_config_args(p, AttackConfig, flags=ATTACK_FLAGS, title="attack settings (AttackConfig)")
+    g = p.add_argument_group("held-out control")
     g.add_argument(
         "--control",
         default="auto",
@@ -98,19 +54,7 @@ def register(sub) -> None:
         help="box XML of the validation images (<stem>.xml, <wnid>/<stem>.xml or "
         "Annotation/<wnid>/<stem>.xml; default: the --control folder itself)",
     )
-    g = p.add_argument_group("models and execution")
-    g.add_argument("--arch", default=None, help="architecture for checkpoints without a stored config (e.g. resnet50)")
-    g.add_argument("--projector", default=None, help="projector spec for such checkpoints (e.g. 8192-8192-8192)")
-    g.add_argument("--batch-size", type=int, default=256, help="embedding batch size (default 256)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    g.add_argument("--workers", type=int, default=None, help="image-decoding workers (default: 8 on GPU, 0 on CPU)")
-    g.add_argument(
-        "--crops-betons",
-        default=None,
-        metavar="BETONS",
-        help="read the crops of sets A and B from BETONS/<npc>_per_class_bbox_{A,B}.beton "
-        "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)",
-    )
+    g = p.add_argument_group("execution")
     g.add_argument("--cache-dir", default=None, help="public-embedding cache (default OUT/../.embed_cache; '' = off)")
     g.add_argument(
         "--epochs", default=None, help="run folders only: comma-separated epochs to attack (default: all common)"
@@ -126,7 +70,7 @@ def register(sub) -> None:
 def _cmd(args) -> int:
     from dejavu.analysis.significance import control_summary_text, verdict_line
     from dejavu.analysis.tables import summary_text
-    from dejavu.attack.run import AttackConfig, attack, attack_runs
+    from dejavu.attack.run import ATTACK_FLAGS, AttackConfig, attack, attack_runs
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.launch import submit_if_slurm
     from dejavu.utils import set_torch_threads
@@ -134,27 +78,10 @@ def _cmd(args) -> int:
     if submit_if_slurm(args, name="attack", log_dir=Path(args.out) / "slurm"):
         return 0
     set_torch_threads()
-    cfg = AttackConfig(
-        crop=args.crop,
-        crop_algo=args.crop_algo,
-        corner_frac=args.corner_frac,
-        embed=args.embed,
-        k=args.k,
-        k_attk=args.k_attk if args.k_attk is not None else args.k,
-        min_crop_px=args.min_crop_px,
-        image_size=args.image_size,
-        knn=args.knn,
-        npc=args.npc,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        arch=args.arch,
-        projector=args.projector,
-        crops_betons=args.crops_betons,
-    )
-    paths = data_paths_from_args(args, need_bboxes=args.crop == "periphery")
+    from dejavu.config import config_from_args
+
+    cfg = config_from_args(AttackConfig, args, flags=ATTACK_FLAGS, base={"npc": args.npc})
+    paths = data_paths_from_args(args, need_bboxes=cfg.crop == "periphery")
     a, b = Path(args.model_a), Path(args.model_b)
     if a.is_dir() != b.is_dir():
         raise DejavuError(f"{a} / {b}: pass two checkpoints or two run folders, not one of each")

@@ -34,26 +34,106 @@ FORMAT = formats.ATTACK
 EMBED_KINDS = ("projector", "backbone", "logits")
 
 
+# AttackConfig fields that are also command-line flags (the rest: --set key=value)
+ATTACK_FLAGS = (
+    "crop",
+    "crop_algo",
+    "corner_frac",
+    "embed",
+    "k",
+    "k_attk",
+    "min_crop_px",
+    "image_size",
+    "knn",
+    "batch_size",
+    "device",
+    "workers",
+    "n_boot",
+    "seed",
+    "arch",
+    "projector",
+    "crops_betons",
+)
+
+
 @dataclass
 class AttackConfig:
-    crop: str = "periphery"  # periphery | corner
-    crop_algo: str = "periphery"  # periphery (DESIGN 2.3, default) | largest-empty
-    corner_frac: float = 0.3
-    embed: str = "projector"  # projector | backbone | logits
-    k: int = 100
-    k_attk: int = 100
-    min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
-    image_size: int | None = None  # None: the checkpoint's image_size, else 224
-    knn: str = "auto"  # auto (faiss on CPU, torch on CUDA) | torch | faiss: same neighbours
+    """The attack's settings (``dejavu attack``: flags, ``--config`` and ``--set`` all fill these)."""
+
+    crop: str = field(
+        default="periphery",
+        metadata={
+            "choices": ("periphery", "corner"),
+            "help": "periphery: the largest box-free rectangle of DESIGN 2.3; corner: the bottom-left "
+            "corner-frac x corner-frac of the image (no boxes needed)",
+        },
+    )
+    crop_algo: str = field(
+        default="periphery",
+        metadata={
+            "choices": ("periphery", "largest-empty"),
+            "help": "candidate search for --crop periphery: the paper's elementary-interval scan or a true "
+            "largest-empty-rectangle search (better crops, not the paper's)",
+        },
+    )
+    corner_frac: float = field(default=0.3, metadata={"help": "corner crop side fraction"})
+    embed: str = field(
+        default="projector",
+        metadata={
+            "choices": ("projector", "backbone", "logits"),
+            "help": "embedding used for KNN (projector: the paper's; backbone: the guillotine comparison; "
+            "logits: supervised models, argmax prediction and max-logit confidence)",
+        },
+    )
+    k: int = field(default=100, metadata={"help": "neighbours stored per crop"})
+    k_attk: int | None = field(default=None, metadata={"help": "neighbours voting for the label (None: k)"})
+    min_crop_px: float | None = field(
+        default=None,
+        metadata={
+            "help": "accept a crop only if its shorter side is > this many pixels of the original image, "
+            "whatever --image-size (None: the dataset's own: 100 for ImageNet as in the paper; a generated "
+            "dataset's synth.json min_crop_px)"
+        },
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "evaluation resolution S (resize 256/224*S, center-crop S; None: the checkpoint's, else 224)"
+        },
+    )
+    knn: str = field(
+        default="auto",
+        metadata={
+            "choices": ("auto", "torch", "faiss"),
+            "help": "exact KNN backend, streamed over the public set; all give the same neighbours (auto: "
+            "faiss on CPU, torch on CUDA unless faiss has GPUs)",
+        },
+    )
     npc: int = 300
-    batch_size: int = 256
-    device: str | None = None  # None: cuda when available
-    workers: int | None = None
-    n_boot: int = 1000
-    seed: int = 0
-    arch: str | None = None  # for checkpoints without a stored config
-    projector: str | None = None
-    crops_betons: str | None = None  # folder of <npc>_per_class_bbox_{A,B}.beton (dejavu betons)
+    batch_size: int = field(default=256, metadata={"help": "embedding batch size"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda when available)"})
+    workers: int | None = field(default=None, metadata={"help": "image-decoding workers (None: 8 on GPU, 0 on CPU)"})
+    n_boot: int = field(
+        default=1000, metadata={"help": "bootstrap replicates for CIs (0 = off)", "aliases": ("--bootstrap",)}
+    )
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    arch: str | None = field(
+        default=None, metadata={"help": "architecture for checkpoints without a stored config (e.g. resnet50)"}
+    )
+    projector: str | None = field(
+        default=None, metadata={"help": "projector spec for such checkpoints (e.g. 8192-8192-8192)"}
+    )
+    crops_betons: str | None = field(
+        default=None,
+        metadata={
+            "help": "read the crops of sets A and B from this folder's <npc>_per_class_bbox_{A,B}.beton "
+            "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.k_attk is None:
+            self.k_attk = self.k
 
     def validate(self) -> None:
         if self.crop not in ("periphery", "corner"):
@@ -62,7 +142,7 @@ class AttackConfig:
             raise DejavuError(f"--crop-algo must be one of {', '.join(CROP_ALGOS)}, got {self.crop_algo!r}")
         if self.embed not in EMBED_KINDS:
             raise DejavuError(f"--embed must be one of {', '.join(EMBED_KINDS)}, got {self.embed!r}")
-        if self.k < 1 or not 1 <= self.k_attk <= self.k:
+        if self.k < 1 or self.k_attk is None or not 1 <= self.k_attk <= self.k:
             raise DejavuError(f"need k >= 1 and 1 <= k_attk <= k (got k={self.k}, k_attk={self.k_attk})")
         if not 0 < self.corner_frac <= 1:
             raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
