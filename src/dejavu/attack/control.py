@@ -95,60 +95,31 @@ def resolve_control(
 
 
 def attack_control(
-    src: ControlSource,
-    models: list,
-    pub_emb: list,
-    public: np.ndarray,
-    public_labels: np.ndarray,
-    cfg,
-    transform,
-    device: str,
-    min_px: float,
-    out: Path,
+    src: ControlSource, st: Any, pub_emb: list
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Crop, embed and search the control halves exactly as the private sets (run.py),
-    write the ``control_*`` files; returns the arrays per pair (X_attk_Y names) and counts."""
-    from dejavu.attack.embed import ImageCrops, embed_dataset
-    from dejavu.attack.knn import knn
-    from dejavu.attack.run import compute_crops
+    """Crop, embed and search the control halves exactly as the private sets (the same
+    :func:`dejavu.attack.run.attack_set_pairs`), write the ``control_*`` files; returns the
+    arrays per pair (X_attk_Y names) and the crop counts."""
+    from dejavu.attack.run import attack_set_pairs, compute_crops
     from dejavu.io import atomic_save_npy
 
-    overlap = (
-        np.intersect1d(np.concatenate([src.halves["A"], src.halves["B"]]), public)
-        if src.info.get("kind") == "partition"
-        else np.zeros(0)
-    )
+    halves = np.concatenate([src.halves["A"], src.halves["B"]])
+    overlap = np.intersect1d(halves, st.public) if src.info.get("kind") == "partition" else np.zeros(0)
     if len(overlap):
         raise DejavuError(f"control overlaps the public set searched by the attack (e.g. index {int(overlap[0])})")
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    counts: dict[str, Any] = {}
+    crops, counts = {}, {}
     for y in "AB":
         sc = compute_crops(
-            src.index, None, src.halves[y], cfg, min_px, desc=f"control crops {y}", ann_path=src.ann_path
+            src.index, None, src.halves[y], st.cfg, st.min_px, desc=f"control crops {y}", ann_path=src.ann_path
         )
-        counts[y] = sc.counts
         if len(sc.indices) == 0:
             raise DejavuError(f"control half {y}: no attackable image out of {len(src.halves[y])}")
-        atomic_save_npy(out / f"{PREFIX}crops_{y}.npy", sc.boxes)
-        ds = ImageCrops([src.index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
-        embs = embed_dataset(
-            models, ds, cfg.embed, cfg.batch_size, device, cfg.workers, desc=f"control crops {y} embeddings"
-        )
-        labels = src.index.targets[sc.indices]
-        for x, e in zip("AB", embs):
-            name = f"{x}_attk_{y}"
-            a = {"attk_idxs": sc.indices, "labels": labels[:, None]}  # dejavu-attack/2 contents
-            if cfg.embed == "logits":
-                a["logits"] = e
-            else:
-                _, pos = knn(
-                    e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device, desc=f"knn control {name}"
-                )
-                a["neighb_idxs"] = public[pos]  # dataset indices of the neighbours
-                a["neighb_labels"] = public_labels[pos]
-            arrays[name] = a
-            for key, arr in a.items():
-                atomic_save_npy(out / f"{PREFIX}{name}_{key}.npy", arr)
+        crops[y], counts[y] = sc, sc.counts
+        atomic_save_npy(st.out / f"{PREFIX}crops_{y}.npy", sc.boxes)
+    arrays = attack_set_pairs(st, crops, pub_emb, desc="control ", index=src.index)
+    for name, a in arrays.items():
+        for key, arr in a.items():
+            atomic_save_npy(st.out / f"{PREFIX}{name}_{key}.npy", arr)
     return arrays, counts
 
 

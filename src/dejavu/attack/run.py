@@ -269,6 +269,33 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
 
 
 @locks_output("attack")
+@dataclass
+class _Setup:
+    """What every phase of one attack needs: settings, dataset, models, public set."""
+
+    cfg: AttackConfig
+    out: Path
+    device: str
+    paths: DataPaths
+    index: DatasetIndex
+    part: Any  # dejavu.partition.Partition
+    lms: dict[str, Any]  # "A"/"B" -> LoadedModel
+    image_size: int
+    min_px: float
+    transform: Any
+    tdesc: str
+    public: np.ndarray
+    public_labels: np.ndarray
+
+    @property
+    def models(self) -> list:
+        return [self.lms["A"].model, self.lms["B"].model]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.index.classes)
+
+
 def _attack(
     model_a: str | os.PathLike,
     model_b: str | os.PathLike,
@@ -295,22 +322,47 @@ def _attack(
     held-out control when it has one and no ``sets`` override is given), ``"none"``,
     ``"partition"``, or a folder of annotated validation images (boxes in ``control_bboxes``).
     """
-    from dejavu.analysis.summary import compute_all
-    from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
-    from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
-    from dejavu.attack.knn import knn
+    from dejavu.attack.control import resolve_control
+
+    st = _setup(model_a, model_b, partition, paths, out, cfg or AttackConfig(), force, index, sets, public)
+    csrc = (
+        None
+        if (sets is not None and control == "auto")
+        else resolve_control(control, st.part, st.index, paths, control_bboxes)
+    )
+    crops = {y: _set_crops(st, y, sets) for y in "AB"}  # 1) crops (headers + XML only)
+    pub_emb, cached = _public_embeddings(st, cache_dir)  # 2) public embeddings, cached
+    arrays = _attack_sets(st, crops, pub_emb, use_betons=sets is None)  # 3) crops embedded, 4) KNN
+    metrics, pairs = _write_arrays_and_score(st, crops, arrays)
+    control_res = _attack_control(st, csrc, pub_emb, pairs)
+    results = _results(st, crops, cached, metrics, label, sets is not None)
+    if control_res is not None:
+        results["control"] = control_res
+    atomic_write_json(st.out / "results.json", results)  # last: its presence marks a complete folder
+    return AttackResult(st.out, results, results["counts"])
+
+
+def _setup(
+    model_a,
+    model_b,
+    partition,
+    paths: DataPaths,
+    out,
+    cfg: AttackConfig,
+    force: bool,
+    index: DatasetIndex | None,
+    sets,
+    public,
+) -> _Setup:
+    """Checks (settings, existing output, partition, checkpoints) and everything loaded once."""
     from dejavu.data.transforms import describe_eval_transform, eval_transform
     from dejavu.partition import Partition
-    from dejavu.ssl.checkpoint import load_model
 
-    cfg = cfg or AttackConfig()
     cfg.validate()
     out = Path(out)
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an attack already exists here; pass --force to overwrite")
     _check_attack_folder(out, force)
-    device = cfg.device or _default_device()
-
     index = index or scan_imagefolder(paths.images)
     part = Partition.load(partition)
     part.check(index)
@@ -318,6 +370,34 @@ def _attack(
         raise DejavuError(f"{part.root}: no {cfg.npc}_per_class split (have {part.npcs}); check --npc")
     if sets is None:
         part.check_attack_sets(cfg.npc)
+    lms = _load_models(model_a, model_b, cfg, index)
+    image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
+    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
+    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    for y in "AB" if sets is not None else "":
+        clash = np.intersect1d(index.check_indices(np.asarray(sets[y]), f"set {y} override"), public)
+        if len(clash):
+            raise DejavuError(f"set {y} override overlaps the public set (e.g. index {int(clash[0])})")
+    return _Setup(
+        cfg,
+        out,
+        cfg.device or _default_device(),
+        paths,
+        index,
+        part,
+        lms,
+        image_size,
+        min_px,
+        eval_transform(image_size),
+        describe_eval_transform(image_size),
+        public,
+        index.targets[public],
+    )
+
+
+def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> dict[str, Any]:
+    from dejavu.ssl.checkpoint import load_model
+
     lms = {}
     for name, p in (("A", model_a), ("B", model_b)):
         lm = load_model(p, arch=cfg.arch, projector=cfg.projector)
@@ -325,94 +405,129 @@ def _attack(
         lms[name] = lm
     if cfg.embed == "logits" and any(lm.model.classifier is None for lm in lms.values()):
         raise DejavuError(f"--embed logits needs supervised checkpoints with a classifier head ({model_a}, {model_b})")
-    image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
-    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
-    transform = eval_transform(image_size)
-    tdesc = describe_eval_transform(image_size)
-    models = [lms["A"].model, lms["B"].model]
+    return lms
 
-    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+
+def _set_crops(st: _Setup, y: str, sets) -> SetCrops:
+    cfg, index = st.cfg, st.index
     if sets is not None:
-        for y in "AB":
-            idx = index.check_indices(np.asarray(sets[y]), f"set {y} override")
-            clash = np.intersect1d(idx, public)
-            if len(clash):
-                raise DejavuError(f"set {y} override overlaps the public set (e.g. index {int(clash[0])})")
-    public_labels = index.targets[public]
-    num_classes = len(index.classes)
-    from dejavu.attack.control import resolve_control
+        bbox = index.check_indices(np.asarray(sets[y]), f"set {y} override")
+    else:
+        bbox = index.check_indices(
+            st.part.load_set(cfg.npc, f"bbox_{y}"), f"{st.part.root}/{cfg.npc}_per_class/bbox_{y}.npy"
+        )
+    crops = compute_crops(index, st.paths.annotation_dir, bbox, cfg, st.min_px, desc=f"crops {y}")
+    if len(crops.indices) == 0:
+        raise DejavuError(
+            f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
+            f"min_crop_px {st.min_px:g}); lower --min-crop-px?"
+        )
+    return crops
 
-    csrc = (
-        None
-        if (sets is not None and control == "auto")
-        else resolve_control(control, part, index, paths, control_bboxes)
+
+def _public_embeddings(st: _Setup, cache_dir) -> tuple[list[np.ndarray], list[bool]]:
+    """Both models' public embeddings (cached on disk); none for the logits variant."""
+    from dejavu.attack.embed import CachedEmbedder, cache_key
+
+    if st.cfg.embed == "logits":
+        return [], [False, False]
+    if cache_dir == "":
+        cdir = None
+    else:
+        cdir = Path(cache_dir) if cache_dir is not None else st.out.parent / ".embed_cache"
+    keys = [cache_key(st.lms[n].sha256, st.public, st.tdesc, st.cfg.embed, st.index.fingerprint.id) for n in "AB"]
+    return CachedEmbedder(cdir).embed_public(
+        st.models,
+        keys,
+        [st.index.path(i) for i in st.public],
+        st.transform,
+        st.cfg.embed,
+        st.cfg.batch_size,
+        st.device,
+        st.cfg.workers,
     )
 
-    # 1) crops of both sets (headers + XML only)
-    crops = {}
-    for y in "AB":
-        if sets is not None:
-            bbox = index.check_indices(np.asarray(sets[y]), f"set {y} override")
-        else:
-            bbox = index.check_indices(
-                part.load_set(cfg.npc, f"bbox_{y}"), f"{part.root}/{cfg.npc}_per_class/bbox_{y}.npy"
-            )
-        crops[y] = compute_crops(index, paths.annotation_dir, bbox, cfg, min_px, desc=f"crops {y}")
-        if len(crops[y].indices) == 0:
-            raise DejavuError(
-                f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
-                f"min_crop_px {min_px:g}); lower --min-crop-px?"
-            )
 
-    # 2) public embeddings (cached), not needed for the logits variant
-    pub_emb: list[np.ndarray] = []
-    cached = [False, False]
-    if cfg.embed != "logits":
-        cdir = (
-            Path(cache_dir)
-            if cache_dir not in (None, "")
-            else (None if cache_dir == "" else out.parent / ".embed_cache")
-        )
-        keys = [cache_key(lms[n].sha256, public, tdesc, cfg.embed, index.fingerprint.id) for n in "AB"]
-        pub_emb, cached = CachedEmbedder(cdir).embed_public(
-            models, keys, [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers
-        )
+def attack_set_pairs(
+    st: _Setup,
+    crops: dict[str, SetCrops],
+    pub_emb: list[np.ndarray],
+    datasets: dict[str, Any] | None = None,
+    desc: str = "",
+    index: DatasetIndex | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Embed the crops of sets A and B with both models and search the public set: the arrays
+    of the four pairs ``X_attk_Y``, in the original's contents (dataset indices, labels (n, 1)).
+    The one loop behind the attack of the private sets and of the held-out control.
 
-    # 3) crops embedded by both models, 4) KNN per pair
+    Args:
+        st: the attack's setup. crops: the crops of each set. pub_emb: public embeddings per model.
+        datasets: per set, a dataset of ready crops (e.g. read from betons) instead of decoding.
+        desc: a prefix for the progress bars (e.g. ``"control "``).
+        index: the dataset the crops' indices refer to (default: the attack's; the validation
+            images of a control have their own).
+        index: the dataset the crops' indices refer to (default: the attack's; the
+            validation images of a control have their own).
+    Returns:
+        ``{"A_attk_A": {"attk_idxs", "labels", "neighb_idxs", "neighb_labels" | "logits"}, ...}``.
+    """
+    from dejavu.attack.embed import ImageCrops, embed_dataset
+    from dejavu.attack.knn import knn
+
+    cfg, index = st.cfg, index or st.index
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for y in "AB":
         sc = crops[y]
-        if cfg.crops_betons and sets is None:  # the same crops, stored (overrides are not in the betons)
-            from dejavu.ffcv.betons import attack_crops_dataset
-
-            ds: Any = attack_crops_dataset(cfg.crops_betons, cfg.npc, y, sc.indices, sc.boxes, transform)
-        else:
-            ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], transform)
-        embs = embed_dataset(models, ds, cfg.embed, cfg.batch_size, device, cfg.workers, desc=f"crops {y} embeddings")
+        ds = (datasets or {}).get(y)
+        if ds is None:
+            ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform)
+        embs = embed_dataset(
+            st.models, ds, cfg.embed, cfg.batch_size, st.device, cfg.workers, desc=f"{desc}crops {y} embeddings"
+        )
         labels = index.targets[sc.indices]
         for x, e in zip("AB", embs):
             name = f"{x}_attk_{y}"
-            # the original's contents: dataset indices, labels of shape (n, 1)
             a = {"attk_idxs": sc.indices, "labels": labels[:, None]}
             if cfg.embed == "logits":
                 a["logits"] = e
             else:
-                _, pos = knn(e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=device, desc=f"knn {name}")
-                a["neighb_idxs"] = public[pos]
-                a["neighb_labels"] = public_labels[pos]
+                _, pos = knn(
+                    e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=st.device, desc=f"knn {desc}{name}"
+                )
+                a["neighb_idxs"] = st.public[pos]
+                a["neighb_labels"] = st.public_labels[pos]
             arrays[name] = a
+    return arrays
 
-    # files (results.json last)
+
+def _attack_sets(st: _Setup, crops, pub_emb, use_betons: bool) -> dict[str, dict[str, np.ndarray]]:
+    datasets = None
+    if st.cfg.crops_betons and use_betons:  # the same crops, stored (overrides are not in the betons)
+        from dejavu.ffcv.betons import attack_crops_dataset
+
+        datasets = {
+            y: attack_crops_dataset(st.cfg.crops_betons, st.cfg.npc, y, crops[y].indices, crops[y].boxes, st.transform)
+            for y in "AB"
+        }
+    return attack_set_pairs(st, crops, pub_emb, datasets)
+
+
+def _write_arrays_and_score(st: _Setup, crops, arrays) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The original's files, the confidence sweeps and examples.csv; returns (metrics, pair scores)."""
+    from dejavu.analysis.summary import compute_all
+    from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
+
+    out = st.out
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(out / "public_idxs.npy", public)
-    atomic_save_npy(out / "public_labels.npy", public_labels)
+    atomic_save_npy(out / "public_idxs.npy", st.public)
+    atomic_save_npy(out / "public_labels.npy", st.public_labels)
     for y in "AB":
         atomic_save_npy(out / f"crops_{y}.npy", crops[y].boxes)
     for name, a in arrays.items():
         for key, arr in a.items():
             atomic_save_npy(out / f"{name}_{key}.npy", arr)
-    pairs = {name: pair_scores_from_arrays(a, cfg.k_attk, num_classes) for name, a in arrays.items()}
-    metrics = compute_all(pairs, num_classes, n_boot=cfg.n_boot, seed=cfg.seed)
+    pairs = {name: pair_scores_from_arrays(a, st.cfg.k_attk, st.num_classes) for name, a in arrays.items()}
+    metrics = compute_all(pairs, st.num_classes, n_boot=st.cfg.n_boot, seed=st.cfg.seed)
     for name in pairs:
         for topk in (1, 5):
             atomic_save_npy(
@@ -420,41 +535,43 @@ def _attack(
                 np.asarray(metrics[f"top{topk}"]["pair_sweeps"][name], np.float64),
             )
     write_examples_csv(out / "examples.csv", pairs)
-    control_res = None
-    if csrc is not None:  # the held-out control, with the same models and public embeddings
-        from dejavu.attack.control import attack_control, control_block
+    return metrics, pairs
 
-        carrays, ccounts = attack_control(
-            csrc, models, pub_emb, public, public_labels, cfg, transform, device, min_px, out
-        )
-        cpairs = {name: pair_scores_from_arrays(a, cfg.k_attk, num_classes) for name, a in carrays.items()}
-        control_res = control_block(pairs, cpairs, ccounts, csrc.info, num_classes, cfg.n_boot, cfg.seed)
 
-    cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
-    cfg_out.update({"image_size": image_size, "min_crop_px": min_px, "transform": tdesc, "device": device})
+def _attack_control(st: _Setup, csrc, pub_emb, pairs) -> dict[str, Any] | None:
+    """The held-out control, with the same models and public embeddings (:mod:`dejavu.attack.control`)."""
+    if csrc is None:
+        return None
+    from dejavu.analysis.tables import pair_scores_from_arrays
+    from dejavu.attack.control import attack_control, control_block
+
+    carrays, ccounts = attack_control(csrc, st, pub_emb)
+    cpairs = {name: pair_scores_from_arrays(a, st.cfg.k_attk, st.num_classes) for name, a in carrays.items()}
+    return control_block(pairs, cpairs, ccounts, csrc.info, st.num_classes, st.cfg.n_boot, st.cfg.seed)
+
+
+def _results(st: _Setup, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
+    cfg_out = {k: v for k, v in asdict(st.cfg).items() if k not in ("device", "workers", "batch_size")}
+    cfg_out.update({"image_size": st.image_size, "min_crop_px": st.min_px, "transform": st.tdesc, "device": st.device})
     counts: dict[str, Any] = {y: crops[y].counts for y in "AB"}
-    counts["public"] = int(len(public))
-    results = {
+    counts["public"] = int(len(st.public))
+    return {
         "format": FORMAT,
         "config": cfg_out,
-        "method": lms["A"].config.get("method"),
-        "npc": cfg.npc,
-        "epoch": lms["A"].epoch,
-        "models": {n: _model_info(lms[n]) for n in "AB"},
-        "fingerprint": index.fingerprint.to_dict(),
-        "partition": str(part.root),
+        "method": st.lms["A"].config.get("method"),
+        "npc": st.cfg.npc,
+        "epoch": st.lms["A"].epoch,
+        "models": {n: _model_info(st.lms[n]) for n in "AB"},
+        "fingerprint": st.index.fingerprint.to_dict(),
+        "partition": str(st.part.root),
         "label": label,
-        "sets_override": sets is not None,
+        "sets_override": override,
         "counts": counts,
         "annotation_error_examples": {y: crops[y].errors[:20] for y in "AB"},
         "embed_cache": {"hit": {"A": bool(cached[0]), "B": bool(cached[1])}},
-        "num_classes": num_classes,
+        "num_classes": st.num_classes,
         "metrics": metrics,
     }
-    if control_res is not None:
-        results["control"] = control_res
-    atomic_write_json(out / "results.json", results)
-    return AttackResult(out, results, counts)
 
 
 def _check_attack_folder(out: Path, force: bool) -> None:
