@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, UsageError
+from dejavu.report.collect import lookup
 
 
 @dataclass
@@ -380,36 +381,28 @@ def _map(fn, jobs: list[tuple], parallel: bool, threads: int) -> list:
     return [fn(j[:-1] + (threads,)) for j in jobs]
 
 
-def _g(m: dict, *keys, default=float("nan")):
-    for k in keys:
-        if not isinstance(m, dict) or k not in m:
-            return default
-        m = m[k]
-    return m
-
-
 def _epoch_row(r) -> dict[str, Any]:
     m, c = r.results["metrics"], r.results.get("control") or {}
     mc = c.get("metrics", {})
-    ex = _g(c, "excess", "top1", "20", default={})
-    ex100 = _g(c, "excess", "top1", "100", default={})
+    ex = lookup(c, "excess.top1.20", default={})
+    ex100 = lookup(c, "excess.top1.100", default={})
     return {
         "epoch": r.results["epoch"],
-        "dejavu_score": _g(m, "top1", "dejavu_score"),
-        "dejavu_score_ci95": _g(m, "top1", "ci95", "dejavu_score"),
-        "gap_100": _g(m, "top1", "dejavu_score_100"),
-        "gap_100_ci95": _g(m, "top1", "ci95", "dejavu_score_100"),
-        "target_20": _g(m, "top1", "target", "20"),
-        "reference_20": _g(m, "top1", "reference", "20"),
-        "target_100": _g(m, "top1", "target", "100"),
-        "reference_100": _g(m, "top1", "reference", "100"),
-        "memorized": _g(m, "quadrants", "memorized"),
-        "correlated": _g(m, "quadrants", "correlated"),
-        "memorized_ci95": _g(m, "quadrants_ci95", "memorized"),
-        "control_gap_100": _g(mc, "top1", "dejavu_score_100"),
-        "control_gap_100_ci95": _g(mc, "top1", "ci95", "dejavu_score_100"),
-        "control_score": _g(mc, "top1", "dejavu_score"),
-        "control_score_ci95": _g(mc, "top1", "ci95", "dejavu_score"),
+        "dejavu_score": lookup(m, "top1.dejavu_score", float("nan")),
+        "dejavu_score_ci95": lookup(m, "top1.ci95.dejavu_score", float("nan")),
+        "gap_100": lookup(m, "top1.dejavu_score_100", float("nan")),
+        "gap_100_ci95": lookup(m, "top1.ci95.dejavu_score_100", float("nan")),
+        "target_20": lookup(m, "top1.target.20", float("nan")),
+        "reference_20": lookup(m, "top1.reference.20", float("nan")),
+        "target_100": lookup(m, "top1.target.100", float("nan")),
+        "reference_100": lookup(m, "top1.reference.100", float("nan")),
+        "memorized": lookup(m, "quadrants.memorized", float("nan")),
+        "correlated": lookup(m, "quadrants.correlated", float("nan")),
+        "memorized_ci95": lookup(m, "quadrants_ci95.memorized", float("nan")),
+        "control_gap_100": lookup(mc, "top1.dejavu_score_100", float("nan")),
+        "control_gap_100_ci95": lookup(mc, "top1.ci95.dejavu_score_100", float("nan")),
+        "control_score": lookup(mc, "top1.dejavu_score", float("nan")),
+        "control_score_ci95": lookup(mc, "top1.ci95.dejavu_score", float("nan")),
         "excess": ex.get("excess", float("nan")),
         "excess_ci95": ex.get("ci95"),
         "excess_se": ex.get("se"),

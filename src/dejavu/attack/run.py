@@ -246,9 +246,9 @@ def compute_crops(
 
 
 def _default_device() -> str:
-    import torch
+    from dejavu.device import choose_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(choose_device(None))
 
 
 def _model_info(lm) -> dict[str, Any]:

@@ -332,9 +332,9 @@ def _audit(
 
 
 def _default_device() -> str:
-    import torch
+    from dejavu.device import choose_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(choose_device(None))
 
 
 def _write(

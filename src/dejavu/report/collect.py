@@ -56,14 +56,15 @@ NOT_HYPERPARAMS = frozenset(
 )
 
 
-def lookup(d: dict[str, Any] | None, key: str) -> Any:
-    """``d[key]`` with dotted keys (``"loss.sim_coeff"``); None when absent."""
+def lookup(d: dict[str, Any] | None, key: str, default: Any = None) -> Any:
+    """``d[key]`` with dotted keys (``"loss.sim_coeff"``, ``"excess.top1.20"``); ``default``
+    when absent. The one reader of nested result dicts (report, plots, demo summary)."""
     cur: Any = d or {}
     if key in cur:
         return cur[key]
     for part in key.split("."):
         if not isinstance(cur, dict) or part not in cur:
-            return None
+            return default
         cur = cur[part]
     return cur
 
