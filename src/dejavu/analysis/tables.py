@@ -176,3 +176,51 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
     q = m["quadrants"]
     lines.append("quadrants: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
     return "\n".join(lines)
+
+
+REQUIRED_EXAMPLE_COLUMNS = ("set", "index", "label", "conf_target", "conf_reference", "quadrant")
+
+
+def read_examples_csv(path: str | os.PathLike, need: tuple[str, ...] = REQUIRED_EXAMPLE_COLUMNS) -> list[dict[str, Any]]:
+    """The rows of an ``examples.csv`` (attack or audit) with typed values: the one reader
+    behind the report's galleries, the RCDM selections and the audit's overlap.
+
+    Args:
+        path: the ``examples.csv`` file.
+        need: columns that must be present.
+    Returns:
+        One dict per row: ``index``/``label``/``pred_*`` as int, ``conf_*`` as float,
+        ``correct_*`` as float (1/0, or an expectation under a tie), the rest as text.
+    Raises:
+        DejavuError: a missing file or column, or a value that does not parse (naming the row).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DejavuError(f"{path}: file not found (is {path.parent} an attack folder?)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DejavuError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows = []
+        for i, r in enumerate(reader):
+            try:
+                rows.append(_typed_example(r))
+            except ValueError as e:
+                raise DejavuError(f"{path}: row {i + 2}: {e}") from None
+    return rows
+
+
+def _typed_example(r: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = dict(r)
+    for k in ("index", "label", "pred_target", "pred_reference"):
+        if row.get(k) not in (None, ""):
+            row[k] = int(float(row[k]))
+    for k in ("conf_target", "conf_reference"):
+        if row.get(k) not in (None, ""):
+            row[k] = float(row[k])
+    for k in ("correct_target", "correct_reference"):
+        if k in row:
+            v = str(row[k]).strip().lower()
+            row[k] = 1.0 if v == "true" else 0.0 if v in ("false", "") else float(v)
+    return row

@@ -3,29 +3,17 @@ the two-model attack on the same set. Reads ``examples.csv`` files only (no torc
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Any
 
-from dejavu import DejavuError
-
 
 def memorized(examples_csv: str | os.PathLike, set_name: str) -> tuple[set[int], set[int]]:
     """(memorized indices, all indices) of the rows of ``set_name`` in an ``examples.csv``."""
-    path = Path(examples_csv)
-    if not path.is_file():
-        raise DejavuError(f"{path}: not found")
-    mem, every = set(), set()
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("set") != set_name:
-                continue
-            i = int(row["index"])
-            every.add(i)
-            if row.get("quadrant") == "memorized":
-                mem.add(i)
-    return mem, every
+    from dejavu.analysis.tables import read_examples_csv
+
+    rows = [r for r in read_examples_csv(examples_csv, ("set", "index", "quadrant")) if r["set"] == set_name]
+    return {r["index"] for r in rows if r["quadrant"] == "memorized"}, {r["index"] for r in rows}
 
 
 def memorized_overlap(

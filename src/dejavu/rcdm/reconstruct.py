@@ -28,7 +28,6 @@ by ``min(conf_target, conf_reference)``; confident by ``conf_target``; ties by d
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,30 +78,10 @@ class ReconstructConfig:
 
 
 def load_examples(attack_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of ``ATTACK_DIR/examples.csv`` with typed values."""
-    path = Path(attack_dir) / "examples.csv"
-    if not path.is_file():
-        raise DejavuError(f"{path}: file not found (is {attack_dir} an attack folder?)")
-    rows = []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"set", "index", "label", "conf_target", "conf_reference", "quadrant"}
-        missing = need - set(reader.fieldnames or [])
-        if missing:
-            raise DejavuError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for r in reader:
-            row: dict[str, Any] = dict(r)
-            for k in ("index", "label", "pred_target", "pred_reference"):
-                if k in row and row[k] not in (None, ""):
-                    row[k] = int(float(row[k]))
-            for k in ("conf_target", "conf_reference"):
-                row[k] = float(row[k])
-            for k in ("correct_target", "correct_reference"):  # 0/1, or an expectation under a tie
-                if k in row:
-                    v = str(row[k]).strip().lower()
-                    row[k] = 1.0 if v == "true" else 0.0 if v in ("false", "") else float(v)
-            rows.append(row)
-    return rows
+    """Rows of ``ATTACK_DIR/examples.csv`` with typed values (:func:`dejavu.analysis.tables.read_examples_csv`)."""
+    from dejavu.analysis.tables import read_examples_csv
+
+    return read_examples_csv(Path(attack_dir) / "examples.csv")
 
 
 def _score(row: dict[str, Any], rule: str) -> float:

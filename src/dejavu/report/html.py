@@ -23,7 +23,6 @@ Decisions:
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import os
@@ -82,30 +81,22 @@ class Example:
 
 
 def read_examples(path: Path) -> list[Example]:
+    from dejavu.analysis.tables import read_examples_csv
+
     need = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference", "quadrant")
-    with open(path, newline="") as f:
-        rd = csv.DictReader(f)
-        missing = [c for c in need if c not in (rd.fieldnames or [])]
-        if missing:
-            raise DejavuError(f"{path}: missing columns {', '.join(missing)}")
-        out = []
-        for i, row in enumerate(rd):
-            try:
-                out.append(
-                    Example(
-                        row["set"],
-                        int(row["index"]),
-                        int(row["label"]),
-                        int(row["pred_target"]),
-                        int(row["pred_reference"]),
-                        float(row["conf_target"]),
-                        float(row["conf_reference"]),
-                        row["quadrant"],
-                    )
-                )
-            except ValueError as e:
-                raise DejavuError(f"{path}: row {i + 2}: {e}") from None
-    return out
+    return [
+        Example(
+            r["set"],
+            r["index"],
+            r["label"],
+            r["pred_target"],
+            r["pred_reference"],
+            r["conf_target"],
+            r["conf_reference"],
+            r["quadrant"],
+        )
+        for r in read_examples_csv(path, need)
+    ]
 
 
 def rank_examples(examples: list[Example], n: int) -> dict[str, list[Example]]:
