@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dejavu import formats
+
+
+@dataclass
+class AnalyzeConfig:
+    """``dejavu analyze``'s settings (flags, ``--config`` and ``--set`` all fill these)."""
+
+    k_attk: int | None = field(default=None, metadata={"help": "neighbours voting (None: the attack's k_attk)"})
+    topk: int = field(default=1, metadata={"help": "top-k for the printed summary and examples.csv", "choices": (1, 5)})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap replicates (0 = off)", "aliases": ("--bootstrap",)})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+
+
+ANALYZE_FLAGS = ("k_attk", "topk", "n_boot", "seed")
 
 
 def register(sub) -> None:
@@ -18,13 +32,14 @@ def register(sub) -> None:
         "of results.json, examples.csv and the conf-sweep files.",
     )
     p.add_argument("attack_dir", metavar="ATTACK_DIR", help="attack folder (or a folder of ep*/ attack folders)")
-    p.add_argument("--k-attk", type=int, default=None, help="neighbours voting (default: the attack's k_attk)")
-    p.add_argument("--topk", type=int, choices=(1, 5), default=1, help="top-k for the printed summary and examples.csv")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000; 0 = off)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--out", default=None, help="output JSON (single folder only)")
-    p.add_argument("--inplace", action="store_true", help="rewrite results.json metrics (needs --force)")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    from dejavu.config import add_config_args
+
+    add_config_args(p, AnalyzeConfig, flags=ANALYZE_FLAGS, title="settings (AnalyzeConfig)")
+    p.add_argument(
+        "--out", default=None, help="output JSON (single folder only) (default: ATTACK_DIR/analysis_k{K}.json)"
+    )
+    p.add_argument("--inplace", action="store_true", help="rewrite results.json metrics (needs --force) (default: off)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: off)")
     p.set_defaults(func=_cmd)
 
 
@@ -83,8 +98,10 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
 def _cmd(args) -> int:
     from dejavu import DejavuError
     from dejavu.analysis.tables import summary_text
+    from dejavu.config import config_from_args
     from dejavu.io import read_json
 
+    cfg = config_from_args(AnalyzeConfig, args, flags=ANALYZE_FLAGS)
     root = Path(args.attack_dir)
     if (root / "results.json").is_file():
         folders = [root]
@@ -98,7 +115,7 @@ def _cmd(args) -> int:
         if args.out:
             raise DejavuError("--out works with a single attack folder only")
     for f in folders:
-        m = analyze(f, args.k_attk, args.bootstrap, args.seed, args.out, args.inplace, args.force, args.topk)
+        m = analyze(f, cfg.k_attk, cfg.n_boot, cfg.seed, args.out, args.inplace, args.force, cfg.topk)
         print(f"== {f}")
         print(summary_text(read_json(f / "results.json"), m))
     return 0

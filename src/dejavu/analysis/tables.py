@@ -181,7 +181,9 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
 REQUIRED_EXAMPLE_COLUMNS = ("set", "index", "label", "conf_target", "conf_reference", "quadrant")
 
 
-def read_examples_csv(path: str | os.PathLike, need: tuple[str, ...] = REQUIRED_EXAMPLE_COLUMNS) -> list[dict[str, Any]]:
+def read_examples_csv(
+    path: str | os.PathLike, need: tuple[str, ...] = REQUIRED_EXAMPLE_COLUMNS
+) -> list[dict[str, Any]]:
     """The rows of an ``examples.csv`` (attack or audit) with typed values: the one reader
     behind the report's galleries, the RCDM selections and the audit's overlap.
 
