@@ -272,13 +272,13 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
 
 def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, Any]:
     """The one-model test (``dejavu audit``) of the final target model on set A, searching
-    the attack's public set. Its crop classifier learns from the held-out control images
-    (100 per class, seen by neither model): bbox_B holds only 10 per class here."""
+    the attack's public set. Its crop classifier learns from control_B (seen by neither model;
+    bbox_B holds only 10 per class here); control_A is the audit's held-out control."""
     from dejavu.audit.compare import memorized_overlap
     from dejavu.audit.config import AuditConfig
     from dejavu.audit.run import audit
 
-    acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(pdir / "control.npy"))
+    acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(pdir / "control_B.npy"))
     dest = out / "audit" / f"{tag}_A" / f"ep{final}"
     r = audit(runs["A"] / f"model_ep{final}.pth", pdir, paths, dest, acfg, force=True, index=index)
     m = r.metrics
@@ -292,6 +292,7 @@ def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, 
         "memorized": m["quadrants"]["memorized"],
         "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
         "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A"),
+        "control_excess": lookup(r.results, "control.excess.top1.20"),
     }
     _stamp(
         f"audit (one model): score {100 * info['dejavu_score']:+.1f} points; classifier held-out accuracy "

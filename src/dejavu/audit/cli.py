@@ -70,6 +70,21 @@ def register(sub) -> None:
         help="a crop classifier trained elsewhere (e.g. OUT/classifier/classifier.pth of an earlier audit) "
         "instead of training one",
     )
+    p.add_argument(
+        "--control",
+        default="auto",
+        metavar="auto|none|partition|VAL_DIR",
+        help="held-out control audited by the same model and classifier (images neither trained on): "
+        "'partition' = the partition's control.npy less the classifier's training images, or a folder "
+        "of annotated validation images; default auto: the partition's control when it has one and "
+        "the checkpoint records its training set. Reports the excess of the score over it",
+    )
+    p.add_argument(
+        "--control-bboxes",
+        default=None,
+        metavar="DIR",
+        help="box files of the --control validation images (default: the --control folder)",
+    )
     p.add_argument("--arch", default=None, help="architecture for checkpoints without a stored config (e.g. resnet50)")
     p.add_argument(
         "--projector",
@@ -120,6 +135,8 @@ def _cmd(args) -> int:
         resume=args.resume,
         reference_model=args.reference_model,
         cache_dir=args.cache_dir,
+        control=args.control,
+        control_bboxes=args.control_bboxes,
     )
     print(summary_text(r.results))
     print(f"written to {r.out}")

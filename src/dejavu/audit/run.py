@@ -9,13 +9,30 @@ Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
 3. public embeddings of the audited model (cached, :class:`dejavu.attack.embed.CachedEmbedder`);
 4. the audited crops decoded once, embedded by the model and classified by the classifier;
 5. KNN of the model's crop embeddings over the public set (:func:`dejavu.attack.knn.knn`);
-6. metrics (:mod:`dejavu.audit.metrics`), files; ``results.json`` last.
+6. the held-out control (:mod:`dejavu.audit.control`, issue 11): images neither the model nor
+   the classifier trained on (``--control auto|none|partition|VAL_DIR``), cropped (before the
+   classifier trains, so a bad control fails early), embedded, searched and classified as the
+   audited set, by the same model and classifier;
+7. metrics (:mod:`dejavu.audit.metrics`), the control's and the excess of the score over it
+   (paired bootstrap over both sets), files; ``results.json`` last.
+
+Why the control, and which images: a score S = model − classifier can be positive without
+any memorization (the KNN over the public set and a classifier trained on few crops are not
+equally good at recognising an object from its background). The same model and classifier
+on images that neither trained on give that part, C; the excess S − C is the memorization.
+The classifier must never have trained on the control (its accuracy there would be inflated,
+C too low and the excess too high): images of the classifier's training set and audited
+images are removed from a partition control (the classifier trained on ``control_B.npy``
+leaves ``control_A`` as the control), and ``auto`` skips a control that nothing is left of,
+or that a released checkpoint may have trained on, with a note (``control_skipped``).
 
 Audit folder ``OUT/``: ``attk_idxs.npy``, ``labels.npy`` (n, 1), ``model_neighb_idxs.npy``
 (dataset indices) / ``model_neighb_labels.npy`` (as the attack's ``X_attk_Y_*``), ``classifier_logits.npy``,
 ``crops.npy``, ``public_idxs.npy``, ``public_labels.npy``, ``examples.csv`` (the attack's
 columns: target = the audited model, reference = the classifier) and ``results.json``
-(format ``dejavu-audit/1``, the attack's ``metrics`` block).
+(format ``dejavu-audit/1``, the attack's ``metrics`` block, and a ``control`` block shaped
+as the attack's: ``source``, ``counts``, ``metrics``, ``excess``), and the control's arrays
+with the prefix ``control_``.
 """
 
 from __future__ import annotations
@@ -136,7 +153,8 @@ def _classifier(
 
 
 def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part, npc: int):
-    """A classifier trained elsewhere: it needs a classifier head over this dataset's classes."""
+    """A classifier trained elsewhere: it needs a classifier head over this dataset's classes.
+    Returns (LoadedModel, info, its training images or None when it does not record them)."""
     from dejavu.ssl.checkpoint import load_model
 
     lm = load_model(path)
@@ -153,6 +171,7 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {path}")
     seen = lm.config.get("set")
+    trained_on = None
     if seen:
         try:
             trained_on = load_set(part, index, int(lm.config.get("npc") or npc), str(seen))
@@ -161,32 +180,60 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
         if trained_on is not None:
             check_disjoint(audit_idx, trained_on, np.zeros(0, np.int64), ("audited", f"{seen} (of {path})"))
     info = {k: v for k, v in (lm.config.get("metrics") or {}).items()}
-    return lm, {**info, "trained": False, "path": str(path)}
+    return lm, {**info, "trained": False, "path": str(path)}, trained_on
 
 
-def _embed_and_search(
+def _trained_here(lm, part) -> bool:
+    """Does the audited checkpoint record which of this partition's sets it trained on
+    (this tool's training on ``<npc>_per_class/train_{A,B}.npy`` of this partition)?"""
+    cfg = lm.config
+    if lm.source != "dejavu" or cfg.get("set") not in ("A", "B") or int(cfg.get("npc") or -1) not in part.npcs:
+        return False
+    where = cfg.get("partition")
+    return where is None or Path(where).resolve() == Path(part.root).resolve()
+
+
+def _public_embeddings(
     cfg: AuditConfig,
     lm,
-    clf,
     index: DatasetIndex,
-    crops,
     public: np.ndarray,
     tdesc: str,
     transform,
-    clf_transform,
     device: str,
     cache_dir: Path | None,
-) -> tuple[dict, bool]:
-    """KNN of the model's crop embeddings over its public embeddings, and the classifier's
-    logits on the same crops (one decode per crop when both use the same transform)."""
-    from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_dataset
-    from dejavu.attack.knn import knn
+) -> tuple[np.ndarray, bool]:
+    """The audited model's embeddings of the public set (cached)."""
+    from dejavu.attack.embed import CachedEmbedder, cache_key
 
     key = cache_key(lm.sha256, public, tdesc, cfg.embed, index.fingerprint.id)
     (pub_emb,), (cached,) = CachedEmbedder(cache_dir).embed_public(
         [lm.model], [key], [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers
     )
-    paths, boxes = [index.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
+    return pub_emb, bool(cached)
+
+
+def _label_crops(
+    cfg: AuditConfig,
+    lm,
+    clf,
+    cindex: DatasetIndex,
+    crops,
+    pub_emb: np.ndarray,
+    public: np.ndarray,
+    public_labels: np.ndarray,
+    transform,
+    clf_transform,
+    device: str,
+    what: str,
+) -> dict[str, np.ndarray]:
+    """KNN of the model's crop embeddings over its public embeddings, and the classifier's
+    logits on the same crops (one decode per crop when both use the same transform).
+    ``cindex``: the crops' image index (the training set's, or a validation listing)."""
+    from dejavu.attack.embed import ImageCrops, embed_dataset
+    from dejavu.attack.knn import knn
+
+    paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
     if clf_transform is None:  # same resolution: one pass
         emb, logits = embed_dataset(
             [lm.model, _Logits(clf.model)],
@@ -195,7 +242,7 @@ def _embed_and_search(
             cfg.batch_size,
             device,
             cfg.workers,
-            desc="audited crops",
+            desc=f"{what} crops",
         )
     else:
         (emb,) = embed_dataset(
@@ -205,7 +252,7 @@ def _embed_and_search(
             cfg.batch_size,
             device,
             cfg.workers,
-            desc="audited crops (model)",
+            desc=f"{what} crops (model)",
         )
         (logits,) = embed_dataset(
             [_Logits(clf.model)],
@@ -214,18 +261,59 @@ def _embed_and_search(
             cfg.batch_size,
             device,
             cfg.workers,
-            desc="audited crops (classifier)",
+            desc=f"{what} crops (classifier)",
         )
-    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc="knn audited crops")
+    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc=f"knn {what} crops")
     # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
-    arrays = {
+    return {
         "attk_idxs": crops.indices,
-        "labels": index.targets[crops.indices][:, None],
+        "labels": cindex.targets[crops.indices][:, None],
         "model_neighb_idxs": public[pos],
-        "model_neighb_labels": index.targets[public][pos],
+        "model_neighb_labels": public_labels[pos],
         "classifier_logits": logits,
     }
-    return arrays, cached
+
+
+@dataclass
+class _Control:
+    """The control's images (:class:`dejavu.audit.control.AuditControl`) and their crops,
+    or the note saying why there is none."""
+
+    src: Any = None
+    crops: Any = None
+    note: str | None = None
+
+
+def _control_crops(
+    control,
+    control_bboxes,
+    part,
+    index: DatasetIndex,
+    paths: DataPaths,
+    audit_idx: np.ndarray,
+    clf_train: np.ndarray | None,
+    lm,
+    public: np.ndarray,
+    acfg,
+    min_px: float,
+) -> _Control:
+    """Resolve the held-out control (:mod:`dejavu.audit.control`) and crop it as the audited set."""
+    from dejavu.attack.run import compute_crops
+    from dejavu.audit.control import check_control_public, resolve_audit_control
+
+    src, note = resolve_audit_control(
+        control, part, index, paths, control_bboxes, audit_idx, clf_train, _trained_here(lm, part)
+    )
+    if src is None:
+        return _Control(note=note)
+    check_control_public(src, public)
+    ann_dir = paths.annotation_dir if src.info.get("kind") == "partition" else None
+    crops = compute_crops(src.index, ann_dir, src.idx, acfg, min_px, desc="crops (control)", ann_path=src.ann_path)
+    if len(crops.indices) == 0:
+        raise DejavuError(
+            f"control ({src.info.get('kind')}): no attackable image out of {len(src.idx)} (min_crop_px {min_px:g})"
+        )
+    return _Control(src, crops)
 
 
 @locks_output("audit")
@@ -241,11 +329,14 @@ def _audit(
     cache_dir: str | os.PathLike | None = None,
     index: DatasetIndex | None = None,
     public: np.ndarray | None = None,
+    control: str | os.PathLike | None = "auto",
+    control_bboxes: str | os.PathLike | None = None,
 ) -> AuditResult:
     """Audit one checkpoint and write ``out`` (see the module docstring).
 
     ``cache_dir`` defaults to ``out/../.embed_cache`` (``""``: off); ``public`` replaces the
-    partition's public set (the demo removes its held-out control images from it).
+    partition's public set (the demo removes its held-out control images from it);
+    ``control``/``control_bboxes``: the held-out control (:mod:`dejavu.audit.control`).
     """
     from dejavu.attack.run import compute_crops, default_min_crop_px
     from dejavu.data.transforms import describe_eval_transform, eval_transform
@@ -254,12 +345,7 @@ def _audit(
 
     cfg = cfg or AuditConfig()
     cfg.validate()
-    out = Path(out)
-    if (out / "results.json").exists() and not force:
-        raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
-    if force:  # results.json goes first: no reader pairs the old results with new arrays
-        (out / "results.json").unlink(missing_ok=True)
-    check_can_write(out, force=True)
+    out = _prepare_out(Path(out), force)
     device = cfg.device or _default_device()
     index = index or scan_imagefolder(paths.images)
     part = Partition.load(partition)
@@ -272,6 +358,7 @@ def _audit(
     lm = load_model(model, arch=cfg.arch, projector=cfg.projector)
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
     image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     acfg = cfg.attack_config()
@@ -281,31 +368,42 @@ def _audit(
             f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
             f"(min_crop_px {min_px:g}); lower min_crop_px?"
         )
+    ctrl = _control_crops(
+        control,
+        control_bboxes,
+        part,
+        index,
+        paths,
+        audit_idx,
+        train_idx if ref is None else ref[2],
+        lm,
+        public,
+        acfg,
+        min_px,
+    )
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, Any] = {"audit": crops.counts, "public": len(public)}
-    if reference_model is None:
+    if ref is None:
         clf, clf_info, counts["classifier_train"] = _classifier(
             cfg, index, paths, part, out, train_idx, image_size, min_px, device, resume, force
         )
     else:
-        clf, clf_info = _reference(reference_model, index, audit_idx, part, cfg.npc)
+        clf, clf_info, _ = ref
     clf_size = int(clf.config.get("image_size") or image_size)
     clf_tf = None if clf_size == image_size else eval_transform(clf_size)
     cdir = (
         Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
     )
-    arrays, cached = _embed_and_search(
-        cfg,
-        lm,
-        clf,
-        index,
-        crops,
-        public,
-        describe_eval_transform(image_size),
-        eval_transform(image_size),
-        clf_tf,
-        device,
-        cdir,
+    tf = eval_transform(image_size)
+    pub_emb, cached = _public_embeddings(cfg, lm, index, public, describe_eval_transform(image_size), tf, device, cdir)
+    label = (cfg, lm, clf)
+    arrays = _label_crops(*label, index, crops, pub_emb, public, index.targets[public], tf, clf_tf, device, "audited")
+    carrays = (
+        None
+        if ctrl.src is None
+        else _label_crops(
+            *label, ctrl.src.index, ctrl.crops, pub_emb, public, index.targets[public], tf, clf_tf, device, "control"
+        )
     )
     return _write(
         out,
@@ -328,7 +426,20 @@ def _audit(
             "classifier_image_size": clf_size,
             "k_attk": acfg.k_attk,
         },
+        ctrl,
+        carrays,
     )
+
+
+def _prepare_out(out: Path, force: bool) -> Path:
+    """Refuse to overwrite an audit without ``force``; with it, ``results.json`` goes first
+    (no reader pairs the old results with new arrays)."""
+    if (out / "results.json").exists() and not force:
+        raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
+    if force:
+        (out / "results.json").unlink(missing_ok=True)
+    check_can_write(out, force=True)
+    return out
 
 
 def _default_device() -> str:
@@ -351,6 +462,8 @@ def _write(
     counts: dict[str, Any],
     cached: bool,
     resolved: dict[str, Any],
+    ctrl: _Control | None = None,
+    carrays: dict[str, np.ndarray] | None = None,
 ) -> AuditResult:
     from dejavu.analysis.metrics import scores_from_neighbours
     from dejavu.audit.metrics import classifier_scores, one_model_metrics
@@ -369,6 +482,7 @@ def _write(
     for name, arr in arrays.items():
         atomic_save_npy(out / f"{name}.npy", arr)
     write_examples_csv(out / "examples.csv", target, reference, set_name)
+    control = _write_control(out, cfg, ctrl, carrays, target, reference, num_classes, resolved["k_attk"])
     cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
     cfg_out.update(resolved)
     results = {
@@ -388,8 +502,43 @@ def _write(
         "num_classes": num_classes,
         "metrics": metrics,
     }
+    if isinstance(control, dict):
+        results["control"] = control
+    elif control:
+        results["control_skipped"] = control
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
+
+
+def _write_control(
+    out: Path,
+    cfg: AuditConfig,
+    ctrl: _Control | None,
+    carrays: dict[str, np.ndarray] | None,
+    target,
+    reference,
+    num_classes: int,
+    k_attk: int,
+) -> dict[str, Any] | str | None:
+    """The control's files (``control_`` + the audit's names) and ``results.json`` block, or
+    the note saying why there is no control."""
+    from dejavu.analysis.metrics import scores_from_neighbours
+    from dejavu.audit.control import PREFIX, control_block
+    from dejavu.audit.metrics import classifier_scores
+
+    if ctrl is None or ctrl.src is None or carrays is None:
+        for f in out.glob(f"{PREFIX}*.npy"):  # an earlier audit's control (--force): not this audit's
+            f.unlink()
+        return ctrl.note if ctrl is not None else None
+    labels = carrays["labels"].reshape(-1)
+    ct = scores_from_neighbours(carrays["model_neighb_labels"], labels, carrays["attk_idxs"], k_attk, num_classes)
+    cr = classifier_scores(carrays["classifier_logits"], labels, carrays["attk_idxs"], cfg.confidence)
+    atomic_save_npy(out / f"{PREFIX}crops.npy", ctrl.crops.boxes)
+    for name, arr in carrays.items():
+        atomic_save_npy(out / f"{PREFIX}{name}.npy", arr)
+    return control_block(
+        target, reference, ct, cr, {"control": ctrl.crops.counts}, ctrl.src.info, num_classes, cfg.n_boot, cfg.seed
+    )
 
 
 def _set_label(name: str) -> str:
@@ -463,4 +612,6 @@ def summary_text(res: dict[str, Any]) -> str:
         f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
     )
     lines.append("sample test: " + ", ".join(f"{k} {v:.3f}" for k, v in m["quadrants"].items()))
-    return "\n".join(lines)
+    from dejavu.audit.control import summary_lines
+
+    return "\n".join(lines + summary_lines(res))
