@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,7 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dejavu.analysis.metrics import compute_all
+from _machine import cpu_name  # bench/_machine.py (run as python bench/<name>.py)
+
+from dejavu.analysis.summary import compute_all
 from dejavu.analysis.tables import pair_scores_from_arrays
 from dejavu.attack.embed import autocast_dtype
 from dejavu.attack.knn import knn
@@ -113,17 +114,6 @@ def breakdown(out: Path, index, models, device: str, k: int, n_boot: int) -> dic
     return {"decode+crop": dec, "transform": tr, "forward": fw, "knn": kn, "metrics": me, "n_images": len(items)}
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-append", action="store_true")
@@ -178,7 +168,7 @@ def main() -> None:
     print(table)
     if not a.no_append:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else _cpu_name()
+        dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else cpu_name()
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write(
                 f"\n## bench_attack.py — {stamp}, {dev}, {torch.get_num_threads()} thread(s), demo scale, "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from _machine import cpu_name  # bench/_machine.py (run as python bench/<name>.py)
 
 from dejavu.data.dataset import load_rgb
 from dejavu.data.fastjpeg import load_rgb_reduced
@@ -118,17 +119,6 @@ def workers_table(paths: list[Path]) -> list[tuple[int, float]]:
     return rows
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=96)
@@ -153,7 +143,7 @@ def main() -> None:
     print(table)
     if not a.no_append:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write(
                 f"\n## bench_jpeg.py — {stamp}, {dev}, {os.cpu_count()} cores, {a.n} generated "

@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="report the fastest of this many runs")
     ap.add_argument("--no-append", action="store_true", help="print only, do not append to bench/RESULTS.md")
     a = ap.parse_args()
-    from dejavu.analysis.metrics import compute_all, scores_from_neighbours
+    from dejavu.analysis.metrics import scores_from_neighbours
+    from dejavu.analysis.summary import compute_all
 
     rng = np.random.default_rng(0)
     lab = rng.integers(0, a.classes, a.n)

@@ -15,8 +15,6 @@ Usage: python bench/bench_train_input.py [--steps 6] [--no-append] [--cuda-only]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from _machine import cpu_name  # bench/_machine.py (run as python bench/<name>.py)
 
 from dejavu.ssl.augment import build_views
 from dejavu.ssl.batch_augment import BatchViews
@@ -123,17 +123,6 @@ def settings(cuda: bool, cuda_only: bool):
             yield f"cuda resnet50 224px b128 paper bf16 cl compile={comp}", r50, "cuda", comp
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
@@ -156,7 +145,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if not a.no_append:
-        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name()
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(Path(__file__).with_name("RESULTS.md"), "a") as f:
             f.write(
