@@ -58,6 +58,37 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+def test_demo_settings_follow_the_one_config_path(tmp_path, capsys):
+    """``dejavu demo`` builds DemoConfig as every stage does: --quick is the preset under
+    --config < flags < --set; training settings are checked by TrainConfig before anything runs."""
+    from dejavu.cli import build_parser
+    from dejavu.config import config_from_args
+    from dejavu.demo import DEMO_FLAGS, QUICK
+
+    def cfg(*argv):
+        args = build_parser().parse_args(["demo", *argv])
+        return config_from_args(DemoConfig, args, flags=DEMO_FLAGS, base=dict(QUICK) if args.quick else None)
+
+    c = cfg("--quick", "--epochs", "90", "--set", "k=5", "--set", "train.augment=paper", "--set", "train.vicreg.sim=30")
+    assert (c.epochs, c.k, c.per_class, c.snapshot_period) == (90, 5, QUICK["per_class"], 30)
+    t = c.train_config(c.seed)
+    assert (t.augment, t.epochs, t.snapshot_every, t.image_size) == ("paper", 90, 30, c.size)
+    assert t.vicreg_sim == 30
+    f = tmp_path / "demo.yaml"
+    f.write_text("k: 7\nepochs: 12\n")
+    c = cfg("--config", str(f), "--epochs", "15")
+    assert (c.k, c.epochs, c.snapshot_period, c.per_class) == (7, 15, 5, 320)
+    out = tmp_path / "never"
+    for bad, msg in (
+        (["--set", "train.augmnt=paper"], "unknown key(s) augmnt"),
+        (["--pairs", "0"], "pairs: expected a number >= 1"),
+        (["--set", "kk=3"], "--set: unknown key(s) kk"),
+    ):
+        assert main(["demo", "--out", str(out), *bad]) == 2
+        assert msg in capsys.readouterr().err
+    assert not out.exists()  # refused before any stage ran
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_default_demo_shows_dejavu(tmp_path, seed):

@@ -183,6 +183,8 @@ def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
 def field_help(cls: type, name: str) -> str:
     """Help text of a config field (its ``metadata['help']``), with its default."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.metadata.get("required"):
+        return f"{f.metadata.get('help', '')} (required: the flag, --config or --set)".strip()
     default = (
         f.default
         if f.default is not dataclasses.MISSING
@@ -253,4 +255,15 @@ def config_from_args(
         d.update(_known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)))
     d.update({k: getattr(args, k) for k in flags if hasattr(args, k)})
     merge_into(d, _known(_normalized(cls, parse_sets(getattr(args, "set", None)), "--set"), valid, "--set"))
+    _check_required(cls, d)
     return from_dict(cls, d, source=str(path) if path else "command line")
+
+
+def _check_required(cls: type, d: dict[str, Any]) -> None:
+    """Fields with ``metadata["required"]`` (e.g. ``npc``, which picks the split's files) must be
+    given by the user, from the flag, the ``--config`` file or ``--set``: their dataclass default
+    exists only for the library API."""
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("required") and d.get(f.name) is None:
+            flag = "--" + f.name.replace("_", "-")
+            raise UsageError(f"{flag} is required (or {f.name}: in the --config file, or --set {f.name}=...)")

@@ -34,54 +34,104 @@ import json
 import multiprocessing as mp
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, UsageError
 from dejavu.report.collect import lookup
+from dejavu.ssl.registry import METHODS
+
+# DemoConfig fields that are also command-line flags (the rest: --set key=value)
+DEMO_FLAGS = ("out", "seed", "method", "pairs", "epochs", "rcdm", "threads")
+
+# ``--quick``: every stage, smaller and shorter (about 2 minutes on 2 cores); applied as the
+# base under --config, the flags and --set.
+QUICK: dict[str, Any] = dict(
+    per_class=140,
+    annotated_fraction=80 / 140,
+    control_per_class=40,
+    epochs=60,
+    k=10,
+    probe_epochs=30,
+    rcdm_steps=200,
+)
 
 
 @dataclass
 class DemoConfig:
-    out: str = "runs/demo"
-    seed: int = 0
-    method: str = "vicreg"
+    """Every setting of ``dejavu demo`` (flags, ``--quick``, ``--config`` and ``--set``)."""
+
+    out: str = field(default="runs/demo", metadata={"help": "run folder"})
+    seed: int = field(default=0, metadata={"help": "seed for data and training"})
+    method: str = field(default="vicreg", metadata={"choices": tuple(METHODS), "help": "SSL method"})
     classes: int = 10
     per_class: int = 320  # 10 A + 10 B + 100 control + ~200 public per class
     annotated_fraction: float = 0.375  # 120 annotated per class
     size: int = 32
     npc: int = 10
     control_per_class: int = 100
-    epochs: int = 300
-    snapshot_every: int = 100
+    epochs: int = field(default=300, metadata={"help": "training epochs (--quick: 60)"})
+    snapshot_every: int | None = None  # None: epochs // 3 (three snapshots attacked)
     # KNN neighbours. The paper's k=100 is ~1/7 of ImageNet's ~700 public images per class;
     # with 200 public images per class here, k=20 keeps that ratio (k=100 would vote over
     # half a class and flatten the confidence ranking that the top-20% test relies on).
     k: int = 20
     probe_epochs: int = 100
-    rcdm: bool = False
+    rcdm: bool = field(default=False, metadata={"help": "also train two tiny RCDMs and reconstruct crops"})
     rcdm_steps: int = 1500  # ~9 min for both RCDMs on 2 cores (measured 539 s)
-    threads: int | None = None
-    extra_train_sets: list[str] = field(default_factory=list)
-    pairs: int = 1  # model pairs differing only in the training seed (seed, seed+1, ...)
+    threads: int | None = field(
+        default=None, metadata={"help": "torch threads (None: DEJAVU_THREADS, else the usable cores)"}
+    )
+    # TrainConfig overrides for both models, e.g. --set train.augment=paper (nested method keys:
+    # --set train.vicreg.sim=30), checked by TrainConfig before anything runs
+    train: dict[str, Any] = field(default_factory=dict)
+    pairs: int = field(
+        default=1,
+        metadata={
+            "help": "train N model pairs differing only in the training seed (seed, seed+1, ...) and give the "
+            "excess over the held-out control with an interval over pairs, which covers training randomness "
+            "(1: it is not covered; a claim needs >= 3)"
+        },
+    )
     report: bool = True  # plots + report.html (the bench turns them off)
 
     @classmethod
     def quick(cls, **kw) -> DemoConfig:
         """Every stage, smaller and shorter: about 2 minutes on 2 cores."""
-        base: dict[str, Any] = dict(
-            per_class=140,
-            annotated_fraction=80 / 140,
-            control_per_class=40,
-            epochs=60,
-            snapshot_every=30,
-            k=10,
-            probe_epochs=30,
-            rcdm_steps=200,
-        )
-        base.update(kw)
-        return cls(**base)
+        return cls(**{**QUICK, **kw})
+
+    @property
+    def snapshot_period(self) -> int:
+        """Epochs between snapshots: ``snapshot_every``, else a third of the run."""
+        return self.snapshot_every or max(1, self.epochs // 3)
+
+    def validate(self) -> None:
+        for name in ("pairs", "epochs", "classes", "npc", "k"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}: expected a number >= 1, got {getattr(self, name)}")
+        if not isinstance(self.train, dict):
+            raise UsageError(f"train: expected TrainConfig overrides (--set train.KEY=VALUE), got {self.train!r}")
+        self.train_config(self.seed)  # bad training keys or values: reported now, not after the data
+
+    def train_config(self, seed: int):
+        """The :class:`TrainConfig` of each model of the pair with training seed ``seed``."""
+        from dejavu.ssl.config import load_train_config
+
+        fixed = [f"epochs={self.epochs}", f"snapshot_every={self.snapshot_period}", f"seed={seed}"]
+        fixed += [f"image_size={self.size}", "knn_every=0"]
+        return load_train_config(method=self.method, sets=fixed + _as_sets(self.train))
+
+
+def _as_sets(d: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"augment": "paper", "vicreg": {"sim": 30}}`` -> ``["augment=paper", "vicreg.sim=30"]``."""
+    out: list[str] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _as_sets(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={v if isinstance(v, str) else json.dumps(v)}")
+    return out
 
 
 @dataclass
@@ -134,7 +184,6 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     from dejavu.partition import partition
     from dejavu.probe import probe
     from dejavu.report.html import build_report
-    from dejavu.ssl.config import load_train_config
     from dejavu.utils import progress, set_torch_threads
 
     t0 = time.time()
@@ -179,17 +228,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     pair_runs = {s: {y: out / "train" / f"{names[s]}_{y}" for y in "AB"} for s in seeds}
     jobs = []
     for sd in seeds:
-        tcfg = load_train_config(
-            method=cfg.method,
-            sets=[
-                f"epochs={cfg.epochs}",
-                f"snapshot_every={cfg.snapshot_every}",
-                f"seed={sd}",
-                f"image_size={cfg.size}",
-                "knn_every=0",
-                *cfg.extra_train_sets,
-            ],
-        )
+        tcfg = cfg.train_config(sd)
         jobs += [
             (
                 asdict(tcfg),
@@ -205,7 +244,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     parallel = _cores() >= 2 and cfg.threads in (None, 1)
     _stamp(
         f"train: {cfg.method} x{len(jobs)} ({len(seeds)} pair(s), {cfg.epochs} epochs, snapshots every "
-        f"{cfg.snapshot_every}; {'2 processes x 1 thread' if parallel else f'sequential, {threads} thread(s)'})",
+        f"{cfg.snapshot_period}; {'2 processes x 1 thread' if parallel else f'sequential, {threads} thread(s)'})",
         t0,
     )
     _map(_train_one, jobs, parallel, threads)
@@ -503,6 +542,8 @@ def _audit_lines(a: dict[str, Any] | None, ci) -> list[str]:
 
 
 def register(sub) -> None:
+    from dejavu.config import add_config_args
+
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on the synthetic default, on a CPU, in minutes",
@@ -510,55 +551,22 @@ def register(sub) -> None:
         "reference model on B, attack every snapshot with background crops, run the held-out control, "
         "the one-model audit of the target (a crop classifier as the reference), "
         "a linear probe, plots and report.html, and print a summary. ~5 minutes on 2 CPU cores "
-        "(--quick: ~2 minutes, weaker effect).",
+        "(--quick: ~2 minutes, weaker effect). Every DemoConfig key can be set with --set KEY=VALUE "
+        "(e.g. --set k=10, --set snapshot_every=50); training settings of both models with "
+        "--set train.KEY=VALUE (e.g. --set train.augment=paper).",
     )
-    p.add_argument("--out", default="runs/demo", help="run folder (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data and training (default: %(default)s)")
     p.add_argument(
-        "--method",
-        default="vicreg",
-        help="SSL method: vicreg, simclr, barlow, byol, dino, supervised (default: %(default)s)",
+        "--quick", action="store_true", help="smaller and shorter: every stage in ~2 minutes (a preset under the rest)"
     )
-    p.add_argument("--quick", action="store_true", help="smaller and shorter: every stage in ~2 minutes")
-    p.add_argument(
-        "--pairs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train N model pairs differing only in the training seed (seed, seed+1, ...) and "
-        "give the excess over the held-out control with an interval over pairs, which covers "
-        "training randomness (default 1: it is not covered; a claim needs >= 3)",
-    )
-    p.add_argument("--epochs", type=int, help="training epochs (default: 300; --quick 60)")
-    p.add_argument("--rcdm", action="store_true", help="also train two tiny RCDMs and reconstruct crops")
-    p.add_argument("--threads", type=int, help="torch threads (default: DEJAVU_THREADS, else the usable cores)")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra training config override (repeatable), e.g. --set augment=paper",
-    )
+    add_config_args(p, DemoConfig, flags=DEMO_FLAGS, title="demo settings (DemoConfig)")
     p.add_argument("--force", action="store_true", help="redo an existing demo run in --out")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    kw: dict[str, Any] = dict(
-        out=args.out,
-        seed=args.seed,
-        method=args.method,
-        rcdm=args.rcdm,
-        threads=args.threads,
-        extra_train_sets=list(args.sets),
-        pairs=args.pairs,
-    )
-    if args.pairs < 1:
-        raise UsageError(f"--pairs: expected a number of model pairs >= 1, got {args.pairs}")
-    cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**kw)
-    if args.epochs:
-        cfg = replace(cfg, epochs=args.epochs, snapshot_every=max(1, args.epochs // 3))
+    from dejavu.config import config_from_args
+
+    cfg = config_from_args(DemoConfig, args, flags=DEMO_FLAGS, base=dict(QUICK) if args.quick else None)
     res = run_demo(cfg, force=args.force)
     print(format_summary(res.summary))
     print(json.dumps({"summary": str(res.out / "summary.json")}))

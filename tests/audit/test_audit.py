@@ -179,7 +179,7 @@ def test_classifier_resume_equals_uninterrupted(ckpt, synth_small, partition_sma
 def test_config_file_and_set(tmp_path):
     from dejavu.audit.config import load_audit_config
 
-    cfg = load_audit_config("imagenet", ["clf_epochs=7"], base={"npc": 100})
+    cfg = load_audit_config("imagenet", ["clf_epochs=7", "npc=100"])
     assert cfg.clf_arch == "resnet50" and cfg.clf_epochs == 7 and cfg.npc == 100 and cfg.image_size == 224
     assert AuditConfig().clf_arch == "smallcnn"
     f = tmp_path / "a.yaml"
@@ -191,6 +191,48 @@ def test_config_file_and_set(tmp_path):
         load_audit_config(None, ["clf_epoch=3"])
     with pytest.raises(DejavuError, match="confidence"):
         load_audit_config(None, ["confidence=max_logit"])
+
+
+def test_cli_settings_follow_the_one_config_path(tmp_path, capsys):
+    """``dejavu audit`` builds AuditConfig as every stage: defaults < --config < flags < --set;
+    --npc is required (flag, file or --set), and a bad key is blamed on --set (exit 2)."""
+    from dejavu.audit.config import AUDIT_FLAGS
+    from dejavu.cli import build_parser
+    from dejavu.config import config_from_args
+
+    def cfg(*argv):
+        args = build_parser().parse_args(["audit", "--model", "m.pth", "--partition", "p", "--out", "o", *argv])
+        return config_from_args(AuditConfig, args, flags=AUDIT_FLAGS, kind="audit")
+
+    c = cfg("--config", "imagenet", "--npc", "100", "--clf-epochs", "9", "--set", "clf_epochs=11")
+    assert (c.clf_arch, c.npc, c.clf_epochs) == ("resnet50", 100, 11)  # --set last, the flag over the file
+    assert cfg("--config", "imagenet").npc == 300  # the file may give npc
+    assert cfg("--set", "npc=10", "--confidence", "max_prob").confidence == "max_prob"
+    from dejavu import UsageError
+
+    with pytest.raises(UsageError, match="--npc is required"):
+        cfg()
+    with pytest.raises(SystemExit):  # argparse: a value outside the field's choices
+        cfg("--npc", "10", "--confidence", "max_logit")
+    assert (
+        main(
+            [
+                "audit",
+                "--model",
+                "m.pth",
+                "--partition",
+                "p",
+                "--out",
+                str(tmp_path),
+                "--npc",
+                "10",
+                "--set",
+                "clf_epoch=3",
+            ]
+        )
+        == 2
+    )
+    assert "--set: unknown key(s) clf_epoch" in capsys.readouterr().err
 
 
 def test_launcher_slurm_submits_the_local_command(ckpt, synth_small, partition_small, tmp_path, monkeypatch, capsys):

@@ -29,7 +29,6 @@ def register(sub) -> None:
         "--model-b", required=True, metavar="CKPT|RUN", help="model trained on set B (checkpoint or run folder)"
     )
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
-    p.add_argument("--npc", type=int, required=True, help="images per class of the attacked split (e.g. 300)")
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="ATTACK_DIR", help="output folder")
     from dejavu.attack.run import ATTACK_FLAGS, AttackConfig
@@ -80,7 +79,7 @@ def _cmd(args) -> int:
     set_torch_threads()
     from dejavu.config import config_from_args
 
-    cfg = config_from_args(AttackConfig, args, flags=ATTACK_FLAGS, base={"npc": args.npc})
+    cfg = config_from_args(AttackConfig, args, flags=ATTACK_FLAGS)
     paths = data_paths_from_args(args, need_bboxes=cfg.crop == "periphery")
     a, b = Path(args.model_a), Path(args.model_b)
     if a.is_dir() != b.is_dir():

@@ -36,6 +36,7 @@ EMBED_KINDS = ("projector", "backbone", "logits")
 
 # AttackConfig fields that are also command-line flags (the rest: --set key=value)
 ATTACK_FLAGS = (
+    "npc",
     "crop",
     "crop_algo",
     "corner_frac",
@@ -109,7 +110,13 @@ class AttackConfig:
             "faiss on CPU, torch on CUDA unless faiss has GPUs)",
         },
     )
-    npc: int = 300
+    npc: int = field(
+        default=300,
+        metadata={
+            "help": "images per class of the attacked split (e.g. 300: partition/300_per_class)",
+            "required": True,
+        },
+    )
     batch_size: int = field(default=256, metadata={"help": "embedding batch size"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda when available)"})
     workers: int | None = field(default=None, metadata={"help": "image-decoding workers (None: 8 on GPU, 0 on CPU)"})

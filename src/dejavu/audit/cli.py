@@ -50,19 +50,12 @@ def register(sub) -> None:
         help="the checkpoint to audit (ours, the original code's, a torchvision ResNet or a supported released layout)",
     )
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
-    p.add_argument("--npc", type=int, required=True, help="images per class of the split whose sets are used")
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="AUDIT_DIR", help="output folder")
-    p.add_argument("--config", metavar="FILE|NAME", help="YAML file or packaged config (synth, imagenet)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)"
-    )
-    p.add_argument("--audit-set", default=None, help="audited images: a partition set name or a .npy (default bbox_A)")
-    p.add_argument(
-        "--train-set",
-        default=None,
-        help="the classifier's images: a partition set name or a .npy (default bbox_B; must not overlap)",
-    )
+    from dejavu.audit.config import AUDIT_FLAGS, AuditConfig
+    from dejavu.config import add_config_args
+
+    add_config_args(p, AuditConfig, flags=AUDIT_FLAGS, kind="audit", title="audit settings (AuditConfig)")
     p.add_argument(
         "--reference-model",
         default=None,
@@ -85,13 +78,6 @@ def register(sub) -> None:
         metavar="DIR",
         help="box files of the --control validation images (default: the --control folder)",
     )
-    p.add_argument("--arch", default=None, help="architecture for checkpoints without a stored config (e.g. resnet50)")
-    p.add_argument(
-        "--projector",
-        default=None,
-        help="projector spec for such checkpoints (e.g. 8192-8192-8192; 'none' = backbone embedding)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--cache-dir", default=None, help="public-embedding cache (default OUT/../.embed_cache; '' = off)")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted classifier training in OUT/classifier"
@@ -102,21 +88,11 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.audit.config import load_audit_config
+    from dejavu.audit.config import AUDIT_FLAGS, AuditConfig
+    from dejavu.config import config_from_args
     from dejavu.launch import submit_if_slurm
 
-    cfg = load_audit_config(
-        args.config,
-        args.set,
-        base={
-            "npc": args.npc,
-            "audit_set": args.audit_set,
-            "train_set": args.train_set,
-            "arch": args.arch,
-            "projector": args.projector,
-            "device": args.device,
-        },
-    )  # validated before any submission
+    cfg = config_from_args(AuditConfig, args, flags=AUDIT_FLAGS, kind="audit")  # validated before any submission
     if submit_if_slurm(args, name="audit", log_dir=Path(args.out) / "slurm", resume_flag="--resume"):
         return 0
     from dejavu.audit.run import audit, summary_text

@@ -8,8 +8,7 @@ follow-up work).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dejavu import UsageError
@@ -17,34 +16,58 @@ from dejavu import UsageError
 CONFIDENCES = ("neg_entropy", "max_prob")
 
 
+AUDIT_FLAGS = ("npc", "audit_set", "train_set", "arch", "projector", "device", "k", "confidence", "clf_epochs")
+
+
 @dataclass
 class AuditConfig:
+    """Every setting of ``dejavu audit`` (flags, ``--config`` and ``--set`` all fill these)."""
+
     # what is audited, and what the classifier learns from
-    npc: int = 300
-    audit_set: str = "bbox_A"  # a partition set name (bbox_A, bbox_B, ...) or a .npy index file
-    train_set: str = "bbox_B"  # the classifier's training images; must not overlap audit_set
+    npc: int = field(
+        default=300,
+        metadata={"help": "images per class of the split whose sets are used (e.g. 300)", "required": True},
+    )
+    audit_set: str = field(
+        default="bbox_A", metadata={"help": "audited images: a partition set name (bbox_A, bbox_B, ...) or a .npy"}
+    )
+    train_set: str = field(
+        default="bbox_B",
+        metadata={"help": "the crop classifier's images: a partition set name or a .npy; must not overlap audit_set"},
+    )
     # the audited model's KNN attack (same meaning as AttackConfig)
     crop: str = "periphery"
     crop_algo: str = "periphery"
     corner_frac: float = 0.3
     embed: str = "projector"
-    k: int = 100
+    k: int = field(default=100, metadata={"help": "neighbours of the audited model's KNN attack"})
     k_attk: int | None = None  # None: k
     min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
     image_size: int | None = None
     knn: str = "auto"
-    arch: str | None = None  # for checkpoints without a stored config
-    projector: str | None = None
+    arch: str | None = field(
+        default=None, metadata={"help": "architecture for checkpoints without a stored config (e.g. resnet50)"}
+    )
+    projector: str | None = field(
+        default=None,
+        metadata={"help": "projector spec for such checkpoints (e.g. 8192-8192-8192; 'none': backbone embedding)"},
+    )
     batch_size: int = 256
-    device: str | None = None
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda when available)"})
     workers: int | None = None
     n_boot: int = 1000
     seed: int = 0
     # the crop classifier
-    confidence: str = "neg_entropy"  # neg_entropy (DejaVuOSS's sample test) | max_prob (its eval_crop.py)
+    confidence: str = field(
+        default="neg_entropy",
+        metadata={
+            "choices": CONFIDENCES,
+            "help": "classifier confidence: neg_entropy (DejaVuOSS's sample test) or max_prob (its eval_crop.py)",
+        },
+    )
     clf_arch: str = "smallcnn"
     clf_projector: str = "none"
-    clf_epochs: int = 60
+    clf_epochs: int = field(default=60, metadata={"help": "crop-classifier training epochs"})
     clf_batch_size: int = 32
     clf_optimizer: str = "sgd"  # sgd | lars | adamw
     clf_lr: float = 0.05  # absolute learning rate (cosine schedule)
@@ -89,19 +112,17 @@ class AuditConfig:
         return d
 
 
-def load_audit_config(
-    path: str | None = None, sets: list[str] | None = None, base: dict[str, Any] | None = None
-) -> AuditConfig:
-    """YAML file or packaged name (``synth``, ``imagenet``) + ``--set`` overrides;
-    ``base`` holds values from command-line flags (the file and ``--set`` win over none of them:
-    flags are applied last)."""
-    from dejavu.config import from_dict, packaged_config, parse_sets, read_yaml
+def load_audit_config(path: str | None = None, sets: list[str] | None = None) -> AuditConfig:
+    """The library path of ``dejavu audit``'s settings.
 
-    if path is not None and not Path(path).exists() and not str(path).endswith((".yaml", ".yml")):
-        cand = packaged_config("audit", f"{path}.yaml")
-        if cand.is_file():
-            path = str(cand)
-    d: dict[str, Any] = read_yaml(path) if path is not None else {}
-    d.update(parse_sets(sets))
-    d.update({k: v for k, v in (base or {}).items() if v is not None})
-    return from_dict(AuditConfig, d, source=str(path) if path else "--set")
+    Args:
+        path: a YAML file or a packaged name (``synth``, ``imagenet``), or None.
+        sets: ``key=value`` overrides, as ``--set``.
+
+    Returns:
+        The validated :class:`AuditConfig` (unknown keys and bad values raise
+        :class:`dejavu.UsageError`).
+    """
+    from dejavu.config import load_config, resolve_config
+
+    return load_config(AuditConfig, resolve_config(path, "audit"), sets)
