@@ -176,27 +176,88 @@ def _train_one(args: tuple) -> str:
     return str(res.out)
 
 
-def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
-    from dejavu.attack.run import AttackConfig, attack, snapshot_epochs
-    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
-    from dejavu.data.synth import SynthConfig, generate
-    from dejavu.io import atomic_write_json, check_can_write
-    from dejavu.partition import partition
-    from dejavu.probe import probe
-    from dejavu.report.html import build_report
-    from dejavu.utils import progress, set_torch_threads
+@dataclass
+class _Run:
+    """What the demo's phases share: settings, folders, the dataset and the model pairs."""
 
-    t0 = time.time()
+    cfg: DemoConfig
+    force: bool
+    out: Path
+    t0: float
+    threads: int
+    paths: Any = None  # DataPaths, after _make_data
+    index: Any = None  # DatasetIndex
+    pdir: Path = Path()
+    n_ctrl: int = 0
+    seeds: list[int] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # seed -> run name
+    pair_runs: dict[int, dict[str, Path]] = field(default_factory=dict)  # seed -> {"A": dir, "B": dir}
+    parallel: bool = False
+
+    @property
+    def tag(self) -> str:
+        return f"{self.cfg.method}_{self.cfg.npc}pc"
+
+
+def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
+    """The whole pipeline on the synthetic default, into ``cfg.out`` (module docstring).
+
+    Args:
+        cfg: the demo's settings.
+        force: redo an existing run (else an existing ``summary.json`` is refused; an
+            interrupted run continues its training from ``last.pth``).
+
+    Returns:
+        The run folder, the summary (also in ``summary.json``) and the report's path.
+    """
+    from dejavu.io import atomic_write_json
+    from dejavu.report.html import build_report
+
+    run = _open_run(cfg, force)
+    _make_data(run)
+    _make_partition(run)
+    _train_pairs(run)
+    by_pair = _attack_pairs(run)
+    runs = run.pair_runs[run.seeds[0]]
+    final = max(r.results["epoch"] for r in by_pair[run.seeds[0]])
+    audit_info = None
+    if run.n_ctrl:
+        audit_info = _run_audit(
+            cfg, run.out, runs, run.pdir, run.paths, final, run.names[run.seeds[0]], run.index, run.t0
+        )
+    pr = _probe_final(run, runs["A"] / f"model_ep{final}.pth")
+    rcdm_info = None
+    if cfg.rcdm:
+        rcdm_info = _run_rcdm(
+            cfg, run.out, runs, run.pdir, run.paths, final, run.tag, run.t0, force, run.parallel, run.threads
+        )
+    # plots (made by the report from attack/ and probe/) + report
+    report = build_report(run.out, force=True, data=run.paths) if cfg.report else None
+    if report is not None:
+        _stamp(f"report: {report}", run.t0)
+    summary = summarize(by_pair, pr, report, time.time() - run.t0, cfg, rcdm_info)
+    summary["audit"] = audit_info
+    atomic_write_json(run.out / "summary.json", summary)
+    return DemoResult(run.out, summary, report)
+
+
+def _open_run(cfg: DemoConfig, force: bool) -> _Run:
+    from dejavu.io import check_can_write
+    from dejavu.utils import set_torch_threads
+
     out = Path(cfg.out)
     if (out / "summary.json").exists() and not force:
         raise DejavuError(f"{out}: a demo run already exists here; pass --force to redo it, or --out elsewhere")
     check_can_write(out, force=True)
     out.mkdir(parents=True, exist_ok=True)
-    threads = set_torch_threads(cfg.threads)
-    tag = f"{cfg.method}_{cfg.npc}pc"
+    return _Run(cfg, force, out, time.time(), set_torch_threads(cfg.threads))
 
-    # 1) data
-    data = out / "data"
+
+def _make_data(run: _Run) -> None:
+    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+    from dejavu.data.synth import SynthConfig, generate
+
+    cfg, data = run.cfg, run.out / "data"
     scfg = SynthConfig(
         classes=cfg.classes,
         per_class=cfg.per_class,
@@ -204,109 +265,113 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
         annotated_fraction=cfg.annotated_fraction,
         seed=cfg.seed,
     )
-    if not (data / "synth.json").exists() or force:
+    if not (data / "synth.json").exists() or run.force:
         generate(data, scfg, force=True, workers=min(2, os.cpu_count() or 1))
+    run.paths = DataPaths.resolve(data=data)
+    run.index = scan_imagefolder(run.paths.images)
     how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "usable cores"
     _stamp(
         f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; "
-        f"torch threads {threads} ({how})",
-        t0,
+        f"torch threads {run.threads} ({how})",
+        run.t0,
     )
 
-    # 2) partition with the held-out control (removed from the public set every attack searches)
-    paths = DataPaths.resolve(data=data)
-    index = scan_imagefolder(paths.images)
-    pdir = out / "partition"
-    pres = partition(paths, [cfg.npc], pdir, force=True, index=index, control=cfg.control_per_class)
+
+def _make_partition(run: _Run) -> None:
+    """The split, with the held-out control (removed from the public set every attack searches)."""
+    from dejavu.partition import partition
+
+    cfg, run.pdir = run.cfg, run.out / "partition"
+    pres = partition(run.paths, [cfg.npc], run.pdir, force=True, index=run.index, control=cfg.control_per_class)
     c = pres.splits[cfg.npc].counts()
-    n_ctrl = len(pres.control.all) if pres.control is not None else 0
-    _stamp(f"partition: |A|=|B|={c['bbox_A']} attacked images, public {c['public']}, control {n_ctrl} held-out", t0)
-
-    # 3) train target (A) and reference (B) of each pair; same seed -> same initial weights
-    seeds = [cfg.seed + i for i in range(max(1, cfg.pairs))]
-    names = {s: tag if len(seeds) == 1 else f"{tag}_seed{s}" for s in seeds}
-    pair_runs = {s: {y: out / "train" / f"{names[s]}_{y}" for y in "AB"} for s in seeds}
-    jobs = []
-    for sd in seeds:
-        tcfg = cfg.train_config(sd)
-        jobs += [
-            (
-                asdict(tcfg),
-                str(paths.images),
-                str(paths.bboxes),
-                str(pdir / f"{cfg.npc}_per_class" / f"train_{y}.npy"),
-                str(pair_runs[sd][y]),
-                force,
-                1,
-            )
-            for y in "AB"
-        ]
-    parallel = _cores() >= 2 and cfg.threads in (None, 1)
+    run.n_ctrl = len(pres.control.all) if pres.control is not None else 0
     _stamp(
-        f"train: {cfg.method} x{len(jobs)} ({len(seeds)} pair(s), {cfg.epochs} epochs, snapshots every "
-        f"{cfg.snapshot_period}; {'2 processes x 1 thread' if parallel else f'sequential, {threads} thread(s)'})",
-        t0,
+        f"partition: |A|=|B|={c['bbox_A']} attacked images, public {c['public']}, control {run.n_ctrl} held-out",
+        run.t0,
     )
-    _map(_train_one, jobs, parallel, threads)
-    _stamp("train: done", t0)
-    runs = pair_runs[seeds[0]]
 
-    # 4) attack every snapshot of every pair, with the held-out control (partition's control)
+
+def _train_pairs(run: _Run) -> None:
+    """Target (A) and reference (B) of each pair; the same seed gives the same initial weights."""
+    cfg = run.cfg
+    run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
+    run.names = {s: run.tag if len(run.seeds) == 1 else f"{run.tag}_seed{s}" for s in run.seeds}
+    run.pair_runs = {s: {y: run.out / "train" / f"{run.names[s]}_{y}" for y in "AB"} for s in run.seeds}
+    split = run.pdir / f"{cfg.npc}_per_class"
+    jobs = [
+        (
+            asdict(cfg.train_config(sd)),
+            str(run.paths.images),
+            str(run.paths.bboxes),
+            str(split / f"train_{y}.npy"),
+            str(run.pair_runs[sd][y]),
+            run.force,
+            1,
+        )
+        for sd in run.seeds
+        for y in "AB"
+    ]
+    run.parallel = _cores() >= 2 and cfg.threads in (None, 1)
+    how = "2 processes x 1 thread" if run.parallel else f"sequential, {run.threads} thread(s)"
+    _stamp(
+        f"train: {cfg.method} x{len(jobs)} ({len(run.seeds)} pair(s), {cfg.epochs} epochs, snapshots every "
+        f"{cfg.snapshot_period}; {how})",
+        run.t0,
+    )
+    _map(_train_one, jobs, run.parallel, run.threads)
+    _stamp("train: done", run.t0)
+
+
+def _attack_pairs(run: _Run) -> dict[int, list]:
+    """Every snapshot of every pair, with the held-out control (the partition's control)."""
+    from dejavu.attack.run import AttackConfig, attack, snapshot_epochs
+    from dejavu.utils import progress
+
+    cfg = run.cfg
     acfg = AttackConfig(npc=cfg.npc, k=cfg.k, k_attk=cfg.k, device="cpu", seed=cfg.seed)
     by_pair: dict[int, list] = {}
-    for sd in seeds:
-        r = pair_runs[sd]
+    for sd in run.seeds:
+        r = run.pair_runs[sd]
         epochs = sorted(set(snapshot_epochs(r["A"])) & set(snapshot_epochs(r["B"])))
         by_pair[sd] = [
             attack(
                 r["A"] / f"model_ep{ep}.pth",
                 r["B"] / f"model_ep{ep}.pth",
-                pdir,
-                paths,
-                out / "attack" / names[sd] / f"ep{ep}",
+                run.pdir,
+                run.paths,
+                run.out / "attack" / run.names[sd] / f"ep{ep}",
                 acfg,
                 force=True,
-                index=index,
-                control="partition" if n_ctrl else "none",
+                index=run.index,
+                control="partition" if run.n_ctrl else "none",
             )
             for ep in progress(epochs, desc=f"attack snapshots (seed {sd})")
         ]
-    atk = by_pair[seeds[0]]
-    _stamp(f"attack: {sum(len(v) for v in by_pair.values())} snapshot pairs, each with the held-out control", t0)
-    final_ep = max(r.results["epoch"] for r in atk)
-    audit_info = _run_audit(cfg, out, runs, pdir, paths, final_ep, names[seeds[0]], index, t0) if n_ctrl else None
+    n = sum(len(v) for v in by_pair.values())
+    _stamp(f"attack: {n} snapshot pairs, each with the held-out control", run.t0)
+    return by_pair
 
-    # 6) probe of the final target model (features computed once: no augmentation)
-    final = max(r.results["epoch"] for r in atk)
-    pr = None
-    if cfg.probe_epochs > 0:
-        pr = probe(
-            runs["A"] / f"model_ep{final}.pth",
-            pdir,
-            cfg.npc,
-            paths,
-            out / "probe" / f"{tag}_A",
-            epochs=cfg.probe_epochs,
-            augment=False,
-            device="cpu",
-            force=True,
-        )
-        _stamp(f"probe: top-1 {pr.top1:.3f}", t0)
 
-    # 7) optional RCDM
-    rcdm_info = None
-    if cfg.rcdm:
-        rcdm_info = _run_rcdm(cfg, out, runs, pdir, paths, final, tag, t0, force, parallel, threads)
+def _probe_final(run: _Run, ckpt: Path):
+    """Linear probe of the final target model (features computed once: no augmentation)."""
+    from dejavu.probe import probe
 
-    # 8) plots (made by the report from attack/ and probe/) + report
-    report = build_report(out, force=True, data=paths) if cfg.report else None
-    if report is not None:
-        _stamp(f"report: {report}", t0)
-
-    summary = summarize(by_pair, pr, report, time.time() - t0, cfg, rcdm_info)
-    summary["audit"] = audit_info
-    atomic_write_json(out / "summary.json", summary)
-    return DemoResult(out, summary, report)
+    cfg = run.cfg
+    if cfg.probe_epochs <= 0:
+        return None
+    pr = probe(
+        ckpt,
+        run.pdir,
+        cfg.npc,
+        run.paths,
+        run.out / "probe" / f"{run.tag}_A",
+        epochs=cfg.probe_epochs,
+        augment=False,
+        device="cpu",
+        force=True,
+    )
+    _stamp(f"probe: top-1 {pr.top1:.3f}", run.t0)
+    return pr
 
 
 def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, Any]:
