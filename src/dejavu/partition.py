@@ -309,7 +309,15 @@ def partition(
     check_invariants(splits, index.targets)
     if ctrl is not None:
         check_control(splits, ctrl)
-    npcs = sorted(splits)
+    _write_sets(out, splits, val_set, ctrl)
+    manifest = _manifest(paths, index, annotated, splits, val_set, per, without, ctrl)
+    atomic_write_json(manifest_path, manifest)
+    return PartitionResult(
+        out, index.fingerprint, splits, val_set, per, [index.classes[c] for c in without], manifest, ctrl
+    )
+
+
+def _write_sets(out: Path, splits: dict, val_set: np.ndarray, ctrl) -> None:
     for npc, sp in splits.items():
         for name, arr in sp.sets.items():
             atomic_save_npy(out / f"{npc}_per_class" / f"{name}.npy", arr)
@@ -319,7 +327,12 @@ def partition(
     if ctrl is not None:
         for name, arr in zip(CONTROL_FILES, (ctrl.all, ctrl.A, ctrl.B)):
             atomic_save_npy(out / f"{name}.npy", arr)
-    manifest = {
+
+
+def _manifest(paths, index, annotated, splits, val_set, per, without, ctrl) -> dict[str, Any]:
+    """``manifest.json``: the dataset's fingerprint, the sets' counts and the control's."""
+    npcs = sorted(splits)
+    manifest: dict[str, Any] = {
         "format": formats.PARTITION,
         "fingerprint": index.fingerprint.to_dict(),
         "images": str(paths.images),
@@ -346,10 +359,7 @@ def partition(
             "halves": "alternate within each class, first to A",
             "short_classes": [{**s, "class": index.classes[s["class"]]} for s in ctrl.short_classes],
         }
-    atomic_write_json(manifest_path, manifest)
-    return PartitionResult(
-        out, index.fingerprint, splits, val_set, per, [index.classes[c] for c in without], manifest, ctrl
-    )
+    return manifest
 
 
 @dataclass

@@ -67,63 +67,74 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.analysis.significance import control_summary_text, verdict_line
-    from dejavu.analysis.tables import summary_text
-    from dejavu.attack.run import ATTACK_FLAGS, AttackConfig, attack, attack_runs
+    from dejavu.attack.run import ATTACK_FLAGS, AttackConfig
+    from dejavu.config import config_from_args
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.launch import submit_if_slurm
     from dejavu.utils import set_torch_threads
 
+    cfg = config_from_args(AttackConfig, args, flags=ATTACK_FLAGS)  # validated before any submission
     if submit_if_slurm(args, name="attack", log_dir=Path(args.out) / "slurm"):
         return 0
     set_torch_threads()
-    from dejavu.config import config_from_args
-
-    cfg = config_from_args(AttackConfig, args, flags=ATTACK_FLAGS)
     paths = data_paths_from_args(args, need_bboxes=cfg.crop == "periphery")
     a, b = Path(args.model_a), Path(args.model_b)
     if a.is_dir() != b.is_dir():
         raise DejavuError(f"{a} / {b}: pass two checkpoints or two run folders, not one of each")
-    if a.is_dir():
-        try:
-            epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
-        except ValueError:
-            raise DejavuError(f"--epochs: expected comma-separated integers, got {args.epochs!r}") from None
-        results = attack_runs(
-            a,
-            b,
-            args.partition,
-            paths,
-            args.out,
-            cfg,
-            force=args.force,
-            skip_existing=args.skip_existing,
-            cache_dir=args.cache_dir,
-            epochs=epochs,
-            control=args.control,
-            control_bboxes=args.control_bboxes,
-        )
-        for r in results:
-            m = r.metrics["top1"]
-            print(
-                f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
-                + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
-            )
-        print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
-    else:
-        r = attack(
-            a,
-            b,
-            args.partition,
-            paths,
-            args.out,
-            cfg,
-            force=args.force,
-            cache_dir=args.cache_dir,
-            control=args.control,
-            control_bboxes=args.control_bboxes,
-        )
-        print(summary_text(r.results))
-        print(control_summary_text(r.results))
-        print(f"written to {r.out}")
+    (_attack_runs if a.is_dir() else _attack_pair)(args, a, b, paths, cfg)
     return 0
+
+
+def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
+    """Every snapshot present in both run folders (``--epochs`` to choose)."""
+    from dejavu.analysis.significance import verdict_line
+    from dejavu.attack.run import attack_runs
+
+    try:
+        epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
+    except ValueError:
+        raise DejavuError(f"--epochs: expected comma-separated integers, got {args.epochs!r}") from None
+    results = attack_runs(
+        a,
+        b,
+        args.partition,
+        paths,
+        args.out,
+        cfg,
+        force=args.force,
+        skip_existing=args.skip_existing,
+        cache_dir=args.cache_dir,
+        epochs=epochs,
+        control=args.control,
+        control_bboxes=args.control_bboxes,
+    )
+    for r in results:
+        m = r.metrics["top1"]
+        print(
+            f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
+            + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
+        )
+    print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
+
+
+def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
+    """One checkpoint pair."""
+    from dejavu.analysis.significance import control_summary_text
+    from dejavu.analysis.tables import summary_text
+    from dejavu.attack.run import attack
+
+    r = attack(
+        a,
+        b,
+        args.partition,
+        paths,
+        args.out,
+        cfg,
+        force=args.force,
+        cache_dir=args.cache_dir,
+        control=args.control,
+        control_bboxes=args.control_bboxes,
+    )
+    print(summary_text(r.results))
+    print(control_summary_text(r.results))
+    print(f"written to {r.out}")

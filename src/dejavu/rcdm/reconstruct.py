@@ -462,18 +462,13 @@ def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> t
 
 def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconstruction, np.ndarray, dict[str, Any]]:
     """One example: crop, both models' samples (same noise), its files and grid PNG."""
-    from dejavu.data.annotations import read_voc_xml
     from dejavu.data.dataset import load_rgb
-    from dejavu.data.imagefolder import annotation_path
     from dejavu.rcdm.sample import make_noise
 
     y, g = row["set"], int(row["index"])
     other = "B" if y == "A" else "A"
     img = load_rgb(job.index.path(g))
-    boxes = np.zeros((0, 4))
-    ann_dir = job.paths.annotation_dir
-    if ann_dir is not None and annotation_path(job.index, ann_dir, g).is_file():
-        boxes = read_voc_xml(annotation_path(job.index, ann_dir, g)).boxes
+    boxes = _boxes(job, g)
     crop_box = _crop_box(job, y, g, img.size, boxes)
     crop = img.crop(crop_box)
     noise = make_noise(job.samples, job.size, job.seed + g)
@@ -513,21 +508,37 @@ def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconst
         samples_control=outs["control"],
         png=png,
     )
-    record = {
-        "set": y,
-        "index": g,
-        "label": label,
+    record = _record(job, row, item, cname)
+    return item, crop_arr, record
+
+
+def _boxes(job: _Job, g: int) -> np.ndarray:
+    """The object boxes of image ``g`` (none when it has no annotation file)."""
+    from dejavu.data.annotations import read_voc_xml
+    from dejavu.data.imagefolder import annotation_path
+
+    ann_dir = job.paths.annotation_dir
+    if ann_dir is not None and annotation_path(job.index, ann_dir, g).is_file():
+        return read_voc_xml(annotation_path(job.index, ann_dir, g)).boxes
+    return np.zeros((0, 4))
+
+
+def _record(job: _Job, row: dict[str, Any], item: Reconstruction, cname: str) -> dict[str, Any]:
+    """The example's entry in ``reconstruct.json``."""
+    return {
+        "set": item.set,
+        "index": item.index,
+        "label": item.label,
         "class": cname,
         "quadrant": row["quadrant"],
         "conf_target": row["conf_target"],
         "conf_reference": row["conf_reference"],
-        "crop_box": list(crop_box),
-        "neighbours": neigh,
-        "png": png.name,
-        "tensors": f"{y}_{g}/",
-        "noise_seed": job.seed + g,
+        "crop_box": list(item.crop_box),
+        "neighbours": item.neighbours,
+        "png": item.png.name,
+        "tensors": f"{item.set}_{item.index}/",
+        "noise_seed": job.seed + item.index,
     }
-    return item, crop_arr, record
 
 
 @locks_output("rcdm reconstruct")
