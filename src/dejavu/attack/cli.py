@@ -95,18 +95,7 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     except ValueError:
         raise DejavuError(f"--epochs: expected comma-separated integers, got {args.epochs!r}") from None
     results = attack_runs(
-        a,
-        b,
-        args.partition,
-        paths,
-        args.out,
-        cfg,
-        force=args.force,
-        skip_existing=args.skip_existing,
-        cache_dir=args.cache_dir,
-        epochs=epochs,
-        control=args.control,
-        control_bboxes=args.control_bboxes,
+        a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
     )
     for r in results:
         m = r.metrics["top1"]
@@ -123,18 +112,12 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     from dejavu.analysis.tables import summary_text
     from dejavu.attack.run import attack
 
-    r = attack(
-        a,
-        b,
-        args.partition,
-        paths,
-        args.out,
-        cfg,
-        force=args.force,
-        cache_dir=args.cache_dir,
-        control=args.control,
-        control_bboxes=args.control_bboxes,
-    )
+    r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args))
     print(summary_text(r.results))
     print(control_summary_text(r.results))
     print(f"written to {r.out}")
+
+
+def _common(args) -> dict:
+    """Keyword arguments shared by :func:`attack` and :func:`attack_runs`."""
+    return dict(force=args.force, cache_dir=args.cache_dir, control=args.control, control_bboxes=args.control_bboxes)
