@@ -49,6 +49,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "deja vu score" in printed and "held-out control" in printed and "report.html" in printed
     assert "excess over the control" in printed and "training randomness is not covered" in printed
+    assert "held-out control (control_A)" in printed  # the audit's own control
     assert "Score against the held-out control" in (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     _check_artifacts(out, summary)

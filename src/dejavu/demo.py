@@ -603,6 +603,17 @@ def _audit_lines(a: dict[str, Any] | None, ci) -> list[str]:
         f"CI {ci(a['gap_100_ci95'])}",
         f"    memorized {100 * a['memorized']:.1f}%; {o['both']} of the {o['memorized_two_model']} two-model "
         f"memorized examples of set A found (chance {100 * o['chance_recall']:.0f}%)",
+        *_audit_control_lines(a.get("control_excess"), ci),
+    ]
+
+
+def _audit_control_lines(x: dict[str, Any] | None, ci) -> list[str]:
+    """The audit's held-out control (control_A, audited by the same model and classifier)."""
+    if not x:
+        return []
+    return [
+        f"    held-out control (control_A) @20% {100 * x['control']:+.1f}; excess over it "
+        f"{100 * x['excess']:+.1f} points, CI {ci(x['ci95'])}"
     ]
 
 
