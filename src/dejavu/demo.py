@@ -397,6 +397,7 @@ def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, 
         "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
         "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A"),
         "control_excess": lookup(r.results, "control.excess.top1.20"),
+        "control_excess_100": lookup(r.results, "control.excess.top1.100"),
     }
     _stamp(
         f"audit (one model): score {100 * info['dejavu_score']:+.1f} points; classifier held-out accuracy "
@@ -603,18 +604,21 @@ def _audit_lines(a: dict[str, Any] | None, ci) -> list[str]:
         f"CI {ci(a['gap_100_ci95'])}",
         f"    memorized {100 * a['memorized']:.1f}%; {o['both']} of the {o['memorized_two_model']} two-model "
         f"memorized examples of set A found (chance {100 * o['chance_recall']:.0f}%)",
-        *_audit_control_lines(a.get("control_excess"), ci),
+        *_audit_control_lines(a.get("control_excess"), a.get("control_excess_100"), ci),
     ]
 
 
-def _audit_control_lines(x: dict[str, Any] | None, ci) -> list[str]:
+def _audit_control_lines(x20: dict[str, Any] | None, x100: dict[str, Any] | None, ci) -> list[str]:
     """The audit's held-out control (control_A, audited by the same model and classifier)."""
-    if not x:
+    if not x20:
         return []
-    return [
-        f"    held-out control (control_A) @20% {100 * x['control']:+.1f}; excess over it "
-        f"{100 * x['excess']:+.1f} points, CI {ci(x['ci95'])}"
-    ]
+    line = (
+        f"    held-out control (control_A) @20% {100 * x20['control']:+.1f}; excess over it @20% "
+        f"{100 * x20['excess']:+.1f} CI {ci(x20['ci95'])}"
+    )
+    if x100:
+        line += f"   @100% {100 * x100['excess']:+.1f} CI {ci(x100['ci95'])}"
+    return [line]
 
 
 def register(sub) -> None:
