@@ -277,6 +277,22 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
     return "<table class='head'>" + "".join(rows) + "</table>" if rows else "<p>No results yet.</p>"
 
 
+def _excess_rows(rec: AttackRecord) -> list[str]:
+    """Table rows "at p%: score / held-out control / excess (95% CI)" of an attack or audit
+    with a control block (the two-model and the one-model sections word them alike)."""
+    rows = []
+    for at in ("20", "100"):
+        e = rec.excess(at=at)
+        if e is None:
+            continue
+        rows.append(
+            f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
+            f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
+            f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>"
+        )
+    return rows
+
+
 def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
     """Score against the held-out control (issue 11): the control's score, the excess with
     its interval, the verdict, and, when several model pairs differ only in the seed, each
@@ -300,16 +316,7 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
         ),
         None,
     )
-    rows = []
-    for at in ("20", "100"):
-        e = head.excess(at=at)
-        if e is None:
-            continue
-        rows.append(
-            f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
-            f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
-            f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>"
-        )
+    rows = _excess_rows(head)
     if row is not None:
         pl = row["pair_level"]
         cls = "big" if pl["n_pairs"] >= 2 else ""
@@ -335,44 +342,82 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
 
 def _one_model(audits: list[AttackRecord], head: AttackRecord | None, run_dir: Path) -> str:
     """The one-model tests (``dejavu audit``, DESIGN 7.3): the audited model against a crop
-    classifier; beside a two-model attack of the same set, the overlap of memorized examples."""
-    rows = []
-    for r in audits:
-        ci = r.ci()
-        clf = r.raw.get("classifier") or {}
-        sets = r.raw.get("sets") or {}
-        ho = clf.get("heldout_acc")
-        clf_s = (
-            f"trained on {html.escape(str(sets.get('classifier_train')))}"
-            if clf.get("trained")
-            else f"from {html.escape(str(clf.get('path')))}"
-        ) + (f", held-out {_pct(ho)}" if ho is not None else "")
-        overlap = ""
-        if head is not None and (head.dir / "examples.csv").is_file() and (r.dir / "examples.csv").is_file():
-            from dejavu.audit.compare import memorized_overlap
-
-            name = str(sets.get("audit", ""))
-            o = memorized_overlap(head.dir, r.dir, name[-1] if name in ("bbox_A", "bbox_B") else name)
-            if o["n_common"]:
-                overlap = (
-                    f"{o['both']} of {o['memorized_two_model']} ({_pct(o['recall_of_two_model'])}; chance "
-                    f"{_pct(o['chance_recall'])})"
-                )
-        rows.append(
-            f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
-            f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
-            f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
-            f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
-            f"<td>{_pct(r.quadrants.get('memorized', float('nan')))}</td><td>{overlap or '-'}</td></tr>"
-        )
+    classifier; beside a two-model attack of the same set, the overlap of memorized examples;
+    then, per audit, its score against its held-out control (:func:`_audit_control`)."""
     return (
         "<h2>One-model test (audited model vs crop classifier)</h2><p class='muted'>The classifier predicts the "
         "class from the background crop alone, trained on other images: what it gets right is correlation. "
         "Score = model minus classifier accuracy on each one's 20% most confident crops (95% CI).</p>"
         "<table class='all'><tr><th>folder</th><th>method</th><th>audited set</th><th>classifier</th>"
         "<th>model vs classifier 20%</th><th>score</th><th>memorized</th>"
-        "<th>two-model memorized also found</th></tr>" + "".join(rows) + "</table>"
+        "<th>two-model memorized also found</th></tr>"
+        + "".join(_audit_row(r, head, run_dir) for r in audits)
+        + "</table>"
+        + "".join(_audit_control(r, run_dir) for r in audits)
     )
+
+
+def _audit_row(r: AttackRecord, head: AttackRecord | None, run_dir: Path) -> str:
+    """One audit's row of the one-model table."""
+    ci = r.ci()
+    clf = r.raw.get("classifier") or {}
+    sets = r.raw.get("sets") or {}
+    ho = clf.get("heldout_acc")
+    clf_s = (
+        f"trained on {html.escape(str(sets.get('classifier_train')))}"
+        if clf.get("trained")
+        else f"from {html.escape(str(clf.get('path')))}"
+    ) + (f", held-out {_pct(ho)}" if ho is not None else "")
+    overlap = ""
+    if head is not None and (head.dir / "examples.csv").is_file() and (r.dir / "examples.csv").is_file():
+        from dejavu.audit.compare import memorized_overlap
+
+        name = str(sets.get("audit", ""))
+        o = memorized_overlap(head.dir, r.dir, name[-1] if name in ("bbox_A", "bbox_B") else name)
+        if o["n_common"]:
+            overlap = (
+                f"{o['both']} of {o['memorized_two_model']} ({_pct(o['recall_of_two_model'])}; chance "
+                f"{_pct(o['chance_recall'])})"
+            )
+    return (
+        f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
+        f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
+        f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
+        f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
+        f"<td>{_pct(r.quadrants.get('memorized', float('nan')))}</td><td>{overlap or '-'}</td></tr>"
+    )
+
+
+def _audit_control(r: AttackRecord, run_dir: Path) -> str:
+    """One audit's score against its held-out control (issue 11, :mod:`dejavu.audit.control`):
+    the verdict, score / control / excess with the paired bootstrap CI at 20% and 100%, and
+    the control's images; or why the audit has none (``control_skipped``)."""
+    from dejavu.audit.control import verdict_text
+
+    name = html.escape(os.path.relpath(r.dir, run_dir))
+    head = f"<h3>Score against the held-out control: {name}</h3>"
+    if r.control is None:
+        why = r.raw.get("control_skipped") or "none"
+        return (
+            f"{head}<p class='muted'>No held-out control in this audit ({html.escape(str(why))}): the score's CI "
+            "covers the choice of audited images only, and nothing says how large a score this model and "
+            "classifier reach without memorization (dejavu partition --control N, or dejavu audit "
+            "--control VAL_DIR).</p>"
+        )
+    ex = r.excess()
+    rows = [f"<tr><th>verdict (top-1, 20%)</th><td>{html.escape(verdict_text(ex))}</td></tr>"] if ex else []
+    rows += _excess_rows(r)
+    c = r.control
+    n = c["counts"]["control"]
+    dropped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in (c["source"].get("excluded") or {}).items() if v)
+    rows.append(
+        f"<tr><th>held-out control</th><td>{html.escape(str(c['source'].get('kind', '?')))} images, "
+        f"{n['attacked']} of {n['bbox']} attacked"
+        + (f" (excluded: {html.escape(dropped)})" if dropped else "")
+        + " <span class='muted'>(neither the model nor the classifier trained on them; no gap expected)</span>"
+        "</td></tr>"
+    )
+    return head + "<table class='head'>" + "".join(rows) + "</table>"
 
 
 def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
