@@ -107,28 +107,105 @@ def _model_info(lm) -> dict[str, Any]:
     return {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
 
 
-def _classifier(
-    cfg: AuditConfig,
-    index: DatasetIndex,
+@dataclass
+class _Job:
+    """What an audit resolved before training or embedding anything (:func:`_setup`)."""
+
+    cfg: AuditConfig
+    out: Path
+    paths: DataPaths
+    index: DatasetIndex
+    part: Any  # dejavu.partition.Partition
+    public: np.ndarray
+    audit_idx: np.ndarray
+    train_idx: np.ndarray | None  # the classifier's training set; None with --reference-model
+    device: str
+    lm: Any  # the audited model (LoadedModel)
+    ref: tuple[Any, dict[str, Any], np.ndarray | None] | None  # :func:`_reference`'s answer
+    image_size: int
+    min_px: float
+    acfg: Any  # the attack's settings of the crops (AttackConfig)
+    crops: Any  # the audited set's crops (:func:`dejavu.attack.run.compute_crops`)
+
+    @property
+    def clf_train(self) -> np.ndarray | None:
+        """The images the classifier trained on (None: a reference classifier that does not say)."""
+        return self.train_idx if self.ref is None else self.ref[2]
+
+    @property
+    def public_labels(self) -> np.ndarray:
+        return self.index.targets[self.public]
+
+
+def _setup(
+    model: str | os.PathLike,
+    partition: str | os.PathLike,
     paths: DataPaths,
-    part,
     out: Path,
-    train_idx,
-    image_size: int,
-    min_px: float,
-    device: str,
-    resume: bool,
-    force: bool,
-) -> tuple[Any, dict[str, Any], dict]:
+    cfg: AuditConfig,
+    reference_model: str | os.PathLike | None,
+    index: DatasetIndex | None,
+    public: np.ndarray | None,
+) -> _Job:
+    """Phase 1: the sets (refused if they overlap), the audited model (and a reference
+    classifier), the audited set's crops."""
+    from dejavu.attack.run import compute_crops, default_min_crop_px
+    from dejavu.device import choose_device
+    from dejavu.partition import Partition
+    from dejavu.ssl.checkpoint import load_model
+
+    device = str(choose_device(cfg.device))
+    index = index or scan_imagefolder(paths.images)
+    part = Partition.load(partition)
+    part.check(index)
+    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
+    train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
+    check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
+
+    lm = load_model(model, arch=cfg.arch, projector=cfg.projector)
+    if lm.fingerprint:
+        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
+    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
+    acfg = cfg.attack_config()
+    crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
+    if len(crops.indices) == 0:
+        raise DejavuError(
+            f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
+            f"(min_crop_px {min_px:g}); lower min_crop_px?"
+        )
+    image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
+    return _Job(
+        cfg, out, paths, index, part, public, audit_idx, train_idx, device, lm, ref, image_size, min_px, acfg, crops
+    )
+
+
+def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Phase 3: the crop classifier (trained here, or the reference one); returns
+    (LoadedModel, its ``results.json`` info, the audit's ``counts``)."""
+    counts: dict[str, Any] = {"audit": job.crops.counts, "public": len(job.public)}
+    if job.ref is not None:
+        clf, clf_info, _ = job.ref
+        return clf, clf_info, counts
+    clf, clf_info, counts["classifier_train"] = _classifier(job, resume, force)
+    return clf, clf_info, counts
+
+
+def _classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict]:
     """Train (or finish training) the crop classifier; returns (LoadedModel, info, crop counts)."""
     from dejavu.attack.run import compute_crops
     from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
     from dejavu.ssl.checkpoint import load_model
 
-    cdir = out / "classifier"
+    cfg, index, train_idx = job.cfg, job.index, job.train_idx
+    assert train_idx is not None  # no reference classifier
+    cdir = job.out / "classifier"
     if force and not resume:
         classifier_dir_clean(cdir)
-    sc = compute_crops(index, paths.annotation_dir, train_idx, cfg.attack_config(), min_px, desc="crops (classifier)")
+    sc = compute_crops(
+        index, job.paths.annotation_dir, train_idx, cfg.attack_config(), job.min_px, desc="crops (classifier)"
+    )
     if len(sc.indices) < 2:
         raise DejavuError(
             f"classifier training set {cfg.train_set}: {len(sc.indices)} attackable image(s) "
@@ -140,9 +217,11 @@ def _classifier(
             "set": cfg.train_set,
             "npc": cfg.npc,
             "fingerprint": index.fingerprint.to_dict(),
-            "partition": str(part.root),
+            "partition": str(job.part.root),
         }
-        train_classifier(cfg, index, crops, len(index.classes), image_size, cdir, device, resume=resume, meta=meta)
+        train_classifier(
+            cfg, index, crops, len(index.classes), job.image_size, cdir, job.device, resume=resume, meta=meta
+        )
     lm = load_model(cdir / "classifier.pth")
     diff = sorted(k for k, v in cfg.classifier_config().items() if lm.config.get(k) != v)
     if diff:
@@ -193,38 +272,68 @@ def _trained_here(lm, part) -> bool:
     return where is None or Path(where).resolve() == Path(part.root).resolve()
 
 
-def _public_embeddings(
-    cfg: AuditConfig,
-    lm,
-    index: DatasetIndex,
-    public: np.ndarray,
-    tdesc: str,
-    transform,
-    device: str,
-    cache_dir: Path | None,
-) -> tuple[np.ndarray, bool]:
+@dataclass
+class _Labelled:
+    """Phase 4's answer: the audited (and control) crops' arrays, and what was resolved."""
+
+    arrays: dict[str, np.ndarray]
+    carrays: dict[str, np.ndarray] | None
+    cached: bool
+    resolved: dict[str, Any]
+
+
+def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLike | None) -> _Labelled:
+    """Phase 4: the public embeddings (cached), then the audited crops and the control's
+    embedded, KNN-searched and classified by the same model and classifier."""
+    from dejavu.data.transforms import describe_eval_transform, eval_transform
+
+    clf_size = int(clf.config.get("image_size") or job.image_size)
+    clf_tf = None if clf_size == job.image_size else eval_transform(clf_size)
+    cdir = None if cache_dir == "" else Path(cache_dir) if cache_dir is not None else job.out.parent / ".embed_cache"
+    tf, tdesc = eval_transform(job.image_size), describe_eval_transform(job.image_size)
+    pub_emb, cached = _public_embeddings(job, tdesc, tf, cdir)
+    arrays = _label_crops(job, clf, job.index, job.crops, pub_emb, tf, clf_tf, "audited")
+    carrays = None
+    if ctrl.src is not None:
+        carrays = _label_crops(job, clf, ctrl.src.index, ctrl.crops, pub_emb, tf, clf_tf, "control")
+    resolved = {
+        "image_size": job.image_size,
+        "min_crop_px": job.min_px,
+        "device": job.device,
+        "transform": tdesc,
+        "classifier_image_size": clf_size,
+        "k_attk": job.acfg.k_attk,
+    }
+    return _Labelled(arrays, carrays, cached, resolved)
+
+
+def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None) -> tuple[np.ndarray, bool]:
     """The audited model's embeddings of the public set (cached)."""
     from dejavu.attack.embed import CachedEmbedder, cache_key
 
-    key = cache_key(lm.sha256, public, tdesc, cfg.embed, index.fingerprint.id)
+    cfg, index = job.cfg, job.index
+    key = cache_key(job.lm.sha256, job.public, tdesc, cfg.embed, index.fingerprint.id)
     (pub_emb,), (cached,) = CachedEmbedder(cache_dir).embed_public(
-        [lm.model], [key], [index.path(i) for i in public], transform, cfg.embed, cfg.batch_size, device, cfg.workers
+        [job.lm.model],
+        [key],
+        [index.path(i) for i in job.public],
+        transform,
+        cfg.embed,
+        cfg.batch_size,
+        job.device,
+        cfg.workers,
     )
     return pub_emb, bool(cached)
 
 
 def _label_crops(
-    cfg: AuditConfig,
-    lm,
+    job: _Job,
     clf,
     cindex: DatasetIndex,
     crops,
     pub_emb: np.ndarray,
-    public: np.ndarray,
-    public_labels: np.ndarray,
     transform,
     clf_transform,
-    device: str,
     what: str,
 ) -> dict[str, np.ndarray]:
     """KNN of the model's crop embeddings over its public embeddings, and the classifier's
@@ -233,43 +342,25 @@ def _label_crops(
     from dejavu.attack.embed import ImageCrops, embed_dataset
     from dejavu.attack.knn import knn
 
+    cfg = job.cfg
     paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
+
+    def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[np.ndarray]:
+        ds = ImageCrops(paths, boxes, tf)
+        return embed_dataset(models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc)
+
     if clf_transform is None:  # same resolution: one pass
-        emb, logits = embed_dataset(
-            [lm.model, _Logits(clf.model)],
-            ImageCrops(paths, boxes, transform),
-            cfg.embed,
-            cfg.batch_size,
-            device,
-            cfg.workers,
-            desc=f"{what} crops",
-        )
+        emb, logits = run([job.lm.model, _Logits(clf.model)], transform, cfg.embed, f"{what} crops")
     else:
-        (emb,) = embed_dataset(
-            [lm.model],
-            ImageCrops(paths, boxes, transform),
-            cfg.embed,
-            cfg.batch_size,
-            device,
-            cfg.workers,
-            desc=f"{what} crops (model)",
-        )
-        (logits,) = embed_dataset(
-            [_Logits(clf.model)],
-            ImageCrops(paths, boxes, clf_transform),
-            "logits",
-            cfg.batch_size,
-            device,
-            cfg.workers,
-            desc=f"{what} crops (classifier)",
-        )
-    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=device, desc=f"knn {what} crops")
+        (emb,) = run([job.lm.model], transform, cfg.embed, f"{what} crops (model)")
+        (logits,) = run([_Logits(clf.model)], clf_transform, "logits", f"{what} crops (classifier)")
+    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=job.device, desc=f"knn {what} crops")
     # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
     return {
         "attk_idxs": crops.indices,
         "labels": cindex.targets[crops.indices][:, None],
-        "model_neighb_idxs": public[pos],
-        "model_neighb_labels": public_labels[pos],
+        "model_neighb_idxs": job.public[pos],
+        "model_neighb_labels": job.public_labels[pos],
         "classifier_logits": logits,
     }
 
@@ -284,34 +375,32 @@ class _Control:
     note: str | None = None
 
 
-def _control_crops(
-    control,
-    control_bboxes,
-    part,
-    index: DatasetIndex,
-    paths: DataPaths,
-    audit_idx: np.ndarray,
-    clf_train: np.ndarray | None,
-    lm,
-    public: np.ndarray,
-    acfg,
-    min_px: float,
-) -> _Control:
-    """Resolve the held-out control (:mod:`dejavu.audit.control`) and crop it as the audited set."""
+def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.PathLike | None, job: _Job) -> _Control:
+    """Phase 2: resolve the held-out control (:mod:`dejavu.audit.control`) and crop it as the
+    audited set (before the classifier trains, so a bad control fails early)."""
     from dejavu.attack.run import compute_crops
     from dejavu.audit.control import check_control_public, resolve_audit_control
 
     src, note = resolve_audit_control(
-        control, part, index, paths, control_bboxes, audit_idx, clf_train, _trained_here(lm, part)
+        control,
+        job.part,
+        job.index,
+        job.paths,
+        control_bboxes,
+        job.audit_idx,
+        job.clf_train,
+        _trained_here(job.lm, job.part),
     )
     if src is None:
         return _Control(note=note)
-    check_control_public(src, public)
-    ann_dir = paths.annotation_dir if src.info.get("kind") == "partition" else None
-    crops = compute_crops(src.index, ann_dir, src.idx, acfg, min_px, desc="crops (control)", ann_path=src.ann_path)
+    check_control_public(src, job.public)
+    ann_dir = job.paths.annotation_dir if src.info.get("kind") == "partition" else None
+    crops = compute_crops(
+        src.index, ann_dir, src.idx, job.acfg, job.min_px, desc="crops (control)", ann_path=src.ann_path
+    )
     if len(crops.indices) == 0:
         raise DejavuError(
-            f"control ({src.info.get('kind')}): no attackable image out of {len(src.idx)} (min_crop_px {min_px:g})"
+            f"control ({src.info.get('kind')}): no attackable image out of {len(src.idx)} (min_crop_px {job.min_px:g})"
         )
     return _Control(src, crops)
 
@@ -332,103 +421,42 @@ def _audit(
     control: str | os.PathLike | None = "auto",
     control_bboxes: str | os.PathLike | None = None,
 ) -> AuditResult:
-    """Audit one checkpoint and write ``out`` (see the module docstring).
+    """Audit one checkpoint and write ``out`` (the module docstring lists the files).
 
-    ``cache_dir`` defaults to ``out/../.embed_cache`` (``""``: off); ``public`` replaces the
-    partition's public set (the demo removes its held-out control images from it);
-    ``control``/``control_bboxes``: the held-out control (:mod:`dejavu.audit.control`).
+    Args:
+        model: the audited checkpoint (this tool's, or released weights ``load_model`` reads).
+        partition: the partition folder (``dejavu partition``) of the training images.
+        paths: the dataset's image folder and box annotations.
+        out: the audit folder; refused if it holds an audit, unless ``force``.
+        cfg: the audit's settings (default :class:`AuditConfig`), validated first.
+        force: overwrite an earlier audit in ``out`` (and retrain its classifier unless ``resume``).
+        resume: finish an interrupted classifier training in ``out/classifier``.
+        reference_model: a crop classifier trained elsewhere (e.g. an earlier audit's
+            ``classifier/classifier.pth``) instead of training one here.
+        cache_dir: public-embedding cache; default ``out/../.embed_cache``, ``""`` turns it off.
+        index: the training images' index, when the caller has scanned them already.
+        public: dataset indices replacing the partition's public set (the demo removes its
+            held-out control images from it).
+        control: the held-out control: ``"auto"``, ``"none"``, ``"partition"`` or a folder of
+            annotated validation images (:mod:`dejavu.audit.control`).
+        control_bboxes: box files of a validation control (default: its folder).
+
+    Returns:
+        The audit folder and its ``results.json`` contents.
+
+    Raises:
+        DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
+            or control with no attackable image; a classifier trained with other settings.
     """
-    from dejavu.attack.run import compute_crops, default_min_crop_px
-    from dejavu.data.transforms import describe_eval_transform, eval_transform
-    from dejavu.partition import Partition
-    from dejavu.ssl.checkpoint import load_model
-
     cfg = cfg or AuditConfig()
     cfg.validate()
     out = _prepare_out(Path(out), force)
-    device = cfg.device or _default_device()
-    index = index or scan_imagefolder(paths.images)
-    part = Partition.load(partition)
-    part.check(index)
-    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
-    audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
-    train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
-    check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
-
-    lm = load_model(model, arch=cfg.arch, projector=cfg.projector)
-    if lm.fingerprint:
-        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
-    ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
-    image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
-    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
-    acfg = cfg.attack_config()
-    crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
-    if len(crops.indices) == 0:
-        raise DejavuError(
-            f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
-            f"(min_crop_px {min_px:g}); lower min_crop_px?"
-        )
-    ctrl = _control_crops(
-        control,
-        control_bboxes,
-        part,
-        index,
-        paths,
-        audit_idx,
-        train_idx if ref is None else ref[2],
-        lm,
-        public,
-        acfg,
-        min_px,
-    )
+    job = _setup(model, partition, paths, out, cfg, reference_model, index, public)
+    ctrl = _control_crops(control, control_bboxes, job)
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, Any] = {"audit": crops.counts, "public": len(public)}
-    if ref is None:
-        clf, clf_info, counts["classifier_train"] = _classifier(
-            cfg, index, paths, part, out, train_idx, image_size, min_px, device, resume, force
-        )
-    else:
-        clf, clf_info, _ = ref
-    clf_size = int(clf.config.get("image_size") or image_size)
-    clf_tf = None if clf_size == image_size else eval_transform(clf_size)
-    cdir = (
-        Path(cache_dir) if cache_dir not in (None, "") else (None if cache_dir == "" else out.parent / ".embed_cache")
-    )
-    tf = eval_transform(image_size)
-    pub_emb, cached = _public_embeddings(cfg, lm, index, public, describe_eval_transform(image_size), tf, device, cdir)
-    label = (cfg, lm, clf)
-    arrays = _label_crops(*label, index, crops, pub_emb, public, index.targets[public], tf, clf_tf, device, "audited")
-    carrays = (
-        None
-        if ctrl.src is None
-        else _label_crops(
-            *label, ctrl.src.index, ctrl.crops, pub_emb, public, index.targets[public], tf, clf_tf, device, "control"
-        )
-    )
-    return _write(
-        out,
-        cfg,
-        arrays,
-        crops,
-        public,
-        index,
-        part,
-        lm,
-        clf,
-        clf_info,
-        counts,
-        cached,
-        {
-            "image_size": image_size,
-            "min_crop_px": min_px,
-            "device": device,
-            "transform": describe_eval_transform(image_size),
-            "classifier_image_size": clf_size,
-            "k_attk": acfg.k_attk,
-        },
-        ctrl,
-        carrays,
-    )
+    clf, clf_info, counts = _crop_classifier(job, resume, force)
+    lab = _embed_and_label(job, clf, ctrl, cache_dir)
+    return _write(job, lab, clf, clf_info, counts, ctrl)
 
 
 def _prepare_out(out: Path, force: bool) -> Path:
@@ -442,72 +470,62 @@ def _prepare_out(out: Path, force: bool) -> Path:
     return out
 
 
-def _default_device() -> str:
-    from dejavu.device import choose_device
-
-    return str(choose_device(None))
-
-
 def _write(
-    out: Path,
-    cfg: AuditConfig,
-    arrays: dict[str, np.ndarray],
-    crops,
-    public: np.ndarray,
-    index: DatasetIndex,
-    part,
-    lm,
-    clf,
-    clf_info: dict[str, Any],
-    counts: dict[str, Any],
-    cached: bool,
-    resolved: dict[str, Any],
-    ctrl: _Control | None = None,
-    carrays: dict[str, np.ndarray] | None = None,
+    job: _Job, lab: _Labelled, clf, clf_info: dict[str, Any], counts: dict[str, Any], ctrl: _Control
 ) -> AuditResult:
+    """Phase 5: metrics, the arrays, ``examples.csv``, the control's files, and
+    ``results.json`` last."""
     from dejavu.analysis.metrics import scores_from_neighbours
     from dejavu.audit.metrics import classifier_scores, one_model_metrics
 
+    cfg, index, out, arrays = job.cfg, job.index, job.out, lab.arrays
     num_classes = len(index.classes)
     set_name = _set_label(cfg.audit_set)
     labels = arrays["labels"].reshape(-1)
-    target = scores_from_neighbours(
-        arrays["model_neighb_labels"], labels, arrays["attk_idxs"], resolved["k_attk"], num_classes
-    )
+    k_attk = lab.resolved["k_attk"]
+    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
     reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
     metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
-    atomic_save_npy(out / "public_idxs.npy", public)
-    atomic_save_npy(out / "public_labels.npy", index.targets[public])
-    atomic_save_npy(out / "crops.npy", crops.boxes)
+    atomic_save_npy(out / "public_idxs.npy", job.public)
+    atomic_save_npy(out / "public_labels.npy", job.public_labels)
+    atomic_save_npy(out / "crops.npy", job.crops.boxes)
     for name, arr in arrays.items():
         atomic_save_npy(out / f"{name}.npy", arr)
     write_examples_csv(out / "examples.csv", target, reference, set_name)
-    control = _write_control(out, cfg, ctrl, carrays, target, reference, num_classes, resolved["k_attk"])
-    cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
-    cfg_out.update(resolved)
-    results = {
-        "format": FORMAT,
-        "kind": "one-model",
-        "config": cfg_out,
-        "method": lm.config.get("method"),
-        "npc": cfg.npc,
-        "epoch": lm.epoch,
-        "sets": {"audit": cfg.audit_set, "classifier_train": clf.config.get("set")},
-        "models": {"audited": _model_info(lm), "classifier": _model_info(clf)},
-        "classifier": {**clf_info, "accuracy_on_audited": metrics["top1"]["reference"]["100"]},
-        "fingerprint": index.fingerprint.to_dict(),
-        "partition": str(part.root),
-        "counts": counts,
-        "embed_cache": {"hit": bool(cached)},
-        "num_classes": num_classes,
-        "metrics": metrics,
-    }
+    control = _write_control(out, cfg, ctrl, lab.carrays, target, reference, num_classes, k_attk)
+    results = _results(job, lab, clf, clf_info, counts, metrics)
     if isinstance(control, dict):
         results["control"] = control
     elif control:
         results["control_skipped"] = control
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
+
+
+def _results(
+    job: _Job, lab: _Labelled, clf, clf_info: dict[str, Any], counts: dict[str, Any], metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``results.json`` contents, less the control block."""
+    cfg = job.cfg
+    cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
+    cfg_out.update(lab.resolved)
+    return {
+        "format": FORMAT,
+        "kind": "one-model",
+        "config": cfg_out,
+        "method": job.lm.config.get("method"),
+        "npc": cfg.npc,
+        "epoch": job.lm.epoch,
+        "sets": {"audit": cfg.audit_set, "classifier_train": clf.config.get("set")},
+        "models": {"audited": _model_info(job.lm), "classifier": _model_info(clf)},
+        "classifier": {**clf_info, "accuracy_on_audited": metrics["top1"]["reference"]["100"]},
+        "fingerprint": job.index.fingerprint.to_dict(),
+        "partition": str(job.part.root),
+        "counts": counts,
+        "embed_cache": {"hit": bool(lab.cached)},
+        "num_classes": len(job.index.classes),
+        "metrics": metrics,
+    }
 
 
 def _write_control(
