@@ -228,10 +228,28 @@ def train_classifier(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
 ) -> ClassifierResult:
-    """Train the crop classifier into ``out`` (see the module docstring); ``meta`` goes into
-    the final checkpoint's config (train set, npc, fingerprint...)."""
+    """Train the crop classifier into ``out`` (see the module docstring).
+
+    Args:
+        cfg: the audit's settings; the ``clf_*`` keys, ``seed`` and ``workers`` are used.
+        index: the dataset's image index (:class:`dejavu.data.imagefolder.DatasetIndex`).
+        crops: the training crops; ``cfg.clf_holdout`` of each class is held out for the
+            held-out accuracy. With ``cfg.clf_cache_crops`` they are decoded into ``crops.images``.
+        num_classes: the classifier head's outputs (the dataset's classes).
+        image_size: side (px) the crops are resized to.
+        out: the training folder (``OUT/classifier``), created if needed.
+        device: torch device string (``cpu``, ``cuda:0``...).
+        resume: continue from ``out/last.pth``; without it an unfinished run there is refused.
+        meta: goes into the final checkpoint's config (train set, npc, fingerprint...).
+
+    Returns:
+        The path of ``classifier.pth`` and its info (epochs, split sizes, accuracies, loss).
+
+    Raises:
+        DejavuError: no training crop left after the split, an unfinished run without
+            ``resume`` (or one with other settings or crops), a non-finite loss.
+    """
     from dejavu.attack.embed import default_workers
-    from dejavu.ssl.optim import lr_at, set_lr
     from dejavu.utils import progress
 
     out.mkdir(parents=True, exist_ok=True)
@@ -247,51 +265,15 @@ def train_classifier(
     model = build_classifier(cfg, num_classes).to(device)
     opt = _optimizer(cfg, model)
     start, history = _start(out, cfg, model, opt, crops, resume)
-    labels = torch.as_tensor(crops.labels[tr])
     tf = train_transform(image_size, cfg.clf_augment, cfg.clf_scale_min)
-    steps_per_epoch = (len(tr) + cfg.clf_batch_size - 1) // cfg.clf_batch_size
-    total, warm = cfg.clf_epochs * steps_per_epoch, cfg.clf_warmup_epochs * steps_per_epoch
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.clf_label_smoothing)
     for epoch in progress(range(start, cfg.clf_epochs), desc="crop classifier", total=cfg.clf_epochs - start):
-        model.train()
-        torch.manual_seed(cfg.seed * 100003 + epoch)  # this epoch's augmentations, replayed on resume
-        loss_sum = right = seen = 0.0
-        for j, (x, i) in enumerate(
-            _loader(crops, tr, index, tf, cfg.clf_batch_size, workers, cfg.seed * 100003 + epoch, device)
-        ):
-            set_lr(opt, lr_at(epoch * steps_per_epoch + j, total, warm, cfg.clf_lr))
-            y = labels[i].to(device)
-            logits = logits_of(model, x.to(device))
-            loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                raise DejavuError(
-                    f"{out}: classifier loss is {loss.item()} at epoch {epoch + 1}; last.pth keeps "
-                    f"epoch {start}; lower clf_lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            right += float((logits.argmax(1) == y).sum())
-            seen += len(y)
-        row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": right / seen}
-        last_epoch = epoch + 1 == cfg.clf_epochs
-        if last_epoch or (cfg.clf_snapshot_every and (epoch + 1) % cfg.clf_snapshot_every == 0):
+        loader = _loader(crops, tr, index, tf, cfg.clf_batch_size, workers, cfg.seed * 100003 + epoch, device)
+        row = _train_epoch(model, opt, loader, torch.as_tensor(crops.labels[tr]), cfg, epoch, start, out, device)
+        if epoch + 1 == cfg.clf_epochs or (cfg.clf_snapshot_every and (epoch + 1) % cfg.clf_snapshot_every == 0):
             row["heldout_acc"] = accuracy(model, crops, ho, index, image_size, cfg.clf_batch_size, workers, device)
             atomic_torch_save(out / f"model_ep{epoch + 1}.pth", _ckpt(model, epoch + 1, cfg, image_size, meta, row))
         history.append(row)
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        atomic_torch_save(
-            out / "last.pth",
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch + 1,
-                "train_config": cfg.classifier_config(),
-                "indices": torch.as_tensor(crops.indices),
-                "history": history,
-            },
-        )
+        _save_state(out, model, opt, epoch + 1, cfg, crops, history)
     final = history[-1]
     info = {
         "epochs": cfg.clf_epochs,
@@ -307,6 +289,62 @@ def train_classifier(
     path = out / "classifier.pth"
     atomic_torch_save(path, _ckpt(model, cfg.clf_epochs, cfg, image_size, meta, info))
     return ClassifierResult(path, info)
+
+
+def _train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loader,
+    labels: torch.Tensor,
+    cfg: AuditConfig,
+    epoch: int,
+    start: int,
+    out: Path,
+    device: str,
+) -> dict[str, Any]:
+    """One epoch over ``loader`` (``(x, position in labels)`` batches); returns its metric row."""
+    from dejavu.ssl.optim import lr_at, set_lr
+
+    steps = len(loader)
+    total, warm = cfg.clf_epochs * steps, cfg.clf_warmup_epochs * steps
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.clf_label_smoothing)
+    model.train()
+    torch.manual_seed(cfg.seed * 100003 + epoch)  # this epoch's augmentations, replayed on resume
+    loss_sum = right = seen = 0.0
+    for j, (x, i) in enumerate(loader):
+        set_lr(opt, lr_at(epoch * steps + j, total, warm, cfg.clf_lr))
+        y = labels[i].to(device)
+        logits = logits_of(model, x.to(device))
+        loss = loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise DejavuError(
+                f"{out}: classifier loss is {loss.item()} at epoch {epoch + 1}; last.pth keeps epoch {start}; lower clf_lr"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        right += float((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": right / seen}
+
+
+def _save_state(
+    out: Path, model: nn.Module, opt, epochs_done: int, cfg: AuditConfig, crops: CropSet, history: list
+) -> None:
+    """``metrics.jsonl`` and the resume state ``last.pth`` after an epoch."""
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    atomic_torch_save(
+        out / "last.pth",
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": epochs_done,
+            "train_config": cfg.classifier_config(),
+            "indices": torch.as_tensor(crops.indices),
+            "history": history,
+        },
+    )
 
 
 def _ckpt(
