@@ -163,7 +163,6 @@ def one_model_excess(
         ``{"top1": {"20": {"score", "control", "excess", "ci95", "se", "excludes_zero"}, "100": ...},
         "top5": ..., "statistic", "unit", "covers", "n_boot", "seed", "level"}``.
     """
-    from dejavu.analysis.bootstrap import PairCells, cell_counts, resample_blocks
     from dejavu.analysis.metrics import acc_at
 
     ps = tuple(FRACTIONS.values())
@@ -171,16 +170,7 @@ def one_model_excess(
     for topk in (1, 5):
         for name, (t, r) in (("S", (target, reference)), ("C", (c_target, c_reference))):
             point[(topk, name)] = acc_at(t, ps, topk) - acc_at(r, ps, topk)
-    reps: dict[tuple[int, float], list[np.ndarray]] = {}
-    if n_boot > 0 and len(target.index) and len(c_target.index):
-        cells = {k: PairCells(v) for k, v in (("t", target), ("r", reference), ("ct", c_target), ("cr", c_reference))}
-        for draws in resample_blocks({"audit": len(target.index), "control": len(c_target.index)}, n_boot, seed):
-            acc = {
-                k: pc.top_accs(cell_counts(draws["control" if k[0] == "c" else "audit"], pc.cell, pc.n_cells), ps)
-                for k, pc in cells.items()
-            }
-            for tp in acc["t"]:
-                reps.setdefault(tp, []).append(acc["t"][tp] - acc["r"][tp] - (acc["ct"][tp] - acc["cr"][tp]))
+    reps = _excess_replicates(target, reference, c_target, c_reference, n_boot, seed)
     a = (1 - level) / 2
     out: dict[str, Any] = {
         "statistic": "excess = score - control (model - classifier accuracy, top p% most confident of each)",
@@ -206,6 +196,28 @@ def one_model_excess(
                 "excludes_zero": bool(len(x) and (ci[0] > 0 or ci[1] < 0)),
             }
     return out
+
+
+def _excess_replicates(
+    target: PairScores, reference: PairScores, c_target: PairScores, c_reference: PairScores, n_boot: int, seed: int
+) -> dict[tuple[int, float], list[np.ndarray]]:
+    """Bootstrap replicates of the excess per (top-k, fraction) (:func:`one_model_excess`);
+    empty without replicates or examples."""
+    from dejavu.analysis.bootstrap import PairCells, cell_counts, resample_blocks
+
+    ps = tuple(FRACTIONS.values())
+    reps: dict[tuple[int, float], list[np.ndarray]] = {}
+    if n_boot <= 0 or not len(target.index) or not len(c_target.index):
+        return reps
+    cells = {k: PairCells(v) for k, v in (("t", target), ("r", reference), ("ct", c_target), ("cr", c_reference))}
+    for draws in resample_blocks({"audit": len(target.index), "control": len(c_target.index)}, n_boot, seed):
+        acc = {
+            k: pc.top_accs(cell_counts(draws["control" if k[0] == "c" else "audit"], pc.cell, pc.n_cells), ps)
+            for k, pc in cells.items()
+        }
+        for tp in acc["t"]:
+            reps.setdefault(tp, []).append(acc["t"][tp] - acc["r"][tp] - (acc["ct"][tp] - acc["cr"][tp]))
+    return reps
 
 
 def control_block(

@@ -463,40 +463,43 @@ def build_report(
     n_neighbours: int = 5,
     params: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``report.html`` for a run folder (DESIGN 3 layout); returns its path.
+    """Write ``report.html`` for a run folder (DESIGN 3 layout).
 
-    ``data`` (a :class:`dejavu.data.DataPaths`) overrides the dataset paths stored in the
-    partition manifest, for galleries.
+    Args:
+        run_dir: the run folder, holding ``attack/``, ``probe/`` and/or ``audit/`` (and
+            ``partition/``, ``plots/``, ``rcdm/`` when present).
+        out: the page to write; default ``RUN_DIR/report.html``.
+        force: overwrite ``out`` and remake the figures in ``RUN_DIR/plots`` (without it the
+            figures are made only when ``plots/figures.json`` is missing).
+        data: a :class:`dejavu.data.DataPaths` overriding the dataset paths stored in the
+            partition manifest, for the galleries.
+        n_examples: examples per gallery (most memorized, most correlated).
+        n_neighbours: public-set neighbours shown per model in a gallery example.
+        params: model-config keys that split the figures' series (``dejavu plot --param``).
+
+    Returns:
+        The path of the page written.
+
+    Raises:
+        DejavuError: no run folder, no results under it, ``out`` exists without ``force``, or
+            the galleries' image folder is missing.
     """
-    from dejavu.io import atomic_write_text, check_can_write, read_json
-    from dejavu.report.plots import make_figures
+    from dejavu.io import atomic_write_text, check_can_write
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DejavuError(f"{run_dir}: run folder not found")
     out = Path(out) if out is not None else run_dir / "report.html"
     check_can_write(out, force)
-    roots = [run_dir / s for s in ("attack", "probe", "audit") if (run_dir / s).is_dir()]
-    if not roots:
-        raise DejavuError(f"{run_dir}: no attack/ or probe/ folder (expected the layout runs/<name>/{{attack,probe}})")
-    results: Results = collect(roots)
-    if not len(results):
-        raise DejavuError(f"{run_dir}: no attack or probe results.json under attack/ or probe/")
-    plots = run_dir / "plots"
-    if force or not (plots / "figures.json").is_file():
-        make_figures(results, plots, params=params, force=True)
-    figures = read_json(plots / "figures.json").get("figures", [])
-
+    results = _collect_run(run_dir)
     head = pick_headline(results.attacks)
     probe = pick_probe(results.probes, head)
     sections = [
         f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>",
         "<h2>Headline</h2>",
         _headline(head, probe),
+        _control(results.attacks, head),
     ]
-    control = _control(results.attacks, head)
-    if control:
-        sections.append(control)
     if results.audits:
         sections.append(_one_model(results.audits, head, run_dir))
     if results.skipped:
@@ -508,10 +511,46 @@ def build_report(
     if head is not None:
         last = [r for r in results.attacks if r.epoch == head.epoch]
         sections += [f"<h2>All attacks at epoch {head.epoch}</h2>", _results_table(last, run_dir)]
+    sections.append(_figures(results, run_dir, out, force, params))
+    if head is not None:
+        sections.append(_galleries(head, run_dir, data, n_examples, n_neighbours))
+    sections.append(_rcdm(run_dir))
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>deja vu report: {html.escape(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(s for s in sections if s)
+        + "</body></html>\n"
+    )
+    atomic_write_text(out, page)
+    return out
 
-    sections.append("<h2>Figures</h2>")
+
+def _collect_run(run_dir: Path) -> Results:
+    """The results under ``RUN_DIR/{attack,probe,audit}``; an error when there are none."""
+    roots = [run_dir / s for s in ("attack", "probe", "audit") if (run_dir / s).is_dir()]
+    if not roots:
+        raise DejavuError(
+            f"{run_dir}: no attack/, probe/ or audit/ folder (expected the layout runs/<name>/{{attack,probe,audit}})"
+        )
+    results: Results = collect(roots)
+    if not len(results):
+        raise DejavuError(f"{run_dir}: no attack or probe results.json under attack/, probe/ or audit/")
+    return results
+
+
+def _figures(results: Results, run_dir: Path, out: Path, force: bool, params: tuple[str, ...]) -> str:
+    """The figures section: made into ``RUN_DIR/plots`` if absent (or with ``force``), each
+    PNG embedded with links to its other files (PDF, data) relative to the page."""
+    from dejavu.io import read_json
+    from dejavu.report.plots import make_figures
+
+    plots = run_dir / "plots"
+    if force or not (plots / "figures.json").is_file():
+        make_figures(results, plots, params=params, force=True)
+    figures = read_json(plots / "figures.json").get("figures", [])
+    parts = ["<h2>Figures</h2>"]
     if not figures:
-        sections.append("<p class='muted'>Not enough results for a figure (a sweep needs two points).</p>")
+        parts.append("<p class='muted'>Not enough results for a figure (a sweep needs two points).</p>")
     for f in figures:
         png = next((plots / x for x in f["files"] if x.endswith(".png") and (plots / x).is_file()), None)
         if png is None:
@@ -521,31 +560,25 @@ def build_report(
             for x in f["files"] + [f["data"]]
             if not x.endswith(".png") and (plots / x).is_file()
         )
-        sections.append(
+        parts.append(
             f'<figure class="fig"><img src="{_file_uri(png)}" alt="{html.escape(f["title"])}">'
             f"<figcaption>{html.escape(f['caption'])} {links}</figcaption></figure>"
         )
+    return "\n".join(parts)
 
-    if head is not None:
-        sections.append(_galleries(head, run_dir, data, n_examples, n_neighbours))
 
+def _rcdm(run_dir: Path) -> str:
+    """RCDM reconstructions found under ``RUN_DIR/rcdm`` (the first 48 PNGs), or nothing."""
     rcdm = sorted((run_dir / "rcdm").rglob("*.png")) if (run_dir / "rcdm").is_dir() else []
-    if rcdm:
-        sections.append("<h2>RCDM reconstructions</h2>")
-        for p in rcdm[:48]:
-            sections.append(
-                f'<figure><img src="{_file_uri(p)}" alt="{html.escape(p.name)}" style="max-width:360px">'
-                f"<figcaption>{html.escape(str(p.relative_to(run_dir)))}</figcaption></figure>"
-            )
-
-    page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>deja vu report: {html.escape(run_dir.resolve().name)}</title><style>{CSS}</style></head><body>"
-        + "\n".join(sections)
-        + "</body></html>\n"
-    )
-    atomic_write_text(out, page)
-    return out
+    if not rcdm:
+        return ""
+    parts = ["<h2>RCDM reconstructions</h2>"]
+    for p in rcdm[:48]:
+        parts.append(
+            f'<figure><img src="{_file_uri(p)}" alt="{html.escape(p.name)}" style="max-width:360px">'
+            f"<figcaption>{html.escape(str(p.relative_to(run_dir)))}</figcaption></figure>"
+        )
+    return "\n".join(parts)
 
 
 def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neighbours: int) -> str:

@@ -480,39 +480,7 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
         data = []
         for ax, k in zip(axes[0], part):
             pts = sorted(settings[k], key=lambda r: r["epoch"])
-            xs = [r["epoch"] for r in pts]
-            n = max(len(r["excesses"]) for r in pts)
-            for i in range(n):
-                ys = [100 * r["excesses"][i] if i < len(r["excesses"]) else float("nan") for r in pts]
-                ax.plot(
-                    xs, ys, "-o", color="C0", alpha=0.3, lw=0.8, ms=3, label="excess, each pair" if i == 0 else None
-                )
-            mean = [100 * r["pair_level"]["mean"] for r in pts]
-            band = [r["pair_level"]["ci95"] if r["pair_level"]["n_pairs"] >= 2 else r["example_ci95"][0] for r in pts]
-            lo, hi = [100 * b[0] for b in band], [100 * b[1] for b in band]
-            ax.fill_between(xs, lo, hi, color="C0", alpha=0.15)
-            ax.errorbar(
-                xs,
-                mean,
-                yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
-                fmt="-o",
-                color="C0",
-                ms=4,
-                capsize=4,
-                label=f"excess, mean of {n} pair(s), 95% interval",
-            )
-            ax.plot(
-                xs,
-                [100 * float(np.mean(r["controls"])) for r in pts],
-                "--s",
-                color="grey",
-                ms=3,
-                label="control score (mean)",
-            )
-            ax.axhline(0, color="black", lw=0.6)
-            ax.set_title(f"{k[0]}, {k[1]}, {k[2]}pc" + (f", {k[3]}" if k[3] != "{}" else ""))
-            ax.set_xlabel(_xlabel("epoch"))
-            ax.set_ylabel(f"{top} points, 20% most confident")
+            _significance_panel(ax, k, pts, top)
             data.append({"method": k[0], "variant": k[1], "npc": k[2], "params": k[3], "points": pts})
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
         name = f"significance_{top}" + (f"_{chunk // MAX_PANELS + 1}" if len(keys) > MAX_PANELS else "")
@@ -533,6 +501,36 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
             )
         )
     return infos
+
+
+def _significance_panel(ax, key: tuple, pts: list[dict[str, Any]], top: str) -> None:
+    """One setting's panel of :func:`fig_significance`: ``pts`` are its
+    :func:`significance_table` rows sorted by epoch; ``key`` = (method, variant, npc, params)."""
+    xs = [r["epoch"] for r in pts]
+    n = max(len(r["excesses"]) for r in pts)
+    for i in range(n):
+        ys = [100 * r["excesses"][i] if i < len(r["excesses"]) else float("nan") for r in pts]
+        ax.plot(xs, ys, "-o", color="C0", alpha=0.3, lw=0.8, ms=3, label="excess, each pair" if i == 0 else None)
+    mean = [100 * r["pair_level"]["mean"] for r in pts]
+    band = [r["pair_level"]["ci95"] if r["pair_level"]["n_pairs"] >= 2 else r["example_ci95"][0] for r in pts]
+    lo, hi = [100 * b[0] for b in band], [100 * b[1] for b in band]
+    ax.fill_between(xs, lo, hi, color="C0", alpha=0.15)
+    ax.errorbar(
+        xs,
+        mean,
+        yerr=[[m - a for m, a in zip(mean, lo)], [b - m for m, b in zip(mean, hi)]],
+        fmt="-o",
+        color="C0",
+        ms=4,
+        capsize=4,
+        label=f"excess, mean of {n} pair(s), 95% interval",
+    )
+    controls = [100 * float(np.mean(r["controls"])) for r in pts]
+    ax.plot(xs, controls, "--s", color="grey", ms=3, label="control score (mean)")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_title(f"{key[0]}, {key[1]}, {key[2]}pc" + (f", {key[3]}" if key[3] != "{}" else ""))
+    ax.set_xlabel(_xlabel("epoch"))
+    ax.set_ylabel(f"{top} points, 20% most confident")
 
 
 @locks_output("plot")
