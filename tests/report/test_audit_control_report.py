@@ -60,7 +60,7 @@ def test_report_shows_audit_control_and_excess(audited):
 
 
 def test_report_audit_without_control(audited, tmp_path):
-    d, run, common = audited
+    _, run, common = audited
     run2 = tmp_path / "run"
     clf = run / "audit" / "ctrl" / "classifier" / "classifier.pth"  # reuse the trained classifier: fast
     out = run2 / "audit" / "noctrl"

@@ -48,13 +48,24 @@ class CropSet:
 
 @dataclass
 class ClassifierResult:
+    """What :func:`train_classifier` returns."""
+
     path: Path  # classifier.pth
     info: dict[str, Any]  # held-out accuracy, sizes, epochs
 
 
 def holdout_split(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions (train, held-out): ``round(frac * n_c)`` of each class held out (at least
-    one where a class has two or more crops and ``frac > 0``)."""
+    one where a class has two or more crops and ``frac > 0``, never all of a class).
+
+    Args:
+        labels: the class of each crop.
+        frac: share of each class held out, in [0, 1) (``clf_holdout``; 0: none).
+        seed: seed of the per-class permutation.
+
+    Returns:
+        (training positions, held-out positions) into ``labels``, each sorted.
+    """
     rng = np.random.default_rng(seed)
     train, held = [], []
     for c in np.unique(labels):
@@ -68,6 +79,17 @@ def holdout_split(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarra
 
 
 def train_transform(image_size: int, augment: str, scale_min: float):
+    """The classifier's training transform.
+
+    Args:
+        image_size: output side (px).
+        augment: ``crop`` (random resized crop with area scale in ``(scale_min, 1)`` and a
+            horizontal flip) or ``none`` (the evaluation transform: resize, center crop).
+        scale_min: smallest area share of the random resized crop (in (0, 1]).
+
+    Returns:
+        A torchvision transform, PIL image -> normalized tensor (ImageNet mean and std).
+    """
     from torchvision import transforms as T
 
     from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -85,24 +107,42 @@ def train_transform(image_size: int, augment: str, scale_min: float):
 
 
 def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
+    """A fresh crop classifier: an :class:`dejavu.ssl.model.SSLModel` with a classifier head.
+
+    Args:
+        cfg: the audit's settings (``clf_arch``, ``clf_projector``).
+        num_classes: outputs of the classifier head.
+
+    Returns:
+        The untrained network (on the CPU).
+    """
     from dejavu.ssl.model import ModelSpec, SSLModel
 
     return SSLModel(ModelSpec(cfg.clf_arch, cfg.clf_projector, num_classes))
 
 
 def logits_of(model: Any, x: torch.Tensor) -> torch.Tensor:
-    """Class logits with gradients (``SSLModel.embed`` runs under no_grad)."""
+    """Class logits with gradients (``SSLModel.embed`` runs under no_grad).
+
+    Args:
+        model: an :class:`SSLModel` with a classifier head.
+        x: a batch of images (n, 3, H, W), on the model's device.
+
+    Returns:
+        Logits (n, num_classes).
+    """
     return model.classifier(model.projector(model.backbone(x)))
 
 
 def num_outputs(model: Any) -> int:
-    """Number of classes of an :class:`SSLModel` with a classifier head."""
+    """Number of classes of an :class:`SSLModel` with a classifier head (its last layer's outputs)."""
     return int(model.classifier[-1].out_features)
 
 
 class MemoryCrops(Dataset):
     """``(transform(crop), position)`` from crops decoded once and kept in memory (small
-    sets: the synthetic default re-reads its ~1000 crops every epoch otherwise)."""
+    sets: the synthetic default re-reads its ~1000 crops every epoch otherwise).
+    """
 
     def __init__(self, images: list, transform):
         self.images, self.transform = images, transform
@@ -115,6 +155,15 @@ class MemoryCrops(Dataset):
 
 
 def decode_crops(crops: CropSet, index) -> list:
+    """Decode every crop once (``clf_cache_crops``), with a progress bar.
+
+    Args:
+        crops: the crops (dataset indices and PIL boxes).
+        index: the dataset's image index (paths).
+
+    Returns:
+        The cropped RGB PIL images, in the order of ``crops``.
+    """
     from dejavu.data.dataset import load_rgb
     from dejavu.utils import progress
 
@@ -169,7 +218,21 @@ def accuracy(
     workers: int,
     device: str,
 ) -> float:
-    """Top-1 accuracy on the crops at positions ``pos`` (evaluation transform)."""
+    """Top-1 accuracy on the crops at positions ``pos`` (evaluation transform).
+
+    Args:
+        model: the classifier (put in eval mode).
+        crops: the crops; ``pos`` indexes them.
+        pos: positions of the evaluated crops (e.g. the held-out split).
+        index: the dataset's image index (paths of crops not kept in memory).
+        image_size: side (px) of the evaluation transform.
+        batch_size: crops per batch.
+        workers: data-loading processes (0: the main process).
+        device: torch device string.
+
+    Returns:
+        The share of crops whose argmax is the label; NaN when ``pos`` is empty.
+    """
     from dejavu.data.transforms import eval_transform
 
     if len(pos) == 0:
@@ -372,11 +435,12 @@ def _ckpt(
 
 
 def is_finished(out: Path) -> bool:
+    """Whether ``out`` holds a finished classifier (``classifier.pth``, written last)."""
     return (out / "classifier.pth").is_file()
 
 
 def classifier_dir_clean(out: Path) -> None:
-    """Remove a previous classifier run (``--force``)."""
+    """Remove a previous classifier run (``--force``): the ``.pth`` and ``.jsonl`` files of ``out``."""
     if out.is_dir():
         for f in out.iterdir():
             if f.is_file() and (f.suffix in (".pth", ".jsonl")):

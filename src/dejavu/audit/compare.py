@@ -9,7 +9,15 @@ from typing import Any
 
 
 def memorized(examples_csv: str | os.PathLike, set_name: str) -> tuple[set[int], set[int]]:
-    """(memorized indices, all indices) of the rows of ``set_name`` in an ``examples.csv``."""
+    """The memorized examples (top-1) of one set in an ``examples.csv``.
+
+    Args:
+        examples_csv: an attack's or an audit's ``examples.csv``.
+        set_name: the ``set`` column's value kept (``A``, ``B``...).
+
+    Returns:
+        (dataset indices in quadrant ``memorized``, dataset indices of all rows of the set).
+    """
     from dejavu.analysis.tables import read_examples_csv
 
     rows = [r for r in read_examples_csv(examples_csv, ("set", "index", "quadrant")) if r["set"] == set_name]
@@ -21,7 +29,17 @@ def memorized_overlap(
 ) -> dict[str, Any]:
     """Overlap of the memorized examples (top-1) of the two tests on the examples both
     attacked: counts, Jaccard index, the share of two-model memorized ones the audit finds
-    (recall), and the share expected by chance (the audit's memorized rate)."""
+    (recall), and the share expected by chance (the audit's memorized rate).
+
+    Args:
+        attack_dir: a two-model attack folder (its ``examples.csv``).
+        audit_dir: an audit folder of the same set (its ``examples.csv``).
+        set_name: the set compared (``A`` for ``bbox_A``).
+
+    Returns:
+        ``{"set", "n_common", "memorized_one_model", "memorized_two_model", "both", "jaccard",
+        "recall_of_two_model", "chance_recall"}`` (ratios NaN when undefined).
+    """
     m2, all2 = memorized(Path(attack_dir) / "examples.csv", set_name)
     m1, all1 = memorized(Path(audit_dir) / "examples.csv", set_name)
     common = all1 & all2

@@ -131,7 +131,15 @@ def resolve_audit_control(
 
 
 def check_control_public(ctrl: AuditControl, public: np.ndarray) -> None:
-    """A partition control must not be searched by the KNN (it is in the training set's index)."""
+    """A partition control must not be searched by the KNN (it is in the training set's index).
+
+    Args:
+        ctrl: the resolved control; a validation control (other images) is not checked.
+        public: the public set (dataset indices) the audit searches.
+
+    Raises:
+        DejavuError: a control image is in the public set.
+    """
     if ctrl.info.get("kind") != "partition":
         return
     clash = np.intersect1d(ctrl.idx, public)
@@ -232,7 +240,20 @@ def control_block(
     seed: int,
 ) -> dict[str, Any]:
     """``results.json`` ``control``: the control's metrics (the audit's ``metrics`` keys, less
-    ``per_class`` and ``rankings``) and the excess of the score over it, as the attack's block."""
+    ``per_class`` and ``rankings``) and the excess of the score over it, as the attack's block.
+
+    Args:
+        target, reference: the model's and the classifier's scores on the audited crops.
+        c_target, c_reference: the same on the control crops.
+        counts: crop counts, ``{"control": {"bbox", "attacked", ...}}``.
+        info: the control's description (``AuditControl.info``: kind, images, excluded...).
+        num_classes: classes of the dataset.
+        n_boot: bootstrap replicates of the intervals (0: none).
+        seed: seed of the excess's bootstrap; the control's own metrics use ``seed + 1``.
+
+    Returns:
+        ``{"source": info, "counts": counts, "metrics": {...}, "excess": one_model_excess(...)}``.
+    """
     from dejavu.audit.metrics import one_model_metrics
 
     m = one_model_metrics(c_target, c_reference, num_classes, "control", n_boot=n_boot, seed=seed + 1)
@@ -247,7 +268,15 @@ def control_block(
 
 def verdict_text(ex: dict[str, Any]) -> str:
     """The audit's headline: is the excess (one fraction's entry of :func:`one_model_excess`)
-    distinguishable from zero."""
+    distinguishable from zero, i.e. does its 95% CI exclude 0.
+
+    Args:
+        ex: ``{"excess", "ci95", "excludes_zero", ...}`` for one top-k and fraction.
+
+    Returns:
+        One sentence, in points (percent): the excess, its CI and the verdict; without an
+        interval (``n_boot`` 0) the excess alone.
+    """
     lo, hi = ex["ci95"]
     if not np.isfinite([lo, hi]).all():
         return f"excess over the control {100 * ex['excess']:+.1f} points (no interval: n_boot 0)"
@@ -259,7 +288,14 @@ def verdict_text(ex: dict[str, Any]) -> str:
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """CLI summary lines: the control, score / control / excess per fraction, the verdict."""
+    """CLI summary lines: the control, score / control / excess per fraction, the verdict.
+
+    Args:
+        results: an audit's ``results.json`` contents.
+
+    Returns:
+        The lines; one line with the reason (``control_skipped``) when the audit has no control.
+    """
     if "control" not in results:
         return [f"held-out control: {results.get('control_skipped') or 'none'}"]
     c = results["control"]

@@ -31,6 +31,18 @@ def _keys(fractions) -> list[str]:
 
 
 def population(target: PairScores, reference: PairScores, topk: int = 1) -> dict[str, Any]:
+    """The population test of one top-k: each one's accuracy on its own most confident
+    fraction, the score and the confidence sweep.
+
+    Args:
+        target: the audited model's scores.
+        reference: the classifier's scores on the same crops.
+        topk: 1 or 5.
+
+    Returns:
+        ``{"target": {"5", "20", "100"}, "reference": {...}, "dejavu_score" (target − reference
+        at 20%), "dejavu_score_100", "sweep": {"p", "target", "reference"}}`` (accuracies in [0, 1]).
+    """
     keys = _keys(FRACTIONS)
     t, r = acc_at(target, FRACTIONS, topk), acc_at(reference, FRACTIONS, topk)
     fr = list(FRACTIONS)
@@ -51,7 +63,19 @@ def bootstrap_cis(
     target: PairScores, reference: PairScores, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
     """Percentile CIs of the scores (top-1/top-5, 20%/100%) and quadrant shares; each
-    resample of the audited examples serves both the model and the classifier."""
+    resample of the audited examples serves both the model and the classifier.
+
+    Args:
+        target: the audited model's scores.
+        reference: the classifier's scores on the same crops.
+        n_boot: replicates (0: no interval, NaN bounds).
+        seed: seed of the resampling.
+        level: interval level.
+
+    Returns:
+        ``{"top1": {"dejavu_score": [lo, hi], "dejavu_score_100": [lo, hi]}, "top5": ...,
+        "quadrants": {quadrant: [lo, hi]}}``.
+    """
     nan = [float("nan"), float("nan")]
     n = len(target.index)
     if n_boot <= 0 or n == 0:
@@ -81,7 +105,17 @@ def bootstrap_cis(
 
 
 def per_class(target: PairScores, reference: PairScores, num_classes: int) -> dict[str, list]:
-    """Per-class accuracy of both and quadrant shares (None where a class has no example)."""
+    """Per-class accuracy of both and quadrant shares (None where a class has no example).
+
+    Args:
+        target: the audited model's scores.
+        reference: the classifier's scores on the same crops.
+        num_classes: length of every list.
+
+    Returns:
+        ``{"n", "target", "reference", "gap", "memorized", "correlated", "forgotten",
+        "unassociated"}``, one list entry per class (top-1).
+    """
     n = np.bincount(target.labels, minlength=num_classes)
 
     def share(x: np.ndarray) -> list:
@@ -102,7 +136,18 @@ def per_class(target: PairScores, reference: PairScores, num_classes: int) -> di
 def rankings(target: PairScores, reference: PairScores, set_name: str, top: int = 20) -> dict[str, list[dict]]:
     """Most memorized (memorized, by conf_model − conf_classifier: DejaVuOSS's sample-test
     score when both confidences are negative entropies) and most correlated (both right,
-    by the lower confidence); ties by index."""
+    by the lower confidence); ties by index.
+
+    Args:
+        target: the audited model's scores.
+        reference: the classifier's scores on the same crops.
+        set_name: the ``set`` written in each entry.
+        top: entries per list.
+
+    Returns:
+        ``{"most_memorized": [...], "most_correlated": [...]}``, each entry a dict with
+        ``set, index, label, pred_target, pred_reference, conf_target, conf_reference, score``.
+    """
     ql = quadrant_labels(target, reference, 1)  # the most likely quadrant (correctness may be an expectation)
     ct, cr = target.conf, reference.conf
     out = {}
@@ -137,7 +182,24 @@ def one_model_metrics(
     seed: int = 0,
     top: int = 20,
 ) -> dict[str, Any]:
-    """The ``metrics`` block of an audit's ``results.json`` (see the module docstring)."""
+    """The ``metrics`` block of an audit's ``results.json`` (see the module docstring).
+
+    Args:
+        target: the audited model's scores (from its KNN neighbours' labels).
+        reference: the classifier's scores (:func:`classifier_scores`) on the same examples.
+        num_classes: classes of the dataset.
+        set_name: the audited set's name in ``n_attacked`` and the rankings (``A``).
+        n_boot: bootstrap replicates of the CIs (0: none).
+        seed: seed of the bootstrap.
+        top: entries per ranking.
+
+    Returns:
+        ``top1``/``top5`` (:func:`population` with ``ci95``), ``quadrants`` (+ ``_ci95``,
+        ``_top5``), ``n_attacked``, ``per_class``, ``rankings`` and ``bootstrap``.
+
+    Raises:
+        ValueError: the two score sets cover different examples (a programming error).
+    """
     if not np.array_equal(target.index, reference.index):
         raise ValueError("model and classifier scored different examples")
     cis = bootstrap_cis(target, reference, n_boot, seed)
@@ -161,9 +223,18 @@ def one_model_metrics(
 
 
 def classifier_scores(logits: np.ndarray, labels: np.ndarray, index: np.ndarray, confidence: str) -> PairScores:
-    """The classifier's prediction (argmax) and correctness, with its confidence:
-    ``neg_entropy`` = sum p log p of the softmax (natural log, the KNN attack's scale) or
-    ``max_prob`` = the largest softmax probability."""
+    """The classifier's prediction (argmax) and correctness, with its confidence.
+
+    Args:
+        logits: (n, num_classes) classifier logits.
+        labels: (n,) true classes.
+        index: (n,) dataset indices of the crops.
+        confidence: ``neg_entropy`` = sum p log p of the softmax (natural log, the KNN attack's
+            scale) or ``max_prob`` = the largest softmax probability.
+
+    Returns:
+        The :class:`dejavu.analysis.metrics.PairScores` of the classifier.
+    """
     from dataclasses import replace
 
     from dejavu.analysis.metrics import scores_from_logits

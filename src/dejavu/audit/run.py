@@ -55,16 +55,34 @@ FORMAT = formats.AUDIT
 
 @dataclass
 class AuditResult:
+    """What :func:`audit` returns: the audit folder and its ``results.json`` contents."""
+
     out: Path
     results: dict[str, Any]
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """The ``metrics`` block of ``results.json`` (:func:`dejavu.audit.metrics.one_model_metrics`)."""
         return self.results["metrics"]
 
 
 def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
-    """A partition set by name (``bbox_A``, ``train_B``...) or an index file (``.npy``)."""
+    """A partition set by name (``bbox_A``, ``train_B``...) or an index file (``.npy``).
+
+    Args:
+        part: the :class:`dejavu.partition.Partition` the set names refer to.
+        index: the training images' index; the indices are checked against it.
+        npc: images per class: which ``<npc>_per_class/`` folder a set name is read from
+            (unused for a ``.npy`` path).
+        name: a set name of the partition, or the path of a ``.npy`` file of dataset indices.
+
+    Returns:
+        The set's dataset indices (int64).
+
+    Raises:
+        DejavuError: an unknown set or npc, an unreadable file, an empty set or an index outside
+            the dataset.
+    """
     from dejavu.partition import load_index_file
 
     if str(name).endswith(".npy"):
@@ -76,7 +94,19 @@ def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
 def check_disjoint(
     audit_idx: np.ndarray, train_idx: np.ndarray | None, public: np.ndarray, names: tuple[str, str]
 ) -> None:
-    """The classifier must never have seen an audited image, nor the KNN search find one."""
+    """The classifier must never have seen an audited image, nor the KNN search find one.
+
+    Args:
+        audit_idx: the audited images (dataset indices).
+        train_idx: the classifier's training images; None skips that check (a reference
+            classifier that does not record them).
+        public: the public set the KNN searches.
+        names: (audited set, classifier training set) as named in the messages.
+
+    Raises:
+        UsageError: the audited set and the classifier's training set overlap (a choice of sets).
+        DejavuError: the audited set overlaps the public set.
+    """
     if train_idx is not None:
         clash = np.intersect1d(audit_idx, train_idx)
         if len(clash):
@@ -566,7 +596,17 @@ def _set_label(name: str) -> str:
 
 def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
     """``examples.csv`` with the attack's columns: target = the audited model, reference =
-    the crop classifier (top-1)."""
+    the crop classifier (top-1 correctness and quadrant).
+
+    Args:
+        path: the file to write (atomically, replacing one there).
+        target: the audited model's KNN scores on the audited crops.
+        reference: the classifier's scores on the same crops, in the same order.
+        set_name: the ``set`` column (``A`` for ``bbox_A``, see :func:`_set_label`).
+
+    Returns:
+        ``path``.
+    """
     import csv
     import io
 
@@ -611,6 +651,16 @@ audit.__doc__ = (_audit.__doc__ or "") + "\n(Runs without autograd except the cl
 
 
 def summary_text(res: dict[str, Any]) -> str:
+    """The CLI's summary of an audit.
+
+    Args:
+        res: an audit's ``results.json`` contents (format ``dejavu-audit/1``).
+
+    Returns:
+        Lines joined by newlines: crop counts and the classifier; model and classifier accuracy
+        and their gap per top-k and fraction (5/20/100%); the score (top-1, 20%) with its 95% CI;
+        the sample test's shares; the held-out control (:func:`dejavu.audit.control.summary_lines`).
+    """
     m = res["metrics"]
     c = res["counts"]["audit"]
     ci = m["top1"]["ci95"]["dejavu_score"]

@@ -6,12 +6,13 @@ import sys
 
 
 def register(sub) -> None:
+    """Add ``dejavu plot`` and ``dejavu report`` to the CLI's subparsers."""
     p = sub.add_parser(
         "plot",
         help="the paper's figures from folders of attack/probe results.json",
         description="Scan RESULTS folders (recursively) for attack (dejavu-attack/1, /2) and probe "
         "(dejavu-probe/1) results.json and draw, as PNG and PDF with the numbers beside each as "
-        "JSON: target (solid) vs reference (dashed) accuracy on the 5/20/100%% most confident vs "
+        "JSON: target (solid) vs reference (dashed) accuracy on the 5/20/100% most confident vs "
         "epochs, dataset size and --param hyper-parameters; stacked example shares (correlated / "
         "forgotten / memorized) vs the same axes; linear probe accuracy vs the same axes; "
         "confidence-sweep curves; attack variants (crop, embedding) side by side. "
@@ -44,13 +45,15 @@ def register(sub) -> None:
         "report",
         help="write a self-contained report.html for a run folder",
         description="Write RUN_DIR/report.html (images embedded, so the file stands alone): the "
-        "headline of the latest-epoch attack (deja vu score with its 95%% CI, target vs reference "
-        "accuracy at 20%% and 100%%, example shares, linear probe accuracy), the figures (drawn into "
+        "headline of the latest-epoch attack (deja vu score with its 95% CI, target vs reference "
+        "accuracy at 20% and 100%, example shares, linear probe accuracy), the figures (drawn into "
         "RUN_DIR/plots when absent), and galleries of the most memorized and most correlated examples "
         "with their boxes, crop and nearest public neighbours under models A and B, plus RCDM "
-        "samples found under RUN_DIR/rcdm. RUN_DIR is runs/<name> with attack/ and probe/ inside.",
+        "samples found under RUN_DIR/rcdm; the one-model tests under RUN_DIR/audit (dejavu audit) with "
+        "their held-out control (control score, excess with its 95% CI, verdict). RUN_DIR is runs/<name> "
+        "with attack/, probe/ and/or audit/ inside.",
     )
-    r.add_argument("run_dir", metavar="RUN_DIR", help="run folder (holding attack/, probe/, partition/)")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="run folder (holding attack/, probe/, audit/, partition/)")
     r.add_argument("--out", default=None, help="output HTML file (default: RUN_DIR/report.html)")
     from dejavu.data.imagefolder import add_data_args
 
@@ -91,7 +94,14 @@ def _plot(args) -> int:
 
 
 def significance_text(attacks) -> str:
-    """Score, control and excess of the latest epoch of each setting, with the verdict."""
+    """Score, control and excess of the latest epoch of each setting, with the verdict.
+
+    Args:
+        attacks: attack records.
+
+    Returns:
+        The lines for ``dejavu plot``'s output, or one line saying no attack has a control.
+    """
     from dejavu.report.plots import significance_table
 
     rows = significance_table(attacks)

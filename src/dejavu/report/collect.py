@@ -58,7 +58,16 @@ NOT_HYPERPARAMS = frozenset(
 
 def lookup(d: dict[str, Any] | None, key: str, default: Any = None) -> Any:
     """``d[key]`` with dotted keys (``"loss.sim_coeff"``, ``"excess.top1.20"``); ``default``
-    when absent. The one reader of nested result dicts (report, plots, demo summary)."""
+    when absent. The one reader of nested result dicts (report, plots, demo summary).
+
+    Args:
+        d: a (nested) dict, or None (treated as empty).
+        key: a key of ``d`` as is, else a dotted path into nested dicts.
+        default: returned when the key or a step of the path is absent.
+
+    Returns:
+        The value found, or ``default``.
+    """
     cur: Any = d or {}
     if key in cur:
         return cur[key]
@@ -71,7 +80,9 @@ def lookup(d: dict[str, Any] | None, key: str, default: Any = None) -> Any:
 
 @dataclass
 class AttackRecord:
-    """One attack folder (one snapshot pair)."""
+    """One attack folder (one snapshot pair), or one audit folder read alike (:func:`collect`:
+    target = the audited model, reference = the crop classifier).
+    """
 
     path: Path  # the results.json
     method: str
@@ -87,6 +98,7 @@ class AttackRecord:
 
     @property
     def dir(self) -> Path:
+        """The folder holding the ``results.json``."""
         return self.path.parent
 
     @property
@@ -95,26 +107,54 @@ class AttackRecord:
         return f"{self.crop}/{self.embed}"
 
     def acc(self, which: str, p: str | int, top: str = "top1") -> float:
-        """``which`` in target|reference, ``p`` in 5|20|100."""
+        """Accuracy of one model on its most confident examples.
+
+        Args:
+            which: ``target`` or ``reference``.
+            p: the fraction in percent: 5, 20 or 100.
+            top: ``top1`` or ``top5``.
+
+        Returns:
+            The accuracy, in [0, 1].
+        """
         return float(self.metrics[top][which][str(p)])
 
     def score(self, top: str = "top1", at: str = "20") -> float:
+        """The déjà vu score (target − reference accuracy).
+
+        Args:
+            top: ``top1`` or ``top5``.
+            at: the most confident fraction in percent, ``20`` or ``100`` (any other value reads 100).
+
+        Returns:
+            The score, in [-1, 1].
+        """
         m = self.metrics[top]
         return float(m["dejavu_score"] if str(at) == "20" else m["dejavu_score_100"])
 
     def ci(self, top: str = "top1", at: str = "20") -> tuple[float, float] | None:
+        """The 95% bootstrap CI of :meth:`score` (same ``top`` and ``at``).
+
+        Returns:
+            ``(low, high)``, or None when the results hold no interval.
+        """
         key = "dejavu_score" if str(at) == "20" else "dejavu_score_100"
         ci = (self.metrics[top].get("ci95") or {}).get(key)
         return (float(ci[0]), float(ci[1])) if ci else None
 
     @property
     def quadrants(self) -> dict[str, float]:
+        """Shares of the sample test's quadrants (memorized, correlated, ...); empty when absent."""
         return {k: float(v) for k, v in self.metrics.get("quadrants", {}).items()}
 
     def sweep(self, top: str = "top1") -> dict[str, list[float]] | None:
+        """The confidence sweep of ``top`` (``{"p", "target", "reference"}``), or None."""
         return self.metrics[top].get("sweep")
 
     def param(self, key: str) -> Any:
+        """A hyper-parameter by (dotted) key: model A's (the audited model's) training config
+        first, then the attack's config; None when neither has it.
+        """
         v = lookup(self.model_config, key)
         return v if v is not None else lookup(self.config, key)
 
@@ -130,13 +170,23 @@ class AttackRecord:
         return c if isinstance(c, dict) and "excess" in c else None
 
     def excess(self, top: str = "top1", at: str = "20") -> dict[str, Any] | None:
-        """``{"score", "control", "excess", "ci95", "se", "excludes_zero"}`` or None."""
+        """The score against the held-out control, for one top-k and fraction.
+
+        Args:
+            top: ``top1`` or ``top5``.
+            at: ``20`` or ``100`` (percent most confident).
+
+        Returns:
+            ``{"score", "control", "excess", "ci95", "se", "excludes_zero"}``, or None without a control.
+        """
         c = self.control
         return c["excess"].get(top, {}).get(str(at)) if c else None
 
 
 @dataclass
 class ProbeRecord:
+    """One linear-probe folder (``dejavu-probe/1``)."""
+
     path: Path
     method: str
     npc: int
@@ -150,15 +200,21 @@ class ProbeRecord:
 
     @property
     def dir(self) -> Path:
+        """The folder holding the ``results.json``."""
         return self.path.parent
 
     def param(self, key: str) -> Any:
+        """A hyper-parameter by (dotted) key: the probed model's training config first, then
+        the probe's config; None when neither has it.
+        """
         v = lookup(self.model_config, key)
         return v if v is not None else lookup(self.config, key)
 
 
 @dataclass
 class Results:
+    """What :func:`collect` found: attacks, probes, audits, and the files skipped (with why)."""
+
     attacks: list[AttackRecord] = field(default_factory=list)
     probes: list[ProbeRecord] = field(default_factory=list)
     audits: list[AttackRecord] = field(default_factory=list)  # one-model tests (target = model, reference = classifier)
@@ -175,6 +231,19 @@ def _need(d: dict[str, Any], key: str, path: Path) -> Any:
 
 
 def parse_attack(d: dict[str, Any], path: Path) -> AttackRecord:
+    """An attack's (or an audit's) ``results.json`` contents as a record.
+
+    Args:
+        d: the parsed JSON.
+        path: the file, for the record and the messages.
+
+    Returns:
+        The :class:`AttackRecord`.
+
+    Raises:
+        DejavuError: a required key is missing (``metrics``, ``npc``, ``epoch``, an accuracy
+            at 5/20/100%) or npc/epoch is not an integer.
+    """
     cfg = d.get("config") or {}
     metrics = _need(d, "metrics", path)
     for top in ("top1",):
@@ -204,6 +273,18 @@ def parse_attack(d: dict[str, Any], path: Path) -> AttackRecord:
 
 
 def parse_probe(d: dict[str, Any], path: Path) -> ProbeRecord:
+    """A probe's ``results.json`` contents as a record.
+
+    Args:
+        d: the parsed JSON.
+        path: the file, for the record and the messages.
+
+    Returns:
+        The :class:`ProbeRecord`.
+
+    Raises:
+        DejavuError: ``npc``, ``epoch``, ``top1`` or ``top5`` missing or not a number.
+    """
     model = d.get("model") or {}
     mcfg = dict(model.get("config") or {})
     cfg = d.get("config") or {}
@@ -236,7 +317,19 @@ def _result_files(root: Path) -> Iterable[Path]:
 
 
 def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results:
-    """Scan folders (recursively) or files for attack and probe ``results.json``."""
+    """Scan folders (recursively) or files for attack, probe and audit ``results.json``.
+
+    Args:
+        roots: folders to walk, or ``results.json`` files.
+        strict: raise on a malformed file instead of listing it in :attr:`Results.skipped`.
+
+    Returns:
+        The records found, each list sorted by method, variant (probes: features), npc, epoch
+        and path; files of other formats are ignored.
+
+    Raises:
+        DejavuError: a root does not exist; with ``strict``, a malformed file.
+    """
     res = Results()
     for root in roots:
         root = Path(root)
@@ -279,7 +372,14 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
 
 def varying_hyperparams(records: list[AttackRecord] | list[ProbeRecord]) -> list[str]:
     """Scalar model-config keys whose values differ between records (sweep dimensions
-    other than epoch/npc): they split series so that no two sweep points collide."""
+    other than epoch/npc): they split series so that no two sweep points collide.
+
+    Args:
+        records: attack or probe records.
+
+    Returns:
+        The keys, sorted; a key absent from some records counts as varying.
+    """
     keys: dict[str, set] = {}
     for r in records:
         for k, v in r.model_config.items():
@@ -295,7 +395,14 @@ def varying_hyperparams(records: list[AttackRecord] | list[ProbeRecord]) -> list
 
 def seed_groups(records: list[AttackRecord]) -> dict[tuple, list[AttackRecord]]:
     """Attacks that differ only in the training seed (model pairs of one setting), keyed by
-    (method, variant, npc, epoch, other varying hyper-parameters); each group sorted by seed."""
+    (method, variant, npc, epoch, other varying hyper-parameters); each group sorted by seed.
+
+    Args:
+        records: attack records.
+
+    Returns:
+        ``{key: [records]}``, keys in string order; of two records with the same seed, the later one.
+    """
     hps = [h for h in varying_hyperparams(records) if h != "seed"]
     groups: dict[tuple, dict[str, AttackRecord]] = {}
     for r in records:

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page per run (DESIGN 3).
 
 Reads only files: ``RUN_DIR/attack/**/results.json`` (+ ``examples.csv`` and the
-neighbour arrays of the headline attack), ``RUN_DIR/probe/**/results.json``, the
+neighbour arrays of the headline attack), ``RUN_DIR/probe/**/results.json``,
+``RUN_DIR/audit/**/results.json`` (one-model tests and their held-out controls), the
 figures (made into ``RUN_DIR/plots`` if absent), the dataset images (paths from the
 partition manifest or ``--data``) and ``RUN_DIR/rcdm/**/*.png``.
 
@@ -16,8 +17,7 @@ Decisions:
 * Galleries: "most memorized" = examples of quadrant *memorized* ranked by
   ``conf_target - conf_reference``; "most correlated" = quadrant *correlated* ranked by
   ``min(conf_target, conf_reference)`` (DESIGN 2.5).
-* The crop is recomputed with :mod:`dejavu.attack.crops` and the attack's stored config;
-  if that module cannot be imported, the gallery shows the image and boxes without it.
+* The crop is recomputed with :mod:`dejavu.attack.crops` and the attack's stored config.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def _thumb(im, side: int = THUMB):
 
 @dataclass
 class Example:
+    """One row of an ``examples.csv`` (the columns the galleries need)."""
+
     set: str
     index: int
     label: int
@@ -81,6 +83,17 @@ class Example:
 
 
 def read_examples(path: Path) -> list[Example]:
+    """The rows of an attack's or audit's ``examples.csv``.
+
+    Args:
+        path: the ``examples.csv``.
+
+    Returns:
+        One :class:`Example` per row, in file order.
+
+    Raises:
+        DejavuError: the file is missing, lacks a column or has a malformed row.
+    """
     from dejavu.analysis.tables import read_examples_csv
 
     need = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference", "quadrant")
@@ -100,7 +113,16 @@ def read_examples(path: Path) -> list[Example]:
 
 
 def rank_examples(examples: list[Example], n: int) -> dict[str, list[Example]]:
-    """The n most memorized and the n most correlated examples (ties: dataset index)."""
+    """The n most memorized and the n most correlated examples (ties: dataset index).
+
+    Args:
+        examples: the rows of ``examples.csv``.
+        n: examples per list.
+
+    Returns:
+        ``{"memorized": [...], "correlated": [...]}``: memorized by ``conf_target −
+        conf_reference``, correlated by ``min(conf_target, conf_reference)``, highest first.
+    """
     mem = sorted(
         (e for e in examples if e.quadrant == "memorized"), key=lambda e: (-(e.conf_target - e.conf_reference), e.index)
     )
@@ -112,7 +134,14 @@ def rank_examples(examples: list[Example], n: int) -> dict[str, list[Example]]:
 
 
 class Gallery:
-    """Draws gallery cells for examples of one attack folder."""
+    """Draws gallery cells for examples of one attack folder.
+
+    Args:
+        attack: the attack whose neighbour arrays and crop settings are shown.
+        index: the dataset's image index (paths, classes).
+        annotation_dir: the box annotations (None: no boxes drawn, periphery crops not recomputed).
+        n_neighbours: public neighbours shown per model.
+    """
 
     def __init__(self, attack: AttackRecord, index, annotation_dir: Path | None, n_neighbours: int):
         self.attack = attack
@@ -143,7 +172,16 @@ class Gallery:
         return self._rows[name], self._neigh.get(name)
 
     def crop_rect(self, im, boxes) -> tuple[int, int, int, int] | None:
-        """The attack's crop of this image, recomputed from the attack's stored settings."""
+        """The attack's crop of this image, recomputed from the attack's stored settings.
+
+        Args:
+            im: the PIL image.
+            boxes: its object boxes (None: unknown).
+
+        Returns:
+            The crop as a pixel box ``(left, top, right, bottom)``, or None when there is none (no
+            boxes for a periphery crop, or the crop rule refuses the image).
+        """
         from dejavu.attack.crops import crop_for_config
 
         cfg = self.attack.config
@@ -153,6 +191,15 @@ class Gallery:
         return dec.pixel_box() if dec.ok else None
 
     def cell(self, e: Example) -> str:
+        """One example's HTML: the image with its boxes (red) and crop (green), the crop, and per
+        model (A, B) its nearest public neighbours (green frame: same class) and its prediction.
+
+        Args:
+            e: the example (a row of ``examples.csv``).
+
+        Returns:
+            A ``<div class="example">`` with every image embedded as a data URI.
+        """
         from PIL import ImageDraw
 
         from dejavu.data.annotations import read_voc_xml
@@ -217,6 +264,12 @@ class Gallery:
 
 
 def pick_headline(attacks: list[AttackRecord]) -> AttackRecord | None:
+    """The headline attack: the latest epoch; among several there, the default variant
+    (periphery/projector), then the largest npc, then the path.
+
+    Returns:
+        The record, or None when there is no attack.
+    """
     if not attacks:
         return None
     last = max(r.epoch for r in attacks)
@@ -225,6 +278,12 @@ def pick_headline(attacks: list[AttackRecord]) -> AttackRecord | None:
 
 
 def pick_probe(probes: list[ProbeRecord], head: AttackRecord | None) -> ProbeRecord | None:
+    """The probe shown beside the headline: one of the same method, npc and epoch (backbone
+    features preferred), else the latest epoch's (largest npc).
+
+    Returns:
+        The record, or None when there is no probe.
+    """
     if not probes:
         return None
     if head is not None:

@@ -38,6 +38,8 @@ MAX_PANELS = 6
 
 @dataclass
 class FigureInfo:
+    """One figure's entry in ``figures.json``."""
+
     name: str
     kind: str  # accuracy | quadrants | probe | sweep | variants
     axis: str | None
@@ -93,8 +95,15 @@ def build_series(
 ) -> list[dict[str, Any]]:
     """Group records into series along ``axis`` (see the module docstring).
 
-    Returns ``[{"label", "key": {...}, "x": [...], "records": [...]}]`` sorted by key,
-    points sorted by x. A duplicate point (same key and x) keeps the last file in path order.
+    Args:
+        records: attack or probe records.
+        axis: ``epoch``, ``npc`` or a (dotted) model-config key.
+        params: hyper-parameters that split series even where they do not vary.
+
+    Returns:
+        ``[{"label", "key": {...}, "x": [...], "records": [...]}]`` sorted by key, points sorted
+        by x; series of fewer than two points are left out. A duplicate point (same key and x)
+        keeps the last file in path order.
     """
     hps = sorted(set(varying_hyperparams(list(records))) | set(params))  # type: ignore[arg-type]
     groups: dict[tuple, dict[Any, Any]] = {}
@@ -134,7 +143,15 @@ def build_series(
 
 
 class FigureWriter:
-    """Writes figures, their data JSON and the index into ``out``."""
+    """Writes figures, their data JSON and the index into ``out``.
+
+    Args:
+        out: the output folder.
+        formats: image formats written per figure (``png``, ``pdf``, ``svg``).
+
+    Raises:
+        DejavuError: an unsupported format.
+    """
 
     def __init__(self, out: str | os.PathLike, formats: Sequence[str] = ("png", "pdf")):
         self.out = Path(out)
@@ -147,6 +164,20 @@ class FigureWriter:
     def save(
         self, fig, name: str, kind: str, axis: str | None, title: str, caption: str, data: dict[str, Any]
     ) -> FigureInfo:
+        """Write one figure in every format, and ``<name>.json`` with the numbers drawn; closes it.
+
+        Args:
+            fig: the matplotlib figure.
+            name: file stem.
+            kind: the figure's kind (accuracy, quadrants, probe, sweep, variants, significance).
+            axis: its x axis (None for sweeps and variants).
+            title: the title.
+            caption: a sentence for the report.
+            data: the numbers drawn (merged into ``<name>.json``).
+
+        Returns:
+            The index entry (also kept in :attr:`figures`).
+        """
         from dejavu.io import atomic_write_bytes, atomic_write_json
 
         plt = _style()
@@ -165,6 +196,11 @@ class FigureWriter:
         return info
 
     def write_index(self, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``figures.json``: the format tag, ``extra`` and every figure saved.
+
+        Returns:
+            Its path.
+        """
         from dejavu.io import atomic_write_json
 
         return atomic_write_json(
@@ -187,7 +223,18 @@ def _setx(ax, xs: list, axis: str):
 def fig_accuracy(
     w: FigureWriter, attacks: list[AttackRecord], axis: str, top: str = "top1", params: Sequence[str] = ()
 ) -> FigureInfo | None:
-    """Target (solid) vs reference (dashed) accuracy on the top-p% most confident, one panel per p."""
+    """Target (solid) vs reference (dashed) accuracy on the top-p% most confident, one panel per p.
+
+    Args:
+        w: the writer.
+        attacks: attack records.
+        axis: x axis (``epoch``, ``npc`` or a hyper-parameter).
+        top: ``top1`` or ``top5``.
+        params: hyper-parameters that split series (:func:`build_series`).
+
+    Returns:
+        The figure's entry, or None when no series has two points.
+    """
     series = build_series(attacks, axis, params)
     if not series:
         return None
@@ -232,7 +279,17 @@ def fig_accuracy(
 def fig_quadrants(
     w: FigureWriter, attacks: list[AttackRecord], axis: str, params: Sequence[str] = ()
 ) -> list[FigureInfo]:
-    """Stacked shares correlated / forgotten / memorized, one panel per series."""
+    """Stacked shares correlated / forgotten / memorized, one panel per series.
+
+    Args:
+        w: the writer.
+        attacks: attack records (those without quadrants are left out).
+        axis: x axis (``epoch``, ``npc`` or a hyper-parameter).
+        params: hyper-parameters that split series.
+
+    Returns:
+        One entry per figure of up to ``MAX_PANELS`` panels (none without a series).
+    """
     series = [s for s in build_series(attacks, axis, params) if all(r.quadrants for r in s["records"])]
     infos = []
     for chunk in range(0, len(series), MAX_PANELS):
@@ -278,6 +335,17 @@ def fig_quadrants(
 
 
 def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Sequence[str] = ()) -> FigureInfo | None:
+    """Linear probe top-1 and top-5 accuracy vs ``axis``, one line per series.
+
+    Args:
+        w: the writer.
+        probes: probe records.
+        axis: x axis (``epoch``, ``npc`` or a hyper-parameter).
+        params: hyper-parameters that split series.
+
+    Returns:
+        The figure's entry, or None when no series has two points.
+    """
     series = build_series(probes, axis, params)
     if not series:
         return None
@@ -317,7 +385,16 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
 
 def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> list[FigureInfo]:
     """Confidence sweep: accuracy on the p most confident examples vs p, for the latest
-    epoch of every (method, variant, npc, hyper-parameters) combination."""
+    epoch of every (method, variant, npc, hyper-parameters) combination.
+
+    Args:
+        w: the writer.
+        attacks: attack records (those without a sweep are left out).
+        top: ``top1`` or ``top5``.
+
+    Returns:
+        One entry per figure of up to 8 records (solid target, dashed reference).
+    """
     hps = varying_hyperparams(attacks)
     latest: dict[tuple, AttackRecord] = {}
     for r in attacks:
@@ -377,7 +454,16 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
 def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> FigureInfo | None:
     """Attack variants side by side (periphery vs corner crop, projector vs backbone vs
     logits): target and reference accuracy at 20% and the deja vu score, per
-    (method, npc, epoch) that has at least two variants."""
+    (method, npc, epoch) that has at least two variants.
+
+    Args:
+        w: the writer.
+        attacks: attack records.
+        top: ``top1`` or ``top5``.
+
+    Returns:
+        The figure's entry (up to ``MAX_PANELS`` groups), or None without two variants anywhere.
+    """
     hps = varying_hyperparams(attacks)
     groups: dict[tuple, dict[str, AttackRecord]] = {}
     for r in attacks:
@@ -427,7 +513,17 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
 def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str = "20") -> list[dict[str, Any]]:
     """Per setting and epoch (attacks differing only in the seed grouped): the per-pair score,
     control and excess, and the excess over the pairs with its interval (issue 11,
-    :mod:`dejavu.analysis.significance`). Attacks without a control are left out."""
+    :mod:`dejavu.analysis.significance`). Attacks without a control are left out.
+
+    Args:
+        attacks: attack records.
+        top: ``top1`` or ``top5``.
+        at: the most confident fraction, ``20`` or ``100``.
+
+    Returns:
+        One row per group: ``method, variant, npc, epoch, params, top, p, seeds, scores,
+        controls, excesses, example_ci95, pair_level, verdict, files``.
+    """
     from dejavu.analysis.significance import pair_level, shared_variance_from_folders, verdict_text
     from dejavu.report.collect import seed_groups
 
@@ -466,7 +562,16 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
 def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -> list[FigureInfo]:
     """Score, control and excess vs epoch, one panel per setting: each model pair's excess
     (thin), their mean with the interval over pairs (band; with one pair, the example-level
-    CI, which does not cover training randomness), and the mean control (dashed)."""
+    CI, which does not cover training randomness), and the mean control (dashed).
+
+    Args:
+        w: the writer.
+        attacks: attack records (those with a control are drawn).
+        top: ``top1`` or ``top5``.
+
+    Returns:
+        One entry per figure of up to ``MAX_PANELS`` settings (none without a control).
+    """
     rows = significance_table(attacks, top)
     settings: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -542,7 +647,22 @@ def make_figures(
     formats: Sequence[str] = ("png", "pdf"),
     force: bool = False,
 ) -> list[FigureInfo]:
-    """All figures the results allow; returns their index entries (also ``out/figures.json``)."""
+    """All figures the results allow, and ``out/figures.json`` indexing them.
+
+    Args:
+        results: the records (:func:`dejavu.report.collect.collect`).
+        out: the output folder.
+        params: hyper-parameters drawn as extra x axes (and splitting series).
+        tops: ``top1`` and/or ``top5``.
+        formats: image formats (``png``, ``pdf``, ``svg``).
+        force: overwrite an existing ``figures.json`` and figures.
+
+    Returns:
+        The figures' index entries.
+
+    Raises:
+        DejavuError: ``figures.json`` exists without ``force``, a bad top or format, or no results.
+    """
     from dejavu.io import check_can_write
 
     out = Path(out)
