@@ -86,7 +86,16 @@ class PairCells:
         self.n = len(order)
 
     def top_accs(self, counts: np.ndarray, ps, topks=(1, 5)) -> dict[tuple[int, float], np.ndarray]:
-        """Accuracy of the top fraction ``p`` per resample row, for every (topk, p)."""
+        """Accuracy of the top fraction ``p`` per resample row, for every (topk, p).
+
+        Args:
+            counts: (r, n_cells) float64 resample counts per cell (:func:`cell_counts`).
+            ps: the fractions ``p`` in (0, 1].
+            topks: which top-k correctness to score (1 and/or 5).
+
+        Returns:
+            ``{(topk, p): (r,) float64 accuracy}``, ties at the cut sharing the places.
+        """
         gw = np.add.reduceat(counts, self.starts, axis=1)
         m = n_top(np.asarray(ps, np.float64), self.n).reshape(-1)
         out = {}
@@ -110,7 +119,19 @@ def _quadrant_cells(pairs: dict[str, PairScores], y: str) -> tuple[np.ndarray, n
 def bootstrap_replicates(
     pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0, fractions=(0.20, 1.00)
 ) -> dict[str, np.ndarray]:
-    """Replicates (n_boot,) of: top{1,5} scores at each fraction and quadrant shares."""
+    """Replicates (n_boot,) of: top{1,5} scores at each fraction and quadrant shares.
+
+    Args:
+        pairs: the four :data:`PAIRS` scores; target and reference of a set aligned.
+        n_boot: number of replicates.
+        seed: seed of ``numpy.random.default_rng``.
+        fractions: the top fractions ``p`` scored.
+
+    Returns:
+        ``{"top{k}_score_{P}": (n_boot,) float64}`` for k in 1, 5 and ``P = round(100 p)``,
+        plus ``{quadrant: (n_boot,) share}`` (top-1, swap-averaged). NaN where a set has no
+        attacked example.
+    """
     n = {y: len(pairs[t].index) for y, (t, _) in SETS.items()}
     cells = {name: PairCells(pairs[name]) for name in PAIRS if n[name[-1]]}
     qcells = {y: _quadrant_cells(pairs, y) for y in SETS if n[y]}
@@ -142,6 +163,15 @@ def bootstrap_replicates(
 
 
 def percentile_ci(x: np.ndarray, level: float = 0.95) -> list[float]:
+    """Percentile interval of bootstrap replicates, NaNs dropped.
+
+    Args:
+        x: (n_boot,) replicates.
+        level: coverage, e.g. 0.95 for the 2.5% and 97.5% quantiles.
+
+    Returns:
+        ``[lo, hi]``; ``[nan, nan]`` when no replicate is finite.
+    """
     x = x[~np.isnan(x)]
     if len(x) == 0:
         return [float("nan"), float("nan")]
@@ -154,7 +184,18 @@ def bootstrap_cis(
     pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
     """Percentile CIs: ``{"top1": {"dejavu_score": [lo, hi], "dejavu_score_100": ...},
-    "top5": {...}, "quadrants": {"memorized": [lo, hi], ...}}``."""
+    "top5": {...}, "quadrants": {"memorized": [lo, hi], ...}}``.
+
+    Args:
+        pairs: the four :data:`PAIRS` scores; target and reference of a set aligned.
+        n_boot: number of replicates; ``<= 0`` gives NaN intervals.
+        seed: seed of ``numpy.random.default_rng``.
+        level: coverage of the intervals.
+
+    Returns:
+        The intervals above (``dejavu_score`` at 20%, ``dejavu_score_100`` at 100%), each
+        ``[lo, hi]`` floats.
+    """
     assert set(PAIRS) <= set(pairs) and FRACTIONS
     if n_boot <= 0:
         nan = [float("nan"), float("nan")]

@@ -44,7 +44,25 @@ def register(sub) -> None:
 
 
 def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, force=False, topk=1) -> dict:
-    """Re-score one attack folder; returns the new metrics dict."""
+    """Re-score one attack folder; returns the new metrics dict.
+
+    Args:
+        folder: the attack folder.
+        k_attk: neighbours voting (default: the folder's ``config.k_attk``).
+        n_boot: bootstrap replicates.
+        seed: bootstrap seed.
+        out: the output JSON (default: ``folder/analysis_k{K}.json``).
+        inplace: rewrite ``results.json``, ``examples.csv`` and the conf-sweep files instead.
+        force: overwrite an existing output (required with ``inplace``).
+        topk: 1 or 5, the correctness used in ``examples.csv``.
+
+    Returns:
+        The :func:`~dejavu.analysis.summary.compute_all` metrics.
+
+    Raises:
+        DejavuError: an unreadable folder, ``inplace`` without ``force``, or an existing
+        output without ``force``.
+    """
     import numpy as np
 
     from dejavu import DejavuError

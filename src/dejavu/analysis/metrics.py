@@ -148,7 +148,16 @@ def scores_from_neighbours(
 
 def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray) -> PairScores:
     """Supervised variant: prediction = argmax logit, confidence = max logit, top-k
-    correctness as the expectation over a random order of tied logits."""
+    correctness as the expectation over a random order of tied logits.
+
+    Args:
+        logits: (n, C) classifier logits of the attacked examples.
+        labels: (n,) or (n, 1) true labels.
+        index: (n,) dataset indices of the attacked examples.
+
+    Returns:
+        The :class:`PairScores` (``conf`` = max logit).
+    """
     lg = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     n = len(labels)
@@ -169,7 +178,15 @@ def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray
 
 def n_top(p: float | np.ndarray, n: int) -> np.ndarray:
     """How many examples the top fraction ``p`` of ``n`` holds: ``int(p*n)`` as the
-    original computes it (float product, truncated), at least 1."""
+    original computes it (float product, truncated), at least 1.
+
+    Args:
+        p: a fraction in (0, 1], or an array of them.
+        n: number of examples.
+
+    Returns:
+        int64 array of the shape of ``p``.
+    """
     return np.maximum(1, (np.asarray(p, dtype=np.float64) * n).astype(np.int64))
 
 
@@ -221,7 +238,16 @@ def top_fraction_acc(group_w: np.ndarray, group_c: np.ndarray, m: np.ndarray) ->
 
 def acc_at(scores: PairScores, ps: np.ndarray | tuple | list, topk: int = 1) -> np.ndarray:
     """Accuracy of the most-confident fraction ``p`` of examples, for every ``p`` in ``ps``
-    (ties at the cut share the remaining places)."""
+    (ties at the cut share the remaining places).
+
+    Args:
+        scores: one model's scores on one set.
+        ps: fractions in (0, 1].
+        topk: 1 or 5.
+
+    Returns:
+        float64 array of the shape of ``ps``; NaN everywhere when ``scores`` is empty.
+    """
     ps = np.asarray(ps, dtype=np.float64)
     n = len(scores.conf)
     if n == 0:
@@ -240,7 +266,20 @@ def _check_aligned(pairs: dict[str, PairScores]) -> None:
 
 
 def population(pairs: dict[str, PairScores], topk: int = 1, fractions=FRACTIONS, sweep=SWEEP) -> dict[str, Any]:
-    """Population test for one top-k: per-pair accuracies, target/reference, score, sweep."""
+    """Population test for one top-k: per-pair accuracies, target/reference, score, sweep.
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        topk: 1 or 5.
+        fractions: the fractions ``p`` reported (0.20 and 1.00 give the two scores).
+        sweep: fractions of the accuracy-vs-p curve.
+
+    Returns:
+        ``{"target": {P: acc}, "reference": {P: acc}, "dejavu_score": float | None,
+        "dejavu_score_100": float | None, "sweep": {"p", "target", "reference"},
+        "pairs": {name: {P: acc}}, "pair_sweeps": {name: [acc]}}`` with ``P = str(round(100 p))``;
+        a score is None when its fraction is not in ``fractions``.
+    """
     keys = [f"{int(round(p * 100))}" for p in fractions]
     per = {name: acc_at(pairs[name], fractions, topk) for name in PAIRS}
     sw = {name: acc_at(pairs[name], sweep, topk) for name in PAIRS}
@@ -264,21 +303,47 @@ def population(pairs: dict[str, PairScores], topk: int = 1, fractions=FRACTIONS,
 
 def quadrant_masks(target: PairScores, reference: PairScores, topk: int = 1) -> dict[str, np.ndarray]:
     """Per-example probability of each quadrant (0/1 without ties; the two models' tie
-    orders are independent, so e.g. memorized = t·(1 − r))."""
+    orders are independent, so e.g. memorized = t·(1 − r)).
+
+    Args:
+        target: the target model's scores on a set.
+        reference: the reference model's scores on the same examples, same order.
+        topk: 1 or 5.
+
+    Returns:
+        ``{quadrant: (n,) float64 probability}`` for each of :data:`QUADRANTS`.
+    """
     t = np.asarray(target.correct(topk), np.float64)
     r = np.asarray(reference.correct(topk), np.float64)
     return {"memorized": t * (1 - r), "correlated": t * r, "forgotten": (1 - t) * r, "unassociated": (1 - t) * (1 - r)}
 
 
 def quadrant_labels(target: PairScores, reference: PairScores, topk: int = 1) -> np.ndarray:
-    """The most likely quadrant of each example (ties: the order of :data:`QUADRANTS`)."""
+    """The most likely quadrant of each example (ties: the order of :data:`QUADRANTS`).
+
+    Args:
+        target: the target model's scores on a set.
+        reference: the reference model's scores on the same examples, same order.
+        topk: 1 or 5.
+
+    Returns:
+        (n,) object array of quadrant names.
+    """
     masks = quadrant_masks(target, reference, topk)
     best = np.argmax(np.stack([masks[q] for q in QUADRANTS]), axis=0)
     return np.asarray(QUADRANTS, dtype=object)[best]
 
 
 def quadrants(pairs: dict[str, PairScores], topk: int = 1) -> dict[str, float]:
-    """Swap-averaged quadrant shares over all attacked examples."""
+    """Swap-averaged quadrant shares over all attacked examples.
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        topk: 1 or 5.
+
+    Returns:
+        ``{quadrant: share}`` for each of :data:`QUADRANTS` (NaN for an empty set's half).
+    """
     mA = quadrant_masks(pairs["A_attk_A"], pairs["B_attk_A"], topk)
     mB = quadrant_masks(pairs["B_attk_B"], pairs["A_attk_B"], topk)
     return {q: float(0.5 * (_mean(mA[q]) + _mean(mB[q]))) for q in QUADRANTS}
@@ -290,7 +355,17 @@ def _mean(x: np.ndarray) -> float:
 
 def per_class(pairs: dict[str, PairScores], num_classes: int, topk: int = 1) -> dict[str, list]:
     """Per-class target/reference accuracy and quadrant shares, swap-averaged over the two
-    sets (a class with no attacked example in one set uses the other; none: NaN)."""
+    sets (a class with no attacked example in one set uses the other; none: NaN).
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        num_classes: C; labels must lie in ``0..C-1``.
+        topk: 1 or 5.
+
+    Returns:
+        Lists of length C: ``"n"`` (attacked examples over both sets), ``"target"``,
+        ``"reference"``, ``"gap"`` and one per quadrant; None where a class has no data.
+    """
     acc = {}
     for role, (nameA, nameB) in {"target": ("A_attk_A", "B_attk_B"), "reference": ("B_attk_A", "A_attk_B")}.items():
         vals = []
@@ -334,7 +409,18 @@ def _nan_list(x: np.ndarray) -> list:
 
 def rankings(pairs: dict[str, PairScores], topk: int = 1, top: int = 20) -> dict[str, list[dict]]:
     """Most memorized examples (memorized, by conf_target − conf_ref descending) and most
-    correlated (correlated, by min(conf_target, conf_ref) descending); ties by set then index."""
+    correlated (correlated, by min(conf_target, conf_ref) descending); ties by set then index.
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        topk: 1 or 5 (decides the quadrant).
+        top: rows kept per list.
+
+    Returns:
+        ``{"most_memorized": [...], "most_correlated": [...]}``, each row a dict with ``set``,
+        ``index``, ``label``, ``pred_target``, ``pred_reference``, ``conf_target``,
+        ``conf_reference`` and the ranking ``score``.
+    """
     rows = []
     for y, t, r in (("A", "A_attk_A", "B_attk_A"), ("B", "B_attk_B", "A_attk_B")):
         T, R = pairs[t], pairs[r]

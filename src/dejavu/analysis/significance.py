@@ -76,7 +76,18 @@ def _t_abs_cdf(t: float, df: int) -> float:
 
 
 def t_quantile(q: float, df: int) -> float:
-    """The ``q`` quantile (q > 0.5) of Student's t with ``df`` >= 1 degrees of freedom."""
+    """The ``q`` quantile (q > 0.5) of Student's t with ``df`` >= 1 degrees of freedom.
+
+    Args:
+        q: the quantile, 0.5 < q < 1.
+        df: degrees of freedom, >= 1.
+
+    Returns:
+        The quantile, by bisection on the exact CDF.
+
+    Raises:
+        ValueError: ``df`` or ``q`` out of range.
+    """
     if df < 1 or not 0.5 < q < 1:
         raise ValueError(f"t_quantile needs df >= 1 and 0.5 < q < 1 (got q={q}, df={df})")
     target = 2 * q - 1
@@ -159,7 +170,17 @@ def shared_example_variance(
     ``index`` per set). One resample of the examples serves every pair (a joint bootstrap);
     the mean covariance between two different pairs' excess replicates estimates the variance
     of the common example effect, which the spread over pairs cannot show. Raises
-    ValueError when the pairs attacked different examples."""
+    ValueError when the pairs attacked different examples.
+
+    Args:
+        items: (pairs, control) per model pair, each the four ``X_attk_Y`` scores.
+        n_boot: joint bootstrap replicates.
+        seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+        ``{(top, p): variance}`` for ``top`` in :data:`TOPS`, ``p`` in :data:`FRACTIONS`
+        (NaN with fewer than two pairs).
+    """
     first = items[0]
     for pairs, control in items[1:]:
         for a, b in ((pairs, first[0]), (control, first[1])):
@@ -196,7 +217,20 @@ def excess(
     level: float = LEVEL,
 ) -> dict[str, Any]:
     """Score, control score and their excess with a paired bootstrap interval over both
-    example sets (module docstring). ``pairs``/``control``: the four ``X_attk_Y`` scores."""
+    example sets (module docstring). ``pairs``/``control``: the four ``X_attk_Y`` scores.
+
+    Args:
+        pairs: the four scores on the private sets A, B.
+        control: the four scores on the held-out halves CA, CB (same models).
+        n_boot: bootstrap replicates (0: NaN intervals).
+        seed: seed of ``numpy.random.default_rng``.
+        level: coverage of the intervals.
+
+    Returns:
+        ``{"statistic", "unit", "covers", "n_boot", "seed", "level"}`` and per ``top`` in
+        :data:`TOPS` and ``p`` in :data:`FRACTIONS` (``"20"``, ``"100"``): ``{"score",
+        "control", "excess", "ci95": [lo, hi], "se", "excludes_zero"}``.
+    """
     s, c = _point(pairs), _point(control)
     rng = np.random.default_rng(seed)
     n_max = max(len(v.index) for v in (*pairs.values(), *control.values()))
@@ -250,7 +284,19 @@ def pair_level(
     the estimate used when the arrays are at hand); otherwise ``example_ses``, each pair's
     example-level bootstrap standard error (``se`` of :func:`excess`), whose mean square
     bounds it from above (conservative); with neither, the example term is left out (and
-    the result says so)."""
+    the result says so).
+
+    Args:
+        excesses: the per-pair excesses ``E_i``.
+        example_ses: each pair's example-level standard error, or None.
+        level: coverage of the t-interval.
+        shared_var: the shared example variance, or None.
+
+    Returns:
+        ``{"n_pairs", "values", "mean", "level", "covers", "ci95", "distinguishable"}``; with
+        N >= 2 also ``sd_over_pairs``, ``example_var``, ``example_term``, ``se``, ``t``, ``df``.
+        With N < 2 the interval is NaN and ``distinguishable`` None.
+    """
     e = np.asarray(list(excesses), dtype=np.float64)
     n = len(e)
     out: dict[str, Any] = {
@@ -296,7 +342,18 @@ def pairs_from_results(
 ) -> dict[str, Any]:
     """:func:`pair_level` of the excess over several attacks' ``results.json`` (one per
     model pair), plus the per-pair score and control. Attacks without a control are
-    aggregated on the score alone (then nothing is compared with a control; said so)."""
+    aggregated on the score alone (then nothing is compared with a control; said so).
+
+    Args:
+        results: the ``results.json`` dicts, one per model pair.
+        top: ``"top1"`` or ``"top5"``.
+        p: ``"20"`` or ``"100"`` (percent most confident).
+        shared_var: the shared example variance for :func:`pair_level`, or None.
+
+    Returns:
+        The :func:`pair_level` dict plus ``statistic``, ``scores``, ``controls`` (None without
+        a control), ``top`` and ``p``.
+    """
     with_ctrl = all("control" in r for r in results)
     if with_ctrl:
         ex = [r["control"]["excess"][top][p] for r in results]
@@ -325,7 +382,15 @@ def _pts(x: float) -> str:
 
 def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
     """The headline sentence: is the excess distinguishable from zero, and what does the
-    interval cover. ``ex``: one fraction's entry of :func:`excess`; ``pl``: :func:`pair_level`."""
+    interval cover. ``ex``: one fraction's entry of :func:`excess`; ``pl``: :func:`pair_level`.
+
+    Args:
+        ex: one (top, fraction) entry of :func:`excess`.
+        pl: the :func:`pair_level` result, or None for one model pair.
+
+    Returns:
+        One sentence (pair level when ``pl`` has N >= 2 pairs, else example level).
+    """
     if pl is not None and pl.get("n_pairs", 0) >= 2:
         lo, hi = pl["ci95"]
         word = "distinguishable from zero" if pl["distinguishable"] else "NOT distinguishable from zero"
@@ -343,6 +408,16 @@ def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
 
 
 def verdict_line(results: dict[str, Any], top: str = "top1", p: str = "20") -> str:
+    """The :func:`verdict_text` of a ``results.json``'s control excess (example level).
+
+    Args:
+        results: a ``results.json`` dict that has a ``control`` block.
+        top: ``"top1"`` or ``"top5"``.
+        p: ``"20"`` or ``"100"``.
+
+    Returns:
+        One sentence.
+    """
     return verdict_text(results["control"]["excess"][top][p])
 
 
@@ -377,7 +452,17 @@ def control_pairs_from_folder(
     folder, k_attk: int | None, num_classes: int, logits: bool = False
 ) -> dict[str, PairScores] | None:
     """The control's four ``X_attk_Y`` scores re-read from an attack folder's ``control_*``
-    files (:mod:`dejavu.attack.control`); None when the folder has no control."""
+    files (:mod:`dejavu.attack.control`); None when the folder has no control.
+
+    Args:
+        folder: the attack folder.
+        k_attk: neighbours voting (None: all stored).
+        num_classes: C.
+        logits: read ``*_logits.npy`` (supervised ``embed: logits``) instead of neighbours.
+
+    Returns:
+        ``{name: PairScores}`` for the four :data:`~dejavu.analysis.metrics.PAIRS`, or None.
+    """
     from pathlib import Path
 
     from dejavu.analysis.metrics import PAIRS
@@ -405,7 +490,21 @@ def rescore_control(
     n_boot: int,
     seed: int,
 ) -> dict[str, Any] | None:
-    """``results.json``'s ``control`` block recomputed from the stored arrays (``dejavu analyze``)."""
+    """``results.json``'s ``control`` block recomputed from the stored arrays (``dejavu analyze``).
+
+    Args:
+        folder: the attack folder.
+        pairs: the re-scored private-set pairs.
+        results: the folder's ``results.json``.
+        k_attk: neighbours voting (None: all stored).
+        num_classes: C.
+        n_boot: bootstrap replicates.
+        seed: seed; the control's own metrics use ``seed + 1``.
+
+    Returns:
+        The old block with ``metrics`` (no per-class, no rankings) and ``excess`` replaced;
+        None when ``results`` or the folder has no control.
+    """
     from dejavu.analysis.summary import compute_all
 
     if "control" not in results:
@@ -426,7 +525,16 @@ def shared_variance_from_folders(
 ) -> dict[tuple[str, str], float] | None:
     """:func:`shared_example_variance` of attack folders (one per model pair) from their
     stored arrays; None when a folder lacks its arrays or control, or the pairs attacked
-    different examples (callers then fall back to the conservative bound)."""
+    different examples (callers then fall back to the conservative bound).
+
+    Args:
+        folders: attack folders, one per model pair.
+        n_boot: joint bootstrap replicates.
+        seed: seed of the joint bootstrap.
+
+    Returns:
+        ``{(top, p): variance}``, or None (also with fewer than two folders).
+    """
     from pathlib import Path
 
     from dejavu import DejavuError

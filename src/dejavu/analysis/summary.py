@@ -26,7 +26,23 @@ def compute_all(
 ) -> dict[str, Any]:
     """Every metric of the contract's ``results.json`` ``metrics`` block (plus per-class
     statistics and rankings). ``pairs`` maps the four names of :data:`PAIRS` to scores;
-    target and reference of a set must be aligned (same examples, same order)."""
+    target and reference of a set must be aligned (same examples, same order).
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        num_classes: C (default: the largest label seen + 1).
+        n_boot: bootstrap replicates for the intervals.
+        seed: seed of the bootstrap.
+        top: rows per ranking list.
+
+    Returns:
+        ``{"top1", "top5"}`` (:func:`population` each, with ``ci95``), ``"quadrants"``,
+        ``"quadrants_ci95"``, ``"quadrants_top5"``, ``"n_attacked"``, ``"per_class"``,
+        ``"rankings"`` and ``"bootstrap"`` (n, seed, level, unit).
+
+    Raises:
+        ValueError: a pair is missing or a set's target and reference are not aligned.
+    """
     missing = [p for p in PAIRS if p not in pairs]
     if missing:
         raise ValueError(f"missing pairs {missing}")

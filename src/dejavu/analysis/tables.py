@@ -42,13 +42,34 @@ EXAMPLE_COLUMNS = (
 
 
 def pair_scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_classes: int) -> PairScores:
+    """One pair's :class:`PairScores` from its stored arrays (logits if present, else neighbours).
+
+    Args:
+        a: ``attk_idxs``, ``labels`` (n,) and ``neighb_labels`` (n, k) or ``logits`` (n, C).
+        k_attk: neighbours voting (None: all stored).
+        num_classes: C.
+
+    Returns:
+        The pair's scores.
+    """
     if "logits" in a:
         return scores_from_logits(a["logits"], a["labels"], a["attk_idxs"])
     return scores_from_neighbours(a["neighb_labels"], a["labels"], a["attk_idxs"], k_attk, num_classes)
 
 
 def check_attack_format(res: dict[str, Any], path: str | os.PathLike) -> str:
-    """The attack folder's format tag, or a clear error for one this version cannot read."""
+    """The attack folder's format tag, or a clear error for one this version cannot read.
+
+    Args:
+        res: the folder's ``results.json``.
+        path: the file, for the message.
+
+    Returns:
+        The format tag, one of :data:`ATTACK_FORMATS`.
+
+    Raises:
+        DejavuError: an unknown or missing format tag.
+    """
     fmt = res.get("format")
     if fmt not in ATTACK_FORMATS:
         raise DejavuError(
@@ -81,7 +102,20 @@ def load_pair_arrays(
     folder: str | os.PathLike, logits: bool = False, fmt: str = ATTACK_FORMAT
 ) -> dict[str, dict[str, np.ndarray]]:
     """The four pairs' stored arrays of an attack folder (original file names), with
-    ``labels`` flattened to (n,) and ``neighb_idxs`` as dataset indices."""
+    ``labels`` flattened to (n,) and ``neighb_idxs`` as dataset indices.
+
+    Args:
+        folder: the attack folder.
+        logits: read ``*_logits.npy`` instead of ``*_neighb_labels.npy`` / ``*_neighb_idxs.npy``.
+        fmt: the folder's format tag.
+
+    Returns:
+        ``{name: {"attk_idxs", "labels", "neighb_labels" | "logits", "neighb_idxs"}}`` for the
+        four :data:`PAIRS`.
+
+    Raises:
+        DejavuError: a file is unreadable or its row count differs from ``attk_idxs``.
+    """
     folder = Path(folder)
     keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels",))
     out = {}
@@ -98,7 +132,18 @@ def load_pair_arrays(
 
 
 def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> tuple[dict[str, PairScores], dict]:
-    """Re-score an attack folder from its stored neighbours; returns (pairs, results.json)."""
+    """Re-score an attack folder from its stored neighbours; returns (pairs, results.json).
+
+    Args:
+        folder: the attack folder (with ``results.json``).
+        k_attk: neighbours voting (default: the folder's ``config.k_attk``, else all stored).
+
+    Returns:
+        ``({name: PairScores}, results.json dict)``.
+
+    Raises:
+        DejavuError: an unreadable folder, an unknown format or ``k_attk`` out of range.
+    """
     folder = Path(folder)
     res = read_json(folder / "results.json")
     fmt = check_attack_format(res, folder / "results.json")
@@ -121,6 +166,15 @@ def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> 
 
 
 def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
+    """The text of ``examples.csv`` (:data:`EXAMPLE_COLUMNS`; see :func:`write_examples_csv`).
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        topk: 1 or 5 (correctness and quadrant).
+
+    Returns:
+        The CSV text, set A's rows then set B's.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EXAMPLE_COLUMNS)
@@ -151,11 +205,29 @@ def _num(v: float) -> str:
 def write_examples_csv(path: str | os.PathLike, pairs: dict[str, PairScores], topk: int = 1) -> Path:
     """``examples.csv``: one row per attacked example (set, index, label, predictions,
     confidences, correctness, quadrant), top-1 based. Correctness is the expectation over
-    a random tie order (0 or 1 without ties); the quadrant is the most likely one."""
+    a random tie order (0 or 1 without ties); the quadrant is the most likely one.
+
+    Args:
+        path: the CSV file (written atomically, overwritten).
+        pairs: the four :data:`PAIRS` scores.
+        topk: 1 or 5.
+
+    Returns:
+        ``path``.
+    """
     return atomic_write_text(path, examples_csv_text(pairs, topk))
 
 
 def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
+    """The CLI's short summary of an attack: counts, target/reference/gap table, score, quadrants.
+
+    Args:
+        results: the ``results.json`` dict (its ``counts``, and ``metrics`` if none given).
+        metrics: a ``metrics`` block to show instead of ``results["metrics"]``.
+
+    Returns:
+        The lines joined by newlines.
+    """
     m = metrics or results["metrics"]
     lines = []
     c = results.get("counts", {})
