@@ -53,7 +53,15 @@ _WRITE_REASONS = {
 
 
 def write_error(path: str | os.PathLike, e: OSError) -> DejavuError:
-    """The one-line error for a failed write of ``path``."""
+    """The one-line error for a failed write of ``path``.
+
+    Args:
+        path: the file that could not be written.
+        e: the ``OSError`` raised; its errno picks the reason shown.
+
+    Returns:
+        The :class:`DejavuError` to raise (``from None``).
+    """
     reason = _WRITE_REASONS.get(e.errno or -1, e.strerror or type(e).__name__)
     return DejavuError(f"{path}: cannot write ({reason}); no partial file was left under this name")
 
@@ -84,6 +92,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
     The file gets the permissions the umask gives; on any failure the temporary file is
     removed and a :class:`DejavuError` names ``path`` and the reason.
+
+    Args:
+        path: the destination; missing parent folders are created.
+        data: the whole content.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: the folder or the file cannot be written (the reason named).
     """
     path = make_parent(path)
     tmp: Path | None = None
@@ -105,6 +123,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` as UTF-8 atomically (:func:`atomic_write_bytes`).
+
+    Args:
+        path: the destination; missing parent folders are created.
+        text: the whole content.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: the file cannot be written.
+    """
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -129,6 +159,20 @@ def to_json(obj: Any) -> str:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (:func:`to_json`: numpy scalars and arrays,
+    paths and dataclasses converted; NaN written as ``NaN``).
+
+    Args:
+        path: the destination; missing parent folders are created.
+        obj: a JSON-serialisable object.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: the file cannot be written.
+        TypeError: ``obj`` holds a value JSON cannot represent.
+    """
     return atomic_write_text(path, to_json(obj))
 
 
@@ -143,6 +187,18 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save ``array`` as a ``.npy`` file (no pickle) atomically.
+
+    Args:
+        path: the destination (``np.save`` adds no suffix here: name it ``*.npy``).
+        array: anything ``np.asarray`` turns into a plain (non-object) array.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: the file cannot be written.
+    """
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     return atomic_write_bytes(path, buf.getvalue())
@@ -178,6 +234,17 @@ def check_can_write(path: str | os.PathLike, force: bool = False) -> Path:
     """Refuse to overwrite an existing result unless ``force``.
 
     For a folder, "existing" means it exists and is not empty.
+
+    Args:
+        path: the output file or folder.
+        force: allow overwriting (``--force``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: ``path`` exists (a folder: with content other than dejavu's lock and
+            temporary files) and ``force`` is False.
     """
     path = Path(path)
     if path.exists() and not force:
@@ -203,7 +270,18 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a checkpoint with ``weights_only=True``: tensors, numbers, strings and
-    containers only; a pickle that would run code is refused with a clear error."""
+    containers only; a pickle that would run code is refused with a clear error.
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load`` (default: CPU).
+
+    Returns:
+        The loaded object (usually a dict of tensors and plain values).
+
+    Raises:
+        DejavuError: the file is missing, unreadable, or holds objects beyond plain weights.
+    """
     import pickle
 
     import torch
@@ -234,6 +312,15 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's content, read in chunks.
+
+    Args:
+        path: the file.
+        chunk: bytes read at a time.
+
+    Returns:
+        The 64-character hex digest.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -336,7 +423,19 @@ def _is_worker_rank() -> bool:
 def folder_lock(folder: str | os.PathLike, stage: str) -> Iterator[Path]:
     """Hold ``folder`` (created if needed) for one writer; refuse, naming the holder, if
     another live process holds it. Re-entrant within a process. A folder this call
-    created is removed again if it is still empty at the end (a stage that failed early)."""
+    created is removed again if it is still empty at the end (a stage that failed early).
+
+    Args:
+        folder: the output folder.
+        stage: the stage name recorded for (and shown to) a second process.
+
+    Yields:
+        ``folder`` as a :class:`~pathlib.Path`, locked until the block ends. On ranks other
+        than 0 of a distributed job (``RANK`` != 0) nothing is locked.
+
+    Raises:
+        DejavuError: another live process holds the folder, or it cannot be created.
+    """
     folder = Path(folder)
     key = os.path.realpath(folder)
     if key in _HELD or _is_worker_rank():

@@ -325,6 +325,9 @@ def convert_state_dict(sd: dict[str, Any], ours: bool = False) -> tuple[Parts, s
 
     Returns:
         ``(parts, layout name)``.
+
+    Raises:
+        DejavuError: no supported layout matches, or a matching one has unknown keys.
     """
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     for p in ("module.", "_orig_mod.", "model."):  # DDP, torch.compile, a Lightning wrapper
@@ -445,7 +448,20 @@ def _fit(model: SSLModel, sd: Tensors, path: Path, what: str) -> None:
 
 def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Path) -> SSLModel:
     """An :class:`SSLModel` holding ``parts``; a head that is not our standard layout is
-    built exactly from its plan (:func:`dejavu.ssl.heads.build_head`)."""
+    built exactly from its plan (:func:`dejavu.ssl.heads.build_head`).
+
+    Args:
+        parts: the converted weights (:func:`convert_state_dict`).
+        arch: backbone name of :mod:`dejavu.ssl.backbones`.
+        plan: the head's layers, or None for no projector (identity).
+        path: the checkpoint file, for messages.
+
+    Returns:
+        The model in eval mode, weights loaded strictly.
+
+    Raises:
+        DejavuError: the weights do not fit the model (first differing keys and shapes named).
+    """
     spec_proj = standard_spec(plan) if plan else "none"
     ncls = int(parts.classifier["2.weight"].shape[0]) if "2.weight" in parts.classifier else 0
     model = SSLModel(ModelSpec(arch=arch, projector=spec_proj or "none", num_classes=ncls))
@@ -500,6 +516,11 @@ def load_model(
 
     Returns:
         The :class:`LoadedModel`; ``has_projector``/``notes`` say what was used.
+
+    Raises:
+        DejavuError: the file is missing, unsafe or not a checkpoint, its layout is not
+            supported, its head does not fit ``projector``, the backbone cannot be told
+            (pass ``arch``), or the weights do not fit the model.
     """
     path = Path(path)
     obj = _read(path, map_location)
