@@ -86,7 +86,16 @@ class PartitionResult:
 
 
 def split_class(bbox: np.ndarray, no_bbox: np.ndarray, npc: int) -> dict[str, np.ndarray]:
-    """DESIGN 2.2 for one class; ``bbox`` and ``no_bbox`` sorted."""
+    """DESIGN 2.2 for one class; ``bbox`` and ``no_bbox`` sorted.
+
+    Args:
+        bbox: sorted int64 dataset indices of the class's annotated images.
+        no_bbox: sorted int64 dataset indices of its other images.
+        npc: images per class of the training sets.
+
+    Returns:
+        ``{name: int64 indices}`` for every name of :data:`SET_NAMES`.
+    """
     nb = min(len(bbox) // 2, npc)
     k = npc - nb
     sets = {
@@ -105,7 +114,20 @@ def _example(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def check_invariants(splits: dict[int, NpcSplit], targets: np.ndarray | None = None) -> None:
-    """Raise :class:`InvariantError` naming the invariant and an example index."""
+    """Raise :class:`InvariantError` naming the invariant and an example index.
+
+    Invariants: no duplicates; bbox_A, bbox_B and shared pairwise disjoint; public disjoint
+    from train_A ∪ train_B; |bbox_A| = |bbox_B| per class (when ``targets`` is given); each
+    npc's public set contains every larger npc's; the attack public set (largest npc) is
+    disjoint from the training sets of every npc.
+
+    Args:
+        splits: the partition per npc.
+        targets: (N,) int64 class of every dataset image, or None to skip the per-class check.
+
+    Raises:
+        InvariantError: the first invariant that fails.
+    """
     npcs = sorted(splits)
     for npc in npcs:
         s = splits[npc].sets
@@ -155,7 +177,22 @@ def compute_partition(
     targets: np.ndarray, annotated: np.ndarray, npcs: list[int]
 ) -> tuple[dict[int, NpcSplit], np.ndarray, int, list[int]]:
     """Pure function on arrays: per-npc sets, the val set, its per-class count,
-    and the classes without any public image."""
+    and the classes without any public image.
+
+    Args:
+        targets: (N,) class of every dataset image.
+        annotated: (N,) bool, True where the image has an annotation file.
+        npcs: images per class, e.g. ``[100, 200]`` (sorted, duplicates dropped).
+
+    Returns:
+        ``(splits, val_set, per, without)``: ``{npc: NpcSplit}`` with sorted int64 dataset
+        indices, the val set (int64 indices, from the largest npc's public set), its count per
+        class, and the classes (ids) without any public image.
+
+    Raises:
+        ValueError: ``targets`` and ``annotated`` differ in length.
+        UsageError: ``npcs`` is empty or holds a value < 1.
+    """
     targets = np.asarray(targets, dtype=np.int64)
     annotated = np.asarray(annotated, dtype=bool)
     if len(targets) != len(annotated):
@@ -203,7 +240,18 @@ def compute_partition(
 
 def balanced_val(public: np.ndarray, targets: np.ndarray, n_classes: int) -> tuple[np.ndarray, int, list[int]]:
     """The probe's val set: ``public`` truncated to the same count per class; returns it,
-    the count, and the classes without any public image (left out)."""
+    the count, and the classes without any public image (left out).
+
+    Args:
+        public: int64 dataset indices of the public set.
+        targets: (N,) class of every dataset image.
+        n_classes: number of classes.
+
+    Returns:
+        ``(val_set, per, without)``: sorted int64 indices, ``per`` images of each class
+        (the smallest public count among classes that have one; the first ``per`` in
+        ``public``'s order), and the class ids with no public image.
+    """
     pub_counts = np.bincount(targets[public], minlength=n_classes)
     without = [int(c) for c in np.nonzero(pub_counts == 0)[0]]
     have = pub_counts[pub_counts > 0]
@@ -237,7 +285,21 @@ def set_aside_control(
 ) -> ControlSplit:
     """Take the first ``per_class`` annotated images of each class of the attack public set
     (that of the largest npc) as the control, remove them from every npc's public set, and
-    split each class alternately into halves A and B. Mutates ``splits``."""
+    split each class alternately into halves A and B. Mutates ``splits``.
+
+    Args:
+        splits: the partition per npc (its ``public`` sets are reduced in place).
+        targets: (N,) class of every dataset image.
+        annotated: (N,) bool, True where the image has an annotation file.
+        per_class: control images per class (>= 1).
+
+    Returns:
+        The :class:`ControlSplit` (classes with fewer candidates listed in ``short_classes``).
+
+    Raises:
+        UsageError: ``per_class`` < 1.
+        DejavuError: too few annotated public images for two non-empty halves.
+    """
     if per_class < 1:
         raise UsageError(f"--control must be a positive number of images per class, got {per_class}")
     targets = np.asarray(targets, dtype=np.int64)
@@ -266,7 +328,15 @@ def set_aside_control(
 
 def check_control(splits: dict[int, NpcSplit], control: ControlSplit) -> None:
     """Control invariants: halves disjoint and covering it, control ∩ (train_A ∪ train_B) = ∅
-    and control ∩ public = ∅ for every npc."""
+    and control ∩ public = ∅ for every npc.
+
+    Args:
+        splits: the partition per npc, control already removed.
+        control: the control split.
+
+    Raises:
+        InvariantError: the first invariant that fails.
+    """
     if len(np.intersect1d(control.A, control.B)):
         raise InvariantError(f"control_A and control_B overlap (e.g. index {_example(control.A, control.B)})")
     if not np.array_equal(np.union1d(control.A, control.B), np.sort(control.all)):
@@ -291,7 +361,24 @@ def partition(
     """Scan the dataset, compute the partition, check invariants, write files.
 
     ``control`` > 0 sets that many annotated public images per class aside as the held-out
-    control (module docstring); the val set is then drawn from the reduced public set."""
+    control (module docstring); the val set is then drawn from the reduced public set.
+
+    Args:
+        paths: the dataset's images and bounding-box folders (``bboxes`` required).
+        npcs: images per class, one split each.
+        out: the output folder.
+        force: overwrite an existing partition there.
+        index: an already scanned dataset (default: scan ``paths.images``).
+        control: annotated public images per class set aside as the control (0: none).
+
+    Returns:
+        The :class:`PartitionResult` (sets, val set, manifest, control).
+
+    Raises:
+        UsageError: no bounding boxes given, or bad ``npcs`` / ``control``.
+        DejavuError: a partition exists in ``out`` without ``force``, the folder is held by
+            another process, a write fails, or an invariant fails (:class:`InvariantError`).
+    """
     if paths.annotation_dir is None:
         raise UsageError("partition needs bounding boxes: pass --bboxes DIR (the folder holding Annotation/)")
     out = Path(out)
@@ -388,6 +475,18 @@ class Partition:
         index.fingerprint.check(self.fingerprint, what=f"partition {self.root}")
 
     def load_set(self, npc: int, name: str) -> np.ndarray:
+        """One set of one npc split.
+
+        Args:
+            npc: images per class of the split.
+            name: one of :data:`SET_NAMES`.
+
+        Returns:
+            The int64 dataset indices, as stored.
+
+        Raises:
+            DejavuError: an unknown set or npc, or a missing/unreadable file.
+        """
         if name not in SET_NAMES:
             raise DejavuError(f"unknown set {name!r}; one of {', '.join(SET_NAMES)}")
         if npc not in self.npcs:
@@ -450,6 +549,17 @@ def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
 
     When the file sits in a partition (``<P>/<npc>_per_class/x.npy`` or ``<P>/val_set.npy``),
     the partition's fingerprint must match the dataset's; the error names both.
+
+    Args:
+        path: the ``.npy`` file of dataset indices.
+        index: the dataset the indices refer to.
+
+    Returns:
+        The int64 indices (1-D, non-empty, each in ``0..len(index)-1``).
+
+    Raises:
+        DejavuError: a missing or unreadable file, a fingerprint mismatch, or an array that
+            is empty, not 1-D integers, or out of range.
     """
     path = Path(path)
     arr = load_npy(path)
