@@ -131,7 +131,15 @@ class ProbeResult:
 
 def default_recipe(config: dict[str, Any] | None, source: str) -> str:
     """The checkpoint's ``probe_recipe``; else ``original`` for checkpoints not made by
-    dejavu (the original code's, torchvision's) and ``bn-cosine`` for older dejavu ones."""
+    dejavu (the original code's, torchvision's) and ``bn-cosine`` for older dejavu ones.
+
+    Args:
+        config: the checkpoint's stored config, or None.
+        source: the checkpoint's layout (``"dejavu"`` for ours).
+
+    Returns:
+        A key of :data:`RECIPES`.
+    """
     name = (config or {}).get("probe_recipe")
     if name in RECIPES:
         return str(name)
@@ -148,10 +156,17 @@ def resolve_recipe(
     """A recipe with overrides.
 
     Args:
-        name: a key of :data:`RECIPES`. epochs, lr, batch_size, weight_decay: None keeps the recipe's.
+        name: a key of :data:`RECIPES`.
+        epochs: training epochs (None keeps the recipe's).
+        lr: base learning rate (None keeps the recipe's).
+        batch_size: batch size (None keeps the recipe's).
+        weight_decay: weight decay (None keeps the recipe's).
 
     Returns:
         ``RECIPES[name]`` with the overrides, its lr made explicit (0.3 x batch / 256 when None).
+
+    Raises:
+        DejavuError: an unknown recipe, or epochs / batch size < 1.
     """
     if name not in RECIPES:
         raise DejavuError(f"--recipe: unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
@@ -171,7 +186,16 @@ def resolve_recipe(
 
 def recipe_lr(r: ProbeRecipe, step: int, total: int) -> float:
     """The lr of 0-based ``step`` of ``total``. ``linear-every-50`` is the original's rule:
-    after step ``ct`` with ``(ct + 1) % 50 == 0`` it sets ``lr = start (1 - ct/n) + end ct/n``."""
+    after step ``ct`` with ``(ct + 1) % 50 == 0`` it sets ``lr = start (1 - ct/n) + end ct/n``.
+
+    Args:
+        r: the recipe (its ``lr`` resolved, see :func:`resolve_recipe`).
+        step: 0-based optimizer step.
+        total: total steps of the run.
+
+    Returns:
+        The learning rate (``cosine``: half-cosine from ``lr`` to 0 over ``total``).
+    """
     start = float(r.lr)  # type: ignore[arg-type]
     if r.schedule == "cosine":
         return start * (1 + math.cos(math.pi * min(step, total) / max(1, total))) / 2
@@ -182,7 +206,16 @@ def recipe_lr(r: ProbeRecipe, step: int, total: int) -> float:
 
 
 def train_transform(image_size: int, view: str = "crop-flip"):
-    """Probe training augmentation: the original's view, or RandomResizedCrop(0.08-1) + flip."""
+    """Probe training augmentation: the original's view, or RandomResizedCrop(0.08-1) + flip.
+
+    Args:
+        image_size: output side in pixels.
+        view: ``"original"`` (the original code's probe view); anything else gives the
+            crop-and-flip view.
+
+    Returns:
+        A torchvision transform from a PIL image to a normalized (3, size, size) tensor.
+    """
     if view == "original":
         from dejavu.ssl.augment import original_probe_view
 
@@ -221,8 +254,11 @@ def extract_features(model, loader, kind: str, device, desc: str):
     """Frozen features of every item of ``loader`` (one pass, no gradient).
 
     Args:
-        model: the frozen :class:`~dejavu.ssl.model.SSLModel`. loader: yields ``(x, label, index)``.
-        kind: ``backbone`` | ``projector`` | ``logits``. device: where the model is. desc: progress label.
+        model: the frozen :class:`~dejavu.ssl.model.SSLModel`.
+        loader: yields ``(x, label, index)`` batches.
+        kind: ``backbone`` | ``projector`` | ``logits``.
+        device: where the model is.
+        desc: progress label.
 
     Returns:
         ``(features (n, d) float32 on the CPU, labels (n,))``.
@@ -243,7 +279,9 @@ def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
     """Top-k accuracies.
 
     Args:
-        logits: ``(n, classes)``. labels: ``(n,)``. ks: the k's (each capped at the number of classes).
+        logits: ``(n, classes)``.
+        labels: ``(n,)``.
+        ks: the k's (each capped at the number of classes).
 
     Returns:
         ``{k: fraction of rows whose label is among the k highest logits}``.
@@ -395,13 +433,17 @@ def probe(
 
     Args:
         model_path: checkpoint (ours, the original code's, torchvision's).
-        partition, npc: the probe trains on ``<npc>_per_class/train_A`` and is scored on ``val_set``.
-        paths: a :class:`dejavu.data.DataPaths`. out: output folder.
+        partition: the partition folder; the probe is scored on its ``val_set``.
+        npc: the probe trains on ``<npc>_per_class/train_A``.
+        paths: a :class:`dejavu.data.DataPaths`.
+        out: output folder.
         cfg: the probe's settings (default: :class:`ProbeConfig`'s).
         device: cpu | cuda | cuda:N (default: cuda when available).
-        arch, projector: for checkpoints without a stored config.
+        arch: backbone, for checkpoints without a stored config.
+        projector: projector spec, for checkpoints without a stored config.
         force: overwrite an existing ``out/results.json``.
         **settings: :class:`ProbeConfig` fields overriding ``cfg``'s (``epochs=2, augment=False``).
+
     Returns:
         A :class:`ProbeResult` (top-1, top-5 and the results.json content).
     """

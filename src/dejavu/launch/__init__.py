@@ -26,6 +26,13 @@ __all__ = ["LAUNCHER_OPTIONS", "CliJob", "add_launcher_args", "strip_launcher_ar
 
 
 def add_launcher_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -> None:
+    """Add the ``--launcher`` option group (local or SLURM, and the SLURM resources) to a
+    stage's parser; :func:`submit_if_slurm` reads them back.
+
+    Args:
+        parser: the stage's parser.
+        gpus_per_node: default of ``--gpus-per-node`` (one task per GPU).
+    """
     g = parser.add_argument_group("launcher (where the command runs)")
     g.add_argument(
         "--launcher",
@@ -74,6 +81,19 @@ def submit(
     ``argv`` must be the local form of the command (no launcher options: see
     :func:`strip_launcher_args`). ``cluster`` is passed to ``submitit.AutoExecutor``
     ("debug" runs in-process, for tests).
+
+    Args:
+        argv: the command's arguments, e.g. ``["train", "--config", "x.yaml"]``.
+        args: parsed options of :func:`add_launcher_args` (nodes, GPUs, time in minutes, ...).
+        name: job name when ``--job-name`` is not given.
+        log_dir: folder for submitit logs when ``--slurm-dir`` is not given (default: ``slurm``);
+            each job writes under ``<folder>/<job id>``.
+        target: ``"module:function"`` called with ``argv`` on the cluster.
+        resume_flag: appended to ``argv`` when the job is requeued, or None.
+        cluster: ``submitit.AutoExecutor``'s ``cluster`` (None: auto-detect).
+
+    Returns:
+        The ``submitit.Job``.
     """
     import os
 
@@ -116,7 +136,20 @@ def submit_if_slurm(
 
     The one way every stage resubmits itself: nothing re-lists the stage's flags, so a new
     flag can never be lost on the way to the cluster. ``resume_flag`` (e.g. ``--resume``)
-    is appended when SLURM requeues the job after preemption or time-out."""
+    is appended when SLURM requeues the job after preemption or time-out.
+
+    Args:
+        args: the stage's parsed options (``launcher``, the SLURM options and ``argv``).
+        name: job name when ``--job-name`` is not given.
+        log_dir: folder for submitit logs when ``--slurm-dir`` is not given.
+        resume_flag: appended on requeue, or None.
+
+    Returns:
+        True when the job was submitted (the handler should stop), False to run locally.
+
+    Raises:
+        RuntimeError: ``--launcher slurm`` but ``args.argv`` is missing.
+    """
     if getattr(args, "launcher", "local") != "slurm":
         return False
     argv = strip_launcher_args(list(getattr(args, "argv", None) or []))
