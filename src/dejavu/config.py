@@ -52,6 +52,21 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
 
 
 def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
+    """Build and validate a config dataclass from a flat mapping.
+
+    Args:
+        cls: the config dataclass.
+        d: ``{field: value}``; values are coerced to the field's type (``"3"`` -> 3,
+            ``"off"`` -> False, ...); missing fields keep their defaults.
+        source: where ``d`` came from, named in errors.
+
+    Returns:
+        ``cls(**d)`` after its ``validate()`` (when it has one).
+
+    Raises:
+        UsageError: an unknown key, a value of the wrong type, or a value ``validate()``
+            rejects (a :class:`DejavuError` it raises is re-raised as a usage error).
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(d) - set(fields))
@@ -94,7 +109,15 @@ def _nest(parents: list[str], d: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_into(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``src`` into ``dst`` (nested mappings merged key by key)."""
+    """Deep-merge ``src`` into ``dst`` (nested mappings merged key by key).
+
+    Args:
+        dst: the mapping updated in place.
+        src: the mapping merged in (its values win, except where both hold a mapping).
+
+    Returns:
+        ``dst``.
+    """
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
             merge_into(dst[k], v)
@@ -167,7 +190,19 @@ def packaged_config(*parts: str) -> Path:
 
 def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
     """``--config`` value -> a YAML path: an existing file, or a config packaged in
-    ``dejavu/configs/<kind>/<name>.yaml`` (e.g. ``vicreg``, ``paper128``)."""
+    ``dejavu/configs/<kind>/<name>.yaml`` (e.g. ``vicreg``, ``paper128``).
+
+    Args:
+        name: a file path, a packaged config name, or None.
+        kind: the packaged-config folder (e.g. ``train``, ``attack``).
+
+    Returns:
+        The YAML path (not checked to exist when it ends in ``.yaml``/``.yml``), or None for
+        None.
+
+    Raises:
+        UsageError: ``name`` is neither a file nor a packaged config (the packaged names listed).
+    """
     if name is None:
         return None
     path = Path(name)
@@ -201,6 +236,13 @@ def add_config_args(
     The flags' types, choices, help and defaults all come from the dataclass (field
     ``metadata`` ``help`` / ``choices``), so no default is defined twice; a flag that is
     not given does not override the config file. Read them back with :func:`config_from_args`.
+
+    Args:
+        parser: an argparse parser (or subparser).
+        cls: the stage's config dataclass.
+        flags: field names that get their own ``--flag`` (underscores become dashes).
+        kind: the packaged-config folder named in ``--config``'s help, or None.
+        title: the argument group's title.
     """
     import argparse
 

@@ -58,7 +58,15 @@ class Fingerprint:
         )
 
     def check(self, other: Fingerprint | dict[str, Any], what: str = "index file") -> None:
-        """Raise a clear error when an artifact was made on another dataset."""
+        """Raise a clear error when an artifact was made on another dataset.
+
+        Args:
+            other: the fingerprint the artifact recorded (or its dict form).
+            what: names the artifact in the message.
+
+        Raises:
+            DejavuError: the fingerprints' ids differ.
+        """
         if isinstance(other, dict):
             other = Fingerprint.from_dict(other)
         if other.id != self.id:
@@ -102,6 +110,18 @@ class DatasetIndex:
         return [slice(int(starts[c]), int(starts[c + 1])) for c in range(len(self.classes))]
 
     def check_indices(self, idx: np.ndarray, what: str) -> np.ndarray:
+        """Check an array of dataset indices against this dataset.
+
+        Args:
+            idx: the indices.
+            what: names the array (e.g. its file) in errors.
+
+        Returns:
+            ``idx`` as int64.
+
+        Raises:
+            DejavuError: not 1-D integers, empty, or an index outside ``0..len(self)-1``.
+        """
         idx = np.asarray(idx)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
             raise DejavuError(f"{what}: expected a 1-D integer index array, got {idx.dtype} {idx.shape}")
@@ -169,6 +189,21 @@ class DataPaths:
         bboxes: str | os.PathLike | None = None,
         need_bboxes: bool = False,
     ) -> DataPaths:
+        """The dataset folders from the command line.
+
+        Args:
+            data: ROOT of ``--data`` (default images ``ROOT/train``, boxes ``ROOT/bboxes`` if present).
+            images: the ImageFolder folder (overrides ``ROOT/train``).
+            bboxes: the folder holding ``Annotation/`` (or ``Annotation/`` itself).
+            need_bboxes: the command needs bounding boxes.
+
+        Returns:
+            The checked :class:`DataPaths`.
+
+        Raises:
+            UsageError: no images given, or no boxes when ``need_bboxes``.
+            DejavuError: a given folder does not exist.
+        """
         if data is not None:
             data = Path(data)
             images = images or data / "train"
@@ -189,7 +224,14 @@ class DataPaths:
 
 
 def add_data_args(parser, need_bboxes: bool = False) -> None:
-    """The dataset flags every command shares."""
+    """The dataset flags every command shares.
+
+    Args:
+        parser: the command's parser; gets a "dataset" group with ``--data``, ``--images``
+            and ``--bboxes``.
+        need_bboxes: mark ``--bboxes`` as required in its help (checked by
+            :func:`data_paths_from_args`, not argparse).
+    """
     g = parser.add_argument_group("dataset")
     g.add_argument("--data", metavar="ROOT", help="shorthand for --images ROOT/train --bboxes ROOT/bboxes")
     g.add_argument("--images", metavar="DIR", help="ImageFolder train folder (ROOT/<wnid>/<image>)")
@@ -201,6 +243,15 @@ def add_data_args(parser, need_bboxes: bool = False) -> None:
 
 
 def data_paths_from_args(args, need_bboxes: bool = False) -> DataPaths:
+    """:meth:`DataPaths.resolve` of the flags of :func:`add_data_args`.
+
+    Args:
+        args: the parsed namespace.
+        need_bboxes: the command needs bounding boxes.
+
+    Returns:
+        The checked :class:`DataPaths`.
+    """
     return DataPaths.resolve(args.data, args.images, args.bboxes, need_bboxes=need_bboxes)
 
 
@@ -208,6 +259,13 @@ def annotated_mask(index: DatasetIndex, annotation_dir: Path | None) -> np.ndarr
     """Boolean per image: does ``Annotation/<class>/<stem>.xml`` exist?
 
     Lists each class's annotation folder once instead of one ``stat`` per image.
+
+    Args:
+        index: the dataset.
+        annotation_dir: the ``Annotation`` folder (``<class>/<stem>.xml``), or None.
+
+    Returns:
+        (N,) bool, all False when ``annotation_dir`` is None.
     """
     mask = np.zeros(len(index), dtype=bool)
     if annotation_dir is None:
@@ -226,4 +284,14 @@ def annotated_mask(index: DatasetIndex, annotation_dir: Path | None) -> np.ndarr
 
 
 def annotation_path(index: DatasetIndex, annotation_dir: Path, i: int) -> Path:
+    """The annotation file of image ``i`` (whether or not it exists).
+
+    Args:
+        index: the dataset.
+        annotation_dir: the ``Annotation`` folder.
+        i: dataset index of the image.
+
+    Returns:
+        ``annotation_dir/<class>/<stem>.xml``.
+    """
     return annotation_dir / index.classes[int(index.targets[i])] / f"{index.stems[int(i)]}.xml"
