@@ -87,7 +87,19 @@ def read_voc_xml(path: str | Path) -> Annotation:
 def voc_xml_string(
     filename: str, folder: str, width: int, height: int, boxes: list[tuple[int, int, int, int]], name: str
 ) -> str:
-    """A VOC annotation in ImageNet's style (used by the synthetic generator)."""
+    """A VOC annotation in ImageNet's style (used by the synthetic generator).
+
+    Args:
+        filename: the image's file name (without extension, as ImageNet's files have).
+        folder: the class folder (wnid).
+        width: image width in pixels.
+        height: image height in pixels.
+        boxes: ``(xmin, ymin, xmax, ymax)`` pixel boxes, one ``<object>`` each.
+        name: the class name written in every ``<object><name>``.
+
+    Returns:
+        The XML text (no escaping: names and file names must be plain).
+    """
     objs = "".join(
         f"\t<object>\n\t\t<name>{name}</name>\n\t\t<pose>Unspecified</pose>\n"
         f"\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n"

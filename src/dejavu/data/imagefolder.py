@@ -192,7 +192,7 @@ class DataPaths:
         """The dataset folders from the command line.
 
         Args:
-            data: ROOT of ``--data`` (default images ``ROOT/train``, boxes ``ROOT/bboxes`` if present).
+            data: ROOT of ``--data`` (images ``ROOT/train``, boxes ``ROOT/bboxes`` if present).
             images: the ImageFolder folder (overrides ``ROOT/train``).
             bboxes: the folder holding ``Annotation/`` (or ``Annotation/`` itself).
             need_bboxes: the command needs bounding boxes.

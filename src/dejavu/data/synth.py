@@ -152,7 +152,17 @@ def render(
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """One image (H, W, 3) uint8 and its tight box (xmin, ymin, xmax, ymax), xmax/ymax exclusive.
 
-    ``draw_object=False`` renders the same background without the object (for tests)."""
+    ``draw_object=False`` renders the same background without the object (for tests).
+
+    Args:
+        cfg: the generator's settings (size, noise, box range, ...).
+        c: the class id (chooses shape and colour).
+        rng: the image's own generator (its draws fix the image).
+        draw_object: paint the object.
+
+    Returns:
+        ``(image, box)``.
+    """
     S = cfg.size
     # image-specific pattern: a random 4x4 binary tile, 2 colours, random offset
     cell = max(1, S // 16)
@@ -216,7 +226,22 @@ def _write_class(args: tuple[SynthConfig, str, int, int, str]) -> int:
 
 
 def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bool = False, workers: int = 1) -> Path:
-    """Write the synthetic dataset to ``out``; deterministic in ``cfg`` (any ``workers``)."""
+    """Write the synthetic dataset to ``out``; deterministic in ``cfg`` (any ``workers``).
+
+    Args:
+        out: the dataset root; gets ``train/``, ``bboxes/Annotation/``, ``val/`` and
+            ``val_bboxes/Annotation/`` (when ``cfg.val_per_class`` > 0), ``classes.txt``
+            and ``synth.json``.
+        cfg: the generator's settings.
+        force: overwrite an existing non-empty ``out`` (its four subfolders are removed first).
+        workers: processes, one class at a time each.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: ``out`` is not empty and ``force`` is False, or ``cfg`` is invalid.
+    """
     cfg.validate()
     out = check_can_write(Path(out), force=force)
     if out.exists() and force:

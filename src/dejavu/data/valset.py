@@ -59,7 +59,15 @@ class ValSet:
 
 
 def alternate_halves(idx: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """Split ``idx`` (sorted) alternately within each class of ``targets[idx]``."""
+    """Split ``idx`` (sorted) alternately within each class of ``targets[idx]``.
+
+    Args:
+        idx: int64 indices (any order; sorted first).
+        targets: class of every index position (indexed by ``idx``).
+
+    Returns:
+        ``{"A": first, third, ... of each class; "B": second, fourth, ...}``, sorted int64.
+    """
     idx = np.sort(np.asarray(idx, dtype=np.int64))
     out: dict[str, list[np.ndarray]] = {"A": [], "B": []}
     for c in np.unique(targets[idx]):
@@ -93,7 +101,21 @@ def _xml_wnid(path: Path) -> str:
 
 def scan_valset(images: str | os.PathLike, boxes: str | os.PathLike | None, classes: list[str]) -> ValSet:
     """Index the annotated validation images of ``images`` (module docstring) against the
-    training ``classes``."""
+    training ``classes``.
+
+    Args:
+        images: the validation folder (flat ``VAL/<image>`` or sorted ``VAL/<wnid>/<image>``).
+        boxes: the box folder (``<stem>.xml``, ``<wnid>/<stem>.xml`` or ``Annotation/...``);
+            None: ``images`` itself.
+        classes: the training set's class names (wnids), whose indices become the labels.
+
+    Returns:
+        The :class:`ValSet` of the images that have a box file, class by class.
+
+    Raises:
+        DejavuError: a missing folder, no image or no box file, a wnid that is not a
+            training class, a box naming another class than its folder, or an unreadable box.
+    """
     root = Path(images)
     if not root.is_dir():
         raise DejavuError(f"{root}: validation image folder not found")
