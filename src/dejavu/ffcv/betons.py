@@ -66,7 +66,16 @@ class BetonOptions:
 
 
 def beton_name(kind: str, npc: int | None = None, which: str = "") -> str:
-    """File name of a beton: ``300_per_class_A.beton``, ``val.beton``, ``300_per_class_bbox_A.beton``."""
+    """File name of a beton: ``300_per_class_A.beton``, ``val.beton``, ``300_per_class_bbox_A.beton``.
+
+    Args:
+        kind: ``"train"``, ``"bbox"`` or ``"val"``.
+        npc: images per class (not used for ``val``).
+        which: ``"A"`` or ``"B"`` (not used for ``val``).
+
+    Returns:
+        The file name (no folder).
+    """
     if kind == "val":
         return "val.beton"
     return f"{npc}_per_class_{'bbox_' if kind == 'bbox' else ''}{which}.beton"
@@ -205,7 +214,16 @@ class _Job:
 
 
 def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
-    """The betons of ``npcs`` and ``kinds``, in writing order."""
+    """The betons of ``npcs`` and ``kinds``, in writing order.
+
+    Args:
+        npcs: images per class of the partition's splits.
+        kinds: any of ``"train"``, ``"bbox"`` (A and B each) and ``"val"``.
+
+    Returns:
+        One job per beton: its file name, kind, npc, set and index file (relative to the
+        partition), per npc train then bbox, ``val.beton`` last.
+    """
     jobs = []
     for npc in npcs:
         for kind in ("train", "bbox"):
@@ -264,6 +282,24 @@ def write_betons(
 
     Refuses (before writing anything) when a target exists, unless ``force`` (overwrite)
     or ``skip_existing`` (keep it).
+
+    Args:
+        paths: the dataset's images (and boxes, needed for ``bbox``).
+        partition: the partition folder (its fingerprint must match the dataset's).
+        npcs: images per class of the splits to write.
+        out: the output folder.
+        opts: resolution, JPEG quality, write mode, crop settings (default: :class:`BetonOptions`).
+        kinds: any of :data:`KINDS` (default: all).
+        force: overwrite existing betons.
+        skip_existing: keep existing betons and write only the missing ones.
+
+    Returns:
+        The paths of the betons written, in :func:`plan_betons` order.
+
+    Raises:
+        UsageError: bad options or ``kinds``, or ``bbox`` without bounding boxes.
+        DejavuError: FFCV missing, an unknown npc, a fingerprint mismatch, or an existing beton
+            without ``force``/``skip_existing``.
     """
     from dejavu.partition import Partition, load_index_file
 
@@ -370,7 +406,17 @@ class BetonFile:
 
 
 def check_beton(bf: BetonFile, index: DatasetIndex, idx: np.ndarray, what: str) -> None:
-    """Refuse a beton whose samples are not ``idx`` in order (labels, and indices when stored)."""
+    """Refuse a beton whose samples are not ``idx`` in order (labels, and indices when stored).
+
+    Args:
+        bf: the opened beton.
+        index: the dataset (labels come from its targets).
+        idx: int64 dataset indices the beton must hold, in order.
+        what: names the index file in messages.
+
+    Raises:
+        DejavuError: a different sample count, or a label (or stored index) that differs.
+    """
     idx = np.asarray(idx, np.int64)
     if len(bf) != len(idx):
         raise DejavuError(
@@ -427,5 +473,20 @@ def attack_crops_dataset(
     transform: Callable,
 ) -> BetonCrops:
     """The crops of set ``which`` (A/B) from ``BETONS/<npc>_per_class_bbox_<which>.beton``
-    (the hook of ``dejavu attack --crops-betons``)."""
+    (the hook of ``dejavu attack --crops-betons``).
+
+    Args:
+        betons: the folder holding the betons.
+        npc: images per class of the split.
+        which: ``"A"`` or ``"B"``.
+        indices: (n,) int64 dataset indices of the attack's crops, in order.
+        boxes: (n, 4) int64 crop boxes ``(x0, y0, x1, y1)`` in pixels.
+        transform: applied to each PIL crop.
+
+    Returns:
+        The :class:`BetonCrops` dataset (items ``(transform(crop), position)``).
+
+    Raises:
+        DejavuError: the beton is missing, lacks the crop fields, or holds other crops.
+    """
     return BetonCrops(Path(betons) / beton_name("bbox", npc, which), indices, boxes, transform)

@@ -172,7 +172,22 @@ class FFCVImages:
     def epoch(
         self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: Any
     ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-        """Yield ``(views, labels)`` per step, exactly the batches of the other sources."""
+        """Yield ``(views, labels)`` per step, exactly the batches of the other sources.
+
+        Args:
+            order: (n,) int64 permutation of the training positions (:func:`epoch_permutation`).
+            batch: global batch size (divisible by ``world``).
+            steps: steps in the epoch.
+            rank: this process's rank.
+            world: number of processes; each takes its ``batch // world`` slice of every batch.
+            views: the views to produce (as :func:`plan_views` accepts).
+
+        Yields:
+            ``(views, labels)``: one (per, 3, S, S) tensor per view and (per,) int64 labels.
+
+        Raises:
+            DejavuError: FFCV returned images out of order.
+        """
         per = batch // world
         geos, finish = plan_views(views)
         key = (per, steps, repr(geos))

@@ -28,12 +28,34 @@ from dejavu.utils import progress
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training positions in one epoch, the same on every rank.
+
+    Args:
+        n: training images.
+        seed: the run's seed.
+        epoch: the 0-based epoch.
+
+    Returns:
+        (n,) int64 permutation of ``0..n-1``.
+    """
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     return torch.randperm(n, generator=g)
 
 
 def plan_batches(n: int, batch_size: int, world_size: int) -> tuple[int, int]:
-    """(global batch, steps per epoch)."""
+    """(global batch, steps per epoch).
+
+    Args:
+        n: training images.
+        batch_size: the requested global batch (capped at ``n``).
+        world_size: number of processes.
+
+    Returns:
+        ``(batch, steps)``; the last ``n % batch`` images of each epoch's order are dropped.
+
+    Raises:
+        DejavuError: the batch is not divisible by ``world_size``, or holds fewer than 2 images.
+    """
     b = min(batch_size, n)
     if b % world_size:
         raise DejavuError(f"batch_size {b} is not divisible by the number of processes ({world_size})")
@@ -43,7 +65,17 @@ def plan_batches(n: int, batch_size: int, world_size: int) -> tuple[int, int]:
 
 
 def decode_all(index: DatasetIndex, idx: np.ndarray, image_size: int, desc: str = "decode") -> torch.Tensor:
-    """uint8 (N, 3, S, S): short side resized to S (if needed), centre-cropped to S."""
+    """uint8 (N, 3, S, S): short side resized to S (if needed), centre-cropped to S.
+
+    Args:
+        index: the dataset.
+        idx: int64 dataset indices to decode, in order.
+        image_size: side S in pixels.
+        desc: progress-bar label.
+
+    Returns:
+        The decoded images, row ``i`` for ``idx[i]``.
+    """
     from torchvision.transforms import v2 as T
 
     fit = T.Compose([T.ToImage(), T.Resize(image_size, antialias=True), T.CenterCrop(image_size)])
@@ -66,6 +98,19 @@ class MemoryImages:
         return len(self.labels)
 
     def epoch(self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: list):
+        """One epoch's batches from the images decoded in memory.
+
+        Args:
+            order: (n,) int64 permutation of the training positions (:func:`epoch_permutation`).
+            batch: global batch size (divisible by ``world``).
+            steps: steps in the epoch.
+            rank: this process's rank.
+            world: number of processes; each takes its ``batch // world`` slice of every batch.
+            views: a :class:`BatchViews` (applied to the uint8 batch), or per-image transforms.
+
+        Yields:
+            ``(views, labels)``: one tensor per view and (per,) int64 labels.
+        """
         per = batch // world
         for s in range(steps):
             sel = order[s * batch + rank * per : s * batch + (rank + 1) * per]
@@ -100,6 +145,20 @@ class LoaderImages:
         return len(self.idx)
 
     def epoch(self, order, batch, steps, rank, world, views):
+        """One epoch's batches decoded by a ``DataLoader`` (``num_workers`` processes).
+
+        Args:
+            order: (n,) int64 permutation of the training positions (:func:`epoch_permutation`).
+            batch: global batch size (divisible by ``world``).
+            steps: steps in the epoch.
+            rank: this process's rank.
+            world: number of processes; each takes its ``batch // world`` slice of every batch.
+            views: a :class:`BatchViews` (workers decode and crop, the rest on the device), or
+                per-image transforms.
+
+        Yields:
+            ``(views, labels)``: one tensor per view and (per,) int64 labels.
+        """
         per = batch // world
         sampler = [order[s * batch + rank * per : s * batch + (rank + 1) * per].tolist() for s in range(steps)]
         batched = isinstance(views, BatchViews)  # workers decode + crop, the rest on the device
@@ -116,6 +175,17 @@ class LoaderImages:
 
 
 def choose_mode(mode: str, n: int, image_size: int) -> str:
+    """Where training images come from: ``mode`` unless ``"auto"``, which keeps them decoded in
+    memory when they fit in 2 GiB as uint8 and ``image_size`` <= 96, else a loader.
+
+    Args:
+        mode: ``"auto"`` or an explicit mode (returned as is).
+        n: training images.
+        image_size: side in pixels.
+
+    Returns:
+        The mode (``"memory"`` or ``"loader"`` for ``auto``).
+    """
     if mode != "auto":
         return mode
     return "memory" if n * 3 * image_size * image_size <= 2 * 1024**3 and image_size <= 96 else "loader"
