@@ -170,12 +170,33 @@ class RCDM(nn.Module):
         return self.cond_proj((rep.float() - self.rep_mean) / self.rep_std)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, rep: torch.Tensor) -> torch.Tensor:
+        """Predict the noise of ``x`` at timesteps ``t``, conditioned on ``rep``.
+
+        Args:
+            x: (n, 3, S, S) noisy images.
+            t: (n,) or scalar diffusion timesteps.
+            rep: (n, rep_dim) SSL representations (normalized by the stored statistics).
+
+        Returns:
+            (n, 3, S, S) predicted noise (``prediction_type="epsilon"``).
+        """
         return self.unet(x, t, class_labels=self.condition(rep)).sample
 
 
 def make_scheduler(cfg: RCDMConfig, kind: str = "ddpm"):
     """DDPM (training) or DDIM (sampling) scheduler with the paper's linear schedule,
-    betas scaled by ``1000 / diffusion_steps`` (guided-diffusion's ``linear`` rule)."""
+    betas scaled by ``1000 / diffusion_steps`` (guided-diffusion's ``linear`` rule).
+
+    Args:
+        cfg: the RCDM's settings (``diffusion_steps``).
+        kind: ``"ddpm"`` or ``"ddim"``.
+
+    Returns:
+        A ``diffusers`` scheduler (sample clipping on, epsilon prediction).
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
     from diffusers import DDIMScheduler, DDPMScheduler
 
     scale = 1000.0 / cfg.diffusion_steps
@@ -196,7 +217,18 @@ def make_scheduler(cfg: RCDMConfig, kind: str = "ddpm"):
 
 
 def resolve_cond(cfg: RCDMConfig, ssl_model) -> str:
-    """``auto`` -> ``logits`` for a supervised model (it has a classifier), else ``both``."""
+    """``auto`` -> ``logits`` for a supervised model (it has a classifier), else ``both``.
+
+    Args:
+        cfg: the RCDM's settings (``cond``: ``auto``, ``logits`` or another conditioning).
+        ssl_model: the SSL model whose representation conditions the RCDM.
+
+    Returns:
+        The conditioning name.
+
+    Raises:
+        DejavuError: ``logits`` asked of a model without a classifier.
+    """
     if cfg.cond == "auto":
         return "logits" if getattr(ssl_model, "classifier", None) is not None else "both"
     if cfg.cond == "logits" and getattr(ssl_model, "classifier", None) is None:

@@ -170,7 +170,19 @@ def class_summary(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def find_rcdms(search_dir: str | os.PathLike, attack_dir: str | os.PathLike) -> tuple[Path, Path]:
     """The RCDM run folders (under ``search_dir``, e.g. ``RUN/rcdm``) trained on the attack's
-    models A and B, matched by the SSL checkpoint's sha256 stored in each RCDM's config.json."""
+    models A and B, matched by the SSL checkpoint's sha256 stored in each RCDM's config.json.
+
+    Args:
+        search_dir: folder searched recursively for RCDM runs (``config.json`` + ``last.pth``).
+        attack_dir: the attack folder (its ``results.json`` names the models' sha256).
+
+    Returns:
+        ``(run folder for model A, run folder for model B)``; the first match in sorted path
+        order wins.
+
+    Raises:
+        DejavuError: no RCDM found for A or for B, or an unreadable ``results.json``.
+    """
     res = read_json(Path(attack_dir) / "results.json")
     want = {s: res["models"][s]["sha256"] for s in ("A", "B")}
     found: dict[str, Path] = {}

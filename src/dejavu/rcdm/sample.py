@@ -14,7 +14,17 @@ from dejavu.rcdm.model import RCDM, make_scheduler
 
 
 def make_noise(n: int, image_size: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Starting noise ``(n, 3, S, S)`` from a seeded CPU generator (identical on every device)."""
+    """Starting noise ``(n, 3, S, S)`` from a seeded CPU generator (identical on every device).
+
+    Args:
+        n: number of images.
+        image_size: side S in pixels.
+        seed: the generator's seed.
+        device: where the returned tensor goes.
+
+    Returns:
+        float32 standard normal noise.
+    """
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(n, 3, image_size, image_size, generator=g).to(device)
 
