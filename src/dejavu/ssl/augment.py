@@ -68,7 +68,20 @@ def blur_kernel(base_size: int) -> tuple[int, int]:
 
 def view_spec(preset: str, size: int, view: int, base_size: int | None = None) -> ViewSpec:
     """The :class:`ViewSpec` of view ``view`` (0 or 1) of ``preset`` at ``size`` px;
-    ``base_size`` (default ``size``) is the run's nominal image size, which scales the blur."""
+    ``base_size`` (default ``size``) is the run's nominal image size, which scales the blur.
+
+    Args:
+        preset: ``"none"``, ``"crop"``, ``"mild"`` or ``"paper"``.
+        size: output side in pixels.
+        view: 0 or 1 (``paper``: view 0 blurs, view 1 solarizes; later views are like 1).
+        base_size: the run's nominal image size (default: ``size``).
+
+    Returns:
+        The view's settings.
+
+    Raises:
+        ValueError: an unknown preset.
+    """
     base = base_size or size
     if preset == "none":
         return ViewSpec(size, crop=False, flip_p=0.0)
@@ -123,11 +136,32 @@ def build_transform(spec: ViewSpec):
 
 
 def build_view(preset: str, image_size: int, view: int, base_size: int | None = None):
-    """The transform of view ``view`` (0 or 1) of ``preset``."""
+    """The transform of view ``view`` (0 or 1) of ``preset``.
+
+    Args:
+        preset: an augmentation preset (see :func:`view_spec`).
+        image_size: output side in pixels.
+        view: 0 or 1.
+        base_size: the run's nominal image size (default: ``image_size``), scaling the blur.
+
+    Returns:
+        The ``torchvision.transforms.v2`` pipeline (:func:`build_transform`).
+    """
     return build_transform(view_spec(preset, image_size, view, base_size))
 
 
 def build_views(preset: str, image_size: int, num_views: int, base_size: int | None = None) -> list:
+    """The transforms of views ``0..num_views-1`` of ``preset`` (:func:`build_view`).
+
+    Args:
+        preset: an augmentation preset (see :func:`view_spec`).
+        image_size: output side in pixels.
+        num_views: how many views.
+        base_size: the run's nominal image size (default: ``image_size``), scaling the blur.
+
+    Returns:
+        One transform per view.
+    """
     return [build_view(preset, image_size, v, base_size) for v in range(num_views)]
 
 

@@ -93,7 +93,19 @@ def _parse(view) -> list[_Op]:
 def crop_params(
     n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], tries: int = 10
 ) -> torch.Tensor:
-    """(n, 4) float boxes ``x1, y1, x2, y2`` drawn as ``RandomResizedCrop.make_params`` does."""
+    """(n, 4) float boxes ``x1, y1, x2, y2`` drawn as ``RandomResizedCrop.make_params`` does.
+
+    Args:
+        n: number of boxes.
+        height: image height in pixels.
+        width: image width in pixels.
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height), sampled log-uniformly.
+        tries: attempts per sample before the centre-crop fallback.
+
+    Returns:
+        (n, 4) float32 boxes in pixels, ``x2``/``y2`` exclusive.
+    """
     area = height * width
     target = area * torch.empty(n, tries).uniform_(scale[0], scale[1])
     log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]))
@@ -123,7 +135,16 @@ def crop_params(
 
 
 def jitter_params(n: int, args: dict) -> dict[str, torch.Tensor]:
-    """Per-sample factors (None ranges -> op absent) and a random op order (n, 4)."""
+    """Per-sample factors (None ranges -> op absent) and a random op order (n, 4).
+
+    Args:
+        n: batch size.
+        args: ``{"brightness", "contrast", "saturation", "hue"}`` -> ``(lo, hi)`` factor
+            range or None.
+
+    Returns:
+        ``{"order": (n, 4) int64 op order, name: (n,) factors}`` for each op present.
+    """
     out: dict[str, torch.Tensor] = {"order": torch.argsort(torch.rand(n, 4), dim=1)}
     for k in ("brightness", "contrast", "saturation", "hue"):
         if args[k] is not None:
@@ -133,6 +154,15 @@ def jitter_params(n: int, args: dict) -> dict[str, torch.Tensor]:
 
 
 def blur_sigmas(n: int, sigma: tuple[float, float]) -> torch.Tensor:
+    """Per-sample Gaussian-blur sigmas, uniform in ``sigma``.
+
+    Args:
+        n: batch size.
+        sigma: ``(lo, hi)``.
+
+    Returns:
+        (n,) float32 sigmas.
+    """
     return torch.empty(n).uniform_(sigma[0], sigma[1])
 
 
@@ -149,7 +179,15 @@ def _v(f: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Per-sample hue shift (torchvision's rgb->hsv->rgb formulas, vectorised over the batch)."""
+    """Per-sample hue shift (torchvision's rgb->hsv->rgb formulas, vectorised over the batch).
+
+    Args:
+        x: (n, 3, H, W) float RGB in [0, 1].
+        shift: (n,) hue shifts as fractions of the colour circle (e.g. in [-0.5, 0.5]).
+
+    Returns:
+        (n, 3, H, W) shifted images in [0, 1] (a new tensor).
+    """
     r, g, b = x.unbind(1)
     maxc = x.amax(1)  # amax: max(1) with indices is ~100x slower on the CPU
     minc = x.amin(1)
@@ -184,7 +222,16 @@ def _jitter_one(x: torch.Tensor, kind: str, f: torch.Tensor) -> torch.Tensor:
 
 
 def color_jitter(x: torch.Tensor, params: dict[str, torch.Tensor], apply: torch.Tensor) -> torch.Tensor:
-    """Apply the jitter to samples where ``apply``; each sample's ops in its own random order."""
+    """Apply the jitter to samples where ``apply``; each sample's ops in its own random order.
+
+    Args:
+        x: (n, 3, H, W) float RGB in [0, 1], modified in place.
+        params: from :func:`jitter_params`.
+        apply: (n,) bool, which samples are jittered.
+
+    Returns:
+        ``x``.
+    """
     names = ("brightness", "contrast", "saturation", "hue")
     order, apply = params["order"], apply.cpu()  # indices computed on the CPU: no device syncs
     for pos in range(4):
@@ -199,7 +246,16 @@ def color_jitter(x: torch.Tensor, params: dict[str, torch.Tensor], apply: torch.
 
 
 def gaussian_blur(x: torch.Tensor, kernel: tuple[int, int], sigma: torch.Tensor) -> torch.Tensor:
-    """Per-sample Gaussian blur: ``kernel`` = (kx, ky) as in torchvision, reflect padding."""
+    """Per-sample Gaussian blur: ``kernel`` = (kx, ky) as in torchvision, reflect padding.
+
+    Args:
+        x: (n, C, H, W) float images.
+        kernel: ``(kx, ky)`` odd kernel sizes.
+        sigma: (n,) per-sample sigmas.
+
+    Returns:
+        (n, C, H, W) blurred images (a new tensor).
+    """
     n, c, hgt, wid = x.shape
     kx, ky = kernel
     sig = sigma.to(x.device, x.dtype).view(-1, 1)
@@ -217,7 +273,17 @@ def gaussian_blur(x: torch.Tensor, kernel: tuple[int, int], sigma: torch.Tensor)
 
 
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Crop ``boxes`` (n, 4: x1, y1, x2, y2) of each image and resize to ``size`` (h, w)."""
+    """Crop ``boxes`` (n, 4: x1, y1, x2, y2) of each image and resize to ``size`` (h, w).
+
+    Args:
+        x: (n, C, H, W) float images.
+        boxes: (n, 4) pixel boxes ``x1, y1, x2, y2`` (:func:`crop_params`).
+        size: output ``(h, w)``.
+
+    Returns:
+        (n, C, h, w) crops, by ``torchvision.ops.roi_align`` (bilinear, averaging
+        samples over each output cell).
+    """
     from torchvision.ops import roi_align
 
     idx = torch.arange(len(x), device=x.device, dtype=x.dtype).view(-1, 1)
