@@ -260,7 +260,19 @@ def _is_content(p: Path) -> bool:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to a temporary name, then rename: a checkpoint is whole or absent."""
+    """``torch.save`` to a temporary name, then rename: a checkpoint is whole or absent.
+
+    Args:
+        path: the destination; missing parent folders are created.
+        obj: what ``torch.save`` accepts (load it back with :func:`safe_torch_load`:
+            tensors, numbers, strings and containers only).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: the file cannot be written.
+    """
     import torch
 
     buf = io.BytesIO()

@@ -40,13 +40,26 @@ def amp_dtype(device: torch.device, mode: str) -> torch.dtype | None:
 
 
 def make_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
-    """A grad scaler, enabled only for fp16 on CUDA (bf16 and fp32 need none)."""
+    """A grad scaler, enabled only for fp16 on CUDA (bf16 and fp32 need none).
+
+    Args:
+        device: the training device.
+        dtype: the autocast dtype (:func:`amp_dtype`), or None.
+
+    Returns:
+        The ``torch.amp.GradScaler`` (a pass-through when disabled).
+    """
     return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
-    """``torch.autocast`` at ``dtype``; a no-op when ``dtype`` is None."""
+    """``torch.autocast`` at ``dtype``; a no-op when ``dtype`` is None.
+
+    Args:
+        device: the device whose autocast is used.
+        dtype: ``torch.bfloat16``/``torch.float16``, or None.
+    """
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         yield
 

@@ -101,7 +101,18 @@ class TrainConfig:
     def normalize_keys(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
         """Nested method keys onto the flat fields: ``{"vicreg": {"sim": 30}}`` ->
         ``{"vicreg_sim": 30}`` (or the bare name, ``byol.ema_start`` -> ``ema_start``). A key
-        the method does not own is the user's mistake, reported with the keys it owns."""
+        the method does not own is the user's mistake, reported with the keys it owns.
+
+        Args:
+            d: a config mapping as read (YAML or ``--set``).
+            source: where ``d`` came from, named in errors.
+
+        Returns:
+            ``d`` with each method's nested keys flattened (other keys unchanged).
+
+        Raises:
+            UsageError: a nested key the method does not own.
+        """
         from dejavu.ssl.registry import get_method
 
         out = {k: v for k, v in d.items() if not (k in METHODS and isinstance(v, dict))}
@@ -201,7 +212,16 @@ class TrainConfig:
 
 
 def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """Fields that differ between a saved config and ``cfg`` and would change the weights."""
+    """Fields that differ between a saved config and ``cfg`` and would change the weights.
+
+    Args:
+        saved: the config stored in the checkpoint (a dict).
+        cfg: the config of the resumed run.
+
+    Returns:
+        ``"key (saved X, now Y)"`` per differing field; fields in :data:`RESUME_FREE` and fields
+        absent from ``saved`` are not compared. Empty when the run may resume.
+    """
     now = cfg.to_dict()
     out = []
     for k, v in now.items():

@@ -97,6 +97,16 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
+    """BatchNorm layers made to average their statistics over all processes.
+
+    Args:
+        module: the model (converted recursively).
+        device_type: ``"cuda"``: ``torch.nn.SyncBatchNorm``; otherwise this module's
+            :class:`CPUSyncBatchNorm` (all-reduce through ``torch.distributed.nn``).
+
+    Returns:
+        The converted module (may be a new object; use the return value).
+    """
     if device_type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return _convert_cpu(module)

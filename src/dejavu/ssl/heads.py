@@ -38,7 +38,19 @@ def parse_spec(spec: str) -> list[int]:
 
 
 def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
-    """``spec`` lists the output widths; ``""`` or ``"none"`` gives the identity."""
+    """``spec`` lists the output widths; ``""`` or ``"none"`` gives the identity.
+
+    Args:
+        in_dim: the backbone's feature width.
+        spec: output widths, e.g. ``"8192-8192-8192"``: Linear-BN-ReLU blocks, then a Linear
+            without bias.
+
+    Returns:
+        ``(projector, embedding width)``.
+
+    Raises:
+        DejavuError: a malformed spec.
+    """
     if spec in ("", "none", None):
         return nn.Identity(), in_dim
     dims = [in_dim] + parse_spec(spec)
@@ -51,7 +63,15 @@ def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
 
 def build_classifier(in_dim: int, num_classes: int) -> nn.Module:
     """Supervised baseline head on the projector: BN-ReLU-Linear (DESIGN 2.6), the layout of
-    the original ``SSLNetwork.fc`` for ``loss=supervised``."""
+    the original ``SSLNetwork.fc`` for ``loss=supervised``.
+
+    Args:
+        in_dim: the embedding width.
+        num_classes: number of classes.
+
+    Returns:
+        The ``nn.Sequential`` head (keys ``0.*`` BN, ``2.*`` Linear).
+    """
     return nn.Sequential(nn.BatchNorm1d(in_dim), nn.ReLU(True), nn.Linear(in_dim, num_classes))
 
 

@@ -40,6 +40,16 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def vicreg_loss(sim: float = 25.0, std: float = 25.0, cov: float = 1.0) -> nn.Module:
+    """VICReg's loss (lightly's ``VICRegLoss``, gathered over processes).
+
+    Args:
+        sim: weight of the invariance (MSE) term.
+        std: weight of the variance term.
+        cov: weight of the covariance term.
+
+    Returns:
+        The loss module, called as ``loss(z1, z2)``.
+    """
     from lightly.loss import VICRegLoss
 
     return VICRegLoss(lambda_param=sim, mu_param=std, nu_param=cov, gather_distributed=True)
@@ -61,6 +71,13 @@ class BarlowTwinsLoss(nn.Module):
         self.eps = eps
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Args:
+            z1: (n, d) embeddings of view 1 on this process.
+            z2: (n, d) embeddings of view 2.
+
+        Returns:
+            The scalar loss over the global batch.
+        """
         z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
         n = z1.shape[0]
         z1 = F.batch_norm(z1, None, None, training=True, eps=self.eps)
@@ -72,7 +89,15 @@ class BarlowTwinsLoss(nn.Module):
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """2 - 2 cos(p, z), averaged over the batch (z from the teacher, no gradient)."""
+    """2 - 2 cos(p, z), averaged over the batch (z from the teacher, no gradient).
+
+    Args:
+        p: (n, d) the student's predictions for one view.
+        z: (n, d) the teacher's projections of the other view.
+
+    Returns:
+        The scalar loss.
+    """
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
 
 
@@ -88,6 +113,15 @@ class DINOLoss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], teacher_temp: float) -> torch.Tensor:
+        """Args:
+            student: (n, K) prototype scores of each view (student).
+            teacher: (n, K) prototype scores of each view (teacher); pairs of the same view
+                index are skipped.
+            teacher_temp: the teacher's temperature at this epoch.
+
+        Returns:
+            The mean cross-entropy over the pairs; in training mode the center is updated.
+        """
         t = [F.softmax((x.detach() - self.center) / teacher_temp, dim=-1) for x in teacher]
         s = [F.log_softmax(x / self.student_temp, dim=-1) for x in student]
         terms = [(-ti * sj).sum(dim=-1).mean() for i, ti in enumerate(t) for j, sj in enumerate(s) if i != j]

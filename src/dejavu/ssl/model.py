@@ -40,7 +40,18 @@ class SSLModel(nn.Module):
     @torch.no_grad()
     def embed(self, x: torch.Tensor, kind: str = "projector") -> torch.Tensor:
         """Embedding used by the attack: ``projector`` | ``backbone`` | ``logits`` | ``both``
-        (``both`` = concat(backbone, projector), the RCDM conditioning)."""
+        (``both`` = concat(backbone, projector), the RCDM conditioning).
+
+        Args:
+            x: (n, 3, S, S) normalized images.
+            kind: ``projector``, ``backbone``, ``logits`` or ``both``.
+
+        Returns:
+            (n, d) embeddings (no gradient).
+
+        Raises:
+            ValueError: an unknown kind, or ``logits`` without a classifier.
+        """
         h = self.backbone(x)
         if kind == "backbone":
             return h

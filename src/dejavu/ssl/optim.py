@@ -46,6 +46,16 @@ class LARS(torch.optim.Optimizer):
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
+    """Parameter groups: weights with weight decay, biases and norm parameters (ndim <= 1)
+    without (and excluded from LARS adaptation).
+
+    Args:
+        modules: the modules whose trainable parameters are optimized (shared ones once).
+        weight_decay: decay of the first group.
+
+    Returns:
+        One or two groups, each with ``params``, ``weight_decay`` and ``lars_exclude``.
+    """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
@@ -62,6 +72,15 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(cfg, modules: list[nn.Module]) -> torch.optim.Optimizer:
+    """The run's optimizer (``lars``, ``sgd`` or AdamW) at ``cfg.effective_lr``.
+
+    Args:
+        cfg: the run's :class:`~dejavu.ssl.config.TrainConfig`.
+        modules: the modules to optimize (:func:`param_groups`).
+
+    Returns:
+        The optimizer.
+    """
     groups = param_groups(modules, cfg.weight_decay)
     lr = cfg.effective_lr
     if cfg.optimizer == "lars":
@@ -74,6 +93,19 @@ def build_optimizer(cfg, modules: list[nn.Module]) -> torch.optim.Optimizer:
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_ratio: float = 0.001) -> float:
+    """Learning rate of 0-based ``step``: linear warm-up to ``base_lr``, then a half cosine
+    down to ``base_lr * final_ratio`` at ``total_steps``.
+
+    Args:
+        step: 0-based step.
+        total_steps: steps of the whole run.
+        warmup_steps: warm-up length (0: none).
+        base_lr: the peak learning rate.
+        final_ratio: final lr as a fraction of ``base_lr``.
+
+    Returns:
+        The learning rate.
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)
@@ -83,5 +115,11 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set ``lr`` on every parameter group of ``opt``.
+
+    Args:
+        opt: the optimizer.
+        lr: the learning rate.
+    """
     for g in opt.param_groups:
         g["lr"] = lr

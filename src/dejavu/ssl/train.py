@@ -95,6 +95,14 @@ class Trainable(nn.Module):
     def forward(
         self, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Args:
+            views: the batch's views on the device.
+            labels: (n,) int64 labels.
+            info: the step, total steps and epoch.
+
+        Returns:
+            ``(loss, logs)`` of the method.
+        """
         return self.method(self.model, views, labels, info)
 
 

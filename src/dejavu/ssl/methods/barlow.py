@@ -22,5 +22,14 @@ class BarlowTwins(Method):
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
         # one batch through the network, as the original; each view is standardised on its own
+        """Args:
+            model: the SSL model.
+            views: the two views.
+            labels: unused.
+            info: unused.
+
+        Returns:
+            ``(Barlow Twins loss, {})``.
+        """
         z1, z2 = joint_forward(lambda x: model(x)[1], views)
         return self.loss(z1, z2), {}

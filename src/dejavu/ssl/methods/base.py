@@ -38,7 +38,16 @@ class StepInfo:
 
 def cosine_momentum(start: float, end: float, progress: float) -> float:
     """Teacher EMA momentum: ``start`` -> ``end`` along a half cosine, reaching ``end``
-    at the last step (the original DINO run passed a wrong final value; we do not)."""
+    at the last step (the original DINO run passed a wrong final value; we do not).
+
+    Args:
+        start: momentum at progress 0.
+        end: momentum at progress 1.
+        progress: fraction of training done (clamped to [0, 1]).
+
+    Returns:
+        The momentum.
+    """
     return end - (end - start) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
 
 
@@ -71,11 +80,27 @@ class Method(nn.Module):
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The method's loss on one batch.
+
+        Args:
+            model: the shared SSL model (student).
+            views: ``num_views`` augmented batches, (n, 3, S, S) each.
+            labels: (n,) int64 class labels (used by the supervised method only).
+            info: the step, total steps and epoch.
+
+        Returns:
+            ``(loss, logs)``: the scalar loss and floats to log.
+        """
         raise NotImplementedError
 
     @torch.no_grad()
     def after_step(self, model: SSLModel, info: StepInfo) -> None:
-        """Called after each optimizer step (EMA teachers)."""
+        """Called after each optimizer step (EMA teachers).
+
+        Args:
+            model: the shared SSL model, already stepped.
+            info: the step just taken.
+        """
 
 
 def check_ema(cfg: TrainConfig) -> None:
@@ -86,7 +111,15 @@ def check_ema(cfg: TrainConfig) -> None:
 
 def joint_forward(net: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:
     """``net`` applied to the views concatenated into ONE batch (the original's
-    ``images_big``), split back per view: BatchNorm statistics span all views."""
+    ``images_big``), split back per view: BatchNorm statistics span all views.
+
+    Args:
+        net: maps a batch to outputs of the same leading size.
+        views: the views, equal batch sizes.
+
+    Returns:
+        One output per view.
+    """
     return list(net(torch.cat(views)).chunk(len(views)))
 
 
@@ -99,7 +132,13 @@ def make_teacher(*modules: nn.Module) -> nn.ModuleList:
 
 @torch.no_grad()
 def ema_update(teacher: nn.ModuleList, students: list[nn.Module], momentum: float) -> None:
-    """params: t = m*t + (1-m)*s; buffers (BN running stats) are copied."""
+    """params: t = m*t + (1-m)*s; buffers (BN running stats) are copied.
+
+    Args:
+        teacher: the teacher copies (:func:`make_teacher`), in the order of ``students``.
+        students: the modules the teacher follows.
+        momentum: ``m`` in [0, 1].
+    """
     for t, s in zip(teacher, students):
         for pt, ps in zip(t.parameters(), s.parameters()):
             pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)

@@ -48,6 +48,15 @@ class BYOL(Method):
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Args:
+            model: the SSL model (online network).
+            views: the two views.
+            labels: unused.
+            info: the step (for the logged momentum).
+
+        Returns:
+            ``(symmetrized BYOL loss, {"momentum": ...})``.
+        """
         p1, p2 = joint_forward(lambda x: self.predictor(model(x)[1]), views)
         with torch.no_grad():
             t1, t2 = joint_forward(self._teacher, views)
@@ -59,6 +68,12 @@ class BYOL(Method):
 
     def after_step(self, model: SSLModel, info: StepInfo) -> None:
         # info.step is the step just taken; momentum for it, reaching ema_end at the last step
+        """EMA update of the teacher (backbone and projector) at this step's momentum.
+
+        Args:
+            model: the SSL model, already stepped.
+            info: the step just taken.
+        """
         ema_update(
             self.teacher,
             [model.backbone, model.projector],

@@ -33,7 +33,17 @@ from dejavu.ssl.model import SSLModel
 
 def teacher_temp_at(epoch: int, warmup_temp: float, temp: float, warmup_epochs: int) -> float:
     """Teacher temperature of 0-based ``epoch``: linear warm-up as ``np.linspace`` over
-    ``warmup_epochs`` points (the original's ``teacher_temp_schedule``), then ``temp``."""
+    ``warmup_epochs`` points (the original's ``teacher_temp_schedule``), then ``temp``.
+
+    Args:
+        epoch: 0-based epoch.
+        warmup_temp: temperature at epoch 0.
+        temp: temperature after the warm-up.
+        warmup_epochs: warm-up length (0: none).
+
+    Returns:
+        The temperature.
+    """
     if warmup_epochs > 0 and epoch < warmup_epochs:
         if warmup_epochs == 1:
             return warmup_temp
@@ -96,6 +106,15 @@ class DINO(Method):
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
         # both views as one batch through student and teacher, as the original
+        """Args:
+            model: the SSL model (student backbone and projector).
+            views: the views.
+            labels: unused.
+            info: the epoch (teacher temperature).
+
+        Returns:
+            ``(DINO loss, {"teacher_temp": ...})``.
+        """
         student = joint_forward(lambda x: self.prototypes(model(x)[1]), views)
         with torch.no_grad():
             teacher = joint_forward(self._teacher, views)
@@ -103,5 +122,11 @@ class DINO(Method):
         return self.loss(student, teacher, tt), {"teacher_temp": tt}
 
     def after_step(self, model: SSLModel, info: StepInfo) -> None:
+        """EMA update of the teacher (backbone, projector, prototypes).
+
+        Args:
+            model: the SSL model, already stepped.
+            info: the step just taken.
+        """
         m = cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps))
         ema_update(self.teacher, [model.backbone, model.projector, self.prototypes], m)

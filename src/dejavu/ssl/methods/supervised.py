@@ -21,6 +21,18 @@ class Supervised(Method):
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Args:
+            model: the SSL model, with a classifier.
+            views: one view.
+            labels: (n,) int64 class labels.
+            info: unused.
+
+        Returns:
+            ``(cross-entropy, {"train_acc": batch accuracy})``.
+
+        Raises:
+            ValueError: the model has no classifier.
+        """
         z = model(views[0])[1]
         if model.classifier is None:
             raise ValueError("the supervised method needs a model with a classifier (num_classes > 0)")

@@ -21,5 +21,14 @@ class VICReg(Method):
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Args:
+            model: the SSL model.
+            views: the two views.
+            labels: unused.
+            info: unused.
+
+        Returns:
+            ``(VICReg loss, {})``.
+        """
         z1, z2 = joint_forward(lambda x: model(x)[1], views)  # both views in one batch, as the original
         return self.loss(z1, z2), {}
