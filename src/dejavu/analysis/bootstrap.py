@@ -40,6 +40,7 @@ def resample_blocks(n: dict[str, int], n_boot: int, seed: int) -> Iterator[dict[
         n: examples per set, e.g. ``{"A": 120, "B": 90}``.
         n_boot: replicates in all.
         seed: seed of ``numpy.random.default_rng``.
+
     Yields:
         ``{set: (r, n_set) int64 positions}`` per block (sets drawn in the order of ``n``).
     """
@@ -57,6 +58,7 @@ def cell_counts(idx: np.ndarray, cell: np.ndarray, n_cells: int) -> np.ndarray:
         idx: (r, n) resampled example positions.
         cell: (n,) cell id of each example.
         n_cells: number of cells.
+
     Returns:
         The per-row cell counts (one ``bincount`` for the whole block).
     """

@@ -67,6 +67,7 @@ def expected_topk(above: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
         above: (n,) number of classes scored strictly higher than the true class.
         tied: (n,) number of classes scored exactly as the true class (>= 1).
         k: the k of top-k.
+
     Returns:
         (n,) float64 in [0, 1].
     """
@@ -115,6 +116,7 @@ def scores_from_neighbours(
         index: (n,) dataset indices of the attacked examples.
         k_attk: neighbours voting (default: all stored).
         num_classes: C (default: the largest label seen + 1).
+
     Returns:
         The :class:`PairScores`.
     """
@@ -215,6 +217,7 @@ def top_fraction_acc(group_w: np.ndarray, group_c: np.ndarray, m: np.ndarray) ->
         group_w: (R, G) examples (or resampled weight) in each group.
         group_c: (R, G) summed correctness in each group.
         m: (P,) how many examples to select.
+
     Returns:
         (R, P): ``[Σ correct of the groups before the cut + (m − their size) · mean
         correctness of the cut group] / m``.

@@ -88,6 +88,7 @@ def read_neighbour_idxs(
         name: the pair, e.g. ``"A_attk_B"``.
         fmt: the folder's format tag (``results.json`` ``format``).
         mmap: memory-map the file (format /2 only) instead of reading it.
+
     Returns:
         Dataset indices (positions into the ImageFolder list) of each row's neighbours.
     """
@@ -262,9 +263,11 @@ def read_examples_csv(
     Args:
         path: the ``examples.csv`` file.
         need: columns that must be present.
+
     Returns:
         One dict per row: ``index``/``label``/``pred_*`` as int, ``conf_*`` as float,
         ``correct_*`` as float (1/0, or an expectation under a tie), the rest as text.
+
     Raises:
         DejavuError: a missing file or column, or a value that does not parse (naming the row).
     """

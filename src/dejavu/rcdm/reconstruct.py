@@ -103,7 +103,9 @@ def select_examples(
         examples: rows from :func:`load_examples`.
         rule: ``most-memorized`` (quadrant memorized), ``most-correlated`` (quadrant correlated),
             ``most-confident`` (target right; ranked by the target's confidence).
-        n: how many. label: only this class. set_name: only this set (A|B).
+        n: how many.
+        label: only this class.
+        set_name: only this set (A|B).
 
     Returns:
         The rows, best first (ties by dataset index).
@@ -572,14 +574,18 @@ def reconstruct(
 
     Args:
         attack_dir: an attack folder (results.json, examples.csv, neighbour arrays).
-        rcdm_a, rcdm_b: the RCDMs (folders or .pth) trained on the attack's models A and B.
+        rcdm_a: the RCDM (folder or .pth) trained on the attack's model A.
+        rcdm_b: the RCDM trained on model B.
         select: ``"most-memorized:10"``-style string, dataset indices, or rows from
             :func:`select_examples`.
-        out: the folder to write. samples: images per example and model. ddim_steps: DDIM
-            steps (default: the RCDM's config). seed: noise seed (an example's noise is
-            ``seed + index``). data: dataset root or ``DataPaths`` (default: where the RCDM was
-            trained). n_neighbours: public neighbours averaged. device: cpu | cuda | cuda:N.
-            force: overwrite an existing OUT.
+        out: the folder to write.
+        samples: images per example and model.
+        ddim_steps: DDIM steps (default: the RCDM's config).
+        seed: noise seed (an example's noise is ``seed + index``).
+        data: dataset root or ``DataPaths`` (default: where the RCDM was trained).
+        n_neighbours: public neighbours averaged.
+        device: cpu | cuda | cuda:N.
+        force: overwrite an existing OUT.
 
     Returns:
         A :class:`ReconstructResult`: the images as arrays as well as the files written.

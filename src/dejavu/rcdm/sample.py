@@ -42,10 +42,13 @@ def sample(
     """Draw one image per representation by DDIM.
 
     Args:
-        model: the RCDM (eval mode). reps: ``(n, rep_dim)`` conditioning representations.
+        model: the RCDM (eval mode).
+        reps: ``(n, rep_dim)`` conditioning representations.
         noise: the starting noise ``(n, 3, S, S)`` (default: :func:`make_noise` with ``seed``).
-        ddim_steps: DDIM steps (default: the model's config). seed: see ``noise``.
-        batch_size: images per forward pass. progress_desc: a progress bar's label, or None.
+        ddim_steps: DDIM steps (default: the model's config).
+        seed: see ``noise``.
+        batch_size: images per forward pass.
+        progress_desc: a progress bar's label, or None.
 
     Returns:
         Images in ``[-1, 1]``, shape ``(n, 3, S, S)``.

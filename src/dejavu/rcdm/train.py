@@ -517,9 +517,11 @@ def train_rcdm(
         ssl_model: the frozen SSL checkpoint whose representations condition the RCDM.
         partition: the partition folder; its public set is the training set.
         data: a :class:`dejavu.data.imagefolder.DataPaths` or a dataset root (``ROOT/train``).
-        out: the run folder. resume: continue from ``OUT/last.pth`` (a fresh start if absent).
-        force: discard an existing run in OUT. device: cpu | cuda | cuda:N (default: cuda
-            when available). indices: overrides the training set (dataset indices).
+        out: the run folder.
+        resume: continue from ``OUT/last.pth`` (a fresh start if absent).
+        force: discard an existing run in OUT.
+        device: cpu | cuda | cuda:N (default: cuda when available).
+        indices: overrides the training set (dataset indices).
 
     Returns:
         A :class:`RCDMTrainResult` (last.pth, the step reached, this call's losses and times).

@@ -127,7 +127,8 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
 
     Args:
         cfg: the run's settings (the initial weights depend only on ``cfg.seed``).
-        device: the training device. dinfo: the process group (default: the current one).
+        device: the training device.
+        dinfo: the process group (default: the current one).
 
     Returns:
         An :class:`Engine` (model, method, the module to train, optimizer, grad scaler).
@@ -162,8 +163,10 @@ def train_step(eng: Engine, views: list[torch.Tensor], labels: torch.Tensor, inf
     """One optimisation step at the scheduled lr (:func:`dejavu.train_step.optimizer_step`).
 
     Args:
-        eng: from :func:`build_engine`. views: the batch's views (CPU or device tensors).
-        labels: the batch's labels. info: the global step, total steps and epoch.
+        eng: from :func:`build_engine`.
+        views: the batch's views (CPU or device tensors).
+        labels: the batch's labels.
+        info: the global step, total steps and epoch.
 
     Returns:
         The loss averaged over ranks; :class:`NonFiniteLoss` if it is NaN or infinite.
@@ -271,8 +274,12 @@ def knn_top1(
     """Weighted kNN classifier on cosine similarity (DINO's evaluation protocol).
 
     Args:
-        bank, bank_labels: reference features and labels. query, query_labels: the evaluated ones.
-        k: neighbours voting. temperature: votes weighted by ``exp(sim / temperature)``.
+        bank: (N, d) reference features.
+        bank_labels: (N,) their labels.
+        query: (n, d) the evaluated features.
+        query_labels: (n,) their labels.
+        k: neighbours voting.
+        temperature: votes weighted by ``exp(sim / temperature)``.
         num_classes: default the largest label + 1.
 
     Returns:
@@ -624,12 +631,17 @@ def train(
     """Train one model; see the module docstring for what is written.
 
     Args:
-        cfg: the run's settings. paths: the dataset. index_file: the training images.
-        out: the run folder. resume: continue from ``OUT/last.pth`` (a fresh start if there
-            is none, so a requeued job that never reached its first checkpoint simply starts).
-        force: discard an existing run in OUT and start over. device: cpu/cuda (default:
-            cuda when available). index: the scanned dataset, if already at hand.
+        cfg: the run's settings.
+        paths: the dataset.
+        index_file: the training images (a ``.npy`` of dataset indices).
+        out: the run folder.
+        resume: continue from ``OUT/last.pth`` (a fresh start if there is none, so a
+            requeued job that never reached its first checkpoint simply starts).
+        force: discard an existing run in OUT and start over.
+        device: cpu/cuda (default: cuda when available).
+        index: the scanned dataset, if already at hand.
         train_beton: read the training images from this beton through FFCV (:mod:`dejavu.ffcv`).
+
     Returns:
         A :class:`TrainResult` (snapshots, last.pth, the metrics history).
     """
