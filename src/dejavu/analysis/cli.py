@@ -72,8 +72,9 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
 
     folder = Path(folder)
     pairs, res = scores_from_folder(folder, k_attk)
-    k = k_attk if k_attk is not None else res.get("config", {}).get("k_attk")
-    num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
+    cfg = res.get("config", {})
+    k = k_attk if k_attk is not None else cfg.get("k_attk") or cfg.get("k")
+    num_classes = res["num_classes"]  # set by scores_from_folder (from provenance or the labels seen)
     metrics = compute_all(pairs, num_classes, n_boot=n_boot, seed=seed)
     from dejavu.analysis.significance import rescore_control
 

@@ -163,6 +163,7 @@ def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> 
             f"{folder}: --k-attk {k} out of range 1..{arrays['A_attk_A']['neighb_labels'].shape[1]} (stored neighbours)"
         )
     pairs = {n: pair_scores_from_arrays(a, k, int(num_classes)) for n, a in arrays.items()}
+    res.setdefault("num_classes", int(num_classes))  # the count used, for callers that rescore more
     return pairs, res
 
 

@@ -128,7 +128,8 @@ class DatasetIndex:
         if idx.size == 0:
             raise DejavuError(f"{what}: empty index")
         if idx.min() < 0 or idx.max() >= len(self):
-            raise DejavuError(f"{what}: index {int(idx.max())} out of range for a dataset of {len(self)} images")
+            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+            raise DejavuError(f"{what}: index {bad} out of range for a dataset of {len(self)} images")
         return idx.astype(np.int64)
 
 

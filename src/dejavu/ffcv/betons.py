@@ -307,7 +307,7 @@ def write_betons(
     opts.validate()
     kinds = list(kinds or KINDS)
     bad = sorted(set(kinds) - set(KINDS))
-    if bad or not kinds:
+    if bad:
         raise UsageError(f"--sets: unknown {', '.join(bad)}; choose from {', '.join(KINDS)}")
     require_ffcv("dejavu betons")
     out = Path(out)

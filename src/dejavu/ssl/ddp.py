@@ -60,8 +60,18 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if x.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
+    def _average_factor(self) -> float:
+        """Counts this training batch and returns the running-stats factor, as nn.BatchNorm:
+        ``momentum``, or ``1 / batches seen`` (a cumulative average) when it is None."""
+        nbt = self.num_batches_tracked
+        if not self.track_running_stats or nbt is None:
+            return 0.0 if self.momentum is None else self.momentum
+        nbt.add_(1)
+        return 1.0 / float(nbt) if self.momentum is None else self.momentum
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            factor = self._average_factor() if self.training else 0.0
             return F.batch_norm(
                 x,
                 self.running_mean,
@@ -69,7 +79,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.weight,
                 self.bias,
                 self.training or self.running_mean is None,
-                self.momentum or 0.0,
+                factor,
                 self.eps,
             )
         import torch.distributed.nn as dist_nn
@@ -85,10 +95,9 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         rm, rv, nbt = self.running_mean, self.running_var, self.num_batches_tracked
         if self.track_running_stats and rm is not None and rv is not None and nbt is not None:
             with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 0.1
+                m = self._average_factor()
                 rm.mul_(1 - m).add_(mean.detach(), alpha=m)
                 rv.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-                nbt.add_(1)
         shape = [1, c] + [1] * (x.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:

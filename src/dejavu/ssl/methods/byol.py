@@ -64,7 +64,8 @@ class BYOL(Method):
         return loss, {"momentum": self.momentum(info)}
 
     def momentum(self, info: StepInfo) -> float:
-        return cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, info.progress)
+        """The EMA momentum applied after this step (what :meth:`after_step` uses)."""
+        return cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps))
 
     def after_step(self, model: SSLModel, info: StepInfo) -> None:
         # info.step is the step just taken; momentum for it, reaching ema_end at the last step
@@ -74,8 +75,4 @@ class BYOL(Method):
             model: the SSL model, already stepped.
             info: the step just taken.
         """
-        ema_update(
-            self.teacher,
-            [model.backbone, model.projector],
-            cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps)),
-        )
+        ema_update(self.teacher, [model.backbone, model.projector], self.momentum(info))
