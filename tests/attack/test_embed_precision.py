@@ -73,3 +73,41 @@ def test_deferred_normalization_is_exact(synth_small):
     with torch.no_grad():
         ref = torch.cat([model.embed(x[i : i + 16], "projector") for i in range(0, 40, 16)]).numpy()
     assert np.array_equal(e, ref)
+
+
+def test_in_process_batches_match_the_dataloader_path(synth_small, tmp_path):
+    """workers=0 builds uint8 batches in a background thread (ImageCrops.uint8_batch, the
+    centre crop as an array slice): the same pixels as the per-image transform, and the same
+    embeddings as a DataLoader worker process, for full images (draft decode), crops, an
+    upscaled image and a ragged last batch."""
+    from PIL import Image
+
+    index = scan_imagefolder(DataPaths.resolve(data=synth_small).images)
+    paths: list = [index.path(i) for i in range(45)]
+    big = tmp_path / "big.jpg"  # 120 px: decoded in draft mode at resize 37
+    Image.open(paths[0]).resize((120, 90)).save(big, quality=90)
+    paths += [big, big]
+    boxes = [None if i % 3 else (1, 3, 30, 29) for i in range(45)] + [None, (5, 5, 100, 80)]
+    ds = ImageCrops(paths, boxes, eval_transform(32))
+    split = ds.deferred_normalize()[0]
+    u = split.uint8_batch(0, len(ds))
+    assert u.dtype == torch.uint8 and u.is_contiguous() and u.shape == (47, 3, 32, 32)
+    assert torch.equal(u, torch.stack([split[i][0] for i in range(len(ds))]))
+    torch.manual_seed(0)
+    models = [SSLModel(ModelSpec("smallcnn", "64-32", 0)).eval() for _ in range(2)]
+    threaded = embed_dataset(models, ds, "projector", batch_size=16, workers=0)
+    loader = embed_dataset(models, ds, "projector", batch_size=16, workers=1)
+    for a, b in zip(threaded, loader):
+        assert a.shape == (47, 32) and np.array_equal(a, b)
+
+
+def test_decoding_error_in_the_thread_is_raised(synth_small, tmp_path):
+    from dejavu import DejavuError
+
+    index = scan_imagefolder(DataPaths.resolve(data=synth_small).images)
+    bad = tmp_path / "bad.JPEG"
+    bad.write_bytes(b"not an image")
+    paths = [index.path(i) for i in range(40)] + [bad]
+    model = SSLModel(ModelSpec("smallcnn", "64-32", 0)).eval()
+    with pytest.raises(DejavuError, match="bad.JPEG: cannot decode image"):
+        embed_dataset([model], ImageCrops(paths, None, eval_transform(32)), "projector", batch_size=8, workers=0)

@@ -18,12 +18,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
+import queue
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dejavu import DejavuError
 from dejavu.data.dataset import load_rgb
 from dejavu.data.fastjpeg import DECODE_DESC, draft_side, load_rgb_reduced
 from dejavu.io import atomic_write_json
@@ -101,6 +105,40 @@ class ImageCrops(Dataset):
             return pil_to_tensor(self.head(img)), i
         return self.transform(img), i
 
+    def _head_array(self, i: int) -> np.ndarray:
+        """Item ``i`` through the transform's head (no ToTensor + Normalize): HWC uint8."""
+        if self.boxes[i] is None:
+            img = load_rgb_reduced(self.paths[i], self.draft_side)
+        else:
+            img = load_rgb(self.paths[i]).crop(self.boxes[i])
+        assert self.head is not None
+        ops = self.head.transforms  # type: ignore[attr-defined]  # a Compose (deferred_normalize)
+        crop = _center_crop_size(ops[-1]) if ops else None
+        for op in ops[:-1] if crop is not None else ops:
+            img = op(img)
+        a = np.asarray(img)
+        if crop is None:
+            return a
+        (ch, cw), (h, w) = crop, a.shape[:2]
+        if ch > h or cw > w:  # CenterCrop pads: let it
+            return np.asarray(ops[-1](img))
+        top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))  # torchvision's center_crop
+        return a[top : top + ch, left : left + cw]
+
+    def uint8_batch(self, lo: int, hi: int) -> torch.Tensor:
+        """Items ``lo .. hi-1`` of a :meth:`deferred_normalize` copy as one contiguous uint8
+        ``(n, C, H, W)`` batch: the values ``torch.stack([self[i][0] ...])`` gives, without a
+        tensor per image (each image is written once into the batch's array)."""
+        first = self._head_array(lo)
+        buf = np.empty((hi - lo, *first.shape), np.uint8)
+        buf[0] = first
+        for j in range(1, hi - lo):
+            a = self._head_array(lo + j)
+            if a.shape != first.shape:
+                raise DejavuError(f"{self.paths[lo + j]}: transformed to {a.shape}, the batch's first to {first.shape}")
+            buf[j] = a
+        return torch.from_numpy(buf).permute(0, 3, 1, 2).contiguous()
+
     def deferred_normalize(self) -> tuple[ImageCrops, tuple[float, ...], tuple[float, ...]] | None:
         """A copy whose items are uint8 (the transform without its final ToTensor +
         Normalize) and that (mean, std), so the batch is normalized on the device: the same
@@ -113,6 +151,17 @@ class ImageCrops(Dataset):
         ds = copy.copy(self)
         ds.head = T.Compose(ops[:-2])
         return ds, tuple(ops[-1].mean), tuple(ops[-1].std)
+
+
+def _center_crop_size(op: Any) -> tuple[int, int] | None:
+    """``(h, w)`` of a torchvision ``CenterCrop`` (done on the array, the same pixels as
+    the op: a slice instead of a PIL crop per image), else None."""
+    from torchvision import transforms as T
+
+    if not isinstance(op, T.CenterCrop):
+        return None
+    size = op.size if isinstance(op.size, (tuple, list)) else (op.size, op.size)
+    return (int(size[0]), int(size[1] if len(size) > 1 else size[0]))
 
 
 def default_workers(device: str) -> int:
@@ -158,9 +207,8 @@ def embed_dataset(
         dataset = split[0]
         mean = torch.tensor(split[1], device=device).view(1, -1, 1, 1)
         std = torch.tensor(split[2], device=device).view(1, -1, 1, 1)
-    extra: dict[str, Any] = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, **extra)
     n = len(dataset)  # type: ignore[arg-type]  # our datasets are sized
+    batches = _batches(dataset, n, batch_size, workers, cuda, split is not None)
     results: list[np.ndarray | None] = list(outs) if outs is not None else [None] * len(models)
     for m in models:
         m.eval().to(device)
@@ -169,24 +217,84 @@ def embed_dataset(
     dtype = autocast_dtype(device, precision)
     dev_type = "cuda" if cuda else "cpu"
     total = (n + batch_size - 1) // batch_size
-    for x, pos in progress(loader, desc=desc, total=total):
-        x = x.to(device, non_blocking=True)
-        if split is not None:  # as ToTensor + Normalize: x / 255, then (x - mean) / std
-            x = x.float().div_(255).sub_(mean).div_(std)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        lo, hi = int(pos[0]), int(pos[-1]) + 1
-        for j, m in enumerate(models):
-            with torch.autocast(dev_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                e = m.embed(x, kind)  # type: ignore[operator]  # SSLModel.embed
-            arr = e.float().cpu().numpy()
-            out = results[j]
-            if out is None:
-                out = results[j] = np.empty((n, arr.shape[1]), dtype=np.float32)
-            out[lo:hi] = arr
+    with contextlib.closing(batches):  # stops the decoding thread if a forward pass fails
+        for x, lo, hi in progress(batches, desc=desc, total=total):
+            x = x.to(device, non_blocking=True)
+            if split is not None:  # as ToTensor + Normalize: x / 255, then (x - mean) / std
+                x = x.float().div_(255).sub_(mean).div_(std)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for j, m in enumerate(models):
+                with torch.autocast(dev_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    e = m.embed(x, kind)  # type: ignore[operator]  # SSLModel.embed
+                arr = e.float().cpu().numpy()
+                out = results[j]
+                if out is None:
+                    out = results[j] = np.empty((n, arr.shape[1]), dtype=np.float32)
+                out[lo:hi] = arr
     if n == 0:
         return [np.zeros((0, 0), np.float32) for _ in models]
     return [r for r in results]  # type: ignore[misc]
+
+
+def _batches(
+    dataset: Dataset, n: int, batch_size: int, workers: int, cuda: bool, uint8: bool
+) -> Generator[tuple[torch.Tensor, int, int], None, None]:
+    """``(batch, lo, hi)`` for items ``lo .. hi-1`` of ``dataset``, in order.
+
+    ``workers == 0`` and an :class:`ImageCrops` of uint8 items (``uint8``): batches built
+    by :meth:`ImageCrops.uint8_batch` in one background thread (:func:`_prefetched`);
+    otherwise a DataLoader with ``workers`` processes."""
+    if workers == 0 and uint8 and isinstance(dataset, ImageCrops):
+        make = dataset.uint8_batch
+        return _prefetched((lambda lo, hi: make(lo, hi).pin_memory()) if cuda else make, n, batch_size)
+    extra: dict[str, Any] = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, **extra)
+    return ((x, int(pos[0]), int(pos[-1]) + 1) for x, pos in loader)
+
+
+def _prefetched(
+    make: Callable[[int, int], torch.Tensor], n: int, batch_size: int, depth: int = 2
+) -> Generator[tuple[torch.Tensor, int, int], None, None]:
+    """``(make(lo, hi), lo, hi)`` for consecutive batches of ``range(n)``, built by one
+    background thread up to ``depth`` batches ahead of the consumer, so that decoding
+    overlaps the forward pass (PIL's JPEG decoder and resize, and torch's kernels, release
+    the GIL). Ours rather than a DataLoader worker: a thread needs no process start and
+    no copy of each batch between processes, which cost more than they save at small
+    scale (bench/bench_attack.py). An exception in the thread is raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for lo in range(0, n, batch_size):
+                hi = min(n, lo + batch_size)
+                if not put((make(lo, hi), lo, hi)):
+                    return
+        except BaseException as e:  # handed to the consumer, raised there
+            put(e)
+            return
+        put(None)
+
+    thread = threading.Thread(target=work, name="dejavu-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
