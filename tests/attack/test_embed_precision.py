@@ -109,5 +109,5 @@ def test_decoding_error_in_the_thread_is_raised(synth_small, tmp_path):
     bad.write_bytes(b"not an image")
     paths = [index.path(i) for i in range(40)] + [bad]
     model = SSLModel(ModelSpec("smallcnn", "64-32", 0)).eval()
-    with pytest.raises(DejavuError, match="bad.JPEG: cannot decode image"):
+    with pytest.raises(DejavuError, match=r"bad\.JPEG: cannot decode image"):
         embed_dataset([model], ImageCrops(paths, None, eval_transform(32)), "projector", batch_size=8, workers=0)
