@@ -191,6 +191,7 @@ def embed_dataset(
     desc: str = "embed",
     outs: Sequence[np.ndarray] | None = None,
     precision: str = "auto",
+    poll: Callable[[], None] | None = None,
 ) -> list[np.ndarray]:
     """Embed ``dataset`` with every model in ``models`` (one decode per image).
 
@@ -198,7 +199,8 @@ def embed_dataset(
     DataLoader workers decoding ahead of the GPU (prefetch) so decode and compute overlap.
 
     Returns one float32 ``(len(dataset), d)`` array per model; ``outs`` may supply
-    preallocated (e.g. memmapped) arrays to fill.
+    preallocated (e.g. memmapped) arrays to fill. ``poll`` is called after each batch (it
+    may raise, e.g. the error of work running beside this loop).
     """
     workers = default_workers(device) if workers is None else workers
     cuda = str(device).startswith("cuda")
@@ -232,6 +234,8 @@ def embed_dataset(
                 if out is None:
                     out = results[j] = np.empty((n, arr.shape[1]), dtype=np.float32)
                 out[lo:hi] = arr
+            if poll is not None:
+                poll()
     if n == 0:
         return [np.zeros((0, 0), np.float32) for _ in models]
     return [r for r in results]  # type: ignore[misc]
@@ -347,8 +351,9 @@ class CachedEmbedder:
         batch_size: int,
         device: str,
         workers: int | None,
+        poll: Callable[[], None] | None = None,
     ) -> tuple[list[np.ndarray], list[bool]]:
-        """Returns (embeddings per model, was-cached per model)."""
+        """Returns (embeddings per model, was-cached per model); ``poll``: see :func:`embed_dataset`."""
         got = [self.lookup(k) for k in keys]
         first: dict[str, int] = {}  # the same checkpoint twice (same key) is embedded once
         for j, k in enumerate(keys):
@@ -358,7 +363,7 @@ class CachedEmbedder:
             ds = ImageCrops(paths, None, transform)
             if self.cache_dir is None:
                 fresh = embed_dataset(
-                    [models[j] for j in todo], ds, kind, batch_size, device, workers, desc="public embeddings"
+                    [models[j] for j in todo], ds, kind, batch_size, device, workers, "public embeddings", poll=poll
                 )
                 for j, e in zip(todo, fresh):
                     got[j] = e
@@ -381,6 +386,7 @@ class CachedEmbedder:
                         workers,
                         desc="public embeddings",
                         outs=outs,
+                        poll=poll,
                     )
                     for j, tmp, out in zip(todo, tmps, outs):
                         out.flush()

@@ -6,7 +6,8 @@ attacks every ``model_ep{E}.pth`` present in two run folders, one ``ep{E}/`` eac
 
 Order of work (each image decoded once per attack):
 1. dataset index, partition and checkpoint fingerprints checked against each other;
-2. crops of bbox_A and bbox_B computed from the annotations and image headers;
+2. crops of bbox_A and bbox_B computed from the annotations and image headers, in a
+   background thread while 3. runs (an error there stops 3. at its next batch);
 3. public embeddings of both models (cached on disk, see :mod:`dejavu.attack.embed`);
 4. crops of each set decoded once and embedded by BOTH models;
 5. exact KNN for the four pairs X_attk_Y; files; metrics (:mod:`dejavu.analysis`).
@@ -18,6 +19,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,8 +341,10 @@ def _attack(
         if (sets is not None and control == "auto")
         else resolve_control(control, st.part, st.index, paths, control_bboxes)
     )
-    crops = {y: _set_crops(st, y, sets) for y in "AB"}  # 1) crops (headers + XML only)
-    pub_emb, cached = _public_embeddings(st, cache_dir)  # 2) public embeddings, cached
+    # 1) crops (headers + XML only) beside 2) the public embeddings (cached)
+    fut = _in_background(lambda: {y: _set_crops(st, y, sets) for y in "AB"}, "dejavu-crops")
+    pub_emb, cached = _public_embeddings(st, cache_dir, poll=lambda: _raise_if_failed(fut))
+    crops = fut.result()
     arrays = _attack_sets(st, crops, pub_emb, use_betons=sets is None)  # 3) crops embedded, 4) KNN
     metrics, pairs = _write_arrays_and_score(st, crops, arrays)
     control_res = _attack_control(st, csrc, pub_emb, pairs)
@@ -347,6 +353,26 @@ def _attack(
         results["control"] = control_res
     atomic_write_json(st.out / "results.json", results)  # last: its presence marks a complete folder
     return AttackResult(st.out, results, results["counts"])
+
+
+def _in_background(fn: Callable[[], Any], name: str) -> Future:
+    """``fn()`` in a daemon thread (not joined on an error or Ctrl-C elsewhere); its
+    outcome in the returned future."""
+    fut: Future = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as e:  # handed to the future's reader
+            fut.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+def _raise_if_failed(fut: Future) -> None:
+    if fut.done() and (e := fut.exception()) is not None:
+        raise e
 
 
 def _setup(
@@ -432,8 +458,9 @@ def _set_crops(st: _Setup, y: str, sets) -> SetCrops:
     return crops
 
 
-def _public_embeddings(st: _Setup, cache_dir) -> tuple[list[np.ndarray], list[bool]]:
-    """Both models' public embeddings (cached on disk); none for the logits variant."""
+def _public_embeddings(st: _Setup, cache_dir, poll=None) -> tuple[list[np.ndarray], list[bool]]:
+    """Both models' public embeddings (cached on disk); none for the logits variant.
+    ``poll``: called after each batch (:func:`dejavu.attack.embed.embed_dataset`)."""
     from dejavu.attack.embed import CachedEmbedder, cache_key
 
     if st.cfg.embed == "logits":
@@ -452,6 +479,7 @@ def _public_embeddings(st: _Setup, cache_dir) -> tuple[list[np.ndarray], list[bo
         st.cfg.batch_size,
         st.device,
         st.cfg.workers,
+        poll,
     )
 
 
@@ -483,27 +511,33 @@ def attack_set_pairs(
 
     cfg, index = st.cfg, index or st.index
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    for y in "AB":
-        sc = crops[y]
-        ds = (datasets or {}).get(y)
-        if ds is None:
-            ds = ImageCrops([index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform)
-        embs = embed_dataset(
-            st.models, ds, cfg.embed, cfg.batch_size, st.device, cfg.workers, desc=f"{desc}crops {y} embeddings"
-        )
-        labels = index.targets[sc.indices]
-        for x, e in zip("AB", embs):
-            name = f"{x}_attk_{y}"
-            a = {"attk_idxs": sc.indices, "labels": labels[:, None]}
-            if cfg.embed == "logits":
-                a["logits"] = e
-            else:
-                _, pos = knn(
-                    e, pub_emb["AB".index(x)], cfg.k, backend=cfg.knn, device=st.device, desc=f"knn {desc}{name}"
+    with ThreadPoolExecutor(1, thread_name_prefix="dejavu-knn") as pool:  # set A's KNN beside set B's forward
+        searches = {}
+        for y in "AB":
+            sc = crops[y]
+            ds = (datasets or {}).get(y)
+            if ds is None:
+                ds = ImageCrops(
+                    [index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform
                 )
-                a["neighb_idxs"] = st.public[pos]
-                a["neighb_labels"] = st.public_labels[pos]
-            arrays[name] = a
+            embs = embed_dataset(
+                st.models, ds, cfg.embed, cfg.batch_size, st.device, cfg.workers, desc=f"{desc}crops {y} embeddings"
+            )
+            labels = index.targets[sc.indices]
+            for x, e in zip("AB", embs):
+                name = f"{x}_attk_{y}"
+                arrays[name] = {"attk_idxs": sc.indices, "labels": labels[:, None]}
+                if cfg.embed == "logits":
+                    arrays[name]["logits"] = e
+                else:
+                    pub = pub_emb["AB".index(x)]
+                    searches[name] = pool.submit(
+                        knn, e, pub, cfg.k, backend=cfg.knn, device=st.device, desc=f"knn {desc}{name}"
+                    )
+        for name, search in searches.items():
+            _, pos = search.result()
+            arrays[name]["neighb_idxs"] = st.public[pos]
+            arrays[name]["neighb_labels"] = st.public_labels[pos]
     return arrays
 
 
