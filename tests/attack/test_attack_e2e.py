@@ -319,3 +319,13 @@ def test_folders_of_the_previous_format_are_still_read(ckpts, synth_small, parti
     (old / "results.json").write_text(json.dumps(res))
     with pytest.raises(DejavuError, match="dejavu-attack/9"):
         scores_from_folder(old)
+
+
+def test_crop_error_beside_the_public_embedding(ckpts, synth_small, partition_small, tmp_path, capsys):
+    """The crops are computed in a thread beside the public embedding: their error still
+    ends the attack with its one-line message, before any file is written."""
+    out = tmp_path / "small"
+    extra = ("--min-crop-px", "1000", "--batch-size", "8")
+    assert main(_args(ckpts, synth_small, partition_small, out, extra=extra)) == 1
+    assert "no attackable image" in capsys.readouterr().err
+    assert not (out / "results.json").exists() and not list(out.glob("*.npy"))
