@@ -3,6 +3,10 @@
 * Every image (public image or background crop) is decoded and transformed ONCE and the
   batch goes through every model that needs it (the crops of set A feed both the target
   and the reference model).
+* With 0 DataLoader workers (the CPU default) the uint8 batches are built in one
+  background thread of this process, up to two batches ahead, so decoding overlaps the
+  forward pass without worker processes (:func:`_prefetched`); the same pixels as the
+  per-image transform, normalized on the device.
 * Public-set embeddings are cached under ``cache_dir/<key>.npy`` with a ``<key>.json``
   describing the key: sha256 of (checkpoint content sha256, hash of the public index
   array, eval-transform description, embedding kind). Reruns and sweeps over k / p /
