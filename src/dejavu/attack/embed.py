@@ -294,6 +294,11 @@ def _prefetched(
         put(None)
 
     thread = threading.Thread(target=work, name="dejavu-decode", daemon=True)
+    interval = sys.getswitchinterval()
+    # The forward pass takes the GIL back after each kernel; at Python's default 5 ms switch
+    # interval it waits behind the decoding thread's Python code (PIL's header parsing):
+    # 1 ms made the embedding ~5% faster here (bench/RESULTS.md). Restored below.
+    sys.setswitchinterval(min(interval, 0.001))
     thread.start()
     try:
         while (item := q.get()) is not None:
@@ -303,6 +308,7 @@ def _prefetched(
     finally:
         stop.set()
         thread.join()
+        sys.setswitchinterval(interval)
 
 
 @dataclass
