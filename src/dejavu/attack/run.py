@@ -123,7 +123,13 @@ class AttackConfig:
     )
     batch_size: int = field(default=256, metadata={"help": "embedding batch size"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda when available)"})
-    workers: int | None = field(default=None, metadata={"help": "image-decoding workers (None: 8 on GPU, 0 on CPU)"})
+    workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader processes decoding images (0: one decoding thread inside the process, "
+            "overlapping the forward; None: 8 on GPU, 0 on CPU)"
+        },
+    )
     n_boot: int = field(
         default=1000, metadata={"help": "bootstrap replicates for CIs (0 = off)", "aliases": ("--bootstrap",)}
     )
