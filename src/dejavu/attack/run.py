@@ -20,6 +20,7 @@ import functools
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -197,69 +198,91 @@ def compute_crops(
     desc: str = "crops",
     ann_path=None,
 ) -> SetCrops:
-    """Crop decision per image of ``idxs``. Reads annotations and image headers only
-    (PIL opens lazily); the image size is the real decoded size, not the XML's ``<size>``.
-    ``ann_path(i)``, when given, replaces the ``Annotation/<wnid>/<stem>.xml`` look-up
-    (e.g. the validation images of a held-out control)."""
-    from PIL import Image
+    """Crop decision per image of ``idxs`` (DESIGN 2.3).
 
-    from dejavu.data.annotations import AnnotationError, read_voc_xml
+    Reads annotations and image headers only (PIL opens lazily); the image size is the real
+    decoded size, not the XML's ``<size>``. An image without a usable crop is counted by
+    reason, never silently dropped.
 
-    keep, boxes, errors = [], [], []
-    n_err_img = n_small = n_out_boxes = n_clip = n_nobox = 0
+    Args:
+        index: the dataset.
+        ann_dir: the folder holding ``Annotation/`` (None: only the corner crop works).
+        idxs: dataset indices of the images to crop.
+        cfg: the attack's settings (``crop``, ``crop_algo``, ``corner_frac``).
+        min_crop_px: smallest accepted crop side, in pixels of the original image.
+        desc: progress-bar label.
+        ann_path: ``ann_path(i) -> Path`` replacing the ``Annotation/<wnid>/<stem>.xml``
+            look-up (e.g. the validation images of a held-out control).
+
+    Returns:
+        The attacked indices with their (x0, y0, x1, y1) pixel boxes, the counts
+        (``attacked``, ``too_small``, ``no_boxes``, ``annotation_errors``, ...) and up to 20
+        messages for annotation problems.
+
+    Raises:
+        DejavuError: an unreadable image, or the periphery crop without bounding boxes.
+    """
+    if cfg.crop != "corner" and ann_dir is None and ann_path is None:
+        raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
+    keep: list[int] = []
+    boxes: list = []
+    errors: list[str] = []
+    tally: Counter[str] = Counter()
     for g in progress(idxs, desc=desc, total=len(idxs)):
-        g = int(g)
-        try:
-            with Image.open(index.path(g)) as im:
-                W, H = im.size
-        except OSError as e:
-            raise DejavuError(f"{index.path(g)}: cannot read image ({e})") from None
-        if cfg.crop == "corner":
-            dec = crop_for_config(cfg, W, H, None, min_crop_px)
-        else:
-            if ann_dir is None and ann_path is None:
-                raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
-            try:
-                path = ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g)  # type: ignore[arg-type]
-                ann = read_voc_xml(path)
-            except AnnotationError as e:
-                n_err_img += 1
-                errors.append(str(e))
-                continue
-            dec = crop_for_config(cfg, W, H, ann.boxes, min_crop_px)
-            n_out_boxes += dec.boxes_outside
-            n_clip += dec.boxes_clipped
-            if dec.boxes_outside or dec.reason == "no_boxes":
-                n_err_img += 1
-                if len(errors) < 20:
-                    errors.append(
-                        f"{ann.path}: {dec.boxes_outside} box(es) outside the {W}x{H} image"
-                        if dec.boxes_outside
-                        else f"{ann.path}: no bounding box"
-                    )
-            if dec.reason == "no_boxes":
-                n_nobox += 1
-            elif dec.reason == "too_small":
-                n_small += 1
-        if dec.ok:
-            pb = dec.pixel_box()
-            if pb[2] <= pb[0] or pb[3] <= pb[1]:
-                n_small += 1
-                continue
-            keep.append(g)
+        pb = _crop_one(index, int(g), cfg, min_crop_px, ann_dir, ann_path, tally, errors)
+        if pb is not None:
+            keep.append(int(g))
             boxes.append(pb)
     n = len(idxs)
     counts = {
         "bbox": int(n),
         "attacked": len(keep),
         "unattackable": int(n - len(keep)),
-        "too_small": n_small,
-        "no_boxes": n_nobox,
-        "annotation_errors": n_err_img,
-        "boxes_outside_image": n_out_boxes,
-        "boxes_clipped": n_clip,
+        **{k: tally[k] for k in ("too_small", "no_boxes", "annotation_errors", "boxes_outside_image")},
+        "boxes_clipped": tally["boxes_clipped"],
     }
     return SetCrops(np.asarray(keep, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4), counts, errors)
+
+
+def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, errors: list[str]):
+    """The pixel box of image ``g``'s crop, or None (the reason counted in ``tally``)."""
+    from PIL import Image
+
+    from dejavu.data.annotations import AnnotationError, read_voc_xml
+
+    try:
+        with Image.open(index.path(g)) as im:
+            W, H = im.size
+    except OSError as e:
+        raise DejavuError(f"{index.path(g)}: cannot read image ({e})") from None
+    if cfg.crop == "corner":
+        dec = crop_for_config(cfg, W, H, None, min_crop_px)
+    else:
+        try:
+            ann = read_voc_xml(ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g))
+        except AnnotationError as e:
+            tally["annotation_errors"] += 1
+            errors.append(str(e))
+            return None
+        dec = crop_for_config(cfg, W, H, ann.boxes, min_crop_px)
+        tally["boxes_outside_image"] += dec.boxes_outside
+        tally["boxes_clipped"] += dec.boxes_clipped
+        if dec.boxes_outside or dec.reason == "no_boxes":
+            tally["annotation_errors"] += 1
+            if len(errors) < 20:
+                what = (
+                    f"{dec.boxes_outside} box(es) outside the {W}x{H} image" if dec.boxes_outside else "no bounding box"
+                )
+                errors.append(f"{ann.path}: {what}")
+        if dec.reason in ("no_boxes", "too_small"):
+            tally[dec.reason] += 1
+    if not dec.ok:
+        return None
+    pb = dec.pixel_box()
+    if pb[2] <= pb[0] or pb[3] <= pb[1]:
+        tally["too_small"] += 1
+        return None
+    return pb
 
 
 def _default_device() -> str:
