@@ -518,7 +518,19 @@ def _epoch_row(r) -> dict[str, Any]:
 
 
 def summarize(by_pair: dict[int, list], pr, report, seconds, cfg, rcdm_info=None) -> dict[str, Any]:
-    """``by_pair``: training seed -> the attack results of that pair, by epoch."""
+    """The demo's ``summary.json``: per-epoch scores, the final snapshot, control, excess.
+
+    Args:
+        by_pair: training seed -> the attack results of that pair, by epoch.
+        pr: the probe's result (None: no probe).
+        report: the report's path (None: no report).
+        seconds: the demo's wall time.
+        cfg: the demo's settings (stored under ``config``).
+        rcdm_info: the RCDM stage's summary (None: not run).
+
+    Returns:
+        The summary dict (:func:`format_summary` prints it).
+    """
     from dejavu.analysis.significance import pairs_from_results, shared_variance_from_folders, verdict_text
 
     seeds = sorted(by_pair)

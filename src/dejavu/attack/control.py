@@ -51,8 +51,23 @@ def resolve_control(
     paths: DataPaths,
     bboxes: str | os.PathLike | None = None,
 ) -> ControlSource | None:
-    """``spec``: ``auto`` (the partition's control when it has one, else none), ``none``,
-    ``partition``, or a folder of validation images (boxes in ``bboxes``, default the folder)."""
+    """Where the held-out control's images come from.
+
+    Args:
+        spec: ``auto`` (the partition's control when it has one, else none), ``none``,
+            ``partition``, or a folder of annotated validation images.
+        partition: the attack's :class:`~dejavu.partition.Partition`.
+        index: the training dataset.
+        paths: its data paths.
+        bboxes: the validation images' box folder (default: the ``spec`` folder).
+
+    Returns:
+        The :class:`ControlSource` (its index, the A/B halves and how boxes are found), or
+        None for no control.
+
+    Raises:
+        DejavuError: ``partition`` without a control in the partition, or an unusable folder.
+    """
     from dejavu.data.valset import scan_valset
 
     spec = "auto" if spec is None else str(spec)
@@ -98,8 +113,19 @@ def attack_control(
     src: ControlSource, st: Any, pub_emb: list
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Crop, embed and search the control halves exactly as the private sets (the same
-    :func:`dejavu.attack.run.attack_set_pairs`), write the ``control_*`` files; returns the
-    arrays per pair (X_attk_Y names) and the crop counts."""
+    :func:`dejavu.attack.run.attack_set_pairs`) and write the ``control_*`` files.
+
+    Args:
+        src: the control (:func:`resolve_control`).
+        st: the attack's state (settings, models, output folder, public set).
+        pub_emb: the public embeddings of models A and B.
+
+    Returns:
+        ``(arrays per pair, keyed X_attk_Y, crop counts per half)``.
+
+    Raises:
+        DejavuError: the control overlaps the public set, or a half has no attackable image.
+    """
     from dejavu.attack.run import attack_set_pairs, compute_crops
     from dejavu.io import atomic_save_npy
 
@@ -132,7 +158,20 @@ def control_block(
     n_boot: int,
     seed: int,
 ) -> dict[str, Any]:
-    """``results.json`` ``control``: the control's metrics and the excess of the score over it."""
+    """``results.json`` ``control``: the control's metrics and the excess of the score over it.
+
+    Args:
+        pairs: the attack's four pair scores.
+        control_pairs: the control's four pair scores.
+        counts: the control's crop counts.
+        info: where the control came from (``ControlSource.info``).
+        num_classes: classes of the dataset.
+        n_boot: bootstrap replicates (0: no intervals).
+        seed: bootstrap seed (the control's metrics use ``seed + 1``).
+
+    Returns:
+        ``{"source", "counts", "metrics", "excess"}``.
+    """
     from dejavu.analysis.significance import excess
     from dejavu.analysis.summary import compute_all
 

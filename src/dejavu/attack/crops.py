@@ -89,11 +89,20 @@ class CropDecision:
 
 
 def clip_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, int, int]:
-    """Clip ``(n, 4)`` boxes to the image. Returns (kept boxes, n outside, n clipped).
+    """Clip boxes to the image.
 
     Boxes with no area inside the image are dropped: those entirely outside are counted
     as errors (``n outside``); degenerate ones inside (zero width or height) cover nothing
-    and are dropped silently, so they neither cover nor split anything."""
+    and are dropped silently, so they neither cover nor split anything.
+
+    Args:
+        boxes: (n, 4) boxes (x0, y0, x1, y1) in pixels.
+        width: the image width in pixels.
+        height: the image height in pixels.
+
+    Returns:
+        ``(kept (m, 4) float64 boxes, n outside the image, n clipped)``.
+    """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     c = b.copy()
     c[:, [0, 2]] = np.clip(c[:, [0, 2]], 0.0, float(width))
@@ -105,7 +114,17 @@ def clip_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarr
 
 
 def periphery_candidates(boxes: np.ndarray, width: float, height: float) -> list[tuple[float, float, float, float]]:
-    """All candidate rectangles in scan order (boxes already clipped)."""
+    """All candidate rectangles of the paper's scan, in scan order.
+
+    Args:
+        boxes: (n, 4) boxes, already clipped (:func:`clip_boxes`).
+        width: the image width in pixels.
+        height: the image height in pixels.
+
+    Returns:
+        The box-free rectangles (x0, y0, x1, y1): per elementary x-interval between box
+        edges, each vertical gap between the merged covered ranges.
+    """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     xs = np.unique(np.concatenate([[0.0, float(width)], boxes[:, 0], boxes[:, 2]]))
     cands: list[tuple[float, float, float, float]] = []
@@ -123,7 +142,18 @@ def periphery_candidates(boxes: np.ndarray, width: float, height: float) -> list
 
 
 def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
-    """DESIGN 2.3 periphery crop for one image (see the module docstring)."""
+    """DESIGN 2.3 periphery crop for one image (see the module docstring).
+
+    Args:
+        boxes: the image's (n, 4) object boxes in pixels (clipped here).
+        width: the image width in pixels.
+        height: the image height in pixels.
+        min_crop_px: the crop's shorter side must exceed this (pixels).
+
+    Returns:
+        The :class:`CropDecision`: the candidate with the largest shorter side (ties: the
+        last in scan order), or reason ``no_boxes`` / ``too_small``.
+    """
     kept, n_out, n_clip = clip_boxes(boxes, width, height)
     if len(kept) == 0:
         return CropDecision(None, 0.0, n_out, n_clip, "no_boxes")
@@ -142,7 +172,17 @@ def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_
     """Option ``--crop-algo largest-empty``: the box-free rectangle with the largest shorter
     side among all rectangles whose edges lie on box edges or the image border (which
     contains an optimum). O(n^4 * n) brute force on the edge grid: fine for ImageNet's
-    handful of boxes per image. Ties: the first found in (x0, x1, y0, y1) order."""
+    handful of boxes per image. Ties: the first found in (x0, x1, y0, y1) order.
+
+    Args:
+        boxes: the image's (n, 4) object boxes in pixels (clipped here).
+        width: the image width in pixels.
+        height: the image height in pixels.
+        min_crop_px: the crop's shorter side must exceed this (pixels).
+
+    Returns:
+        The :class:`CropDecision` (reason ``ok``, ``no_boxes`` or ``too_small``).
+    """
     kept, n_out, n_clip = clip_boxes(boxes, width, height)
     if len(kept) == 0:
         return CropDecision(None, 0.0, n_out, n_clip, "no_boxes")
@@ -166,7 +206,19 @@ def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_
 
 def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:
     """Bottom-left rectangle as the original's ``crop_xfrm``: ``w = int(frac*W)``,
-    ``h = int(frac*H)`` (truncated), top ``H - h``, left 0; at least 1x1 for tiny images."""
+    ``h = int(frac*H)`` (truncated), top ``H - h``, left 0; at least 1x1 for tiny images.
+
+    Args:
+        width: the image width in pixels.
+        height: the image height in pixels.
+        frac: the side fraction, in (0, 1].
+
+    Returns:
+        The :class:`CropDecision` (always ``ok``).
+
+    Raises:
+        ValueError: ``frac`` outside (0, 1].
+    """
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"corner fraction must be in (0, 1], got {frac}")
     w = max(1, int(frac * width))
@@ -187,9 +239,11 @@ def crop_for_config(
     Args:
         cfg: an :class:`~dejavu.attack.run.AttackConfig` or the ``config`` dict stored in an
             attack's ``results.json`` (keys ``crop``, ``crop_algo``, ``corner_frac``, ``min_crop_px``).
-        width, height: the decoded image's size.
+        width: the decoded image's width in pixels.
+        height: the decoded image's height in pixels.
         boxes: the image's boxes (n, 4) for the periphery crop; None counts as no box.
         min_crop_px: overrides the configuration's threshold (pixels of the original image).
+
     Returns:
         The :class:`CropDecision`.
     """

@@ -64,6 +64,18 @@ def index_hash(indices: np.ndarray) -> str:
 
 
 def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: str, fingerprint_id: str = "") -> dict:
+    """What identifies a cached public embedding: any change to one of these is a new entry.
+
+    Args:
+        ckpt_sha256: the checkpoint file's SHA-256.
+        indices: the public set's dataset indices.
+        transform_desc: the evaluation transform's description.
+        kind: ``projector``, ``backbone`` or ``logits``.
+        fingerprint_id: the dataset's fingerprint.
+
+    Returns:
+        ``{"key": 32 hex digits, **the fields hashed}``.
+    """
     desc = {
         "checkpoint_sha256": ckpt_sha256,
         "index_sha256": index_hash(indices),
@@ -132,7 +144,15 @@ class ImageCrops(Dataset):
     def uint8_batch(self, lo: int, hi: int) -> torch.Tensor:
         """Items ``lo .. hi-1`` of a :meth:`deferred_normalize` copy as one contiguous uint8
         ``(n, C, H, W)`` batch: the values ``torch.stack([self[i][0] ...])`` gives, without a
-        tensor per image (each image is written once into the batch's array)."""
+        tensor per image (each image is written once into the batch's array).
+
+        Args:
+            lo: first item.
+            hi: one past the last item.
+
+        Returns:
+            The ``(hi - lo, C, H, W)`` uint8 tensor.
+        """
         first = self._head_array(lo)
         buf = np.empty((hi - lo, *first.shape), np.uint8)
         buf[0] = first
@@ -176,7 +196,18 @@ def default_workers(device: str) -> int:
 
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype of the attack's forward passes: ``auto`` = bf16 on CUDA, fp32
-    (no autocast) elsewhere; ``bf16`` / ``fp32`` force it. Embeddings are stored in fp32."""
+    (no autocast) elsewhere; ``bf16`` / ``fp32`` force it. Embeddings are stored in fp32.
+
+    Args:
+        device: where the forward runs.
+        precision: ``auto``, ``bf16`` or ``fp32``.
+
+    Returns:
+        ``torch.bfloat16``, or None for fp32 (no autocast).
+
+    Raises:
+        ValueError: an unknown ``precision``.
+    """
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision {precision!r}: choose auto, bf16 or fp32")
     if precision == "bf16" or (precision == "auto" and str(device).startswith("cuda")):
@@ -202,9 +233,22 @@ def embed_dataset(
     On CUDA: bf16 autocast (``precision``), channels_last, pinned host memory, and
     DataLoader workers decoding ahead of the GPU (prefetch) so decode and compute overlap.
 
-    Returns one float32 ``(len(dataset), d)`` array per model; ``outs`` may supply
-    preallocated (e.g. memmapped) arrays to fill. ``poll`` is called after each batch (it
-    may raise, e.g. the error of work running beside this loop).
+    Args:
+        models: the models; each batch is decoded once and forwarded through all of them.
+        dataset: the images (:class:`ImageCrops` gets uint8 batches normalized on the device).
+        kind: ``projector``, ``backbone`` or ``logits``.
+        batch_size: images per forward.
+        device: ``cpu``, ``cuda``, ``cuda:N``.
+        workers: DataLoader processes (0: one decoding thread in this process; None: 8 on
+            CUDA, 0 on CPU).
+        desc: progress-bar label.
+        outs: preallocated (e.g. memmapped) float32 arrays to fill, one per model.
+        precision: autocast (:func:`autocast_dtype`).
+        poll: called after each batch; it may raise (e.g. the error of work running beside
+            this loop), which stops the embedding.
+
+    Returns:
+        One float32 ``(len(dataset), d)`` array per model (``outs`` when given).
     """
     workers = default_workers(device) if workers is None else workers
     cuda = str(device).startswith("cuda")
@@ -363,58 +407,72 @@ class CachedEmbedder:
         workers: int | None,
         poll: Callable[[], None] | None = None,
     ) -> tuple[list[np.ndarray], list[bool]]:
-        """Returns (embeddings per model, was-cached per model); ``poll``: see :func:`embed_dataset`."""
-        got = [self.lookup(k) for k in keys]
+        """The public set's embeddings under each model, from the cache where present.
+
+        Args:
+            models: the models (the same checkpoint twice is embedded once).
+            keys: each model's :func:`cache_key` dict.
+            paths: the public images, in public-set order.
+            transform: the evaluation transform.
+            kind: ``projector``, ``backbone`` or ``logits``.
+            batch_size: images per forward.
+            device: where the forward runs.
+            workers: decoding workers (see :func:`embed_dataset`).
+            poll: called after each batch (see :func:`embed_dataset`).
+
+        Returns:
+            ``(one float32 (n, d) array per model, was-cached flag per model)``; cached
+            arrays are memory-mapped.
+        """
+        got: list[np.ndarray | None] = [self.lookup(k) for k in keys]
         first: dict[str, int] = {}  # the same checkpoint twice (same key) is embedded once
         for j, k in enumerate(keys):
             first.setdefault(k["key"], j)
         todo = [j for j, g in enumerate(got) if g is None and first[keys[j]["key"]] == j]
         if todo:
             ds = ImageCrops(paths, None, transform)
+            todo_models, todo_keys = [models[j] for j in todo], [keys[j] for j in todo]
             if self.cache_dir is None:
                 fresh = embed_dataset(
-                    [models[j] for j in todo], ds, kind, batch_size, device, workers, "public embeddings", poll=poll
+                    todo_models, ds, kind, batch_size, device, workers, "public embeddings", poll=poll
                 )
-                for j, e in zip(todo, fresh):
-                    got[j] = e
             else:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                dims = [_embed_dim(models[j], kind, ds, device) for j in todo]
-                tmps, outs = [], []
-                for j, d in zip(todo, dims):
-                    npy, _ = self._paths(keys[j]["key"])
-                    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
-                    tmps.append(tmp)
-                    outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), d)))
-                try:
-                    embed_dataset(
-                        [models[j] for j in todo],
-                        ds,
-                        kind,
-                        batch_size,
-                        device,
-                        workers,
-                        desc="public embeddings",
-                        outs=outs,
-                        poll=poll,
-                    )
-                    for j, tmp, out in zip(todo, tmps, outs):
-                        out.flush()
-                        del out
-                        npy, meta = self._paths(keys[j]["key"])
-                        os.replace(tmp, npy)
-                        arr = np.load(npy, mmap_mode="r", allow_pickle=False)
-                        got[j] = arr
-                        atomic_write_json(meta, {**keys[j], "content_sha256": content_digest(arr)})
-                finally:
-                    for tmp in tmps:
-                        if tmp.exists():
-                            tmp.unlink()
+                fresh = self._embed_into_cache(todo_models, todo_keys, ds, kind, batch_size, device, workers, poll)
+            for j, e in zip(todo, fresh):
+                got[j] = e
         for j, k in enumerate(keys):
             if got[j] is None:
                 got[j] = got[first[k["key"]]]
         was_cached = [first[k["key"]] not in todo for k in keys]
         return [np.asarray(g) for g in got], was_cached
+
+    def _embed_into_cache(self, models, keys, ds, kind, batch_size, device, workers, poll) -> list[np.ndarray]:
+        """Embed into memmapped temporary files, then publish each atomically with its metadata."""
+        assert self.cache_dir is not None
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmps, outs = [], []
+        for m, k in zip(models, keys):
+            npy, _ = self._paths(k["key"])
+            tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
+            tmps.append(tmp)
+            d = _embed_dim(m, kind, ds, device)
+            outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), d)))
+        got = []
+        try:
+            embed_dataset(models, ds, kind, batch_size, device, workers, desc="public embeddings", outs=outs, poll=poll)
+            for k, tmp, out in zip(keys, tmps, outs):
+                out.flush()
+                del out
+                npy, meta = self._paths(k["key"])
+                os.replace(tmp, npy)
+                arr = np.load(npy, mmap_mode="r", allow_pickle=False)
+                got.append(arr)
+                atomic_write_json(meta, {**k, "content_sha256": content_digest(arr)})
+        finally:
+            for tmp in tmps:
+                if tmp.exists():
+                    tmp.unlink()
+        return got
 
 
 @torch.no_grad()

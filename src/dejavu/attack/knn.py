@@ -151,7 +151,15 @@ def _rerank(
 
 
 def resolve_backend(backend: str, device: str) -> str:
-    """The backend ``auto`` stands for on ``device`` (see :data:`DEFAULT_BACKEND`)."""
+    """The backend ``auto`` stands for on ``device`` (see :data:`DEFAULT_BACKEND`).
+
+    Args:
+        backend: ``auto``, ``torch`` or ``faiss``.
+        device: where the search runs (``cpu``, ``cuda``, ``cuda:N``).
+
+    Returns:
+        ``torch`` or ``faiss``: faiss on CPU when installed; on CUDA faiss only with GPUs.
+    """
     if backend != "auto":
         return backend
     try:

@@ -690,7 +690,28 @@ def attack_runs(
     control: Any = "auto",
     control_bboxes: str | None = None,
 ) -> list[AttackResult]:
-    """Attack every ``model_ep{E}.pth`` present in both run folders into ``out/ep{E}/``."""
+    """Attack every ``model_ep{E}.pth`` present in both run folders into ``out/ep{E}/``.
+
+    Args:
+        run_a: the run folder of the model trained on set A.
+        run_b: the run folder of the model trained on set B.
+        partition: the partition folder (or a loaded :class:`~dejavu.partition.Partition`).
+        paths: the dataset's images and boxes.
+        out: the folder receiving one ``ep{E}/`` per snapshot.
+        cfg: the attack's settings (default :class:`AttackConfig`).
+        force: overwrite existing ``ep{E}/`` folders.
+        skip_existing: leave finished ``ep{E}/`` folders as they are.
+        cache_dir: the public-embedding cache (None: ``out/../.embed_cache``; ``""``: off).
+        epochs: only these snapshots (default: every one present in both).
+        control: the held-out control (see :func:`attack`).
+        control_bboxes: box folder of a validation-image control.
+
+    Returns:
+        One :class:`AttackResult` per snapshot attacked, in epoch order.
+
+    Raises:
+        DejavuError: no common snapshot, or a requested epoch missing from a run.
+    """
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
     ea, eb = snapshot_epochs(run_a), snapshot_epochs(run_b)
     common = sorted(set(ea) & set(eb))

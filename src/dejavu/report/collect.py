@@ -135,6 +135,10 @@ class AttackRecord:
     def ci(self, top: str = "top1", at: str = "20") -> tuple[float, float] | None:
         """The 95% bootstrap CI of :meth:`score` (same ``top`` and ``at``).
 
+        Args:
+            top: ``top1`` or ``top5``.
+            at: the fraction of most confident examples, ``"20"`` or ``"100"`` (percent).
+
         Returns:
             ``(low, high)``, or None when the results hold no interval.
         """

@@ -281,6 +281,10 @@ def pick_probe(probes: list[ProbeRecord], head: AttackRecord | None) -> ProbeRec
     """The probe shown beside the headline: one of the same method, npc and epoch (backbone
     features preferred), else the latest epoch's (largest npc).
 
+    Args:
+        probes: the probes found in the run folder.
+        head: the headline attack (None: no attack).
+
     Returns:
         The record, or None when there is no probe.
     """
