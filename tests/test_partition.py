@@ -142,6 +142,27 @@ def test_cli(synth_small, tmp_path, capsys):
     )
 
 
+def test_partition_and_synth_settings_follow_the_one_config_path(synth_small, tmp_path, capsys):
+    """partition and data synth read --config FILE and --set as every stage: a YAML scalar
+    per_class is a list of one, --set wins over the flag, a bad value is a usage error."""
+    f = tmp_path / "p.yaml"
+    f.write_text("per_class: 4\ncontrol: 2\n")
+    out = tmp_path / "p"
+    assert main(["partition", "--data", str(synth_small), "--config", str(f), "--out", str(out)]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["per_class"] == [4] and m["control"]["per_class"] == 2
+    args = ["partition", "--data", str(synth_small), "--per-class", "3", "--set", "per_class=4,5", "--force"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["per_class"] == [4, 5] and not (out / "control.npy").exists()
+    assert main(["partition", "--data", str(synth_small), "--set", "control=-1", "--out", str(tmp_path / "x")]) == 2
+    assert "control: expected a number of images per class >= 0" in capsys.readouterr().err
+    s = tmp_path / "s"
+    assert main(["data", "synth", "--out", str(s), "--set", "classes=2", "--per-class", "3", "--size", "16"]) == 0
+    assert json.loads((s / "synth.json").read_text())["classes"] == 2
+    assert main(["data", "synth", "--out", str(tmp_path / "t"), "--classes", "1"]) == 2
+    assert "--classes must be >= 2" in capsys.readouterr().err
+
+
 def test_control_set_aside_and_invariants(synth_small, tmp_path):
     """--control N: the first N annotated public images of each class, removed from every
     public set, never in a training set, split alternately into halves A and B."""

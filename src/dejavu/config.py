@@ -32,6 +32,8 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
         (inner, *_) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):  # a YAML scalar: a list of one
+            value = [value]
         return origin(_coerce(cls_name, name, inner, v) for v in value)
     try:
         if tp is bool:
@@ -267,6 +269,8 @@ def add_config_args(
         else:
             kw["metavar"] = name.upper()
             inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]  # X | None -> X
+            if typing.get_origin(tp) in (list, tuple):  # "1,2,3": split and coerced by from_dict
+                inner = [str]
             if inner[0] in (int, float, str):  # parsed here, so choices compare values of the field's type
                 kw["type"] = inner[0]
             if f.metadata.get("choices"):

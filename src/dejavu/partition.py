@@ -612,7 +612,36 @@ def format_summary(res: PartitionResult) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class PartitionConfig:
+    """``dejavu partition``'s settings (flags, ``--config``, ``--set``)."""
+
+    per_class: list[int] = field(
+        default_factory=lambda: [100, 200, 300, 400, 500],
+        metadata={"help": "comma-separated images per class of the private sets, one split each"},
+    )
+    control: int = field(
+        default=0,
+        metadata={
+            "help": "set aside N annotated public images per class as a held-out control, removed from "
+            "every public set (control.npy, control_A.npy, control_B.npy); `dejavu attack` then attacks "
+            "them with the same models as a no-memorization baseline (0: none)"
+        },
+    )
+
+    def validate(self) -> None:
+        if not self.per_class or min(self.per_class) < 1:
+            raise UsageError(f"per_class: expected images per class >= 1, got {self.per_class}")
+        if self.control < 0:
+            raise UsageError(f"control: expected a number of images per class >= 0, got {self.control}")
+
+
+PARTITION_FLAGS = ("per_class", "control")
+
+
 def register(sub) -> None:
+    from dejavu.config import add_config_args
+
     p = sub.add_parser(
         "partition",
         help="split a dataset into private A/B, shared and public index sets",
@@ -623,33 +652,18 @@ def register(sub) -> None:
     from dejavu.data.imagefolder import add_data_args
 
     add_data_args(p, need_bboxes=True)
-    p.add_argument(
-        "--per-class", default="100,200,300,400,500", help="comma-separated images per class (default: %(default)s)"
-    )
-    p.add_argument(
-        "--control",
-        type=int,
-        default=0,
-        metavar="N",
-        help="set aside N annotated public images per class as a held-out control, removed "
-        "from every public set (control.npy, control_A.npy, control_B.npy); `dejavu attack` "
-        "then attacks them with the same models as a no-memorization baseline (default: 0 = none)",
-    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing partition")
+    add_config_args(p, PartitionConfig, flags=PARTITION_FLAGS, title="partition settings (PartitionConfig)")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
+    from dejavu.config import config_from_args
     from dejavu.data.imagefolder import data_paths_from_args
 
-    try:
-        npcs = [int(x) for x in str(args.per_class).split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--per-class: expected comma-separated integers, got {args.per_class!r}") from None
+    cfg = config_from_args(PartitionConfig, args, flags=PARTITION_FLAGS)
     paths = data_paths_from_args(args, need_bboxes=True)
-    if args.control < 0:
-        raise UsageError(f"--control: expected a number of images per class >= 0, got {args.control}")
-    res = partition(paths, npcs, args.out, force=args.force, control=args.control)
+    res = partition(paths, cfg.per_class, args.out, force=args.force, control=cfg.control)
     print(format_summary(res))
     return 0

@@ -20,22 +20,10 @@ def register(sub) -> None:
         "Deterministic in its arguments.",
     )
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--classes", type=int, default=10, help="number of classes (default: %(default)s)")
-    s.add_argument("--per-class", type=int, default=300, help="train images per class (default: %(default)s)")
-    s.add_argument(
-        "--val-per-class",
-        type=int,
-        default=0,
-        help="held-out images per class written to OUT/val (default: %(default)s)",
-    )
-    s.add_argument("--size", type=int, default=32, help="image side in pixels (default: %(default)s)")
-    s.add_argument(
-        "--annotated-fraction",
-        type=float,
-        default=0.4,
-        help="fraction of images with a bounding-box file (default: %(default)s, like ImageNet)",
-    )
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    from dejavu.config import add_config_args
+    from dejavu.data.synth import SYNTH_FLAGS, SynthConfig
+
+    add_config_args(s, SynthConfig, flags=SYNTH_FLAGS, title="dataset settings (SynthConfig)")
     s.add_argument(
         "--workers",
         type=int,
@@ -59,16 +47,10 @@ def register(sub) -> None:
 
 
 def _synth(args) -> int:
-    from dejavu.data.synth import SynthConfig, generate
+    from dejavu.config import config_from_args
+    from dejavu.data.synth import SYNTH_FLAGS, SynthConfig, generate
 
-    cfg = SynthConfig(
-        classes=args.classes,
-        per_class=args.per_class,
-        size=args.size,
-        annotated_fraction=args.annotated_fraction,
-        val_per_class=args.val_per_class,
-        seed=args.seed,
-    )
+    cfg = config_from_args(SynthConfig, args, flags=SYNTH_FLAGS)
     out = generate(args.out, cfg, force=args.force, workers=args.workers)
     n = cfg.classes * cfg.per_class
     print(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import colorsys
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +54,22 @@ _BASE_COLOURS = np.array(
 )  # fmt: skip
 
 
+# SynthConfig fields that are also flags of ``dejavu data synth`` (the rest: --set key=value)
+SYNTH_FLAGS = ("classes", "per_class", "val_per_class", "size", "annotated_fraction", "seed")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    classes: int = 10
-    per_class: int = 300
-    size: int = 32
-    annotated_fraction: float = 0.4
-    val_per_class: int = 0
-    seed: int = 0
+    """The synthetic dataset's recipe (``dejavu data synth``: flags, ``--config``, ``--set``)."""
+
+    classes: int = field(default=10, metadata={"help": "number of classes"})
+    per_class: int = field(default=300, metadata={"help": "train images per class"})
+    size: int = field(default=32, metadata={"help": "image side in pixels"})
+    annotated_fraction: float = field(
+        default=0.4, metadata={"help": "fraction of images with a bounding-box file (like ImageNet)"}
+    )
+    val_per_class: int = field(default=0, metadata={"help": "held-out images per class written to OUT/val"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
     box_min: float = 0.5  # object box side, fraction of the image side
     box_max: float = 0.62
     pattern_weight: float = 0.6  # image-specific component; scene colour gets the rest
