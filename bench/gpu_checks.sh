@@ -17,14 +17,18 @@ export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 DEJAVU_NO_PROGRE
 DV="python3 -m dejavu"
 W=/tmp/dv
 step() { echo; echo "=== $* ($(date +%T))"; }
-# ONLY_PERF=1: run only the issue-14 performance section (about 4 minutes on one H100).
+# ONLY_PERF=1: run only the issue-14 performance section (about 5-6 minutes on one H100).
 perf_checks() {
   step "issue 14.1: training input vs pure compute (batched on-device augmentation), bf16, channels_last, +-compile"
   timeout 240 python3 bench/bench_train_input.py --cuda-only --steps 5
   step "issue 14.2: JPEG decode (PIL, draft, decode_jpeg CPU, batched decode_jpeg CUDA), eval draft tolerance"
   timeout 120 python3 bench/bench_jpeg.py --n 64
   step "issue 14.3: dejavu attack vs pure forward on CUDA (bf16 autocast, channels_last, prefetch)"
-  DEJAVU_THREADS=4 timeout 150 python3 bench/bench_attack.py --device cuda
+  DEJAVU_THREADS=4 timeout 150 python3 bench/bench_attack.py --device cuda --repeat 2
+  step "issue 14.3: the same at ImageNet-like compute per image (resnet50, 224 px)"
+  DEJAVU_THREADS=4 timeout 200 python3 bench/bench_attack.py --device cuda --arch resnet50 --size 224 --per-class 60 --repeat 2
+  step "issue 14.3: paper-scale attack projected from rates measured on this card and its cores"
+  DEJAVU_NO_PROGRESS=1 timeout 150 python3 bench/bench_paper_projection.py --device cuda
   step "issue 14.3: bf16 vs fp32 attack embeddings on CUDA (neighbour agreement)"
   timeout 60 python3 - <<'PY'
 import numpy as np, torch
@@ -47,7 +51,7 @@ PY
 step env
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'tv', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
-if [ "${ONLY_PERF:-0}" = 1 ]; then perf_checks; step done; exit 0; fi
+if [ "${ONLY_PERF:-0}" = 1 ]; then perf_checks; step "done"; exit 0; fi
 
 step data: 10 classes x 500 images, 64 px
 $DV data synth --out $W/data --classes 10 --per-class 500 --size 64 --workers 8 --force
@@ -88,11 +92,11 @@ PY
 step "KNN timing on CUDA: 10k queries x 200k public x 2048, k=100"
 python3 - <<'PY'
 import time, numpy as np, torch
-from dejavu.attack.knn import knn_torch
+from dejavu.attack.knn import knn
 rng = np.random.default_rng(0)
 pub = rng.standard_normal((200_000, 2048), dtype=np.float32); q = rng.standard_normal((10_000, 2048), dtype=np.float32)
-knn_torch(q[:100], pub[:1000], 10, device="cuda")
-t = time.time(); d, i = knn_torch(q, pub, 100, device="cuda"); torch.cuda.synchronize()
+knn(q[:100], pub[:1000], 10, backend="torch", device="cuda")
+t = time.time(); d, i = knn(q, pub, 100, backend="torch", device="cuda"); torch.cuda.synchronize()
 print("torch cuda knn: %.2f s" % (time.time() - t))
 gi = torch.cdist(torch.from_numpy(q[:200]).cuda(), torch.from_numpy(pub).cuda()).topk(100, largest=False).indices.cpu().numpy()
 print("agrees with cdist on 200 queries:", float(np.mean([len(set(a) & set(b)) / 100 for a, b in zip(gi, i[:200])])))
@@ -107,5 +111,5 @@ $DV rcdm reconstruct --attack $W/atk_torch --rcdm-a $W/rcdm_A --rcdm-b $W/rcdm_B
   --samples 2 --out $W/rec --device cuda --data $W/data --force && ls $W/rec | head
 cp $W/rec/summary.png "$OUT/" 2>/dev/null
 perf_checks
-step done
+step "done"
 } 2>&1 | tee "$OUT/gpu_checks.log"
