@@ -94,7 +94,7 @@ class Trainable(nn.Module):
 
     def forward(
         self, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         """Args:
             views: the batch's views on the device.
             labels: (n,) int64 labels.

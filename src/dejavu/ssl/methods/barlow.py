@@ -20,7 +20,7 @@ class BarlowTwins(Method):
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         # one batch through the network, as the original; each view is standardised on its own
         """Args:
             model: the SSL model.

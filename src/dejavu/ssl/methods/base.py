@@ -79,7 +79,7 @@ class Method(nn.Module):
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         """The method's loss on one batch.
 
         Args:
@@ -89,7 +89,8 @@ class Method(nn.Module):
             info: the step, total steps and epoch.
 
         Returns:
-            ``(loss, logs)``: the scalar loss and floats to log.
+            ``(loss, logs)``: the scalar loss and values to log (floats, or 0-d tensors so that
+            the step does not wait for the device).
         """
         raise NotImplementedError
 

@@ -47,7 +47,7 @@ class BYOL(Method):
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         """Args:
             model: the SSL model (online network).
             views: the two views.

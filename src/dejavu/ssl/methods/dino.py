@@ -104,7 +104,7 @@ class DINO(Method):
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         # both views as one batch through student and teacher, as the original
         """Args:
             model: the SSL model (student backbone and projector).

@@ -20,7 +20,7 @@ class SimCLR(Method):
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         """Args:
             model: the SSL model.
             views: the two views.

@@ -20,7 +20,7 @@ class Supervised(Method):
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         """Args:
             model: the SSL model, with a classifier.
             views: one view.
@@ -28,7 +28,7 @@ class Supervised(Method):
             info: unused.
 
         Returns:
-            ``(cross-entropy, {"train_acc": batch accuracy})``.
+            ``(cross-entropy, {"train_acc": batch accuracy, a 0-d tensor})``.
 
         Raises:
             ValueError: the model has no classifier.
@@ -38,5 +38,5 @@ class Supervised(Method):
             raise ValueError("the supervised method needs a model with a classifier (num_classes > 0)")
         logits = model.classifier(z)
         loss = F.cross_entropy(logits, labels)
-        acc = (logits.argmax(1) == labels).float().mean().item()
+        acc = (logits.argmax(1) == labels).float().mean().detach()  # a tensor: no device sync per step
         return loss, {"train_acc": acc}
