@@ -308,7 +308,6 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
 
 
-@locks_output("attack")
 @dataclass
 class _Setup:
     """What every phase of one attack needs: settings, dataset, models, public set."""
@@ -336,6 +335,7 @@ class _Setup:
         return len(self.index.classes)
 
 
+@locks_output("attack")  # the whole attack: two writers never mix arrays and results.json
 def _attack(
     model_a: str | os.PathLike,
     model_b: str | os.PathLike,
