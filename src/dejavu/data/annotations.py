@@ -6,6 +6,7 @@ external entity must not be able to hurt the machine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
@@ -40,16 +41,33 @@ def _num(node, tag: str, path: Path) -> float:
     if child is None or child.text is None or not child.text.strip():
         raise AnnotationError(f"{path}: <bndbox> without <{tag}>")
     try:
-        return float(child.text.strip())
+        v = float(child.text.strip())
     except ValueError:
         raise AnnotationError(f"{path}: <{tag}> is not a number: {child.text.strip()!r}") from None
+    if not math.isfinite(v):  # nan passes every "inverted box" and "outside" test
+        raise AnnotationError(f"{path}: <{tag}> is not a finite number: {child.text.strip()!r}")
+    return v
+
+
+def _size(size, tag: str, path: Path) -> int | None:
+    """``<size><width|height>``: a whole number >= 0 (0 or absent: unknown, None)."""
+    text = (size.findtext(tag) or "").strip()
+    if not text:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0 and v == int(v)):
+        raise AnnotationError(f"{path}: <size><{tag}> is not a whole number >= 0: {text[:40]!r}")
+    return int(v) or None
 
 
 def read_voc_xml(path: str | Path) -> Annotation:
     """Read every ``<object><bndbox>`` of a VOC file, plus ``<size>`` when present.
 
     Raises :class:`AnnotationError` (one line naming the file) for a missing file,
-    malformed XML, a non-numeric coordinate or an inverted box. A file with no
+    malformed XML, a non-numeric or non-finite coordinate, a bad ``<size>`` or an inverted box. A file with no
     ``<object>`` gives an empty ``(0, 4)`` array (the caller decides).
     """
     path = Path(path)
@@ -64,12 +82,7 @@ def read_voc_xml(path: str | Path) -> Annotation:
     width = height = None
     size = root.find("size")
     if size is not None:
-        try:
-            w, h = size.findtext("width"), size.findtext("height")
-            width = int(float(w)) if w and w.strip() else None
-            height = int(float(h)) if h and h.strip() else None
-        except ValueError:
-            raise AnnotationError(f"{path}: <size> is not numeric") from None
+        width, height = _size(size, "width", path), _size(size, "height", path)
     boxes, names = [], []
     for obj in root.iter("object"):
         bb = obj.find("bndbox")
