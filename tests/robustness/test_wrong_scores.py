@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from robustness_cli import CHILD, assert_one_line_error, attack_args, child_env, run_cli
+from robustness_cli import CHILD, assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
 
 from dejavu.io import LOCK_NAME
 
@@ -85,3 +85,80 @@ def test_bad_image_size_in_annotation(tmp_path, w):
     p.write_text(BOX_XML.format(w=w, x1=20))
     with pytest.raises(AnnotationError, match=rf"^{p}: <size><width> is not a whole number >= 0"):
         read_voc_xml(p)
+
+
+# ------------------------------------------------------------------ 4. non-finite weights and embeddings
+
+
+def _damaged_checkpoint(corpus, dst, how: str):
+    """A copy of A.pth with NaN weights (``nan``) or finite weights whose projector output
+    overflows float32 to inf (``overflow``)."""
+    import torch
+
+    from dejavu.io import atomic_torch_save
+
+    ck = torch.load(corpus / "ckpt" / "A.pth", weights_only=True)
+    sd = ck["model"]
+    if how == "nan":
+        for v in sd.values():
+            if v.is_floating_point():
+                v.fill_(float("nan"))
+    else:
+        last = max(
+            (k for k in sd if k.startswith("projector.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1])
+        )
+        sd[last].fill_(3e38)
+        for k in sd:  # inputs of the last layer >= 10: 3e38 * 10 * 32 overflows float32
+            if k.startswith("projector.") and k.endswith(".bias"):
+                sd[k].fill_(10.0)
+    return atomic_torch_save(dst, ck)
+
+
+def test_nan_weights_refused(corpus, tmp_path):
+    a = _damaged_checkpoint(corpus, tmp_path / "nan.pth", "nan")
+    proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
+    assert_one_line_error(proc, str(a), "holds NaN or inf values")
+    assert not (tmp_path / "att").exists()
+
+
+def test_model_with_inf_embeddings_gives_no_score(corpus, tmp_path):
+    """Finite weights whose embeddings overflow: the KNN refuses them (every distance NaN:
+    the 'neighbours' would be the first public images)."""
+    a = _damaged_checkpoint(corpus, tmp_path / "big.pth", "overflow")
+    proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
+    assert_one_line_error(proc, "is not finite (NaN or inf)", "no neighbours computed")
+    assert not (tmp_path / "att" / "results.json").exists()
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_knn_refuses_non_finite_rows(backend):
+    from dejavu import DejavuError
+    from dejavu.attack.knn import knn
+
+    rng = np.random.default_rng(0)
+    q, pub = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(40, 4)).astype(np.float32)
+    pub[33, 2] = np.inf
+    with pytest.raises(DejavuError, match=r"^knn: public set: embedding row 33 is not finite"):
+        knn(q, pub, 3, backend=backend, block_p=16)
+    pub[33, 2] = 0
+    q[4, 0] = np.nan
+    with pytest.raises(DejavuError, match=r"^knn: queries: embedding row 4 is not finite"):
+        knn(q, pub, 3, backend=backend)
+
+
+def test_nan_in_embedding_cache_never_used(corpus, tmp_path, capsys):
+    """NaN written into a cache entry, its digest updated to match: still not used."""
+    from dejavu.attack.embed import content_digest
+
+    cache = tmp_path / "cache"
+    ref = attack_inprocess(corpus, tmp_path / "a0", cache_dir=cache)
+    npy = sorted(cache.glob("*.npy"))[0]
+    arr = np.load(npy)
+    arr[len(arr) // 2] = np.nan
+    np.save(npy, arr)
+    meta = npy.with_suffix(".json")
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "content_sha256": content_digest(np.load(npy))}))
+    capsys.readouterr()
+    again = attack_inprocess(corpus, tmp_path / "a1", cache_dir=cache)
+    assert f"{npy}: embedding cache entry not used (holds NaN or inf values)" in capsys.readouterr().err
+    assert again.results["metrics"] == ref.results["metrics"]

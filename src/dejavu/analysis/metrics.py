@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from dejavu import DejavuError
+
 PAIRS = ("A_attk_A", "B_attk_A", "A_attk_B", "B_attk_B")
 FRACTIONS = (0.05, 0.20, 1.00)
 SWEEP = np.linspace(0.1, 1.0, 100)
@@ -161,6 +163,9 @@ def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray
         The :class:`PairScores` (``conf`` = max logit).
     """
     lg = np.asarray(logits, dtype=np.float64)
+    if not np.isfinite(lg).all():
+        row = int(np.flatnonzero(~np.isfinite(lg).all(1))[0])
+        raise DejavuError(f"logits of example {int(np.asarray(index).reshape(-1)[row])} are not finite (NaN or inf)")
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     n = len(labels)
     above, tied = np.zeros(n, np.int64), np.ones(n, np.int64)

@@ -386,6 +386,8 @@ class CachedEmbedder:
             return self._reject(npy, f"holds a {arr.dtype} {arr.shape} array, expected float32 ({key['n']}, d)")
         if stored.get("content_sha256") != content_digest(arr):
             return self._reject(npy, "content differs from the recorded digest (a foreign or damaged file)")
+        if not np.isfinite(arr[:: max(1, len(arr) // 4096)]).all():  # all of it: checked by the KNN
+            return self._reject(npy, "holds NaN or inf values")
         return arr
 
     def _reject(self, npy: Path, why: str) -> np.ndarray | None:

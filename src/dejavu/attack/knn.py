@@ -43,6 +43,27 @@ def _sort_ties(d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
+def check_finite(block: np.ndarray, what: str, start: int = 0) -> None:
+    """Refuse embeddings holding NaN or inf: every distance to them is NaN, so the "nearest"
+    neighbours would be whatever rows come first, and the score meaningless.
+
+    Args:
+        block: (n, d) embeddings (rows ``start ..`` of the array they come from).
+        what: names them in the message.
+        start: the first row's number in that array.
+
+    Raises:
+        DejavuError: naming the first non-finite row.
+    """
+    ok = np.isfinite(block)
+    if not ok.all():
+        row = start + int(np.flatnonzero(~ok.all(axis=1))[0])
+        raise DejavuError(
+            f"{what}: embedding row {row} is not finite (NaN or inf): the model diverged or overflows, "
+            "or the embedding cache is damaged (delete it); no neighbours computed"
+        )
+
+
 def _blocks(n: int, block: int):
     return [(s, min(n, s + block)) for s in range(0, n, block)]
 
@@ -60,7 +81,9 @@ def _torch_candidates(
     q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device, dtype)
     q_sq = (q_all * q_all).sum(1, keepdim=True)
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
-        pb = torch.from_numpy(np.array(public[ps:pe], dtype=np.float32)).to(device, dtype)
+        blk = np.array(public[ps:pe], dtype=np.float32)
+        check_finite(blk, f"{desc}: public set", ps)
+        pb = torch.from_numpy(blk).to(device, dtype)
         p_sq = (pb * pb).sum(1)[None, :]
         ids = torch.arange(ps, pe, device=device)
         new_d, new_i = [], []
@@ -89,6 +112,7 @@ def _faiss_candidates(
     res = faiss.StandardGpuResources() if gpu else None
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
         pb = np.ascontiguousarray(public[ps:pe], dtype=np.float32)
+        check_finite(pb, f"{desc}: public set", ps)
         kk = min(kc, pe - ps)
         if gpu:
             d, i = faiss.knn_gpu(res, q, pb, kk)  # type: ignore[arg-type]  # res is set when gpu
@@ -203,6 +227,9 @@ def knn(
     Returns:
         (distances (n, k) float32, indices (n, k) int64 into ``public``), nearest first,
         ties by index.
+
+    Raises:
+        DejavuError: bad shapes or ``k``, or a NaN/inf in the queries or the public set.
     """
     if backend not in BACKENDS:
         raise DejavuError(f"unknown KNN backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -210,6 +237,7 @@ def knn(
         raise DejavuError(f"KNN: query/public embeddings have incompatible shapes {queries.shape} vs {public.shape}")
     if k < 1:
         raise DejavuError(f"KNN: k must be >= 1, got {k}")
+    check_finite(queries, f"{desc}: queries")  # the public set: block by block, as it is read
     k = min(k, len(public))
     if len(queries) == 0 or k == 0:
         return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)

@@ -443,6 +443,9 @@ def _fit(model: SSLModel, sd: Tensors, path: Path, what: str) -> None:
     )
     if problems:
         raise DejavuError(f"{path}: weights do not fit {what} ({', '.join(problems)})")
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise DejavuError(f"{path}: {bad} holds NaN or inf values (a diverged or damaged checkpoint)")
     model.load_state_dict(sd, strict=False)
 
 
