@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from robustness_cli import make_checkpoint
 
@@ -14,7 +15,8 @@ from robustness_cli import make_checkpoint
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """ROOT/data (4 classes x 16 images, 32 px, 75% annotated), ROOT/part (npc 4),
-    ROOT/ckpt/{A,B}.pth. Read-only for tests: copy before damaging."""
+    ROOT/ckpt/{A,B}.pth (recording
+    their training sets). Read-only for tests: copy before damaging."""
     from dejavu.data.imagefolder import DataPaths, scan_imagefolder
     from dejavu.data.synth import SynthConfig, generate
     from dejavu.partition import partition
@@ -24,8 +26,9 @@ def corpus(tmp_path_factory) -> Path:
     partition(DataPaths.resolve(data=root / "data"), [4], root / "part", force=True)
     index = scan_imagefolder(root / "data" / "train")
     (root / "ckpt").mkdir()
-    make_checkpoint(root / "ckpt" / "A.pth", index, "A", 4, seed=1)
-    make_checkpoint(root / "ckpt" / "B.pth", index, "B", 4, seed=2)
+    for y, seed in (("A", 1), ("B", 2)):
+        train = np.load(root / "part" / "4_per_class" / f"train_{y}.npy")
+        make_checkpoint(root / "ckpt" / f"{y}.pth", index, y, 4, seed=seed, train=train)
     return root
 
 

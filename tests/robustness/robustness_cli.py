@@ -60,9 +60,18 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
 
 
 def make_checkpoint(
-    path: Path, index, set_name: str, npc: int, seed: int, projector: str = "32-16", arch: str = "smallcnn"
+    path: Path,
+    index,
+    set_name: str,
+    npc: int,
+    seed: int,
+    projector: str = "32-16",
+    arch: str = "smallcnn",
+    train=None,
 ) -> Path:
-    from dejavu.io import atomic_torch_save
+    """A checkpoint in ``dejavu train``'s format (random weights); ``train``: the training
+    index it records (``config.index_sha256``), none when None."""
+    from dejavu.io import atomic_torch_save, index_hash
     from dejavu.ssl.model import ModelSpec, SSLModel
 
     torch.manual_seed(seed)
@@ -80,6 +89,8 @@ def make_checkpoint(
         "set": set_name,
         "num_classes": 0,
     }
+    if train is not None:
+        cfg["index_sha256"] = index_hash(train)
     atomic_torch_save(
         path,
         {

@@ -162,3 +162,21 @@ def test_nan_in_embedding_cache_never_used(corpus, tmp_path, capsys):
     again = attack_inprocess(corpus, tmp_path / "a1", cache_dir=cache)
     assert f"{npy}: embedding cache entry not used (holds NaN or inf values)" in capsys.readouterr().err
     assert again.results["metrics"] == ref.results["metrics"]
+
+
+# ------------------------------------------------------------------ 3. models of another partition
+
+
+def test_model_trained_on_another_partition_refused(corpus, tmp_path):
+    """Model A records a training index that is not the partition's train_A (here: B's,
+    standing for the train_A of another partition of the same dataset)."""
+    from robustness_cli import make_checkpoint
+
+    from dejavu.data.imagefolder import scan_imagefolder
+
+    index = scan_imagefolder(corpus / "data" / "train")
+    other = np.load(corpus / "part" / "4_per_class" / "train_B.npy")
+    a = make_checkpoint(tmp_path / "A.pth", index, "A", 4, seed=1, train=other)
+    proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
+    assert_one_line_error(proc, str(a), "trained on another index", "4_per_class/train_A.npy")
+    assert not (tmp_path / "att").exists()

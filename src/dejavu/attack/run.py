@@ -433,6 +433,8 @@ def _setup(
     if sets is None:
         part.check_attack_sets(cfg.npc)
     lms = _load_models(model_a, model_b, cfg, index)
+    for y in "AB":  # the models' training sets are the partition's (hash recorded by dejavu train)
+        lms[y].check_trained_on(part.load_set(cfg.npc, f"train_{y}"), f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
     image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dejavu import DejavuError, formats
-from dejavu.io import file_sha256, safe_torch_load
+from dejavu.io import file_sha256, index_hash, safe_torch_load
 from dejavu.ssl.heads import (
     HeadLayer,
     build_classifier,
@@ -64,6 +65,29 @@ class LoadedModel:
     sha256: str
     has_projector: bool = True
     notes: list[str] = field(default_factory=list)
+
+    def check_trained_on(self, indices: np.ndarray, what: str) -> None:
+        """Refuse a model whose recorded training index (``config.index_sha256``, written by
+        ``dejavu train``) is not ``indices``: attacking a model with sets of a partition it
+        was not trained on measures nothing. A checkpoint without the record is not checked.
+
+        Args:
+            indices: the training set the attack assumes (e.g. the partition's ``train_A``).
+            what: names that set (its file) in the message.
+
+        Raises:
+            DejavuError: the recorded hash is malformed or differs.
+        """
+        saved = self.config.get("index_sha256")
+        if saved is None:
+            return
+        if not isinstance(saved, str) or not re.fullmatch(r"[0-9a-f]{16}", saved):
+            raise DejavuError(f"{self.path}: config index_sha256 is not 16 hex digits: {str(saved)[:40]!r}")
+        if saved != index_hash(indices):
+            raise DejavuError(
+                f"{self.path}: was trained on another index ({self.config.get('index_file') or saved}) than "
+                f"{what}; attack it with the partition it was trained on"
+            )
 
 
 @dataclass
