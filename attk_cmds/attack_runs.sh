@@ -12,6 +12,9 @@
 #   BBOX_DIR [$IMAGENET_DIR/bboxes]    folder holding Annotation/
 #   RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
 #   METHODS [vicreg]  NPCS [300]  KNN [faiss]
+#   PRECISION [fp32]  the embedding forward's arithmetic (the original's fp32; bf16/auto are faster
+#               on GPUs and change neighbours slightly: dejavu attack --help)
+#   DECODE [exact]  full JPEG decode as the original; draft = faster reduced decode (other pixels)
 #   SEEDS [""]  training seeds of a seed sweep (train_cmds/train_seed_sweep.sh): attacks
 #               <method>_<npc>pc_seed<S>_{A,B} into attack/<method>_<npc>pc_seed<S>/ for each
 #   CONTROL [auto]  held-out control attacked with the same models (issue 11): auto = the
@@ -38,6 +41,8 @@ PARTITION="${PARTITION:-$RUN/partition}"
 METHODS="${METHODS:-vicreg}"
 NPCS="${NPCS:-300}"
 KNN="${KNN:-faiss}"
+PRECISION="${PRECISION:-fp32}"
+DECODE="${DECODE:-exact}"
 FORCE="${FORCE:-0}"
 SEEDS="${SEEDS:-}"
 CONTROL="${CONTROL:-auto}"
@@ -70,7 +75,7 @@ for m in $METHODS; do
       name="${m}_${n}pc${s:+_seed$s}"
       run dejavu attack --model-a "$RUN/train/${name}_A" --model-b "$RUN/train/${name}_B" \
         --partition "$PARTITION" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
-        --knn "$KNN" "${control[@]}" --out "$RUN/attack/${name}" "${redo[@]}" "${LAUNCH_FLAGS[@]}" \
+        --knn "$KNN" --precision "$PRECISION" --decode "$DECODE" "${control[@]}" --out "$RUN/attack/${name}" "${redo[@]}" "${LAUNCH_FLAGS[@]}" \
         ${EXTRA[@]+"${EXTRA[@]}"}
     done
   done

@@ -19,13 +19,20 @@ from dejavu.partition import (
 )
 
 
-def reference_partition(targets, annotated, npc):
-    """Independent, obviously-correct implementation of DESIGN 2.2 (loops over classes)."""
+def _documented_order(items, rng):
+    """DESIGN 2.2's order: the list permuted by the class's generator (None: as given)."""
+    return items if rng is None else [items[j] for j in rng.permutation(len(items))]
+
+
+def reference_partition(targets, annotated, npc, seed=None):
+    """Independent, obviously-correct implementation of DESIGN 2.2 (loops over classes);
+    ``seed``: each class's annotated, then other, images permuted by default_rng([seed, c])."""
     out = {k: [] for k in ("bbox_A", "bbox_B", "shared", "public")}
     for c in sorted(set(targets.tolist())):
         idx = [i for i in range(len(targets)) if targets[i] == c]
-        bb = [i for i in idx if annotated[i]]
-        nb = [i for i in idx if not annotated[i]]
+        rng = None if seed is None else np.random.default_rng([seed, c])
+        bb = _documented_order([i for i in idx if annotated[i]], rng)
+        nb = _documented_order([i for i in idx if not annotated[i]], rng)
         n = min(len(bb) // 2, npc)
         out["bbox_A"] += bb[:n]
         out["bbox_B"] += bb[n : 2 * n]
@@ -50,13 +57,17 @@ def datasets(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(datasets(), st.lists(st.integers(1, 20), min_size=1, max_size=4, unique=True))
-def test_matches_reference_and_invariants(data, npcs):
+@given(
+    datasets(),
+    st.lists(st.integers(1, 20), min_size=1, max_size=4, unique=True),
+    st.one_of(st.none(), st.integers(0, 2**31)),
+)
+def test_matches_reference_and_invariants(data, npcs, seed):
     targets, annotated = data
-    splits, val, per, without = compute_partition(targets, annotated, npcs)
+    splits, val, per, without = compute_partition(targets, annotated, npcs, seed)
     check_invariants(splits, targets)
     for npc in npcs:
-        ref = reference_partition(targets, annotated, npc)
+        ref = reference_partition(targets, annotated, npc, seed)
         for k, v in ref.items():
             assert splits[npc].sets[k].tolist() == v, (npc, k)
     # val set: subset of the biggest public set, balanced over classes that have public images
@@ -176,9 +187,15 @@ def test_control_set_aside_and_invariants(synth_small, tmp_path):
     ann = annotated_mask(index, paths.annotation_dir)
     ctrl = np.load(tmp_path / "p" / "control.npy")
     a, b = np.load(tmp_path / "p" / "control_A.npy"), np.load(tmp_path / "p" / "control_B.npy")
-    # independent reference: first 3 annotated images of each class in the plain attack public set
-    old_pub = plain.splits[10].sets["public"]
-    want = [old_pub[(index.targets[old_pub] == c) & ann[old_pub]][:3] for c in range(10)]
+    # independent reference: first 3 annotated images of each class of the plain attack public
+    # set, in the partition's order (the class's annotated images permuted by default_rng([0, c]))
+    old_pub = set(plain.splits[10].sets["public"].tolist())
+    want = []
+    for c in range(10):
+        bb = _documented_order(
+            [i for i in range(len(index.targets)) if index.targets[i] == c and ann[i]], np.random.default_rng([0, c])
+        )
+        want.append(np.array([i for i in bb if i in old_pub][:3]))
     assert ctrl.tolist() == sorted(np.concatenate(want).tolist())
     assert a.tolist() == sorted(np.concatenate([w[0::2] for w in want]).tolist())
     assert b.tolist() == sorted(np.concatenate([w[1::2] for w in want]).tolist())
@@ -197,8 +214,8 @@ def test_control_set_aside_and_invariants(synth_small, tmp_path):
     with pytest.raises(DejavuError, match="no held-out control"):
         Partition.load(tmp_path / "plain").control()
     # invariants are enforced: a control image put back into a public or training set raises
-    splits, *_ = compute_partition(index.targets, ann, [5])
-    c = set_aside_control(splits, index.targets, ann, 2)
+    splits, *_ = compute_partition(index.targets, ann, [5], 0)
+    c = set_aside_control(splits, index.targets, ann, 2, 0)
     splits[5].sets["train_B"] = np.append(splits[5].sets["train_B"], c.A[0])
     with pytest.raises(InvariantError, match=r"control overlaps 5_per_class/train_B"):
         check_control(splits, c)
@@ -263,3 +280,55 @@ def test_control_cli(synth_small, tmp_path, capsys):
     )
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert m["control"]["short_classes"] and m["control"]["counts"]["control"] < 500
+
+
+def test_seeded_shuffle_split_recorded_and_reproducible(synth_small, tmp_path):
+    """Issue 28.2: each class is cut in the order of a permutation seeded by the partition seed
+    (recorded in the manifest): bbox_A is not the lowest-numbered half, the same seed gives the
+    same files, another seed other sets; order=sorted gives the previous rule."""
+    from dejavu.data.imagefolder import scan_imagefolder
+
+    paths = DataPaths.resolve(data=synth_small)
+    targets = scan_imagefolder(paths.images).targets
+    r0 = partition(paths, [5, 10], tmp_path / "s0", control=2)
+    again = partition(paths, [10, 5], tmp_path / "s0b", control=2)
+    r7 = partition(paths, [5, 10], tmp_path / "s7", seed=7, control=2)
+    old = partition(paths, [5, 10], tmp_path / "sorted", order="sorted", control=2)
+    m = json.loads((tmp_path / "s0" / "manifest.json").read_text())
+    assert (
+        m["split"]["order"] == "shuffle" and m["split"]["seed"] == 0 and "default_rng([seed, c])" in m["split"]["rule"]
+    )
+    assert Partition.load(tmp_path / "s7").split["seed"] == 7
+    assert Partition.load(tmp_path / "sorted").split == {
+        "order": "sorted",
+        "seed": None,
+        "rule": old.manifest["split"]["rule"],
+    }
+    for name in ("bbox_A", "bbox_B", "shared", "public", "train_A", "train_B"):
+        assert np.array_equal(r0.splits[10].sets[name], again.splits[10].sets[name])
+    assert not np.array_equal(r0.splits[10].sets["bbox_A"], r7.splits[10].sets["bbox_A"])
+    assert not np.array_equal(r0.control.A, r7.control.A)
+    a, b = r0.splits[10].sets["bbox_A"], r0.splits[10].sets["bbox_B"]
+    interleaved = [c for c in range(10) if a[targets[a] == c].max() > b[targets[b] == c].min()]
+    assert len(interleaved) >= 8  # not a sorted block: A and B interleave in (almost) every class
+    # the previous rule, still available: the lowest-numbered half of each class is bbox_A
+    sa, sb = old.splits[10].sets["bbox_A"], old.splits[10].sets["bbox_B"]
+    assert all(sa[targets[sa] == c].max() < sb[targets[sb] == c].min() for c in range(10))
+    assert old.control.A.tolist() == sorted(old.control.A.tolist())
+    with pytest.raises(DejavuError, match="order"):
+        partition(paths, [5], tmp_path / "bad", order="random")
+
+
+def test_partition_written_before_the_shuffle_still_loads(synth_small, tmp_path):
+    """A manifest without the 'split' block (written before issue 28) loads and is read as
+    ascending order; its sets are used as stored."""
+    paths = DataPaths.resolve(data=synth_small)
+    partition(paths, [5], tmp_path / "p", order="sorted")
+    mpath = tmp_path / "p" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    del m["split"]
+    mpath.write_text(json.dumps(m))
+    p = Partition.load(tmp_path / "p")
+    assert p.split["order"] == "sorted" and p.split["seed"] is None
+    p.check_attack_sets(5)
+    assert np.array_equal(p.load_set(5, "bbox_A"), np.load(tmp_path / "p" / "5_per_class" / "bbox_A.npy"))

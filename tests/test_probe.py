@@ -121,6 +121,7 @@ def test_probe_cli_augmented_projector_and_no_overwrite(synth_small, partition_s
     # the ProbeConfig as given is stored beside what it resolved to
     assert d["settings"]["epochs"] == 8 and d["settings"]["batch_size"] == 32 and d["settings"]["recipe"] is None
     assert d["settings"]["features"] == "projector" and d["config"]["recipe"] == "bn-cosine"
+    assert d["config"]["decode"] == "exact"  # the full decode, as the original (--decode draft: opt-in)
     assert d["top1"] > 0.2  # augmented path on a projector of 32 dims, 8 epochs: still well above chance
     assert main(argv) == 1  # existing result, no --force
     assert main(argv + ["--force"]) == 0

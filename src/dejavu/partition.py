@@ -3,7 +3,8 @@
 
 Per class c and per images-per-class ``npc``::
 
-    all_bbox = sorted indices of c with an annotation file; no_bbox = the others
+    all_bbox = indices of c with an annotation file; no_bbox = the others, each in the
+               order of a permutation seeded by the partition seed (:func:`class_orders`)
     nb       = min(len(all_bbox) // 2, npc)
     bbox_A   = all_bbox[:nb]        bbox_B = all_bbox[nb:2nb]
     shared   = no_bbox[:npc - nb]
@@ -13,12 +14,18 @@ Per class c and per images-per-class ``npc``::
 Attacks of every npc use the public set of the *largest* npc (contained in every
 smaller one); ``val_set.npy`` is that set truncated to the same count per class.
 
+The order (issue 28, DESIGN 2.2): ``order: shuffle`` (default) permutes each class's
+annotated and unannotated images with ``numpy.random.default_rng([seed, c])`` (class id c),
+so the split is reproducible from the seed and unrelated to file numbering; ``order:
+sorted`` keeps ascending indices (the rule of partitions written before; the original used
+filesystem order). The manifest records ``split: {order, seed}``.
+
 Held-out control (``--control N``, issue 11): the first N annotated images of each class
-in the attack public set are set aside and removed from the public set of *every* npc.
+in the attack public set (in the partition's order) are set aside and removed from the public set of *every* npc.
 Neither model trains on them and no attack searches them, so attacking them with the same
 models measures the score that two training runs give without any memorization. Within
-each class they alternate between two halves, ``control_A`` (first, third, ...) and
-``control_B``, which play the roles of the private sets A and B.
+each class they alternate, in that order, between two halves, ``control_A`` (first, third,
+...) and ``control_B``, which play the roles of the private sets A and B.
 
 Files (the original code's names, plus the control)::
 
@@ -85,12 +92,45 @@ class PartitionResult:
     control: ControlSplit | None = None
 
 
-def split_class(bbox: np.ndarray, no_bbox: np.ndarray, npc: int) -> dict[str, np.ndarray]:
-    """DESIGN 2.2 for one class; ``bbox`` and ``no_bbox`` sorted.
+SPLIT_ORDERS = ("shuffle", "sorted")
+
+
+def class_orders(
+    targets: np.ndarray, annotated: np.ndarray, seed: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each class's ``(annotated, other)`` dataset indices in the partition's order.
 
     Args:
-        bbox: sorted int64 dataset indices of the class's annotated images.
-        no_bbox: sorted int64 dataset indices of its other images.
+        targets: (N,) class of every dataset image.
+        annotated: (N,) bool, True where the image has an annotation file.
+        seed: None = ascending indices (the rule of partitions written before issue 28);
+            an int = class c's annotated images permuted by
+            ``numpy.random.default_rng([seed, c]).permutation``, then its other images by
+            the same generator.
+
+    Returns:
+        One ``(bbox, no_bbox)`` pair of int64 arrays per class id ``0 .. max(targets)``.
+    """
+    n_classes = int(targets.max()) + 1 if len(targets) else 0
+    order = np.argsort(targets, kind="stable")  # indices grouped by class, ascending within
+    bounds = np.searchsorted(targets[order], np.arange(n_classes + 1))
+    out = []
+    for c in range(n_classes):
+        idx = order[bounds[c] : bounds[c + 1]]
+        bbox, no_bbox = idx[annotated[idx]], idx[~annotated[idx]]
+        if seed is not None:
+            rng = np.random.default_rng([int(seed), c])
+            bbox, no_bbox = bbox[rng.permutation(len(bbox))], no_bbox[rng.permutation(len(no_bbox))]
+        out.append((bbox.astype(np.int64), no_bbox.astype(np.int64)))
+    return out
+
+
+def split_class(bbox: np.ndarray, no_bbox: np.ndarray, npc: int) -> dict[str, np.ndarray]:
+    """DESIGN 2.2 for one class; ``bbox`` and ``no_bbox`` in the partition's order.
+
+    Args:
+        bbox: int64 dataset indices of the class's annotated images (:func:`class_orders`).
+        no_bbox: int64 dataset indices of its other images.
         npc: images per class of the training sets.
 
     Returns:
@@ -174,7 +214,7 @@ def check_invariants(splits: dict[int, NpcSplit], targets: np.ndarray | None = N
 
 
 def compute_partition(
-    targets: np.ndarray, annotated: np.ndarray, npcs: list[int]
+    targets: np.ndarray, annotated: np.ndarray, npcs: list[int], seed: int | None = None
 ) -> tuple[dict[int, NpcSplit], np.ndarray, int, list[int]]:
     """Pure function on arrays: per-npc sets, the val set, its per-class count,
     and the classes without any public image.
@@ -183,6 +223,7 @@ def compute_partition(
         targets: (N,) class of every dataset image.
         annotated: (N,) bool, True where the image has an annotation file.
         npcs: images per class, e.g. ``[100, 200]`` (sorted, duplicates dropped).
+        seed: the within-class order (:func:`class_orders`; None: ascending indices).
 
     Returns:
         ``(splits, val_set, per, without)``: ``{npc: NpcSplit}`` with sorted int64 dataset
@@ -201,12 +242,7 @@ def compute_partition(
         raise UsageError("--per-class needs positive integers")
     npcs = sorted(set(int(n) for n in npcs))
     n_classes = int(targets.max()) + 1 if len(targets) else 0
-    order = np.argsort(targets, kind="stable")  # indices grouped by class, ascending within
-    bounds = np.searchsorted(targets[order], np.arange(n_classes + 1))
-    per_class = []
-    for c in range(n_classes):
-        idx = order[bounds[c] : bounds[c + 1]]
-        per_class.append((idx[annotated[idx]], idx[~annotated[idx]]))
+    per_class = class_orders(targets, annotated, seed)
 
     splits: dict[int, NpcSplit] = {}
     for npc in npcs:
@@ -281,17 +317,19 @@ class ControlSplit:
 
 
 def set_aside_control(
-    splits: dict[int, NpcSplit], targets: np.ndarray, annotated: np.ndarray, per_class: int
+    splits: dict[int, NpcSplit], targets: np.ndarray, annotated: np.ndarray, per_class: int, seed: int | None = None
 ) -> ControlSplit:
     """Take the first ``per_class`` annotated images of each class of the attack public set
-    (that of the largest npc) as the control, remove them from every npc's public set, and
-    split each class alternately into halves A and B. Mutates ``splits``.
+    (that of the largest npc), in the partition's order, as the control, remove them from
+    every npc's public set, and split each class alternately (in that order) into halves A
+    and B. Mutates ``splits``.
 
     Args:
         splits: the partition per npc (its ``public`` sets are reduced in place).
         targets: (N,) class of every dataset image.
         annotated: (N,) bool, True where the image has an annotation file.
         per_class: control images per class (>= 1).
+        seed: the partition's within-class order (:func:`class_orders`; None: ascending).
 
     Returns:
         The :class:`ControlSplit` (classes with fewer candidates listed in ``short_classes``).
@@ -305,11 +343,15 @@ def set_aside_control(
     targets = np.asarray(targets, dtype=np.int64)
     annotated = np.asarray(annotated, dtype=bool)
     public = splits[max(splits)].sets["public"]
-    cand = public[annotated[public]]
     halves: dict[str, list[np.ndarray]] = {"A": [], "B": []}
     short = []
-    for c in np.unique(targets):
-        got = cand[targets[cand] == c][:per_class]
+    in_public = np.zeros(len(targets), bool)
+    in_public[public] = True
+    present = np.bincount(targets, minlength=1) > 0
+    for c, (bbox, _) in enumerate(class_orders(targets, annotated, seed)):
+        if not present[c]:
+            continue
+        got = bbox[in_public[bbox]][:per_class]
         if len(got) < per_class:
             short.append({"class": int(c), "control": int(len(got))})
         halves["A"].append(got[0::2])
@@ -357,11 +399,15 @@ def partition(
     force: bool = False,
     index: DatasetIndex | None = None,
     control: int = 0,
+    seed: int = 0,
+    order: str = "shuffle",
 ) -> PartitionResult:
     """Scan the dataset, compute the partition, check invariants, write files.
 
     ``control`` > 0 sets that many annotated public images per class aside as the held-out
     control (module docstring); the val set is then drawn from the reduced public set.
+    ``order`` ``shuffle`` (default) orders each class by a permutation seeded by ``seed``;
+    ``sorted`` by ascending index (the rule before issue 28).
 
     Args:
         paths: the dataset's images and bounding-box folders (``bboxes`` required).
@@ -370,6 +416,8 @@ def partition(
         force: overwrite an existing partition there.
         index: an already scanned dataset (default: scan ``paths.images``).
         control: annotated public images per class set aside as the control (0: none).
+        seed: the partition seed (``order: shuffle``).
+        order: ``shuffle`` or ``sorted``.
 
     Returns:
         The :class:`PartitionResult` (sets, val set, manifest, control).
@@ -385,19 +433,23 @@ def partition(
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not force:
         raise DejavuError(f"{out}: a partition already exists here; pass --force to overwrite")
+    if order not in SPLIT_ORDERS:
+        raise UsageError(f"order must be shuffle or sorted, got {order!r}")
     check_can_write(out, force=True)
     index = index or scan_imagefolder(paths.images)
     annotated = annotated_mask(index, paths.annotation_dir)
-    splits, val_set, per, without = compute_partition(index.targets, annotated, npcs)
+    oseed = int(seed) if order == "shuffle" else None
+    splits, val_set, per, without = compute_partition(index.targets, annotated, npcs, oseed)
     ctrl = None
     if control:
-        ctrl = set_aside_control(splits, index.targets, annotated, int(control))
+        ctrl = set_aside_control(splits, index.targets, annotated, int(control), oseed)
         val_set, per, without = balanced_val(splits[max(splits)].sets["public"], index.targets, len(index.classes))
     check_invariants(splits, index.targets)
     if ctrl is not None:
         check_control(splits, ctrl)
     _write_sets(out, splits, val_set, ctrl)
     manifest = _manifest(paths, index, annotated, splits, val_set, per, without, ctrl)
+    manifest["split"] = split_info(order, oseed)
     atomic_write_json(manifest_path, manifest)
     return PartitionResult(
         out, index.fingerprint, splits, val_set, per, [index.classes[c] for c in without], manifest, ctrl
@@ -443,10 +495,22 @@ def _manifest(paths, index, annotated, splits, val_set, per, without, ctrl) -> d
             "per_class": ctrl.per_class,
             "files": {n: f"{n}.npy" for n in CONTROL_FILES},
             "counts": ctrl.counts(),
-            "halves": "alternate within each class, first to A",
+            "halves": "alternate within each class in the partition's order, first to A",
             "short_classes": [{**s, "class": index.classes[s["class"]]} for s in ctrl.short_classes],
         }
     return manifest
+
+
+def split_info(order: str, seed: int | None) -> dict[str, Any]:
+    """The manifest's ``split`` block: how each class was ordered before it was cut."""
+    if order == "sorted":
+        return {"order": "sorted", "seed": None, "rule": "ascending dataset index within each class"}
+    return {
+        "order": "shuffle",
+        "seed": seed,
+        "rule": "class c: numpy.random.default_rng([seed, c]).permutation of its annotated images, "
+        "then of its other images",
+    }
 
 
 @dataclass
@@ -466,6 +530,12 @@ class Partition:
     @property
     def fingerprint(self) -> Fingerprint:
         return Fingerprint.from_dict(self.manifest["fingerprint"])
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """How the classes were ordered (``order``, ``seed``); a partition written before
+        issue 28 has no ``split`` block: ascending order."""
+        return self.manifest.get("split") or split_info("sorted", None)
 
     @property
     def npcs(self) -> list[int]:
@@ -608,6 +678,11 @@ def format_summary(res: PartitionResult) -> str:
         "bbox<npc: classes with fewer than 2*npc annotated images (bbox_A = annotated // 2, "
         "the rest of train_A is shared)"
     )
+    split = res.manifest.get("split") or {}
+    if split.get("order") == "shuffle":
+        lines.append(f"split: each class in a permutation seeded by (seed {split['seed']}, class) before cutting")
+    elif split:
+        lines.append("split: ascending image index within each class (order: sorted)")
     lines.append(f"written to {res.out}")
     return "\n".join(lines)
 
@@ -629,14 +704,33 @@ class PartitionConfig:
         },
     )
 
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "partition seed: each class's annotated and other images are put in the order of a "
+            "permutation seeded by (seed, class) before they are cut into bbox_A/bbox_B/shared/public "
+            "and the control (recorded in manifest.json 'split')"
+        },
+    )
+    order: str = field(
+        default="shuffle",
+        metadata={
+            "choices": SPLIT_ORDERS,
+            "help": "shuffle: the seeded permutation (DESIGN 2.2); sorted: ascending image index within "
+            "each class (the rule of partitions written before issue 28; bbox_A = the lowest-numbered half)",
+        },
+    )
+
     def validate(self) -> None:
+        if self.order not in SPLIT_ORDERS:
+            raise UsageError(f"order: expected shuffle or sorted, got {self.order!r}")
         if not self.per_class or min(self.per_class) < 1:
             raise UsageError(f"per_class: expected images per class >= 1, got {self.per_class}")
         if self.control < 0:
             raise UsageError(f"control: expected a number of images per class >= 0, got {self.control}")
 
 
-PARTITION_FLAGS = ("per_class", "control")
+PARTITION_FLAGS = ("per_class", "control", "seed", "order")
 
 
 def register(sub) -> None:
@@ -664,6 +758,8 @@ def _cmd(args) -> int:
 
     cfg = config_from_args(PartitionConfig, args, flags=PARTITION_FLAGS)
     paths = data_paths_from_args(args, need_bboxes=True)
-    res = partition(paths, cfg.per_class, args.out, force=args.force, control=cfg.control)
+    res = partition(
+        paths, cfg.per_class, args.out, force=args.force, control=cfg.control, seed=cfg.seed, order=cfg.order
+    )
     print(format_summary(res))
     return 0

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, formats
+from dejavu.data.fastjpeg import DECODE_HELP, DECODES, check_decode
 from dejavu.device import choose_device
 from dejavu.io import locks_output
 
@@ -107,6 +108,10 @@ class ProbeConfig:
     image_size: int | None = field(default=None, metadata={"help": "input size; None = the checkpoint's, else 224"})
     workers: int = field(default=0, metadata={"help": "data loading processes"})
     seed: int = field(default=0, metadata={"help": "seed of the head's init and the batch order"})
+    decode: str = field(
+        default="exact",
+        metadata={"choices": DECODES, "help": "decoding of the evaluation-transform images (features): " + DECODE_HELP},
+    )
 
     def validate(self) -> None:
         if self.features not in FEATURES:
@@ -119,6 +124,7 @@ class ProbeConfig:
                 raise DejavuError(f"{name}={v}: must be >= 1")
         if self.workers < 0:
             raise DejavuError(f"workers={self.workers}: must be >= 0")
+        check_decode(self.decode)
 
 
 @dataclass
@@ -344,7 +350,9 @@ def _make_head(r: ProbeRecipe, dim: int, num_classes: int, device):
     return nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear).to(device)
 
 
-def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, device, workers: int, seed: int):
+def _train_batches(
+    inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, device, workers: int, seed: int, draft: bool = False
+):
     """(one epoch's batch iterator factory, steps per epoch)."""
     import torch
 
@@ -363,7 +371,7 @@ def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, d
     xt, yt = extract_features(
         inp.model,
         _loader(
-            IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=True),
+            IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=draft),
             r.batch_size,
             False,
             workers,
@@ -483,7 +491,7 @@ def _fit(inp: _Inputs, r: ProbeRecipe, cfg: ProbeConfig, dev: Any) -> tuple[Any,
     from dejavu.data.transforms import eval_transform
 
     val_loader = _loader(
-        IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=True),
+        IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=cfg.decode == "draft"),
         r.batch_size,
         False,
         cfg.workers,
@@ -491,7 +499,9 @@ def _fit(inp: _Inputs, r: ProbeRecipe, cfg: ProbeConfig, dev: Any) -> tuple[Any,
     )
     xv, yv = extract_features(inp.model, val_loader, cfg.features, dev, "probe: val features")
     head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
-    batches, steps = _train_batches(inp, r, cfg.features, cfg.augment, dev, cfg.workers, cfg.seed)
+    batches, steps = _train_batches(
+        inp, r, cfg.features, cfg.augment, dev, cfg.workers, cfg.seed, draft=cfg.decode == "draft"
+    )
     return xv, yv, head, _train_head(head, r, batches, steps)
 
 
@@ -526,6 +536,7 @@ def _results(
             "weight_decay": r.weight_decay,
             "image_size": inp.image_size,
             "seed": int(seed),
+            "decode": settings.decode,
             "partition": str(inp.part.root),
             "train_set": f"{npc}_per_class/train_A",
             "head": head,
@@ -567,6 +578,7 @@ PROBE_FLAGS = (
     "image_size",
     "workers",
     "seed",
+    "decode",
 )
 
 

@@ -88,7 +88,7 @@ def test_in_process_batches_match_the_dataloader_path(synth_small, tmp_path):
     Image.open(paths[0]).resize((120, 90)).save(big, quality=90)
     paths += [big, big]
     boxes = [None if i % 3 else (1, 3, 30, 29) for i in range(45)] + [None, (5, 5, 100, 80)]
-    ds = ImageCrops(paths, boxes, eval_transform(32))
+    ds = ImageCrops(paths, boxes, eval_transform(32), draft=True)  # the opt-in draft decode
     split = ds.deferred_normalize()[0]
     u = split.uint8_batch(0, len(ds))
     assert u.dtype == torch.uint8 and u.is_contiguous() and u.shape == (47, 3, 32, 32)

@@ -65,6 +65,7 @@ def test_audit_writes_files_and_rescores(ckpt, synth_small, partition_small, tmp
     assert "one-model deja vu score" in printed and "held-out accuracy" in printed
     res = json.loads((out / "results.json").read_text())
     assert res["format"] == "dejavu-audit/1" and res["sets"] == {"audit": "bbox_A", "classifier_train": "bbox_B"}
+    assert res["config"]["decode"] == "exact" and res["config"]["forward_precision"] == "fp32"  # as the original
     idx = scan_imagefolder(synth_small / "train")
     attacked = np.load(out / "attk_idxs.npy")
     bbox_a = np.load(partition_small / "10_per_class" / "bbox_A.npy")
@@ -181,6 +182,7 @@ def test_config_file_and_set(tmp_path):
 
     cfg = load_audit_config("imagenet", ["clf_epochs=7", "npc=100"])
     assert cfg.clf_arch == "resnet50" and cfg.clf_epochs == 7 and cfg.npc == 100 and cfg.image_size == 224
+    assert cfg.precision == "fp32" and cfg.decode == "exact"  # the paper-reproduction setting
     assert AuditConfig().clf_arch == "smallcnn"
     f = tmp_path / "a.yaml"
     f.write_text("confidence: max_prob\nk: 5\n")

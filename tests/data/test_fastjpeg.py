@@ -43,7 +43,7 @@ def test_draft_tolerance_after_eval_transform(tmp_path):
             p = tmp_path / f"{size}_{seed}.JPEG"
             _photo_like(500, 375, seed).save(p, quality=90)
             tf = eval_transform(size)
-            ds = ImageCrops([p, p], [None, (0, 0, 500, 375)], tf)  # full image: draft; box: full decode
+            ds = ImageCrops([p, p], [None, (0, 0, 500, 375)], tf, draft=True)  # full image: draft; box: full decode
             (fast, _), (full, _) = ds[0], ds[1]
             std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
             d = ((fast - full) * std).abs()  # back to [0, 1] pixel units

@@ -9,8 +9,9 @@
   per-image transform, normalized on the device.
 * Public-set embeddings are cached under ``cache_dir/<key>.npy`` with a ``<key>.json``
   describing the key: sha256 of (checkpoint content sha256, hash of the public index
-  array, eval-transform description, embedding kind). Reruns and sweeps over k / p /
-  epochs reuse them; a different checkpoint, index, resolution or kind is a new key.
+  array, eval-transform description, decoder, forward precision, embedding kind). Reruns
+  and sweeps over k / p / epochs reuse them; a different checkpoint, index, resolution,
+  decoder (exact/draft), precision (fp32/bf16) or kind is a new key.
 * A cache entry is used only if its ``<key>.json`` describes exactly this key and the
   ``.npy`` is a whole float32 ``(n, d)`` array whose content digest (sha256 of its shape and
   of up to 4096 evenly spaced rows) matches the one recorded in the ``.json``: a truncated
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dejavu import DejavuError
 from dejavu.data.dataset import load_rgb
-from dejavu.data.fastjpeg import DECODE_DESC, draft_side, load_rgb_reduced
+from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb_reduced
 from dejavu.io import atomic_write_json
 from dejavu.utils import progress
 
@@ -63,7 +64,15 @@ def index_hash(indices: np.ndarray) -> str:
     return _index_hash(indices, 24)
 
 
-def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: str, fingerprint_id: str = "") -> dict:
+def cache_key(
+    ckpt_sha256: str,
+    indices: np.ndarray,
+    transform_desc: str,
+    kind: str,
+    fingerprint_id: str = "",
+    decode: str = "exact",
+    precision: str = "fp32",
+) -> dict:
     """What identifies a cached public embedding: any change to one of these is a new entry.
 
     Args:
@@ -72,6 +81,10 @@ def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: 
         transform_desc: the evaluation transform's description.
         kind: ``projector``, ``backbone`` or ``logits``.
         fingerprint_id: the dataset's fingerprint.
+        decode: ``exact`` or ``draft`` (:mod:`dejavu.data.fastjpeg`).
+        precision: the forward's resolved precision, ``fp32`` or ``bf16``
+            (:func:`resolved_precision`; ``auto`` is resolved first, so a CPU attack never
+            reuses bf16 embeddings of a GPU one).
 
     Returns:
         ``{"key": 32 hex digits, **the fields hashed}``.
@@ -81,7 +94,8 @@ def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: 
         "index_sha256": index_hash(indices),
         "n": int(len(indices)),
         "transform": transform_desc,
-        "decode": DECODE_DESC,
+        "decode": DECODE_DESC[check_decode(decode)],
+        "precision": precision,
         "embed": kind,
         "dataset": fingerprint_id,
     }
@@ -91,15 +105,16 @@ def cache_key(ckpt_sha256: str, indices: np.ndarray, transform_desc: str, kind: 
 
 class ImageCrops(Dataset):
     """``(transform(crop of image), position)`` for images ``paths[i]`` and PIL boxes
-    ``boxes[i]`` (None = the full image). Full JPEGs are decoded in draft mode when the
-    transform's resize allows it (:mod:`dejavu.data.fastjpeg`); crops in full."""
+    ``boxes[i]`` (None = the full image). Every image is decoded in full (as the original);
+    with ``draft=True``, full JPEGs are decoded in draft mode when the transform's resize
+    allows it (:mod:`dejavu.data.fastjpeg`; crops always in full)."""
 
     def __init__(
         self,
         paths: Sequence[os.PathLike | str],
         boxes: Sequence[tuple[int, int, int, int] | None] | None,
         transform: Callable,
-        draft: bool = True,
+        draft: bool = False,
     ):
         self.paths = list(paths)
         self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
@@ -192,6 +207,12 @@ def default_workers(device: str) -> int:
     if str(device).startswith("cuda"):
         return min(8, os.cpu_count() or 1)
     return 0
+
+
+def resolved_precision(device: str, precision: str = "auto") -> str:
+    """``fp32`` or ``bf16``: what ``precision`` (``auto``, ``bf16``, ``fp32``) means on ``device``
+    (:func:`autocast_dtype`); recorded in results.json and in the embedding cache key."""
+    return "bf16" if autocast_dtype(device, precision) is not None else "fp32"
 
 
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
@@ -408,6 +429,8 @@ class CachedEmbedder:
         device: str,
         workers: int | None,
         poll: Callable[[], None] | None = None,
+        decode: str = "exact",
+        precision: str = "auto",
     ) -> tuple[list[np.ndarray], list[bool]]:
         """The public set's embeddings under each model, from the cache where present.
 
@@ -421,6 +444,8 @@ class CachedEmbedder:
             device: where the forward runs.
             workers: decoding workers (see :func:`embed_dataset`).
             poll: called after each batch (see :func:`embed_dataset`).
+            decode: ``exact`` (full decode) or ``draft`` (:mod:`dejavu.data.fastjpeg`).
+            precision: the forward's autocast (:func:`autocast_dtype`).
 
         Returns:
             ``(one float32 (n, d) array per model, was-cached flag per model)``; cached
@@ -432,14 +457,24 @@ class CachedEmbedder:
             first.setdefault(k["key"], j)
         todo = [j for j, g in enumerate(got) if g is None and first[keys[j]["key"]] == j]
         if todo:
-            ds = ImageCrops(paths, None, transform)
+            ds = ImageCrops(paths, None, transform, draft=check_decode(decode) == "draft")
             todo_models, todo_keys = [models[j] for j in todo], [keys[j] for j in todo]
             if self.cache_dir is None:
                 fresh = embed_dataset(
-                    todo_models, ds, kind, batch_size, device, workers, "public embeddings", poll=poll
+                    todo_models,
+                    ds,
+                    kind,
+                    batch_size,
+                    device,
+                    workers,
+                    "public embeddings",
+                    poll=poll,
+                    precision=precision,
                 )
             else:
-                fresh = self._embed_into_cache(todo_models, todo_keys, ds, kind, batch_size, device, workers, poll)
+                fresh = self._embed_into_cache(
+                    todo_models, todo_keys, ds, kind, batch_size, device, workers, poll, precision
+                )
             for j, e in zip(todo, fresh):
                 got[j] = e
         for j, k in enumerate(keys):
@@ -448,7 +483,9 @@ class CachedEmbedder:
         was_cached = [first[k["key"]] not in todo for k in keys]
         return [np.asarray(g) for g in got], was_cached
 
-    def _embed_into_cache(self, models, keys, ds, kind, batch_size, device, workers, poll) -> list[np.ndarray]:
+    def _embed_into_cache(
+        self, models, keys, ds, kind, batch_size, device, workers, poll, precision="auto"
+    ) -> list[np.ndarray]:
         """Embed into memmapped temporary files, then publish each atomically with its metadata."""
         assert self.cache_dir is not None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -461,7 +498,18 @@ class CachedEmbedder:
             outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), d)))
         got = []
         try:
-            embed_dataset(models, ds, kind, batch_size, device, workers, desc="public embeddings", outs=outs, poll=poll)
+            embed_dataset(
+                models,
+                ds,
+                kind,
+                batch_size,
+                device,
+                workers,
+                desc="public embeddings",
+                outs=outs,
+                poll=poll,
+                precision=precision,
+            )
             for k, tmp, out in zip(keys, tmps, outs):
                 out.flush()
                 del out

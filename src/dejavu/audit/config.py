@@ -12,11 +12,25 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dejavu import UsageError
+from dejavu.attack.run import PRECISION_HELP
+from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 
 CONFIDENCES = ("neg_entropy", "max_prob")
 
 
-AUDIT_FLAGS = ("npc", "audit_set", "train_set", "arch", "projector", "device", "k", "confidence", "clf_epochs")
+AUDIT_FLAGS = (
+    "npc",
+    "audit_set",
+    "train_set",
+    "arch",
+    "projector",
+    "device",
+    "k",
+    "confidence",
+    "clf_epochs",
+    "decode",
+    "precision",
+)
 
 
 @dataclass
@@ -52,6 +66,8 @@ class AuditConfig:
         default=None,
         metadata={"help": "projector spec for such checkpoints (e.g. 8192-8192-8192; 'none': backbone embedding)"},
     )
+    decode: str = field(default="exact", metadata={"choices": DECODES, "help": DECODE_HELP})
+    precision: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16"), "help": PRECISION_HELP})
     batch_size: int = 256
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda when available)"})
     workers: int | None = None

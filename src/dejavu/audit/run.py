@@ -315,6 +315,7 @@ class _Labelled:
 def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLike | None) -> _Labelled:
     """Phase 4: the public embeddings (cached), then the audited crops and the control's
     embedded, KNN-searched and classified by the same model and classifier."""
+    from dejavu.attack.embed import resolved_precision
     from dejavu.data.transforms import describe_eval_transform, eval_transform
 
     clf_size = int(clf.config.get("image_size") or job.image_size)
@@ -333,16 +334,18 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
         "transform": tdesc,
         "classifier_image_size": clf_size,
         "k_attk": job.acfg.k_attk,
+        "forward_precision": resolved_precision(job.device, job.cfg.precision),
     }
     return _Labelled(arrays, carrays, cached, resolved)
 
 
 def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None) -> tuple[np.ndarray, bool]:
     """The audited model's embeddings of the public set (cached)."""
-    from dejavu.attack.embed import CachedEmbedder, cache_key
+    from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
 
     cfg, index = job.cfg, job.index
-    key = cache_key(job.lm.sha256, job.public, tdesc, cfg.embed, index.fingerprint.id)
+    prec = resolved_precision(job.device, cfg.precision)
+    key = cache_key(job.lm.sha256, job.public, tdesc, cfg.embed, index.fingerprint.id, cfg.decode, prec)
     (pub_emb,), (cached,) = CachedEmbedder(cache_dir).embed_public(
         [job.lm.model],
         [key],
@@ -352,6 +355,8 @@ def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None)
         cfg.batch_size,
         job.device,
         cfg.workers,
+        decode=cfg.decode,
+        precision=cfg.precision,
     )
     return pub_emb, bool(cached)
 
@@ -377,7 +382,9 @@ def _label_crops(
 
     def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[np.ndarray]:
         ds = ImageCrops(paths, boxes, tf)
-        return embed_dataset(models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc)
+        return embed_dataset(
+            models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc, precision=cfg.precision
+        )
 
     if clf_transform is None:  # same resolution: one pass
         emb, logits = run([job.lm.model, _Logits(clf.model)], transform, cfg.embed, f"{what} crops")

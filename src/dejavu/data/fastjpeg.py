@@ -1,4 +1,6 @@
-"""JPEG decoding for the evaluation path (attack, probe): PIL *draft mode* (issue 14.2).
+"""JPEG decoding for the evaluation path (attack, audit, probe): the full decode by default
+(as the original), PIL *draft mode* as an opt-in speed setting (``decode: draft``; issues
+14.2 and 28).
 
 libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size directly from the DCT
 coefficients, several times faster than a full decode. The evaluation transform
@@ -15,7 +17,24 @@ from __future__ import annotations
 
 from PIL import Image
 
-DECODE_DESC = "pil-draft-ge-resize"  # part of embedding cache keys
+DECODES = ("exact", "draft")
+DECODE_DESC = {"exact": "pil-full", "draft": "pil-draft-ge-resize"}  # part of embedding cache keys
+DECODE_HELP = (
+    "exact: every image decoded in full, as the original (the default); draft: a JPEG at least twice "
+    "the resize target on both sides is decoded at 1/2-1/8 scale by libjpeg (faster, other pixels: "
+    "measured against the full decode at the synthetic default's 64 px, neighbour sets overlap 0.988 "
+    "on average, only 53-62 of ~275 neighbour rows per pair are identical, confidences differ by up to "
+    "0.09; docs/DESIGN.md 7.5). Recorded in results.json and in the embedding cache key"
+)
+
+
+def check_decode(decode: str) -> str:
+    """``decode`` if it is a known setting, else a one-line :class:`dejavu.DejavuError`."""
+    if decode not in DECODES:
+        from dejavu import DejavuError
+
+        raise DejavuError(f"decode {decode!r}: choose exact or draft")
+    return decode
 
 
 def draft_side(transform) -> int | None:
