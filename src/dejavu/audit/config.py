@@ -16,7 +16,18 @@ from dejavu import UsageError
 CONFIDENCES = ("neg_entropy", "max_prob")
 
 
-AUDIT_FLAGS = ("npc", "audit_set", "train_set", "arch", "projector", "device", "k", "confidence", "clf_epochs")
+AUDIT_FLAGS = (
+    "npc",
+    "audit_set",
+    "train_set",
+    "arch",
+    "projector",
+    "image_size",
+    "device",
+    "k",
+    "confidence",
+    "clf_epochs",
+)
 
 
 @dataclass
@@ -43,7 +54,13 @@ class AuditConfig:
     k: int = field(default=100, metadata={"help": "neighbours of the audited model's KNN attack"})
     k_attk: int | None = None  # None: k
     min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
-    image_size: int | None = None
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "side (px) the audited model sees; default: the checkpoint's (a ViT: its position grid; "
+            "DINOv2: 224), else 224. A ViT takes a multiple of its patch size"
+        },
+    )
     knn: str = "auto"
     arch: str | None = field(
         default=None, metadata={"help": "architecture for checkpoints without a stored config (e.g. resnet50)"}
@@ -66,6 +83,7 @@ class AuditConfig:
         },
     )
     clf_arch: str = "smallcnn"
+    clf_image_size: int | None = None  # side (px) of the classifier's input; None: image_size
     clf_projector: str = "none"
     clf_epochs: int = field(default=60, metadata={"help": "crop-classifier training epochs"})
     clf_batch_size: int = 32
