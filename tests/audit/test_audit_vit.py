@@ -51,6 +51,9 @@ def test_audit_a_dino_vit_says_what_was_loaded(dino_ckpt, synth_small, partition
     boxes = np.load(out / "crops.npy")
     assert size_warning(160, boxes) is not None and res["warnings"] == [size_warning(160, boxes)]
     assert "upsampled" in cap.err and any("warning" in x and "upsampled" in x for x in cap.out.splitlines())
+    # no control: "memorized" is an upper bound, said so
+    assert res["memorization"]["reading"] == "upper bound (no control)" and "UPPER BOUNDS" in cap.err
+    assert "memorized <= " in cap.out and "upper bound on memorization" in cap.out
 
 
 def test_size_warning_threshold():

@@ -558,6 +558,11 @@ def _write(
         results["control"] = control
     elif control:
         results["control_skipped"] = control
+    from dejavu.audit.control import memorization_reading
+
+    results["memorization"] = memorization_reading(results)
+    for note in results["memorization"]["notes"]:
+        _say("warning: " + note)
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
 
@@ -712,10 +717,14 @@ def summary_text(res: dict[str, Any]) -> str:
         for p in ("5", "20", "100"):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
+    bound = "control" not in res
     lines.append(
         f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        + ("  (an upper bound on memorization: no control)" if bound else "")
     )
-    lines.append("sample test: " + ", ".join(f"{k} {v:.3f}" for k, v in m["quadrants"].items()))
-    from dejavu.audit.control import summary_lines
+    shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{v:.3f}" for k, v in m["quadrants"].items())
+    lines.append(f"sample test{' (no control: memorized is an upper bound)' if bound else ''}: {shares}")
+    from dejavu.audit.control import memorization_reading, summary_lines
 
-    return "\n".join(lines + summary_lines(res))
+    notes = (res.get("memorization") or memorization_reading(res))["notes"]
+    return "\n".join(lines + summary_lines(res) + [f"note: {n}" for n in notes])
