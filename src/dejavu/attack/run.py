@@ -481,7 +481,7 @@ def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> di
 
     lms = {}
     for name, p in (("A", model_a), ("B", model_b)):
-        lm = load_model(p, arch=cfg.arch, projector=cfg.projector)
+        lm = load_model(p, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
         _check_model(lm, index, name, cfg.npc)
         lms[name] = lm
     if cfg.embed == "logits" and any(lm.model.classifier is None for lm in lms.values()):

@@ -24,6 +24,7 @@ AUDIT_FLAGS = (
     "train_set",
     "arch",
     "projector",
+    "image_size",
     "device",
     "k",
     "confidence",
@@ -57,7 +58,13 @@ class AuditConfig:
     k: int = field(default=100, metadata={"help": "neighbours of the audited model's KNN attack"})
     k_attk: int | None = None  # None: k
     min_crop_px: float | None = None  # image pixels; None: the dataset's own (100 for ImageNet)
-    image_size: int | None = None
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "side (px) the audited model sees; default: the checkpoint's (a ViT: its position grid; "
+            "DINOv2: 224), else 224. A ViT takes a multiple of its patch size"
+        },
+    )
     knn: str = "auto"
     arch: str | None = field(
         default=None, metadata={"help": "architecture for checkpoints without a stored config (e.g. resnet50)"}
@@ -82,6 +89,7 @@ class AuditConfig:
         },
     )
     clf_arch: str = "smallcnn"
+    clf_image_size: int | None = None  # side (px) of the classifier's input; None: image_size
     clf_projector: str = "none"
     clf_epochs: int = field(default=60, metadata={"help": "crop-classifier training epochs"})
     clf_batch_size: int = 32

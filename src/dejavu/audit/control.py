@@ -316,3 +316,49 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             )
     lines.append("verdict (top-1, 20%): " + verdict_text(c["excess"]["top1"]["20"]))
     return lines
+
+
+MIN_CONTROL_CROPS = 30  # fewer control crops than this: too few to judge the excess by
+
+
+def memorization_reading(results: dict[str, Any]) -> dict[str, Any]:
+    """How the audit's "memorized" and score may be read (issue 22, item 7).
+
+    Without a control they are upper bounds: a crop the model's KNN recognises better than the
+    classifier counts as memorized whether or not the model trained on it. With one, warnings
+    when the control is too small to judge by, or when the excess is "significant" only because
+    the control came out negative while the score alone is not distinguishable from zero.
+
+    Args:
+        results: an audit's ``results.json`` contents (``metrics``, optional ``control``).
+
+    Returns:
+        ``{"reading": "upper bound (no control)" | "excess over the held-out control",
+        "notes": [sentences]}``.
+    """
+    if "control" not in results:
+        return {
+            "reading": "upper bound (no control)",
+            "notes": [
+                "no held-out control: the score and 'memorized' are UPPER BOUNDS on memorization (crops the "
+                "model's KNN recognises better than the classifier count whether or not it trained on them); "
+                "a control (--control partition, or a folder of annotated validation images) measures that "
+                "part and reports the excess over it"
+            ],
+        }
+    c = results["control"]
+    notes = []
+    n = int(c["counts"]["control"]["attacked"])
+    if n < MIN_CONTROL_CROPS:
+        notes.append(
+            f"the control has only {n} crops: too few to judge the excess by (fewer than {MIN_CONTROL_CROPS}); "
+            "use a larger control"
+        )
+    ex = c["excess"]["top1"]["20"]
+    lo, _ = results["metrics"]["top1"]["ci95"]["dejavu_score"]
+    if ex["excludes_zero"] and ex["excess"] > 0 and ex["control"] < 0 and not lo > 0:
+        notes.append(
+            f"the excess is distinguishable from zero only because the control came out negative "
+            f"({ex['control']:+.3f}); the score itself ({ex['score']:+.3f}) is not: this is no evidence of memorization"
+        )
+    return {"reading": "excess over the held-out control", "notes": notes}

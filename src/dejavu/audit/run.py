@@ -38,7 +38,7 @@ with the prefix ``control_``.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,30 @@ class _Logits(nn.Module):
 
 
 def _model_info(lm) -> dict[str, Any]:
-    return {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
+    info = {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
+    return {**info, "loaded": lm.loaded} if lm.loaded else info
+
+
+def _say(line: str) -> None:
+    """One line on stderr (what was loaded, warnings), before the long steps."""
+    import sys
+
+    print(f"dejavu audit: {line}", file=sys.stderr, flush=True)
+
+
+def size_warning(clf_size: int, boxes: np.ndarray, factor: float = 4.0) -> str | None:
+    """A warning when the classifier's input side is more than ``factor`` times the crops'
+    median long side (upsampled pixels carry no detail and cost time), else None."""
+    if not len(boxes):
+        return None
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    med = float(np.median(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])))
+    if med <= 0 or clf_size <= factor * med:
+        return None
+    return (
+        f"the crop classifier runs at {clf_size} px on crops whose median long side is {med:.0f} px "
+        f"({clf_size / med:.0f}x upsampled: slower, no more detail); --set clf_image_size=N sets its own size"
+    )
 
 
 @dataclass
@@ -156,6 +179,7 @@ class _Job:
     min_px: float
     acfg: Any  # the attack's settings of the crops (AttackConfig)
     crops: Any  # the audited set's crops (:func:`dejavu.attack.run.compute_crops`)
+    warnings: list[str] = field(default_factory=list)  # said on stderr and kept in results.json
 
     @property
     def clf_train(self) -> np.ndarray | None:
@@ -193,7 +217,8 @@ def _setup(
     train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
     check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
 
-    lm = load_model(model, arch=cfg.arch, projector=cfg.projector)
+    lm = load_model(model, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
+    _say(lm.describe(cfg.embed))
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
@@ -206,6 +231,7 @@ def _setup(
             f"(min_crop_px {min_px:g}); lower min_crop_px?"
         )
     image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
+    lm.loaded.update(image_size=image_size, embed=cfg.embed)
     return _Job(
         cfg, out, paths, index, part, public, audit_idx, train_idx, device, lm, ref, image_size, min_px, acfg, crops
     )
@@ -215,6 +241,11 @@ def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[st
     """Phase 3: the crop classifier (trained here, or the reference one); returns
     (LoadedModel, its ``results.json`` info, the audit's ``counts``)."""
     counts: dict[str, Any] = {"audit": job.crops.counts, "public": len(job.public)}
+    ref_size = job.ref[0].config.get("image_size") if job.ref is not None else None
+    warn = size_warning(int(ref_size or job.cfg.clf_image_size or job.image_size), job.crops.boxes)
+    if warn:
+        _say("warning: " + warn)
+        job.warnings.append(warn)
     if job.ref is not None:
         clf, clf_info, _ = job.ref
         return clf, clf_info, counts
@@ -249,9 +280,8 @@ def _classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, An
             "fingerprint": index.fingerprint.to_dict(),
             "partition": str(job.part.root),
         }
-        train_classifier(
-            cfg, index, crops, len(index.classes), job.image_size, cdir, job.device, resume=resume, meta=meta
-        )
+        clf_size = int(cfg.clf_image_size or job.image_size)
+        train_classifier(cfg, index, crops, len(index.classes), clf_size, cdir, job.device, resume=resume, meta=meta)
     lm = load_model(cdir / "classifier.pth")
     diff = sorted(k for k, v in cfg.classifier_config().items() if lm.config.get(k) != v)
     if diff:
@@ -535,6 +565,11 @@ def _write(
         results["control"] = control
     elif control:
         results["control_skipped"] = control
+    from dejavu.audit.control import memorization_reading
+
+    results["memorization"] = memorization_reading(results)
+    for note in results["memorization"]["notes"]:
+        _say("warning: " + note)
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
 
@@ -562,6 +597,7 @@ def _results(
         "embed_cache": {"hit": bool(lab.cached)},
         "num_classes": len(job.index.classes),
         "metrics": metrics,
+        "warnings": list(job.warnings),
     }
 
 
@@ -668,12 +704,17 @@ def summary_text(res: dict[str, Any]) -> str:
         and their gap per top-k and fraction (5/20/100%); the score (top-1, 20%) with its 95% CI;
         the sample test's shares; the held-out control (:func:`dejavu.audit.control.summary_lines`).
     """
+    from dejavu.ssl.checkpoint import describe_loaded
+
     m = res["metrics"]
     c = res["counts"]["audit"]
     ci = m["top1"]["ci95"]["dejavu_score"]
     clf = res["classifier"]
     ho = clf.get("heldout_acc")
-    lines = [
+    loaded = res.get("models", {}).get("audited", {}).get("loaded")
+    lines = [describe_loaded(loaded, loaded.get("embed", "projector"))] if loaded else []
+    lines += [f"warning: {w}" for w in res.get("warnings", [])]
+    lines += [
         f"audit set {res['sets']['audit']}: {c['attacked']}/{c['bbox']} crops; classifier "
         f"{'trained on ' + str(res['sets']['classifier_train']) if clf.get('trained') else 'from ' + clf['path']}"
         + (f", held-out accuracy {ho:.3f} ({clf.get('n_heldout')} crops)" if ho is not None else ""),
@@ -683,10 +724,14 @@ def summary_text(res: dict[str, Any]) -> str:
         for p in ("5", "20", "100"):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
+    bound = "control" not in res
     lines.append(
         f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        + ("  (an upper bound on memorization: no control)" if bound else "")
     )
-    lines.append("sample test: " + ", ".join(f"{k} {v:.3f}" for k, v in m["quadrants"].items()))
-    from dejavu.audit.control import summary_lines
+    shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{v:.3f}" for k, v in m["quadrants"].items())
+    lines.append(f"sample test{' (no control: memorized is an upper bound)' if bound else ''}: {shares}")
+    from dejavu.audit.control import memorization_reading, summary_lines
 
-    return "\n".join(lines + summary_lines(res))
+    notes = (res.get("memorization") or memorization_reading(res))["notes"]
+    return "\n".join(lines + summary_lines(res) + [f"note: {n}" for n in notes])

@@ -442,12 +442,17 @@ def _audit_row(r: AttackRecord, head: AttackRecord | None, run_dir: Path) -> str
                 f"{o['both']} of {o['memorized_two_model']} ({_pct(o['recall_of_two_model'])}; chance "
                 f"{_pct(o['chance_recall'])})"
             )
+    mem = _pct(r.quadrants.get("memorized", float("nan")))
+    if "control" not in r.raw:  # issue 22: an upper bound without a control
+        mem = f"&le; {mem} <span class='muted'>(upper bound: no control)</span>"
+    loaded = ((r.raw.get("models") or {}).get("audited") or {}).get("loaded") or {}
+    arch = f"<br><span class='muted'>{html.escape(str(loaded['arch']))}</span>" if loaded.get("arch") else ""
     return (
-        f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
+        f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}{arch}</td>"
         f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
         f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
         f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
-        f"<td>{_pct(r.quadrants.get('memorized', float('nan')))}</td><td>{overlap or '-'}</td></tr>"
+        f"<td>{mem}</td><td>{overlap or '-'}</td></tr>"
     )
 
 

@@ -29,6 +29,7 @@ import torch
 
 from dejavu import DejavuError, formats
 from dejavu.io import file_sha256, index_hash, safe_torch_load
+from dejavu.ssl.backbones import ViT, ViTSpec, arch_has_size, parse_vit
 from dejavu.ssl.heads import (
     HeadLayer,
     build_classifier,
@@ -65,6 +66,11 @@ class LoadedModel:
     sha256: str
     has_projector: bool = True
     notes: list[str] = field(default_factory=list)
+    loaded: dict[str, Any] = field(default_factory=dict)  # what was loaded (:func:`describe_loaded`)
+
+    def describe(self, embed: str = "projector") -> str:
+        """One line saying what was loaded (layout, weights, architecture, embedding, image size)."""
+        return describe_loaded(self.loaded, embed)
 
     def check_trained_on(self, indices: np.ndarray, what: str) -> None:
         """Refuse a model whose recorded training index (``config.index_sha256``, written by
@@ -99,6 +105,7 @@ class Parts:
     plan: list[HeadLayer] | None = None  # set by converters of nested heads
     classifier: Tensors = field(default_factory=dict)  # keys of heads.build_classifier
     notes: list[str] = field(default_factory=list)
+    vit: dict[str, Any] = field(default_factory=dict)  # ViT layouts: release, heads, resample (see _vit_hints)
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,17 @@ class Layout:
 
 IGNORED = {  # prefix -> why its weights are not used for embeddings
     "bn.": "Barlow Twins' affine-free BatchNorm, loss only",
-    "predictor.": "BYOL/SimSiam predictor, training only",
+    "predictor.": "BYOL/SimSiam/MoCo v3 predictor, training only",
     "prediction_head.": "BYOL/SimSiam predictor, training only",
     "fc.": "torchvision's classification layer, not a projector",
-    "head.": "DINO/SwAV head, not a projector this tool reproduces",
+    "head.": "DINO/iBOT/SwAV head or a ViT's classification layer, not a projector this tool reproduces",
+    "dino_head.": "DINOv2 DINO head, training only",
+    "ibot_head.": "DINOv2 iBOT head, training only",
+    "decoder_": "MAE decoder, pre-training only",
+    "mask_token": "masked-image-modelling token, training only",
+    "masked_embed": "iBOT masked-image-modelling token, training only",
+    "momentum_encoder.": "MoCo v3 momentum encoder",
+    "heads.": "torchvision's classification head",
     "prototypes.": "SwAV prototypes, training only",
     "online_predictor.": "BYOL predictor, training only",
     "target_encoder.": "momentum (target) copy",
@@ -132,8 +146,8 @@ def _ignored(groups: dict[str, Tensors], layout: Layout) -> list[str]:
     out = []
     for p, role in layout.roles:
         if role == "ignore" and p in groups:
-            last = p.rstrip(".").split(".")[-1] + "."
-            why = IGNORED.get(p) or IGNORED.get(last) or "momentum (teacher) copy"
+            last = p.rstrip(".").split(".")[-1]
+            why = IGNORED.get(p) or IGNORED.get(last + ".") or IGNORED.get(last) or "momentum (teacher) copy"
             if why:
                 out.append(f"ignored {p}* ({why})")
     return out
@@ -225,6 +239,156 @@ def _convert_torchvision(groups: dict[str, Tensors]) -> Parts:
     return Parts(backbone=groups.get("", {}))
 
 
+# ---------------------------------------------------------------- ViT layouts
+
+
+def _is_vit(keys: set[str], prefix: str = "") -> bool:
+    return prefix + "cls_token" in keys and prefix + "patch_embed.proj.weight" in keys
+
+
+def _vit_release(groups: dict[str, Tensors], bb: Tensors) -> str:
+    """Which release's ViT this looks like (DINOv2, MAE, iBOT, DINO, timm) from its keys."""
+    keys = {p + k for p, g in groups.items() for k in g}
+    if any(".ls1.gamma" in k for k in bb) or "register_tokens" in bb or any("dino_head." in k for k in keys):
+        return "DINOv2"
+    if any(k.startswith("decoder_") for k in keys):
+        return "MAE"
+    if any("masked_embed" in k or "last_layer2" in k for k in keys):
+        return "iBOT"
+    if any("last_layer" in k for k in keys):
+        return "DINO"
+    if "head.weight" in keys and "head.bias" in keys:
+        return "timm"
+    return "DINO-style"
+
+
+RESAMPLE = {  # release -> how its own code interpolates the position embedding to another grid
+    "DINOv2": "offset",  # DINOv2 without registers, DINO, iBOT: bicubic, scale factor (g + 0.1) / M
+    "DINOv2-reg": "antialias",  # DINOv2 with registers, timm: bicubic to the size, antialiased
+    "DINO": "offset",
+    "DINO-style": "offset",
+    "iBOT": "offset",
+    "timm": "antialias",
+    "MAE": "size",  # MAE's util.pos_embed.interpolate_pos_embed: bicubic to the size
+    "torchvision": "align_corners",  # torchvision's interpolate_embeddings
+    "MoCo v3": "sincos",  # fixed 2-D sin-cos embedding, recomputed for the grid
+}
+
+
+def _vit_backbone(t: Tensors) -> Tensors:
+    """timm-style ViT keys as :class:`dejavu.ssl.backbones.ViT` names them: DINOv2's chunked
+    blocks (``blocks.{chunk}.{i}.``) unchunked, timm's ``reg_token`` renamed and a position
+    embedding without a [CLS] entry (timm's ``no_embed_class``) given a zero one."""
+    out = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in t.items()}
+    if "reg_token" in out:
+        out["register_tokens"] = out.pop("reg_token")
+    pos = out.get("pos_embed")
+    if pos is not None and pos.dim() == 3:
+        n = pos.shape[1]
+        if int(n**0.5) ** 2 == n:  # no entry for the [CLS] token
+            out["pos_embed"] = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
+    return out
+
+
+def _convert_vit(groups: dict[str, Tensors]) -> Parts:
+    bb = groups.get("backbone.") or groups.get("", {})
+    release = _vit_release(groups, bb)
+    if release == "DINOv2" and "register_tokens" in bb:
+        release_key = "DINOv2-reg"
+    else:
+        release_key = release
+    return Parts(backbone=_vit_backbone(bb), vit={"release": release, "resample": RESAMPLE[release_key]})
+
+
+def _convert_mocov3(groups: dict[str, Tensors]) -> Parts:
+    head = groups.get("base_encoder.head.", {})
+    return Parts(
+        backbone=_vit_backbone(groups.get("base_encoder.", {})),
+        head=head,
+        vit={"release": "MoCo v3", "resample": "sincos", "heads": 12},
+        notes=["MoCo v3: the base encoder (not the momentum encoder); its head is the projector"],
+    )
+
+
+def _convert_tv_vit(groups: dict[str, Tensors]) -> Parts:
+    """torchvision's ``VisionTransformer`` (``conv_proj``, ``encoder.layers.encoder_layer_{i}``)."""
+    t = groups.get("", {})
+    out: Tensors = {}
+    ren = {
+        "ln_1.": "norm1.",
+        "ln_2.": "norm2.",
+        "self_attention.in_proj_weight": "attn.qkv.weight",
+        "self_attention.in_proj_bias": "attn.qkv.bias",
+        "self_attention.out_proj.": "attn.proj.",
+        "mlp.0.": "mlp.fc1.",
+        "mlp.3.": "mlp.fc2.",
+        "mlp.linear_1.": "mlp.fc1.",
+        "mlp.linear_2.": "mlp.fc2.",
+    }
+    for k, v in t.items():
+        if k == "class_token":
+            out["cls_token"] = v
+        elif k == "encoder.pos_embedding":
+            out["pos_embed"] = v
+        elif k.startswith("conv_proj."):
+            out["patch_embed.proj." + k[len("conv_proj.") :]] = v
+        elif k.startswith("encoder.ln."):
+            out["norm." + k[len("encoder.ln.") :]] = v
+        elif m := re.match(r"encoder\.layers\.encoder_layer_(\d+)\.(.*)", k):
+            rest = m[2]
+            for a, b in ren.items():
+                if rest.startswith(a):
+                    rest = b + rest[len(a) :]
+                    break
+            out[f"blocks.{m[1]}.{rest}"] = v
+        else:
+            out[k] = v  # refused by the strict load, named
+    return Parts(backbone=out, vit={"release": "torchvision", "resample": "align_corners"})
+
+
+def _vit_layouts() -> tuple[Layout, ...]:
+    return (
+        Layout(
+            "vit-mocov3",
+            "MoCo v3 ViT checkpoints (module.base_encoder.*, its head as the projector)",
+            lambda keys: _is_vit(keys, "base_encoder."),
+            (
+                ("base_encoder.head.", "head"),
+                ("base_encoder.", "backbone"),
+                ("momentum_encoder.", "ignore"),
+                ("predictor.", "ignore"),
+            ),
+            _convert_mocov3,
+        ),
+        Layout(
+            "vit-torchvision",
+            "torchvision ViTs (conv_proj, encoder.layers.*)",
+            lambda keys: "conv_proj.weight" in keys and "class_token" in keys,
+            (("heads.", "ignore"), ("", "backbone")),
+            _convert_tv_vit,
+        ),
+        Layout(
+            "vit",
+            "timm-style ViTs: DINO, DINOv2 (registers, layer scale), iBOT, MAE, timm (bare or backbone.*)",
+            lambda keys: _is_vit(keys) or _is_vit(keys, "backbone."),
+            (
+                ("backbone.mask_token", "ignore"),
+                ("backbone.masked_embed", "ignore"),
+                ("backbone.head.", "ignore"),
+                ("backbone.", "backbone"),
+                ("head.", "ignore"),
+                ("dino_head.", "ignore"),
+                ("ibot_head.", "ignore"),
+                ("decoder_", "ignore"),
+                ("mask_token", "ignore"),
+                ("masked_embed", "ignore"),
+                ("", "backbone"),
+            ),
+            _convert_vit,
+        ),
+    )
+
+
 _MOMENTUM = (
     ("momentum_backbone.", "ignore"),
     ("momentum_projector.", "ignore"),
@@ -249,6 +413,7 @@ LAYOUTS: dict[str, Layout] = {
             ),
             _convert_flat,
         ),
+        *_vit_layouts(),
         Layout(
             "byol-pytorch",
             "lucidrains/byol-pytorch's BYOL learner (online_encoder.net.*, online_encoder.projector.*)",
@@ -401,15 +566,25 @@ def infer_arch(bb: Tensors) -> str | None:
     return name
 
 
-def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str], str | None]:
     """The state dict inside a training checkpoint (ours/original: ``model``; Lightning:
-    ``state_dict``; DINO: ``teacher``, as DINO evaluates; sthalles/PyTorch-BYOL:
-    ``online_network_state_dict``), or the dict itself."""
+    ``state_dict``; DINO/iBOT: ``teacher``, as they evaluate; sthalles/PyTorch-BYOL:
+    ``online_network_state_dict``), or the dict itself; with notes and which weights
+    (``teacher``/``student``/None). A DINOv2 training checkpoint's ``model`` holds
+    ``teacher.*`` and ``student.*``: the teacher is taken."""
+    sd, notes, weights = obj, [], None
     for key in ("model", "state_dict", "teacher", "student", "online_network_state_dict"):
         if isinstance(obj.get(key), dict):
-            note = [f"DINO checkpoint: the '{key}' weights"] if key in ("teacher", "student") else []
-            return obj[key], note
-    return obj, []
+            sd = obj[key]
+            if key in ("teacher", "student"):
+                weights = key
+                notes = [f"the '{key}' weights of a DINO-style checkpoint (the teacher is what DINO evaluates)"]
+            break
+    if any(str(k).startswith("teacher.") for k in sd) and any(str(k).startswith("student.") for k in sd):
+        sd = {k[len("teacher.") :]: v for k, v in sd.items() if str(k).startswith("teacher.")}
+        weights = "teacher"
+        notes = ["the teacher weights of a DINOv2-style training checkpoint (its student ignored)"]
+    return sd, notes, weights
 
 
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
@@ -524,12 +699,130 @@ def _spec_config(model: SSLModel, plan: list[HeadLayer] | None) -> dict[str, Any
     return out
 
 
+def _sincos(grid: int, dim: int) -> torch.Tensor:
+    """MoCo v3's fixed 2-D sin-cos position embedding (``build_2d_sincos_position_embedding``)
+    for a ``grid`` x ``grid`` patch grid, with its zero [CLS] entry."""
+    g = torch.arange(grid, dtype=torch.float32)
+    gw, gh = torch.meshgrid(g, g, indexing="ij")
+    omega = 1.0 / (10000.0 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4)))
+    ow, oh = torch.einsum("m,d->md", gw.flatten(), omega), torch.einsum("m,d->md", gh.flatten(), omega)
+    pe = torch.cat([torch.sin(ow), torch.cos(ow), torch.sin(oh), torch.cos(oh)], dim=1)[None]
+    return torch.cat([torch.zeros(1, 1, dim), pe], dim=1)
+
+
+def resample_pos_embed(pos: torch.Tensor, grid: int, method: str) -> torch.Tensor:
+    """A ``(1, 1 + M*M, D)`` position embedding for a ``grid`` x ``grid`` patch grid, computed as
+    the release's own code does at that resolution (``method``: :data:`RESAMPLE`'s values)."""
+    n = pos.shape[1] - 1
+    m = int(round(n**0.5))
+    if m == grid:
+        return pos
+    if method == "sincos":
+        return _sincos(grid, pos.shape[-1]).to(pos.dtype)
+    patch = pos[:, 1:].float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
+    F = torch.nn.functional
+    if method == "offset":
+        out = F.interpolate(patch, scale_factor=((grid + 0.1) / m,) * 2, mode="bicubic")
+    else:
+        out = F.interpolate(
+            patch,
+            size=(grid, grid),
+            mode="bicubic",
+            antialias=method == "antialias",
+            align_corners=True if method == "align_corners" else None,
+        )
+    out = out.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+    return torch.cat([pos[:, :1].float(), out], dim=1).to(pos.dtype)
+
+
+def _count_blocks(bb: Tensors) -> int:
+    return 1 + max((int(m[1]) for k in bb if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+
+
+def _vit_spec(parts: Parts, arch: str | None, image_size: int | None, path: Path) -> ViTSpec:
+    """The ViT the weights fit, at ``image_size`` (default: the arch name's, else the
+    position embedding's grid; DINOv2's 518 px -> 224, its evaluation size). Heads: the arch
+    name's, the layout's (MoCo v3: 12), else width / 64 (every standard ViT)."""
+    bb = parts.backbone
+    dim, patch = int(bb["cls_token"].shape[-1]), int(bb["patch_embed.proj.weight"].shape[-1])
+    given = parse_vit(arch) if arch else None
+    if arch and given is None:
+        raise DejavuError(f"{path}: a ViT checkpoint, but --arch {arch} is not a ViT name (e.g. vit_small_patch16)")
+    heads = given.heads if given else parts.vit.get("heads") or (dim // 64 if dim % 64 == 0 else 0)
+    if not heads:
+        raise DejavuError(
+            f"{path}: cannot tell the ViT's heads (width {dim}); pass --arch vit_d{dim}_l{_count_blocks(bb)}_h<heads>_patch{patch}"
+        )
+    grid = int(round((bb["pos_embed"].shape[1] - 1) ** 0.5))
+    native = 224 if parts.vit.get("release") == "DINOv2" and grid * patch == 518 else grid * patch
+    size = image_size or (given.image_size if given and arch and arch_has_size(arch) else native)
+    if size % patch:
+        raise DejavuError(f"{path}: image size {size} is not a multiple of the ViT's patch size {patch}")
+    return ViTSpec(
+        dim=dim,
+        depth=_count_blocks(bb),
+        heads=heads,
+        patch=patch,
+        image_size=int(size),
+        mlp=int(bb["blocks.0.mlp.fc1.weight"].shape[0]) if "blocks.0.mlp.fc1.weight" in bb else 0,
+        reg=int(bb["register_tokens"].shape[1]) if "register_tokens" in bb else 0,
+        layer_scale="blocks.0.ls1.gamma" in bb,
+        pool="avg" if "fc_norm.weight" in bb else "token",
+        qkv_bias="blocks.0.attn.qkv.bias" in bb,
+    )
+
+
+def _prepare_vit(parts: Parts, arch: str | None, image_size: int | None, path: Path) -> ViTSpec:
+    """The ViT spec, and the position embedding resampled to its grid as the release does."""
+    spec = _vit_spec(parts, arch, image_size, path)
+    grid = spec.image_size // spec.patch
+    pos = parts.backbone["pos_embed"]
+    if int(round((pos.shape[1] - 1) ** 0.5)) != grid:
+        method = parts.vit.get("resample", "antialias")
+        parts.backbone["pos_embed"] = resample_pos_embed(pos, grid, method)
+        parts.notes.append(
+            f"position embedding resampled to {grid}x{grid} patches ({method}, as {parts.vit.get('release', 'the release')} does)"
+        )
+    return spec
+
+
+def _embedding(model: SSLModel, plan: list[HeadLayer] | None) -> dict[str, str]:
+    """What each embedding kind is, in words."""
+    bb = model.backbone
+    if isinstance(bb, ViT):
+        what = "mean patch token after fc_norm" if bb.spec.pool == "avg" else "[CLS] token after the final norm"
+    else:
+        what = "global-average-pooled features"
+    out = {"backbone": f"{what} ({model.feature_dim}-d)"}
+    out["projector"] = f"projector output ({describe_plan(plan)}, {model.embed_dim}-d)" if plan else out["backbone"]
+    return out
+
+
+def describe_loaded(info: dict[str, Any], embed: str = "projector") -> str:
+    """``loaded: layout vit (DINO release, teacher weights), arch vit_small_patch16_224, embedding ..., image size 224``."""
+    what = ", ".join(
+        x
+        for x in (
+            info.get("release") and f"{info['release']} release",
+            info.get("weights") and f"{info['weights']} weights",
+        )
+        if x
+    )
+    emb = (info.get("embedding") or {}).get(embed, embed)
+    size = info.get("image_size")
+    return (
+        f"loaded {info.get('path')}: layout {info.get('layout')}{f' ({what})' if what else ''}, "
+        f"arch {info.get('arch')}, embedding {emb}, image size {size if size else 'not recorded'}"
+    )
+
+
 def load_model(
     path: str | os.PathLike,
     arch: str | None = None,
     projector: str | None = None,
     num_classes: int | None = None,
     map_location: Any = "cpu",
+    image_size: int | None = None,
 ) -> LoadedModel:
     """Load any supported checkpoint (see :data:`LAYOUTS`) into an :class:`SSLModel` in eval mode.
 
@@ -540,6 +833,9 @@ def load_model(
             default: whatever the file holds.
         num_classes: unused (read from the classifier weights); kept for callers.
         map_location: as for ``torch.load``.
+        image_size: a ViT's input size (a multiple of its patch size); its position embedding
+            is resampled to it as the release's own code does. Default: the arch name's, else
+            the embedding's own grid (DINOv2: 224). Ignored by convolutional backbones.
 
     Returns:
         The :class:`LoadedModel`; ``has_projector``/``notes`` say what was used.
@@ -553,19 +849,34 @@ def load_model(
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
-    sd, notes = _container(obj)
+    sd, notes, weights = _container(obj)
     try:
         parts, source = convert_state_dict(sd, ours=ours)
         plan = _head_plan(parts, projector, path)
     except DejavuError as e:
         raise DejavuError(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    vit = None
+    if "cls_token" in parts.backbone and "patch_embed.proj.weight" in parts.backbone:
+        vit = _prepare_vit(parts, arch or config.get("arch"), image_size, path)
+        arch = vit.name()
     arch = arch or config.get("arch") or infer_arch(parts.backbone)
     if not arch:
         raise DejavuError(f"{path}: cannot tell the backbone from the weights; pass --arch (e.g. resnet50)")
     model = build_model(parts, str(arch), plan, path)
     notes += _notes(parts, plan, str(arch), source)
     config.update(_spec_config(model, plan))
+    if vit is not None:
+        config["image_size"] = vit.image_size
     epoch = obj.get("epoch")
+    loaded = {
+        "path": str(path),
+        "layout": source,
+        "release": parts.vit.get("release"),
+        "weights": weights or ("base encoder" if source == "vit-mocov3" else None),
+        "arch": str(arch),
+        "embedding": _embedding(model, plan),
+        "image_size": config.get("image_size"),
+    }
     return LoadedModel(
         model=model,
         path=path,
@@ -576,4 +887,5 @@ def load_model(
         sha256=file_sha256(path),
         has_projector=bool(plan),
         notes=notes,
+        loaded=loaded,
     )
