@@ -102,11 +102,13 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     results = attack_runs(
         a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
     )
+    from dejavu.units import pts
+
     for r in results:
         m = r.metrics["top1"]
         print(
-            f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
-            + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
+            f"{r.out}: deja vu score {pts(m['dejavu_score'])} (20% most confident), "
+            f"{pts(m['dejavu_score_100'])} (all)" + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
         )
     print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
 
