@@ -68,7 +68,9 @@ def test_bad_keys_and_values_are_usage_errors(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("k: 5\n")
     _, args = _parse(["--config", str(f), "--set", "kk=3"])
-    with pytest.raises(UsageError, match=r"^--set: unknown key\(s\) kk; valid keys: amp, extra, k, knn$"):
+    with pytest.raises(
+        UsageError, match=r"^--set: unknown key\(s\) kk \(did you mean k\?\); valid keys: amp, extra, k, knn$"
+    ):
         config_from_args(StageCfg, args, flags=("k",))
     f.write_text("kk: 5\n")
     with pytest.raises(UsageError, match=r"s.yaml: unknown key\(s\) kk"):
@@ -80,5 +82,6 @@ def test_bad_keys_and_values_are_usage_errors(tmp_path):
 
 def test_packaged_config_names_resolve_or_list_choices():
     assert resolve_config("vicreg", "ssl").name == "vicreg.yaml"
-    with pytest.raises(UsageError, match=r"packaged ssl config.*vicreg_synth"):
+    with pytest.raises(DejavuError, match=r"packaged ssl config.*vicreg_synth") as e:
         resolve_config("nope", "ssl")
+    assert not isinstance(e.value, UsageError)  # a missing config file: exit 1, as the README says

@@ -218,7 +218,7 @@ def test_probe_cli_settings_errors_are_usage_errors(tmp_path, capsys):
     argv = ["probe", "--model", "m.pth", "--partition", "p", "--npc", "10", "--data", "d", "--out", str(tmp_path / "o")]
     assert main(argv + ["--set", "epoch=3"]) == 2
     err = capsys.readouterr().err
-    assert "--set: unknown key(s) epoch; valid keys:" in err and "epochs" in err
+    assert "--set: unknown key(s) epoch (did you mean epochs?); valid keys:" in err and "epochs" in err
     assert main(argv + ["--set", "recipe=mae"]) == 2
     assert "unknown recipe 'mae'" in capsys.readouterr().err
     cfg = tmp_path / "probe.yaml"

@@ -11,7 +11,9 @@ mismatched artifacts, an existing result without ``--force``).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import sys
 
 from dejavu import DejavuError, UsageError, __version__
@@ -32,8 +34,70 @@ STAGES = [
 ]
 
 
+class DejavuParser(argparse.ArgumentParser):
+    """argparse without prefix matching (``--per-clas`` is not ``--per-class``), whose
+    subcommands answer an unknown flag with their own usage and a hint: the closest flag
+    ("did you mean --per-class?"), or the ``--set key=value`` form when the name is a setting
+    of the stage's config without a flag of its own (``train --epochs 5`` -> ``--set epochs=5``).
+    Every subparser is of this class (argparse gives subparsers their parent's class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubcommandsAction)
+        self.config_fields: tuple[str, ...] = ()  # set by dejavu.config.add_config_args
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is not None and "--print-config" in args and "--print-config" in self._option_string_actions:
+            for a in self._actions:  # printing the settings needs no --out, --index, ...
+                a.required = False
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1)
+            message += f"; did you mean {close[0]!r}?" if close else ""
+        super().error(message)
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """Exit 2 with this parser's usage, naming the unknown arguments and a hint for each flag."""
+        hints = [h for i, a in enumerate(extras) if a.startswith("--") for h in [self._hint(a, extras[i + 1 :])] if h]
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + "".join(f"; {h}" for h in hints))
+
+    def _hint(self, arg: str, rest: list[str]) -> str:
+        name, eq, value = arg.partition("=")
+        if not eq and rest and not rest[0].startswith("-"):
+            value = rest[0]
+        key = name[2:].replace("-", "_")
+        flags = [o for o in self._option_string_actions if o.startswith("--")]
+        close = difflib.get_close_matches(name, flags, n=1)
+        if key in self.config_fields:
+            return f"{name} is a setting without a flag here: use --set {key}={value or '...'}"
+        if close:
+            return f"did you mean {close[0]}?"
+        close = difflib.get_close_matches(key, self.config_fields, n=1)
+        if close:
+            return f"did you mean --set {close[0]}={value or '...'}?"
+        return ""
+
+
+class _SubcommandsAction(argparse._SubParsersAction):
+    """Subcommands whose unknown arguments are reported by the subcommand's own parser (plain
+    argparse hands them up to the top level, which answers with ``dejavu``'s usage)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        extras = vars(namespace).pop(argparse._UNRECOGNIZED_ARGS_ATTR, None)
+        sub = self._name_parser_map.get(values[0])
+        if extras and isinstance(sub, DejavuParser):
+            sub.unrecognized(extras)
+        elif extras:
+            setattr(namespace, argparse._UNRECOGNIZED_ARGS_ATTR, extras)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = DejavuParser(
         prog="dejavu",
         description="Measure deja vu memorization in self-supervised vision models. "
         "Pipeline: data -> partition -> train -> attack -> analyze -> probe/plot/report. "
@@ -49,7 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    for leaf in _leaf_parsers(parser):
+        leaf.set_defaults(prog=leaf.prog)  # "dejavu rcdm train: error: ..."
+        if "--print-config" not in leaf._option_string_actions:  # a stage without a config dataclass
+            leaf.add_argument("--print-config", action="store_true", help="print the parsed arguments as YAML and exit")
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for a in subs for p in dict.fromkeys(a.choices.values()) for leaf in _leaf_parsers(p)]
+
+
+def _print_args(args: argparse.Namespace) -> None:
+    import yaml
+
+    skip = {"func", "command", "argv", "print_config", "prog"}
+    print(yaml.safe_dump({k: v for k, v in vars(args).items() if k not in skip}, sort_keys=False).rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "print_config", False) and not hasattr(args, "set"):  # no config: the arguments
+        _print_args(args)
+        return 0
     try:
         return int(args.func(args) or 0)
     except DejavuError as e:
         msg = str(e).strip()
         if "Original Traceback" in msg:  # raised in a DataLoader worker: torch adds its traceback
             msg = msg.splitlines()[-1].split("Error: ", 1)[-1]
-        print(f"dejavu {args.command}: error: {msg}", file=sys.stderr)
+        print(f"{getattr(args, 'prog', 'dejavu')}: error: {msg}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ type), and rejects unknown keys with the list of valid ones.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -71,9 +72,7 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
+    _known(d, set(fields), source)
     kw = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in d.items()}
     obj = cls(**kw)
     validate = getattr(obj, "validate", None)
@@ -129,15 +128,16 @@ def merge_into(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file's mapping; a missing or malformed file is a run-time error (exit 1)."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: config file not found")
+        raise DejavuError(f"{path}: config file not found")
     try:
         d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise UsageError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raise DejavuError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(d, dict):
-        raise UsageError(f"{path}: expected a mapping of key: value")
+        raise DejavuError(f"{path}: expected a mapping of key: value")
     return d
 
 
@@ -175,9 +175,16 @@ def _normalized(cls: type, d: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _known(d: dict[str, Any], valid: set[str], source: str) -> dict[str, Any]:
+    """``d``, or a usage error naming its unknown keys, the closest valid key of each, and all valid keys."""
     unknown = sorted(set(d) - valid)
     if unknown:
-        raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+        close = {k: c[0] for k in unknown for c in [difflib.get_close_matches(k, sorted(valid), n=1)] if c}
+        hint = ", ".join(close.values() if len(unknown) == 1 else (f"{c} for {k}" for k, c in close.items()))
+        raise UsageError(
+            f"{source}: unknown key(s) {', '.join(unknown)}"
+            + (f" (did you mean {hint}?)" if hint else "")
+            + f"; valid keys: {', '.join(sorted(valid))}"
+        )
     return d
 
 
@@ -203,7 +210,8 @@ def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
         None.
 
     Raises:
-        UsageError: ``name`` is neither a file nor a packaged config (the packaged names listed).
+        DejavuError: ``name`` is neither a file nor a packaged config (a missing file: exit 1; the
+            packaged names listed).
     """
     if name is None:
         return None
@@ -214,7 +222,11 @@ def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
     if cand.is_file():
         return cand
     names = sorted(p.stem for p in packaged_config(kind).glob("*.yaml"))
-    raise UsageError(f"--config {name}: neither a file nor a packaged {kind} config ({', '.join(names)})")
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise DejavuError(
+        f"--config {name}: neither a file nor a packaged {kind} config ({hint}packaged: {', '.join(names)})"
+    )
 
 
 def field_help(cls: type, name: str) -> str:
@@ -259,8 +271,15 @@ def add_config_args(
         metavar="KEY=VALUE",
         help=f"override any {cls.__name__} key (repeatable; nested keys as a.b=value)",
     )
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help=f"print the resolved {cls.__name__} (defaults < --config < flags < --set) as YAML, "
+        "usable as a --config file, and exit",
+    )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    parser.config_fields = tuple(fields)  # for the CLI's hints: `--epochs 5` -> `--set epochs=5`
     for name in flags:
         f, tp = fields[name], hints[name]
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": field_help(cls, name)}
@@ -301,8 +320,22 @@ def config_from_args(
         d.update(_known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)))
     d.update({k: getattr(args, k) for k in flags if hasattr(args, k)})
     merge_into(d, _known(_normalized(cls, parse_sets(getattr(args, "set", None)), "--set"), valid, "--set"))
-    _check_required(cls, d)
-    return from_dict(cls, d, source=str(path) if path else "command line")
+    if not getattr(args, "print_config", False):
+        _check_required(cls, d)
+    cfg = from_dict(cls, d, source=str(path) if path else "command line")
+    if getattr(args, "print_config", False):
+        print_config(cfg)
+        raise SystemExit(0)
+    return cfg
+
+
+def print_config(cfg: Any) -> None:
+    """Print a config as YAML that ``--config`` reads back (what ``--print-config`` shows)."""
+    import json
+
+    plain = json.loads(json.dumps(to_dict(cfg), default=str))  # tuples -> lists, for safe_dump
+    print(f"# {type(cfg).__name__}")
+    print(yaml.safe_dump(plain, sort_keys=False).rstrip())
 
 
 def _check_required(cls: type, d: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ def test_train_flags_come_from_rcdm_config():
 
 def test_train_and_reconstruct_usage_errors(capsys):
     assert main(["rcdm", *TRAIN, "--set", "step=3"]) == 2
-    assert "unknown key(s) step; valid keys:" in capsys.readouterr().err
+    assert "unknown key(s) step (did you mean steps?); valid keys:" in capsys.readouterr().err
     assert (
         main(["rcdm", "reconstruct", "--attack", "a", "--rcdm-a", "x", "--rcdm-b", "y", "--out", "o", "--samples", "0"])
         == 2

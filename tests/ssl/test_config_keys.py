@@ -73,7 +73,7 @@ def test_train_cli_unknown_key_is_a_usage_error(tmp_path, capsys):
     argv = ["train", "--data", str(tmp_path), "--index", str(tmp_path / "i.npy"), "--out", str(tmp_path / "o")]
     assert main(argv + ["--set", "epoch=3"]) == 2
     err = capsys.readouterr().err
-    assert "--set: unknown key(s) epoch; valid keys:" in err and "epochs" in err
+    assert "--set: unknown key(s) epoch (did you mean epochs?); valid keys:" in err and "epochs" in err
     assert main(argv + ["--set", "vicreg.foo=1"]) == 2
     assert "method vicreg takes vicreg.sim" in capsys.readouterr().err
     assert main(argv + ["--config", "simclr", "--method", "vicreg"]) == 2

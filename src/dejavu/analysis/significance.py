@@ -432,17 +432,34 @@ def control_summary_text(results: dict[str, Any]) -> str:
     lines = [
         f"held-out control ({c['source'].get('kind', '?')}): "
         + ", ".join(f"{y} {c['counts'][y]['attacked']}/{c['counts'][y]['bbox']} attacked" for y in "AB"),
-        f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  95% CI (examples)",
     ]
-    for top in TOPS:
-        for p in FRACTIONS:
-            x = c["excess"][top][p]
-            lines.append(
-                f"{top:6} {p + '%':>5} {x['score']:+8.3f} {x['control']:+8.3f} {x['excess']:+8.3f}  "
-                f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
-            )
+    lines += excess_table_lines(c["excess"], "95% CI (examples)")
     lines.append("verdict (top-1, 20%): " + verdict_line(results))
     return "\n".join(lines)
+
+
+def excess_table_lines(excess_block: dict[str, Any], ci_title: str) -> list[str]:
+    """Score, control and excess with its interval per top-k and fraction, in points (CLI).
+
+    Args:
+        excess_block: ``{top: {p: {"score", "control", "excess", "ci95"}}}`` (fractions).
+        ci_title: the interval column's title.
+
+    Returns:
+        The header (``... (pts)``) and one line per top-k and fraction.
+    """
+    from dejavu.units import pts
+
+    lines = [f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  {ci_title}, all in points"]
+    for top in TOPS:
+        for p in FRACTIONS:
+            x = excess_block[top][p]
+            lo, hi = x["ci95"]
+            lines.append(
+                f"{top:6} {p + '%':>5} {pts(x['score'], unit=False):>8} {pts(x['control'], unit=False):>8} "
+                f"{pts(x['excess'], unit=False):>8}  [{pts(lo, unit=False)}, {pts(hi, unit=False)}]"
+            )
+    return lines
 
 
 # ---------------------------------------------------------------- files

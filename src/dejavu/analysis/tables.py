@@ -20,6 +20,7 @@ from dejavu.analysis.metrics import (
     scores_from_neighbours,
 )
 from dejavu.io import atomic_write_text, load_npy, read_json
+from dejavu.units import pct, pts, pts_ci
 
 # Attack-folder format tags. /2: ``*_neighb_idxs.npy`` hold dataset indices and
 # ``*_labels.npy`` has shape (n, 1), as the original's files; /1 (older folders): neighbour
@@ -240,16 +241,31 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
                 f"set {y}: {cy['attacked']}/{cy['bbox']} attacked, {cy['unattackable']} unattackable, "
                 f"{cy.get('annotation_errors', 0)} annotation errors"
             )
-    lines.append(f"{'':6} {'p':>5} {'target':>8} {'ref':>8} {'gap':>8}")
+    lines += accuracy_table_lines(m, "target", "ref")
+    ci = m["top1"]["ci95"]["dejavu_score"]
+    lines.append(f"deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  95% CI {pts_ci(ci)}")
+    q = m["quadrants"]
+    lines.append("quadrants: " + ", ".join(f"{k} {pct(v)}" for k, v in q.items()))
+    return "\n".join(lines)
+
+
+def accuracy_table_lines(m: dict[str, Any], target: str, reference: str) -> list[str]:
+    """Accuracy of both models (%) and their gap (points) per top-k and fraction, for the CLI.
+
+    Args:
+        m: a ``metrics`` block (``m[top][target|reference][p]``, fractions).
+        target: the target's column title (``target``; an audit: ``model``).
+        reference: the reference's column title (``ref``; an audit: ``clf``).
+
+    Returns:
+        The header and one line per top-k and fraction.
+    """
+    lines = [f"{'':6} {'p':>5} {target:>8} {reference:>8} {'gap (pts)':>10}"]
     for t in ("top1", "top5"):
         for p in ("5", "20", "100"):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
-            lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
-    ci = m["top1"]["ci95"]["dejavu_score"]
-    lines.append(f"deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
-    q = m["quadrants"]
-    lines.append("quadrants: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
-    return "\n".join(lines)
+            lines.append(f"{t:6} {p + '%':>5} {pct(tg):>8} {pct(rf):>8} {pts(tg - rf, unit=False):>10}")
+    return lines
 
 
 REQUIRED_EXAMPLE_COLUMNS = ("set", "index", "label", "conf_target", "conf_reference", "quadrant")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 
 
 def register(sub) -> None:
@@ -56,7 +56,10 @@ def register(sub) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--cache-dir", default=None, help="public-embedding cache (default OUT/../.embed_cache; '' = off)")
     g.add_argument(
-        "--epochs", default=None, help="run folders only: comma-separated epochs to attack (default: all common)"
+        "--snapshot-epochs",
+        default=None,
+        metavar="E[,E...]",
+        help="run folders only: which snapshots to attack, by training epoch (default: all common)",
     )
     g.add_argument("--skip-existing", action="store_true", help="run folders only: skip epochs already attacked")
     g.add_argument("--force", action="store_true", help="overwrite an existing attack")
@@ -86,22 +89,26 @@ def _cmd(args) -> int:
 
 
 def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
-    """Every snapshot present in both run folders (``--epochs`` to choose)."""
+    """Every snapshot present in both run folders (``--snapshot-epochs`` to choose)."""
     from dejavu.analysis.significance import verdict_line
     from dejavu.attack.run import attack_runs
 
     try:
-        epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else None
+        epochs = [int(e) for e in args.snapshot_epochs.split(",")] if args.snapshot_epochs else None
     except ValueError:
-        raise DejavuError(f"--epochs: expected comma-separated integers, got {args.epochs!r}") from None
+        raise UsageError(
+            f"--snapshot-epochs: expected comma-separated integers, got {args.snapshot_epochs!r}"
+        ) from None
     results = attack_runs(
         a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
     )
+    from dejavu.units import pts
+
     for r in results:
         m = r.metrics["top1"]
         print(
-            f"{r.out}: deja vu score {m['dejavu_score']:+.3f} (20%), {m['dejavu_score_100']:+.3f} (100%)"
-            + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
+            f"{r.out}: deja vu score {pts(m['dejavu_score'])} (20% most confident), "
+            f"{pts(m['dejavu_score_100'])} (all)" + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
         )
     print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
 

@@ -305,15 +305,10 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines = [
         f"held-out control ({src.get('kind', '?')}): {n['attacked']}/{n['bbox']} crops"
         + (f" (excluded: {drop})" if drop else ""),
-        f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  95% CI",
     ]
-    for top in ("top1", "top5"):
-        for p in FRACTIONS:
-            x = c["excess"][top][p]
-            lines.append(
-                f"{top:6} {p + '%':>5} {x['score']:+8.3f} {x['control']:+8.3f} {x['excess']:+8.3f}  "
-                f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
-            )
+    from dejavu.analysis.significance import excess_table_lines
+
+    lines += excess_table_lines(c["excess"], "95% CI")
     lines.append("verdict (top-1, 20%): " + verdict_text(c["excess"]["top1"]["20"]))
     return lines
 

@@ -705,6 +705,7 @@ def summary_text(res: dict[str, Any]) -> str:
         the sample test's shares; the held-out control (:func:`dejavu.audit.control.summary_lines`).
     """
     from dejavu.ssl.checkpoint import describe_loaded
+    from dejavu.units import pct
 
     m = res["metrics"]
     c = res["counts"]["audit"]
@@ -717,21 +718,20 @@ def summary_text(res: dict[str, Any]) -> str:
     lines += [
         f"audit set {res['sets']['audit']}: {c['attacked']}/{c['bbox']} crops; classifier "
         f"{'trained on ' + str(res['sets']['classifier_train']) if clf.get('trained') else 'from ' + clf['path']}"
-        + (f", held-out accuracy {ho:.3f} ({clf.get('n_heldout')} crops)" if ho is not None else ""),
-        f"{'':6} {'p':>5} {'model':>8} {'clf':>8} {'gap':>8}",
+        + (f", held-out accuracy {pct(ho)} ({clf.get('n_heldout')} crops)" if ho is not None else ""),
     ]
-    for t in ("top1", "top5"):
-        for p in ("5", "20", "100"):
-            tg, rf = m[t]["target"][p], m[t]["reference"][p]
-            lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
+    from dejavu.analysis.tables import accuracy_table_lines
+    from dejavu.audit.control import memorization_reading, summary_lines
+    from dejavu.units import pts, pts_ci
+
+    lines += accuracy_table_lines(m, "model", "clf")
     bound = "control" not in res
     lines.append(
-        f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        f"one-model deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  95% CI {pts_ci(ci)}"
         + ("  (an upper bound on memorization: no control)" if bound else "")
     )
-    shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{v:.3f}" for k, v in m["quadrants"].items())
+    shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{pct(v)}" for k, v in m["quadrants"].items())
     lines.append(f"sample test{' (no control: memorized is an upper bound)' if bound else ''}: {shares}")
-    from dejavu.audit.control import memorization_reading, summary_lines
 
     notes = (res.get("memorization") or memorization_reading(res))["notes"]
     return "\n".join(lines + summary_lines(res) + [f"note: {n}" for n in notes])

@@ -32,7 +32,7 @@ target samples, control samples), the samples as .npy, summary.png and reconstru
 def register(sub: argparse._SubParsersAction) -> None:
     from dejavu.config import add_config_args
     from dejavu.data.imagefolder import add_data_args
-    from dejavu.rcdm.model import RCDMConfig
+    from dejavu.rcdm.config import RCDMConfig
 
     p = sub.add_parser(
         "rcdm",
@@ -89,7 +89,7 @@ def _config_default(p: argparse.ArgumentParser, text: str) -> None:
 def _train(args: argparse.Namespace) -> int:
     from dejavu.config import config_from_args
     from dejavu.data.imagefolder import data_paths_from_args
-    from dejavu.rcdm.model import RCDMConfig
+    from dejavu.rcdm.config import RCDMConfig
     from dejavu.rcdm.train import train_rcdm
     from dejavu.utils import set_torch_threads
 
