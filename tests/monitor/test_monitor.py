@@ -18,15 +18,6 @@ from dejavu.monitor import Monitor, MonitorConfig, summarize
 sys.path.insert(0, str(Path(__file__).parents[1] / "attack"))
 from helpers import make_checkpoint
 
-AUDIT_YAML = "k: 20\nclf_epochs: 3\nn_boot: 50\nclf_batch_size: 16\n"
-
-
-@pytest.fixture(scope="module")
-def audit_yaml(tmp_path_factory):
-    p = tmp_path_factory.mktemp("monitor_cfg") / "audit.yaml"
-    p.write_text(AUDIT_YAML)
-    return p
-
 
 def audit_numbers(ckpt, synth_small, partition_small, out, audit_yaml, mon: Monitor) -> dict:
     """`dejavu audit` on a checkpoint with the monitor's subsample and classifier: its numbers

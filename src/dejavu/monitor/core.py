@@ -56,7 +56,9 @@ class MonitorConfig:
     public: int = field(default=5000, metadata={"help": "public images the KNN searches; 0: all"})
     seed: int = field(default=0, metadata={"help": "seed of the subsample"})
     audit: str = field(default="synth", metadata={"help": "the audit config: a packaged name or a YAML file"})
-    audit_set: list[str] = field(default_factory=list, metadata={"help": "key=value overrides of the audit config"})
+    audit_overrides: list[str] = field(
+        default_factory=list, metadata={"help": "key=value overrides of the audit config"}
+    )
 
     def validate(self) -> None:
         if self.crops < 0 or self.public < 0:
@@ -65,7 +67,7 @@ class MonitorConfig:
     def audit_config(self) -> AuditConfig:
         from dejavu.audit.config import load_audit_config
 
-        return load_audit_config(self.audit, list(self.audit_set))
+        return load_audit_config(self.audit, list(self.audit_overrides))
 
 
 def _subsample(idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -281,6 +283,7 @@ class Monitor:
                 "reference_model": str(reference_model) if reference_model is not None else None,
                 "counts": {"crops": len(job.crops.indices), "public": len(job.public), **self.counts},
                 "image_size": job.image_size,
+                "audit_args": self.audit_args(),  # dejavu audit's flags reproducing a score (+ the audit config)
             },
         )
 
