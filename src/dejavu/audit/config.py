@@ -50,6 +50,10 @@ class AuditConfig:
         default="bbox_B",
         metadata={"help": "the crop classifier's images: a partition set name or a .npy; must not overlap audit_set"},
     )
+    public_set: str | None = field(
+        default=None,
+        metadata={"help": "public images the KNN searches: a .npy of dataset indices (None: the partition's)"},
+    )
     # the audited model's KNN attack (same meaning as AttackConfig)
     crop: str = "periphery"
     crop_algo: str = "periphery"

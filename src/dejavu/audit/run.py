@@ -212,6 +212,8 @@ def _setup(
     index = index or scan_imagefolder(paths.images)
     part = Partition.load(partition)
     part.check(index)
+    if public is None and cfg.public_set:
+        public = load_set(part, index, cfg.npc, cfg.public_set)
     public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
     audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
     train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
@@ -542,17 +544,11 @@ def _write(
 ) -> AuditResult:
     """Phase 5: metrics, the arrays, ``examples.csv``, the control's files, and
     ``results.json`` last."""
-    from dejavu.analysis.metrics import scores_from_neighbours
-    from dejavu.audit.metrics import classifier_scores, one_model_metrics
-
     cfg, index, out, arrays = job.cfg, job.index, job.out, lab.arrays
     num_classes = len(index.classes)
     set_name = _set_label(cfg.audit_set)
-    labels = arrays["labels"].reshape(-1)
     k_attk = lab.resolved["k_attk"]
-    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
-    reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
-    metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
+    target, reference, metrics = score_arrays(arrays, cfg, num_classes, k_attk, set_name)
     atomic_save_npy(out / "public_idxs.npy", job.public)
     atomic_save_npy(out / "public_labels.npy", job.public_labels)
     atomic_save_npy(out / "crops.npy", job.crops.boxes)
@@ -572,6 +568,32 @@ def _write(
         _say("warning: " + note)
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
+
+
+def score_arrays(
+    arrays: dict[str, np.ndarray], cfg: AuditConfig, num_classes: int, k_attk: int, set_name: str
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The audit's scores of labelled crops (:func:`_label_crops`'s arrays): the model's
+    KNN scores, the classifier's, and the ``metrics`` block (also :mod:`dejavu.monitor`'s).
+
+    Args:
+        arrays: ``labels``, ``attk_idxs``, ``model_neighb_labels`` and ``classifier_logits``.
+        cfg: the audit's settings (``confidence``, ``n_boot``, ``seed``).
+        num_classes: classes of the dataset.
+        k_attk: neighbours voting.
+        set_name: the audited set's name in the metrics block.
+
+    Returns:
+        ``(target PairScores, reference PairScores, metrics)``.
+    """
+    from dejavu.analysis.metrics import scores_from_neighbours
+    from dejavu.audit.metrics import classifier_scores, one_model_metrics
+
+    labels = arrays["labels"].reshape(-1)
+    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
+    reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
+    metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
+    return target, reference, metrics
 
 
 def _results(

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dejavu.config import add_config_args
     from dejavu.data.imagefolder import add_data_args
     from dejavu.launch import add_launcher_args
-    from dejavu.ssl.config import TrainConfig
+    from dejavu.ssl.config import TRAIN_FLAGS, TrainConfig
     from dejavu.ssl.registry import METHODS
 
     p = sub.add_parser(
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="index file of the training images, e.g. P/100_per_class/train_A.npy",
     )
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    add_config_args(p, TrainConfig, flags=("method",), kind="ssl")
+    add_config_args(p, TrainConfig, flags=TRAIN_FLAGS, kind="ssl")
     act = p._option_string_actions["--config"]
     act.help = f"{act.help} (default: <method>_synth)"
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth (exactly, on the CPU)")
@@ -88,6 +88,10 @@ def _cmd(args: argparse.Namespace) -> int:
         raise UsageError("--force and --resume together: choose one")
     if (args.loader == "ffcv") != (args.train_beton is not None):
         raise UsageError("--loader ffcv and --train-beton FILE go together")
+    if cfg.tensorboard:
+        from dejavu.monitor.tensorboard import require_tensorboard
+
+        require_tensorboard("--tensorboard")
     if args.loader == "ffcv":
         from dejavu.ffcv import require_ffcv
 

@@ -37,6 +37,19 @@ RESUME_FREE = frozenset(
     {"snapshot_every", "knn_every", "knn_k", "num_workers", "data_mode", "channels_last", "threads", "probe_recipe"}
 )
 PROBE_RECIPES = ("original", "bn-cosine")
+# the online monitor and TensorBoard (dejavu.monitor) only log: free on --resume too
+RESUME_FREE = RESUME_FREE | {
+    "monitor",
+    "monitor_every",
+    "monitor_crops",
+    "monitor_public",
+    "monitor_seed",
+    "monitor_audit",
+    "monitor_reference",
+    "tensorboard",
+}
+# TrainConfig fields that are also ``dejavu train`` flags (the rest: --set key=value)
+TRAIN_FLAGS = ("method", "monitor", "monitor_every", "monitor_crops", "monitor_reference", "tensorboard")
 
 
 @dataclass
@@ -81,6 +94,26 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (CUDA only)
     channels_last: bool = True  # CUDA only
     num_classes: int = 0  # supervised: 0 = number of classes of the dataset
+    # the online deja vu monitor (dejavu.monitor) and TensorBoard: off by default, logging only
+    monitor: bool = field(
+        default=False,
+        metadata={"help": "score the one-model deja vu test while training (metrics.jsonl monitor_*; OUT/monitor/)"},
+    )
+    monitor_every: int = field(default=10, metadata={"help": "epochs between two monitor scores (and the last epoch)"})
+    monitor_crops: int = field(default=500, metadata={"help": "audited images the monitor scores (0: all)"})
+    monitor_public: int = 5000  # public images the monitor's KNN searches (0: all)
+    monitor_seed: int = 0  # seed of the monitor's subsample
+    monitor_audit: str = "synth"  # the monitor's audit config: a packaged name (synth, imagenet) or a YAML file
+    monitor_reference: str = field(
+        default="",
+        metadata={
+            "help": "a crop classifier for the monitor (e.g. an audit's classifier/classifier.pth); "
+            "default: trained once into OUT/monitor/classifier"
+        },
+    )
+    tensorboard: bool = field(
+        default=False, metadata={"help": "also write TensorBoard scalars to OUT/tb (the tensorboard extra)"}
+    )
     # method hyper-parameters (a method reads only its own)
     vicreg_sim: float = 25.0
     vicreg_std: float = 25.0
@@ -154,7 +187,7 @@ class TrainConfig:
         ):
             if getattr(self, name) not in choices:
                 raise bad(name, f"choose from {', '.join(choices)}")
-        for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k"):
+        for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k", "monitor_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         for name in (
@@ -169,6 +202,8 @@ class TrainConfig:
             "start_ramp",
             "end_ramp",
             "threads",
+            "monitor_crops",
+            "monitor_public",
         ):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
@@ -273,4 +308,4 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     method = getattr(args, "method", None)
     args = argparse.Namespace(**{**vars(args), "config": str(_config_path(args.config, method))})
-    return config_from_args(TrainConfig, args, flags=("method",), kind="ssl")
+    return config_from_args(TrainConfig, args, flags=TRAIN_FLAGS, kind="ssl")

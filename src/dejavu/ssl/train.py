@@ -659,6 +659,9 @@ def train(
         atomic_write_json(run.out / "config.json", run_config)
     history = _read_metrics(run.metrics_path, start_epoch) if run.ckpt is not None else []
     snapshots = _existing_snapshots(run.out, start_epoch)
+    from dejavu.monitor.train_hook import EpochHooks
+
+    hooks = EpochHooks.open(run, paths, force)  # the online monitor and TensorBoard (dejavu.monitor)
     epochs = range(start_epoch, cfg.epochs)
     bar = progress(epochs, desc=f"train {cfg.method}", total=len(epochs)) if run.dinfo.is_main else epochs
     eng.trainable.train()
@@ -668,6 +671,7 @@ def train(
         losses, step = _train_epoch(eng, run, data, e, step)
         row = _epoch_row(eng, run, data, knn, e, losses, step, time.perf_counter() - t0)
         if run.dinfo.is_main:
+            hooks.after_epoch(eng.model, row)
             history.append(row)
             _write_metrics(run.metrics_path, history)
             snap = _save_epoch(eng, run, ckpt_config, e + 1, step)
