@@ -37,7 +37,7 @@ def test_without_control_memorized_is_an_upper_bound():
     r = memorization_reading(res)
     assert r["reading"] == "upper bound (no control)" and "UPPER BOUNDS" in r["notes"][0]
     text = summary_text(res)
-    assert "memorized <= 0.220" in text and "(an upper bound on memorization: no control)" in text
+    assert "memorized <= 22.0%" in text and "(an upper bound on memorization: no control)" in text
     assert "memorized 0.220" not in text and "--control partition" in text
 
 
