@@ -254,3 +254,30 @@ def _assert_scan_refused(train, *needles: str) -> str:
     msg = str(e.value)
     assert "\n" not in msg and all(n in msg for n in needles), msg
     return msg
+
+
+# ------------------------------------------------------------------ 6. 16-bit images
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16bit_grey_image_decodes_to_its_grey(tmp_path, fmt):
+    """PIL clips I;16 at 255 in convert("RGB"): a mid-grey 16-bit PNG decoded as white."""
+    from PIL import Image
+
+    from dejavu.attack.embed import ImageCrops
+    from dejavu.data.dataset import load_rgb
+    from dejavu.data.fastjpeg import load_rgb_reduced
+    from dejavu.data.transforms import eval_transform
+
+    a = np.tile(np.linspace(0, 65535, 64), (48, 1)).astype(np.uint16)  # a horizontal ramp, black to white
+    a[:, 20:40] = 32768  # a mid-grey band
+    p = tmp_path / f"n0_1.{fmt.lower()}"
+    Image.fromarray(a).save(p, format=fmt)
+    assert Image.open(p).mode.startswith("I;16")
+    want = np.rint(a / 257.0).astype(np.uint8)
+    for im in (load_rgb(p), load_rgb_reduced(p, 16)):
+        got = np.asarray(im)
+        assert im.mode == "RGB" and np.array_equal(got[..., 0], want) and np.array_equal(got[..., 2], want)
+    assert abs(float(np.asarray(load_rgb(p))[:, 20:40].mean()) - 127.5) < 1
+    x, _ = ImageCrops([p], None, eval_transform(32))[0]  # what the attack embeds
+    assert float(x.std()) > 0.5  # a ramp, not a white (constant) image
