@@ -96,7 +96,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
         k, v = s.split("=", 1)
         *parents, leaf = [p.strip().replace("-", "_") for p in k.split(".")]
         try:
-            value = yaml.safe_load(v) if v.strip() else ""
+            value = safe_yaml(v, f"--set {k}") if v.strip() else ""
         except yaml.YAMLError:
             value = v
         merge_into(out, _nest(parents, {leaf: value}))
@@ -127,13 +127,36 @@ def merge_into(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
     return dst
 
 
+def safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refusing aliases (``*name``): a config never needs them, and
+    a few hundred bytes of nested aliases expand into an exponentially large value (an
+    "alias bomb": 80 MB in the error message that quoted it).
+
+    Args:
+        text: the YAML.
+        source: where it came from, named in the error.
+
+    Returns:
+        The loaded value.
+
+    Raises:
+        UsageError: the text uses an alias.
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    if "*" in text and any(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=yaml.SafeLoader)):
+        raise UsageError(f"{source}: YAML aliases (*name) are not allowed in a config")
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """A config file's mapping; a missing or malformed file is a run-time error (exit 1)."""
     path = Path(path)
     if not path.is_file():
         raise DejavuError(f"{path}: config file not found")
     try:
-        d = yaml.safe_load(path.read_text()) or {}
+        d = safe_yaml(path.read_text(), str(path)) or {}
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as e:
         raise DejavuError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(d, dict):

@@ -180,3 +180,104 @@ def test_model_trained_on_another_partition_refused(corpus, tmp_path):
     proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
     assert_one_line_error(proc, str(a), "trained on another index", "4_per_class/train_A.npy")
     assert not (tmp_path / "att").exists()
+
+
+# ------------------------------------------------------------------ 5. the dataset walk
+
+
+def test_symlinked_class_folder_is_followed_once(data_copy, tmp_path):
+    """A class folder that is a symlink (ImageFolder follows it) gives the same index."""
+    import shutil
+
+    from dejavu.data.imagefolder import scan_imagefolder
+
+    ref = scan_imagefolder(data_copy / "train")
+    cls = ref.classes[1]
+    shutil.move(data_copy / "train" / cls, tmp_path / "elsewhere")
+    (data_copy / "train" / cls).symlink_to(tmp_path / "elsewhere")
+    got = scan_imagefolder(data_copy / "train")
+    assert got.relpaths == ref.relpaths and got.fingerprint == ref.fingerprint
+
+
+@pytest.mark.parametrize("link", ["loop_to_root", "loop_to_self", "second_link", "image_link"])
+def test_walk_refuses_what_it_would_list_twice(data_copy, link):
+    """A symlink loop listed 704 images from 64 files, copies of training images in the
+    public set: each is now one line naming the link."""
+    train = data_copy / "train"
+    n0, n1 = sorted(p for p in train.iterdir())[:2]
+    where = {
+        "loop_to_root": (n0 / "loop", ".."),
+        "loop_to_self": (n0 / "sub" / "again", ".."),
+        "second_link": (n1 / "n0copy", f"../{n0.name}"),
+        "image_link": (n1 / "zz_copy.JPEG", f"../{n0.name}/{min(p.name for p in n0.iterdir())}"),
+    }
+    path, target = where[link]
+    path.parent.mkdir(exist_ok=True)
+    path.symlink_to(target)
+    _assert_scan_refused(train, str(path), "listed twice")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "broken_link"])
+def test_image_name_that_is_not_a_file(corpus, data_copy, tmp_path, kind):
+    """A FIFO named .JPEG in the public set blocked the attack forever."""
+    import os
+
+    from dejavu.data.imagefolder import scan_imagefolder
+    from dejavu.partition import Partition
+
+    p = scan_imagefolder(data_copy / "train").path(int(Partition.load(corpus / "part").attack_public()[0]))
+    p.unlink()
+    if kind == "fifo":
+        os.mkfifo(p)
+    else:
+        p.symlink_to(tmp_path / "gone.JPEG")
+    proc = run_cli(*attack_args(corpus, tmp_path / "att", data=data_copy), timeout=60)
+    assert_one_line_error(proc, str(p), "not a regular file")
+    assert not (tmp_path / "att").exists()
+
+
+def test_non_utf8_class_folder_name(data_copy):
+    import os
+
+    bad = os.path.join(os.fsencode(data_copy / "train"), b"n\xff\xfe")
+    os.rename(os.fsencode(min((data_copy / "train").iterdir())), bad)
+    msg = _assert_scan_refused(data_copy / "train", "n\\xff\\xfe", "not valid UTF-8")
+    msg.encode("utf-8")  # printable
+
+
+def _assert_scan_refused(train, *needles: str) -> str:
+    from dejavu import DejavuError
+    from dejavu.data.imagefolder import scan_imagefolder
+
+    with pytest.raises(DejavuError) as e:
+        scan_imagefolder(train)
+    msg = str(e.value)
+    assert "\n" not in msg and all(n in msg for n in needles), msg
+    return msg
+
+
+# ------------------------------------------------------------------ 6. 16-bit images
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16bit_grey_image_decodes_to_its_grey(tmp_path, fmt):
+    """PIL clips I;16 at 255 in convert("RGB"): a mid-grey 16-bit PNG decoded as white."""
+    from PIL import Image
+
+    from dejavu.attack.embed import ImageCrops
+    from dejavu.data.dataset import load_rgb
+    from dejavu.data.fastjpeg import load_rgb_reduced
+    from dejavu.data.transforms import eval_transform
+
+    a = np.tile(np.linspace(0, 65535, 64), (48, 1)).astype(np.uint16)  # a horizontal ramp, black to white
+    a[:, 20:40] = 32768  # a mid-grey band
+    p = tmp_path / f"n0_1.{fmt.lower()}"
+    Image.fromarray(a).save(p, format=fmt)
+    assert Image.open(p).mode.startswith("I;16")
+    want = np.rint(a / 257.0).astype(np.uint8)
+    for im in (load_rgb(p), load_rgb_reduced(p, 16)):
+        got = np.asarray(im)
+        assert im.mode == "RGB" and np.array_equal(got[..., 0], want) and np.array_equal(got[..., 2], want)
+    assert abs(float(np.asarray(load_rgb(p))[:, 20:40].mean()) - 127.5) < 1
+    x, _ = ImageCrops([p], None, eval_transform(32))[0]  # what the attack embeds
+    assert float(x.std()) > 0.5  # a ramp, not a white (constant) image

@@ -75,14 +75,14 @@ def load_rgb_reduced(path, min_side: int | None) -> Image.Image:
     Returns:
         The decoded RGB image.
     """
-    from dejavu.data.dataset import load_rgb  # lazy: dataset imports this module
+    from dejavu.data.dataset import load_rgb, to_rgb  # lazy: dataset imports this module
 
     if not min_side:
         return load_rgb(path)
     try:
         with Image.open(path) as im:
             if not (im.format == "JPEG" and min(im.size) >= 2 * min_side):
-                return im.convert("RGB")
+                return to_rgb(im)
             w, h = im.size
             got = im.draft("RGB", (min_side, min_side))
             img = im.convert("RGB")

@@ -133,25 +133,96 @@ class DatasetIndex:
         return idx.astype(np.int64)
 
 
+def _shown(path: str) -> str:
+    """``path`` printable whatever its bytes (a name that is not UTF-8 shown escaped)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class _Walk:
+    """The dataset walk: symlinked folders are followed (as ImageFolder does) but no folder
+    is entered twice, no file is listed twice, and only regular files are images. A folder
+    or file reached a second time (a symlink loop, a second link to a folder, a link to an
+    image already listed), an image name that is a FIFO, socket, device or broken link, and
+    a folder or image name that is not UTF-8 are refused, naming the path: the first would
+    list images twice (copies of training images in the public set), the others would block
+    or fail later. Plain files cost no ``stat`` (type and inode come from the listing)."""
+
+    def __init__(self, root: str) -> None:
+        self.seen: dict[tuple[int, int], str] = {}
+        self._once(root, os.stat(root))
+
+    def _once(self, path: str, st: os.stat_result | tuple[int, int]) -> None:
+        key = (st.st_dev, st.st_ino) if isinstance(st, os.stat_result) else st
+        first = self.seen.setdefault(key, path)
+        if first != path:
+            raise DejavuError(
+                f"{_shown(path)}: the same {'folder' if os.path.isdir(path) else 'file'} as {_shown(first)} "
+                "(a symlink loop or a second link): its images would be listed twice; remove the link"
+            )
+
+    @staticmethod
+    def _utf8(e: os.DirEntry) -> None:
+        try:
+            e.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DejavuError(f"{_shown(e.path)}: name is not valid UTF-8; rename it") from None
+
+    def listing(self, path: str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(path) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise DejavuError(f"{_shown(path)}: cannot list folder ({e.strerror})") from None
+
+    def subdir(self, e: os.DirEntry) -> bool:
+        """Is ``e`` a folder (through symlinks)? Each is entered once: a second time is an error."""
+        if not e.is_dir():
+            return False
+        self._utf8(e)
+        self._once(e.path, e.stat())
+        return True
+
+    def _image(self, e: os.DirEntry, dev: int) -> bool:
+        if not e.name.lower().endswith(IMG_EXTENSIONS) or e.is_dir():
+            return False
+        self._utf8(e)
+        if not e.is_file():
+            raise DejavuError(
+                f"{_shown(e.path)}: not a regular file (a FIFO, socket, device or broken link); "
+                "an image must be a file: remove it"
+            )
+        self._once(e.path, e.stat() if e.is_symlink() else (dev, e.inode()))
+        return True
+
+    def images(self, cdir: str) -> list[str]:
+        """The image files under ``cdir`` in ``sorted(os.walk(cdir, followlinks=True))`` order."""
+        found: list[tuple[str, list[str]]] = []
+        stack = [cdir]
+        while stack:
+            d = stack.pop()
+            entries, dev = self.listing(d), os.stat(d).st_dev
+            found.append((d, [e.name for e in entries if self._image(e, dev)]))
+            stack.extend(e.path for e in entries if self.subdir(e))
+        found.sort(key=lambda t: t[0])
+        return [os.path.join(d, f) for d, files in found for f in files]
+
+
 def scan_imagefolder(root: str | os.PathLike) -> DatasetIndex:
-    """Index ``root`` exactly as ``torchvision.datasets.ImageFolder`` does."""
+    """Index ``root`` in ``torchvision.datasets.ImageFolder``'s order, walked safely
+    (:class:`_Walk`: no folder or file twice, regular files only, UTF-8 names)."""
     root = Path(root)
     if not root.is_dir():
         raise DejavuError(f"{root}: image folder not found")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    walk = _Walk(str(root))
+    classes = [e.name for e in walk.listing(str(root)) if walk.subdir(e)]
     if not classes:
         raise DejavuError(f"{root}: no class folders (expected ROOT/<class>/<image>)")
     relpaths: list[str] = []
     counts: list[int] = []
     for c in classes:
-        n0 = len(relpaths)
-        cdir = os.path.join(root, c)
-        for dirpath, _dirs, fnames in sorted(os.walk(cdir, followlinks=True)):
-            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            for fname in sorted(fnames):
-                if fname.lower().endswith(IMG_EXTENSIONS):
-                    relpaths.append(f"{rel}/{fname}")
-        counts.append(len(relpaths) - n0)
+        files = walk.images(os.path.join(root, c))
+        relpaths += [os.path.relpath(f, root).replace(os.sep, "/") for f in files]
+        counts.append(len(files))
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty and len(empty) < len(classes):
         # torchvision's ImageFolder refuses this too ("Found no valid file for the classes ...")
