@@ -11,7 +11,7 @@
 #   IMAGENET_DIR [/datasets/imagenet]  dataset root holding train/
 #   BBOX_DIR [$IMAGENET_DIR/bboxes]  RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
 #   METHOD [vicreg]  CONFIG [$METHOD]  NPC [300]  EPOCHS [1000]  SNAPSHOT_EVERY [50]  FORCE [0]
-#   SEED [0] first seed  PAIRS [5] number of pairs
+#   SEED [0] first seed  PAIRS [5] number of pairs  DESIGN [independent] (see _common.sh)
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 # Then: SEEDS="0 1 2 3 4" attk_cmds/attack_runs.sh (the seeds this script prints last).
 set -euo pipefail

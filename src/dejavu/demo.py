@@ -11,6 +11,10 @@ Stages (each writes files into ``OUT``, DESIGN section 3)::
     OUT/audit/<m>_<npc>pc_A/ep{E}/  the one-model test of the final target model (dejavu audit)
     OUT/probe/<m>_<npc>pc_A/   linear probe of the final target model
 
+The two models of a pair are independent (``train.design: independent``, the default: B
+trains with its own seed, :func:`dejavu.ssl.config.train_seed`); ``--set
+train.design=coupled`` gives both the same seed (a variance-reduction design).
+
 With ``--pairs N`` (N > 1) N model pairs are trained that differ only in the training seed
 (seed, seed+1, ...; same data and partition), in ``train/<m>_<npc>pc_seed{S}_{A,B}`` and
 attacked into ``attack/<m>_<npc>pc_seed{S}/ep{E}``; the summary and the report then give
@@ -292,7 +296,9 @@ def _make_partition(run: _Run) -> None:
 
 
 def _train_pairs(run: _Run) -> None:
-    """Target (A) and reference (B) of each pair; the same seed gives the same initial weights."""
+    """Target (A) and reference (B) of each pair, trained with the pair's seed under the
+    training design (``train.design``: independent by default, B seeded apart from A;
+    :func:`dejavu.ssl.config.train_seed`)."""
     cfg = run.cfg
     run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
     run.names = {s: run.tag if len(run.seeds) == 1 else f"{run.tag}_seed{s}" for s in run.seeds}
@@ -549,6 +555,7 @@ def summarize(by_pair: dict[int, list], pr, report, seconds, cfg, rcdm_info=None
         "epochs": rows[seeds[0]],
         "final": rows[seeds[0]][-1],
         "seeds": seeds,
+        "design": finals[0].get("design", {}).get("design"),
         "pairs": [{"seed": sd, "final": rows[sd][-1], "epochs": rows[sd]} for sd in seeds],
         "pair_level": pair_level,
         "verdict": verdict,
@@ -574,7 +581,8 @@ def format_summary(s: dict[str, Any]) -> str:
     n = len(s.get("seeds", [0]))
     lines = [
         f"deja vu demo ({s['config']['method']}, {s['seconds']:.0f}s) -- final snapshot, epoch {f['epoch']}"
-        + (f", pair 1 of {n} (seed {s['seeds'][0]})" if n > 1 else ""),
+        + (f", pair 1 of {n} (seed {s['seeds'][0]})" if n > 1 else "")
+        + (f"; {s['design']} models" if s.get("design") else ""),
         f"  deja vu score (top-20% most confident): {100 * f['dejavu_score']:+.1f} points, 95% CI "
         f"{ci(f['dejavu_score_ci95'])} (over examples)",
         f"  held-out control (no gap expected): @20% {100 * f['control_score']:+.1f} CI {ci(f['control_score_ci95'])}"

@@ -246,7 +246,10 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
     ci = m["top1"]["ci95"]["dejavu_score"]
-    lines.append(f"deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    lines.append(
+        f"deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        + ("" if "control" in results else "  (primary endpoint at the final epoch; no control)")
+    )
     q = m["quadrants"]
     lines.append("quadrants: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
     return "\n".join(lines)

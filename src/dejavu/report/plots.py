@@ -522,9 +522,10 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
 
     Returns:
         One row per group: ``method, variant, npc, epoch, params, top, p, seeds, scores,
-        controls, excesses, example_ci95, pair_level, verdict, files``.
+        controls, excesses, example_ci95, pair_level, verdict, files`` (and ``design``: the
+        pairs' training designs, :func:`dejavu.ssl.config.pair_design`).
     """
-    from dejavu.analysis.significance import pair_level, shared_variance_from_folders, verdict_text
+    from dejavu.analysis.significance import example_df, pair_level, shared_variance_from_folders, verdict_text
     from dejavu.report.collect import seed_groups
 
     rows = []
@@ -535,7 +536,10 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
             continue
         shared = shared_variance_from_folders([r.dir for r in recs]) if len(recs) >= 2 else None
         pl = pair_level(
-            [e["excess"] for e in ex], [e.get("se") for e in ex], shared_var=shared.get((top, at)) if shared else None
+            [e["excess"] for e in ex],
+            [e.get("se") for e in ex],
+            shared_var=shared.get((top, at)) if shared else None,
+            example_df=example_df([r.raw for r in recs]),
         )
         rows.append(
             {
@@ -547,6 +551,7 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
                 "top": top,
                 "p": at,
                 "seeds": [r.seed for r in recs],
+                "design": sorted({str((r.raw.get("design") or {}).get("design", "unknown")) for r in recs}),
                 "scores": [e["score"] for e in ex],
                 "controls": [e["control"] for e in ex],
                 "excesses": [e["excess"] for e in ex],
