@@ -98,6 +98,14 @@ class DemoConfig:
             "(1: it is not covered; a claim needs >= 3)"
         },
     )
+    partition_per_pair: bool = field(
+        default=False,
+        metadata={
+            "help": "with --pairs N: one partition per pair (partition/seed<S>, seeded by the pair's seed), so the "
+            "pairs are independent replicates (each its own A, B, control and public images) and the interval "
+            "over pairs is a plain Student t; default: one partition shared by the pairs"
+        },
+    )
     report: bool = True  # plots + report.html (the bench turns them off)
 
     @classmethod
@@ -191,7 +199,8 @@ class _Run:
     threads: int
     paths: Any = None  # DataPaths, after _make_data
     index: Any = None  # DatasetIndex
-    pdir: Path = Path()
+    pdir: Path = Path()  # the (first pair's) partition
+    pdirs: dict[int, Path] = field(default_factory=dict)  # seed -> its partition (partition_per_pair)
     n_ctrl: int = 0
     seeds: list[int] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)  # seed -> run name
@@ -282,11 +291,23 @@ def _make_data(run: _Run) -> None:
 
 
 def _make_partition(run: _Run) -> None:
-    """The split, with the held-out control (removed from the public set every attack searches)."""
+    """The split, with the held-out control (removed from the public set every attack searches),
+    seeded by the demo's seed; with ``partition_per_pair``, one per pair seeded by its seed."""
     from dejavu.partition import partition
 
-    cfg, run.pdir = run.cfg, run.out / "partition"
-    pres = partition(run.paths, [cfg.npc], run.pdir, force=True, index=run.index, control=cfg.control_per_class)
+    cfg = run.cfg
+    run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
+    per_pair = cfg.partition_per_pair and cfg.pairs > 1
+    base = run.out / "partition"
+    run.pdirs = {sd: base / f"seed{sd}" if per_pair else base for sd in run.seeds}
+    run.pdir = run.pdirs[run.seeds[0]]
+    made = [
+        partition(
+            run.paths, [cfg.npc], run.pdirs[sd], force=True, index=run.index, control=cfg.control_per_class, seed=sd
+        )
+        for sd in (run.seeds if per_pair else run.seeds[:1])
+    ]
+    pres = made[0]
     c = pres.splits[cfg.npc].counts()
     run.n_ctrl = len(pres.control.all) if pres.control is not None else 0
     _stamp(
@@ -300,16 +321,14 @@ def _train_pairs(run: _Run) -> None:
     training design (``train.design``: independent by default, B seeded apart from A;
     :func:`dejavu.ssl.config.train_seed`)."""
     cfg = run.cfg
-    run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
     run.names = {s: run.tag if len(run.seeds) == 1 else f"{run.tag}_seed{s}" for s in run.seeds}
     run.pair_runs = {s: {y: run.out / "train" / f"{run.names[s]}_{y}" for y in "AB"} for s in run.seeds}
-    split = run.pdir / f"{cfg.npc}_per_class"
     jobs = [
         (
             asdict(cfg.train_config(sd)),
             str(run.paths.images),
             str(run.paths.bboxes),
-            str(split / f"train_{y}.npy"),
+            str(run.pdirs[sd] / f"{cfg.npc}_per_class" / f"train_{y}.npy"),
             str(run.pair_runs[sd][y]),
             run.force,
             1,
@@ -343,7 +362,7 @@ def _attack_pairs(run: _Run) -> dict[int, list]:
             attack(
                 r["A"] / f"model_ep{ep}.pth",
                 r["B"] / f"model_ep{ep}.pth",
-                run.pdir,
+                run.pdirs[sd],
                 run.paths,
                 run.out / "attack" / run.names[sd] / f"ep{ep}",
                 acfg,

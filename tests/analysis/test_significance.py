@@ -212,3 +212,20 @@ def test_shared_example_variance():
         shared_example_variance([(pairs, ctrl), (shifted, ctrl)], n_boot=10)
     pl = pair_level([0.1, 0.2, 0.15], [0.05] * 3, shared_var=0.0004)
     assert pl["example_var"] == 0.0004 and "joint bootstrap" in pl["example_term"]
+
+
+def test_pairs_on_their_own_partitions_get_a_plain_student_t():
+    """Issue 28.3: pairs attacked on different partitions are independent replicates: the
+    interval is mean +- t(0.975, N-1) s / sqrt(N) (no example term), and said so."""
+    res = [_result(0.30, 0.05), _result(0.25, -0.02), _result(0.35, 0.04)]
+    for i, r in enumerate(res):
+        r["partition"] = f"runs/x/partition/seed{i}"
+    pl = pairs_from_results(res)
+    e = [0.25, 0.27, 0.31]
+    half = t_quantile(0.975, 2) * float(np.std(e, ddof=1)) / math.sqrt(3)
+    assert np.allclose(pl["ci95"], [np.mean(e) - half, np.mean(e) + half])
+    assert pl["df"] == 2 and pl["partitions"] == "one per pair" and "independent replicates" in pl["covers"]
+    for r in res:
+        r["partition"] = "runs/x/partition"
+    shared = pairs_from_results(res)
+    assert shared["partitions"] == "shared by the pairs" and shared["ci95"][1] - shared["ci95"][0] > 2 * half

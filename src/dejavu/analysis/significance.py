@@ -291,6 +291,7 @@ def pair_level(
     level: float = LEVEL,
     shared_var: float | None = None,
     example_df: float | None = None,
+    replicates: bool = False,
 ) -> dict[str, Any]:
     """Mean excess over N model pairs with a t-interval (module docstring).
 
@@ -307,6 +308,9 @@ def pair_level(
         shared_var: the shared example variance, or None.
         example_df: degrees of freedom of the example variance (:func:`example_df`); with
             it the interval's df are Welch–Satterthwaite's, without it N − 1 (conservative).
+        replicates: the pairs are independent replicates (a partition per pair: each drew its
+            own examples), so the spread over pairs already holds the example variance: a
+            plain Student t over pairs, ``mean ± t(0.975, N−1) · s/√N`` (no example term).
 
     Returns:
         ``{"n_pairs", "values", "mean", "level", "covers", "ci95", "distinguishable"}``; with
@@ -331,6 +335,23 @@ def pair_level(
         )
         return out
     sd = float(e.std(ddof=1))
+    if replicates:
+        se, t = sd / math.sqrt(n), t_quantile(1 - (1 - level) / 2, n - 1)
+        ci = [out["mean"] - t * se, out["mean"] + t * se]
+        out.update(
+            covers="training randomness and the choice of examples (a partition per model pair: independent "
+            "replicates)",
+            sd_over_pairs=sd,
+            example_var=None,
+            example_term="none: a partition per pair (plain Student t over pairs)",
+            se=se,
+            t=t,
+            df=n - 1,
+            df_rule="N - 1 (independent replicates)",
+            ci95=ci,
+            distinguishable=bool(ci[0] > 0 or ci[1] < 0),
+        )
+        return out
     ses = np.asarray([np.nan if v is None else v for v in (example_ses or [])], dtype=np.float64)
     v_ex = float(np.mean(ses**2)) if len(ses) == n and not np.isnan(ses).any() else None
     how = "bound: mean per-pair example variance (conservative)" if v_ex is not None else None
@@ -377,13 +398,19 @@ def pairs_from_results(
 
     Returns:
         The :func:`pair_level` dict plus ``statistic``, ``scores``, ``controls`` (None without
-        a control), ``top`` and ``p``.
+        a control), ``top``, ``p`` and ``partitions`` (pairs on different partitions are
+        independent replicates: a plain Student t over pairs, :func:`per_pair_partitions`).
     """
     with_ctrl = all("control" in r for r in results)
+    reps = per_pair_partitions(results)
     if with_ctrl:
         ex = [r["control"]["excess"][top][p] for r in results]
         block = pair_level(
-            [x["excess"] for x in ex], [x.get("se") for x in ex], shared_var=shared_var, example_df=example_df(results)
+            [x["excess"] for x in ex],
+            [x.get("se") for x in ex],
+            shared_var=None if reps else shared_var,
+            example_df=example_df(results),
+            replicates=reps,
         )
         block.update(
             statistic="excess over the held-out control",
@@ -392,12 +419,26 @@ def pairs_from_results(
         )
     else:
         key = "dejavu_score" if p == "20" else "dejavu_score_100"
-        block = pair_level([r["metrics"][top][key] for r in results])
+        block = pair_level([r["metrics"][top][key] for r in results], replicates=reps)
         block.update(
             statistic="score (no held-out control: not compared with one)", scores=block["values"], controls=None
         )
-    block.update(top=top, p=p)
+    block.update(top=top, p=p, partitions="one per pair" if reps else "shared by the pairs")
     return block
+
+
+def per_pair_partitions(results: Sequence[dict[str, Any]]) -> bool:
+    """Whether N >= 2 attacks used N different partitions (``results.json`` ``partition``):
+    then the pairs are independent replicates (:func:`pair_level` ``replicates``).
+
+    Args:
+        results: ``results.json`` dicts, one per model pair.
+
+    Returns:
+        True when every attack names a partition and no two name the same one.
+    """
+    parts = [r.get("partition") for r in results]
+    return len(parts) >= 2 and None not in parts and len({str(x) for x in parts}) == len(parts)
 
 
 def example_df(results: Sequence[dict[str, Any]]) -> float | None:

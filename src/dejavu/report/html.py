@@ -387,7 +387,8 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
         rows.insert(
             1,
             "<tr><th>primary endpoint</th><td>top-1 at the 20% most confident, final epoch (every other "
-            f"number is secondary); models trained {html.escape(', '.join(row.get('design', [])))}"
+            f"number is secondary); models trained {html.escape(', '.join(row.get('design', [])))}; "
+            f"partition {html.escape(str(row.get('partitions', '?')))}"
             f"{'; interval df: ' + html.escape(str(pl.get('df_rule'))) if pl.get('df_rule') else ''}</td></tr>",
         )
         if pl["n_pairs"] >= 2:
