@@ -17,6 +17,7 @@
 #   DECODE [exact]  full JPEG decode as the original; draft = faster reduced decode (other pixels)
 #   SEEDS [""]  training seeds of a seed sweep (train_cmds/train_seed_sweep.sh): attacks
 #               <method>_<npc>pc_seed<S>_{A,B} into attack/<method>_<npc>pc_seed<S>/ for each
+#   PARTITION_PER_PAIR [0]  1: pair S is attacked on $PARTITION/seed<S> (dejavu partition --seeds)
 #   CONTROL [auto]  held-out control attacked with the same models (issue 11): auto = the
 #               partition's control (dejavu partition --control N) when $PARTITION/control_A.npy
 #               exists, else the annotated validation images $VAL_DIR when that folder exists;
@@ -53,14 +54,17 @@ redo=(--skip-existing)
 if [[ "$FORCE" == 1 ]]; then redo=(--force); fi
 if [[ "${FFCV:-0}" == 1 ]]; then redo+=(--crops-betons "${BETONS:-$RUN/betons}"); fi
 
+PER_PAIR="${PARTITION_PER_PAIR:-0}"
+first_part="$PARTITION"
+if [[ "$PER_PAIR" == 1 ]]; then first_part="$PARTITION/seed$(echo "$SEEDS" | awk '{print $1}')"; fi
 control=()
 if [[ "$CONTROL" == auto ]]; then
-  if [[ -f "$PARTITION/control_A.npy" ]]; then
+  if [[ -f "$first_part/control_A.npy" ]]; then
     control=(--control partition)
   elif [[ -d "$VAL_DIR" ]]; then
     control=(--control "$VAL_DIR" --control-bboxes "$VAL_BBOX_DIR")
   else
-    echo "$(basename "$0"): no held-out control ($PARTITION/control_A.npy, $VAL_DIR): scores are not compared with one" >&2
+    echo "$(basename "$0"): no held-out control ($first_part/control_A.npy, $VAL_DIR): scores are not compared with one" >&2
     control=(--control none)
   fi
 elif [[ "$CONTROL" == partition || "$CONTROL" == none ]]; then
@@ -73,8 +77,10 @@ for m in $METHODS; do
   for n in $NPCS; do
     for s in ${SEEDS:-""}; do
       name="${m}_${n}pc${s:+_seed$s}"
+      part="$PARTITION"
+      if [[ "$PER_PAIR" == 1 && -n "$s" ]]; then part="$PARTITION/seed$s"; fi
       run dejavu attack --model-a "$RUN/train/${name}_A" --model-b "$RUN/train/${name}_B" \
-        --partition "$PARTITION" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
+        --partition "$part" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
         --knn "$KNN" --precision "$PRECISION" --decode "$DECODE" "${control[@]}" --out "$RUN/attack/${name}" "${redo[@]}" "${LAUNCH_FLAGS[@]}" \
         ${EXTRA[@]+"${EXTRA[@]}"}
     done

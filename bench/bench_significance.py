@@ -16,7 +16,10 @@ is possible, how often each test calls a difference "significant":
 * **power**: the new test on the real score vs the stored control (one verdict per method).
 
 Usage: python bench/bench_significance.py [--pairs 5] [--out runs/bench_significance] [--cuts 100]
-       [--methods vicreg,simclr] [--epochs 60] [--append bench/RESULTS.md]
+       [--methods vicreg,simclr] [--epochs 60] [--design independent|coupled] [--append bench/RESULTS.md]
+``--design`` (issue 28): how each pair's two models are seeded (``train.design``; independent,
+the default, or coupled = the same seed, the design of the table measured before issue 28).
+Every false-positive rate is given with its exact (Clopper-Pearson) 95% Monte-Carlo interval.
 Runs the demos first (skipped when their summary.json exists), then the analysis (seconds).
 """
 
@@ -87,15 +90,32 @@ def random_parts(labels: np.ndarray, n_parts: int, rng) -> list[np.ndarray]:
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
-def run_demos(method: str, out: Path, pairs: int, epochs: int) -> dict:
+def rate_ci(hits: list[bool]) -> list[float]:
+    """Exact (Clopper-Pearson) 95% interval of a Monte-Carlo rate (scipy)."""
+    from scipy.stats import binomtest
+
+    if not hits:
+        return [float("nan")] * 2
+    ci = binomtest(int(sum(hits)), len(hits)).proportion_ci(0.95, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
+def run_demos(method: str, out: Path, pairs: int, epochs: int, design: str = "independent") -> dict:
     from dejavu.demo import DemoConfig, run_demo
 
-    d = out / method
+    d = out / design / method
     if (d / "summary.json").is_file():
         return read_json(d / "summary.json")
     t = time.time()
     cfg = DemoConfig.quick(
-        out=str(d), method=method, pairs=pairs, epochs=epochs, snapshot_every=epochs, probe_epochs=0, report=False
+        out=str(d),
+        method=method,
+        pairs=pairs,
+        epochs=epochs,
+        snapshot_every=epochs,
+        probe_epochs=0,
+        report=False,
+        train={"design": design},
     )
     res = run_demo(cfg, force=True)
     print(f"{method}: {pairs} pairs in {time.time() - t:.0f}s", flush=True)
@@ -103,6 +123,7 @@ def run_demos(method: str, out: Path, pairs: int, epochs: int) -> dict:
 
 
 def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed: int = 0) -> dict:
+    """``out``: the folder holding ``<method>/`` (the design's folder)."""
     cfg = summary["config"]
     k, c = cfg["k"], cfg["classes"]
     tag = f"{method}_{cfg['npc']}pc"
@@ -157,6 +178,8 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
         "today_fp_stored": float(np.mean(today_stored)),
         "today_fp_resplit": float(np.mean(today_resplit)),
         "new_fp": float(np.mean(new_fp)),
+        "new_fp_ci95": rate_ci(new_fp),
+        "today_fp_resplit_ci95": rate_ci(today_resplit),
         "new_fp_bound": float(np.mean(new_fp_bound)),
         "new_fp_pairs_only": float(np.mean(new_fp_pairs_only)),
         "real": {
@@ -187,6 +210,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['method']} | {r['pairs']} | {100 * r['today_fp_stored']:.0f}% "
             f"| {100 * r['today_fp_resplit']:.1f}% | **{100 * r['new_fp']:.0f}%** "
+            f"[{100 * r['new_fp_ci95'][0]:.0f}, {100 * r['new_fp_ci95'][1]:.0f}] "
             f"| {100 * r['new_fp_bound']:.0f}% | {100 * r['new_fp_pairs_only']:.0f}% "
             f"| {100 * r['real']['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
             f"| **{yes(r['real']['distinguishable'])}** | {yes(r['real_bound']['distinguishable'])} / "
@@ -203,16 +227,17 @@ def main(argv=None) -> int:
     ap.add_argument("--cuts", type=int, default=100)
     ap.add_argument("--bootstrap", type=int, default=300)
     ap.add_argument("--out", default="runs/bench_significance")
+    ap.add_argument("--design", default="independent", choices=("independent", "coupled"))
     ap.add_argument("--append", default=None, help="append the table to this markdown file")
     a = ap.parse_args(argv)
     out = Path(a.out)
     t0 = time.time()
     rows = []
     for m in a.methods.split(","):
-        s = run_demos(m, out, a.pairs, a.epochs)
-        rows.append(analyse(m, out, s, a.cuts, a.bootstrap))
+        s = run_demos(m, out, a.pairs, a.epochs, a.design)
+        rows.append({**analyse(m, out / a.design, s, a.cuts, a.bootstrap), "design": a.design})
         print(json.dumps(rows[-1]), flush=True)
-    (out / "bench_significance.json").write_text(json.dumps(rows, indent=1))
+    (out / a.design / "bench_significance.json").write_text(json.dumps(rows, indent=1))
     txt = table(rows)
     print(txt)
     if a.append:
@@ -221,6 +246,7 @@ def main(argv=None) -> int:
                 f"\n## bench_significance.py ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
                 f"{platform.processor() or platform.machine()}, {time.time() - t0:.0f} s)\n\n"
                 f"`dejavu demo --quick` recipe, {a.epochs} epochs, {a.pairs} seed pairs per method, "
+                f"design {a.design}, "
                 f"control 40/class; FPR = share of 95% intervals excluding 0 on the held-out control "
                 f"(top-1, 20%).\n\n{txt}\n"
             )

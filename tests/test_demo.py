@@ -90,6 +90,27 @@ def test_demo_settings_follow_the_one_config_path(tmp_path, capsys):
     assert not out.exists()  # refused before any stage ran
 
 
+def test_partition_per_pair_gives_each_pair_its_own_split(tmp_path):
+    """Issue 28.3: with pairs > 1 and partition_per_pair, pair S is cut by partition seed S
+    (partition/seed<S>); by default one partition, seeded by the demo's seed, serves all."""
+    from dejavu.demo import _make_data, _make_partition, _open_run
+    from dejavu.partition import Partition
+
+    small = dict(classes=3, per_class=40, annotated_fraction=0.5, control_per_class=4, npc=3, pairs=2, seed=5)
+    run = _open_run(DemoConfig(out=str(tmp_path / "d"), partition_per_pair=True, **small), force=False)
+    _make_data(run)
+    _make_partition(run)
+    assert run.seeds == [5, 6] and run.pdirs == {s: tmp_path / "d" / "partition" / f"seed{s}" for s in (5, 6)}
+    a = {s: Partition.load(run.pdirs[s]) for s in (5, 6)}
+    assert a[5].split["seed"] == 5 and a[6].split["seed"] == 6
+    assert not np.array_equal(a[5].load_set(3, "train_A"), a[6].load_set(3, "train_A"))
+    shared = _open_run(DemoConfig(out=str(tmp_path / "e"), **small), force=False)
+    _make_data(shared)
+    _make_partition(shared)
+    assert set(shared.pdirs.values()) == {tmp_path / "e" / "partition"}
+    assert Partition.load(tmp_path / "e" / "partition").split["seed"] == 5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_default_demo_shows_dejavu(tmp_path, seed):

@@ -332,3 +332,20 @@ def test_partition_written_before_the_shuffle_still_loads(synth_small, tmp_path)
     assert p.split["order"] == "sorted" and p.split["seed"] is None
     p.check_attack_sets(5)
     assert np.array_equal(p.load_set(5, "bbox_A"), np.load(tmp_path / "p" / "5_per_class" / "bbox_A.npy"))
+
+
+def test_partition_per_seed_pair_cli(synth_small, tmp_path, capsys):
+    """Issue 28.3: --seeds S1,S2 writes one partition per seed in OUT/seed<S>, each seeded by
+    its seed (so pairs trained and attacked on them are independent replicates)."""
+    out = tmp_path / "parts"
+    argv = ["partition", "--data", str(synth_small), "--per-class", "5", "--control", "2", "--out", str(out)]
+    assert main([*argv, "--seeds", "3,4"]) == 0
+    assert capsys.readouterr().out.count("written to") == 2
+    p3, p4 = Partition.load(out / "seed3"), Partition.load(out / "seed4")
+    assert p3.split["seed"] == 3 and p4.split["seed"] == 4
+    assert not np.array_equal(p3.load_set(5, "bbox_A"), p4.load_set(5, "bbox_A"))
+    single = partition(DataPaths.resolve(data=synth_small), [5], tmp_path / "single", seed=4, control=2)
+    assert np.array_equal(single.splits[5].sets["bbox_A"], p4.load_set(5, "bbox_A"))  # same rule as --seed 4
+    assert main([*argv, "--seeds", "3,3", "--force"]) == 2
+    assert "each seed once" in capsys.readouterr().err
+    assert main([*argv, "--seeds", "1", "--order", "sorted", "--force"]) == 2

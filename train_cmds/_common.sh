@@ -19,6 +19,10 @@ CONFIG="${CONFIG:-$METHOD}"
 EPOCHS="${EPOCHS:-1000}"
 SNAPSHOT_EVERY="${SNAPSHOT_EVERY:-50}"
 SEED="${SEED:-0}"
+# DESIGN [independent]: the pair's B model trains with seed + 1000003 (its own initial weights,
+# batch order and augmentations, as the original's unseeded runs); coupled: A and B share the
+# seed (common random numbers, a variance-reduction design; recorded in every results.json).
+DESIGN="${DESIGN:-independent}"
 FORCE="${FORCE:-0}"
 FFCV="${FFCV:-0}"  # 1: train through FFCV from $BETONS/<npc>_per_class_<set>.beton (train_cmds/write_betons.sh)
 BETONS="${BETONS:-$RUN/betons}"
@@ -46,5 +50,5 @@ train_point() {
   run dejavu train --method "$method" --config "$CONFIG" --images "$IMAGENET_DIR/train" \
     --index "$PARTITION/${npc}_per_class/train_${set}.npy" --out "$out" \
     --set "epochs=$EPOCHS" --set "snapshot_every=$SNAPSHOT_EVERY" --set "seed=$SEED" \
-    "$@" "${flags[@]}" "${EXTRA[@]}"
+    --set "design=$DESIGN" "$@" "${flags[@]}" "${EXTRA[@]}"
 }

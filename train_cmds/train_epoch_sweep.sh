@@ -8,9 +8,11 @@
 #   IMAGENET_DIR [/datasets/imagenet]  dataset root holding train/
 #   BBOX_DIR [$IMAGENET_DIR/bboxes]  RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
 #   METHOD [vicreg]  CONFIG [$METHOD]  NPC [300]  EPOCHS [1000]  SNAPSHOT_EVERY [50]  SEED [0]  FORCE [0]
+#   DESIGN [independent]  independent | coupled (see _common.sh)
 #   FFCV [0] (1: --loader ffcv reading $BETONS, see write_betons.sh)  BETONS [$RUNS/$NAME/betons]
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
-# Both models use the same seed, so they start from the same weights.
+# With the default DESIGN=independent, B trains with SEED + 1000003 (other initial weights,
+# batch order and augmentations than A); DESIGN=coupled gives both the same seed.
 set -euo pipefail
 # shellcheck source=train_cmds/_common.sh
 source "$(dirname "$0")/_common.sh"

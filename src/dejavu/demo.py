@@ -11,6 +11,10 @@ Stages (each writes files into ``OUT``, DESIGN section 3)::
     OUT/audit/<m>_<npc>pc_A/ep{E}/  the one-model test of the final target model (dejavu audit)
     OUT/probe/<m>_<npc>pc_A/   linear probe of the final target model
 
+The two models of a pair are independent (``train.design: independent``, the default: B
+trains with its own seed, :func:`dejavu.ssl.config.train_seed`); ``--set
+train.design=coupled`` gives both the same seed (a variance-reduction design).
+
 With ``--pairs N`` (N > 1) N model pairs are trained that differ only in the training seed
 (seed, seed+1, ...; same data and partition), in ``train/<m>_<npc>pc_seed{S}_{A,B}`` and
 attacked into ``attack/<m>_<npc>pc_seed{S}/ep{E}``; the summary and the report then give
@@ -92,6 +96,14 @@ class DemoConfig:
             "help": "train N model pairs differing only in the training seed (seed, seed+1, ...) and give the "
             "excess over the held-out control with an interval over pairs, which covers training randomness "
             "(1: it is not covered; a claim needs >= 3)"
+        },
+    )
+    partition_per_pair: bool = field(
+        default=False,
+        metadata={
+            "help": "with --pairs N: one partition per pair (partition/seed<S>, seeded by the pair's seed), so the "
+            "pairs are independent replicates (each its own A, B, control and public images) and the interval "
+            "over pairs is a plain Student t; default: one partition shared by the pairs"
         },
     )
     report: bool = True  # plots + report.html (the bench turns them off)
@@ -187,7 +199,8 @@ class _Run:
     threads: int
     paths: Any = None  # DataPaths, after _make_data
     index: Any = None  # DatasetIndex
-    pdir: Path = Path()
+    pdir: Path = Path()  # the (first pair's) partition
+    pdirs: dict[int, Path] = field(default_factory=dict)  # seed -> its partition (partition_per_pair)
     n_ctrl: int = 0
     seeds: list[int] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)  # seed -> run name
@@ -278,11 +291,23 @@ def _make_data(run: _Run) -> None:
 
 
 def _make_partition(run: _Run) -> None:
-    """The split, with the held-out control (removed from the public set every attack searches)."""
+    """The split, with the held-out control (removed from the public set every attack searches),
+    seeded by the demo's seed; with ``partition_per_pair``, one per pair seeded by its seed."""
     from dejavu.partition import partition
 
-    cfg, run.pdir = run.cfg, run.out / "partition"
-    pres = partition(run.paths, [cfg.npc], run.pdir, force=True, index=run.index, control=cfg.control_per_class)
+    cfg = run.cfg
+    run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
+    per_pair = cfg.partition_per_pair and cfg.pairs > 1
+    base = run.out / "partition"
+    run.pdirs = {sd: base / f"seed{sd}" if per_pair else base for sd in run.seeds}
+    run.pdir = run.pdirs[run.seeds[0]]
+    made = [
+        partition(
+            run.paths, [cfg.npc], run.pdirs[sd], force=True, index=run.index, control=cfg.control_per_class, seed=sd
+        )
+        for sd in (run.seeds if per_pair else run.seeds[:1])
+    ]
+    pres = made[0]
     c = pres.splits[cfg.npc].counts()
     run.n_ctrl = len(pres.control.all) if pres.control is not None else 0
     _stamp(
@@ -292,18 +317,18 @@ def _make_partition(run: _Run) -> None:
 
 
 def _train_pairs(run: _Run) -> None:
-    """Target (A) and reference (B) of each pair; the same seed gives the same initial weights."""
+    """Target (A) and reference (B) of each pair, trained with the pair's seed under the
+    training design (``train.design``: independent by default, B seeded apart from A;
+    :func:`dejavu.ssl.config.train_seed`)."""
     cfg = run.cfg
-    run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
     run.names = {s: run.tag if len(run.seeds) == 1 else f"{run.tag}_seed{s}" for s in run.seeds}
     run.pair_runs = {s: {y: run.out / "train" / f"{run.names[s]}_{y}" for y in "AB"} for s in run.seeds}
-    split = run.pdir / f"{cfg.npc}_per_class"
     jobs = [
         (
             asdict(cfg.train_config(sd)),
             str(run.paths.images),
             str(run.paths.bboxes),
-            str(split / f"train_{y}.npy"),
+            str(run.pdirs[sd] / f"{cfg.npc}_per_class" / f"train_{y}.npy"),
             str(run.pair_runs[sd][y]),
             run.force,
             1,
@@ -337,7 +362,7 @@ def _attack_pairs(run: _Run) -> dict[int, list]:
             attack(
                 r["A"] / f"model_ep{ep}.pth",
                 r["B"] / f"model_ep{ep}.pth",
-                run.pdir,
+                run.pdirs[sd],
                 run.paths,
                 run.out / "attack" / run.names[sd] / f"ep{ep}",
                 acfg,
@@ -549,6 +574,7 @@ def summarize(by_pair: dict[int, list], pr, report, seconds, cfg, rcdm_info=None
         "epochs": rows[seeds[0]],
         "final": rows[seeds[0]][-1],
         "seeds": seeds,
+        "design": finals[0].get("design", {}).get("design"),
         "pairs": [{"seed": sd, "final": rows[sd][-1], "epochs": rows[sd]} for sd in seeds],
         "pair_level": pair_level,
         "verdict": verdict,
@@ -574,7 +600,8 @@ def format_summary(s: dict[str, Any]) -> str:
     n = len(s.get("seeds", [0]))
     lines = [
         f"deja vu demo ({s['config']['method']}, {s['seconds']:.0f}s) -- final snapshot, epoch {f['epoch']}"
-        + (f", pair 1 of {n} (seed {s['seeds'][0]})" if n > 1 else ""),
+        + (f", pair 1 of {n} (seed {s['seeds'][0]})" if n > 1 else "")
+        + (f"; {s['design']} models" if s.get("design") else ""),
         f"  deja vu score (top-20% most confident): {100 * f['dejavu_score']:+.1f} points, 95% CI "
         f"{ci(f['dejavu_score_ci95'])} (over examples)",
         f"  held-out control (no gap expected): @20% {100 * f['control_score']:+.1f} CI {ci(f['control_score_ci95'])}"

@@ -712,6 +712,14 @@ class PartitionConfig:
             "and the control (recorded in manifest.json 'split')"
         },
     )
+    seeds: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "comma-separated partition seeds: one partition per seed in OUT/seed<S>/ (a partition "
+            "per model pair: train and attack pair S on OUT/seed<S>, so the pairs are independent "
+            "replicates of the whole experiment); empty: one partition in OUT with --seed"
+        },
+    )
     order: str = field(
         default="shuffle",
         metadata={
@@ -728,9 +736,13 @@ class PartitionConfig:
             raise UsageError(f"per_class: expected images per class >= 1, got {self.per_class}")
         if self.control < 0:
             raise UsageError(f"control: expected a number of images per class >= 0, got {self.control}")
+        if self.seeds and self.order != "shuffle":
+            raise UsageError("seeds: needs order shuffle (a sorted partition does not depend on the seed)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(f"seeds: each seed once, got {self.seeds}")
 
 
-PARTITION_FLAGS = ("per_class", "control", "seed", "order")
+PARTITION_FLAGS = ("per_class", "control", "seed", "seeds", "order")
 
 
 def register(sub) -> None:
@@ -758,8 +770,11 @@ def _cmd(args) -> int:
 
     cfg = config_from_args(PartitionConfig, args, flags=PARTITION_FLAGS)
     paths = data_paths_from_args(args, need_bboxes=True)
-    res = partition(
-        paths, cfg.per_class, args.out, force=args.force, control=cfg.control, seed=cfg.seed, order=cfg.order
-    )
-    print(format_summary(res))
+    outs = [(Path(args.out) / f"seed{sd}", sd) for sd in cfg.seeds] if cfg.seeds else [(Path(args.out), cfg.seed)]
+    index = scan_imagefolder(paths.images) if len(outs) > 1 else None
+    for out, sd in outs:
+        res = partition(
+            paths, cfg.per_class, out, force=args.force, control=cfg.control, seed=sd, order=cfg.order, index=index
+        )
+        print(format_summary(res))
     return 0

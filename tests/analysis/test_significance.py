@@ -10,12 +10,16 @@ import pytest
 
 from dejavu.analysis.metrics import population, scores_from_neighbours
 from dejavu.analysis.significance import (
+    PRIMARY,
     control_summary_text,
+    example_df,
     excess,
     pair_level,
     pairs_from_results,
+    primary_endpoint,
     t_quantile,
     verdict_text,
+    welch_satterthwaite,
 )
 
 
@@ -27,6 +31,40 @@ def test_t_quantile_matches_tables():
     assert abs(t_quantile(0.975, 2000) - 1.9612) < 1e-3  # tends to the normal quantile
     with pytest.raises(ValueError):
         t_quantile(0.975, 0)
+    assert 2.7764 < t_quantile(0.975, 3.5) < 3.1824  # fractional df (Welch-Satterthwaite), between 3 and 4
+    assert abs(t_quantile(0.975, math.inf) - 1.95996) < 1e-4
+
+
+def test_welch_satterthwaite_degrees_of_freedom():
+    """Hand-worked: (a + b)^2 / (a^2/da + b^2/db)."""
+    a, b = 0.0004, 0.0002
+    assert math.isclose(welch_satterthwaite([(a, 4), (b, 99)]), (a + b) ** 2 / (a * a / 4 + b * b / 99))
+    assert welch_satterthwaite([(a, 4), (0.0, 99)]) == 4  # one part: its own df
+    assert welch_satterthwaite([(a, 4), (b, math.inf)]) == (a + b) ** 2 / (a * a / 4)  # a known part adds none
+    # the pair-level interval: df from both estimated parts, between N-1 and N-1 + example df
+    e, se = [0.10, 0.05, 0.12, 0.08], [0.02, 0.03, 0.02, 0.01]
+    ws = pair_level(e, se, example_df=180)
+    v1, v2 = float(np.var(e, ddof=1)) / 4, float(np.mean(np.square(se)))
+    assert math.isclose(ws["df"], (v1 + v2) ** 2 / (v1 * v1 / 3 + v2 * v2 / 180))
+    assert 3 < ws["df"] < 183 and "Welch-Satterthwaite" in ws["df_rule"]
+    assert math.isclose(ws["t"], t_quantile(0.975, ws["df"]))
+    assert ws["ci95"][1] - ws["ci95"][0] < pair_level(e, se)["ci95"][1] - pair_level(e, se)["ci95"][0]
+    assert pair_level(e, se)["df"] == 3 and "unknown" in pair_level(e, se)["df_rule"]
+
+
+def test_primary_endpoint_named_in_results_and_verdict():
+    r = _result(0.30, 0.05)
+    r["counts"] = {"A": {"attacked": 90}, "B": {"attacked": 95}}
+    r["control"]["excess"]["n_boot"] = 1000
+    pe = primary_endpoint(r)
+    assert pe["top"] == "top1" and pe["p"] == "20" and pe["epoch"] == "final" and pe["quantity"] == "excess"
+    assert math.isclose(pe["value"], 0.25) and "secondary" in pe and pe["name"] == PRIMARY["name"]
+    assert example_df([r, r]) == 89 and example_df([{"metrics": {}}]) is None
+    assert (
+        primary_endpoint({"metrics": {"top1": {"dejavu_score": 0.1, "ci95": {"dejavu_score": [0, 0.2]}}}})["quantity"]
+        == "dejavu_score"
+    )
+    assert "primary endpoint -- verdict (top-1, 20%)" in control_summary_text(r)
 
 
 def _pairs(rng, n, acc_target, acc_ref, classes=12, k=10):
@@ -174,3 +212,20 @@ def test_shared_example_variance():
         shared_example_variance([(pairs, ctrl), (shifted, ctrl)], n_boot=10)
     pl = pair_level([0.1, 0.2, 0.15], [0.05] * 3, shared_var=0.0004)
     assert pl["example_var"] == 0.0004 and "joint bootstrap" in pl["example_term"]
+
+
+def test_pairs_on_their_own_partitions_get_a_plain_student_t():
+    """Issue 28.3: pairs attacked on different partitions are independent replicates: the
+    interval is mean +- t(0.975, N-1) s / sqrt(N) (no example term), and said so."""
+    res = [_result(0.30, 0.05), _result(0.25, -0.02), _result(0.35, 0.04)]
+    for i, r in enumerate(res):
+        r["partition"] = f"runs/x/partition/seed{i}"
+    pl = pairs_from_results(res)
+    e = [0.25, 0.27, 0.31]
+    half = t_quantile(0.975, 2) * float(np.std(e, ddof=1)) / math.sqrt(3)
+    assert np.allclose(pl["ci95"], [np.mean(e) - half, np.mean(e) + half])
+    assert pl["df"] == 2 and pl["partitions"] == "one per pair" and "independent replicates" in pl["covers"]
+    for r in res:
+        r["partition"] = "runs/x/partition"
+    shared = pairs_from_results(res)
+    assert shared["partitions"] == "shared by the pairs" and shared["ci95"][1] - shared["ci95"][0] > 2 * half

@@ -120,6 +120,41 @@ def test_same_seed_same_init_for_a_and_b(paths, partition_small, tmp_path):
     assert not torch.equal(e1.model.state_dict()[k], e3.model.state_dict()[k])
 
 
+def test_pair_is_independent_by_default_coupled_on_request(paths, partition_small, tmp_path):
+    """Issue 28.1: B's training seed is derived from the pair's seed (seed + 1000003), so its
+    initial weights and batch order differ from A's; design=coupled gives both the same seed.
+    The seeds are recorded and the attack's pair_design reads the design from them."""
+    from dejavu.ssl.config import B_SEED_OFFSET, pair_design, train_seed
+    from dejavu.ssl.data import epoch_permutation
+
+    assert train_seed(5, "A") == 5 and train_seed(5, "B") == 5 + B_SEED_OFFSET == train_seed(5, "B", "independent")
+    assert train_seed(5, "B", "coupled") == 5 and train_seed(5, None) == 5
+    split = partition_small / "10_per_class"
+    conv = "backbone.features.0.weight"
+    got = {}
+    for design in ("independent", "coupled"):
+        # lr 1e-12: one epoch leaves the weights at their initial values (to float32 precision)
+        cfg = _cfg("vicreg", "epochs=1", "batch_size=50", "lr=1e-12", "seed=3", f"design={design}")
+        runs = {y: train(cfg, paths, split / f"train_{y}.npy", tmp_path / f"{design}_{y}", device="cpu") for y in "AB"}
+        cfgs = {y: json.loads((tmp_path / f"{design}_{y}" / "config.json").read_text()) for y in "AB"}
+        got[design] = {y: torch.load(runs[y].snapshots[-1], weights_only=True)["model"][conv] for y in "AB"}
+        assert cfgs["A"]["train_seed"] == 3 and cfgs["A"]["design"] == design
+        assert cfgs["B"]["train_seed"] == (3 + B_SEED_OFFSET if design == "independent" else 3)
+        assert pair_design(cfgs["A"], cfgs["B"])["design"] == design
+    assert not torch.allclose(got["independent"]["A"], got["independent"]["B"], atol=1e-3)
+    assert torch.allclose(got["coupled"]["A"], got["coupled"]["B"], atol=1e-6)
+    assert torch.allclose(got["independent"]["A"], got["coupled"]["A"], atol=1e-6)  # A is seeded as before
+    n = len(np.load(split / "train_A.npy"))
+    assert not torch.equal(epoch_permutation(n, 3, 0), epoch_permutation(n, 3 + B_SEED_OFFSET, 0))
+    # a run cannot be resumed under the other design (it would change B's seed)
+    with pytest.raises(DejavuError, match="design"):
+        cfg = _cfg("vicreg", "epochs=2", "batch_size=50", "lr=1e-12", "seed=3", "design=coupled")
+        train(cfg, paths, split / "train_B.npy", tmp_path / "independent_B", resume=True, device="cpu")
+    # runs written before the design existed: equal stored seeds read as coupled
+    assert pair_design({"seed": 0}, {"seed": 0})["design"] == "coupled"
+    assert pair_design({}, {"seed": 0})["design"] == "unknown"
+
+
 def test_knn_metrics_and_no_overwrite(paths, index_a, tmp_path):
     cfg = _cfg("vicreg", "epochs=2", "knn_every=1")
     res = train(cfg, paths, index_a, tmp_path / "r", device="cpu")

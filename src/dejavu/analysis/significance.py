@@ -16,7 +16,10 @@ randomness**: with one pair of models no interval can.
 
 **Pair level (N ≥ 2 pairs differing only in the training seed)** — ``pair_level``:
 the per-pair excesses ``E_i`` are averaged; the interval is
-``mean ± t(0.975, N−1) · sqrt(s²/N + v_shared)``. ``s`` is the standard deviation of the
+``mean ± t(0.975, df) · sqrt(s²/N + v_shared)``, ``df`` by Welch–Satterthwaite from the
+two estimated parts (``s²/N`` with N−1 degrees of freedom, ``v_shared`` with those of the
+example-level estimate: the smallest attacked set minus one, at most the bootstrap
+replicates minus one); N−1 when the latter are unknown (conservative). ``s`` is the standard deviation of the
 ``E_i`` over pairs: training randomness and each pair's own luck with the examples.
 ``v_shared`` is the part of the example-level variance that all pairs *share* — they attack
 the same images, so the spread over pairs cannot show which images happened to be chosen
@@ -29,6 +32,11 @@ only) ``v_shared`` is bounded by the mean per-pair bootstrap variance (conservat
 keeps each pair's own example noise undivided by N). The excess is *distinguishable from
 zero* when the interval excludes 0. bench/RESULTS.md gives the measured false-positive
 rate on the control and the power on the synthetic default.
+
+**Primary endpoint** (declared before any result, :data:`PRIMARY`): the top-1 statistic
+at the 20% most confident examples, at the final epoch — the excess over the held-out
+control when there is one, else the déjà vu score. Every other number (top-5, 5% / 100%,
+other epochs, quadrants, per class) is secondary. Distributions come from scipy.
 
 No torch and no models here (DESIGN: ``analysis`` reads arrays, not networks).
 """
@@ -53,51 +61,56 @@ EXAMPLE_UNIT = (
     "independently, target and reference paired within a set"
 )
 NOT_COVERED = "choice of examples only, not training randomness (one model pair)"
+# The pre-declared primary endpoint (issue 28.4); everything else is secondary.
+PRIMARY: dict[str, Any] = {
+    "name": "top-1 at the 20% most confident examples, final epoch",
+    "top": "top1",
+    "p": "20",
+    "epoch": "final",
+    "statistic": "excess of the deja vu score over the held-out control (the score itself when there is no control)",
+    "secondary": "every other statistic: top-5, 5% and 100%, earlier epochs, quadrants, per-class tables",
+}
 
 
-# ---------------------------------------------------------------- Student t (no scipy here)
+# ---------------------------------------------------------------- Student t (scipy)
 
 
-def _t_abs_cdf(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
-    th = math.atan(abs(t) / math.sqrt(df))
-    c2, s = math.cos(th) ** 2, math.sin(th)
-    if df % 2 == 1:
-        term, acc = 1.0, 1.0 if df > 1 else 0.0
-        for k in range(3, df, 2):  # 1 + 2/3 c² + 2·4/(3·5) c⁴ + ...
-            term *= (k - 1) / k * c2
-            acc += term
-        return 2 / math.pi * (th + (s * math.cos(th) * acc if df > 1 else 0.0))
-    term, acc = 1.0, 1.0
-    for k in range(2, df, 2):  # 1 + 1/2 c² + 1·3/(2·4) c⁴ + ...
-        term *= (k - 1) / k * c2
-        acc += term
-    return s * acc
-
-
-def t_quantile(q: float, df: int) -> float:
-    """The ``q`` quantile (q > 0.5) of Student's t with ``df`` >= 1 degrees of freedom.
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile (q > 0.5) of Student's t with ``df`` > 0 degrees of freedom
+    (``scipy.stats.t.ppf``; ``df`` may be fractional, as a Welch–Satterthwaite one).
 
     Args:
         q: the quantile, 0.5 < q < 1.
-        df: degrees of freedom, >= 1.
+        df: degrees of freedom, > 0 (``inf``: the normal quantile).
 
     Returns:
-        The quantile, by bisection on the exact CDF.
+        The quantile.
 
     Raises:
         ValueError: ``df`` or ``q`` out of range.
     """
-    if df < 1 or not 0.5 < q < 1:
-        raise ValueError(f"t_quantile needs df >= 1 and 0.5 < q < 1 (got q={q}, df={df})")
-    target = 2 * q - 1
-    lo, hi = 0.0, 1.0
-    while _t_abs_cdf(hi, df) < target:
-        hi *= 2
-    for _ in range(100):  # bisection to machine precision
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _t_abs_cdf(mid, df) < target else (lo, mid)
-    return 0.5 * (lo + hi)
+    from scipy import stats
+
+    if not df > 0 or not 0.5 < q < 1:
+        raise ValueError(f"t_quantile needs df > 0 and 0.5 < q < 1 (got q={q}, df={df})")
+    return float(stats.t.ppf(q, df))
+
+
+def welch_satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
+    """Degrees of freedom of a sum of independently estimated variances.
+
+    Args:
+        parts: ``(variance, its degrees of freedom)`` per part (``inf``: known exactly).
+
+    Returns:
+        ``(Σ v)² / Σ (v² / df)``; ``inf`` when every part with a variance is known exactly,
+        the largest given ``df`` when all variances are 0.
+    """
+    total = sum(v for v, _ in parts)
+    denom = sum(v * v / d for v, d in parts if v > 0 and math.isfinite(d))
+    if total <= 0:
+        return max(d for _, d in parts)
+    return math.inf if denom == 0 else total * total / denom
 
 
 # ---------------------------------------------------------------- example level
@@ -277,6 +290,8 @@ def pair_level(
     example_ses: Sequence[float | None] | None = None,
     level: float = LEVEL,
     shared_var: float | None = None,
+    example_df: float | None = None,
+    replicates: bool = False,
 ) -> dict[str, Any]:
     """Mean excess over N model pairs with a t-interval (module docstring).
 
@@ -291,10 +306,16 @@ def pair_level(
         example_ses: each pair's example-level standard error, or None.
         level: coverage of the t-interval.
         shared_var: the shared example variance, or None.
+        example_df: degrees of freedom of the example variance (:func:`example_df`); with
+            it the interval's df are Welch–Satterthwaite's, without it N − 1 (conservative).
+        replicates: the pairs are independent replicates (a partition per pair: each drew its
+            own examples), so the spread over pairs already holds the example variance: a
+            plain Student t over pairs, ``mean ± t(0.975, N−1) · s/√N`` (no example term).
 
     Returns:
         ``{"n_pairs", "values", "mean", "level", "covers", "ci95", "distinguishable"}``; with
-        N >= 2 also ``sd_over_pairs``, ``example_var``, ``example_term``, ``se``, ``t``, ``df``.
+        N >= 2 also ``sd_over_pairs``, ``example_var``, ``example_term``, ``se``, ``t``, ``df``,
+        ``df_rule``.
         With N < 2 the interval is NaN and ``distinguishable`` None.
     """
     e = np.asarray(list(excesses), dtype=np.float64)
@@ -314,13 +335,37 @@ def pair_level(
         )
         return out
     sd = float(e.std(ddof=1))
+    if replicates:
+        se, t = sd / math.sqrt(n), t_quantile(1 - (1 - level) / 2, n - 1)
+        ci = [out["mean"] - t * se, out["mean"] + t * se]
+        out.update(
+            covers="training randomness and the choice of examples (a partition per model pair: independent "
+            "replicates)",
+            sd_over_pairs=sd,
+            example_var=None,
+            example_term="none: a partition per pair (plain Student t over pairs)",
+            se=se,
+            t=t,
+            df=n - 1,
+            df_rule="N - 1 (independent replicates)",
+            ci95=ci,
+            distinguishable=bool(ci[0] > 0 or ci[1] < 0),
+        )
+        return out
     ses = np.asarray([np.nan if v is None else v for v in (example_ses or [])], dtype=np.float64)
     v_ex = float(np.mean(ses**2)) if len(ses) == n and not np.isnan(ses).any() else None
     how = "bound: mean per-pair example variance (conservative)" if v_ex is not None else None
     if shared_var is not None and not math.isnan(shared_var):
         v_ex, how = max(0.0, float(shared_var)), "shared example variance (joint bootstrap over pairs)"
     se = math.sqrt(sd**2 / n + (v_ex or 0.0))
-    t = t_quantile(1 - (1 - level) / 2, n - 1)
+    df: float = n - 1
+    rule = "N - 1"
+    if v_ex and example_df is not None and example_df > 0:
+        df = welch_satterthwaite([(sd**2 / n, n - 1), (v_ex, float(example_df))])
+        rule = f"Welch-Satterthwaite (spread over pairs: {n - 1} df; example variance: {example_df:g} df)"
+    elif v_ex:
+        rule = "N - 1 (the example variance's degrees of freedom unknown: conservative)"
+    t = t_quantile(1 - (1 - level) / 2, df)
     ci = [out["mean"] - t * se, out["mean"] + t * se]
     if v_ex is None:
         out["covers"] = "training randomness only (no example-level standard errors given)"
@@ -330,7 +375,8 @@ def pair_level(
         example_term=how,
         se=se,
         t=t,
-        df=n - 1,
+        df=df,
+        df_rule=rule,
         ci95=ci,
         distinguishable=bool(ci[0] > 0 or ci[1] < 0),
     )
@@ -352,12 +398,20 @@ def pairs_from_results(
 
     Returns:
         The :func:`pair_level` dict plus ``statistic``, ``scores``, ``controls`` (None without
-        a control), ``top`` and ``p``.
+        a control), ``top``, ``p`` and ``partitions`` (pairs on different partitions are
+        independent replicates: a plain Student t over pairs, :func:`per_pair_partitions`).
     """
     with_ctrl = all("control" in r for r in results)
+    reps = per_pair_partitions(results)
     if with_ctrl:
         ex = [r["control"]["excess"][top][p] for r in results]
-        block = pair_level([x["excess"] for x in ex], [x.get("se") for x in ex], shared_var=shared_var)
+        block = pair_level(
+            [x["excess"] for x in ex],
+            [x.get("se") for x in ex],
+            shared_var=None if reps else shared_var,
+            example_df=example_df(results),
+            replicates=reps,
+        )
         block.update(
             statistic="excess over the held-out control",
             scores=[x["score"] for x in ex],
@@ -365,12 +419,69 @@ def pairs_from_results(
         )
     else:
         key = "dejavu_score" if p == "20" else "dejavu_score_100"
-        block = pair_level([r["metrics"][top][key] for r in results])
+        block = pair_level([r["metrics"][top][key] for r in results], replicates=reps)
         block.update(
             statistic="score (no held-out control: not compared with one)", scores=block["values"], controls=None
         )
-    block.update(top=top, p=p)
+    block.update(top=top, p=p, partitions="one per pair" if reps else "shared by the pairs")
     return block
+
+
+def per_pair_partitions(results: Sequence[dict[str, Any]]) -> bool:
+    """Whether N >= 2 attacks used N different partitions (``results.json`` ``partition``):
+    then the pairs are independent replicates (:func:`pair_level` ``replicates``).
+
+    Args:
+        results: ``results.json`` dicts, one per model pair.
+
+    Returns:
+        True when every attack names a partition and no two name the same one.
+    """
+    parts = [r.get("partition") for r in results]
+    return len(parts) >= 2 and None not in parts and len({str(x) for x in parts}) == len(parts)
+
+
+def example_df(results: Sequence[dict[str, Any]]) -> float | None:
+    """Degrees of freedom of the example-level variance of attacks' excesses: the smallest
+    attacked set (A, B, control A, control B) minus one, at most the bootstrap replicates
+    minus one; None when a count is missing (then :func:`pair_level` keeps N − 1).
+
+    Args:
+        results: ``results.json`` dicts, one per model pair.
+
+    Returns:
+        The degrees of freedom, or None.
+    """
+    ns = []
+    try:
+        for r in results:
+            ns += [int(r["counts"][y]["attacked"]) for y in "AB"]
+            ns += [int(r["control"]["counts"][y]["attacked"]) for y in "AB"]
+            ns.append(int(r["control"]["excess"]["n_boot"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return float(min(ns) - 1) if ns and min(ns) > 1 else None
+
+
+def primary_endpoint(results: dict[str, Any]) -> dict[str, Any]:
+    """``results.json``'s ``primary_endpoint`` block: :data:`PRIMARY` with this snapshot's
+    value (the control excess when the attack has a control, else the score).
+
+    Args:
+        results: an attack's (or audit's) results dict, ``metrics`` and optional ``control``.
+
+    Returns:
+        :data:`PRIMARY` plus ``value``, ``ci95`` and ``unit`` (its interval's coverage).
+    """
+    top, p = PRIMARY["top"], PRIMARY["p"]
+    out = dict(PRIMARY)
+    ctrl = (results.get("control") or {}).get("excess", {}).get(top, {}).get(p)
+    if ctrl is not None:
+        out.update(quantity="excess", value=ctrl["excess"], ci95=ctrl["ci95"], unit=NOT_COVERED)
+    else:
+        m = results["metrics"][top]
+        out.update(quantity="dejavu_score", value=m["dejavu_score"], ci95=m["ci95"]["dejavu_score"], unit=NOT_COVERED)
+    return out
 
 
 # ---------------------------------------------------------------- text
@@ -434,7 +545,8 @@ def control_summary_text(results: dict[str, Any]) -> str:
         + ", ".join(f"{y} {c['counts'][y]['attacked']}/{c['counts'][y]['bbox']} attacked" for y in "AB"),
     ]
     lines += excess_table_lines(c["excess"], "95% CI (examples)")
-    lines.append("verdict (top-1, 20%): " + verdict_line(results))
+    lines.append("primary endpoint -- verdict (top-1, 20%): " + verdict_line(results))
+    lines.append("(primary endpoint: top-1, 20% most confident, at the final epoch; every other row is secondary)")
     return "\n".join(lines)
 
 

@@ -243,7 +243,10 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
             )
     lines += accuracy_table_lines(m, "target", "ref")
     ci = m["top1"]["ci95"]["dejavu_score"]
-    lines.append(f"deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  95% CI {pts_ci(ci)}")
+    lines.append(
+        f"deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  95% CI {pts_ci(ci)}"
+        + ("" if "control" in results else "  (primary endpoint at the final epoch; no control)")
+    )
     q = m["quadrants"]
     lines.append("quadrants: " + ", ".join(f"{k} {pct(v)}" for k, v in q.items()))
     return "\n".join(lines)

@@ -379,6 +379,7 @@ def _attack(
     held-out control when it has one and no ``sets`` override is given), ``"none"``,
     ``"partition"``, or a folder of annotated validation images (boxes in ``control_bboxes``).
     """
+    from dejavu.analysis.significance import primary_endpoint
     from dejavu.attack.control import resolve_control
 
     st = _setup(model_a, model_b, partition, paths, out, cfg or AttackConfig(), force, index, sets, public)
@@ -397,6 +398,7 @@ def _attack(
     results = _results(st, crops, cached, metrics, label, sets is not None)
     if control_res is not None:
         results["control"] = control_res
+    results["primary_endpoint"] = primary_endpoint(results)  # issue 28.4: named; the rest is secondary
     atomic_write_json(st.out / "results.json", results)  # last: its presence marks a complete folder
     return AttackResult(st.out, results, results["counts"])
 
@@ -655,6 +657,7 @@ def _attack_control(st: _Setup, csrc, pub_emb, pairs) -> dict[str, Any] | None:
 def _results(st: _Setup, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
     cfg_out = {k: v for k, v in asdict(st.cfg).items() if k not in ("device", "workers", "batch_size")}
     from dejavu.attack.embed import resolved_precision
+    from dejavu.ssl.config import pair_design
 
     cfg_out.update({"image_size": st.image_size, "min_crop_px": st.min_px, "transform": st.tdesc, "device": st.device})
     cfg_out["forward_precision"] = resolved_precision(st.device, st.cfg.precision)
@@ -667,6 +670,7 @@ def _results(st: _Setup, crops, cached, metrics, label: str | None, override: bo
         "npc": st.cfg.npc,
         "epoch": st.lms["A"].epoch,
         "models": {n: _model_info(st.lms[n]) for n in "AB"},
+        "design": pair_design(st.lms["A"].config, st.lms["B"].config),
         "fingerprint": st.index.fingerprint.to_dict(),
         "partition": str(st.part.root),
         "label": label,

@@ -384,6 +384,13 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
         pl = row["pair_level"]
         cls = "big" if pl["n_pairs"] >= 2 else ""
         rows.insert(0, f"<tr><th>verdict (top-1, 20%)</th><td class='{cls}'>{html.escape(row['verdict'])}</td></tr>")
+        rows.insert(
+            1,
+            "<tr><th>primary endpoint</th><td>top-1 at the 20% most confident, final epoch (every other "
+            f"number is secondary); models trained {html.escape(', '.join(row.get('design', [])))}; "
+            f"partition {html.escape(str(row.get('partitions', '?')))}"
+            f"{'; interval df: ' + html.escape(str(pl.get('df_rule'))) if pl.get('df_rule') else ''}</td></tr>",
+        )
         if pl["n_pairs"] >= 2:
             cells = "".join(
                 f"<tr><td>{html.escape(str(sd))}</td><td>{_pct(s)}</td><td>{_pct(c)}</td><td>{_pct(e)}</td></tr>"

@@ -20,7 +20,12 @@ lr (effective = lr * batch_size / 256) unless absolute_lr=true. A method's own s
 may be given nested under its name: --set vicreg.sim=30, --set dino.teacher_temp=0.05,
 --set byol.ema_start=0.99 (or flat: vicreg_sim=30).
 
-Runs with the same seed start from the same weights (train A and B with one seed).
+A pair is trained with one seed (--set seed=S) and is independent by default
+(design: independent): the run on train_B.npy trains with S + 1000003, so its initial
+weights, batch order and augmentations differ from the train_A run's, as in the original
+(which seeded nothing). --set design=coupled gives both runs seed S (the same initial
+weights and random streams: a variance-reduction design, recorded in config.json and in
+every attack's results.json "design").
 Several GPUs: `torchrun --nproc_per_node=8 -m dejavu train ...` or --launcher slurm.
 """
 

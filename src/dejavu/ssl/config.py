@@ -30,6 +30,12 @@ AMP_MODES = ("none", "bf16", "fp16")
 AUGMENT_PRESETS = ("paper", "mild", "crop", "none")
 DATA_MODES = ("auto", "memory", "loader")
 AUGMENT_BACKENDS = ("device", "per_image")
+# How the two models of a pair are seeded (issue 28): ``independent`` (default, as the
+# original, which seeded nothing): B trains with seed + B_SEED_OFFSET, so initial weights,
+# batch order and augmentations differ from A's; ``coupled``: both with ``seed`` (identical
+# initial weights and random streams: common random numbers, a variance-reduction design).
+DESIGNS = ("independent", "coupled")
+B_SEED_OFFSET = 1_000_003
 
 # May differ on --resume: they only change logging, speed or where data is decoded.
 # ``threads`` is handled on its own: a resumed run reuses the recorded thread count.
@@ -85,7 +91,8 @@ class TrainConfig:
     # device: whole batches on the training device (dejavu.ssl.batch_augment; measured
     # 1.3x faster per step on the CPU demo, bench/RESULTS.md); per_image: torchvision per image
     augment_backend: str = "device"
-    seed: int = 0
+    seed: int = 0  # the pair's seed; the run trains with train_seed(seed, set, design)
+    design: str = "independent"  # independent | coupled (DESIGNS; the pair's experimental design)
     snapshot_every: int = 50
     knn_every: int = 10  # 0 = off
     knn_k: int = 20
@@ -184,6 +191,7 @@ class TrainConfig:
             ("augment", AUGMENT_PRESETS),
             ("data_mode", DATA_MODES),
             ("augment_backend", AUGMENT_BACKENDS),
+            ("design", DESIGNS),
         ):
             if getattr(self, name) not in choices:
                 raise bad(name, f"choose from {', '.join(choices)}")
@@ -244,6 +252,42 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def train_seed(seed: int, side: str | None, design: str = "independent") -> int:
+    """The seed a run of a pair trains with (initial weights, batch order, augmentations).
+
+    Args:
+        seed: the pair's seed (``TrainConfig.seed``).
+        side: ``"A"`` or ``"B"`` (from the index file name ``train_<A|B>.npy``; None: neither).
+        design: ``independent`` (B trains with ``seed + B_SEED_OFFSET``, A with ``seed``) or
+            ``coupled`` (both with ``seed``).
+
+    Returns:
+        The run's training seed.
+    """
+    if design not in DESIGNS:
+        raise UsageError(f"design {design!r}: choose independent or coupled")
+    return int(seed) + B_SEED_OFFSET if design == "independent" and side == "B" else int(seed)
+
+
+def pair_design(cfg_a: dict[str, Any], cfg_b: dict[str, Any]) -> dict[str, Any]:
+    """How a target/reference pair was trained, from the two runs' stored configs.
+
+    ``design`` is read from the seeds the runs trained with (``train_seed``, else ``seed``
+    for runs written before issue 28): equal = ``coupled``, different = ``independent``,
+    ``unknown`` when either is missing (e.g. released checkpoints).
+
+    Args:
+        cfg_a: model A's stored config. cfg_b: model B's.
+
+    Returns:
+        ``{"design", "train_seeds": {"A", "B"}, "declared": {"A", "B"}}``.
+    """
+    seeds = {y: c.get("train_seed", c.get("seed")) for y, c in (("A", cfg_a), ("B", cfg_b))}
+    a, b = seeds["A"], seeds["B"]
+    design = "unknown" if a is None or b is None else "coupled" if int(a) == int(b) else "independent"
+    return {"design": design, "train_seeds": seeds, "declared": {"A": cfg_a.get("design"), "B": cfg_b.get("design")}}
 
 
 def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:

@@ -12,10 +12,15 @@
 
 Decisions:
 
-* Initial weights depend only on ``cfg.seed`` (seeded right before the model is
-  built), so the A and B runs of a pair start from the same weights.
+* The run's training seed is ``train_seed(cfg.seed, set, cfg.design)``
+  (:func:`dejavu.ssl.config.train_seed`; the set from the index file name): with the
+  default ``design: independent`` the B run of a pair trains with ``seed + 1000003``, so
+  its initial weights, batch order and augmentations differ from A's (as the original's
+  unseeded runs); ``design: coupled`` gives both the same seed (the same initial weights).
+  It is recorded as ``train_seed`` in ``config.json`` and the checkpoints.
+* Initial weights depend only on the training seed (seeded right before the model is built).
 * Every epoch re-seeds torch/numpy/python from ``(seed, epoch, rank)`` and draws its
-  batch order from ``(seed, epoch)``. A resumed run therefore replays the same
+  batch order from ``(seed, epoch)`` (the training seed). A resumed run therefore replays the same
   augmentations; on the CPU its final weights equal an uninterrupted run's
   (tested). RNG states are still saved in ``last.pth`` for completeness.
 * The torch CPU thread count changes floating-point results, so it is never chosen by
@@ -63,7 +68,7 @@ from dejavu.io import (
 )
 from dejavu.partition import load_index_file
 from dejavu.ssl.backbones import zero_init_residuals
-from dejavu.ssl.config import TrainConfig, resume_mismatch
+from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
 from dejavu.ssl.data import epoch_permutation
 from dejavu.ssl.ddp import DistInfo, convert_sync_batchnorm, current, init_distributed
 from dejavu.ssl.methods.base import Method, StepInfo
@@ -122,13 +127,16 @@ class Engine:
         return amp_dtype(self.device, self.cfg.amp)
 
 
-def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None = None) -> Engine:
+def build_engine(
+    cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None = None, seed: int | None = None
+) -> Engine:
     """Seeded model + method + optimizer on ``device``; DDP-wrapped when distributed.
 
     Args:
-        cfg: the run's settings (the initial weights depend only on ``cfg.seed``).
+        cfg: the run's settings.
         device: the training device.
         dinfo: the process group (default: the current one).
+        seed: the training seed; the initial weights depend only on it (None: ``cfg.seed``).
 
     Returns:
         An :class:`Engine` (model, method, the module to train, optimizer, grad scaler).
@@ -136,7 +144,7 @@ def build_engine(cfg: TrainConfig, device: torch.device, dinfo: DistInfo | None 
     dinfo = dinfo or current()
     from dejavu.utils import seed_everything
 
-    seed_everything(cfg.seed)  # init depends only on the seed
+    seed_everything(cfg.seed if seed is None else seed)  # init depends only on the seed
     model = SSLModel(ModelSpec(cfg.arch, cfg.projector, cfg.num_classes if cfg.method == "supervised" else 0))
     if cfg.zero_init_residual:
         zero_init_residuals(model.backbone)
@@ -357,6 +365,7 @@ class _Run:
     device: torch.device
     ckpt: dict[str, Any] | None  # the last.pth being resumed
     threads: int = 1
+    seed: int = 0  # the training seed (dejavu.ssl.config.train_seed)
 
     @property
     def last_path(self) -> Path:
@@ -376,6 +385,12 @@ def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
             f"{run.index.fingerprint.id}; cannot resume"
         )
     diff = resume_mismatch(ckpt.get("config") or {}, cfg)
+    saved_seed = (ckpt.get("config") or {}).get("train_seed", (ckpt.get("config") or {}).get("seed"))
+    if saved_seed is not None and int(saved_seed) != run.seed and not any(d.startswith("seed ") for d in diff):
+        diff.append(
+            f"training seed (saved {saved_seed}, now {run.seed} for design={cfg.design}; a run written "
+            "before the independent design: --set design=coupled)"
+        )
     if diff:
         raise DejavuError(
             f"{last_path}: cannot resume, config differs in "
@@ -443,6 +458,7 @@ def _open_run(
     if cfg.method == "supervised" and cfg.num_classes == 0:
         cfg.num_classes = len(index.classes)
     run = _Run(cfg, Path(out), Path(index_file), index, idx, dinfo, dev, None)
+    run.seed = train_seed(cfg.seed, parse_index_name(index_file)[1], cfg.design)
     if resume and run.last_path.is_file():
         run.ckpt = safe_torch_load(run.last_path)
         _check_resumable(run.ckpt, run)
@@ -520,6 +536,7 @@ def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
         **run.cfg.to_dict(),
         "npc": npc,
         "set": which,
+        "train_seed": run.seed,
         "index_file": str(run.index_file),
         "index_sha256": index_hash(run.idx),
         "num_images": len(run.idx),
@@ -536,8 +553,8 @@ def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
 def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tuple[list[float], int]:
     """One epoch; returns (losses, global step after it). A non-finite loss stops the run."""
     cfg = eng.cfg
-    _seed_epoch(cfg.seed, e, run.dinfo.rank)
-    order = epoch_permutation(len(run.idx), cfg.seed, e)
+    _seed_epoch(run.seed, e, run.dinfo.rank)
+    order = epoch_permutation(len(run.idx), run.seed, e)
     total, warmup = data.steps * cfg.epochs, data.steps * cfg.warmup_epochs
     losses = []
     views_t = data.views(cfg, e, run.device)
@@ -647,7 +664,7 @@ def train(
     """
     run = _open_run(cfg, paths, index_file, out, resume, force, device, index)
     cfg = run.cfg
-    eng = build_engine(cfg, run.device, run.dinfo)
+    eng = build_engine(cfg, run.device, run.dinfo, seed=run.seed)
     start_epoch, step = _restore(eng, run.ckpt)
     data = _build_data(run, type(eng.method).num_views, train_beton)
     part = _find_partition(run.index_file)
