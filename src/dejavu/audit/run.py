@@ -345,10 +345,14 @@ class _Labelled:
 def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLike | None) -> _Labelled:
     """Phase 4: the public embeddings (cached), then the audited crops and the control's
     embedded, KNN-searched and classified by the same model and classifier."""
+    from dejavu.audit.classifier import SquareJpeg, with_input
     from dejavu.data.transforms import describe_eval_transform, eval_transform
 
     clf_size = int(clf.config.get("image_size") or job.image_size)
-    clf_tf = None if clf_size == job.image_size else eval_transform(clf_size)
+    clf_input = str(clf.config.get("clf_input") or job.cfg.clf_input)  # a foreign reference: as configured
+    op = SquareJpeg(clf_size) if clf_input == "square" else None
+    same = clf_size == job.image_size and op is None
+    clf_tf = None if same else with_input(op, eval_transform(clf_size))
     cdir = None if cache_dir == "" else Path(cache_dir) if cache_dir is not None else job.out.parent / ".embed_cache"
     tf, tdesc = eval_transform(job.image_size), describe_eval_transform(job.image_size)
     pub_emb, cached = _public_embeddings(job, tdesc, tf, cdir)
@@ -362,6 +366,7 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
         "device": job.device,
         "transform": tdesc,
         "classifier_image_size": clf_size,
+        "classifier_input": clf_input,
         "k_attk": job.acfg.k_attk,
     }
     return _Labelled(arrays, carrays, cached, resolved)

@@ -171,6 +171,13 @@ def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
 
 
 def _convert_original(groups: dict[str, Tensors]) -> Parts:
+    if "net.fc." in groups and not ("projector." in groups or "fc." in groups):
+        # DejaVuOSS train_SSL_crops.py: a bare torchvision ResNet whose fc is the classifier
+        return Parts(
+            backbone=groups.get("net.", {}),
+            classifier={f"0.{k}": v for k, v in groups["net.fc."].items()},
+            notes=["net.fc read as a single Linear classifier on the backbone (DejaVuOSS's crop classifier)"],
+        )
     if "net.fc." in groups:
         raise DejavuError(
             "the backbone has its own fc (the original's model.fc=1 option), which this tool's backbones do not have"
@@ -638,13 +645,19 @@ def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Pat
         DejavuError: the weights do not fit the model (first differing keys and shapes named).
     """
     spec_proj = standard_spec(plan) if plan else "none"
-    ncls = int(parts.classifier["2.weight"].shape[0]) if "2.weight" in parts.classifier else 0
+    linear = "0.weight" in parts.classifier and "2.weight" not in parts.classifier  # one Linear head
+    head_w = parts.classifier.get("0.weight" if linear else "2.weight")
+    ncls = int(head_w.shape[0]) if head_w is not None else 0
     model = SSLModel(ModelSpec(arch=arch, projector=spec_proj or "none", num_classes=ncls))
     if plan and spec_proj is None:
         model.projector = build_head(plan)
         model.embed_dim = plan_dims(plan)[-1]
         if ncls:
             model.classifier = build_classifier(model.embed_dim, ncls)
+    if linear and head_w is not None:
+        model.classifier = torch.nn.Sequential(
+            torch.nn.Linear(int(head_w.shape[1]), ncls, bias="0.bias" in parts.classifier)
+        )
     sd = {f"backbone.{k}": v for k, v in parts.backbone.items()}
     sd.update({f"projector.{k}": v for k, v in parts.head.items()})
     sd.update({f"classifier.{k}": v for k, v in parts.classifier.items()})
@@ -666,6 +679,8 @@ def _spec_config(model: SSLModel, plan: list[HeadLayer] | None) -> dict[str, Any
     """``arch``, ``projector`` (dims), ``num_classes`` and, for a head that is not our
     standard layout, ``projector_layout``."""
     out: dict[str, Any] = {"arch": model.spec.arch, "num_classes": model.spec.num_classes}
+    if isinstance(model.classifier, torch.nn.Sequential) and len(model.classifier) == 1:
+        out["clf_head"] = "linear"
     out["projector"] = "-".join(map(str, plan_dims(plan)[1:])) if plan else "none"
     if plan and not standard_spec(plan):
         out["projector_layout"] = describe_plan(plan)
