@@ -55,6 +55,7 @@ AUDIT_FLAGS = (
     "k",
     "confidence",
     "clf_epochs",
+    "classifiers",
 )
 
 
@@ -118,6 +119,13 @@ class AuditConfig:
             "SSL augmentations on JPEG centre squares, LARS); its clf_* values yield to --set clf_...",
         },
     )
+    classifiers: int = field(
+        default=1,
+        metadata={
+            "help": "crop classifiers trained (seeds seed..seed+N-1); with N > 1 the sample test counts a crop as "
+            "classifier-right (correlation) only when all of them are right, as DejaVuOSS"
+        },
+    )
     clf_arch: str = "smallcnn"
     clf_image_size: int | None = None  # side (px) of the classifier's input; None: image_size
     clf_projector: str = "none"
@@ -152,6 +160,8 @@ class AuditConfig:
             raise UsageError(f"clf_input must be crop or square, got {self.clf_input!r}")
         if not 0 <= self.clf_holdout < 1:
             raise UsageError(f"clf_holdout must be in [0, 1), got {self.clf_holdout}")
+        if self.classifiers < 1:
+            raise UsageError(f"classifiers must be >= 1, got {self.classifiers}")
         if self.clf_epochs < 1 or self.clf_batch_size < 1:
             raise UsageError("clf_epochs and clf_batch_size must be >= 1")
         if not 0 < self.clf_scale_min <= 1:
