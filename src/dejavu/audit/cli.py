@@ -50,7 +50,8 @@ def register(sub) -> None:
         "--model",
         required=True,
         metavar="CKPT",
-        help="the checkpoint to audit (ours, the original code's, a torchvision ResNet or a supported released layout)",
+        help="the checkpoint to audit (ours, the original code's, a torchvision ResNet or ViT, a DINO/DINOv2/iBOT/MAE/MoCo v3 "
+        "release...), or a timm / torch.hub model name whose weights are already in the local cache (never downloaded)",
     )
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
     add_data_args(p, need_bboxes=False)

@@ -570,7 +570,54 @@ def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str], str | No
     return sd, notes, weights
 
 
+def resolve_model(name: str | os.PathLike) -> Path:
+    """A checkpoint file: ``name`` itself, or a model name whose weights are already in a local
+    cache: torch.hub's (``<hub dir>/checkpoints/NAME[.pth]``) or Hugging Face's (timm's
+    ``timm/NAME`` or a repo id, ``model.safetensors`` / ``pytorch_model.bin``). Nothing is
+    ever downloaded.
+
+    Raises:
+        DejavuError: neither a file nor cached, with where it looked and how to fetch it.
+    """
+    path = Path(name)
+    if path.exists():
+        return path
+    tried = []
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    for cand in (hub / str(name), hub / f"{name}.pth"):
+        tried.append(str(cand))
+        if cand.is_file():
+            return cand
+    repo = str(name) if "/" in str(name) else f"timm/{name}"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        cache = os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            tried.append(f"Hugging Face cache {cache}: {repo}/{fname}")
+            hit = try_to_load_from_cache(repo, fname, cache_dir=cache)
+            if isinstance(hit, str):
+                return Path(hit)
+    except ImportError:
+        pass
+    raise DejavuError(
+        f"{name}: checkpoint not found: no such file, and no cached weights of that name (looked in {'; '.join(tried)}); "
+        "this tool never downloads: fetch them first (e.g. timm.create_model(NAME, pretrained=True)) "
+        "or pass the checkpoint's path"
+    )
+
+
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise DejavuError(f"{path}: reading .safetensors needs the safetensors package") from None
+        try:
+            return dict(load_file(str(path), device=str(map_location)))
+        except Exception as e:  # a corrupt or non-safetensors file
+            raise DejavuError(f"{path}: not a readable safetensors file ({e})") from None
     # DINO's full checkpoints store their argparse.Namespace: a plain attribute bag, safe to allow
     with torch.serialization.safe_globals([argparse.Namespace]):
         obj = safe_torch_load(path, map_location=map_location)
@@ -815,7 +862,7 @@ def load_model(
     """Load any supported checkpoint (see :data:`LAYOUTS`) into an :class:`SSLModel` in eval mode.
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file, or a model name cached locally (:func:`resolve_model`).
         arch: backbone name; default: the stored config's, else read from the weights.
         projector: projector spec (``"8192-8192-8192"`` or ``"none"``) the weights must have;
             default: whatever the file holds.
@@ -833,7 +880,7 @@ def load_model(
             supported, its head does not fit ``projector``, the backbone cannot be told
             (pass ``arch``), or the weights do not fit the model.
     """
-    path = Path(path)
+    path = resolve_model(path)
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
