@@ -219,7 +219,6 @@ def _setup(
     check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
 
     lm = load_model(model, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
-    _say(lm.describe(cfg.embed))
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
     if reference_model is not None and cfg.classifiers > 1:
@@ -237,6 +236,9 @@ def _setup(
         )
     image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
     lm.loaded.update(image_size=image_size, embed=cfg.embed)
+    if not cfg.image_size and not lm.config.get("image_size"):
+        lm.loaded["image_size_note"] = "default: the checkpoint records none; --image-size N sets it"
+    _say(lm.describe(cfg.embed))
     return _Job(
         cfg, out, paths, index, part, public, audit_idx, train_idx, device, lm, ref, image_size, min_px, acfg, crops
     )

@@ -848,6 +848,7 @@ def describe_loaded(info: dict[str, Any], embed: str = "projector") -> str:
     return (
         f"loaded {info.get('path')}: layout {info.get('layout')}{f' ({what})' if what else ''}, "
         f"arch {info.get('arch')}, embedding {emb}, image size {size if size else 'not recorded'}"
+        + (f" ({info['image_size_note']})" if info.get("image_size_note") else "")
     )
 
 
