@@ -61,3 +61,16 @@ def test_size_warning_threshold():
     assert size_warning(80, boxes) is None  # 4x the median: fine
     w = size_warning(224, boxes)
     assert w is not None and "median long side is 20 px" in w and "11x" in w and "clf_image_size" in w
+
+
+def test_loaded_line_says_a_defaulted_image_size(tmp_path):
+    import torchvision
+
+    from dejavu.ssl.checkpoint import load_model
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    lm = load_model(tmp_path / "r18.pth")
+    assert lm.loaded["layout"] == "torchvision" and lm.loaded["image_size"] is None
+    assert "image size not recorded" in lm.describe() and "global-average-pooled features (512-d)" in lm.describe()
+    lm.loaded.update(image_size=224, image_size_note="default: the checkpoint records none; --image-size N sets it")
+    assert lm.describe().endswith("image size 224 (default: the checkpoint records none; --image-size N sets it)")

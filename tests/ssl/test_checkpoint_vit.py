@@ -382,3 +382,33 @@ def test_unknown_vit_keys_are_named(tmp_path):
     torch.save(sd, tmp_path / "qknorm.pth")
     with pytest.raises(DejavuError, match="q_norm"):
         load_model(tmp_path / "qknorm.pth", arch=ARCH)
+
+
+def test_model_names_from_the_local_caches_only(tmp_path, monkeypatch):
+    """``--model NAME``: torch.hub's checkpoint folder, or timm's weights in the Hugging Face
+    cache (safetensors); never a download, and a clear message when absent."""
+    timm = pytest.importorskip("timm")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(10)
+    ref = DinoViT(dim=64, heads=1)
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(ref.state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / "dino_tiny_pretrain.pth")
+    lm = load_model("dino_tiny_pretrain")
+    assert lm.path.name == "dino_tiny_pretrain.pth"
+    _same(lm.model, ref, _x(32))
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=16, embed_dim=64, depth=2, num_heads=1, num_classes=0
+    )
+    snap = tmp_path / "hf" / "models--timm--vit_tiny_test.dino" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    safetensors_torch.save_file(vit.state_dict(), str(snap / "model.safetensors"))
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("a" * 40)
+    lm = load_model("vit_tiny_test.dino")
+    assert lm.path.name == "model.safetensors" and lm.config["arch"] == "vit_d64_l2_h1_patch16_32"
+    _same(lm.model, vit, _x(32))
+    with pytest.raises(DejavuError, match=r"checkpoint not found.*never downloads"):
+        load_model("vit_base_patch16_224.mae")

@@ -78,13 +78,55 @@ def holdout_split(labels: np.ndarray, frac: float, seed: int) -> tuple[np.ndarra
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
 
 
+class SquareJpeg:
+    """The crop as DejaVuOSS saves it (``crop_images.py``): its test transform (resize the short
+    side to 256/224 of S, centre S x S), normalized and un-normalized (``InverseTransform``),
+    ``(x * 255).astype(uint8)`` (truncating), saved as JPEG at PIL's default quality 75 and read
+    back. PIL image -> PIL image; picklable for data-loading workers."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, img):
+        import io
+
+        from PIL import Image
+        from torchvision import transforms as T
+
+        from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+
+        x = eval_transform(self.size)(img)  # resize, centre square, ToTensor, Normalize
+        x = T.Normalize([0.0, 0.0, 0.0], [1 / s for s in IMAGENET_STD])(x)
+        x = T.Normalize([-m for m in IMAGENET_MEAN], [1.0, 1.0, 1.0])(x)
+        a = (x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "JPEG")
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+
+def input_op(cfg: AuditConfig, image_size: int):
+    """The classifier's input step before its transform: :class:`SquareJpeg` for
+    ``clf_input: square``, else None (the crop rectangle as it is)."""
+    return SquareJpeg(image_size) if cfg.clf_input == "square" else None
+
+
+def with_input(op, transform):
+    """``transform`` preceded by the input step ``op`` (None: ``transform``)."""
+    from torchvision import transforms as T
+
+    return transform if op is None else T.Compose([op, transform])
+
+
 def train_transform(image_size: int, augment: str, scale_min: float):
     """The classifier's training transform.
 
     Args:
         image_size: output side (px).
         augment: ``crop`` (random resized crop with area scale in ``(scale_min, 1)`` and a
-            horizontal flip) or ``none`` (the evaluation transform: resize, center crop).
+            horizontal flip), ``ssl`` (DejaVuOSS's: the SSL pipeline's first view, i.e. that
+            crop and flip, colour jitter 0.4/0.4/0.2/0.1 with p 0.8, grayscale p 0.2, Gaussian
+            blur kernel (5, 9) sigma 0.1-2) or ``none`` (the evaluation transform).
         scale_min: smallest area share of the random resized crop (in (0, 1]).
 
     Returns:
@@ -96,14 +138,12 @@ def train_transform(image_size: int, augment: str, scale_min: float):
 
     if augment == "none":
         return eval_transform(image_size)
-    return T.Compose(
-        [
-            T.RandomResizedCrop(image_size, scale=(scale_min, 1.0), antialias=True),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+    crop = [T.RandomResizedCrop(image_size, scale=(scale_min, 1.0), antialias=True), T.RandomHorizontalFlip()]
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if augment == "ssl":  # blur after Normalize, as DejaVuOSS (both linear: the order does not matter)
+        jitter = [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), T.RandomGrayscale(0.2)]
+        return T.Compose(crop + jitter + norm + [T.GaussianBlur((5, 9), (0.1, 2.0))])
+    return T.Compose(crop + norm)
 
 
 def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
@@ -118,7 +158,10 @@ def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
     """
     from dejavu.ssl.model import ModelSpec, SSLModel
 
-    return SSLModel(ModelSpec(cfg.clf_arch, cfg.clf_projector, num_classes))
+    model = SSLModel(ModelSpec(cfg.clf_arch, cfg.clf_projector, num_classes))
+    if cfg.clf_head == "linear":  # torchvision's fc on the features (DejaVuOSS)
+        model.classifier = nn.Sequential(nn.Linear(model.embed_dim, num_classes))
+    return model
 
 
 def logits_of(model: Any, x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +260,7 @@ def accuracy(
     batch_size: int,
     workers: int,
     device: str,
+    op=None,
 ) -> float:
     """Top-1 accuracy on the crops at positions ``pos`` (evaluation transform).
 
@@ -229,6 +273,7 @@ def accuracy(
         batch_size: crops per batch.
         workers: data-loading processes (0: the main process).
         device: torch device string.
+        op: the input step (:func:`input_op`) for crops not kept in memory.
 
     Returns:
         The share of crops whose argmax is the label; NaN when ``pos`` is empty.
@@ -240,7 +285,8 @@ def accuracy(
     model.eval()
     labels = torch.as_tensor(crops.labels[pos])
     right = 0
-    for x, i in _loader(crops, pos, index, eval_transform(image_size), batch_size, workers, None, device):
+    tf = with_input(op, eval_transform(image_size))
+    for x, i in _loader(crops, pos, index, tf, batch_size, workers, None, device):
         pred = logits_of(model, x.to(device)).argmax(1).cpu()
         right += int((pred == labels[i]).sum())
     return right / len(pos)
@@ -322,18 +368,21 @@ def train_classifier(
         raise DejavuError(
             f"the classifier's training set has no crop left after the held-out split ({len(crops.indices)})"
         )
+    op = input_op(cfg, image_size)
     if cfg.clf_cache_crops and crops.images is None:
         crops.images = decode_crops(crops, index)
+        if op is not None:  # deterministic: applied once
+            crops.images, op = [op(im) for im in crops.images], None
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg, num_classes).to(device)
     opt = _optimizer(cfg, model)
     start, history = _start(out, cfg, model, opt, crops, resume)
-    tf = train_transform(image_size, cfg.clf_augment, cfg.clf_scale_min)
+    tf = with_input(op, train_transform(image_size, cfg.clf_augment, cfg.clf_scale_min))
     for epoch in progress(range(start, cfg.clf_epochs), desc="crop classifier", total=cfg.clf_epochs - start):
         loader = _loader(crops, tr, index, tf, cfg.clf_batch_size, workers, cfg.seed * 100003 + epoch, device)
         row = _train_epoch(model, opt, loader, torch.as_tensor(crops.labels[tr]), cfg, epoch, start, out, device)
         if epoch + 1 == cfg.clf_epochs or (cfg.clf_snapshot_every and (epoch + 1) % cfg.clf_snapshot_every == 0):
-            row["heldout_acc"] = accuracy(model, crops, ho, index, image_size, cfg.clf_batch_size, workers, device)
+            row["heldout_acc"] = accuracy(model, crops, ho, index, image_size, cfg.clf_batch_size, workers, device, op)
             atomic_torch_save(out / f"model_ep{epoch + 1}.pth", _ckpt(model, epoch + 1, cfg, image_size, meta, row))
         history.append(row)
         _save_state(out, model, opt, epoch + 1, cfg, crops, history)

@@ -19,7 +19,10 @@ CIs), OUT/examples.csv, the arrays, and OUT/classifier/ (snapshots, last.pth, me
 
 Configuration: --config names a YAML file or a packaged config (synth: a small CNN, the
 default; imagenet: a ResNet-50 from scratch as the follow-up work); --set key=value
-overrides any field (clf_epochs, clf_lr, clf_arch, confidence, k, audit_set, ...).
+overrides any field (clf_epochs, clf_lr, clf_arch, confidence, k, audit_set, ...);
+--set classifier=dejavuoss trains the follow-up work's classifier instead of ours (a
+ResNet-50 with one Linear head on JPEG centre squares, SSL augmentations, LARS; any
+--set clf_... still wins). A model saying no control is audited against is an upper bound.
 """
 
 EPILOG = """\
@@ -47,7 +50,8 @@ def register(sub) -> None:
         "--model",
         required=True,
         metavar="CKPT",
-        help="the checkpoint to audit (ours, the original code's, a torchvision ResNet or a supported released layout)",
+        help="the checkpoint to audit (ours, the original code's, a torchvision ResNet or ViT, a DINO/DINOv2/iBOT/MAE/MoCo v3 "
+        "release...), or a timm / torch.hub model name whose weights are already in the local cache (never downloaded)",
     )
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
     add_data_args(p, need_bboxes=False)
@@ -88,11 +92,13 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.audit.config import AUDIT_FLAGS, AuditConfig
-    from dejavu.config import config_from_args
+    from dejavu.audit.config import AUDIT_FLAGS, AuditConfig, apply_classifier_preset
+    from dejavu.config import config_from_args, parse_sets
     from dejavu.launch import submit_if_slurm
 
     cfg = config_from_args(AuditConfig, args, flags=AUDIT_FLAGS, kind="audit")  # validated before any submission
+    explicit = set(parse_sets(args.set)) | {k for k in AUDIT_FLAGS if getattr(args, k, None) is not None}
+    cfg = apply_classifier_preset(cfg, explicit)
     if submit_if_slurm(args, name="audit", log_dir=Path(args.out) / "slurm", resume_flag="--resume"):
         return 0
     from dejavu.audit.run import audit, summary_text

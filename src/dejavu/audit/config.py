@@ -16,6 +16,34 @@ from dejavu.attack.run import PRECISION_HELP
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 
 CONFIDENCES = ("neg_entropy", "max_prob")
+CLASSIFIERS = ("ours", "dejavuoss")
+AUGMENTS = ("crop", "ssl", "none")
+
+# The follow-up work's crop classifier (DejaVuOSS train_SSL_crops.py, configs/supervised_cfg.yaml,
+# bash_examples/1_training_vicreg_supervised_crops.sh): a bare torchvision ResNet-50 whose own
+# fc is the single Linear head; trained on the first SSL view (random resized crop at scale
+# 0.08-1, flip, colour jitter p 0.8, grayscale p 0.2, Gaussian blur) of crops saved as S x S
+# centre squares in JPEG quality 75; LARS, base lr 0.2 x batch 1024 / 256, weight decay 0.1,
+# 10 warm-up epochs, 1000 epochs; every crop of the set (no held-out share).
+PRESETS: dict[str, dict[str, Any]] = {
+    "dejavuoss": {
+        "clf_arch": "resnet50",
+        "clf_projector": "none",
+        "clf_head": "linear",
+        "clf_input": "square",
+        "clf_augment": "ssl",
+        "clf_scale_min": 0.08,
+        "clf_optimizer": "lars",
+        "clf_lr": 0.8,
+        "clf_weight_decay": 0.1,
+        "clf_momentum": 0.9,
+        "clf_warmup_epochs": 10,
+        "clf_epochs": 1000,
+        "clf_batch_size": 1024,
+        "clf_label_smoothing": 0.0,
+        "clf_holdout": 0.0,
+    }
+}
 
 
 AUDIT_FLAGS = (
@@ -31,6 +59,7 @@ AUDIT_FLAGS = (
     "clf_epochs",
     "decode",
     "precision",
+    "classifiers",
 )
 
 
@@ -92,9 +121,26 @@ class AuditConfig:
             "help": "classifier confidence: neg_entropy (DejaVuOSS's sample test) or max_prob (its eval_crop.py)",
         },
     )
+    classifier: str = field(
+        default="ours",
+        metadata={
+            "choices": CLASSIFIERS,
+            "help": "crop-classifier recipe: ours, or dejavuoss (the follow-up work's: ResNet-50 + Linear, "
+            "SSL augmentations on JPEG centre squares, LARS); its clf_* values yield to --set clf_...",
+        },
+    )
+    classifiers: int = field(
+        default=1,
+        metadata={
+            "help": "crop classifiers trained (seeds seed..seed+N-1); with N > 1 the sample test counts a crop as "
+            "classifier-right (correlation) only when all of them are right, as DejaVuOSS"
+        },
+    )
     clf_arch: str = "smallcnn"
     clf_image_size: int | None = None  # side (px) of the classifier's input; None: image_size
     clf_projector: str = "none"
+    clf_head: str = "bn-relu-linear"  # bn-relu-linear (ours) | linear (torchvision's fc, DejaVuOSS)
+    clf_input: str = "crop"  # crop: the crop rectangle | square: DejaVuOSS's saved S x S centre square, JPEG q75
     clf_epochs: int = field(default=60, metadata={"help": "crop-classifier training epochs"})
     clf_batch_size: int = 32
     clf_optimizer: str = "sgd"  # sgd | lars | adamw
@@ -105,7 +151,7 @@ class AuditConfig:
     clf_label_smoothing: float = 0.0
     clf_holdout: float = 0.1  # share of the classifier's crops held out for its own accuracy
     clf_snapshot_every: int = 0  # 0: only the final classifier
-    clf_augment: str = "crop"  # crop (random resized crop + flip) | none
+    clf_augment: str = "crop"  # crop (random resized crop + flip) | ssl (+ jitter, grayscale, blur) | none
     clf_scale_min: float = 0.35  # random resized crop scale range (clf_scale_min, 1)
     clf_cache_crops: bool = True  # decode each crop once and keep it in memory (off for ImageNet)
 
@@ -114,10 +160,18 @@ class AuditConfig:
             raise UsageError(f"confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
         if self.clf_optimizer not in ("sgd", "lars", "adamw"):
             raise UsageError(f"clf_optimizer must be sgd, lars or adamw, got {self.clf_optimizer!r}")
-        if self.clf_augment not in ("crop", "none"):
-            raise UsageError(f"clf_augment must be crop or none, got {self.clf_augment!r}")
+        if self.clf_augment not in AUGMENTS:
+            raise UsageError(f"clf_augment must be one of {', '.join(AUGMENTS)}, got {self.clf_augment!r}")
+        if self.classifier not in CLASSIFIERS:
+            raise UsageError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
+        if self.clf_head not in ("bn-relu-linear", "linear"):
+            raise UsageError(f"clf_head must be bn-relu-linear or linear, got {self.clf_head!r}")
+        if self.clf_input not in ("crop", "square"):
+            raise UsageError(f"clf_input must be crop or square, got {self.clf_input!r}")
         if not 0 <= self.clf_holdout < 1:
             raise UsageError(f"clf_holdout must be in [0, 1), got {self.clf_holdout}")
+        if self.classifiers < 1:
+            raise UsageError(f"classifiers must be >= 1, got {self.classifiers}")
         if self.clf_epochs < 1 or self.clf_batch_size < 1:
             raise UsageError("clf_epochs and clf_batch_size must be >= 1")
         if not 0 < self.clf_scale_min <= 1:
@@ -136,8 +190,29 @@ class AuditConfig:
     def classifier_config(self) -> dict[str, Any]:
         """The settings that define the classifier's training (a resume must match them)."""
         d = {k: v for k, v in asdict(self).items() if k.startswith("clf_")}
-        d.update(seed=self.seed, train_set=self.train_set, npc=self.npc)
+        d.update(seed=self.seed, train_set=self.train_set, npc=self.npc, classifier=self.classifier)
         return d
+
+
+def apply_classifier_preset(cfg: AuditConfig, explicit: set[str] | None = None) -> AuditConfig:
+    """``cfg`` with its ``classifier`` preset's ``clf_*`` values (:data:`PRESETS`), except those
+    the user set explicitly (``explicit``; None: every field that differs from its default,
+    for configs built in code). The preset overrides a ``--config`` file's ``clf_*`` values.
+
+    Returns:
+        A new validated :class:`AuditConfig` (``cfg`` itself for ``classifier: ours``).
+    """
+    import dataclasses
+
+    preset = PRESETS.get(cfg.classifier)
+    if not preset:
+        return cfg
+    if explicit is None:
+        default = AuditConfig()
+        explicit = {k for k in preset if getattr(cfg, k) != getattr(default, k)}
+    out = dataclasses.replace(cfg, **{k: v for k, v in preset.items() if k not in explicit})
+    out.validate()
+    return out
 
 
 def load_audit_config(path: str | None = None, sets: list[str] | None = None) -> AuditConfig:
@@ -151,6 +226,7 @@ def load_audit_config(path: str | None = None, sets: list[str] | None = None) ->
         The validated :class:`AuditConfig` (unknown keys and bad values raise
         :class:`dejavu.UsageError`).
     """
-    from dejavu.config import load_config, resolve_config
+    from dejavu.config import load_config, parse_sets, resolve_config
 
-    return load_config(AuditConfig, resolve_config(path, "audit"), sets)
+    cfg = load_config(AuditConfig, resolve_config(path, "audit"), sets)
+    return apply_classifier_preset(cfg, set(parse_sets(sets)))

@@ -238,6 +238,7 @@ def control_block(
     num_classes: int,
     n_boot: int,
     seed: int,
+    c_sample_reference: PairScores | None = None,
 ) -> dict[str, Any]:
     """``results.json`` ``control``: the control's metrics (the audit's ``metrics`` keys, less
     ``per_class`` and ``rankings``) and the excess of the score over it, as the attack's block.
@@ -250,13 +251,17 @@ def control_block(
         num_classes: classes of the dataset.
         n_boot: bootstrap replicates of the intervals (0: none).
         seed: seed of the excess's bootstrap; the control's own metrics use ``seed + 1``.
+        c_sample_reference: the control's sample-test classifier correctness (several
+            classifiers), as :func:`dejavu.audit.metrics.one_model_metrics`'s.
 
     Returns:
         ``{"source": info, "counts": counts, "metrics": {...}, "excess": one_model_excess(...)}``.
     """
     from dejavu.audit.metrics import one_model_metrics
 
-    m = one_model_metrics(c_target, c_reference, num_classes, "control", n_boot=n_boot, seed=seed + 1)
+    m = one_model_metrics(
+        c_target, c_reference, num_classes, "control", n_boot=n_boot, seed=seed + 1, sample_reference=c_sample_reference
+    )
     keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}
     return {
         "source": info,

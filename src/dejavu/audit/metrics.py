@@ -60,7 +60,12 @@ def population(target: PairScores, reference: PairScores, topk: int = 1) -> dict
 
 
 def bootstrap_cis(
-    target: PairScores, reference: PairScores, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    target: PairScores,
+    reference: PairScores,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    sample_reference: PairScores | None = None,
 ) -> dict[str, Any]:
     """Percentile CIs of the scores (top-1/top-5, 20%/100%) and quadrant shares; each
     resample of the audited examples serves both the model and the classifier.
@@ -71,6 +76,8 @@ def bootstrap_cis(
         n_boot: replicates (0: no interval, NaN bounds).
         seed: seed of the resampling.
         level: interval level.
+        sample_reference: the classifier correctness of the sample test's quadrants (several
+            classifiers: :func:`unanimous`); default ``reference``.
 
     Returns:
         ``{"top1": {"dejavu_score": [lo, hi], "dejavu_score_100": [lo, hi]}, "top5": ...,
@@ -84,7 +91,7 @@ def bootstrap_cis(
             "quadrants": {q: nan for q in QUADRANTS},
         }
     tc, rc = PairCells(target), PairCells(reference)
-    masks = quadrant_masks(target, reference, 1)
+    masks = quadrant_masks(target, sample_reference or reference, 1)
     qv, qcell = np.unique(np.stack([masks[q] for q in QUADRANTS], axis=1), axis=0, return_inverse=True)
     reps: dict[str, list[np.ndarray]] = {}
     for draws in resample_blocks({"audit": n}, n_boot, seed):
@@ -104,13 +111,16 @@ def bootstrap_cis(
     }
 
 
-def per_class(target: PairScores, reference: PairScores, num_classes: int) -> dict[str, list]:
+def per_class(
+    target: PairScores, reference: PairScores, num_classes: int, sample_reference: PairScores | None = None
+) -> dict[str, list]:
     """Per-class accuracy of both and quadrant shares (None where a class has no example).
 
     Args:
         target: the audited model's scores.
         reference: the classifier's scores on the same crops.
         num_classes: length of every list.
+        sample_reference: the quadrants' classifier correctness (default ``reference``).
 
     Returns:
         ``{"n", "target", "reference", "gap", "memorized", "correlated", "forgotten",
@@ -123,7 +133,7 @@ def per_class(target: PairScores, reference: PairScores, num_classes: int) -> di
         return [float(v) if k else None for v, k in zip(c / np.maximum(n, 1), n)]
 
     t, r = share(target.correct1), share(reference.correct1)
-    masks = quadrant_masks(target, reference, 1)
+    masks = quadrant_masks(target, sample_reference or reference, 1)
     return {
         "n": n.tolist(),
         "target": t,
@@ -173,6 +183,27 @@ def rankings(target: PairScores, reference: PairScores, set_name: str, top: int 
     return out
 
 
+def unanimous(refs: list[PairScores]) -> PairScores:
+    """Several classifiers as one for the sample test: right only where ALL are right
+    (DejaVuOSS's correlation set: crops that every classifier gets right); prediction and
+    confidence are the first one's.
+
+    Args:
+        refs: the classifiers' scores on the same examples (at least one).
+
+    Returns:
+        A :class:`PairScores` with ``correct1``/``correct5`` the product of theirs.
+    """
+    from dataclasses import replace
+
+    c1, c5 = np.ones(len(refs[0].index)), np.ones(len(refs[0].index))
+    for r in refs:
+        if not np.array_equal(r.index, refs[0].index):
+            raise ValueError("classifiers scored different examples")
+        c1, c5 = c1 * r.correct1, c5 * r.correct5
+    return replace(refs[0], correct1=c1, correct5=c5)
+
+
 def one_model_metrics(
     target: PairScores,
     reference: PairScores,
@@ -181,6 +212,7 @@ def one_model_metrics(
     n_boot: int = 1000,
     seed: int = 0,
     top: int = 20,
+    sample_reference: PairScores | None = None,
 ) -> dict[str, Any]:
     """The ``metrics`` block of an audit's ``results.json`` (see the module docstring).
 
@@ -192,6 +224,9 @@ def one_model_metrics(
         n_boot: bootstrap replicates of the CIs (0: none).
         seed: seed of the bootstrap.
         top: entries per ranking.
+        sample_reference: the classifier correctness of the sample test (quadrants, their CIs,
+            per-class shares, rankings): :func:`unanimous` of several classifiers; default
+            ``reference``. The population test always uses ``reference``.
 
     Returns:
         ``top1``/``top5`` (:func:`population` with ``ci95``), ``quadrants`` (+ ``_ci95``,
@@ -202,17 +237,18 @@ def one_model_metrics(
     """
     if not np.array_equal(target.index, reference.index):
         raise ValueError("model and classifier scored different examples")
-    cis = bootstrap_cis(target, reference, n_boot, seed)
+    cis = bootstrap_cis(target, reference, n_boot, seed, sample_reference=sample_reference)
+    sref = sample_reference or reference
     out: dict[str, Any] = {}
     for topk in (1, 5):
         out[f"top{topk}"] = {**population(target, reference, topk), "ci95": cis[f"top{topk}"]}
-    masks = {1: quadrant_masks(target, reference, 1), 5: quadrant_masks(target, reference, 5)}
+    masks = {1: quadrant_masks(target, sref, 1), 5: quadrant_masks(target, sref, 5)}
     out["quadrants"] = {q: float(np.mean(m)) for q, m in masks[1].items()}
     out["quadrants_ci95"] = cis["quadrants"]
     out["quadrants_top5"] = {q: float(np.mean(m)) for q, m in masks[5].items()}
     out["n_attacked"] = {set_name: len(target.index)}
-    out["per_class"] = per_class(target, reference, num_classes)
-    out["rankings"] = rankings(target, reference, set_name, top)
+    out["per_class"] = per_class(target, reference, num_classes, sref)
+    out["rankings"] = rankings(target, sref, set_name, top)
     out["bootstrap"] = {
         "n": int(n_boot),
         "seed": int(seed),

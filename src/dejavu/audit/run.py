@@ -180,6 +180,7 @@ class _Job:
     acfg: Any  # the attack's settings of the crops (AttackConfig)
     crops: Any  # the audited set's crops (:func:`dejavu.attack.run.compute_crops`)
     warnings: list[str] = field(default_factory=list)  # said on stderr and kept in results.json
+    extra_clfs: list[Any] = field(default_factory=list)  # classifiers 2..N (``classifiers``)
 
     @property
     def clf_train(self) -> np.ndarray | None:
@@ -220,9 +221,12 @@ def _setup(
     check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
 
     lm = load_model(model, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
-    _say(lm.describe(cfg.embed))
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    if reference_model is not None and cfg.classifiers > 1:
+        raise UsageError(
+            f"--classifiers {cfg.classifiers} trains its classifiers; it does not go with --reference-model"
+        )
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     acfg = cfg.attack_config()
@@ -234,6 +238,9 @@ def _setup(
         )
     image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
     lm.loaded.update(image_size=image_size, embed=cfg.embed)
+    if not cfg.image_size and not lm.config.get("image_size"):
+        lm.loaded["image_size_note"] = "default: the checkpoint records none; --image-size N sets it"
+    _say(lm.describe(cfg.embed))
     return _Job(
         cfg, out, paths, index, part, public, audit_idx, train_idx, device, lm, ref, image_size, min_px, acfg, crops
     )
@@ -241,7 +248,8 @@ def _setup(
 
 def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Phase 3: the crop classifier (trained here, or the reference one); returns
-    (LoadedModel, its ``results.json`` info, the audit's ``counts``)."""
+    (LoadedModel, its ``results.json`` info, the audit's ``counts``). With ``classifiers``
+    N > 1, N - 1 more, seeded ``seed + i``, go to ``job.extra_clfs`` (``OUT/classifier_{i+1}``)."""
     counts: dict[str, Any] = {"audit": job.crops.counts, "public": len(job.public)}
     ref_size = job.ref[0].config.get("image_size") if job.ref is not None else None
     warn = size_warning(int(ref_size or job.cfg.clf_image_size or job.image_size), job.crops.boxes)
@@ -251,29 +259,45 @@ def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[st
     if job.ref is not None:
         clf, clf_info, _ = job.ref
         return clf, clf_info, counts
-    clf, clf_info, counts["classifier_train"] = _classifier(job, resume, force)
+    sc = _classifier_crops(job)
+    clf, clf_info = _classifier(job, resume, force, sc, 0)
+    counts["classifier_train"] = sc.counts
+    for i in range(1, job.cfg.classifiers):
+        extra, info = _classifier(job, resume, force, sc, i)
+        job.extra_clfs.append(extra)
+        clf_info.setdefault("others", []).append(info)
     return clf, clf_info, counts
 
 
-def _classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict]:
-    """Train (or finish training) the crop classifier; returns (LoadedModel, info, crop counts)."""
+def _classifier_crops(job: _Job):
+    """The crops of the classifier's training set (:func:`dejavu.attack.run.compute_crops`)."""
     from dejavu.attack.run import compute_crops
-    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
-    from dejavu.ssl.checkpoint import load_model
 
-    cfg, index, train_idx = job.cfg, job.index, job.train_idx
+    cfg, train_idx = job.cfg, job.train_idx
     assert train_idx is not None  # no reference classifier
-    cdir = job.out / "classifier"
-    if force and not resume:
-        classifier_dir_clean(cdir)
     sc = compute_crops(
-        index, job.paths.annotation_dir, train_idx, cfg.attack_config(), job.min_px, desc="crops (classifier)"
+        job.index, job.paths.annotation_dir, train_idx, cfg.attack_config(), job.min_px, desc="crops (classifier)"
     )
     if len(sc.indices) < 2:
         raise DejavuError(
             f"classifier training set {cfg.train_set}: {len(sc.indices)} attackable image(s) "
             f"out of {len(train_idx)}; need more"
         )
+    return sc
+
+
+def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Train (or finish training) crop classifier ``i`` (seed ``seed + i``, folder
+    ``OUT/classifier`` for 0, ``OUT/classifier_{i+1}`` after); returns (LoadedModel, info)."""
+    import dataclasses
+
+    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
+    from dejavu.ssl.checkpoint import load_model
+
+    cfg, index = dataclasses.replace(job.cfg, seed=job.cfg.seed + i), job.index
+    cdir = job.out / ("classifier" if i == 0 else f"classifier_{i + 1}")
+    if force and not resume:
+        classifier_dir_clean(cdir)
     if not is_finished(cdir):
         crops = CropSet(sc.indices, sc.boxes, index.targets[sc.indices])
         meta = {
@@ -290,7 +314,7 @@ def _classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, An
         raise DejavuError(
             f"{cdir / 'classifier.pth'}: trained with other settings ({', '.join(diff)}); pass --force to retrain"
         )
-    return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}, sc.counts
+    return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}
 
 
 def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part, npc: int):
@@ -348,23 +372,29 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
     """Phase 4: the public embeddings (cached), then the audited crops and the control's
     embedded, KNN-searched and classified by the same model and classifier."""
     from dejavu.attack.embed import resolved_precision
+    from dejavu.audit.classifier import SquareJpeg, with_input
     from dejavu.data.transforms import describe_eval_transform, eval_transform
 
     clf_size = int(clf.config.get("image_size") or job.image_size)
-    clf_tf = None if clf_size == job.image_size else eval_transform(clf_size)
+    clf_input = str(clf.config.get("clf_input") or job.cfg.clf_input)  # a foreign reference: as configured
+    op = SquareJpeg(clf_size) if clf_input == "square" else None
+    same = clf_size == job.image_size and op is None
+    clf_tf = None if same else with_input(op, eval_transform(clf_size))
     cdir = None if cache_dir == "" else Path(cache_dir) if cache_dir is not None else job.out.parent / ".embed_cache"
     tf, tdesc = eval_transform(job.image_size), describe_eval_transform(job.image_size)
     pub_emb, cached = _public_embeddings(job, tdesc, tf, cdir)
-    arrays = _label_crops(job, clf, job.index, job.crops, pub_emb, tf, clf_tf, "audited")
+    clfs = [clf, *job.extra_clfs]
+    arrays = _label_crops(job, clfs, job.index, job.crops, pub_emb, tf, clf_tf, "audited")
     carrays = None
     if ctrl.src is not None:
-        carrays = _label_crops(job, clf, ctrl.src.index, ctrl.crops, pub_emb, tf, clf_tf, "control")
+        carrays = _label_crops(job, clfs, ctrl.src.index, ctrl.crops, pub_emb, tf, clf_tf, "control")
     resolved = {
         "image_size": job.image_size,
         "min_crop_px": job.min_px,
         "device": job.device,
         "transform": tdesc,
         "classifier_image_size": clf_size,
+        "classifier_input": clf_input,
         "k_attk": job.acfg.k_attk,
         "forward_precision": resolved_precision(job.device, job.cfg.precision),
     }
@@ -395,7 +425,7 @@ def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None)
 
 def _label_crops(
     job: _Job,
-    clf,
+    clfs: list,
     cindex: DatasetIndex,
     crops,
     pub_emb: np.ndarray,
@@ -404,7 +434,8 @@ def _label_crops(
     what: str,
 ) -> dict[str, np.ndarray]:
     """KNN of the model's crop embeddings over its public embeddings, and the classifier's
-    logits on the same crops (one decode per crop when both use the same transform).
+    logits on the same crops (one decode per crop when both use the same transform), for each
+    classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
     from dejavu.attack.embed import ImageCrops, embed_dataset
     from dejavu.attack.knn import knn
@@ -418,11 +449,12 @@ def _label_crops(
             models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc, precision=cfg.precision
         )
 
+    heads: list[nn.Module] = [_Logits(c.model) for c in clfs]
     if clf_transform is None:  # same resolution: one pass
-        emb, logits = run([job.lm.model, _Logits(clf.model)], transform, cfg.embed, f"{what} crops")
+        emb, *logits = run([job.lm.model, *heads], transform, cfg.embed, f"{what} crops")
     else:
         (emb,) = run([job.lm.model], transform, cfg.embed, f"{what} crops (model)")
-        (logits,) = run([_Logits(clf.model)], clf_transform, "logits", f"{what} crops (classifier)")
+        logits = run(heads, clf_transform, "logits", f"{what} crops (classifier)")
     _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=job.device, desc=f"knn {what} crops")
     # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
     return {
@@ -430,7 +462,8 @@ def _label_crops(
         "labels": cindex.targets[crops.indices][:, None],
         "model_neighb_idxs": job.public[pos],
         "model_neighb_labels": job.public_labels[pos],
-        "classifier_logits": logits,
+        "classifier_logits": logits[0],
+        **{f"classifier{i + 1}_logits": lg for i, lg in enumerate(logits) if i},
     }
 
 
@@ -548,13 +581,13 @@ def _write(
     num_classes = len(index.classes)
     set_name = _set_label(cfg.audit_set)
     k_attk = lab.resolved["k_attk"]
-    target, reference, metrics = score_arrays(arrays, cfg, num_classes, k_attk, set_name)
+    target, reference, sref, metrics = score_arrays(arrays, cfg, num_classes, k_attk, set_name)
     atomic_save_npy(out / "public_idxs.npy", job.public)
     atomic_save_npy(out / "public_labels.npy", job.public_labels)
     atomic_save_npy(out / "crops.npy", job.crops.boxes)
     for name, arr in arrays.items():
         atomic_save_npy(out / f"{name}.npy", arr)
-    write_examples_csv(out / "examples.csv", target, reference, set_name)
+    write_examples_csv(out / "examples.csv", target, sref or reference, set_name)
     control = _write_control(out, cfg, ctrl, lab.carrays, target, reference, num_classes, k_attk)
     results = _results(job, lab, clf, clf_info, counts, metrics)
     if isinstance(control, dict):
@@ -572,28 +605,58 @@ def _write(
 
 def score_arrays(
     arrays: dict[str, np.ndarray], cfg: AuditConfig, num_classes: int, k_attk: int, set_name: str
-) -> tuple[Any, Any, dict[str, Any]]:
+) -> tuple[Any, Any, Any, dict[str, Any]]:
     """The audit's scores of labelled crops (:func:`_label_crops`'s arrays): the model's
-    KNN scores, the classifier's, and the ``metrics`` block (also :mod:`dejavu.monitor`'s).
+    KNN scores, the (first) classifier's, and the ``metrics`` block (also :mod:`dejavu.monitor`'s).
 
     Args:
-        arrays: ``labels``, ``attk_idxs``, ``model_neighb_labels`` and ``classifier_logits``.
+        arrays: ``labels``, ``attk_idxs``, ``model_neighb_labels``, ``classifier_logits`` and, with
+            several classifiers, ``classifier<i>_logits``.
         cfg: the audit's settings (``confidence``, ``n_boot``, ``seed``).
         num_classes: classes of the dataset.
         k_attk: neighbours voting.
         set_name: the audited set's name in the metrics block.
 
     Returns:
-        ``(target PairScores, reference PairScores, metrics)``.
+        ``(target, reference, sample reference, metrics)``: PairScores of the model and of the
+        (first) classifier, the classifiers' unanimous scores (None with one), the metrics block.
     """
     from dejavu.analysis.metrics import scores_from_neighbours
-    from dejavu.audit.metrics import classifier_scores, one_model_metrics
+    from dejavu.audit.metrics import one_model_metrics
 
     labels = arrays["labels"].reshape(-1)
     target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
-    reference = classifier_scores(arrays["classifier_logits"], labels, arrays["attk_idxs"], cfg.confidence)
-    metrics = one_model_metrics(target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed)
-    return target, reference, metrics
+    reference, sref = _references(arrays, labels, cfg.confidence)
+    metrics = one_model_metrics(
+        target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed, sample_reference=sref
+    )
+    metrics["sample_rule"] = _sample_rule(arrays)
+    if sref is not None:  # DejaVuOSS's correlation set: crops every classifier gets right
+        metrics["correlation_set"] = {"n": int(np.sum(sref.correct1 == 1)), "share": float(np.mean(sref.correct1))}
+    return target, reference, sref, metrics
+
+
+def _references(arrays: dict[str, np.ndarray], labels: np.ndarray, confidence: str):
+    """The first classifier's scores (the population test's reference) and, with several
+    classifiers, their :func:`dejavu.audit.metrics.unanimous` (the sample test's; else None)."""
+    from dejavu.audit.metrics import classifier_scores, unanimous
+
+    names = ["classifier_logits"] + sorted(
+        (k for k in arrays if k.startswith("classifier") and k[len("classifier") : -len("_logits")].isdigit()),
+        key=lambda k: int(k[len("classifier") : -len("_logits")]),
+    )
+    refs = [classifier_scores(arrays[k], labels, arrays["attk_idxs"], confidence) for k in names]
+    return refs[0], unanimous(refs) if len(refs) > 1 else None
+
+
+def _sample_rule(arrays: dict[str, np.ndarray]) -> str:
+    n = 1 + sum(1 for k in arrays if k.startswith("classifier") and k[len("classifier") : -len("_logits")].isdigit())
+    if n == 1:
+        return "classifier right = the crop classifier's top-1 is right"
+    return (
+        f"classifier right = all {n} crop classifiers (seeds seed..seed+{n - 1}) right, as DejaVuOSS's "
+        "correlation set; the population test uses the first"
+    )
 
 
 def _results(
@@ -637,7 +700,6 @@ def _write_control(
     the note saying why there is no control."""
     from dejavu.analysis.metrics import scores_from_neighbours
     from dejavu.audit.control import PREFIX, control_block
-    from dejavu.audit.metrics import classifier_scores
 
     if ctrl is None or ctrl.src is None or carrays is None:
         for f in out.glob(f"{PREFIX}*.npy"):  # an earlier audit's control (--force): not this audit's
@@ -645,12 +707,21 @@ def _write_control(
         return ctrl.note if ctrl is not None else None
     labels = carrays["labels"].reshape(-1)
     ct = scores_from_neighbours(carrays["model_neighb_labels"], labels, carrays["attk_idxs"], k_attk, num_classes)
-    cr = classifier_scores(carrays["classifier_logits"], labels, carrays["attk_idxs"], cfg.confidence)
+    cr, csref = _references(carrays, labels, cfg.confidence)
     atomic_save_npy(out / f"{PREFIX}crops.npy", ctrl.crops.boxes)
     for name, arr in carrays.items():
         atomic_save_npy(out / f"{PREFIX}{name}.npy", arr)
     return control_block(
-        target, reference, ct, cr, {"control": ctrl.crops.counts}, ctrl.src.info, num_classes, cfg.n_boot, cfg.seed
+        target,
+        reference,
+        ct,
+        cr,
+        {"control": ctrl.crops.counts},
+        ctrl.src.info,
+        num_classes,
+        cfg.n_boot,
+        cfg.seed,
+        c_sample_reference=csref,
     )
 
 
@@ -754,6 +825,8 @@ def summary_text(res: dict[str, Any]) -> str:
     )
     shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{pct(v)}" for k, v in m["quadrants"].items())
     lines.append(f"sample test{' (no control: memorized is an upper bound)' if bound else ''}: {shares}")
+    if "correlation_set" in m:
+        lines.append(f"  ({m['sample_rule']}: correlation set {m['correlation_set']['n']} crops)")
 
     notes = (res.get("memorization") or memorization_reading(res))["notes"]
     return "\n".join(lines + summary_lines(res) + [f"note: {n}" for n in notes])

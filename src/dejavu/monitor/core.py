@@ -350,7 +350,7 @@ class Monitor:
                 m.train(was)
             job.lm = None
         n_cls = len(job.index.classes)
-        _, _, metrics = score_arrays(lab.arrays, job.cfg, n_cls, lab.resolved["k_attk"], "audit_set")
+        *_, metrics = score_arrays(lab.arrays, job.cfg, n_cls, lab.resolved["k_attk"], "audit_set")
         res = summarize(metrics, self._clf_info, len(job.crops.indices), len(job.public))
         res["seconds"] = time.perf_counter() - t0
         if epoch is not None:

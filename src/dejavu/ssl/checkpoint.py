@@ -195,6 +195,13 @@ def _original_head(t: Tensors) -> tuple[Tensors, list[HeadLayer]]:
 
 
 def _convert_original(groups: dict[str, Tensors]) -> Parts:
+    if "net.fc." in groups and not ("projector." in groups or "fc." in groups):
+        # DejaVuOSS train_SSL_crops.py: a bare torchvision ResNet whose fc is the classifier
+        return Parts(
+            backbone=groups.get("net.", {}),
+            classifier={f"0.{k}": v for k, v in groups["net.fc."].items()},
+            notes=["net.fc read as a single Linear classifier on the backbone (DejaVuOSS's crop classifier)"],
+        )
     if "net.fc." in groups:
         raise DejavuError(
             "the backbone has its own fc (the original's model.fc=1 option), which this tool's backbones do not have"
@@ -587,7 +594,54 @@ def _container(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str], str | No
     return sd, notes, weights
 
 
+def resolve_model(name: str | os.PathLike) -> Path:
+    """A checkpoint file: ``name`` itself, or a model name whose weights are already in a local
+    cache: torch.hub's (``<hub dir>/checkpoints/NAME[.pth]``) or Hugging Face's (timm's
+    ``timm/NAME`` or a repo id, ``model.safetensors`` / ``pytorch_model.bin``). Nothing is
+    ever downloaded.
+
+    Raises:
+        DejavuError: neither a file nor cached, with where it looked and how to fetch it.
+    """
+    path = Path(name)
+    if path.exists():
+        return path
+    tried = []
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    for cand in (hub / str(name), hub / f"{name}.pth"):
+        tried.append(str(cand))
+        if cand.is_file():
+            return cand
+    repo = str(name) if "/" in str(name) else f"timm/{name}"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        cache = os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            tried.append(f"Hugging Face cache {cache}: {repo}/{fname}")
+            hit = try_to_load_from_cache(repo, fname, cache_dir=cache)
+            if isinstance(hit, str):
+                return Path(hit)
+    except ImportError:
+        pass
+    raise DejavuError(
+        f"{name}: checkpoint not found: no such file, and no cached weights of that name (looked in {'; '.join(tried)}); "
+        "this tool never downloads: fetch them first (e.g. timm.create_model(NAME, pretrained=True)) "
+        "or pass the checkpoint's path"
+    )
+
+
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise DejavuError(f"{path}: reading .safetensors needs the safetensors package") from None
+        try:
+            return dict(load_file(str(path), device=str(map_location)))
+        except Exception as e:  # a corrupt or non-safetensors file
+            raise DejavuError(f"{path}: not a readable safetensors file ({e})") from None
     # DINO's full checkpoints store their argparse.Namespace: a plain attribute bag, safe to allow
     with torch.serialization.safe_globals([argparse.Namespace]):
         obj = safe_torch_load(path, map_location=map_location)
@@ -665,13 +719,19 @@ def build_model(parts: Parts, arch: str, plan: list[HeadLayer] | None, path: Pat
         DejavuError: the weights do not fit the model (first differing keys and shapes named).
     """
     spec_proj = standard_spec(plan) if plan else "none"
-    ncls = int(parts.classifier["2.weight"].shape[0]) if "2.weight" in parts.classifier else 0
+    linear = "0.weight" in parts.classifier and "2.weight" not in parts.classifier  # one Linear head
+    head_w = parts.classifier.get("0.weight" if linear else "2.weight")
+    ncls = int(head_w.shape[0]) if head_w is not None else 0
     model = SSLModel(ModelSpec(arch=arch, projector=spec_proj or "none", num_classes=ncls))
     if plan and spec_proj is None:
         model.projector = build_head(plan)
         model.embed_dim = plan_dims(plan)[-1]
         if ncls:
             model.classifier = build_classifier(model.embed_dim, ncls)
+    if linear and head_w is not None:
+        model.classifier = torch.nn.Sequential(
+            torch.nn.Linear(int(head_w.shape[1]), ncls, bias="0.bias" in parts.classifier)
+        )
     sd = {f"backbone.{k}": v for k, v in parts.backbone.items()}
     sd.update({f"projector.{k}": v for k, v in parts.head.items()})
     sd.update({f"classifier.{k}": v for k, v in parts.classifier.items()})
@@ -693,6 +753,8 @@ def _spec_config(model: SSLModel, plan: list[HeadLayer] | None) -> dict[str, Any
     """``arch``, ``projector`` (dims), ``num_classes`` and, for a head that is not our
     standard layout, ``projector_layout``."""
     out: dict[str, Any] = {"arch": model.spec.arch, "num_classes": model.spec.num_classes}
+    if isinstance(model.classifier, torch.nn.Sequential) and len(model.classifier) == 1:
+        out["clf_head"] = "linear"
     out["projector"] = "-".join(map(str, plan_dims(plan)[1:])) if plan else "none"
     if plan and not standard_spec(plan):
         out["projector_layout"] = describe_plan(plan)
@@ -813,6 +875,7 @@ def describe_loaded(info: dict[str, Any], embed: str = "projector") -> str:
     return (
         f"loaded {info.get('path')}: layout {info.get('layout')}{f' ({what})' if what else ''}, "
         f"arch {info.get('arch')}, embedding {emb}, image size {size if size else 'not recorded'}"
+        + (f" ({info['image_size_note']})" if info.get("image_size_note") else "")
     )
 
 
@@ -827,7 +890,7 @@ def load_model(
     """Load any supported checkpoint (see :data:`LAYOUTS`) into an :class:`SSLModel` in eval mode.
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file, or a model name cached locally (:func:`resolve_model`).
         arch: backbone name; default: the stored config's, else read from the weights.
         projector: projector spec (``"8192-8192-8192"`` or ``"none"``) the weights must have;
             default: whatever the file holds.
@@ -845,7 +908,7 @@ def load_model(
             supported, its head does not fit ``projector``, the backbone cannot be told
             (pass ``arch``), or the weights do not fit the model.
     """
-    path = Path(path)
+    path = resolve_model(path)
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
