@@ -124,7 +124,7 @@ def significance_text(attacks) -> str:
         )
         lines.append(
             f"  {r['method']}, {r['variant']}, {r['npc']}pc, epoch {r['epoch']} "
-            f"(score/control/excess per pair: {pairs})"
+            f"(score/control/excess per pair, points: {pairs})"
         )
         lines.append(f"    {r['verdict']}")
     return "\n".join(lines)
