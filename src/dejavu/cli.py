@@ -154,8 +154,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{getattr(args, 'prog', 'dejavu')}: error: {msg}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{getattr(args, 'prog', 'dejavu')}: interrupted; {interrupted_text(args)}", file=sys.stderr)
         return 130
+
+
+# What an interrupted stage keeps (the file that must exist) and the flag that continues it.
+_RESUME = {
+    "dejavu train": ("last.pth", "the state after the last finished epoch, and the snapshots so far", "--resume"),
+    "dejavu rcdm train": ("last.pth", "the state at the last snapshot step", "--resume"),
+    "dejavu audit": ("classifier/last.pth", "the crop classifier after its last finished epoch", "--resume"),
+}
+
+
+def interrupted_text(args: argparse.Namespace) -> str:
+    """What an interrupted command left (checked on disk) and the command that continues it."""
+    import shlex
+    from pathlib import Path
+
+    argv = [a for a in getattr(args, "argv", []) if a != "--force"]  # --force would discard what was kept
+    prog = getattr(args, "prog", "dejavu")
+    out = Path(str(getattr(args, "out", None) or "."))
+
+    def cmd(flag: str | None = None) -> str:
+        return shlex.join(["dejavu", *argv, *([flag] if flag and flag not in argv else [])])
+
+    if prog in _RESUME:
+        rel, what, flag = _RESUME[prog]
+        if (out / rel).is_file():
+            return f"kept {out / rel} ({what}); continue with: {cmd(flag)}"
+        return f"nothing to resume yet ({out / rel} not written); start again with: {cmd()}"
+    if prog == "dejavu attack" and Path(str(getattr(args, "model_a", ""))).is_dir():
+        done = sorted(d.name for d in out.glob("ep*") if (d / "results.json").is_file())
+        kept = f"kept the finished snapshot pairs {', '.join(done)} in {out}" if done else "no snapshot pair finished"
+        return f"{kept}; continue with: {cmd('--skip-existing')}"
+    if prog == "dejavu attack":  # one pair: an unfinished folder (no results.json) is redone without --force
+        return f"no result was written ({out / 'results.json'} comes last); rerun: {cmd()}"
+    if prog == "dejavu demo":
+        return f"the models' training state (last.pth) is kept; rerun without --force to continue: {cmd()}"
+    if getattr(args, "out", None) and out.is_dir() and any(out.iterdir()):
+        return f"{out} holds incomplete output; start again with: {cmd('--force')}"
+    return f"no output was written; rerun: {cmd()}"
 
 
 if __name__ == "__main__":

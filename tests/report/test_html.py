@@ -54,7 +54,7 @@ def test_report_renders_and_references_exist(synth_small, partition_small, tmp_p
     from report_data import fake_accs
 
     tgt, ref = fake_accs(10, 10)
-    assert f"{100 * (tgt['20'] - ref['20']):.1f}%" in page and "95% CI" in page
+    assert f"{100 * (tgt['20'] - ref['20']):+.1f} pts" in page and "95% CI" in page  # a difference: points
     assert "epoch 10" in page and "periphery/projector attack" in page
     assert f"top-1 {100 * (0.3 + 10 / 5000 + 10 / 10000):.1f}%" in page
     # every image is embedded; every link points to a file that exists

@@ -217,3 +217,42 @@ def bootstrap_cis(
         },
         "quadrants": {q: percentile_ci(reps[q], level) for q in QUADRANTS},
     }
+
+
+def accuracy_bands(
+    pairs: dict[str, PairScores], ps, topk: int = 1, n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, list[list[float]]]:
+    """Percentile intervals of the target's and the reference's accuracy on the top fraction
+    ``p`` of their most confident examples (each swap-averaged, as the point values), for the
+    figures' bands: the examples of each set resampled together, as for the score.
+
+    Args:
+        pairs: the four :data:`PAIRS` scores.
+        ps: the fractions ``p`` in (0, 1].
+        topk: 1 or 5.
+        n_boot: replicates.
+        seed: seed of ``numpy.random.default_rng``.
+        level: coverage.
+
+    Returns:
+        ``{"target": [lo_list, hi_list], "reference": [lo_list, hi_list]}``, one value per ``p``.
+    """
+    ps = [float(p) for p in ps]
+    n = {y: len(pairs[t].index) for y, (t, _) in SETS.items()}
+    cells = {name: PairCells(pairs[name]) for name in PAIRS if n[name[-1]]}
+    reps: dict[str, list[np.ndarray]] = {"target": [], "reference": []}
+    for draws in resample_blocks(n, n_boot, seed):
+        r = len(draws["A"])
+        acc = {}
+        for name in PAIRS:
+            pc = cells.get(name)
+            got = pc.top_accs(cell_counts(draws[name[-1]], pc.cell, pc.n_cells), ps, (topk,)) if pc else {}
+            acc[name] = np.stack([got.get((topk, p), np.full(r, np.nan)) for p in ps], axis=1)
+        reps["target"].append(0.5 * (acc["A_attk_A"] + acc["B_attk_B"]))
+        reps["reference"].append(0.5 * (acc["B_attk_A"] + acc["A_attk_B"]))
+    out = {}
+    for role, blocks in reps.items():
+        x = np.concatenate(blocks)  # (n_boot, len(ps))
+        cis = [percentile_ci(x[:, j], level) for j in range(len(ps))]
+        out[role] = [[c[0] for c in cis], [c[1] for c in cis]]
+    return out

@@ -91,7 +91,7 @@ def _cmd(args) -> int:
 def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     """Every snapshot present in both run folders (``--snapshot-epochs`` to choose)."""
     from dejavu.analysis.significance import verdict_line
-    from dejavu.attack.run import attack_runs
+    from dejavu.attack.run import attack_runs, snapshot_epochs
 
     try:
         epochs = [int(e) for e in args.snapshot_epochs.split(",")] if args.snapshot_epochs else None
@@ -99,6 +99,7 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
         raise UsageError(
             f"--snapshot-epochs: expected comma-separated integers, got {args.snapshot_epochs!r}"
         ) from None
+    existing = _check_existing(Path(args.out), cfg) if args.skip_existing and not args.force else []
     results = attack_runs(
         a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
     )
@@ -110,7 +111,47 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
             f"{r.out}: deja vu score {pts(m['dejavu_score'])} (20% most confident), "
             f"{pts(m['dejavu_score_100'])} (all)" + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
         )
-    print(f"{len(results)} snapshot pair(s) attacked into {args.out}")
+    done = {r.out.name for r in results}
+    common = set(snapshot_epochs(a)) & set(snapshot_epochs(b))
+    skipped = [d for d in existing if d not in done and int(d[2:]) in (set(epochs or []) or common)]
+    if skipped:
+        print(f"skipped {', '.join(skipped)}: already attacked with the same settings (--skip-existing)")
+    print(
+        f"{len(results)} snapshot pair(s) attacked into {args.out}" + (f", {len(skipped)} skipped" if skipped else "")
+    )
+
+
+# Settings that do not change an attack's numbers: an existing attack made with other values is still kept.
+_NOT_RESULTS = frozenset({"device", "workers", "batch_size", "knn"})
+
+
+def _check_existing(out: Path, cfg) -> list[str]:
+    """The ``ep{E}`` folders of ``out`` holding a finished attack, after checking that each was made
+    with the settings asked now (what ``--skip-existing`` keeps must be what the command would make).
+
+    Raises:
+        DejavuError: an existing attack made with other settings (naming them), which
+            ``--skip-existing`` would otherwise keep silently.
+    """
+    from dataclasses import asdict
+
+    from dejavu.io import read_json
+
+    found = []
+    for res in sorted(out.glob("ep*/results.json"), key=lambda f: (len(f.parent.name), f.parent.name)):
+        stored = read_json(res).get("config", {})
+        diff = [
+            f"{k}={stored[k]!r} (asked: {v!r})"
+            for k, v in asdict(cfg).items()
+            if v is not None and k not in _NOT_RESULTS and k in stored and stored[k] != v
+        ]
+        if diff:
+            raise DejavuError(
+                f"{res}: made with other settings, {', '.join(diff)}; --skip-existing keeps only attacks made "
+                "with the same settings: pass --force to redo them, or --out another folder"
+            )
+        found.append(res.parent.name)
+    return found
 
 
 def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:

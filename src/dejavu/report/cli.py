@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 
@@ -123,7 +124,7 @@ def significance_text(attacks) -> str:
         )
         lines.append(
             f"  {r['method']}, {r['variant']}, {r['npc']}pc, epoch {r['epoch']} "
-            f"(score/control/excess per pair: {pairs})"
+            f"(score/control/excess per pair, points: {pairs})"
         )
         lines.append(f"    {r['verdict']}")
     return "\n".join(lines)
@@ -142,6 +143,7 @@ def _report(args) -> int:
         n_examples=args.examples,
         n_neighbours=args.neighbours,
         params=tuple(args.param),
+        command=shlex.join(["dejavu", *getattr(args, "argv", ["report", args.run_dir])]),
     )
     print(f"report written to {out}")
     return 0

@@ -34,6 +34,9 @@ import numpy as np
 from dejavu import DejavuError, formats
 from dejavu.io import locks_output
 from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
+from dejavu.report.verdict import pick_audit
+from dejavu.units import pct as _pct
+from dejavu.units import pts, pts_ci
 
 DEFAULT_VARIANT = "periphery/projector"
 THUMB = 160  # displayed thumbnail side (px); small synthetic images are upscaled to it
@@ -148,6 +151,8 @@ class Gallery:
         self.index = index
         self.ann_dir = annotation_dir
         self.k = n_neighbours
+        self.audit = attack.raw.get("format") == formats.AUDIT  # target: the model; reference: a classifier
+        self.names = class_names(index)
         self._rows: dict[str, dict[int, int]] = {}
         self._neigh: dict[str, np.ndarray] = {}
 
@@ -156,6 +161,9 @@ class Gallery:
         if name not in self._rows:
             d = self.attack.dir
             fi, fn = d / f"{name}_attk_idxs.npy", d / f"{name}_neighb_idxs.npy"
+            if self.audit:  # the audited model's neighbours; the classifier has none
+                fi, fn = (d / "attk_idxs.npy", d / "model_neighb_idxs.npy") if model == "model" else (d / "-", d / "-")
+                name = "model"
             fmt = self.attack.raw.get("format", "")
             if (
                 fi.is_file()
@@ -166,7 +174,7 @@ class Gallery:
 
                 idxs = np.load(fi, allow_pickle=False)
                 self._rows[name] = {int(g): r for r, g in enumerate(idxs)}
-                self._neigh[name] = read_neighbour_idxs(d, name, fmt, mmap=True)  # dataset indices
+                self._neigh[name] = read_neighbour_idxs(d, fn.name[: -len("_neighb_idxs.npy")], fmt, mmap=True)
             else:
                 self._rows[name] = {}
         return self._rows[name], self._neigh.get(name)
@@ -206,7 +214,7 @@ class Gallery:
         from dejavu.data.dataset import load_rgb
         from dejavu.data.imagefolder import annotation_path
 
-        cls = self.index.classes
+        cls = self.names
         im = load_rgb(self.index.path(e.index))
         boxes = None
         if self.ann_dir is not None:
@@ -235,11 +243,12 @@ class Gallery:
                 f'<figure><img src="{_img_uri(_thumb(im.crop(rect)))}" alt="crop"><figcaption>crop '
                 f"{rect[2] - rect[0]}&times;{rect[3] - rect[1]} px</figcaption></figure>"
             )
-        for model in ("A", "B"):
-            role = "target" if model == e.set else "reference"
-            pred = e.pred_target if model == e.set else e.pred_reference
-            conf = e.conf_target if model == e.set else e.conf_reference
-            rows, neigh = self._pair(model, e.set)
+        models = [("model", True), ("crop classifier", False)] if self.audit else [(y, y == e.set) for y in "AB"]
+        for model, is_target in models:
+            role = "audited" if self.audit and is_target else "target" if is_target else "reference"
+            pred = e.pred_target if is_target else e.pred_reference
+            conf = e.conf_target if is_target else e.conf_reference
+            rows, neigh = self._pair(model, e.set) if is_target or not self.audit else ({}, None)
             thumbs = []
             if neigh is not None and e.index in rows:
                 for g in neigh[rows[e.index]][: self.k]:
@@ -250,14 +259,48 @@ class Gallery:
                         f'<img class="nb {ok}" src="{_img_uri(_thumb(load_rgb(self.index.path(g)), 64))}"'
                         f' title="#{g} {html.escape(cls[lab])}" alt="neighbour {g}">'
                     )
-            else:
+            elif not (self.audit and not is_target):
                 thumbs.append('<span class="muted">neighbours not stored</span>')
             verdict = "right" if pred == e.label else "wrong"
+            title = f"model {model}" if not self.audit else model
             parts.append(
-                f'<figure class="nbs"><div>{"".join(thumbs)}</div><figcaption>model {model} ({role}): '
-                f"predicts {html.escape(cls[pred])} ({verdict}), confidence {conf:.3f}</figcaption></figure>"
+                f'<figure class="nbs"><div>{"".join(thumbs)}</div><figcaption>{title} ({role}): '
+                f"predicts {html.escape(cls[pred])} ({verdict}); {_spread(conf, self.audit and not is_target)}"
+                "</figcaption></figure>"
             )
         return '<div class="example">' + "".join(parts) + "</div>"
+
+
+def _spread(conf: float, classifier: bool = False) -> str:
+    """A confidence (negative entropy, nats) as the number of classes it spreads over
+    (exp(entropy), the perplexity: 1 = unanimous)."""
+    import math
+
+    what = "its probabilities" if classifier else "its neighbours' labels"
+    return f"{what} spread over {math.exp(-conf):.1f} classes (confidence {conf:+.2f})"
+
+
+def class_names(index) -> list[str]:
+    """Readable class names, where the dataset has them: ``classes.txt`` or ImageNet's
+    ``LOC_synset_mapping.txt`` (``<wnid> <name>[, synonyms]`` per line) in the image folder or
+    the two above it; otherwise the folder names (wnids).
+
+    Args:
+        index: the dataset's image index (its ``classes`` and the image folder, ``root``).
+
+    Returns:
+        One name per class, in ``index.classes`` order (the first synonym).
+    """
+    root = Path(getattr(index, "root", "") or ".")
+    names: dict[str, str] = {}
+    for d in (root, root.parent, root.parent.parent):
+        for f in ("classes.txt", "LOC_synset_mapping.txt"):
+            if (d / f).is_file() and not names:
+                for line in (d / f).read_text(errors="replace").splitlines():
+                    wnid, _, name = line.strip().partition(" ")
+                    if wnid and name:
+                        names[wnid] = name.split(",")[0].strip()
+    return [names.get(c, c) for c in index.classes]
 
 
 # ---------------------------------------------------------------- page
@@ -297,29 +340,28 @@ def pick_probe(probes: list[ProbeRecord], head: AttackRecord | None) -> ProbeRec
     return max(probes, key=lambda p: (p.epoch, p.npc))
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
+def _headline(head: AttackRecord | None, probe: ProbeRecord | None, audit: bool = False) -> str:
+    """The headline table: the score (points) with its CI, both models' accuracy (%), the shares,
+    the setting and the probe. ``audit``: ``head`` is a one-model test (model vs classifier)."""
     rows = []
     if head is not None:
         ci = head.ci()
-        ci_s = f" (95% CI over examples {_pct(ci[0])} to {_pct(ci[1])})" if ci else ""
+        ci_s = f" (95% CI over examples {pts_ci(ci)})" if ci else ""
         ci100 = head.ci(at="100")
+        name = "one-model déjà vu score (model − crop classifier" if audit else "déjà vu score (target − reference"
+        tgt, ref = ("model", "classifier") if audit else ("target", "reference")
         rows.append(
-            f"<tr><th>déjà vu score (top-1, 20% most confident)</th><td class='big'>{_pct(head.score())}"
-            f"{ci_s}</td></tr>"
+            f"<tr><th>{name}, top-1, 20% most confident)</th><td class='big'>{pts(head.score())}{ci_s}</td></tr>"
         )
         rows.append(
-            f"<tr><th>déjà vu score at 100%</th><td>{_pct(head.score(at='100'))}"
-            + (f" (95% CI {_pct(ci100[0])} to {_pct(ci100[1])})" if ci100 else "")
+            f"<tr><th>the same on all examples</th><td>{pts(head.score(at='100'))}"
+            + (f" (95% CI {pts_ci(ci100)})" if ci100 else "")
             + "</td></tr>"
         )
         for p in ("20", "100"):
             rows.append(
-                f"<tr><th>accuracy on the {p}% most confident</th><td>target {_pct(head.acc('target', p))}"
-                f" &nbsp; reference {_pct(head.acc('reference', p))}</td></tr>"
+                f"<tr><th>accuracy on the {p}% most confident</th><td>{tgt} {_pct(head.acc('target', p))}"
+                f" &nbsp; {ref} {_pct(head.acc('reference', p))}</td></tr>"
             )
         q = head.quadrants
         if q:
@@ -328,9 +370,14 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None) -> str:
                 + " &nbsp; ".join(f"<span class='q {k}'>{k} {_pct(v)}</span>" for k, v in q.items())
                 + "</td></tr>"
             )
+        what = (
+            f"audit of set {html.escape(str((head.raw.get('sets') or {}).get('audit', '?')))}"
+            if audit
+            else f"{html.escape(head.variant)} attack"
+        )
         rows.append(
             f"<tr><th>setting</th><td>{html.escape(head.method)}, {head.npc} images per class, epoch "
-            f"{head.epoch}, {html.escape(head.variant)} attack, k={head.config.get('k', '?')}</td></tr>"
+            f"{head.epoch}, {what}, k={head.config.get('k', '?')}</td></tr>"
         )
     if probe is not None:
         rows.append(
@@ -349,9 +396,8 @@ def _excess_rows(rec: AttackRecord) -> list[str]:
         if e is None:
             continue
         rows.append(
-            f"<tr><th>at {at}%: score / held-out control / excess</th><td>{_pct(e['score'])} / "
-            f"{_pct(e['control'])} / <b>{_pct(e['excess'])}</b> (95% CI over examples "
-            f"{_pct(e['ci95'][0])} to {_pct(e['ci95'][1])})</td></tr>"
+            f"<tr><th>at {at}%: score / held-out control / excess</th><td>{pts(e['score'])} / "
+            f"{pts(e['control'])} / <b>{pts(e['excess'])}</b> (95% CI over examples {pts_ci(e['ci95'])})</td></tr>"
         )
     return rows
 
@@ -393,12 +439,12 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
         )
         if pl["n_pairs"] >= 2:
             cells = "".join(
-                f"<tr><td>{html.escape(str(sd))}</td><td>{_pct(s)}</td><td>{_pct(c)}</td><td>{_pct(e)}</td></tr>"
+                f"<tr><td>{html.escape(str(sd))}</td><td>{pts(s)}</td><td>{pts(c)}</td><td>{pts(e)}</td></tr>"
                 for sd, s, c, e in zip(row["seeds"], row["scores"], row["controls"], row["excesses"])
             )
             rows.append(
                 "<tr><th>model pairs (training seed)</th><td><table class='all'><tr><th>seed</th>"
-                f"<th>score</th><th>control</th><th>excess</th></tr>{cells}</table></td></tr>"
+                f"<th>score (pts)</th><th>control (pts)</th><th>excess (pts)</th></tr>{cells}</table></td></tr>"
             )
     ctrl = head.control or {}
     src = ctrl.get("source", {})
@@ -419,7 +465,7 @@ def _one_model(audits: list[AttackRecord], head: AttackRecord | None, run_dir: P
         "class from the background crop alone, trained on other images: what it gets right is correlation. "
         "Score = model minus classifier accuracy on each one's 20% most confident crops (95% CI).</p>"
         "<table class='all'><tr><th>folder</th><th>method</th><th>audited set</th><th>classifier</th>"
-        "<th>model vs classifier 20%</th><th>score</th><th>memorized</th>"
+        "<th>model vs classifier 20%</th><th>score (pts, 95% CI)</th><th>memorized</th>"
         "<th>two-model memorized also found</th></tr>"
         + "".join(_audit_row(r, head, run_dir) for r in audits)
         + "</table>"
@@ -450,7 +496,7 @@ def _audit_row(r: AttackRecord, head: AttackRecord | None, run_dir: Path) -> str
                 f"{_pct(o['chance_recall'])})"
             )
     mem = _pct(r.quadrants.get("memorized", float("nan")))
-    if "control" not in r.raw:  # issue 22: an upper bound without a control
+    if "control" not in r.raw:  # an upper bound without a control
         mem = f"&le; {mem} <span class='muted'>(upper bound: no control)</span>"
     loaded = ((r.raw.get("models") or {}).get("audited") or {}).get("loaded") or {}
     arch = f"<br><span class='muted'>{html.escape(str(loaded['arch']))}</span>" if loaded.get("arch") else ""
@@ -458,7 +504,7 @@ def _audit_row(r: AttackRecord, head: AttackRecord | None, run_dir: Path) -> str
         f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}{arch}</td>"
         f"<td>{html.escape(str(sets.get('audit')))}</td><td>{clf_s}</td>"
         f"<td>{_pct(r.acc('target', 20))} vs {_pct(r.acc('reference', 20))}</td>"
-        f"<td><b>{_pct(r.score())}</b>" + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "") + "</td>"
+        f"<td><b>{pts(r.score())}</b>" + (f" {pts_ci(ci)}" if ci else "") + "</td>"
         f"<td>{mem}</td><td>{overlap or '-'}</td></tr>"
     )
 
@@ -501,7 +547,7 @@ def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
     rows = [
         (
             "<tr><th>folder</th><th>method</th><th>npc</th><th>epoch</th><th>variant</th><th>target 20%</th>"
-            "<th>reference 20%</th><th>score</th><th>memorized</th></tr>"
+            "<th>reference 20%</th><th>score (pts)</th><th>memorized</th></tr>"
         )
     ]
     for r in sorted(attacks, key=lambda r: (r.method, r.variant, r.npc, r.epoch)):
@@ -509,7 +555,7 @@ def _results_table(attacks: list[AttackRecord], run_dir: Path) -> str:
             f"<tr><td>{html.escape(os.path.relpath(r.dir, run_dir))}</td><td>{html.escape(r.method)}</td>"
             f"<td>{r.npc}</td><td>{r.epoch}</td><td>{html.escape(r.variant)}</td>"
             f"<td>{_pct(r.acc('target', 20))}</td><td>{_pct(r.acc('reference', 20))}</td>"
-            f"<td>{_pct(r.score())}</td><td>{_pct(r.quadrants.get('memorized', float('nan')))}</td></tr>"
+            f"<td>{pts(r.score())}</td><td>{_pct(r.quadrants.get('memorized', float('nan')))}</td></tr>"
         )
     return "<table class='all'>" + "".join(rows) + "</table>"
 
@@ -525,7 +571,51 @@ figure{display:inline-block;margin:.3em;vertical-align:top} figcaption{font-size
 .fig img{max-width:100%} .example{border:1px solid #eee;border-radius:6px;margin:.6em 0;padding:.4em}
 img.nb{margin:1px;border:3px solid transparent} img.nb.ok{border-color:#3c3} img.nb.no{border-color:#d33}
 .red{color:#d22}.green{color:#1a1}.muted{color:#888;font-size:.85em}
+table.all,table.head{display:block;max-width:100%;overflow-x:auto} td,th{overflow-wrap:anywhere}
+p.verdict{font-size:1.15em;background:#f6f6f0;border-left:4px solid #886;padding:.6em .9em;max-width:60em}
+.prov code{font-size:.9em;overflow-wrap:anywhere}
 """
+
+
+def _verdict(results: Results, head: AttackRecord | None) -> str:
+    """The verdict the page opens with (:mod:`dejavu.report.verdict`)."""
+    from dejavu.report.plots import significance_table
+    from dejavu.report.verdict import overall
+
+    row = None
+    if head is not None and head.control is not None:
+        row = next(
+            (
+                r
+                for r in significance_table(results.attacks)
+                if (r["method"], r["variant"], r["npc"], r["epoch"])
+                == (head.method, head.variant, head.npc, head.epoch)
+                and str(head.path) in r["files"]
+            ),
+            None,
+        )
+    v = overall(head, row, results.audits)
+    if v is None:
+        return "<p class='verdict'><b>Verdict: none.</b> Only linear probes here: no attack or audit to judge.</p>"
+    return f"<p class='verdict'><b>Verdict: {html.escape(v.label)}.</b> {html.escape(v.text)}</p>"
+
+
+def _provenance(command: str | None) -> str:
+    """Tool version, command, date and machine, under the title."""
+    import datetime
+    import platform
+    import shlex
+    import sys
+
+    from dejavu import __version__
+
+    cmd = command if command is not None else shlex.join(["dejavu", *sys.argv[1:]])
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.node() or '?'} ({platform.platform(terse=True)}, Python {platform.python_version()})"
+    return (
+        f"<p class='muted prov'>dejavu {html.escape(__version__)} &middot; {html.escape(when)} &middot; "
+        f"{html.escape(machine)}<br><code>{html.escape(cmd)}</code></p>"
+    )
 
 
 @locks_output("report", folder_of=lambda a: Path(a["out"]).parent if a["out"] is not None else a["run_dir"])
@@ -537,6 +627,7 @@ def build_report(
     n_examples: int = 6,
     n_neighbours: int = 5,
     params: tuple[str, ...] = (),
+    command: str | None = None,
 ) -> Path:
     """Write ``report.html`` for a run folder (DESIGN 3 layout).
 
@@ -551,6 +642,8 @@ def build_report(
         n_examples: examples per gallery (most memorized, most correlated).
         n_neighbours: public-set neighbours shown per model in a gallery example.
         params: model-config keys that split the figures' series (``dejavu plot --param``).
+        command: the command that made the page, stated with the version, date and machine
+            (default: this process's command line).
 
     Returns:
         The path of the page written.
@@ -568,11 +661,14 @@ def build_report(
     check_can_write(out, force)
     results = _collect_run(run_dir)
     head = pick_headline(results.attacks)
-    probe = pick_probe(results.probes, head)
+    audit_head = pick_audit(results.audits, None) if head is None else None  # a report of audits only
+    probe = pick_probe(results.probes, head or audit_head)
     sections = [
         f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>",
+        _provenance(command),
+        _verdict(results, head),
         "<h2>Headline</h2>",
-        _headline(head, probe),
+        _headline(head or audit_head, probe, audit=head is None),
         _control(results.attacks, head),
     ]
     if results.audits:
@@ -587,8 +683,9 @@ def build_report(
         last = [r for r in results.attacks if r.epoch == head.epoch]
         sections += [f"<h2>All attacks at epoch {head.epoch}</h2>", _results_table(last, run_dir)]
     sections.append(_figures(results, run_dir, out, force, params))
-    if head is not None:
-        sections.append(_galleries(head, run_dir, data, n_examples, n_neighbours))
+    shown = head or audit_head
+    if shown is not None:
+        sections.append(_galleries(shown, run_dir, data, n_examples, n_neighbours))
     sections.append(_rcdm(run_dir))
     page = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -620,10 +717,16 @@ def _figures(results: Results, run_dir: Path, out: Path, force: bool, params: tu
     from dejavu.report.plots import make_figures
 
     plots = run_dir / "plots"
+    parts = ["<h2>Figures</h2>"]
+    if not results.attacks and results.audits:  # a report of audits: their figures, read alike
+        results = Results(attacks=results.audits, probes=results.probes, skipped=results.skipped)
+        parts.append(
+            "<p class='muted'>From the one-model tests: <i>target</i> is the audited model, <i>reference</i> "
+            "the crop classifier.</p>"
+        )
     if force or not (plots / "figures.json").is_file():
         make_figures(results, plots, params=params, force=True)
     figures = read_json(plots / "figures.json").get("figures", [])
-    parts = ["<h2>Figures</h2>"]
     if not figures:
         parts.append("<p class='muted'>Not enough results for a figure (a sweep needs two points).</p>")
     for f in figures:
@@ -684,12 +787,23 @@ def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neigh
     from dejavu.utils import progress
 
     out = []
+    tr = ("model", "classifier") if gal.audit else ("target", "reference")
     titles = {
-        "memorized": "Most memorized examples (target right, reference wrong; by confidence gap)",
+        "memorized": f"Most memorized examples ({tr[0]} right, {tr[1]} wrong; by confidence gap)",
         "correlated": "Most correlated examples (both right; by the lower confidence)",
     }
+    legend = (
+        "<p class='muted legend'>Each example: the image with its object boxes (<span class='red'>red</span>) "
+        "and the background crop the attack sees (<span class='green'>green</span>); the crop alone; then, per "
+        "model, the crop's nearest public images, framed <span class='green'>green</span> when of the image's "
+        "own class and <span class='red'>red</span> otherwise, and the class they vote for. Confidence is how "
+        "concentrated the vote is: the negative entropy of the neighbours' labels (of the classifier's "
+        "probabilities), shown as the number of classes it spreads over (1 = unanimous; more = less "
+        "confident). The galleries rank by it: memorized by the gap between the two, correlated by the "
+        "lower of the two.</p>"
+    )
     for kind in ("memorized", "correlated"):
-        out.append(f"<h2>{titles[kind]}</h2>")
+        out.append(f"<h2>{titles[kind]}</h2>" + (legend if kind == "memorized" else ""))
         if not ranked[kind]:
             out.append("<p class='muted'>none</p>")
         out += [gal.cell(e) for e in progress(ranked[kind], desc=f"report: {kind}")]

@@ -16,6 +16,7 @@ points on one x.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -220,6 +221,43 @@ def _setx(ax, xs: list, axis: str):
     return list(range(len(xs)))
 
 
+BAND_BOOT = 200  # bootstrap replicates behind a figure's bands (the numbers' own CIs use the attack's n_boot)
+
+
+def accuracy_bands(r: AttackRecord, ps: Sequence[float], top: str = "top1") -> dict[str, list[list[float]]] | None:
+    """95% bootstrap bands of the target's and the reference's accuracy at the fractions ``ps``,
+    from the attack folder's stored neighbours (:func:`dejavu.analysis.bootstrap.accuracy_bands`);
+    None for an audit or a folder without its arrays (the figure then draws the lines alone).
+
+    Args:
+        r: an attack record.
+        ps: fractions in (0, 1].
+        top: ``top1`` or ``top5``.
+
+    Returns:
+        ``{"target": [lo, hi], "reference": [lo, hi]}`` (lists over ``ps``), or None.
+    """
+    return _bands_cached(str(r.dir), r.raw.get("format"), tuple(float(p) for p in ps), top)
+
+
+@functools.lru_cache(maxsize=256)
+def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str) -> dict[str, list[list[float]]] | None:
+    from dejavu.analysis.bootstrap import accuracy_bands as bands
+    from dejavu.analysis.tables import ATTACK_FORMATS, scores_from_folder
+
+    if fmt not in ATTACK_FORMATS:
+        return None
+    try:
+        pairs, _ = scores_from_folder(folder)
+    except (DejavuError, OSError, KeyError, ValueError):
+        return None
+    return bands(pairs, ps, 1 if top == "top1" else 5, n_boot=BAND_BOOT, seed=0)
+
+
+def _pct_axis(ax, what: str) -> None:
+    ax.set_ylabel(f"{what} (%)")
+
+
 def fig_accuracy(
     w: FigureWriter, attacks: list[AttackRecord], axis: str, top: str = "top1", params: Sequence[str] = ()
 ) -> FigureInfo | None:
@@ -251,15 +289,33 @@ def fig_accuracy(
             "reference": {p: [r.acc("reference", p, top) for r in s["records"]] for p in P_KEYS},
             "files": [str(r.path) for r in s["records"]],
         }
+        bands = [accuracy_bands(r, [int(p) / 100 for p in P_KEYS], top) for r in s["records"]]
+        if all(b is not None for b in bands):  # 95% bootstrap bands over examples, per point
+            d["band95"] = {
+                role: {p: [[b[role][0][j], b[role][1][j]] for b in bands] for j, p in enumerate(P_KEYS)}  # type: ignore[index]
+                for role in ("target", "reference")
+            }
         data.append(d)
         for ax, p in zip(axes, P_KEYS):
             xs = _setx(ax, s["x"], axis)
-            ax.plot(xs, d["target"][p], "-o", color=colour, ms=3, label=f"{s['label']} target")
-            ax.plot(xs, d["reference"][p], "--o", color=colour, ms=3, mfc="white", label=f"{s['label']} reference")
+            ax.plot(xs, [100 * v for v in d["target"][p]], "-o", color=colour, ms=3, label=f"{s['label']} target")
+            ax.plot(
+                xs,
+                [100 * v for v in d["reference"][p]],
+                "--o",
+                color=colour,
+                ms=3,
+                mfc="white",
+                label=f"{s['label']} reference",
+            )
+            for role, alpha in (("target", 0.18), ("reference", 0.08)):
+                if "band95" in d:
+                    lo, hi = zip(*d["band95"][role][p])
+                    ax.fill_between(xs, [100 * v for v in lo], [100 * v for v in hi], color=colour, alpha=alpha, lw=0)
     for ax, p in zip(axes, P_KEYS):
         ax.set_title(f"{p}% most confident")
         ax.set_xlabel(_xlabel(axis))
-        ax.set_ylabel(f"{top} accuracy")
+        _pct_axis(ax, f"{top} accuracy")
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     name = f"accuracy_vs_{_slug(axis)}_{top}"
     title = f"Deja vu: target vs reference {top} accuracy vs {_xlabel(axis)}"
@@ -270,8 +326,9 @@ def fig_accuracy(
         "accuracy",
         axis,
         title,
-        "Solid: target model (trained on the attacked images); dashed: reference model. "
-        "The gap is deja vu memorization.",
+        "Solid: target model (trained on the attacked images); dashed: reference model; bands: 95% "
+        "bootstrap intervals over the attacked examples (not over training runs). The gap is deja vu "
+        "memorization.",
         {"top": top, "series": data},
     )
 
@@ -309,12 +366,13 @@ def fig_quadrants(
             pos = list(range(len(s["x"])))
             bottom = [0.0] * len(pos)
             for q in QUADRANTS_STACK:
-                ax.bar(pos, d[q], bottom=bottom, color=QUADRANT_COLOURS[q], label=q, width=0.7)
-                bottom = [b + v for b, v in zip(bottom, d[q])]
+                vals = [100 * v for v in d[q]]
+                ax.bar(pos, vals, bottom=bottom, color=QUADRANT_COLOURS[q], label=q, width=0.7)
+                bottom = [b + v for b, v in zip(bottom, vals)]
             ax.set_xticks(pos, [str(x) for x in s["x"]], rotation=45 if len(pos) > 8 else 0)
             ax.set_title(s["label"])
             ax.set_xlabel(_xlabel(axis))
-            ax.set_ylabel("share of attacked examples")
+            _pct_axis(ax, "share of attacked examples")
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
         name = f"quadrants_vs_{_slug(axis)}" + (f"_{chunk // MAX_PANELS + 1}" if len(series) > MAX_PANELS else "")
         title = f"Sample test: example shares vs {_xlabel(axis)}"
@@ -364,10 +422,10 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
         data.append(d)
         for ax, top in zip(axes, ("top1", "top5")):
             xs = _setx(ax, s["x"], axis)
-            ax.plot(xs, d[top], "-o", ms=3, color=f"C{i % 10}", label=s["label"])
+            ax.plot(xs, [100 * v for v in d[top]], "-o", ms=3, color=f"C{i % 10}", label=s["label"])
     for ax, top in zip(axes, ("top-1", "top-5")):
         ax.set_xlabel(_xlabel(axis))
-        ax.set_ylabel(f"linear probe {top} accuracy")
+        _pct_axis(ax, f"linear probe {top} accuracy")
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     name = f"probe_vs_{_slug(axis)}"
     title = f"Linear probe accuracy vs {_xlabel(axis)}"
@@ -415,6 +473,7 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
             if sw is None:
                 continue
             label = f"{r.method}, {r.variant}, {r.npc}pc, ep {r.epoch}" + "".join(f", {h}={r.param(h)}" for h in hps)
+            band = accuracy_bands(r, sw["p"], top)
             data.append(
                 {
                     "label": label,
@@ -426,12 +485,20 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
                     "target": sw["target"],
                     "reference": sw["reference"],
                     "file": str(r.path),
+                    **({"band95": band} if band is not None else {}),
                 }
             )
-            ax.plot([100 * p for p in sw["p"]], sw["target"], "-", color=f"C{i % 10}", label=f"{label} target")
-            ax.plot([100 * p for p in sw["p"]], sw["reference"], "--", color=f"C{i % 10}", label=f"{label} reference")
+            xs = [100 * p for p in sw["p"]]
+            c = f"C{i % 10}"
+            ax.plot(xs, [100 * v for v in sw["target"]], "-", color=c, label=f"{label} target")
+            ax.plot(xs, [100 * v for v in sw["reference"]], "--", color=c, label=f"{label} reference")
+            for role, alpha in (("target", 0.18), ("reference", 0.08)):
+                if band is None:
+                    break
+                lo, hi = band[role]
+                ax.fill_between(xs, [100 * v for v in lo], [100 * v for v in hi], color=c, alpha=alpha, lw=0)
         ax.set_xlabel("% most confident examples")
-        ax.set_ylabel(f"{top} accuracy")
+        _pct_axis(ax, f"{top} accuracy")
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
         name = f"sweep_{top}" + (f"_{chunk // 8 + 1}" if len(recs) > 8 else "")
         title = f"Confidence sweep ({top})"
@@ -444,7 +511,9 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
                 None,
                 title,
                 "Accuracy of the attack on the p% examples each model is most confident about; "
-                "solid target, dashed reference.",
+                "solid target, dashed reference; bands: 95% bootstrap intervals over the attacked examples. "
+                "Confidence: how concentrated the labels of a crop's nearest public neighbours are "
+                "(negative entropy of their histogram).",
                 {"top": top, "curves": data},
             )
         )
@@ -490,11 +559,19 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
         }
         data.append(d)
         pos = list(range(len(variants)))
-        ax.bar([p - 0.2 for p in pos], d["target_20"], 0.4, color="C0", label="target")
-        ax.bar([p + 0.2 for p in pos], d["reference_20"], 0.4, color="C0", alpha=0.35, hatch="//", label="reference")
+        ax.bar([p - 0.2 for p in pos], [100 * v for v in d["target_20"]], 0.4, color="C0", label="target")
+        ax.bar(
+            [p + 0.2 for p in pos],
+            [100 * v for v in d["reference_20"]],
+            0.4,
+            color="C0",
+            alpha=0.35,
+            hatch="//",
+            label="reference",
+        )
         ax.set_xticks(pos, variants, rotation=20)
         ax.set_title(f"{k[0]}, {k[1]}pc, ep {k[2]}")
-        ax.set_ylabel(f"{top} accuracy, 20% most confident")
+        _pct_axis(ax, f"{top} accuracy, 20% most confident")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     name = f"variants_{top}"
     title = "Attack variants: crop (periphery/corner) and embedding (projector/backbone/logits)"
@@ -649,7 +726,7 @@ def _significance_panel(ax, key: tuple, pts: list[dict[str, Any]], top: str) -> 
     ax.axhline(0, color="black", lw=0.6)
     ax.set_title(f"{key[0]}, {key[1]}, {key[2]}pc" + (f", {key[3]}" if key[3] != "{}" else ""))
     ax.set_xlabel(_xlabel("epoch"))
-    ax.set_ylabel(f"{top} points, 20% most confident")
+    ax.set_ylabel(f"{top} difference (points), 20% most confident")
 
 
 @locks_output("plot")
