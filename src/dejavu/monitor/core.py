@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dejavu import DejavuError, UsageError
+from dejavu import DejavuError, UsageError, formats
 from dejavu.audit.config import AuditConfig
 from dejavu.data.imagefolder import DataPaths, DatasetIndex
 from dejavu.io import atomic_save_npy, atomic_write_json
 
-FORMAT = "dejavu-monitor/1"
+FORMAT = formats.MONITOR
 # the scores a monitor returns (and ``dejavu train --monitor`` logs as ``monitor_<key>``)
 SCALARS = ("score", "score_100", "memorized", "model_acc", "classifier_acc", "classifier_heldout_acc")
 
