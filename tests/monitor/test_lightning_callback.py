@@ -52,7 +52,7 @@ def _images(synth_small, partition_small):
 
 def test_lightning_callback_logs_the_monitors_scores(synth_small, partition_small, audit_yaml, tmp_path):
     pl.seed_everything(0)
-    cfg = MonitorConfig(crops=40, public=150, audit=str(audit_yaml))
+    cfg = MonitorConfig(crops=40, public_per_class=15, audit=str(audit_yaml))
     monitor = Monitor(tmp_path / "monitor", partition_small, synth_small, npc=10, audited="A", cfg=cfg, image_size=32)
     model = TinySimCLR()
     callback = DejavuMonitorCallback(monitor, model=lambda m: m.backbone, every=1)
