@@ -115,3 +115,32 @@ def fig_monitor(w: Any, attacks: list[AttackRecord]) -> Any:
         "logged while training, with its 95% CI; squares: the two-model attack of the snapshots.",
         {"runs": data},
     )
+
+
+def monitor_summary(runs: dict[str, Path]) -> dict[str, list[dict[str, Any]]] | None:
+    """The monitor's curve of each monitored run of a pair (``dejavu demo``'s ``summary.json``).
+
+    Args:
+        runs: ``{"A": run folder, "B": run folder}``.
+
+    Returns:
+        ``{name: [{"epoch", "score", "score_ci95", "score_100", "memorized"}, ...]}`` for the
+        runs trained with ``--monitor``; None when neither was.
+    """
+    keys = ("score", "score_ci95", "score_100", "memorized")
+    out = {
+        name: [{"epoch": r["epoch"], **{k: r.get(f"monitor_{k}") for k in keys}} for r in monitor_rows(Path(run))]
+        for name, run in runs.items()
+    }
+    return {k: v for k, v in out.items() if v} or None
+
+
+def monitor_lines(mon: dict[str, list[dict[str, Any]]] | None) -> list[str]:
+    """The demo's lines of the monitor's curve (:func:`monitor_summary`), in points."""
+    if not mon:
+        return []
+    return [
+        f"  monitor of model {name} (one model, online) @20% by epoch: "
+        + ", ".join(f"ep{r['epoch']} {100 * r['score']:+.1f}" for r in rows)
+        for name, rows in mon.items()
+    ]
