@@ -47,7 +47,7 @@ from dejavu.report.collect import lookup
 from dejavu.ssl.registry import METHODS
 
 # DemoConfig fields that are also command-line flags (the rest: --set key=value)
-DEMO_FLAGS = ("out", "seed", "method", "pairs", "epochs", "rcdm", "threads")
+DEMO_FLAGS = ("out", "seed", "method", "pairs", "epochs", "rcdm", "threads", "monitor")
 
 # ``--quick``: every stage, smaller and shorter (about 2 minutes on 2 cores); applied as the
 # base under --config, the flags and --set.
@@ -107,6 +107,12 @@ class DemoConfig:
         },
     )
     report: bool = True  # plots + report.html (the bench turns them off)
+    monitor: bool = field(
+        default=False,
+        metadata={
+            "help": "train with the online deja vu monitor (dejavu train --monitor): its curve printed and plotted"
+        },
+    )
 
     @classmethod
     def quick(cls, **kw) -> DemoConfig:
@@ -131,7 +137,7 @@ class DemoConfig:
         from dejavu.ssl.config import load_train_config
 
         fixed = [f"epochs={self.epochs}", f"snapshot_every={self.snapshot_period}", f"seed={seed}"]
-        fixed += [f"image_size={self.size}", "knn_every=0"]
+        fixed += [f"image_size={self.size}", "knn_every=0"] + (["monitor=true"] if self.monitor else [])
         return load_train_config(method=self.method, sets=fixed + _as_sets(self.train))
 
 
@@ -250,6 +256,9 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
         _stamp(f"report: {report}", run.t0)
     summary = summarize(by_pair, pr, report, time.time() - run.t0, cfg, rcdm_info)
     summary["audit"] = audit_info
+    from dejavu.monitor.plot import monitor_summary
+
+    summary["monitor"] = monitor_summary(runs)
     atomic_write_json(run.out / "summary.json", summary)
     return DemoResult(run.out, summary, report)
 
@@ -586,6 +595,8 @@ def summarize(by_pair: dict[int, list], pr, report, seconds, cfg, rcdm_info=None
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    from dejavu.monitor.plot import monitor_lines
+
     f = s["final"]
 
     def pct(x):
@@ -613,6 +624,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  memorized {pct(f['memorized'])} {share_ci(f['memorized_ci95'])}   correlated {pct(f['correlated'])}",
         *_audit_lines(s.get("audit"), ci),
         "  gap @100% by epoch: " + ", ".join(f"ep{e['epoch']} {100 * e['gap_100']:+.1f}" for e in s["epochs"]),
+        *monitor_lines(s.get("monitor")),
     ]
     if n > 1:
         lines.append(

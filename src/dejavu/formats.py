@@ -18,6 +18,7 @@ FIGURES = "dejavu-figures/1"  # plots/figures.json (dejavu.report)
 ANALYSIS = "dejavu-analysis/1"  # dejavu analyze's re-scored results
 RCDM = "dejavu-rcdm/1"  # RCDM checkpoints (dejavu.rcdm)
 RCDM_RECONSTRUCT = "dejavu-rcdm-reconstruct/1"  # reconstruct.json (dejavu.rcdm.reconstruct)
+MONITOR = "dejavu-monitor/1"  # monitor.json and ep{E}.json of the online monitor (dejavu.monitor)
 
 __all__ = [
     "ANALYSIS",
@@ -27,6 +28,7 @@ __all__ = [
     "BETON",
     "CHECKPOINT",
     "FIGURES",
+    "MONITOR",
     "PARTITION",
     "PROBE",
     "RCDM",

@@ -33,7 +33,7 @@ def test_monitor_equals_audit(synth_small, partition_small, audit_yaml, tmp_path
     from dejavu.ssl.checkpoint import load_model
 
     ckpt = make_checkpoint(tmp_path / "a.pth", scan_imagefolder(synth_small / "train"), "A", 10, seed=3)
-    cfg = MonitorConfig(crops=40, public=150, seed=1, audit=str(audit_yaml))
+    cfg = MonitorConfig(crops=40, public_per_class=15, seed=1, audit=str(audit_yaml))
     mon = Monitor(tmp_path / "mon", partition_small, synth_small, npc=10, audited="A", cfg=cfg, image_size=32)
     model = load_model(ckpt).model
     model.train()

@@ -5,18 +5,24 @@ classifier; TensorBoard holds the rows' scalars."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dejavu.cli import main
+from dejavu.data.imagefolder import scan_imagefolder
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "attack"))
+from helpers import make_checkpoint
 
 MONITORED = ("score", "score_ci95", "score_100", "score_100_ci95", "memorized", "memorized_ci95")
 
 
 def _argv(synth_small, partition_small, run, audit_yaml, *extra):
     sets = ["projector=64-64", "warmup_epochs=0", "snapshot_every=1", "knn_every=1", "batch_size=50"]
-    sets += ["monitor_public=150", f"monitor_audit={audit_yaml}", "epochs=3"]
+    sets += ["monitor_public_per_class=15", f"monitor_audit={audit_yaml}", "epochs=3"]
     argv = ["train", "--method", "vicreg", "--data", str(synth_small), "--out", str(run), "--device", "cpu"]
     argv += ["--index", str(partition_small / "10_per_class" / "train_B.npy")]
     argv += ["--monitor", "--monitor-every", "2", "--monitor-crops", "40", "--tensorboard"]
@@ -80,6 +86,19 @@ def test_train_monitor_audit_resume_tensorboard(synth_small, partition_small, au
     assert {e.step for e in ea.Scalars("train/lr")} == {1, 2, 3}
     got = {e.step: e.value for e in ea.Scalars("monitor/score")}
     assert got == pytest.approx({2: rows[1]["monitor_score"], 3: rows[2]["monitor_score"]}, rel=1e-6)
+
+    # `dejavu plot` draws the monitor's curve beside the attack of a snapshot (the run is its model B)
+    ref = make_checkpoint(tmp_path / "a.pth", scan_imagefolder(synth_small / "train"), "A", 10, seed=3, epoch=2)
+    attack = ["attack", "--model-a", str(ref), "--model-b", str(run / "model_ep2.pth"), "--npc", "10"]
+    attack += ["--partition", str(partition_small), "--data", str(synth_small), "--out", str(tmp_path / "atk")]
+    assert main([*attack, "--set", "k=20", "--control", "none"]) == 0
+    assert main(["plot", str(tmp_path / "atk"), "--out", str(tmp_path / "plots"), "--format", "png"]) == 0
+    fig = json.loads((tmp_path / "plots" / "monitor_vs_attack.json").read_text())
+    (drawn,) = fig["runs"]
+    assert drawn["monitor"]["epoch"] == [2, 3] and drawn["monitor"]["score"] == [r["monitor_score"] for r in rows[1:]]
+    atk = json.loads((tmp_path / "atk" / "results.json").read_text())
+    assert drawn["attack"]["epoch"] == [2] and drawn["attack"]["score"] == [atk["metrics"]["top1"]["dejavu_score"]]
+    assert (tmp_path / "plots" / "monitor_vs_attack.png").is_file()
 
 
 def test_monitor_needs_a_partition_set(synth_small, partition_small, tmp_path, capsys):

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dejavu import DejavuError, UsageError
+from dejavu import DejavuError, UsageError, formats
 from dejavu.audit.config import AuditConfig
 from dejavu.data.imagefolder import DataPaths, DatasetIndex
 from dejavu.io import atomic_save_npy, atomic_write_json
 
-FORMAT = "dejavu-monitor/1"
+FORMAT = formats.MONITOR
 # the scores a monitor returns (and ``dejavu train --monitor`` logs as ``monitor_<key>``)
 SCALARS = ("score", "score_100", "memorized", "model_acc", "classifier_acc", "classifier_heldout_acc")
 
@@ -53,7 +53,10 @@ class MonitorConfig:
     """What the monitor scores: subsample sizes and seed, and the audit's settings."""
 
     crops: int = field(default=500, metadata={"help": "audited images (attackable) scored; 0: all"})
-    public: int = field(default=5000, metadata={"help": "public images the KNN searches; 0: all"})
+    public_per_class: int = field(
+        default=50,
+        metadata={"help": "public images per class the KNN searches (fewer where a class has fewer); 0: all"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of the subsample"})
     audit: str = field(default="synth", metadata={"help": "the audit config: a packaged name or a YAML file"})
     audit_overrides: list[str] = field(
@@ -61,8 +64,10 @@ class MonitorConfig:
     )
 
     def validate(self) -> None:
-        if self.crops < 0 or self.public < 0:
-            raise UsageError(f"monitor subsample sizes must be >= 0, got crops={self.crops}, public={self.public}")
+        if self.crops < 0 or self.public_per_class < 0:
+            raise UsageError(
+                f"monitor subsample sizes must be >= 0, got crops={self.crops}, public_per_class={self.public_per_class}"
+            )
 
     def audit_config(self) -> AuditConfig:
         from dejavu.audit.config import load_audit_config
@@ -75,6 +80,13 @@ def _subsample(idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     if n <= 0 or n >= len(idx):
         return np.sort(idx)
     return np.sort(rng.choice(idx, size=n, replace=False))
+
+
+def _per_class(idx: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of ``idx`` per class (all of a class with fewer; all when n is 0), sorted."""
+    if n <= 0:
+        return np.sort(idx)
+    return np.sort(np.concatenate([_subsample(idx[labels == c], n, rng) for c in np.unique(labels)]))
 
 
 class _Embedder(nn.Module):
@@ -232,7 +244,7 @@ class Monitor:
         attackable = compute_crops(index, paths.annotation_dir, audit_idx, att, min_px, desc="crops (audited)").indices
         rng = np.random.default_rng(self.cfg.seed)
         sub_a = _subsample(attackable, self.cfg.crops, rng)
-        sub_p = _subsample(public, self.cfg.public, rng)
+        sub_p = _per_class(public, index.targets[public], self.cfg.public_per_class, rng)
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(self.out / "audit_set.npy", sub_a.astype(np.int64))
         atomic_save_npy(self.out / "public_set.npy", sub_p.astype(np.int64))
@@ -242,7 +254,7 @@ class Monitor:
         keep = ("device", "workers", "batch_size")
         return {
             "crops": self.cfg.crops,
-            "public": self.cfg.public,
+            "public_per_class": self.cfg.public_per_class,
             "seed": self.cfg.seed,
             "audit": {k: v for k, v in dataclasses.asdict(acfg).items() if k not in keep},
         }
@@ -258,7 +270,7 @@ class Monitor:
         fp = (st.get("fingerprint") or {}).get("id")
         if fp != index_id:
             raise DejavuError(f"{path}: recorded for dataset {fp}, this dataset is {index_id}; start over (--force)")
-        diff = sorted(k for k in ("crops", "public", "seed") if was.get(k) != now[k])
+        diff = sorted(k for k in ("crops", "public_per_class", "seed") if was.get(k) != now[k])
         diff += sorted(f"audit.{k}" for k, v in now["audit"].items() if (was.get("audit") or {}).get(k) != v)
         if diff:
             raise DejavuError(

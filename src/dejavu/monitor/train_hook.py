@@ -5,7 +5,8 @@
 The monitor (:class:`dejavu.monitor.Monitor`) lives in ``OUT/monitor``: set up before the
 first epoch (the subsample drawn and recorded, the crop classifier trained or loaded), kept on
 ``--resume`` (the recorded subsample and classifier are reused; other monitor settings are
-refused), discarded by ``--force``. Every ``monitor_every`` epochs and at the last one, the
+refused), discarded by ``--force``. Every ``monitor_every`` epochs (0: a tenth of the run) and
+at the last one, the
 epoch's ``metrics.jsonl`` row gets ``monitor_<key>`` for each of the monitor's numbers and
 ``monitor_seconds`` (the time it took, not counted in ``seconds``).
 """
@@ -38,7 +39,7 @@ class EpochHooks:
             DejavuError: ``monitor`` on an index file that is not a partition's train set.
         """
         cfg = run.cfg
-        hooks = cls(cfg.monitor_every, cfg.epochs)
+        hooks = cls(cfg.monitor_every or max(1, cfg.epochs // 10), cfg.epochs)
         if not run.dinfo.is_main:
             return hooks
         resumed = run.ckpt is not None
@@ -75,7 +76,7 @@ def _open_monitor(run: Any, paths: Any, force: bool) -> Any:
             f"{run.index_file}: --monitor needs a partition's training set (P/<npc>_per_class/train_A.npy or "
             "train_B.npy): it audits that split's bbox set"
         )
-    mcfg = MonitorConfig(cfg.monitor_crops, cfg.monitor_public, cfg.monitor_seed, cfg.monitor_audit)
+    mcfg = MonitorConfig(cfg.monitor_crops, cfg.monitor_public_per_class, cfg.monitor_seed, cfg.monitor_audit)
     return Monitor(
         run.out / "monitor",
         part,

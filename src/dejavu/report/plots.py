@@ -775,6 +775,9 @@ def make_figures(
         steps.append(partial(fig_sweep, w, results.attacks, t))
         steps.append(partial(fig_variants, w, results.attacks, t))
         steps.append(partial(fig_significance, w, results.attacks, t))
+    from dejavu.monitor.plot import fig_monitor  # runs trained with --monitor: its curve beside the attack's
+
+    steps.append(partial(fig_monitor, w, results.attacks))
     from dejavu.utils import progress
 
     for step in progress(steps, desc="plot", total=len(steps)):

@@ -48,7 +48,7 @@ RESUME_FREE = RESUME_FREE | {
     "monitor",
     "monitor_every",
     "monitor_crops",
-    "monitor_public",
+    "monitor_public_per_class",
     "monitor_seed",
     "monitor_audit",
     "monitor_reference",
@@ -106,9 +106,11 @@ class TrainConfig:
         default=False,
         metadata={"help": "score the one-model deja vu test while training (metrics.jsonl monitor_*; OUT/monitor/)"},
     )
-    monitor_every: int = field(default=10, metadata={"help": "epochs between two monitor scores (and the last epoch)"})
+    monitor_every: int = field(
+        default=0, metadata={"help": "epochs between two monitor scores, and the last epoch (0: epochs // 10)"}
+    )
     monitor_crops: int = field(default=500, metadata={"help": "audited images the monitor scores (0: all)"})
-    monitor_public: int = 5000  # public images the monitor's KNN searches (0: all)
+    monitor_public_per_class: int = 50  # public images per class the monitor's KNN searches (0: all)
     monitor_seed: int = 0  # seed of the monitor's subsample
     monitor_audit: str = "synth"  # the monitor's audit config: a packaged name (synth, imagenet) or a YAML file
     monitor_reference: str = field(
@@ -195,7 +197,7 @@ class TrainConfig:
         ):
             if getattr(self, name) not in choices:
                 raise bad(name, f"choose from {', '.join(choices)}")
-        for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k", "monitor_every"):
+        for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         for name in (
@@ -210,8 +212,9 @@ class TrainConfig:
             "start_ramp",
             "end_ramp",
             "threads",
+            "monitor_every",
             "monitor_crops",
-            "monitor_public",
+            "monitor_public_per_class",
         ):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
