@@ -17,6 +17,9 @@ save their own resumable state; training writes ``last.pth`` every epoch).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,12 +199,18 @@ def submit(
     folder = abspath(args.slurm_dir or log_dir or "slurm")
     params = _sbatch_parameters(args, name)
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster, slurm_max_num_timeout=args.max_requeue)
+    said = io.StringIO()  # submitit prints sbatch's complaints: they go into the one-line error
     try:
-        ex.update_parameters(**params)
-        job = ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
+        with contextlib.redirect_stderr(said):
+            ex.update_parameters(**params)
+            job = ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
     except (ValueError, submitit.core.utils.FailedJobError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
-        raise DejavuError(f"SLURM refused the job ({folder}): {msg}") from None
+        hint = (
+            " (no GPUs there? --gpus-per-node 0 submits a CPU-only job)" if "gres" in msg and args.gpus_per_node else ""
+        )
+        raise DejavuError(f"SLURM refused the job ({folder}): {msg}{hint}") from None
+    sys.stderr.write(said.getvalue())
     record = dict(
         job_id=str(job.job_id),
         cwd=os.getcwd(),
