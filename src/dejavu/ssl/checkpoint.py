@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from dejavu import DejavuError, formats
-from dejavu.io import file_sha256, safe_torch_load
+from dejavu.io import abspath, file_sha256, safe_torch_load
 from dejavu.ssl.heads import (
     HeadLayer,
     build_classifier,
@@ -522,7 +522,7 @@ def load_model(
             supported, its head does not fit ``projector``, the backbone cannot be told
             (pass ``arch``), or the weights do not fit the model.
     """
-    path = Path(path)
+    path = abspath(path)  # recorded in results: must work from any folder
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
