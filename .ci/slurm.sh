@@ -54,6 +54,8 @@ SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it may start again (default 120)
+AuthInfo=cred_expire=10
 StateSaveLocation=$STATE/spool/ctld
 SlurmdSpoolDir=$STATE/spool/d
 SlurmctldPidFile=$STATE/slurmctld.pid
@@ -65,6 +67,8 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
+# test pending jobs every 2 s (defaults 60 and 30: a requeued job would wait up to a minute)
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
@@ -82,7 +86,7 @@ PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
-alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { local pid; pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null; }
 
 start() {
   [[ $(id -u) == 0 ]] || die "needs root (slurmd runs jobs as their users)"
@@ -117,13 +121,14 @@ start() {
 }
 
 stop() {
-  local f
+  local f pid i
   for f in slurmd slurmctld munged; do
-    if alive "$STATE/$f.pid"; then
-      kill "$(cat "$STATE/$f.pid")"
-      for _ in 1 2 3 4 5 6 7 8 9 10; do alive "$STATE/$f.pid" || break; sleep 0.3; done
-    fi
+    pid=$(cat "$STATE/$f.pid" 2>/dev/null || true)
     rm -f "$STATE/$f.pid"
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then continue; fi
+    kill "$pid"
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
   done
 }
 

@@ -4,7 +4,9 @@
 #
 # For each METHOD in $METHODS and NPC in $NPCS: attacks every model_ep{E}.pth present in both
 # $RUNS/$NAME/train/<method>_<npc>pc_{A,B}/ into $RUNS/$NAME/attack/<method>_<npc>pc/ep{E}/.
-# Epochs already attacked are skipped (FORCE=1 redoes them), so the sweep can be rerun.
+# Epochs already attacked are skipped (FORCE=1 redoes them), so the sweep can be rerun; with
+# --launcher slurm a pair is not submitted when every snapshot of it is attacked and neither
+# model is still training, nor when its attack job is queued or running.
 #
 # Usage: attk_cmds/attack_runs.sh [--dry-run] [--launcher local|slurm] [extra dejavu attack flags]
 # Environment (defaults in brackets):
@@ -73,12 +75,34 @@ else
   control=(--control "$CONTROL" --control-bboxes "$VAL_BBOX_DIR")
 fi
 
+# attacked RUN_A RUN_B OUT: every snapshot present in both runs has OUT/ep<E>/results.json
+attacked() {
+  local f e n=0
+  for f in "$1"/model_ep*.pth; do
+    [[ -f "$f" ]] || continue
+    e="${f##*model_ep}"
+    e="${e%.pth}"
+    [[ -f "$2/model_ep$e.pth" ]] || continue
+    [[ -f "$3/ep$e/results.json" ]] || return 1
+    n=$((n + 1))
+  done
+  [[ $n -gt 0 ]]
+}
+
 for m in $METHODS; do
   for n in $NPCS; do
     for s in ${SEEDS:-""}; do
       name="${m}_${n}pc${s:+_seed$s}"
       part="$PARTITION"
       if [[ "$PER_PAIR" == 1 && -n "$s" ]]; then part="$PARTITION/seed$s"; fi
+      a="$RUN/train/${name}_A" b="$RUN/train/${name}_B" out="$RUN/attack/${name}"
+      if [[ "$LAUNCHER" == slurm && "$FORCE" != 1 ]]; then
+        if skip_in_flight "$out"; then continue; fi
+        if attacked "$a" "$b" "$out" && ! in_flight "$a" >/dev/null && ! in_flight "$b" >/dev/null; then
+          echo "skip (every snapshot attacked): $out" >&2
+          continue
+        fi
+      fi
       run dejavu attack --model-a "$RUN/train/${name}_A" --model-b "$RUN/train/${name}_B" \
         --partition "$part" --npc "$n" --images "$IMAGENET_DIR/train" --bboxes "$BBOX_DIR" \
         --knn "$KNN" --precision "$PRECISION" --decode "$DECODE" "${control[@]}" --out "$RUN/attack/${name}" "${redo[@]}" "${LAUNCH_FLAGS[@]}" \

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Linear probe of every snapshot of one training run (the epoch sweep).
 #
-# Probes $RUNS/$NAME/train/${METHOD}_${NPC}pc_A/model_ep{E}.pth for every snapshot found
+# Probes $RUNS/$NAME/train/${TRAIN_NAME}_A/model_ep{E}.pth for every snapshot found
 # there (or, when none exists yet, for every E in $EPOCHS) and writes
-# $RUNS/$NAME/probe/${METHOD}_${NPC}pc_{E}ep/results.json. Points that already have a
+# $RUNS/$NAME/probe/${TRAIN_NAME}_{E}ep/results.json. Points that already have a
 # results.json are skipped (set FORCE=1 to redo them), so the sweep can be rerun.
 #
 # Usage: lin_probe_cmds/probe_epoch_sweep.sh [--dry-run] [--launcher local|slurm] [extra dejavu probe flags]
 # Environment (defaults in brackets):
 #   IMAGENET_DIR [/datasets/imagenet]  dataset root holding train/
 #   RUNS [runs]  NAME [imagenet]  PARTITION [$RUNS/$NAME/partition]
-#   METHOD [vicreg]  NPC [300]  EPOCHS ["50 100 ... 1000"]  FEATURES [backbone]
+#   METHOD [vicreg]  NPC [300]  TRAIN_NAME [${METHOD}_${NPC}pc] (e.g. ..._seed0 for a seed sweep)
+#   EPOCHS ["50 100 ... 1000"]  FEATURES [backbone]
 #   SLURM_PARTITION  passed as --slurm-partition with --launcher slurm
 # Conventions shared by all launchers: --dry-run prints one `dejavu ...` command per
 # line and runs nothing; --launcher is passed through to the CLI.
@@ -30,8 +31,9 @@ NPC="${NPC:-300}"
 EPOCHS="${EPOCHS:-$(seq -s ' ' 50 50 1000)}"
 FEATURES="${FEATURES:-backbone}"
 FORCE="${FORCE:-0}"
+TRAIN_NAME="${TRAIN_NAME:-${METHOD}_${NPC}pc}"
 
-train_dir="$RUN/train/${METHOD}_${NPC}pc_A"
+train_dir="$RUN/train/${TRAIN_NAME}_A"
 epochs=()
 shopt -s nullglob
 for ckpt in "$train_dir"/model_ep*.pth; do
@@ -46,7 +48,8 @@ fi
 mapfile -t epochs < <(printf '%s\n' "${epochs[@]}" | sort -n)
 
 for e in "${epochs[@]}"; do
-  out="$RUN/probe/${METHOD}_${NPC}pc_${e}ep"
+  out="$RUN/probe/${TRAIN_NAME}_${e}ep"
+  if skip_in_flight "$out"; then continue; fi
   force_flag=()
   if [[ -f "$out/results.json" ]]; then
     if [[ "$FORCE" == 1 ]]; then force_flag=(--force); else echo "skip $out (results.json exists; FORCE=1 redoes it)" >&2; continue; fi

@@ -36,6 +36,7 @@ train_point() {
     echo "skip (done): $out" >&2
     return 0
   fi
+  if skip_in_flight "$out"; then return 0; fi
   if [[ "$FORCE" == 1 ]]; then
     flags+=(--force)
   elif [[ -f "$out/last.pth" ]]; then

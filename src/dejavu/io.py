@@ -39,6 +39,7 @@ from dejavu import DejavuError
 
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".dejavu.lock"
+SLURM_LOG_NAME = "slurm"  # OUT/slurm: the launcher's job logs, made before the job starts (dejavu.launch)
 
 _WRITE_REASONS = {
     errno.ENOSPC: "no space left on the device",
@@ -243,8 +244,8 @@ def check_can_write(path: str | os.PathLike, force: bool = False) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        DejavuError: ``path`` exists (a folder: with content other than dejavu's lock and
-            temporary files) and ``force`` is False.
+        DejavuError: ``path`` exists (a folder: with content other than dejavu's lock,
+            temporary files and the launcher's ``slurm/`` logs) and ``force`` is False.
     """
     path = Path(path)
     if path.exists() and not force:
@@ -255,8 +256,17 @@ def check_can_write(path: str | os.PathLike, force: bool = False) -> Path:
 
 
 def _is_content(p: Path) -> bool:
-    """False for dejavu's own bookkeeping: the folder lock and leftover temporary files."""
+    """False for dejavu's own bookkeeping: the folder lock, leftover temporary files and the
+    SLURM job logs the launcher writes into OUT before the job runs."""
+    if p.name == SLURM_LOG_NAME and p.is_dir():
+        return False
     return not (p.name == LOCK_NAME or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)))
+
+
+def abspath(path: str | os.PathLike) -> Path:
+    """``path`` made absolute against the current folder (``..`` folded, symlinks kept), so
+    what a manifest, config or result records works from any folder and on a cluster node."""
+    return Path(os.path.abspath(os.fspath(path)))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

@@ -53,6 +53,7 @@ from dejavu.data.imagefolder import (
     scan_imagefolder,
 )
 from dejavu.io import (
+    abspath,
     atomic_save_npy,
     atomic_write_json,
     check_can_write,
@@ -522,7 +523,7 @@ class Partition:
 
     @classmethod
     def load(cls, root: str | os.PathLike) -> Partition:
-        root = Path(root)
+        root = abspath(root)
         if root.name.endswith("_per_class") or root.suffix == ".npy":
             raise DejavuError(f"{root}: pass the partition folder (the one holding manifest.json)")
         return cls(root, read_json(root / "manifest.json"))

@@ -89,3 +89,42 @@ def test_no_import_cycle_between_launch_modules():
     code = "import dejavu.launch.job as j; print(len(j.strip_launcher_args(['--launcher', 'slurm', 'x'])))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_signal_delay_scales_with_time():
+    from dejavu.launch import signal_delay
+
+    # a fixed 120 s signalled 3-minute jobs in their first minute (issue 20, item 6)
+    assert [signal_delay(_args("--time", str(t))) for t in (1, 3, 10, 30, 4320)] == [20, 20, 60, 120, 120]
+    assert signal_delay(_args("--time", "3", "--signal-delay", "45")) == 45
+    import pytest
+
+    from dejavu import UsageError
+
+    with pytest.raises(UsageError, match="--signal-delay 200"):
+        signal_delay(_args("--time", "3", "--signal-delay", "200"))
+
+
+def test_slurm_opts_and_cpu_only_parameters():
+    import pytest
+
+    from dejavu import UsageError
+    from dejavu.launch import _sbatch_parameters, slurm_options
+
+    assert slurm_options(["qos=high", "--mem-per-gpu=32G", "exclusive", "exclude=n[1-2]"]) == {
+        "qos": "high",
+        "mem_per_gpu": "32G",
+        "exclusive": True,
+        "exclude": "n[1-2]",
+    }
+    for bad in ("=x", "qos="):
+        with pytest.raises(UsageError, match="KEY=VALUE"):
+            slurm_options([bad])
+    cpu = _sbatch_parameters(_args("--gpus-per-node", "0", "--slurm-setup", "module load x"), "n")
+    assert cpu["tasks_per_node"] == 1 and "gpus_per_node" not in cpu and cpu["slurm_setup"] == ["module load x"]
+    assert cpu["cpus_per_task"] == 2  # small by default: nodes are shared
+    gpu = _sbatch_parameters(_args("--gpus-per-node", "4", "--slurm-opt", "cpus-per-task=6"), "n")
+    assert gpu["tasks_per_node"] == gpu["gpus_per_node"] == 4
+    assert gpu["slurm_additional_parameters"] == {"cpus_per_task": "6"}
+    argv = ["train", "--slurm-opt", "qos=x", "--slurm-setup=module load y", "--signal-delay", "30", "--out", "R"]
+    assert strip_launcher_args(argv) == ["train", "--out", "R"]

@@ -20,7 +20,7 @@ import pytest
 from dejavu.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-DIRS = ("train_cmds", "attk_cmds", "lin_probe_cmds", "plot_cmds")
+DIRS = ("train_cmds", "attk_cmds", "lin_probe_cmds", "plot_cmds", "sweep_cmds")
 SCRIPTS = sorted(p for d in DIRS for p in (REPO / d).glob("*.sh") if not p.name.startswith("_"))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError
+from dejavu.io import abspath
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, compared case-insensitively as torchvision does.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -283,11 +284,11 @@ class DataPaths:
                 bboxes = data / "bboxes"
         if images is None:
             raise UsageError("no dataset given: pass --data ROOT or --images DIR")
-        images = Path(images)
+        images = abspath(images)  # recorded in manifests: must work from any folder
         if not images.is_dir():
             raise DejavuError(f"{images}: image folder not found")
         if bboxes is not None:
-            bboxes = Path(bboxes)
+            bboxes = abspath(bboxes)
             if not bboxes.is_dir():
                 raise DejavuError(f"{bboxes}: bounding-box folder not found")
         if need_bboxes and bboxes is None:

@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import sys
 from pathlib import Path
+from typing import Any
 
+from dejavu import DejavuError, UsageError
 from dejavu.launch.job import LAUNCHER_OPTIONS, CliJob, strip_launcher_args
+
+CPUS_PER_TASK = 2  # small: a shared cluster's node is split between users (10 stayed pending)
 
 __all__ = ["LAUNCHER_OPTIONS", "CliJob", "add_launcher_args", "strip_launcher_args", "submit", "submit_if_slurm"]
 
@@ -46,14 +52,40 @@ def add_launcher_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -
         "--gpus-per-node",
         type=int,
         default=gpus_per_node,
-        help="SLURM GPUs per node; one task (DDP process) per GPU (default: %(default)s)",
+        help="SLURM GPUs per node; one task (DDP process) per GPU; 0: a CPU-only job, one task per node "
+        "(default: %(default)s)",
     )
     g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: $SLURM_PARTITION)")
     g.add_argument("--time", type=int, default=4320, help="SLURM time limit in minutes (default: %(default)s)")
-    g.add_argument("--cpus-per-task", type=int, default=10, help="SLURM CPUs per task (default: %(default)s)")
+    g.add_argument(
+        "--cpus-per-task", type=int, default=CPUS_PER_TASK, help="SLURM CPUs per task (default: %(default)s)"
+    )
     g.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per node in GB (default: cluster's)")
     g.add_argument("--account", default=None, help="SLURM account")
     g.add_argument("--constraint", default=None, help="SLURM constraint (e.g. volta32gb)")
+    g.add_argument(
+        "--slurm-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any sbatch option, repeatable: qos=high, exclude=node[1-2], gres=gpu:a100:8, mem-per-gpu=32G, "
+        "reservation=R, exclusive (a flag alone); overrides the options above",
+    )
+    g.add_argument(
+        "--slurm-setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line run in the job before the command, repeatable (module load ..., conda activate ...)",
+    )
+    g.add_argument(
+        "--signal-delay",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seconds before --time at which the job is signalled to requeue itself and resume "
+        "(default: a tenth of --time, between 20 and 120)",
+    )
     g.add_argument(
         "--slurm-dir", default=None, help="folder for submitit logs and job pickles (default: OUT/slurm or ./slurm)"
     )
@@ -62,8 +94,66 @@ def add_launcher_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -
         "--max-requeue",
         type=int,
         default=20,
-        help="resubmissions after preemption or time-out, each resuming (default: %(default)s)",
+        help="resubmissions after reaching --time, each resuming; preemptions and `scontrol requeue` "
+        "do not count (default: %(default)s)",
     )
+
+
+def signal_delay(args: argparse.Namespace) -> int:
+    """Seconds before the time limit at which SLURM signals the job (``--signal-delay``, else
+    a tenth of ``--time`` between 20 and 120 s: a fixed 120 s hit 3-minute jobs in their first
+    minute)."""
+    if args.signal_delay is not None:
+        if not 0 < args.signal_delay < args.time * 60:
+            raise UsageError(f"--signal-delay {args.signal_delay}: must be between 1 and --time ({args.time * 60} s)")
+        return int(args.signal_delay)
+    return int(min(120, max(20, args.time * 6)))
+
+
+def slurm_options(opts: list[str]) -> dict[str, Any]:
+    """``--slurm-opt KEY=VALUE`` (or a bare ``KEY`` flag) as submitit's sbatch parameters;
+    ``-`` and ``_`` are one (``mem-per-gpu`` = ``mem_per_gpu``), so a key replaces the
+    option of the same name set by the other flags."""
+    out: dict[str, Any] = {}
+    for o in opts:
+        key, eq, val = o.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not key or (eq and not val):
+            raise UsageError(f"--slurm-opt {o!r}: expected KEY=VALUE (e.g. qos=high) or a flag KEY (e.g. exclusive)")
+        out[key] = val if eq else True
+    return out
+
+
+def _sbatch_parameters(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """submitit ``update_parameters`` of the job (see :func:`submit`)."""
+    import os
+
+    if args.gpus_per_node < 0 or args.nodes < 1 or args.cpus_per_task < 1 or args.time < 1:
+        raise UsageError("--gpus-per-node must be >= 0; --nodes, --cpus-per-task and --time >= 1")
+    params: dict[str, Any] = dict(
+        name=args.job_name or name,
+        nodes=args.nodes,
+        tasks_per_node=max(1, args.gpus_per_node),
+        cpus_per_task=args.cpus_per_task,
+        timeout_min=args.time,
+        slurm_signal_delay_s=signal_delay(args),
+    )
+    if args.gpus_per_node:
+        params["gpus_per_node"] = args.gpus_per_node
+    if args.mem_gb:
+        params["mem_gb"] = args.mem_gb
+    partition = args.slurm_partition or os.environ.get("SLURM_PARTITION")
+    if partition:
+        params["slurm_partition"] = partition
+    if args.constraint:
+        params["slurm_constraint"] = args.constraint
+    extra = {"account": args.account} if args.account else {}
+    extra.update(slurm_options(args.slurm_opt))
+    if extra:
+        params["slurm_additional_parameters"] = extra
+    if args.slurm_setup:
+        params["slurm_setup"] = list(args.slurm_setup)
+    return params
 
 
 def submit(
@@ -80,7 +170,8 @@ def submit(
 
     ``argv`` must be the local form of the command (no launcher options: see
     :func:`strip_launcher_args`). ``cluster`` is passed to ``submitit.AutoExecutor``
-    ("debug" runs in-process, for tests).
+    ("debug" runs in-process, for tests). The submission (job id, folder, command,
+    sbatch parameters, setup lines) is recorded in ``<folder>/<job id>/launch.json``.
 
     Args:
         argv: the command's arguments, e.g. ``["train", "--config", "x.yaml"]``.
@@ -89,43 +180,49 @@ def submit(
         log_dir: folder for submitit logs when ``--slurm-dir`` is not given (default: ``slurm``);
             each job writes under ``<folder>/<job id>``.
         target: ``"module:function"`` called with ``argv`` on the cluster.
-        resume_flag: appended to ``argv`` when the job is requeued, or None.
+        resume_flag: appended to ``argv`` when the job is requeued or restarted, or None.
         cluster: ``submitit.AutoExecutor``'s ``cluster`` (None: auto-detect).
 
     Returns:
         The ``submitit.Job``.
+
+    Raises:
+        UsageError: a bad launcher option.
+        DejavuError: sbatch refused the job (its message).
     """
     import os
 
     import submitit
 
-    folder = Path(args.slurm_dir or log_dir or "slurm")
-    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-    params = dict(
-        name=args.job_name or name,
-        nodes=args.nodes,
-        tasks_per_node=args.gpus_per_node,
-        gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task,
-        timeout_min=args.time,
+    from dejavu.io import abspath, atomic_write_json
+
+    folder = abspath(args.slurm_dir or log_dir or "slurm")
+    params = _sbatch_parameters(args, name)
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster, slurm_max_num_timeout=args.max_requeue)
+    said = io.StringIO()  # submitit prints sbatch's complaints: they go into the one-line error
+    try:
+        with contextlib.redirect_stderr(said):
+            ex.update_parameters(**params)
+            job = ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
+    except (ValueError, submitit.core.utils.FailedJobError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        hint = (
+            " (no GPUs there? --gpus-per-node 0 submits a CPU-only job)" if "gres" in msg and args.gpus_per_node else ""
+        )
+        raise DejavuError(f"SLURM refused the job ({folder}): {msg}{hint}") from None
+    sys.stderr.write(said.getvalue())
+    record = dict(
+        job_id=str(job.job_id),
+        cwd=os.getcwd(),
+        argv=list(argv),
+        target=target,
+        resume_flag=resume_flag,
+        max_requeue=args.max_requeue,
+        parameters={k: v for k, v in params.items()},
+        logs=str(folder / str(job.job_id)),
     )
-    if args.mem_gb:
-        params["mem_gb"] = args.mem_gb
-    partition = args.slurm_partition or os.environ.get("SLURM_PARTITION")
-    if partition:
-        params["slurm_partition"] = partition
-    extra = {}
-    if args.account:
-        extra["account"] = args.account
-    if args.constraint:
-        params["slurm_constraint"] = args.constraint
-    if extra:
-        params["slurm_additional_parameters"] = extra
-    params["slurm_signal_delay_s"] = 120
-    ex.update_parameters(**params)
-    with contextlib.suppress(Exception):
-        ex.update_parameters(slurm_max_num_timeout=args.max_requeue)
-    return ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
+    atomic_write_json(folder / str(job.job_id) / "launch.json", record)
+    return job
 
 
 def submit_if_slurm(

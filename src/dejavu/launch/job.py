@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 LAUNCHER_OPTIONS = {  # option -> takes a value
@@ -18,6 +20,9 @@ LAUNCHER_OPTIONS = {  # option -> takes a value
     "--max-requeue": True,
     "--account": True,
     "--constraint": True,
+    "--slurm-opt": True,
+    "--slurm-setup": True,
+    "--signal-delay": True,
 }
 
 
@@ -28,12 +33,23 @@ def _resolve(target: str):
     return getattr(importlib.import_module(mod), fn)
 
 
+def restart_count() -> int:
+    """How many times SLURM restarted this job (``SLURM_RESTART_COUNT``: 0 on its first start)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
 class CliJob:
     """``target(argv)`` in the job; a non-zero int return fails the job.
 
-    ``checkpoint`` (called by submitit on preemption / time-out) requeues the same
-    command with ``resume_flag`` appended once, so the stage continues from its last
-    saved state.
+    ``checkpoint`` (called by submitit on its signal: preemption / time-out) requeues the
+    same command with ``resume_flag`` appended once, so the stage continues from its last
+    saved state. A job requeued from outside (``scontrol requeue``, a preemption by
+    SIGTERM, a node failure) restarts from the original pickle: there ``SLURM_RESTART_COUNT``
+    says it is a restart, and the job runs :meth:`resumed_argv` too. ``--force`` applies to
+    the first start only.
     """
 
     def __init__(self, argv: list[str], target: str = "dejavu.cli:main", resume_flag: str | None = "--resume"):
@@ -50,9 +66,13 @@ class CliJob:
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         except RuntimeError:  # not inside a submitit job (called directly)
             pass
-        rc = _resolve(self.target)(self.argv)
+        argv = self.argv
+        if restart_count() > 0:
+            argv = self.resumed_argv()
+            print(f"SLURM restart {restart_count()} of this job: dejavu {' '.join(argv)}", file=sys.stderr, flush=True)
+        rc = _resolve(self.target)(argv)
         if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
-            raise RuntimeError(f"{self.target} {' '.join(self.argv)} exited with status {rc}")
+            raise RuntimeError(f"{self.target} {' '.join(argv)} exited with status {rc}")
         return rc
 
     def resumed_argv(self) -> list[str]:

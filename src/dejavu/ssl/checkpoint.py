@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dejavu import DejavuError, formats
-from dejavu.io import file_sha256, index_hash, safe_torch_load
+from dejavu.io import abspath, file_sha256, index_hash, safe_torch_load
 from dejavu.ssl.backbones import ViT, ViTSpec, arch_has_size, parse_vit
 from dejavu.ssl.heads import (
     HeadLayer,
@@ -908,7 +908,7 @@ def load_model(
             supported, its head does not fit ``projector``, the backbone cannot be told
             (pass ``arch``), or the weights do not fit the model.
     """
-    path = resolve_model(path)
+    path = abspath(resolve_model(path))  # recorded in results: must work from any folder
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}

@@ -102,7 +102,10 @@ def _cmd(args: argparse.Namespace) -> int:
 
         require_ffcv("--loader ffcv")
     from dejavu.launch import submit_if_slurm
+    from dejavu.ssl.train import check_out
 
+    if args.launcher == "slurm":
+        check_out(Path(args.out), args.resume, args.force)  # refuse now, not in a failed job
     if submit_if_slurm(args, name=f"train_{cfg.method}", log_dir=Path(args.out) / "slurm", resume_flag="--resume"):
         return 0
 

@@ -58,6 +58,7 @@ from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.device import choose_device
 from dejavu.formats import CHECKPOINT
 from dejavu.io import (
+    abspath,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -405,14 +406,19 @@ def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
         )
 
 
+def check_out(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run without --force/--resume (also before a SLURM submission)."""
+    if not resume:
+        if (out / "last.pth").exists() and not force:
+            raise DejavuError(
+                f"{out}: a training run exists here; pass --resume to continue it or --force to start over"
+            )
+        check_can_write(out, force=force)
+
+
 def _prepare_out(run: _Run, resume: bool, force: bool) -> None:
     """Refuse to overwrite a run without --force/--resume; clear it with --force."""
-    if not resume:
-        if run.last_path.exists() and not force:
-            raise DejavuError(
-                f"{run.out}: a training run exists here; pass --resume to continue it or --force to start over"
-            )
-        check_can_write(run.out, force=force)
+    check_out(run.out, resume, force)
     if run.dinfo.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
         if force and not resume:
@@ -457,7 +463,7 @@ def _open_run(
     idx = load_index_file(Path(index_file), index)
     if cfg.method == "supervised" and cfg.num_classes == 0:
         cfg.num_classes = len(index.classes)
-    run = _Run(cfg, Path(out), Path(index_file), index, idx, dinfo, dev, None)
+    run = _Run(cfg, abspath(out), abspath(index_file), index, idx, dinfo, dev, None)
     run.seed = train_seed(cfg.seed, parse_index_name(index_file)[1], cfg.design)
     if resume and run.last_path.is_file():
         run.ckpt = safe_torch_load(run.last_path)
