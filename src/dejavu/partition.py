@@ -389,6 +389,11 @@ def partition(
     index = index or scan_imagefolder(paths.images)
     annotated = annotated_mask(index, paths.annotation_dir)
     splits, val_set, per, without = compute_partition(index.targets, annotated, npcs)
+    if not len(splits[max(splits)].sets["public"]):  # the attack's public set
+        raise DejavuError(
+            f"--per-class {max(splits)} leaves no public image (every image of {paths.images} is in a "
+            "training set); pass a smaller --per-class"
+        )
     ctrl = None
     if control:
         ctrl = set_aside_control(splits, index.targets, annotated, int(control))

@@ -166,6 +166,15 @@ class AttackConfig:
             raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
         if self.knn not in ("auto", "torch", "faiss"):
             raise DejavuError(f"--knn must be auto, torch or faiss, got {self.knn!r}")
+        for flag, v, lo in (
+            ("--batch-size", self.batch_size, 1),
+            ("--image-size", self.image_size, 8),
+            ("--bootstrap", self.n_boot, 0),
+            ("--workers", self.workers, 0),
+            ("--min-crop-px", self.min_crop_px, 0),
+        ):
+            if v is not None and not v >= lo:  # (not >=: a NaN --min-crop-px too)
+                raise DejavuError(f"{flag} must be >= {lo}, got {v}")
 
 
 @dataclass
@@ -253,8 +262,8 @@ def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, err
     try:
         with Image.open(index.path(g)) as im:
             W, H = im.size
-    except OSError as e:
-        raise DejavuError(f"{index.path(g)}: cannot read image ({e})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # as load_rgb
+        raise DejavuError(f"{index.path(g)}: cannot read image ({str(e).strip()[:200]})") from None
     if cfg.crop == "corner":
         dec = crop_for_config(cfg, W, H, None, min_crop_px)
     else:
@@ -437,7 +446,14 @@ def _setup(
         lms[y].check_trained_on(part.load_set(cfg.npc, f"train_{y}"), f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
     image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
-    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    public = index.check_indices(
+        part.attack_public() if public is None else np.asarray(public),
+        f"{part.root}/{part.manifest['attack_public']}" if public is None else "public override",
+    )
+    if cfg.k > len(public):  # before any work: the KNN cannot store k neighbours
+        raise DejavuError(
+            f"--k {cfg.k} exceeds the {len(public)} images of the public set; pass --k {len(public)} or less"
+        )
     for y in "AB" if sets is not None else "":
         clash = np.intersect1d(index.check_indices(np.asarray(sets[y]), f"set {y} override"), public)
         if len(clash):

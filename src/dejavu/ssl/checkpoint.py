@@ -524,6 +524,34 @@ def _spec_config(model: SSLModel, plan: list[HeadLayer] | None) -> dict[str, Any
     return out
 
 
+_TEXT_KEYS = ("arch", "projector", "method", "set", "index_sha256", "index_file")
+_COUNT_KEYS = {"image_size": 8, "npc": 1, "num_classes": 0}  # key: smallest valid value
+
+
+def _check_stored(obj: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """The values a checkpoint stores beside its weights, checked where they are read: the
+    config's names are strings, its sizes whole numbers in range, the epoch a whole number,
+    the dataset fingerprint a complete one (a wrong type gave a traceback deep in the attack)."""
+    for k in _TEXT_KEYS:
+        if config.get(k) is not None and not isinstance(config[k], str):
+            raise DejavuError(f"{path}: config {k} must be a string, got {str(config[k])[:40]!r}")
+    for k, lo in _COUNT_KEYS.items():
+        v = config.get(k)
+        if v is not None and (type(v) is not int or v < lo):
+            raise DejavuError(f"{path}: config {k} must be a whole number >= {lo}, got {str(v)[:40]!r}")
+    ep = obj.get("epoch")
+    if ep is not None and (type(ep) is not int or ep < 0):
+        raise DejavuError(f"{path}: epoch must be a whole number >= 0, got {str(ep)[:40]!r}")
+    fp = obj.get("fingerprint")
+    if fp is not None:
+        from dejavu.data.imagefolder import Fingerprint
+
+        try:
+            Fingerprint.from_dict(fp)
+        except DejavuError as e:
+            raise DejavuError(f"{path}: {e}") from None
+
+
 def load_model(
     path: str | os.PathLike,
     arch: str | None = None,
@@ -553,6 +581,7 @@ def load_model(
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
+    _check_stored(obj, config, path)
     sd, notes = _container(obj)
     try:
         parts, source = convert_state_dict(sd, ours=ours)
