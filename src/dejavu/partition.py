@@ -574,7 +574,11 @@ def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
             if fp:
                 index.fingerprint.check(fp, what=f"index file {path}")
             break
-    return index.check_indices(arr, str(path))
+    idx = index.check_indices(arr, str(path))
+    uniq, counts = np.unique(idx, return_counts=True)
+    if len(uniq) != len(idx):  # an image listed twice trains twice as often (and its copy is not held out)
+        raise DejavuError(f"{path}: index {int(uniq[counts > 1][0])} appears more than once; list each image once")
+    return idx
 
 
 def format_summary(res: PartitionResult) -> str:

@@ -184,3 +184,117 @@ def test_synth_force_onto_a_read_only_folder(tmp_path):
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, env=child_env()
         )
         assert_one_line_error(proc, str(d), "permission denied")
+
+
+# ------------------------------------------------------------------ 9. weak cases
+
+
+def test_one_class_dataset_gives_no_score(tmp_path):
+    """One class: 100% vs 100%, CI [0, 0], no warning. Now refused."""
+    import shutil
+
+    from robustness_cli import make_checkpoint
+
+    from dejavu import DejavuError
+    from dejavu.attack.run import AttackConfig, attack
+    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+    from dejavu.data.synth import SynthConfig, generate
+    from dejavu.partition import partition
+
+    generate(tmp_path / "d", SynthConfig(classes=2, per_class=24, size=32, annotated_fraction=1.0, seed=3), force=True)
+    for sub in ("train", "bboxes/Annotation"):  # keep one class
+        shutil.rmtree(max((tmp_path / "d" / sub).iterdir()))
+    paths = DataPaths.resolve(data=tmp_path / "d")
+    partition(paths, [4], tmp_path / "p")
+    index = scan_imagefolder(tmp_path / "d" / "train")
+    ck = {
+        y: make_checkpoint(
+            tmp_path / f"{y}.pth", index, y, 4, s, train=np.load(tmp_path / "p/4_per_class" / f"train_{y}.npy")
+        )
+        for y, s in (("A", 1), ("B", 2))
+    }
+    with pytest.raises(DejavuError, match=r"public set holds images of one class only"):
+        attack(
+            ck["A"], ck["B"], tmp_path / "p", paths, tmp_path / "att", AttackConfig(npc=4, k=4, n_boot=0, device="cpu")
+        )
+    assert not (tmp_path / "att").exists()
+
+
+def test_duplicate_indices_in_an_index_file(corpus, tmp_path):
+    from dejavu import DejavuError
+    from dejavu.data.imagefolder import scan_imagefolder
+    from dejavu.partition import load_index_file
+
+    f = tmp_path / "train_A.npy"
+    np.save(f, np.array([3, 7, 9, 7]))
+    with pytest.raises(DejavuError, match=rf"^{f}: index 7 appears more than once"):
+        load_index_file(f, scan_imagefolder(corpus / "data" / "train"))
+
+
+def test_model_b_of_another_method_refused(corpus, tmp_path):
+    import torch
+
+    from dejavu import DejavuError
+
+    ck = torch.load(corpus / "ckpt" / "B.pth", weights_only=True)
+    ck["config"]["method"] = "simclr"
+    b = tmp_path / "B.pth"
+    torch.save(ck, b)
+    from dejavu.attack.run import AttackConfig, attack
+    from dejavu.data.imagefolder import DataPaths
+
+    with pytest.raises(DejavuError, match=rf"^{b}: method simclr but model A .* has method vicreg"):
+        attack(
+            corpus / "ckpt" / "A.pth",
+            b,
+            corpus / "part",
+            DataPaths.resolve(data=corpus / "data"),
+            tmp_path / "att",
+            AttackConfig(npc=4, k=8, n_boot=0, device="cpu"),
+        )
+
+
+def test_bare_state_dict_warned_and_at_the_other_models_resolution(corpus, tmp_path, capsys):
+    """A copy of our checkpoint without its record (as a safetensors export would be):
+    warned that nothing about its training can be checked; evaluated at B's 32 px, not 224."""
+    import torch
+
+    from dejavu.attack.run import AttackConfig, attack
+    from dejavu.data.imagefolder import DataPaths
+
+    a = tmp_path / "A_bare.pth"
+    torch.save(torch.load(corpus / "ckpt" / "A.pth", weights_only=True)["model"], a)
+    capsys.readouterr()
+    res = attack(
+        a,
+        corpus / "ckpt" / "B.pth",
+        corpus / "part",
+        DataPaths.resolve(data=corpus / "data"),
+        tmp_path / "att",
+        AttackConfig(npc=4, k=8, n_boot=0, device="cpu"),
+    )
+    err = capsys.readouterr().err
+    assert f"warning: {a}: records no set, npc, index_sha256, image_size, fingerprint" in err
+    assert res.results["config"]["image_size"] == 32
+
+
+def test_report_names_an_unfinished_attack(corpus, tmp_path, capsys):
+    from robustness_cli import attack_inprocess
+
+    from dejavu.report.collect import collect
+
+    run = tmp_path / "run"
+    attack_inprocess(corpus, run / "attack" / "done", cache_dir="")
+    attack_inprocess(corpus, run / "attack" / "half", cache_dir="")
+    (run / "attack" / "half" / "results.json").unlink()
+    res = collect([run / "attack"])
+    assert [r.path.parent.name for r in res.attacks] == ["done"]
+    assert [(p.name, "unfinished" in why) for p, why in res.skipped] == [("half", True)]
+    proc = _main(capsys, "report", run)
+    assert f"skipped {run / 'attack' / 'half'}: an unfinished attack" in proc.stderr
+
+
+def test_bootstrap_off_prints_no_nan_ci(corpus, tmp_path, capsys):
+    proc = _main(capsys, *attack_args(corpus, tmp_path / "att"), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "(no CI: --bootstrap 0)" in proc.stdout and "nan" not in proc.stdout.lower()

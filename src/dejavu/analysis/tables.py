@@ -245,11 +245,19 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
         for p in ("5", "20", "100"):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
-    ci = m["top1"]["ci95"]["dejavu_score"]
-    lines.append(f"deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    lines.append(
+        f"deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  {ci_text(m['top1']['ci95']['dejavu_score'])}"
+    )
     q = m["quadrants"]
     lines.append("quadrants: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
     return "\n".join(lines)
+
+
+def ci_text(ci) -> str:
+    """``95% CI [lo, hi]``, or why there is none (``--bootstrap 0``: no replicates, NaN bounds)."""
+    if ci is None or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in ci):
+        return "(no CI: --bootstrap 0)"
+    return f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 REQUIRED_EXAMPLE_COLUMNS = ("set", "index", "label", "conf_target", "conf_reference", "quadrant")

@@ -664,6 +664,8 @@ def summary_text(res: dict[str, Any]) -> str:
     m = res["metrics"]
     c = res["counts"]["audit"]
     ci = m["top1"]["ci95"]["dejavu_score"]
+    from dejavu.analysis.tables import ci_text
+
     clf = res["classifier"]
     ho = clf.get("heldout_acc")
     lines = [
@@ -676,9 +678,7 @@ def summary_text(res: dict[str, Any]) -> str:
         for p in ("5", "20", "100"):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {tg:8.3f} {rf:8.3f} {tg - rf:+8.3f}")
-    lines.append(
-        f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
-    )
+    lines.append(f"one-model deja vu score (top-1, 20%): {m['top1']['dejavu_score']:+.3f}  {ci_text(ci)}")
     lines.append("sample test: " + ", ".join(f"{k} {v:.3f}" for k, v in m["quadrants"].items()))
     from dejavu.audit.control import summary_lines
 

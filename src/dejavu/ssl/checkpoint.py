@@ -552,6 +552,49 @@ def _check_stored(obj: dict[str, Any], config: dict[str, Any], path: Path) -> No
             raise DejavuError(f"{path}: {e}") from None
 
 
+PAIR_KEYS = ("method", "arch", "projector", "image_size", "npc")  # what models A and B must share
+RECORD_KEYS = ("set", "npc", "index_sha256", "image_size")  # what dejavu train records
+
+
+def check_pair(a: LoadedModel, b: LoadedModel) -> list[str]:
+    """Models A and B of one attack must be trained alike (same method, backbone, projector,
+    resolution, npc) where both files say; returns warnings for what cannot be checked.
+
+    Args:
+        a: model A (trained on set A).
+        b: model B.
+
+    Returns:
+        One warning per model whose file records no training run (a bare state dict, a
+        foreign or converted checkpoint): its dataset, set, npc and training index are not
+        checked, and it is evaluated at the other model's or the default resolution.
+
+    Raises:
+        DejavuError: a key of :data:`PAIR_KEYS` differs between the two files.
+    """
+    for k in PAIR_KEYS:
+        va, vb = a.config.get(k), b.config.get(k)
+        if va is not None and vb is not None and va != vb:
+            raise DejavuError(
+                f"{b.path}: {k} {vb} but model A ({a.path}) has {k} {va}; the two models of an attack "
+                "must be trained alike"
+            )
+    out = []
+    for lm in (a, b):
+        missing = [k for k in RECORD_KEYS if lm.config.get(k) is None] + ([] if lm.fingerprint else ["fingerprint"])
+        if missing:
+            out.append(
+                f"{lm.path}: records no {', '.join(missing)} (not a dejavu training checkpoint): "
+                "its dataset, set and training index are not checked"
+                + (
+                    "; pass --image-size if it was not trained at the resolution used"
+                    if "image_size" in missing
+                    else ""
+                )
+            )
+    return out
+
+
 def load_model(
     path: str | os.PathLike,
     arch: str | None = None,
