@@ -196,6 +196,10 @@ def _setup(
     lm = load_model(model, arch=cfg.arch, projector=cfg.projector)
     if lm.fingerprint:
         index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    for y in "AB":  # the partition's training set holding the audited images: the model's (when it records it)
+        train_y = part.load_set(cfg.npc, f"train_{y}")
+        if np.isin(audit_idx, train_y).all():
+            lm.check_trained_on(train_y, f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     acfg = cfg.attack_config()
