@@ -454,6 +454,26 @@ def _manifest(paths, index, annotated, splits, val_set, per, without, ctrl) -> d
     return manifest
 
 
+def _checked_manifest(path: Path, m: Any) -> dict[str, Any]:
+    """A partition's ``manifest.json`` with the fields the stages read checked: a complete
+    dataset fingerprint, ``per_class`` whole numbers >= 1, ``attack_public`` the public set of
+    one of them (a hand-edited value gave a traceback or read a file outside the partition)."""
+    if not isinstance(m, dict):
+        raise DejavuError(f"{path}: not a partition manifest (expected a JSON object)")
+    try:
+        Fingerprint.from_dict(m.get("fingerprint"))  # type: ignore[arg-type]
+    except DejavuError as e:
+        raise DejavuError(f"{path}: {e}") from None
+    npcs = m.get("per_class")
+    if not isinstance(npcs, list) or not npcs or not all(type(n) is int and n >= 1 for n in npcs):
+        raise DejavuError(f"{path}: per_class must be a list of whole numbers >= 1, got {str(npcs)[:60]}")
+    if m.get("attack_public") not in [f"{n}_per_class/public.npy" for n in npcs]:
+        raise DejavuError(
+            f"{path}: attack_public must be <npc>_per_class/public.npy, got {str(m.get('attack_public'))[:60]!r}"
+        )
+    return m
+
+
 @dataclass
 class Partition:
     """A partition on disk, read back with its fingerprint checked against a dataset."""
@@ -466,7 +486,7 @@ class Partition:
         root = Path(root)
         if root.name.endswith("_per_class") or root.suffix == ".npy":
             raise DejavuError(f"{root}: pass the partition folder (the one holding manifest.json)")
-        return cls(root, read_json(root / "manifest.json"))
+        return cls(root, _checked_manifest(root / "manifest.json", read_json(root / "manifest.json")))
 
     @property
     def fingerprint(self) -> Fingerprint:

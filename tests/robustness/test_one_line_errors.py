@@ -298,3 +298,29 @@ def test_bootstrap_off_prints_no_nan_ci(corpus, tmp_path, capsys):
     proc = _main(capsys, *attack_args(corpus, tmp_path / "att"), "--bootstrap", "0")
     assert proc.returncode == 0, proc.stderr
     assert "(no CI: --bootstrap 0)" in proc.stdout and "nan" not in proc.stdout.lower()
+
+
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("per_class", ["4"], "per_class must be a list of whole numbers >= 1"),
+        ("per_class", [0], "per_class must be a list of whole numbers >= 1"),
+        ("attack_public", "../../etc/x.npy", "attack_public must be <npc>_per_class/public.npy"),
+        ("attack_public", 5, "attack_public must be"),
+        ("fingerprint", {"id": "x"}, "malformed dataset fingerprint"),
+    ],
+)
+def test_hand_edited_partition_manifest(corpus, tmp_path, key, value, needle):
+    import shutil
+
+    from dejavu import DejavuError
+    from dejavu.partition import Partition
+
+    part = tmp_path / "p"
+    shutil.copytree(corpus / "part", part)
+    m = json.loads((part / "manifest.json").read_text())
+    m[key] = value
+    (part / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DejavuError) as e:
+        Partition.load(part).attack_public()
+    assert str(e.value).startswith(f"{part / 'manifest.json'}: ") and needle in str(e.value)
