@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             msg = msg.splitlines()[-1].split("Error: ", 1)[-1]
         print(f"{getattr(args, 'prog', 'dejavu')}: error: {msg}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
+    except OSError as e:  # the last net: a file error no stage turned into its own message
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dejavu {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{getattr(args, 'prog', 'dejavu')}: interrupted; {interrupted_text(args)}", file=sys.stderr)
         return 130

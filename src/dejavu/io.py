@@ -48,6 +48,7 @@ _WRITE_REASONS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file or folder name too long",
     errno.ENOTDIR: "a parent of it is a file, not a folder",
     errno.EEXIST: "a parent of it is a file, not a folder",
 }
@@ -67,11 +68,45 @@ def write_error(path: str | os.PathLike, e: OSError) -> DejavuError:
     return DejavuError(f"{path}: cannot write ({reason}); no partial file was left under this name")
 
 
+NAME_MAX = 255  # bytes per file or folder name (Linux, macOS)
+
+
+def check_name_lengths(path: str | os.PathLike) -> Path:
+    """Refuse a path with a file or folder name longer than :data:`NAME_MAX` bytes, before
+    anything is written (the OS would refuse it with ENAMETOOLONG at some later step).
+
+    Args:
+        path: the file or folder to be written.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DejavuError: naming the path and the length of the long name.
+    """
+    path = Path(path)
+    n = max((len(os.fsencode(p)) for p in path.parts), default=0)
+    if n > NAME_MAX:
+        raise DejavuError(
+            f"{path}: cannot write (a file or folder name of {n} bytes; the limit is {NAME_MAX}); "
+            "no partial file was left under this name"
+        )
+    return path
+
+
+def _tmp_name(name: str) -> str:
+    """``.<name>.<pid>.<random>.tmp``, the name cut so that the whole stays under NAME_MAX
+    (a legal 240-character file name must not fail because of its temporary name)."""
+    tail = f".{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    keep = os.fsencode(name)[: NAME_MAX - 1 - len(tail)]
+    return "." + os.fsdecode(keep).encode("utf-8", "ignore").decode("utf-8", "ignore") + tail
+
+
 def _open_tmp(path: Path) -> tuple[int, Path]:
     """Create a fresh temporary file beside ``path`` (mode 0o666 & ~umask)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        tmp = path.with_name(_tmp_name(path.name))
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # pragma: no cover - 32 random bits collided
@@ -80,7 +115,7 @@ def _open_tmp(path: Path) -> tuple[int, Path]:
 
 def make_parent(path: str | os.PathLike) -> Path:
     """``mkdir -p`` the parent of ``path``; a failure is a :class:`DejavuError`."""
-    path = Path(path)
+    path = check_name_lengths(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -430,8 +465,14 @@ def _acquire(folder: Path, stage: str) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(_holder_info(stage)).encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(_holder_info(stage)).encode())
+            except OSError as e:  # a full disk: no lock file left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                os.close(fd)
+                raise write_error(path, e) from None
             return fd
         os.close(fd)
 
@@ -469,12 +510,21 @@ def folder_lock(folder: str | os.PathLike, stage: str) -> Iterator[Path]:
             if key in _HELD:
                 _HELD[key][1] -= 1
         return
+    check_name_lengths(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DejavuError(f"{folder}: is a file, not a folder; pass a folder")
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(folder, e) from None
-    fd = _acquire(folder, stage)
+    try:
+        fd = _acquire(folder, stage)
+    except DejavuError:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     _HELD[key] = [fd, 1]
     try:
         yield folder

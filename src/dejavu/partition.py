@@ -441,6 +441,11 @@ def partition(
     annotated = annotated_mask(index, paths.annotation_dir)
     oseed = int(seed) if order == "shuffle" else None
     splits, val_set, per, without = compute_partition(index.targets, annotated, npcs, oseed)
+    if not len(splits[max(splits)].sets["public"]):  # the attack's public set
+        raise DejavuError(
+            f"--per-class {max(splits)} leaves no public image (every image of {paths.images} is in a "
+            "training set); pass a smaller --per-class"
+        )
     ctrl = None
     if control:
         ctrl = set_aside_control(splits, index.targets, annotated, int(control), oseed)
@@ -514,6 +519,26 @@ def split_info(order: str, seed: int | None) -> dict[str, Any]:
     }
 
 
+def _checked_manifest(path: Path, m: Any) -> dict[str, Any]:
+    """A partition's ``manifest.json`` with the fields the stages read checked: a complete
+    dataset fingerprint, ``per_class`` whole numbers >= 1, ``attack_public`` the public set of
+    one of them (a hand-edited value gave a traceback or read a file outside the partition)."""
+    if not isinstance(m, dict):
+        raise DejavuError(f"{path}: not a partition manifest (expected a JSON object)")
+    try:
+        Fingerprint.from_dict(m.get("fingerprint"))  # type: ignore[arg-type]
+    except DejavuError as e:
+        raise DejavuError(f"{path}: {e}") from None
+    npcs = m.get("per_class")
+    if not isinstance(npcs, list) or not npcs or not all(type(n) is int and n >= 1 for n in npcs):
+        raise DejavuError(f"{path}: per_class must be a list of whole numbers >= 1, got {str(npcs)[:60]}")
+    if m.get("attack_public") not in [f"{n}_per_class/public.npy" for n in npcs]:
+        raise DejavuError(
+            f"{path}: attack_public must be <npc>_per_class/public.npy, got {str(m.get('attack_public'))[:60]!r}"
+        )
+    return m
+
+
 @dataclass
 class Partition:
     """A partition on disk, read back with its fingerprint checked against a dataset."""
@@ -526,7 +551,7 @@ class Partition:
         root = abspath(root)
         if root.name.endswith("_per_class") or root.suffix == ".npy":
             raise DejavuError(f"{root}: pass the partition folder (the one holding manifest.json)")
-        return cls(root, read_json(root / "manifest.json"))
+        return cls(root, _checked_manifest(root / "manifest.json", read_json(root / "manifest.json")))
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -640,7 +665,11 @@ def load_index_file(path: str | os.PathLike, index: DatasetIndex) -> np.ndarray:
             if fp:
                 index.fingerprint.check(fp, what=f"index file {path}")
             break
-    return index.check_indices(arr, str(path))
+    idx = index.check_indices(arr, str(path))
+    uniq, counts = np.unique(idx, return_counts=True)
+    if len(uniq) != len(idx):  # an image listed twice trains twice as often (and its copy is not held out)
+        raise DejavuError(f"{path}: index {int(uniq[counts > 1][0])} appears more than once; list each image once")
+    return idx
 
 
 def format_summary(res: PartitionResult) -> str:

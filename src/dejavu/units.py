@@ -24,3 +24,10 @@ def pts_ci(ci, digits: int = 1) -> str:
     """An interval of a difference in points: ``(0.01, 0.3)`` -> ``[+1.0, +30.0] pts``."""
     lo, hi = ci
     return f"[{pts(lo, digits, unit=False)}, {pts(hi, digits, unit=False)}] pts"
+
+
+def ci95_text(ci, digits: int = 1) -> str:
+    """``95% CI [lo, hi] pts``, or why there is none (``--bootstrap 0``: no replicates, NaN bounds)."""
+    if ci is None or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in ci):
+        return "(no CI: --bootstrap 0)"
+    return "95% CI " + pts_ci(ci, digits)

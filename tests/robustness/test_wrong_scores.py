@@ -281,3 +281,26 @@ def test_16bit_grey_image_decodes_to_its_grey(tmp_path, fmt):
     assert abs(float(np.asarray(load_rgb(p))[:, 20:40].mean()) - 127.5) < 1
     x, _ = ImageCrops([p], None, eval_transform(32))[0]  # what the attack embeds
     assert float(x.std()) > 0.5  # a ramp, not a white (constant) image
+
+
+def test_audited_model_trained_on_other_images_refused(corpus, tmp_path):
+    """The audit of bbox_A (inside train_A) with a model recording train_B: it never saw them."""
+    from robustness_cli import make_checkpoint
+
+    from dejavu import DejavuError
+    from dejavu.audit.config import AuditConfig
+    from dejavu.audit.run import audit
+    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+
+    index = scan_imagefolder(corpus / "data" / "train")
+    other = np.load(corpus / "part" / "4_per_class" / "train_B.npy")
+    m = make_checkpoint(tmp_path / "M.pth", index, "A", 4, seed=1, train=other)
+    with pytest.raises(DejavuError, match=rf"^{m}: was trained on another index .* than .*4_per_class/train_A.npy"):
+        audit(
+            m,
+            corpus / "part",
+            DataPaths.resolve(data=corpus / "data"),
+            tmp_path / "aud",
+            AuditConfig(npc=4, device="cpu"),
+        )
+    assert not (tmp_path / "aud").exists()

@@ -20,7 +20,7 @@ from dejavu.analysis.metrics import (
     scores_from_neighbours,
 )
 from dejavu.io import atomic_write_text, load_npy, read_json
-from dejavu.units import pct, pts, pts_ci
+from dejavu.units import ci95_text, pct, pts
 
 # Attack-folder format tags. /2: ``*_neighb_idxs.npy`` hold dataset indices and
 # ``*_labels.npy`` has shape (n, 1), as the original's files; /1 (older folders): neighbour
@@ -244,7 +244,7 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
     lines += accuracy_table_lines(m, "target", "ref")
     ci = m["top1"]["ci95"]["dejavu_score"]
     lines.append(
-        f"deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  95% CI {pts_ci(ci)}"
+        f"deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  {ci95_text(ci)}"
         + ("" if "control" in results else "  (primary endpoint at the final epoch; no control)")
     )
     q = m["quadrants"]

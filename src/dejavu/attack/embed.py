@@ -490,14 +490,14 @@ class CachedEmbedder:
         assert self.cache_dir is not None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmps, outs = [], []
-        for m, k in zip(models, keys):
-            npy, _ = self._paths(k["key"])
-            tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
-            tmps.append(tmp)
-            d = _embed_dim(m, kind, ds, device)
-            outs.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), d)))
         got = []
         try:
+            for m, k in zip(models, keys):
+                npy, _ = self._paths(k["key"])
+                tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
+                tmps.append(tmp)
+                d = _embed_dim(m, kind, ds, device)
+                outs.append(_reserved_memmap(tmp, npy, (len(ds), d)))
             embed_dataset(
                 models,
                 ds,
@@ -523,6 +523,21 @@ class CachedEmbedder:
                 if tmp.exists():
                     tmp.unlink()
         return got
+
+
+def _reserved_memmap(tmp: Path, npy: Path, shape: tuple[int, int]) -> np.memmap:
+    """A float32 ``.npy`` memmap at ``tmp`` whose blocks are reserved on the disk first: a
+    disk that fills is then one error here, not a SIGBUS while writing through the map."""
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(tmp, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+    except OSError as e:
+        from dejavu.io import write_error
+
+        raise write_error(npy, e) from None
+    return arr
 
 
 @torch.no_grad()

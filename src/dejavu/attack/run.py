@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -183,6 +184,15 @@ class AttackConfig:
             raise DejavuError(f"--decode must be exact or draft, got {self.decode!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise DejavuError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        for flag, v, lo in (
+            ("--batch-size", self.batch_size, 1),
+            ("--image-size", self.image_size, 8),
+            ("--bootstrap", self.n_boot, 0),
+            ("--workers", self.workers, 0),
+            ("--min-crop-px", self.min_crop_px, 0),
+        ):
+            if v is not None and not v >= lo:  # (not >=: a NaN --min-crop-px too)
+                raise DejavuError(f"{flag} must be >= {lo}, got {v}")
 
 
 @dataclass
@@ -270,8 +280,8 @@ def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, err
     try:
         with Image.open(index.path(g)) as im:
             W, H = im.size
-    except OSError as e:
-        raise DejavuError(f"{index.path(g)}: cannot read image ({e})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # as load_rgb
+        raise DejavuError(f"{index.path(g)}: cannot read image ({str(e).strip()[:200]})") from None
     if cfg.crop == "corner":
         dec = crop_for_config(cfg, W, H, None, min_crop_px)
     else:
@@ -454,9 +464,21 @@ def _setup(
     lms = _load_models(model_a, model_b, cfg, index)
     for y in "AB":  # the models' training sets are the partition's (hash recorded by dejavu train)
         lms[y].check_trained_on(part.load_set(cfg.npc, f"train_{y}"), f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
-    image_size = int(cfg.image_size or lms["A"].config.get("image_size") or 224)
+    image_size = int(cfg.image_size or lms["A"].config.get("image_size") or lms["B"].config.get("image_size") or 224)
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
-    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    public = index.check_indices(
+        part.attack_public() if public is None else np.asarray(public),
+        f"{part.root}/{part.manifest['attack_public']}" if public is None else "public override",
+    )
+    if len(np.unique(index.targets[public])) < 2:  # every neighbour votes for the one class
+        raise DejavuError(
+            f"{part.root}: the public set holds images of one class only: every label guess is right "
+            "and the deja vu score measures nothing; a dataset of 2 or more classes is needed"
+        )
+    if cfg.k > len(public):  # before any work: the KNN cannot store k neighbours
+        raise DejavuError(
+            f"--k {cfg.k} exceeds the {len(public)} images of the public set; pass --k {len(public)} or less"
+        )
     for y in "AB" if sets is not None else "":
         clash = np.intersect1d(index.check_indices(np.asarray(sets[y]), f"set {y} override"), public)
         if len(clash):
@@ -479,13 +501,15 @@ def _setup(
 
 
 def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> dict[str, Any]:
-    from dejavu.ssl.checkpoint import load_model
+    from dejavu.ssl.checkpoint import check_pair, load_model
 
     lms = {}
     for name, p in (("A", model_a), ("B", model_b)):
         lm = load_model(p, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
         _check_model(lm, index, name, cfg.npc)
         lms[name] = lm
+    for w in check_pair(lms["A"], lms["B"]):
+        print(f"dejavu: warning: {w}", file=sys.stderr)
     if cfg.embed == "logits" and any(lm.model.classifier is None for lm in lms.values()):
         raise DejavuError(f"--embed logits needs supervised checkpoints with a classifier head ({model_a}, {model_b})")
     return lms

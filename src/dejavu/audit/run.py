@@ -227,6 +227,10 @@ def _setup(
         raise UsageError(
             f"--classifiers {cfg.classifiers} trains its classifiers; it does not go with --reference-model"
         )
+    for y in "AB":  # the partition's training set holding the audited images: the model's (when it records it)
+        train_y = part.load_set(cfg.npc, f"train_{y}")
+        if np.isin(audit_idx, train_y).all():
+            lm.check_trained_on(train_y, f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     acfg = cfg.attack_config()
@@ -815,12 +819,12 @@ def summary_text(res: dict[str, Any]) -> str:
     ]
     from dejavu.analysis.tables import accuracy_table_lines
     from dejavu.audit.control import memorization_reading, summary_lines
-    from dejavu.units import pts, pts_ci
+    from dejavu.units import ci95_text, pts
 
     lines += accuracy_table_lines(m, "model", "clf")
     bound = "control" not in res
     lines.append(
-        f"one-model deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  95% CI {pts_ci(ci)}"
+        f"one-model deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  {ci95_text(ci)}"
         + ("  (an upper bound on memorization: no control)" if bound else "")
     )
     shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{pct(v)}" for k, v in m["quadrants"].items())

@@ -51,12 +51,16 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Fingerprint:
-        return cls(
-            num_classes=int(d["num_classes"]),
-            num_files=int(d["num_files"]),
-            classes_sha256=str(d["classes_sha256"]),
-            paths_sha256=str(d["paths_sha256"]),
-        )
+        """The fingerprint a file recorded; a malformed one is a :class:`DejavuError`."""
+        try:
+            return cls(
+                num_classes=int(d["num_classes"]),
+                num_files=int(d["num_files"]),
+                classes_sha256=str(d["classes_sha256"]),
+                paths_sha256=str(d["paths_sha256"]),
+            )
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise DejavuError(f"malformed dataset fingerprint {str(d)[:80]}") from None
 
     def check(self, other: Fingerprint | dict[str, Any], what: str = "index file") -> None:
         """Raise a clear error when an artifact was made on another dataset.

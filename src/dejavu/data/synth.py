@@ -37,7 +37,7 @@ from PIL import Image
 
 from dejavu import DejavuError
 from dejavu.data.annotations import voc_xml_string
-from dejavu.io import atomic_write_json, atomic_write_text, check_can_write
+from dejavu.io import atomic_write_json, atomic_write_text, check_can_write, write_error
 
 SHAPES = (
     "disc", "square", "triangle", "plus", "ring",
@@ -209,7 +209,13 @@ def render(
 
 
 def _write_class(args: tuple[SynthConfig, str, int, int, str]) -> int:
-    cfg, out, split_id, c, split = args
+    try:
+        return _write_class_files(*args)
+    except OSError as e:  # a read-only or full disk: one line naming the file
+        raise write_error(e.filename or args[1], e) from None
+
+
+def _write_class_files(cfg: SynthConfig, out: str, split_id: int, c: int, split: str) -> int:
     out_p = Path(out)
     n = cfg.per_class if split == "train" else cfg.val_per_class
     img_dir = out_p / split / wnid(c)
@@ -257,7 +263,10 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bo
 
         for sub in ("train", "bboxes", "val", "val_bboxes"):
             shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e) from None
     from dejavu.utils import progress
 
     jobs = [(cfg, str(out), 0, c, "train") for c in range(cfg.classes)]

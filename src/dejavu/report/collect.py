@@ -318,6 +318,8 @@ def _result_files(root: Path) -> Iterable[Path]:
         dirnames.sort()
         if "results.json" in filenames:
             yield Path(dirpath) / "results.json"
+        elif "public_idxs.npy" in filenames or any("_attk_" in n for n in filenames):
+            yield Path(dirpath)  # an attack folder without results.json: unfinished
 
 
 def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results:
@@ -340,6 +342,12 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
         if not root.exists():
             raise DejavuError(f"{root}: no such file or folder")
         for f in _result_files(root):
+            if f.name != "results.json" and f.is_dir():
+                why = "an unfinished attack (arrays but no results.json): rerun the attack into it"
+                if strict:
+                    raise DejavuError(f"{f}: {why}")
+                res.skipped.append((f, why))
+                continue
             try:
                 d = json.loads(f.read_text())
                 fmt = d.get("format") if isinstance(d, dict) else None

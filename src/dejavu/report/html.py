@@ -26,6 +26,7 @@ import base64
 import html
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -705,6 +706,8 @@ def _collect_run(run_dir: Path) -> Results:
             f"{run_dir}: no attack/, probe/ or audit/ folder (expected the layout runs/<name>/{{attack,probe,audit}})"
         )
     results: Results = collect(roots)
+    for path, why in results.skipped:  # as `dejavu plot`: never left out without a word
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
     if not len(results):
         raise DejavuError(f"{run_dir}: no attack or probe results.json under attack/, probe/ or audit/")
     return results

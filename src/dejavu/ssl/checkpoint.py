@@ -879,6 +879,77 @@ def describe_loaded(info: dict[str, Any], embed: str = "projector") -> str:
     )
 
 
+_TEXT_KEYS = ("arch", "projector", "method", "set", "index_sha256", "index_file")
+_COUNT_KEYS = {"image_size": 8, "npc": 1, "num_classes": 0}  # key: smallest valid value
+
+
+def _check_stored(obj: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """The values a checkpoint stores beside its weights, checked where they are read: the
+    config's names are strings, its sizes whole numbers in range, the epoch a whole number,
+    the dataset fingerprint a complete one (a wrong type gave a traceback deep in the attack)."""
+    for k in _TEXT_KEYS:
+        if config.get(k) is not None and not isinstance(config[k], str):
+            raise DejavuError(f"{path}: config {k} must be a string, got {str(config[k])[:40]!r}")
+    for k, lo in _COUNT_KEYS.items():
+        v = config.get(k)
+        if v is not None and (type(v) is not int or v < lo):
+            raise DejavuError(f"{path}: config {k} must be a whole number >= {lo}, got {str(v)[:40]!r}")
+    ep = obj.get("epoch")
+    if ep is not None and (type(ep) is not int or ep < 0):
+        raise DejavuError(f"{path}: epoch must be a whole number >= 0, got {str(ep)[:40]!r}")
+    fp = obj.get("fingerprint")
+    if fp is not None:
+        from dejavu.data.imagefolder import Fingerprint
+
+        try:
+            Fingerprint.from_dict(fp)
+        except DejavuError as e:
+            raise DejavuError(f"{path}: {e}") from None
+
+
+PAIR_KEYS = ("method", "arch", "projector", "image_size", "npc")  # what models A and B must share
+RECORD_KEYS = ("set", "npc", "index_sha256", "image_size")  # what dejavu train records
+
+
+def check_pair(a: LoadedModel, b: LoadedModel) -> list[str]:
+    """Models A and B of one attack must be trained alike (same method, backbone, projector,
+    resolution, npc) where both files say; returns warnings for what cannot be checked.
+
+    Args:
+        a: model A (trained on set A).
+        b: model B.
+
+    Returns:
+        One warning per model whose file records no training run (a bare state dict, a
+        foreign or converted checkpoint): its dataset, set, npc and training index are not
+        checked, and it is evaluated at the other model's or the default resolution.
+
+    Raises:
+        DejavuError: a key of :data:`PAIR_KEYS` differs between the two files.
+    """
+    for k in PAIR_KEYS:
+        va, vb = a.config.get(k), b.config.get(k)
+        if va is not None and vb is not None and va != vb:
+            raise DejavuError(
+                f"{b.path}: {k} {vb} but model A ({a.path}) has {k} {va}; the two models of an attack "
+                "must be trained alike"
+            )
+    out = []
+    for lm in (a, b):
+        missing = [k for k in RECORD_KEYS if lm.config.get(k) is None] + ([] if lm.fingerprint else ["fingerprint"])
+        if missing:
+            out.append(
+                f"{lm.path}: records no {', '.join(missing)} (not a dejavu training checkpoint): "
+                "its dataset, set and training index are not checked"
+                + (
+                    "; pass --image-size if it was not trained at the resolution used"
+                    if "image_size" in missing
+                    else ""
+                )
+            )
+    return out
+
+
 def load_model(
     path: str | os.PathLike,
     arch: str | None = None,
@@ -912,6 +983,7 @@ def load_model(
     obj = _read(path, map_location)
     ours = obj.get("format") == FORMAT
     config: dict[str, Any] = dict(obj["config"]) if isinstance(obj.get("config"), dict) else {}
+    _check_stored(obj, config, path)
     sd, notes, weights = _container(obj)
     try:
         parts, source = convert_state_dict(sd, ours=ours)
