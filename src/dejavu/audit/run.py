@@ -535,6 +535,9 @@ def _write(
         results["control"] = control
     elif control:
         results["control_skipped"] = control
+    from dejavu.analysis.significance import primary_endpoint
+
+    results["primary_endpoint"] = primary_endpoint(results)  # issue 28.4: named; the rest is secondary
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
 
