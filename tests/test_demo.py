@@ -54,6 +54,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     _check_artifacts(out, summary)
     assert 0.1 < summary["probe_top1"] <= 1.0
+    assert summary["design"] == "independent" and "independent models" in printed  # issue 28.1: the default
     # a second run refuses to overwrite without --force
     assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "--force" in capsys.readouterr().err

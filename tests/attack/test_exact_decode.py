@@ -80,6 +80,9 @@ def test_attack_neighbours_equal_an_independent_full_decode(big_images, tmp_path
     res = attack(a, b, part, DataPaths.resolve(data=root), tmp_path / "exact", cfg, cache_dir="")
     assert res.results["config"]["decode"] == "exact"
     assert res.results["config"]["forward_precision"] == "fp32"
+    # issue 28.4 / 28.1: the primary endpoint is named; checkpoints without seeds: design unknown
+    assert res.results["primary_endpoint"]["top"] == "top1" and res.results["primary_endpoint"]["p"] == "20"
+    assert res.results["design"]["design"] == "unknown"
     out = tmp_path / "exact"
     public = np.load(out / "public_idxs.npy")
     idx = scan_imagefolder(root / "train")

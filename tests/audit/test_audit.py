@@ -66,6 +66,7 @@ def test_audit_writes_files_and_rescores(ckpt, synth_small, partition_small, tmp
     res = json.loads((out / "results.json").read_text())
     assert res["format"] == "dejavu-audit/1" and res["sets"] == {"audit": "bbox_A", "classifier_train": "bbox_B"}
     assert res["config"]["decode"] == "exact" and res["config"]["forward_precision"] == "fp32"  # as the original
+    assert res["primary_endpoint"]["top"] == "top1" and res["primary_endpoint"]["p"] == "20"
     idx = scan_imagefolder(synth_small / "train")
     attacked = np.load(out / "attk_idxs.npy")
     bbox_a = np.load(partition_small / "10_per_class" / "bbox_A.npy")

@@ -233,6 +233,10 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
     """
     m = metrics or results["metrics"]
     lines = []
+    d = results.get("design") or {}
+    if d.get("design"):
+        seeds = d.get("train_seeds") or {}
+        lines.append(f"models: {d['design']} (training seeds A {seeds.get('A')}, B {seeds.get('B')})")
     c = results.get("counts", {})
     for y in "AB":
         if y in c:

@@ -598,11 +598,13 @@ def _write(
         results["control"] = control
     elif control:
         results["control_skipped"] = control
+    from dejavu.analysis.significance import primary_endpoint
     from dejavu.audit.control import memorization_reading
 
     results["memorization"] = memorization_reading(results)
     for note in results["memorization"]["notes"]:
         _say("warning: " + note)
+    results["primary_endpoint"] = primary_endpoint(results)  # named; every other number is secondary
     atomic_write_json(out / "results.json", results)
     return AuditResult(out, results)
 
