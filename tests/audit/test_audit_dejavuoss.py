@@ -151,3 +151,10 @@ def test_bad_values_named(bad):
 
     with pytest.raises(DejavuError, match=bad.split("=")[0]):
         load_audit_config(None, [bad])
+
+
+def test_preset_applied_once():
+    """The CLI applies the preset; audit() applying it again changes nothing, even where an
+    explicit value equals the dataclass default (clf_epochs=60)."""
+    cfg = load_audit_config(None, ["classifier=dejavuoss", "clf_epochs=60"])
+    assert cfg.clf_epochs == 60 and apply_classifier_preset(cfg) == cfg

@@ -32,6 +32,9 @@ examples:
   dejavu audit --config imagenet --model vicreg_resnet50.pth --arch resnet50 --projector 8192-8192-8192 \\
       --partition part --npc 300 --images $IMAGENET/train --bboxes $IMAGENET/bboxes --out audits/vicreg \\
       --launcher slurm --gpus-per-node 1 --time 2880
+  dejavu audit --config imagenet --model dino_vitbase16_pretrain.pth --image-size 224 \\
+      --set classifier=dejavuoss --classifiers 2 --control $IMAGENET/val \\
+      --partition part --npc 300 --images $IMAGENET/train --bboxes $IMAGENET/bboxes --out audits/dino_vitb16
 """
 
 

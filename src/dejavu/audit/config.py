@@ -196,8 +196,9 @@ class AuditConfig:
 
 def apply_classifier_preset(cfg: AuditConfig, explicit: set[str] | None = None) -> AuditConfig:
     """``cfg`` with its ``classifier`` preset's ``clf_*`` values (:data:`PRESETS`), except those
-    the user set explicitly (``explicit``; None: every field that differs from its default,
-    for configs built in code). The preset overrides a ``--config`` file's ``clf_*`` values.
+    the user set explicitly (``explicit``; None, for configs built in code: every field that
+    differs from its default, and nothing when the preset's ``clf_head``/``clf_input`` are
+    there already, i.e. it was applied). The preset overrides a ``--config`` file's values.
 
     Returns:
         A new validated :class:`AuditConfig` (``cfg`` itself for ``classifier: ours``).
@@ -207,6 +208,8 @@ def apply_classifier_preset(cfg: AuditConfig, explicit: set[str] | None = None) 
     preset = PRESETS.get(cfg.classifier)
     if not preset:
         return cfg
+    if explicit is None and all(getattr(cfg, k) == preset[k] for k in ("clf_head", "clf_input")):
+        return cfg  # applied already (its distinctive keys are there): the rest was chosen
     if explicit is None:
         default = AuditConfig()
         explicit = {k for k in preset if getattr(cfg, k) != getattr(default, k)}

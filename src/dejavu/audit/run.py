@@ -554,7 +554,9 @@ def _audit(
         DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
             or control with no attackable image; a classifier trained with other settings.
     """
-    cfg = cfg or AuditConfig()
+    from dejavu.audit.config import apply_classifier_preset
+
+    cfg = apply_classifier_preset(cfg or AuditConfig())  # a preset chosen in code
     cfg.validate()
     out = _prepare_out(Path(out), force)
     job = _setup(model, partition, paths, out, cfg, reference_model, index, public)
