@@ -283,7 +283,7 @@ def _spread(conf: float, classifier: bool = False) -> str:
 def class_names(index) -> list[str]:
     """Readable class names, where the dataset has them: ``classes.txt`` or ImageNet's
     ``LOC_synset_mapping.txt`` (``<wnid> <name>[, synonyms]`` per line) in the image folder or
-    the two above it; otherwise the folder names (wnids).
+    one of the four above it; otherwise the folder names (wnids).
 
     Args:
         index: the dataset's image index (its ``classes`` and the image folder, ``root``).
@@ -293,7 +293,7 @@ def class_names(index) -> list[str]:
     """
     root = Path(getattr(index, "root", "") or ".")
     names: dict[str, str] = {}
-    for d in (root, root.parent, root.parent.parent):
+    for d in (root, *list(root.parents)[:4]):  # Kaggle's ImageNet: 4 levels above ILSVRC/Data/CLS-LOC/train
         for f in ("classes.txt", "LOC_synset_mapping.txt"):
             if (d / f).is_file() and not names:
                 for line in (d / f).read_text(errors="replace").splitlines():
