@@ -377,7 +377,9 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None, audit: bool 
         )
         rows.append(
             f"<tr><th>setting</th><td>{html.escape(head.method)}, {head.npc} images per class, epoch "
-            f"{head.epoch}, {what}, k={head.config.get('k', '?')}</td></tr>"
+            f"{head.epoch}, {what}, k={head.config.get('k', '?')}"
+            + (f", training seed {html.escape(str(head.seed))} (this model pair)" if head.seed is not None else "")
+            + "</td></tr>"
         )
     if probe is not None:
         rows.append(
