@@ -404,21 +404,14 @@ def _excess_rows(rec: AttackRecord) -> list[str]:
     return rows
 
 
-def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
-    """Score against the held-out control (issue 11): the control's score, the excess with
-    its interval, the verdict, and, when several model pairs differ only in the seed, each
-    pair's values and the interval over pairs."""
+def _head_row(attacks: list[AttackRecord], head: AttackRecord | None) -> dict | None:
+    """The headline's :func:`~dejavu.report.plots.significance_table` row (its seed group), or None
+    without a headline or a control."""
     from dejavu.report.plots import significance_table
 
-    if head is None:
-        return ""
-    if head.control is None:
-        return (
-            "<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
-            "examples only, and nothing says how large a score two training runs reach without "
-            "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>"
-        )
-    row = next(
+    if head is None or head.control is None:
+        return None
+    return next(
         (
             r
             for r in significance_table(attacks)
@@ -427,6 +420,20 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
         ),
         None,
     )
+
+
+def _control(head: AttackRecord | None, row: dict | None) -> str:
+    """Score against the held-out control (issue 11): the control's score, the excess with
+    its interval, the verdict, and, when several model pairs differ only in the seed, each
+    pair's values and the interval over pairs (``row``: :func:`_head_row`)."""
+    if head is None:
+        return ""
+    if head.control is None:
+        return (
+            "<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
+            "examples only, and nothing says how large a score two training runs reach without "
+            "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>"
+        )
     rows = _excess_rows(head)
     if row is not None:
         pl = row["pair_level"]
@@ -567,23 +574,10 @@ p.verdict{font-size:1.15em;background:#f6f6f0;border-left:4px solid #886;padding
 """
 
 
-def _verdict(results: Results, head: AttackRecord | None) -> str:
-    """The verdict the page opens with (:mod:`dejavu.report.verdict`)."""
-    from dejavu.report.plots import significance_table
+def _verdict(results: Results, head: AttackRecord | None, row: dict | None) -> str:
+    """The verdict the page opens with (:mod:`dejavu.report.verdict`); ``row``: :func:`_head_row`."""
     from dejavu.report.verdict import overall
 
-    row = None
-    if head is not None and head.control is not None:
-        row = next(
-            (
-                r
-                for r in significance_table(results.attacks)
-                if (r["method"], r["variant"], r["npc"], r["epoch"])
-                == (head.method, head.variant, head.npc, head.epoch)
-                and str(head.path) in r["files"]
-            ),
-            None,
-        )
     v = overall(head, row, results.audits)
     if v is None:
         return "<p class='verdict'><b>Verdict: none.</b> Only linear probes here: no attack or audit to judge.</p>"
@@ -653,13 +647,14 @@ def build_report(
     head = pick_headline(results.attacks)
     audit_head = pick_audit(results.audits, None) if head is None else None  # a report of audits only
     probe = pick_probe(results.probes, head or audit_head)
+    row = _head_row(results.attacks, head)  # computed once: it reads every seed pair's arrays
     sections = [
         f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>",
         _provenance(command),
-        _verdict(results, head),
+        _verdict(results, head, row),
         "<h2>Headline</h2>",
         _headline(head or audit_head, probe, audit=head is None),
-        _control(results.attacks, head),
+        _control(head, row),
     ]
     if results.audits:
         sections.append(_one_model(results.audits, head, run_dir))
