@@ -593,7 +593,8 @@ def _provenance(command: str | None) -> str:
 
     from dejavu import __version__
 
-    cmd = command if command is not None else shlex.join(["dejavu", *sys.argv[1:]])
+    ours = Path(sys.argv[0]).name in ("dejavu", "__main__.py")  # the CLI, or python -m dejavu
+    cmd = command if command is not None else shlex.join(["dejavu" if ours else sys.argv[0], *sys.argv[1:]])
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.node() or '?'} ({platform.platform(terse=True)}, Python {platform.python_version()})"
     return (
