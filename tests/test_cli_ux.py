@@ -89,3 +89,10 @@ def test_print_config_round_trips_without_required_flags(capsys, tmp_path):
         assert e.value.code == 0 and capsys.readouterr().out.startswith("# "), stage
     assert main(["report", "runs/x", "--print-config"]) == 0  # a stage without a config: its arguments
     assert "run_dir: runs/x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd", [*COMMANDS, ["betons"]], ids=" ".join)
+def test_every_subcommand_answers_with_its_own_usage(cmd, capsys):
+    err = _err(capsys, [*cmd, "--bogus-flag"])
+    assert err.startswith(f"usage: dejavu {' '.join(cmd)} "), err[:200]
+    assert f"dejavu {' '.join(cmd)}: error: " in err

@@ -194,7 +194,13 @@ def interrupted_text(args: argparse.Namespace) -> str:
     if prog == "dejavu attack":  # one pair: an unfinished folder (no results.json) is redone without --force
         return f"no result was written ({out / 'results.json'} comes last); rerun: {cmd()}"
     if prog == "dejavu demo":
-        return f"the models' training state (last.pth) is kept; rerun without --force to continue: {cmd()}"
+        from dejavu.demo import DemoConfig
+
+        demo_out = Path(str(getattr(args, "out", None) or DemoConfig().out))
+        trained = sorted(str(f.parent.name) for f in demo_out.glob("train/*/last.pth"))
+        if trained:
+            return f"kept the training state of {', '.join(trained)} in {demo_out / 'train'}; continue with: {cmd()}"
+        return f"no model trained yet; start again with: {cmd()}"
     if getattr(args, "out", None) and out.is_dir() and any(out.iterdir()):
         return f"{out} holds incomplete output; start again with: {cmd('--force')}"
     return f"no output was written; rerun: {cmd()}"

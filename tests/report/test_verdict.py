@@ -56,3 +56,23 @@ def test_report_opens_with_the_verdict_in_points_and_tables_scroll(tmp_path):
     assert "<th>score (pts)</th>" in page
     assert "overflow-x:auto" in page  # wide tables scroll instead of being clipped
     assert "dejavu report " in page and " UTC " in page  # provenance
+
+
+def test_class_names_from_imagenet_synset_mapping(tmp_path):
+    from dataclasses import dataclass
+
+    from dejavu.report.html import class_names
+
+    root = tmp_path / "imagenet"
+    train = root / "ILSVRC" / "Data" / "CLS-LOC" / "train"
+    train.mkdir(parents=True)
+    (root / "LOC_synset_mapping.txt").write_text(
+        "n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+    )
+
+    @dataclass
+    class Index:
+        root: object
+        classes: list
+
+    assert class_names(Index(train, ["n01440764", "n01443537", "n99"])) == ["tench", "goldfish", "n99"]

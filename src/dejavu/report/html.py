@@ -284,7 +284,7 @@ def _spread(conf: float, classifier: bool = False) -> str:
 def class_names(index) -> list[str]:
     """Readable class names, where the dataset has them: ``classes.txt`` or ImageNet's
     ``LOC_synset_mapping.txt`` (``<wnid> <name>[, synonyms]`` per line) in the image folder or
-    the two above it; otherwise the folder names (wnids).
+    one of the four above it; otherwise the folder names (wnids).
 
     Args:
         index: the dataset's image index (its ``classes`` and the image folder, ``root``).
@@ -294,7 +294,7 @@ def class_names(index) -> list[str]:
     """
     root = Path(getattr(index, "root", "") or ".")
     names: dict[str, str] = {}
-    for d in (root, root.parent, root.parent.parent):
+    for d in (root, *list(root.parents)[:4]):  # Kaggle's ImageNet: 4 levels above ILSVRC/Data/CLS-LOC/train
         for f in ("classes.txt", "LOC_synset_mapping.txt"):
             if (d / f).is_file() and not names:
                 for line in (d / f).read_text(errors="replace").splitlines():
@@ -378,7 +378,9 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None, audit: bool 
         )
         rows.append(
             f"<tr><th>setting</th><td>{html.escape(head.method)}, {head.npc} images per class, epoch "
-            f"{head.epoch}, {what}, k={head.config.get('k', '?')}</td></tr>"
+            f"{head.epoch}, {what}, k={head.config.get('k', '?')}"
+            + (f", training seed {html.escape(str(head.seed))} (this model pair)" if head.seed is not None else "")
+            + "</td></tr>"
         )
     if probe is not None:
         rows.append(
@@ -403,21 +405,14 @@ def _excess_rows(rec: AttackRecord) -> list[str]:
     return rows
 
 
-def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
-    """Score against the held-out control (issue 11): the control's score, the excess with
-    its interval, the verdict, and, when several model pairs differ only in the seed, each
-    pair's values and the interval over pairs."""
+def _head_row(attacks: list[AttackRecord], head: AttackRecord | None) -> dict | None:
+    """The headline's :func:`~dejavu.report.plots.significance_table` row (its seed group), or None
+    without a headline or a control."""
     from dejavu.report.plots import significance_table
 
-    if head is None:
-        return ""
-    if head.control is None:
-        return (
-            "<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
-            "examples only, and nothing says how large a score two training runs reach without "
-            "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>"
-        )
-    row = next(
+    if head is None or head.control is None:
+        return None
+    return next(
         (
             r
             for r in significance_table(attacks)
@@ -426,6 +421,20 @@ def _control(attacks: list[AttackRecord], head: AttackRecord | None) -> str:
         ),
         None,
     )
+
+
+def _control(head: AttackRecord | None, row: dict | None) -> str:
+    """Score against the held-out control (issue 11): the control's score, the excess with
+    its interval, the verdict, and, when several model pairs differ only in the seed, each
+    pair's values and the interval over pairs (``row``: :func:`_head_row`)."""
+    if head is None:
+        return ""
+    if head.control is None:
+        return (
+            "<p class='muted'>No held-out control in this attack: the score's CI covers the choice of "
+            "examples only, and nothing says how large a score two training runs reach without "
+            "memorization (dejavu partition --control N, or dejavu attack --control VAL_DIR).</p>"
+        )
     rows = _excess_rows(head)
     if row is not None:
         pl = row["pair_level"]
@@ -578,23 +587,10 @@ p.verdict{font-size:1.15em;background:#f6f6f0;border-left:4px solid #886;padding
 """
 
 
-def _verdict(results: Results, head: AttackRecord | None) -> str:
-    """The verdict the page opens with (:mod:`dejavu.report.verdict`)."""
-    from dejavu.report.plots import significance_table
+def _verdict(results: Results, head: AttackRecord | None, row: dict | None) -> str:
+    """The verdict the page opens with (:mod:`dejavu.report.verdict`); ``row``: :func:`_head_row`."""
     from dejavu.report.verdict import overall
 
-    row = None
-    if head is not None and head.control is not None:
-        row = next(
-            (
-                r
-                for r in significance_table(results.attacks)
-                if (r["method"], r["variant"], r["npc"], r["epoch"])
-                == (head.method, head.variant, head.npc, head.epoch)
-                and str(head.path) in r["files"]
-            ),
-            None,
-        )
     v = overall(head, row, results.audits)
     if v is None:
         return "<p class='verdict'><b>Verdict: none.</b> Only linear probes here: no attack or audit to judge.</p>"
@@ -610,7 +606,8 @@ def _provenance(command: str | None) -> str:
 
     from dejavu import __version__
 
-    cmd = command if command is not None else shlex.join(["dejavu", *sys.argv[1:]])
+    ours = Path(sys.argv[0]).name in ("dejavu", "__main__.py")  # the CLI, or python -m dejavu
+    cmd = command if command is not None else shlex.join(["dejavu" if ours else sys.argv[0], *sys.argv[1:]])
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.node() or '?'} ({platform.platform(terse=True)}, Python {platform.python_version()})"
     return (
@@ -664,13 +661,14 @@ def build_report(
     head = pick_headline(results.attacks)
     audit_head = pick_audit(results.audits, None) if head is None else None  # a report of audits only
     probe = pick_probe(results.probes, head or audit_head)
+    row = _head_row(results.attacks, head)  # computed once: it reads every seed pair's arrays
     sections = [
         f"<h1>Déjà vu report: {html.escape(run_dir.resolve().name)}</h1>",
         _provenance(command),
-        _verdict(results, head),
+        _verdict(results, head, row),
         "<h2>Headline</h2>",
         _headline(head or audit_head, probe, audit=head is None),
-        _control(results.attacks, head),
+        _control(head, row),
     ]
     if results.audits:
         sections.append(_one_model(results.audits, head, run_dir))
