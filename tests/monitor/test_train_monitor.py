@@ -13,6 +13,7 @@ import pytest
 
 from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
+from dejavu.monitor.plot import monitor_lines, monitor_summary
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "attack"))
 from helpers import make_checkpoint
@@ -99,6 +100,10 @@ def test_train_monitor_audit_resume_tensorboard(synth_small, partition_small, au
     atk = json.loads((tmp_path / "atk" / "results.json").read_text())
     assert drawn["attack"]["epoch"] == [2] and drawn["attack"]["score"] == [atk["metrics"]["top1"]["dejavu_score"]]
     assert (tmp_path / "plots" / "monitor_vs_attack.png").is_file()
+    # the demo's summary and lines of the curve (dejavu demo --monitor)
+    summary = monitor_summary({"A": ref.parent, "B": run})
+    assert list(summary) == ["B"] and [r["score"] for r in summary["B"]] == drawn["monitor"]["score"]
+    assert monitor_lines(summary)[0].startswith("  monitor of model B") and "ep3 " in monitor_lines(summary)[0]
 
 
 def test_monitor_needs_a_partition_set(synth_small, partition_small, tmp_path, capsys):

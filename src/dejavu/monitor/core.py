@@ -139,6 +139,8 @@ class Monitor:
             else 224 as the audit's; 32 for the synthetic default).
         index: the scanned dataset, if at hand.
         force: discard an earlier monitor's state in ``out``.
+        device: where the classifier trains (default: the audit config's, else cuda when
+            available); :meth:`score` runs on the scored model's device.
 
     Raises:
         DejavuError: ``out`` holds a monitor with other settings (without ``force``);
