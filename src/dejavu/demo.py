@@ -137,7 +137,14 @@ class DemoConfig:
         from dejavu.ssl.config import load_train_config
 
         fixed = [f"epochs={self.epochs}", f"snapshot_every={self.snapshot_period}", f"seed={seed}"]
-        fixed += [f"image_size={self.size}", "knn_every=0"] + (["monitor=true"] if self.monitor else [])
+        fixed += [f"image_size={self.size}", "knn_every=0"]
+        if self.monitor:  # the audit's settings of the demo: its k, the classifier on control_B (seen by neither model)
+            clf = (
+                f",train_set={Path(self.out).resolve() / 'partition' / 'control_B.npy'}"
+                if self.control_per_class
+                else ""
+            )
+            fixed += ["monitor=true", f"monitor_audit_set=k={self.k}{clf}"]
         return load_train_config(method=self.method, sets=fixed + _as_sets(self.train))
 
 

@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "attack"))
 from helpers import make_checkpoint
 
 
-def audit_numbers(ckpt, synth_small, partition_small, out, audit_yaml, mon: Monitor) -> dict:
+def audit_numbers(ckpt, synth_small, partition_small, out, mon: Monitor) -> dict:
     """`dejavu audit` on a checkpoint with the monitor's subsample and classifier: its numbers
     in the monitor's terms."""
     args = ["audit", "--model", str(ckpt), "--partition", str(partition_small), "--npc", "10"]
-    args += ["--data", str(synth_small), "--out", str(out), "--config", str(audit_yaml), *mon.audit_args()]
+    args += ["--data", str(synth_small), "--out", str(out), *mon.audit_args()]
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     return summarize(res["metrics"], res["classifier"], res["counts"]["audit"]["attacked"], res["counts"]["public"])
@@ -44,7 +44,7 @@ def test_monitor_equals_audit(synth_small, partition_small, audit_yaml, tmp_path
     sub = np.load(tmp_path / "mon" / "audit_set.npy")
     assert set(sub) <= set(np.load(partition_small / "10_per_class" / "bbox_A.npy"))
     assert json.loads((tmp_path / "mon" / "ep1.json").read_text())["epoch"] == 1
-    want = audit_numbers(ckpt, synth_small, partition_small, tmp_path / "audit", audit_yaml, mon)
+    want = audit_numbers(ckpt, synth_small, partition_small, tmp_path / "audit", mon)
     assert {k: got[k] for k in want} == want
     # an embedding function (the module gets eval mode) scores as the model's own embed()
     again = mon.score(model, embed=lambda x: model.projector(model.backbone(x)))

@@ -13,6 +13,7 @@ import pytest
 
 from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
+from dejavu.monitor.plot import monitor_lines, monitor_summary
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "attack"))
 from helpers import make_checkpoint
@@ -22,7 +23,7 @@ MONITORED = ("score", "score_ci95", "score_100", "score_100_ci95", "memorized", 
 
 def _argv(synth_small, partition_small, run, audit_yaml, *extra):
     sets = ["projector=64-64", "warmup_epochs=0", "snapshot_every=1", "knn_every=1", "batch_size=50"]
-    sets += ["monitor_public_per_class=15", f"monitor_audit={audit_yaml}", "epochs=3"]
+    sets += ["monitor_public_per_class=15", f"monitor_audit={audit_yaml}", "monitor_audit_set=n_boot=40", "epochs=3"]
     argv = ["train", "--method", "vicreg", "--data", str(synth_small), "--out", str(run), "--device", "cpu"]
     argv += ["--index", str(partition_small / "10_per_class" / "train_B.npy")]
     argv += ["--monitor", "--monitor-every", "2", "--monitor-crops", "40", "--tensorboard"]
@@ -57,7 +58,7 @@ def test_train_monitor_audit_resume_tensorboard(synth_small, partition_small, au
 
     # the epoch-2 numbers equal `dejavu audit` of model_ep2.pth with the recorded subsample and classifier
     args = ["audit", "--model", str(run / "model_ep2.pth"), "--partition", str(partition_small), "--npc", "10"]
-    args += ["--data", str(synth_small), "--out", str(tmp_path / "audit2"), "--config", str(audit_yaml)]
+    args += ["--data", str(synth_small), "--out", str(tmp_path / "audit2")]
     assert main(args + state["audit_args"]) == 0
     res = json.loads((tmp_path / "audit2" / "results.json").read_text())
     assert res["sets"]["audit"].endswith("audit_set.npy") and res["counts"]["public"] == 150
@@ -99,6 +100,10 @@ def test_train_monitor_audit_resume_tensorboard(synth_small, partition_small, au
     atk = json.loads((tmp_path / "atk" / "results.json").read_text())
     assert drawn["attack"]["epoch"] == [2] and drawn["attack"]["score"] == [atk["metrics"]["top1"]["dejavu_score"]]
     assert (tmp_path / "plots" / "monitor_vs_attack.png").is_file()
+    # the demo's summary and lines of the curve (dejavu demo --monitor)
+    summary = monitor_summary({"A": ref.parent, "B": run})
+    assert list(summary) == ["B"] and [r["score"] for r in summary["B"]] == drawn["monitor"]["score"]
+    assert monitor_lines(summary)[0].startswith("  monitor of model B") and "ep3 " in monitor_lines(summary)[0]
 
 
 def test_monitor_needs_a_partition_set(synth_small, partition_small, tmp_path, capsys):

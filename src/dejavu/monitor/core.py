@@ -139,6 +139,8 @@ class Monitor:
             else 224 as the audit's; 32 for the synthetic default).
         index: the scanned dataset, if at hand.
         force: discard an earlier monitor's state in ``out``.
+        device: where the classifier trains (default: the audit config's, else cuda when
+            available); :meth:`score` runs on the scored model's device.
 
     Raises:
         DejavuError: ``out`` holds a monitor with other settings (without ``force``);
@@ -178,6 +180,7 @@ class Monitor:
         )
         acfg.validate()
         self.history: list[dict[str, Any]] = []
+        self._reference_model = str(reference_model) if reference_model is not None else None
         self._job = self._setup(acfg, Path(partition), paths, reference_model, image_size, index, device)
         self.out.mkdir(parents=True, exist_ok=True)
         from dejavu.audit.run import _crop_classifier
@@ -251,26 +254,28 @@ class Monitor:
         return sub_a, sub_p
 
     def _settings(self, acfg: AuditConfig) -> dict[str, Any]:
-        keep = ("device", "workers", "batch_size")
+        """What the recorded state depends on (a reopened monitor must match it)."""
+        skip = ("device", "workers", "batch_size")
         return {
             "crops": self.cfg.crops,
             "public_per_class": self.cfg.public_per_class,
             "seed": self.cfg.seed,
-            "audit": {k: v for k, v in dataclasses.asdict(acfg).items() if k not in keep},
+            "reference_model": self._reference_model,
+            "audit": {k: v for k, v in dataclasses.asdict(acfg).items() if k not in skip},
         }
 
     def _check_state(self, path: Path, acfg: AuditConfig, index_id: str) -> None:
-        import json
+        from dejavu.io import read_json
 
-        st = json.loads(path.read_text())
-        if st.get("format") != FORMAT:
-            raise DejavuError(f"{path}: not a monitor state ({st.get('format')!r}, expected {FORMAT})")
+        st = read_json(path)
+        if not isinstance(st, dict) or st.get("format") != FORMAT:
+            raise DejavuError(f"{path}: not a monitor state (expected format {FORMAT})")
         now = self._settings(acfg)
         was = st.get("settings") or {}
         fp = (st.get("fingerprint") or {}).get("id")
         if fp != index_id:
             raise DejavuError(f"{path}: recorded for dataset {fp}, this dataset is {index_id}; start over (--force)")
-        diff = sorted(k for k in ("crops", "public_per_class", "seed") if was.get(k) != now[k])
+        diff = sorted(k for k in ("crops", "public_per_class", "seed", "reference_model") if was.get(k) != now[k])
         diff += sorted(f"audit.{k}" for k, v in now["audit"].items() if (was.get("audit") or {}).get(k) != v)
         if diff:
             raise DejavuError(
@@ -311,8 +316,13 @@ class Monitor:
         return self._job.cfg
 
     def audit_args(self) -> list[str]:
-        """The ``dejavu audit`` flags that reproduce a score on a snapshot (with the audit config)."""
+        """The ``dejavu audit`` flags that reproduce a score on a snapshot: the audit config and
+        its overrides, the classifier, the recorded subsample, no control."""
+        sets = [a for kv in self.cfg.audit_overrides for a in ("--set", kv)]
         return [
+            "--config",
+            self.cfg.audit,
+            *sets,
             "--reference-model",
             str(self.classifier_path),
             "--control",

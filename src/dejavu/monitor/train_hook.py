@@ -76,7 +76,13 @@ def _open_monitor(run: Any, paths: Any, force: bool) -> Any:
             f"{run.index_file}: --monitor needs a partition's training set (P/<npc>_per_class/train_A.npy or "
             "train_B.npy): it audits that split's bbox set"
         )
-    mcfg = MonitorConfig(cfg.monitor_crops, cfg.monitor_public_per_class, cfg.monitor_seed, cfg.monitor_audit)
+    mcfg = MonitorConfig(
+        cfg.monitor_crops,
+        cfg.monitor_public_per_class,
+        cfg.monitor_seed,
+        cfg.monitor_audit,
+        list(cfg.monitor_audit_set),
+    )
     return Monitor(
         run.out / "monitor",
         part,

@@ -51,6 +51,7 @@ RESUME_FREE = RESUME_FREE | {
     "monitor_public_per_class",
     "monitor_seed",
     "monitor_audit",
+    "monitor_audit_set",
     "monitor_reference",
     "tensorboard",
 }
@@ -113,6 +114,7 @@ class TrainConfig:
     monitor_public_per_class: int = 50  # public images per class the monitor's KNN searches (0: all)
     monitor_seed: int = 0  # seed of the monitor's subsample
     monitor_audit: str = "synth"  # the monitor's audit config: a packaged name (synth, imagenet) or a YAML file
+    monitor_audit_set: list[str] = field(default_factory=list)  # its key=value overrides, e.g. k=20,clf_epochs=30
     monitor_reference: str = field(
         default="",
         metadata={
