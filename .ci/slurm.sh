@@ -9,8 +9,9 @@
 #   .ci/slurm.sh status   sinfo of the running scheduler
 #
 # Environment: DEJAVU_SLURM_DIR (state, logs and slurm.conf; default /tmp/dejavu-slurm),
-# DEJAVU_SLURM_GPUS (advertise that many fake GPUs through gres.conf, placeholder devices
-# made with mknod; default 0). Needs root (apt-get, munged, slurmd). Measured on CI's
+# DEJAVU_SLURM_GPUS (advertise that many placeholder GPUs through gres.conf, character
+# devices made with mknod, so `--gpus-per-node N` jobs are accepted and run N tasks; the
+# tasks find no CUDA and run on the CPU; default 0). Needs root (apt-get, munged, slurmd). Measured on CI's
 # machine: install ~15 s, start ~2 s. The partition is `cpu` (default), with the machine's
 # CPUs and memory; a job's tasks run as the submitting user with its environment.
 set -euo pipefail
@@ -37,16 +38,18 @@ write_conf() {
   cpus=$(nproc --all)
   mem=$(awk '/MemTotal/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)
   mkdir -p "$STATE/spool/ctld" "$STATE/spool/d" "$STATE/log"
-  if [[ "$GPUS" -gt 0 ]]; then
+  echo "AutoDetect=off" >"$STATE/gres.conf"
+  for ((i = 0; i < GPUS; i++)); do
+    # slurmd 22.05 drops a GPU whose device file is missing: a placeholder char device (/dev/null's)
+    mkdir -p "$STATE/dev"
+    if [[ ! -c "$STATE/dev/fakegpu$i" ]] && ! mknod "$STATE/dev/fakegpu$i" c 1 3 2>/dev/null; then
+      echo "slurm.sh: mknod not permitted here: no placeholder GPUs" >&2
+      gres=""
+      break
+    fi
     gres="Gres=gpu:$GPUS"
-    : >"$STATE/gres.conf"
-    for ((i = 0; i < GPUS; i++)); do
-      # slurmd 22.05 drops a GPU whose device file is missing; a placeholder char device
-      [[ -e "$STATE/dev/fakegpu$i" ]] || { mkdir -p "$STATE/dev"; mknod "$STATE/dev/fakegpu$i" c 1 3; }
-      echo "NodeName=$HOST Name=gpu File=$STATE/dev/fakegpu$i" >>"$STATE/gres.conf"
-    done
-    sed -i '1i AutoDetect=off' "$STATE/gres.conf"
-  fi
+    echo "NodeName=$HOST Name=gpu File=$STATE/dev/fakegpu$i" >>"$STATE/gres.conf"
+  done
   cat >"$CONF" <<EOF
 # written by .ci/slurm.sh (dejavu CI): a single-node scheduler
 ClusterName=dejavu-ci
@@ -72,6 +75,8 @@ SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
+# refuse at submission a job the partition can never run (default: pending forever)
+EnforcePartLimits=ALL
 JobRequeue=1
 MinJobAge=300
 KillWait=5

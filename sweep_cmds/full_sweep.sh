@@ -30,6 +30,11 @@ fi
 
 export RUNS="${RUNS:-runs}" NAME="${NAME:-imagenet}" METHOD="${METHOD:-vicreg}" NPC="${NPC:-300}"
 export EPOCHS="${EPOCHS:-1000}" SNAPSHOT_EVERY="${SNAPSHOT_EVERY:-50}" SEED="${SEED:-0}"
+partition="${PARTITION:-$RUNS/$NAME/partition}"
+if [[ "$DRY_RUN" != 1 && ! -f "$partition/manifest.json" ]]; then
+  echo "$(basename "$0"): $partition/manifest.json not found; make the partition first (dejavu partition ... --out $partition)" >&2
+  exit 1
+fi
 read -r -a train_flags <<<"${TRAIN_FLAGS:-}"
 read -r -a attack_flags <<<"${ATTACK_FLAGS:-}"
 read -r -a probe_flags <<<"${PROBE_FLAGS:-}"

@@ -58,6 +58,12 @@ class Slurm:
             time.sleep(0.5)
         raise AssertionError(f"job {job_id}: still {self.job(job_id)} after {timeout} s")
 
+    def gpus(self) -> int:
+        """GPUs the scheduler's node advertises (``.ci/slurm.sh`` with ``DEJAVU_SLURM_GPUS``)."""
+        p = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, check=False)
+        m = re.search(r"gpu:(\d+)", p.stdout)
+        return int(m.group(1)) if m else 0
+
     def requeue(self, job_id: str) -> None:
         subprocess.run(["scontrol", "requeue", str(job_id)], check=True)
 

@@ -42,13 +42,15 @@ def test_cpu_job_with_sbatch_options_and_setup_lines(slurm, tmp_path):
 
 
 def test_refused_submission_is_one_line(slurm, synth_small, partition_small, tmp_path, capsys):
-    """Item 4: GPUs asked on a partition without any: sbatch's reason in one line, exit 1, no traceback."""
+    """Item 4: more GPUs than the partition has (CI: none or 2): sbatch's reason in one line, exit 1."""
     from dejavu.cli import main
 
     argv = _train(synth_small, partition_small, tmp_path / "r", 1)
-    assert main([*argv, "--launcher", "slurm", "--gpus-per-node", "1", "--cpus-per-task", "1", "--time", "5"]) == 1
+    assert main([*argv, "--launcher", "slurm", "--gpus-per-node", "64", "--cpus-per-task", "1", "--time", "5"]) == 1
     err = capsys.readouterr().err.strip()
     assert "SLURM refused the job" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    if "gres" in err:  # a partition without GPUs
+        assert "--gpus-per-node 64: so many GPUs there? 0 submits a CPU-only job" in err
 
 
 SETS = ["batch_size=10", "projector=16-16", "knn_every=0", "warmup_epochs=0", "snapshot_every=4"]
@@ -170,3 +172,21 @@ def test_usr2_preemption_resumes_and_max_requeue_is_honoured(slurm, synth_small,
     assert (run / "model_ep4.pth").stat().st_mtime_ns == first.st_mtime_ns  # resumed, not over again
     epochs = [e for e, _ in _rows(run)]
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 500
+
+
+def test_two_gpu_tasks_train_as_ddp(slurm, synth_small, partition_small, tmp_path, capsys):
+    """`--gpus-per-node 2` runs two DDP tasks (CI's scheduler advertises 2 placeholder GPUs:
+    .ci/slurm.sh with DEJAVU_SLURM_GPUS=2; the tasks find no CUDA and use gloo on the CPU)."""
+    if not slurm.gpus():
+        pytest.skip("the scheduler advertises no GPUs (DEJAVU_SLURM_GPUS=2 .ci/slurm.sh start)")
+    from dejavu.cli import main
+
+    run = tmp_path / "ddp"
+    capsys.readouterr()
+    job_argv = ["--launcher", "slurm", "--gpus-per-node", "2", "--cpus-per-task", "1", "--time", "10"]
+    assert main([*_train(synth_small, partition_small, run, 2), *job_argv]) == 0
+    job = capsys.readouterr().out.split()[3].rstrip(":")
+    assert slurm.wait(job) == "COMPLETED", _log(run)
+    assert slurm.job(job)["NumTasks"] == "2"
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert [e for e, _ in _rows(run)] == [1, 2]

@@ -206,9 +206,9 @@ def submit(
             job = ex.submit(CliJob(list(argv), target=target, resume_flag=resume_flag))
     except (ValueError, submitit.core.utils.FailedJobError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
-        hint = (
-            " (no GPUs there? --gpus-per-node 0 submits a CPU-only job)" if "gres" in msg and args.gpus_per_node else ""
-        )
+        hint = ""
+        if args.gpus_per_node and ("gres" in msg or "node configuration" in msg):
+            hint = f" (--gpus-per-node {args.gpus_per_node}: so many GPUs there? 0 submits a CPU-only job)"
         raise DejavuError(f"SLURM refused the job ({folder}): {msg}{hint}") from None
     sys.stderr.write(said.getvalue())
     record = dict(
