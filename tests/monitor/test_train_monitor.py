@@ -121,3 +121,14 @@ def test_tensorboard_missing_says_how_to_install(synth_small, partition_small, t
     assert main([*argv, "--out", str(tmp_path / "r"), "--tensorboard"]) == 2
     assert "pip install 'dejavu-ssl[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_demo_monitor_flag_monitors_both_models_with_the_demos_audit_settings(tmp_path):
+    from dejavu.demo import DemoConfig
+
+    cfg = DemoConfig(out=str(tmp_path / "demo"), monitor=True).train_config(0)
+    assert cfg.monitor and cfg.monitor_audit_set == [
+        "k=20",
+        f"train_set={tmp_path.resolve() / 'demo' / 'partition' / 'control_B.npy'}",
+    ]
+    assert not DemoConfig(out=str(tmp_path / "demo")).train_config(0).monitor
