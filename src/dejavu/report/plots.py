@@ -365,10 +365,16 @@ def fig_quadrants(
             data.append(d)
             pos = list(range(len(s["x"])))
             bottom = [0.0] * len(pos)
+            cis = [r.metrics.get("quadrants_ci95") or {} for r in s["records"]]
             for q in QUADRANTS_STACK:
                 vals = [100 * v for v in d[q]]
                 ax.bar(pos, vals, bottom=bottom, color=QUADRANT_COLOURS[q], label=q, width=0.7)
                 bottom = [b + v for b, v in zip(bottom, vals)]
+                if all(q in c and np.isfinite(c[q]).all() for c in cis):  # 95% bootstrap CI, at the segment's top
+                    d.setdefault("ci95", {})[q] = [c[q] for c in cis]
+                    lo = [v - 100 * c[q][0] for v, c in zip(vals, cis)]
+                    hi = [100 * c[q][1] - v for v, c in zip(vals, cis)]
+                    ax.errorbar(pos, bottom, yerr=[lo, hi], fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
             ax.set_xticks(pos, [str(x) for x in s["x"]], rotation=45 if len(pos) > 8 else 0)
             ax.set_title(s["label"])
             ax.set_xlabel(_xlabel(axis))
@@ -385,7 +391,8 @@ def fig_quadrants(
                 axis,
                 title,
                 "Memorized: target right, reference wrong; correlated: both right; "
-                "forgotten: target wrong, reference right (averaged over the A/B swap).",
+                "forgotten: target wrong, reference right (averaged over the A/B swap); error bars: 95% "
+                "bootstrap intervals of each share.",
                 {"series": data},
             )
         )
@@ -557,9 +564,27 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
             "dejavu_score": [r.score(top) for r in recs],
             "files": [str(r.path) for r in recs],
         }
+        bands = [accuracy_bands(r, [0.2], top) for r in recs]
+        err: dict[str, Any] = {}
+        if all(b is not None for b in bands):  # 95% bootstrap CI of each bar
+            d["band95"] = {role: [[b[role][0][0], b[role][1][0]] for b in bands] for role in ("target", "reference")}  # type: ignore[index]
+            for role in ("target", "reference"):
+                v = d[f"{role}_20"]
+                err[role] = [
+                    [100 * (x - c[0]) for x, c in zip(v, d["band95"][role])],
+                    [100 * (c[1] - x) for x, c in zip(v, d["band95"][role])],
+                ]
         data.append(d)
         pos = list(range(len(variants)))
-        ax.bar([p - 0.2 for p in pos], [100 * v for v in d["target_20"]], 0.4, color="C0", label="target")
+        ax.bar(
+            [p - 0.2 for p in pos],
+            [100 * v for v in d["target_20"]],
+            0.4,
+            color="C0",
+            label="target",
+            yerr=err.get("target"),
+            capsize=3,
+        )
         ax.bar(
             [p + 0.2 for p in pos],
             [100 * v for v in d["reference_20"]],
@@ -568,6 +593,8 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
             alpha=0.35,
             hatch="//",
             label="reference",
+            yerr=err.get("reference"),
+            capsize=3,
         )
         ax.set_xticks(pos, variants, rotation=20)
         ax.set_title(f"{k[0]}, {k[1]}pc, ep {k[2]}")
@@ -582,7 +609,8 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
         "variants",
         None,
         title,
-        "Target (solid) vs reference (hatched) accuracy at 20% per attack variant.",
+        "Target (solid) vs reference (hatched) accuracy at 20% per attack variant; error bars: 95% "
+        "bootstrap intervals over the attacked examples.",
         {"top": top, "groups": data},
     )
 
