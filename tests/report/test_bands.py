@@ -47,3 +47,25 @@ def test_accuracy_and_sweep_bands_from_stored_arrays(synth_small, partition_smal
     assert len(quad["ci95"]["memorized"]) == 2  # the stored CI of each share, drawn as error bars
     idx = json.loads((tmp_path / "plots" / "figures.json").read_text())
     assert all("95% bootstrap" in f["caption"] for f in idx["figures"] if f["kind"] != "probe")
+
+
+def test_probe_bands_are_wilson_intervals_over_the_validation_images(tmp_path):
+    from report_data import write_probe_result
+
+    from dejavu.io import atomic_write_json, read_json
+    from dejavu.report.plots import wilson
+
+    root = tmp_path / "run"
+    for ep in (50, 100):
+        d = root / "probe" / f"ep{ep}"
+        write_probe_result(d, epoch=ep)
+        res = read_json(d / "results.json")
+        res["counts"] = {"val": 500}
+        atomic_write_json(d / "results.json", res)
+    make_figures(collect([root]), tmp_path / "plots", formats=["png"])
+    (s,) = json.loads((tmp_path / "plots" / "probe_vs_epoch.json").read_text())["series"]
+    for t in ("top1", "top5"):
+        assert s["band95"][t] == [wilson(a, 500) for a in s[t]]
+        assert all(lo < a < hi for (lo, hi), a in zip(s["band95"][t], s[t]))
+    lo, hi = wilson(0.5, 100)
+    assert abs(lo - 0.4038) < 1e-3 and abs(hi - 0.5962) < 1e-3  # the textbook value

@@ -29,7 +29,7 @@ import numpy as np
 
 from dejavu import DejavuError, formats
 from dejavu.io import locks_output
-from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
+from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, varying_hyperparams
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
 QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52", "unassociated": "#BBBBBB"}
@@ -254,6 +254,14 @@ def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str)
     return bands(pairs, ps, 1 if top == "top1" else 5, n_boot=BAND_BOOT, seed=0)
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of an accuracy ``p`` measured on ``n`` images (95% by default)."""
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / d
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def _pct_axis(ax, what: str) -> None:
     ax.set_ylabel(f"{what} (%)")
 
@@ -426,10 +434,16 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
             "top5": [r.top5 for r in s["records"]],
             "files": [str(r.path) for r in s["records"]],
         }
+        n_val = [lookup(r.raw, "counts.val") for r in s["records"]]
+        if all(isinstance(n, int) and n > 0 for n in n_val):  # 95% Wilson intervals over the validation images
+            d["band95"] = {t: [wilson(a, n) for a, n in zip(d[t], n_val)] for t in ("top1", "top5")}
         data.append(d)
         for ax, top in zip(axes, ("top1", "top5")):
             xs = _setx(ax, s["x"], axis)
             ax.plot(xs, [100 * v for v in d[top]], "-o", ms=3, color=f"C{i % 10}", label=s["label"])
+            if "band95" in d:
+                lo, hi = zip(*d["band95"][top])
+                ax.fill_between(xs, [100 * v for v in lo], [100 * v for v in hi], color=f"C{i % 10}", alpha=0.15, lw=0)
     for ax, top in zip(axes, ("top-1", "top-5")):
         ax.set_xlabel(_xlabel(axis))
         _pct_axis(ax, f"linear probe {top} accuracy")
@@ -443,7 +457,8 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
         "probe",
         axis,
         title,
-        "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization.",
+        "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization. "
+        "Bands: 95% Wilson intervals over the validation images (not over training runs).",
         {"series": data},
     )
 
