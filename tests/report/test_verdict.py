@@ -23,7 +23,11 @@ def _verdict(root):
 def test_three_seed_pairs_decide_at_pair_level(tmp_path):
     v = _verdict(_seed_sweep(tmp_path / "run"))
     assert v.label == "memorization shown"
-    assert "over 3 model pairs (training seeds 0, 1, 2)" in v.text and "95% interval over pairs [" in v.text
+    assert (
+        "over 3 model pairs (training seeds 0, 1, 2" in v.text
+        and "unknown" not in v.text
+        and "95% interval over pairs [" in v.text
+    )
     assert "covers training randomness" in v.text and "pts" in v.text and "small" not in v.text
 
 

@@ -27,6 +27,10 @@ from typing import Any
 from dejavu.report.collect import AttackRecord
 from dejavu.units import pts, pts_ci
 
+DESIGNS = {  # how the two models of a pair were trained (dejavu.ssl.config.pair_design)
+    "independent": "A and B trained with independent seeds",
+    "coupled": "A and B of a pair share their training seed",
+}
 SMALL_CONTROL = 30  # crops per half (A, B) or per audit control below which the control is called small
 
 
@@ -93,8 +97,8 @@ def two_model(head: AttackRecord, row: dict[str, Any] | None) -> Verdict:
     if pl.get("n_pairs", 0) >= 2:
         shown = bool(pl["distinguishable"])
         seeds = ", ".join(str(s) for s in row["seeds"]) if row else ""
-        design = ", ".join(str(d) for d in (row or {}).get("design") or [])
-        design = f"; models trained {design}" if design else ""
+        words = [DESIGNS[d] for d in (row or {}).get("design") or [] if d in DESIGNS]  # known designs only
+        design = f"; {' / '.join(words)}" if words else ""
         return Verdict(
             "memorization shown" if shown else "no memorization shown",
             f"{_setting(head)}: over {pl['n_pairs']} model pairs (training seeds {seeds}{design}), the score exceeds "
