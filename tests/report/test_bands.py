@@ -26,7 +26,7 @@ def test_accuracy_and_sweep_bands_from_stored_arrays(synth_small, partition_smal
         b = make_checkpoint(tmp_path / f"b{ep}.pth", index, "B", 10, seed=10 + ep, epoch=ep)
         argv = ["attack", "--model-a", str(a), "--model-b", str(b), "--partition", str(partition_small)]
         argv += ["--data", str(synth_small), "--out", str(root / "attack" / f"ep{ep}"), "--control", "none"]
-        assert main([*argv, "--set", "k=20", "--set", "npc=10", "--set", "n_boot=0"]) == 0
+        assert main([*argv, "--set", "k=20", "--set", "npc=10", "--set", "n_boot=20"]) == 0
     make_figures(collect([root]), tmp_path / "plots", formats=["png"])
     acc = json.loads((tmp_path / "plots" / "accuracy_vs_epoch_top1.json").read_text())
     (s,) = acc["series"]
@@ -43,5 +43,29 @@ def test_accuracy_and_sweep_bands_from_stored_arrays(synth_small, partition_smal
     c = sweep["curves"][0]
     lo, hi = np.array(c["band95"]["target"])
     assert len(lo) == len(c["p"]) and (lo <= hi).all() and lo[-1] <= c["target"][-1] <= hi[-1]
+    quad = json.loads((tmp_path / "plots" / "quadrants_vs_epoch.json").read_text())["series"][0]
+    assert len(quad["ci95"]["memorized"]) == 2  # the stored CI of each share, drawn as error bars
     idx = json.loads((tmp_path / "plots" / "figures.json").read_text())
-    assert all("bands: 95% bootstrap" in f["caption"] for f in idx["figures"] if f["kind"] in ("accuracy", "sweep"))
+    assert all("95% bootstrap" in f["caption"] for f in idx["figures"] if f["kind"] != "probe")
+
+
+def test_probe_bands_are_wilson_intervals_over_the_validation_images(tmp_path):
+    from report_data import write_probe_result
+
+    from dejavu.io import atomic_write_json, read_json
+    from dejavu.report.plots import wilson
+
+    root = tmp_path / "run"
+    for ep in (50, 100):
+        d = root / "probe" / f"ep{ep}"
+        write_probe_result(d, epoch=ep)
+        res = read_json(d / "results.json")
+        res["counts"] = {"val": 500}
+        atomic_write_json(d / "results.json", res)
+    make_figures(collect([root]), tmp_path / "plots", formats=["png"])
+    (s,) = json.loads((tmp_path / "plots" / "probe_vs_epoch.json").read_text())["series"]
+    for t in ("top1", "top5"):
+        assert s["band95"][t] == [wilson(a, 500) for a in s[t]]
+        assert all(lo < a < hi for (lo, hi), a in zip(s["band95"][t], s[t]))
+    lo, hi = wilson(0.5, 100)
+    assert abs(lo - 0.4038) < 1e-3 and abs(hi - 0.5962) < 1e-3  # the textbook value

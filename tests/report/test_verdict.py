@@ -23,7 +23,11 @@ def _verdict(root):
 def test_three_seed_pairs_decide_at_pair_level(tmp_path):
     v = _verdict(_seed_sweep(tmp_path / "run"))
     assert v.label == "memorization shown"
-    assert "over 3 model pairs (training seeds 0, 1, 2)" in v.text and "95% interval over pairs [" in v.text
+    assert (
+        "over 3 model pairs (training seeds 0, 1, 2" in v.text
+        and "unknown" not in v.text
+        and "95% interval over pairs [" in v.text
+    )
     assert "covers training randomness" in v.text and "pts" in v.text and "small" not in v.text
 
 
@@ -76,3 +80,16 @@ def test_class_names_from_imagenet_synset_mapping(tmp_path):
         classes: list
 
     assert class_names(Index(train, ["n01440764", "n01443537", "n99"])) == ["tench", "goldfish", "n99"]
+
+
+def test_no_bootstrap_says_so_instead_of_nan(tmp_path):
+    d = tmp_path / "run" / "attack" / "ep100"
+    write_attack_result(d, epoch=100)
+    res = read_json(d / "results.json")
+    res["metrics"]["top1"]["ci95"] = {"dejavu_score": [float("nan")] * 2, "dejavu_score_100": [float("nan")] * 2}
+    atomic_write_json(d / "results.json", res)
+    v = _verdict(tmp_path / "run")
+    assert "(no CI: --bootstrap 0)" in v.text and "nan" not in v.text.lower()
+    assert main(["report", str(tmp_path / "run")]) == 0
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "n/a" not in page.split("<h2>Headline</h2>")[1].split("</table>")[0]

@@ -35,7 +35,7 @@ import numpy as np
 from dejavu import DejavuError, formats
 from dejavu.io import locks_output
 from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
-from dejavu.report.verdict import pick_audit
+from dejavu.report.verdict import ci_phrase, pick_audit
 from dejavu.units import pct as _pct
 from dejavu.units import pts, pts_ci
 
@@ -346,19 +346,14 @@ def _headline(head: AttackRecord | None, probe: ProbeRecord | None, audit: bool 
     the setting and the probe. ``audit``: ``head`` is a one-model test (model vs classifier)."""
     rows = []
     if head is not None:
-        ci = head.ci()
-        ci_s = f" (95% CI over examples {pts_ci(ci)})" if ci else ""
+        ci_s = ci_phrase(head.ci())
         ci100 = head.ci(at="100")
         name = "one-model déjà vu score (model − crop classifier" if audit else "déjà vu score (target − reference"
         tgt, ref = ("model", "classifier") if audit else ("target", "reference")
         rows.append(
             f"<tr><th>{name}, top-1, 20% most confident)</th><td class='big'>{pts(head.score())}{ci_s}</td></tr>"
         )
-        rows.append(
-            f"<tr><th>the same on all examples</th><td>{pts(head.score(at='100'))}"
-            + (f" (95% CI {pts_ci(ci100)})" if ci100 else "")
-            + "</td></tr>"
-        )
+        rows.append(f"<tr><th>the same on all examples</th><td>{pts(head.score(at='100'))}{ci_phrase(ci100)}</td></tr>")
         for p in ("20", "100"):
             rows.append(
                 f"<tr><th>accuracy on the {p}% most confident</th><td>{tgt} {_pct(head.acc('target', p))}"

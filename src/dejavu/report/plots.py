@@ -29,7 +29,7 @@ import numpy as np
 
 from dejavu import DejavuError, formats
 from dejavu.io import locks_output
-from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, varying_hyperparams
+from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, varying_hyperparams
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
 QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52", "unassociated": "#BBBBBB"}
@@ -254,6 +254,14 @@ def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str)
     return bands(pairs, ps, 1 if top == "top1" else 5, n_boot=BAND_BOOT, seed=0)
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of an accuracy ``p`` measured on ``n`` images (95% by default)."""
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / d
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def _pct_axis(ax, what: str) -> None:
     ax.set_ylabel(f"{what} (%)")
 
@@ -365,10 +373,16 @@ def fig_quadrants(
             data.append(d)
             pos = list(range(len(s["x"])))
             bottom = [0.0] * len(pos)
+            cis = [r.metrics.get("quadrants_ci95") or {} for r in s["records"]]
             for q in QUADRANTS_STACK:
                 vals = [100 * v for v in d[q]]
                 ax.bar(pos, vals, bottom=bottom, color=QUADRANT_COLOURS[q], label=q, width=0.7)
                 bottom = [b + v for b, v in zip(bottom, vals)]
+                if all(q in c and np.isfinite(c[q]).all() for c in cis):  # 95% bootstrap CI, at the segment's top
+                    d.setdefault("ci95", {})[q] = [c[q] for c in cis]
+                    lo = [v - 100 * c[q][0] for v, c in zip(vals, cis)]
+                    hi = [100 * c[q][1] - v for v, c in zip(vals, cis)]
+                    ax.errorbar(pos, bottom, yerr=[lo, hi], fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
             ax.set_xticks(pos, [str(x) for x in s["x"]], rotation=45 if len(pos) > 8 else 0)
             ax.set_title(s["label"])
             ax.set_xlabel(_xlabel(axis))
@@ -385,7 +399,8 @@ def fig_quadrants(
                 axis,
                 title,
                 "Memorized: target right, reference wrong; correlated: both right; "
-                "forgotten: target wrong, reference right (averaged over the A/B swap).",
+                "forgotten: target wrong, reference right (averaged over the A/B swap); error bars: 95% "
+                "bootstrap intervals of each share.",
                 {"series": data},
             )
         )
@@ -419,10 +434,16 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
             "top5": [r.top5 for r in s["records"]],
             "files": [str(r.path) for r in s["records"]],
         }
+        n_val = [lookup(r.raw, "counts.val") for r in s["records"]]
+        if all(isinstance(n, int) and n > 0 for n in n_val):  # 95% Wilson intervals over the validation images
+            d["band95"] = {t: [wilson(a, n) for a, n in zip(d[t], n_val)] for t in ("top1", "top5")}
         data.append(d)
         for ax, top in zip(axes, ("top1", "top5")):
             xs = _setx(ax, s["x"], axis)
             ax.plot(xs, [100 * v for v in d[top]], "-o", ms=3, color=f"C{i % 10}", label=s["label"])
+            if "band95" in d:
+                lo, hi = zip(*d["band95"][top])
+                ax.fill_between(xs, [100 * v for v in lo], [100 * v for v in hi], color=f"C{i % 10}", alpha=0.15, lw=0)
     for ax, top in zip(axes, ("top-1", "top-5")):
         ax.set_xlabel(_xlabel(axis))
         _pct_axis(ax, f"linear probe {top} accuracy")
@@ -436,7 +457,8 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
         "probe",
         axis,
         title,
-        "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization.",
+        "Validation accuracy of a linear classifier on frozen features: it does not reveal memorization. "
+        "Bands: 95% Wilson intervals over the validation images (not over training runs).",
         {"series": data},
     )
 
@@ -557,9 +579,27 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
             "dejavu_score": [r.score(top) for r in recs],
             "files": [str(r.path) for r in recs],
         }
+        bands = [accuracy_bands(r, [0.2], top) for r in recs]
+        err: dict[str, Any] = {}
+        if all(b is not None for b in bands):  # 95% bootstrap CI of each bar
+            d["band95"] = {role: [[b[role][0][0], b[role][1][0]] for b in bands] for role in ("target", "reference")}  # type: ignore[index]
+            for role in ("target", "reference"):
+                v = d[f"{role}_20"]
+                err[role] = [
+                    [100 * (x - c[0]) for x, c in zip(v, d["band95"][role])],
+                    [100 * (c[1] - x) for x, c in zip(v, d["band95"][role])],
+                ]
         data.append(d)
         pos = list(range(len(variants)))
-        ax.bar([p - 0.2 for p in pos], [100 * v for v in d["target_20"]], 0.4, color="C0", label="target")
+        ax.bar(
+            [p - 0.2 for p in pos],
+            [100 * v for v in d["target_20"]],
+            0.4,
+            color="C0",
+            label="target",
+            yerr=err.get("target"),
+            capsize=3,
+        )
         ax.bar(
             [p + 0.2 for p in pos],
             [100 * v for v in d["reference_20"]],
@@ -568,6 +608,8 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
             alpha=0.35,
             hatch="//",
             label="reference",
+            yerr=err.get("reference"),
+            capsize=3,
         )
         ax.set_xticks(pos, variants, rotation=20)
         ax.set_title(f"{k[0]}, {k[1]}pc, ep {k[2]}")
@@ -582,7 +624,8 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
         "variants",
         None,
         title,
-        "Target (solid) vs reference (hatched) accuracy at 20% per attack variant.",
+        "Target (solid) vs reference (hatched) accuracy at 20% per attack variant; error bars: 95% "
+        "bootstrap intervals over the attacked examples.",
         {"top": top, "groups": data},
     )
 

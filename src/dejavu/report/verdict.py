@@ -20,12 +20,17 @@ Rules (top-1, 20% most confident; differences in points):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from dejavu.report.collect import AttackRecord
 from dejavu.units import pts, pts_ci
 
+DESIGNS = {  # how the two models of a pair were trained (dejavu.ssl.config.pair_design)
+    "independent": "A and B trained with independent seeds",
+    "coupled": "A and B of a pair share their training seed",
+}
 SMALL_CONTROL = 30  # crops per half (A, B) or per audit control below which the control is called small
 
 
@@ -38,6 +43,14 @@ class Verdict:
 
     def __str__(self) -> str:
         return f"Verdict: {self.label}. {self.text}"
+
+
+def ci_phrase(ci, over: str = "examples") -> str:
+    """`` (95% CI over examples [lo, hi] pts)``, or why there is none (no interval stored, or
+    NaN bounds from ``--bootstrap 0``)."""
+    if ci is None or not all(math.isfinite(v) for v in ci):
+        return " (no CI: --bootstrap 0)"
+    return f" (95% CI over {over} {pts_ci(ci)})"
 
 
 def _setting(r: AttackRecord) -> str:
@@ -69,7 +82,7 @@ def two_model(head: AttackRecord, row: dict[str, Any] | None) -> Verdict:
     """The verdict of the headline attack; ``row``: its :func:`~dejavu.report.plots.significance_table`
     row (None without a control)."""
     score, ci = head.score(), head.ci()
-    score_s = f"déjà vu score {pts(score)}" + (f" (95% CI over examples {pts_ci(ci)})" if ci else "")
+    score_s = f"déjà vu score {pts(score)}" + ci_phrase(ci)
     if head.control is None:
         return Verdict(
             "not established (no held-out control)",
@@ -84,9 +97,11 @@ def two_model(head: AttackRecord, row: dict[str, Any] | None) -> Verdict:
     if pl.get("n_pairs", 0) >= 2:
         shown = bool(pl["distinguishable"])
         seeds = ", ".join(str(s) for s in row["seeds"]) if row else ""
+        words = [DESIGNS[d] for d in (row or {}).get("design") or [] if d in DESIGNS]  # known designs only
+        design = f"; {' / '.join(words)}" if words else ""
         return Verdict(
             "memorization shown" if shown else "no memorization shown",
-            f"{_setting(head)}: over {pl['n_pairs']} model pairs (training seeds {seeds}), the score exceeds "
+            f"{_setting(head)}: over {pl['n_pairs']} model pairs (training seeds {seeds}{design}), the score exceeds "
             f"the held-out control ({size} per pair) by {pts(pl['mean'])} on average, 95% interval over pairs "
             f"{pts_ci(pl['ci95'])}, which covers training randomness and the choice of examples: "
             + ("distinguishable from zero." if shown else "NOT distinguishable from zero.")
@@ -107,8 +122,9 @@ def _audit_sentence(a: AttackRecord) -> tuple[str, bool | None]:
     (None without a control)."""
     audited = (a.raw.get("sets") or {}).get("audit", "?")
     ci = a.ci()
-    s = f"the one-model test of {a.method} ({audited}; the model against a crop classifier) scores {pts(a.score())}" + (
-        f" (95% CI over images {pts_ci(ci)})" if ci else ""
+    s = (
+        f"the one-model test of {a.method} ({audited}; the model against a crop classifier) scores "
+        f"{pts(a.score())}{ci_phrase(ci, 'images')}"
     )
     ex = a.excess()
     if ex is None:
