@@ -89,7 +89,9 @@ def test_train_monitor_audit_resume_tensorboard(synth_small, partition_small, au
     assert got == pytest.approx({2: rows[1]["monitor_score"], 3: rows[2]["monitor_score"]}, rel=1e-6)
 
     # `dejavu plot` draws the monitor's curve beside the attack of a snapshot (the run is its model B)
-    ref = make_checkpoint(tmp_path / "a.pth", scan_imagefolder(synth_small / "train"), "A", 10, seed=3, epoch=2)
+    ref = make_checkpoint(
+        tmp_path / "a.pth", scan_imagefolder(synth_small / "train"), "A", 10, seed=3, epoch=2, projector="64-64"
+    )
     attack = ["attack", "--model-a", str(ref), "--model-b", str(run / "model_ep2.pth"), "--npc", "10"]
     attack += ["--partition", str(partition_small), "--data", str(synth_small), "--out", str(tmp_path / "atk")]
     assert main([*attack, "--set", "k=20", "--control", "none"]) == 0
