@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from robustness_cli import SRC, assert_one_line_error, attack_args, child_env, run_cli
+from robustness_cli import main_inprocess as _main
 
 from dejavu import UsageError
 from dejavu.io import LOCK_NAME
@@ -46,24 +47,6 @@ def test_yaml_alias_bomb_refused_quickly(tmp_path):
 # ------------------------------------------------------------------ 7. one line, not a traceback
 
 
-def _main(capsys, *args) -> subprocess.CompletedProcess:
-    """``dejavu.cli.main`` in this process (no interpreter start): an exception it lets
-    through fails the test with its traceback."""
-    from dejavu.cli import main
-
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, cap.out, cap.err)
-
-
-def _one_line(proc, *needles: str, rc: int = 1) -> str:
-    err = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warning" not in ln.lower()]
-    assert proc.returncode == rc and len(err) == 1, (proc.returncode, proc.stderr[-2000:])
-    assert all(n in err[0] for n in needles), err[0]
-    return err[0]
-
-
 @pytest.mark.parametrize(
     "flags,rc,needle",
     [
@@ -76,7 +59,7 @@ def _one_line(proc, *needles: str, rc: int = 1) -> str:
 def test_bad_attack_settings_before_any_work(corpus, tmp_path, capsys, flags, rc, needle):
     """The default --k 100 with a 32-image public set failed after all the work."""
     proc = _main(capsys, *attack_args(corpus, tmp_path / "att"), *flags)
-    _one_line(proc, needle, rc=rc)
+    assert_one_line_error(proc, needle, rc=rc)
     assert not (tmp_path / "att").exists()
 
 
@@ -91,13 +74,13 @@ def test_decompression_bomb_in_the_attacked_set(corpus, data_copy, tmp_path, cap
     Image.new("RGB", (300, 300), (9, 9, 9)).save(p, format="JPEG")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # 300 x 300 is over twice the limit: refused
     proc = _main(capsys, *attack_args(corpus, tmp_path / "att", data=data_copy))
-    _one_line(proc, str(p), "cannot")
+    assert_one_line_error(proc, str(p), "cannot")
     assert not (tmp_path / "att" / "results.json").exists()
 
 
 def test_partition_leaving_no_public_image(corpus, tmp_path, capsys):
     proc = _main(capsys, "partition", "--data", corpus / "data", "--per-class", "4,100", "--out", tmp_path / "p")
-    _one_line(proc, "--per-class 100 leaves no public image")
+    assert_one_line_error(proc, "--per-class 100 leaves no public image")
     assert not (tmp_path / "p").exists()
 
 
@@ -131,7 +114,7 @@ def test_checkpoint_values_of_the_wrong_type(corpus, tmp_path, key, value, needl
 def test_out_that_is_a_file(corpus, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     proc = _main(capsys, *attack_args(corpus, tmp_path / "afile"))
-    _one_line(proc, f"{tmp_path / 'afile'}: is a file, not a folder")
+    assert_one_line_error(proc, f"{tmp_path / 'afile'}: is a file, not a folder")
 
 
 def test_long_names(corpus, tmp_path, capsys):
@@ -140,7 +123,7 @@ def test_long_names(corpus, tmp_path, capsys):
     from dejavu.io import atomic_write_json
 
     out = tmp_path / ("x" * 256)
-    _one_line(_main(capsys, *attack_args(corpus, out)), str(out), "name of 256 bytes")
+    assert_one_line_error(_main(capsys, *attack_args(corpus, out)), str(out), "name of 256 bytes")
     f = tmp_path / ("y" * 240)
     atomic_write_json(f, {"ok": 1})
     assert json.loads(f.read_text()) == {"ok": 1} and sorted(p.name for p in tmp_path.iterdir()) == [f.name]
