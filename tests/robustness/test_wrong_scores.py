@@ -314,3 +314,37 @@ def test_audited_model_trained_on_other_images_refused(corpus, tmp_path):
             AuditConfig(npc=4, device="cpu"),
         )
     assert not (tmp_path / "aud").exists()
+
+
+def test_fifo_in_a_validation_control_folder(tmp_path):
+    """The validation images of a control are listed by their own scan: regular files only."""
+    import os
+    import threading
+
+    from PIL import Image
+
+    from dejavu import DejavuError
+    from dejavu.data.valset import scan_valset
+
+    (tmp_path / "val" / "n0").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "val" / "n0" / "n0_1.JPEG")
+    os.mkfifo(tmp_path / "val" / "n0" / "n0_2.JPEG")
+    box: dict = {}
+
+    def scan():
+        try:
+            scan_valset(tmp_path / "val", tmp_path / "val", ["n0"])
+        except DejavuError as e:
+            box["err"] = str(e)
+
+    t = threading.Thread(target=scan, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock a reader before failing
+        with open(tmp_path / "val" / "n0" / "n0_2.JPEG", "w"):
+            pass
+        pytest.fail("the scan opened the FIFO")
+    assert (
+        box["err"]
+        == f"{tmp_path / 'val' / 'n0' / 'n0_2.JPEG'}: not a regular file (a FIFO, socket, device or broken link); remove it"
+    )
