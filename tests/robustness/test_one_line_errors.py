@@ -52,6 +52,8 @@ def test_yaml_alias_bomb_refused_quickly(tmp_path):
     [
         (["--batch-size", "0"], 2, "--batch-size must be >= 1, got 0"),
         (["--image-size", "-1"], 2, "--image-size must be >= 8, got -1"),
+        (["--image-size", "100000"], 2, "--image-size must be <= 4096, got 100000"),
+        (["--corner-frac", "nan"], 2, "--corner-frac must be in (0, 1], got nan"),
         (["--bootstrap", "-5"], 2, "--bootstrap must be >= 0, got -5"),
         (["--k", "100"], 1, "--k 100 exceeds the 32 images of the public set"),
     ],
@@ -87,9 +89,10 @@ def test_partition_leaving_no_public_image(corpus, tmp_path, capsys):
 @pytest.mark.parametrize(
     "key,value,needle",
     [
-        ("image_size", "abc", "config image_size must be a whole number >= 8"),
-        ("image_size", -3, "config image_size must be a whole number >= 8"),
-        ("npc", "x", "config npc must be a whole number >= 1"),
+        ("image_size", "abc", "config image_size must be a whole number in 8..4096"),
+        ("image_size", -3, "config image_size must be a whole number in 8..4096"),
+        ("image_size", 10**9, "config image_size must be a whole number in 8..4096"),
+        ("npc", "x", "config npc must be a whole number in 1..10000000"),
         ("arch", 5, "config arch must be a string"),
         ("set", 3, "config set must be a string"),
         ("fingerprint", {"id": 1}, "malformed dataset fingerprint"),
