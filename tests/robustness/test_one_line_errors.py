@@ -86,6 +86,18 @@ def test_partition_leaving_no_public_image(corpus, tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
+def test_attack_with_an_empty_public_set(corpus, tmp_path, capsys):
+    """A partition made before the check above (or by hand) whose public set is empty."""
+    import shutil
+
+    part = tmp_path / "p"
+    shutil.copytree(corpus / "part", part)
+    np.save(part / "4_per_class" / "public.npy", np.zeros(0, np.int64))
+    proc = _main(capsys, *attack_args(corpus, tmp_path / "att", part=part))
+    assert_one_line_error(proc, str(part / "4_per_class" / "public.npy"), "empty index")
+    assert not (tmp_path / "att").exists()
+
+
 @pytest.mark.parametrize(
     "key,value,needle",
     [
