@@ -48,15 +48,27 @@ def run_cli(
     )
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 1 (a run-time error), no traceback, exactly one non-warning stderr line holding every needle."""
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, rc: int = 1) -> str:
+    """Exit ``rc`` (1: a run-time error, 2: a usage error), no traceback, exactly one
+    non-warning stderr line holding every needle."""
     err = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warning" not in ln.lower()]
-    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert proc.returncode == rc, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(err) == 1, proc.stderr
     for n in needles:
         assert n in err[0], (n, err[0])
     return err[0]
+
+
+def main_inprocess(capsys, *args) -> subprocess.CompletedProcess:
+    """``dejavu.cli.main`` in this process (no interpreter start): an exception it lets
+    through fails the test with its traceback."""
+    from dejavu.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, cap.out, cap.err)
 
 
 def make_checkpoint(

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from robustness_cli import SRC, assert_one_line_error, attack_args, child_env, run_cli
+from robustness_cli import main_inprocess as _main
 
 from dejavu import UsageError
 from dejavu.io import LOCK_NAME
@@ -46,29 +47,13 @@ def test_yaml_alias_bomb_refused_quickly(tmp_path):
 # ------------------------------------------------------------------ 7. one line, not a traceback
 
 
-def _main(capsys, *args) -> subprocess.CompletedProcess:
-    """``dejavu.cli.main`` in this process (no interpreter start): an exception it lets
-    through fails the test with its traceback."""
-    from dejavu.cli import main
-
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, cap.out, cap.err)
-
-
-def _one_line(proc, *needles: str, rc: int = 1) -> str:
-    err = [ln for ln in proc.stderr.splitlines() if ln.strip() and "warning" not in ln.lower()]
-    assert proc.returncode == rc and len(err) == 1, (proc.returncode, proc.stderr[-2000:])
-    assert all(n in err[0] for n in needles), err[0]
-    return err[0]
-
-
 @pytest.mark.parametrize(
     "flags,rc,needle",
     [
         (["--batch-size", "0"], 2, "--batch-size must be >= 1, got 0"),
         (["--image-size", "-1"], 2, "--image-size must be >= 8, got -1"),
+        (["--image-size", "100000"], 2, "--image-size must be <= 4096, got 100000"),
+        (["--corner-frac", "nan"], 2, "--corner-frac must be in (0, 1], got nan"),
         (["--bootstrap", "-5"], 2, "--bootstrap must be >= 0, got -5"),
         (["--k", "100"], 1, "--k 100 exceeds the 32 images of the public set"),
     ],
@@ -76,7 +61,7 @@ def _one_line(proc, *needles: str, rc: int = 1) -> str:
 def test_bad_attack_settings_before_any_work(corpus, tmp_path, capsys, flags, rc, needle):
     """The default --k 100 with a 32-image public set failed after all the work."""
     proc = _main(capsys, *attack_args(corpus, tmp_path / "att"), *flags)
-    _one_line(proc, needle, rc=rc)
+    assert_one_line_error(proc, needle, rc=rc)
     assert not (tmp_path / "att").exists()
 
 
@@ -91,22 +76,35 @@ def test_decompression_bomb_in_the_attacked_set(corpus, data_copy, tmp_path, cap
     Image.new("RGB", (300, 300), (9, 9, 9)).save(p, format="JPEG")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # 300 x 300 is over twice the limit: refused
     proc = _main(capsys, *attack_args(corpus, tmp_path / "att", data=data_copy))
-    _one_line(proc, str(p), "cannot")
+    assert_one_line_error(proc, str(p), "cannot")
     assert not (tmp_path / "att" / "results.json").exists()
 
 
 def test_partition_leaving_no_public_image(corpus, tmp_path, capsys):
     proc = _main(capsys, "partition", "--data", corpus / "data", "--per-class", "4,100", "--out", tmp_path / "p")
-    _one_line(proc, "--per-class 100 leaves no public image")
+    assert_one_line_error(proc, "--per-class 100 leaves no public image")
     assert not (tmp_path / "p").exists()
+
+
+def test_attack_with_an_empty_public_set(corpus, tmp_path, capsys):
+    """A partition made before the check above (or by hand) whose public set is empty."""
+    import shutil
+
+    part = tmp_path / "p"
+    shutil.copytree(corpus / "part", part)
+    np.save(part / "4_per_class" / "public.npy", np.zeros(0, np.int64))
+    proc = _main(capsys, *attack_args(corpus, tmp_path / "att", part=part))
+    assert_one_line_error(proc, str(part / "4_per_class" / "public.npy"), "empty index")
+    assert not (tmp_path / "att").exists()
 
 
 @pytest.mark.parametrize(
     "key,value,needle",
     [
-        ("image_size", "abc", "config image_size must be a whole number >= 8"),
-        ("image_size", -3, "config image_size must be a whole number >= 8"),
-        ("npc", "x", "config npc must be a whole number >= 1"),
+        ("image_size", "abc", "config image_size must be a whole number in 8..4096"),
+        ("image_size", -3, "config image_size must be a whole number in 8..4096"),
+        ("image_size", 10**9, "config image_size must be a whole number in 8..4096"),
+        ("npc", "x", "config npc must be a whole number in 1..10000000"),
         ("arch", 5, "config arch must be a string"),
         ("set", 3, "config set must be a string"),
         ("fingerprint", {"id": 1}, "malformed dataset fingerprint"),
@@ -131,7 +129,7 @@ def test_checkpoint_values_of_the_wrong_type(corpus, tmp_path, key, value, needl
 def test_out_that_is_a_file(corpus, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     proc = _main(capsys, *attack_args(corpus, tmp_path / "afile"))
-    _one_line(proc, f"{tmp_path / 'afile'}: is a file, not a folder")
+    assert_one_line_error(proc, f"{tmp_path / 'afile'}: is a file, not a folder")
 
 
 def test_long_names(corpus, tmp_path, capsys):
@@ -140,7 +138,7 @@ def test_long_names(corpus, tmp_path, capsys):
     from dejavu.io import atomic_write_json
 
     out = tmp_path / ("x" * 256)
-    _one_line(_main(capsys, *attack_args(corpus, out)), str(out), "name of 256 bytes")
+    assert_one_line_error(_main(capsys, *attack_args(corpus, out)), str(out), "name of 256 bytes")
     f = tmp_path / ("y" * 240)
     atomic_write_json(f, {"ok": 1})
     assert json.loads(f.read_text()) == {"ok": 1} and sorted(p.name for p in tmp_path.iterdir()) == [f.name]

@@ -12,7 +12,15 @@ import time
 
 import numpy as np
 import pytest
-from robustness_cli import CHILD, assert_one_line_error, attack_args, attack_inprocess, child_env, run_cli
+from robustness_cli import (
+    CHILD,
+    assert_one_line_error,
+    attack_args,
+    attack_inprocess,
+    child_env,
+    main_inprocess,
+    run_cli,
+)
 
 from dejavu.io import LOCK_NAME
 
@@ -29,7 +37,7 @@ def _wait_for(path, proc, timeout=120.0):
         time.sleep(0.05)
 
 
-def test_two_attacks_into_one_folder_at_once(corpus, tmp_path):
+def test_two_attacks_into_one_folder_at_once(corpus, tmp_path, capsys):
     """The first attack is paused in the middle of writing its arrays; a second attack into
     the same --out (with and without --force) is refused, naming the first; the first then
     ends normally and leaves no lock behind."""
@@ -45,7 +53,7 @@ def test_two_attacks_into_one_folder_at_once(corpus, tmp_path):
         _wait_for(tmp_path / "go.reached", first)
         assert (out / LOCK_NAME).exists()
         for extra in ([], ["--force"]):
-            second = run_cli(*attack_args(corpus, out), *extra)
+            second = main_inprocess(capsys, *attack_args(corpus, out), *extra)  # this process: a second writer
             assert_one_line_error(second, str(out), "in use by another dejavu process", f"pid {first.pid}", "attack")
         assert not (out / "results.json").exists()
     finally:
@@ -114,18 +122,18 @@ def _damaged_checkpoint(corpus, dst, how: str):
     return atomic_torch_save(dst, ck)
 
 
-def test_nan_weights_refused(corpus, tmp_path):
+def test_nan_weights_refused(corpus, tmp_path, capsys):
     a = _damaged_checkpoint(corpus, tmp_path / "nan.pth", "nan")
-    proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
+    proc = main_inprocess(capsys, *attack_args(corpus, tmp_path / "att", a=a))
     assert_one_line_error(proc, str(a), "holds NaN or inf values")
     assert not (tmp_path / "att").exists()
 
 
-def test_model_with_inf_embeddings_gives_no_score(corpus, tmp_path):
+def test_model_with_inf_embeddings_gives_no_score(corpus, tmp_path, capsys):
     """Finite weights whose embeddings overflow: the KNN refuses them (every distance NaN:
     the 'neighbours' would be the first public images)."""
     a = _damaged_checkpoint(corpus, tmp_path / "big.pth", "overflow")
-    proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
+    proc = main_inprocess(capsys, *attack_args(corpus, tmp_path / "att", a=a))
     assert_one_line_error(proc, "is not finite (NaN or inf)", "no neighbours computed")
     assert not (tmp_path / "att" / "results.json").exists()
 
@@ -167,7 +175,7 @@ def test_nan_in_embedding_cache_never_used(corpus, tmp_path, capsys):
 # ------------------------------------------------------------------ 3. models of another partition
 
 
-def test_model_trained_on_another_partition_refused(corpus, tmp_path):
+def test_model_trained_on_another_partition_refused(corpus, tmp_path, capsys):
     """Model A records a training index that is not the partition's train_A (here: B's,
     standing for the train_A of another partition of the same dataset)."""
     from robustness_cli import make_checkpoint
@@ -177,7 +185,7 @@ def test_model_trained_on_another_partition_refused(corpus, tmp_path):
     index = scan_imagefolder(corpus / "data" / "train")
     other = np.load(corpus / "part" / "4_per_class" / "train_B.npy")
     a = make_checkpoint(tmp_path / "A.pth", index, "A", 4, seed=1, train=other)
-    proc = run_cli(*attack_args(corpus, tmp_path / "att", a=a))
+    proc = main_inprocess(capsys, *attack_args(corpus, tmp_path / "att", a=a))
     assert_one_line_error(proc, str(a), "trained on another index", "4_per_class/train_A.npy")
     assert not (tmp_path / "att").exists()
 
@@ -218,7 +226,7 @@ def test_walk_refuses_what_it_would_list_twice(data_copy, link):
 
 
 @pytest.mark.parametrize("kind", ["fifo", "broken_link"])
-def test_image_name_that_is_not_a_file(corpus, data_copy, tmp_path, kind):
+def test_image_name_that_is_not_a_file(corpus, data_copy, tmp_path, capsys, kind):
     """A FIFO named .JPEG in the public set blocked the attack forever."""
     import os
 
@@ -231,7 +239,9 @@ def test_image_name_that_is_not_a_file(corpus, data_copy, tmp_path, kind):
         os.mkfifo(p)
     else:
         p.symlink_to(tmp_path / "gone.JPEG")
-    proc = run_cli(*attack_args(corpus, tmp_path / "att", data=data_copy), timeout=60)
+    args = attack_args(corpus, tmp_path / "att", data=data_copy)
+    # the FIFO in a child process: where it is opened, it blocks (killed at the timeout)
+    proc = run_cli(*args, timeout=60) if kind == "fifo" else main_inprocess(capsys, *args)
     assert_one_line_error(proc, str(p), "not a regular file")
     assert not (tmp_path / "att").exists()
 
@@ -304,3 +314,37 @@ def test_audited_model_trained_on_other_images_refused(corpus, tmp_path):
             AuditConfig(npc=4, device="cpu"),
         )
     assert not (tmp_path / "aud").exists()
+
+
+def test_fifo_in_a_validation_control_folder(tmp_path):
+    """The validation images of a control are listed by their own scan: regular files only."""
+    import os
+    import threading
+
+    from PIL import Image
+
+    from dejavu import DejavuError
+    from dejavu.data.valset import scan_valset
+
+    (tmp_path / "val" / "n0").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "val" / "n0" / "n0_1.JPEG")
+    os.mkfifo(tmp_path / "val" / "n0" / "n0_2.JPEG")
+    box: dict = {}
+
+    def scan():
+        try:
+            scan_valset(tmp_path / "val", tmp_path / "val", ["n0"])
+        except DejavuError as e:
+            box["err"] = str(e)
+
+    t = threading.Thread(target=scan, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock a reader before failing
+        with open(tmp_path / "val" / "n0" / "n0_2.JPEG", "w"):
+            pass
+        pytest.fail("the scan opened the FIFO")
+    assert (
+        box["err"]
+        == f"{tmp_path / 'val' / 'n0' / 'n0_2.JPEG'}: not a regular file (a FIFO, socket, device or broken link); remove it"
+    )

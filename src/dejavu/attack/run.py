@@ -193,6 +193,8 @@ class AttackConfig:
         ):
             if v is not None and not v >= lo:  # (not >=: a NaN --min-crop-px too)
                 raise DejavuError(f"{flag} must be >= {lo}, got {v}")
+        if self.image_size is not None and self.image_size > 4096:
+            raise DejavuError(f"--image-size must be <= 4096, got {self.image_size}")
 
 
 @dataclass

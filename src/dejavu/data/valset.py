@@ -99,6 +99,21 @@ def _xml_wnid(path: Path) -> str:
     return names.pop()
 
 
+def _image_files(folder: Path) -> list[str]:
+    """The image names in ``folder``, sorted; one that is not a regular file (a FIFO, socket,
+    device or broken link: reading it would block or fail) is refused, naming it."""
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.lower().endswith(IMG_EXTENSIONS) and not e.is_dir():
+                if not e.is_file():
+                    raise DejavuError(
+                        f"{e.path}: not a regular file (a FIFO, socket, device or broken link); remove it"
+                    )
+                out.append(e.name)
+    return sorted(out)
+
+
 def scan_valset(images: str | os.PathLike, boxes: str | os.PathLike | None, classes: list[str]) -> ValSet:
     """Index the annotated validation images of ``images`` (module docstring) against the
     training ``classes``.
@@ -135,11 +150,9 @@ def scan_valset(images: str | os.PathLike, boxes: str | os.PathLike | None, clas
                 f"({len(classes)} classes; {len(unknown)} such folder(s))"
             )
         for w in subdirs:
-            for f in sorted(os.listdir(root / w)):
-                if f.lower().endswith(IMG_EXTENSIONS):
-                    found.append((f"{w}/{f}", w))
+            found += [(f"{w}/{f}", w) for f in _image_files(root / w)]
     else:
-        found = [(f, None) for f in sorted(os.listdir(root)) if f.lower().endswith(IMG_EXTENSIONS)]
+        found = [(f, None) for f in _image_files(root)]
     if not found:
         raise DejavuError(f"{root}: no validation images (expected VAL/<image> or VAL/<wnid>/<image>)")
     rel, targets, anns = [], [], []

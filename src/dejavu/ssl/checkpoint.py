@@ -880,7 +880,7 @@ def describe_loaded(info: dict[str, Any], embed: str = "projector") -> str:
 
 
 _TEXT_KEYS = ("arch", "projector", "method", "set", "index_sha256", "index_file")
-_COUNT_KEYS = {"image_size": 8, "npc": 1, "num_classes": 0}  # key: smallest valid value
+_COUNT_KEYS = {"image_size": (8, 4096), "npc": (1, 10**7), "num_classes": (0, 10**7)}  # key: valid range
 
 
 def _check_stored(obj: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -890,10 +890,10 @@ def _check_stored(obj: dict[str, Any], config: dict[str, Any], path: Path) -> No
     for k in _TEXT_KEYS:
         if config.get(k) is not None and not isinstance(config[k], str):
             raise DejavuError(f"{path}: config {k} must be a string, got {str(config[k])[:40]!r}")
-    for k, lo in _COUNT_KEYS.items():
+    for k, (lo, hi) in _COUNT_KEYS.items():
         v = config.get(k)
-        if v is not None and (type(v) is not int or v < lo):
-            raise DejavuError(f"{path}: config {k} must be a whole number >= {lo}, got {str(v)[:40]!r}")
+        if v is not None and (type(v) is not int or not lo <= v <= hi):
+            raise DejavuError(f"{path}: config {k} must be a whole number in {lo}..{hi}, got {str(v)[:40]!r}")
     ep = obj.get("epoch")
     if ep is not None and (type(ep) is not int or ep < 0):
         raise DejavuError(f"{path}: epoch must be a whole number >= 0, got {str(ep)[:40]!r}")
