@@ -76,7 +76,7 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
     k = k_attk if k_attk is not None else cfg.get("k_attk") or cfg.get("k")
     num_classes = res["num_classes"]  # set by scores_from_folder (from provenance or the labels seen)
     metrics = compute_all(pairs, num_classes, n_boot=n_boot, seed=seed)
-    from dejavu.analysis.significance import rescore_control
+    from dejavu.analysis.significance import primary_endpoint, rescore_control
 
     control = rescore_control(folder, pairs, res, k, int(num_classes), n_boot, seed) if "control" in res else None
     if inplace:
@@ -87,6 +87,7 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
             res["control"] = control
         res.setdefault("config", {})["k_attk"] = k
         res["config"]["n_boot"], res["config"]["seed"] = n_boot, seed
+        res["primary_endpoint"] = primary_endpoint(res)
         for name in pairs:
             for t in (1, 5):
                 atomic_save_npy(
@@ -109,6 +110,9 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
                 "counts": res.get("counts"),
                 "metrics": metrics,
                 **({"control": control} if control is not None else {}),
+                "primary_endpoint": primary_endpoint(
+                    {"metrics": metrics, **({"control": control} if control is not None else {})}
+                ),
             },
         )
     return metrics
