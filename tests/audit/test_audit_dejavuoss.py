@@ -19,7 +19,7 @@ from torch import nn
 from torchvision import transforms
 
 from dejavu.audit.classifier import SquareJpeg, build_classifier, train_transform
-from dejavu.audit.config import AuditConfig, apply_classifier_preset, load_audit_config
+from dejavu.audit.config import AuditConfig, apply_classifier_preset, load_audit_config, preset_config
 from dejavu.cli import main
 from dejavu.ssl.checkpoint import load_model
 
@@ -35,10 +35,10 @@ def test_preset_fills_clf_settings_and_yields_to_set():
     # over a packaged config's clf_* values too
     cfg = load_audit_config("imagenet", ["classifier=dejavuoss"])
     assert cfg.clf_augment == "ssl" and cfg.clf_holdout == 0.0 and cfg.clf_warmup_epochs == 10
-    # in code: fields left at their defaults take the preset
-    cfg = apply_classifier_preset(AuditConfig(classifier="dejavuoss", clf_arch="smallcnn_wide"))
-    assert cfg.clf_arch == "smallcnn_wide" and cfg.clf_head == "linear" and cfg.clf_epochs == 1000
-    assert apply_classifier_preset(AuditConfig()) == AuditConfig()  # ours: unchanged
+    # in code: the keyword arguments win, even one equal to the dataclass default
+    cfg = preset_config("dejavuoss", clf_arch="smallcnn", clf_epochs=60)
+    assert (cfg.clf_arch, cfg.clf_epochs, cfg.clf_head, cfg.clf_lr) == ("smallcnn", 60, "linear", 0.8)
+    assert apply_classifier_preset(AuditConfig(), set()) == AuditConfig()  # ours: unchanged
     model = build_classifier(AuditConfig(clf_head="linear"), 10)
     assert isinstance(model.classifier, nn.Sequential) and isinstance(model.classifier[0], nn.Linear)
 
@@ -153,8 +153,14 @@ def test_bad_values_named(bad):
         load_audit_config(None, [bad])
 
 
-def test_preset_applied_once():
-    """The CLI applies the preset; audit() applying it again changes nothing, even where an
-    explicit value equals the dataclass default (clf_epochs=60)."""
+def test_a_preset_never_applied_is_refused():
+    """AuditConfig(classifier="dejavuoss") by hand would train our recipe under their name."""
+    from dejavu import UsageError
+    from dejavu.audit.config import check_preset
+
     cfg = load_audit_config(None, ["classifier=dejavuoss", "clf_epochs=60"])
-    assert cfg.clf_epochs == 60 and apply_classifier_preset(cfg) == cfg
+    assert cfg.clf_epochs == 60
+    check_preset(cfg)
+    check_preset(AuditConfig())
+    with pytest.raises(UsageError, match=r"preset was not applied.*preset_config"):
+        check_preset(AuditConfig(classifier="dejavuoss"))

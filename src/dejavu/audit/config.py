@@ -194,11 +194,10 @@ class AuditConfig:
         return d
 
 
-def apply_classifier_preset(cfg: AuditConfig, explicit: set[str] | None = None) -> AuditConfig:
+def apply_classifier_preset(cfg: AuditConfig, explicit: set[str]) -> AuditConfig:
     """``cfg`` with its ``classifier`` preset's ``clf_*`` values (:data:`PRESETS`), except those
-    the user set explicitly (``explicit``; None, for configs built in code: every field that
-    differs from its default, and nothing when the preset's ``clf_head``/``clf_input`` are
-    there already, i.e. it was applied). The preset overrides a ``--config`` file's values.
+    named in ``explicit`` (the keys the user set: ``--set``, flags, or keyword arguments in
+    code). The preset overrides a ``--config`` file's values.
 
     Returns:
         A new validated :class:`AuditConfig` (``cfg`` itself for ``classifier: ours``).
@@ -208,14 +207,26 @@ def apply_classifier_preset(cfg: AuditConfig, explicit: set[str] | None = None) 
     preset = PRESETS.get(cfg.classifier)
     if not preset:
         return cfg
-    if explicit is None and all(getattr(cfg, k) == preset[k] for k in ("clf_head", "clf_input")):
-        return cfg  # applied already (its distinctive keys are there): the rest was chosen
-    if explicit is None:
-        default = AuditConfig()
-        explicit = {k for k in preset if getattr(cfg, k) != getattr(default, k)}
     out = dataclasses.replace(cfg, **{k: v for k, v in preset.items() if k not in explicit})
     out.validate()
     return out
+
+
+def preset_config(classifier: str = "ours", **settings: Any) -> AuditConfig:
+    """An :class:`AuditConfig` in code with a classifier preset: ``settings`` win over it, e.g.
+    ``preset_config("dejavuoss", npc=300, clf_epochs=100)``."""
+    return apply_classifier_preset(AuditConfig(classifier=classifier, **settings), set(settings))
+
+
+def check_preset(cfg: AuditConfig) -> None:
+    """Refuse a ``classifier`` preset named but never applied (an ``AuditConfig(classifier=
+    "dejavuoss")`` built by hand would train our recipe under the follow-up work's name)."""
+    preset = PRESETS.get(cfg.classifier)
+    if preset and any(getattr(cfg, k) != preset[k] for k in ("clf_head", "clf_input")):
+        raise UsageError(
+            f"classifier={cfg.classifier}: its preset was not applied (clf_head {cfg.clf_head!r}, clf_input "
+            f"{cfg.clf_input!r}); build the config with load_audit_config(..., sets) or preset_config(...)"
+        )
 
 
 def load_audit_config(path: str | None = None, sets: list[str] | None = None) -> AuditConfig:

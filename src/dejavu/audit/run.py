@@ -554,10 +554,11 @@ def _audit(
         DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
             or control with no attackable image; a classifier trained with other settings.
     """
-    from dejavu.audit.config import apply_classifier_preset
+    from dejavu.audit.config import check_preset
 
-    cfg = apply_classifier_preset(cfg or AuditConfig())  # a preset chosen in code
+    cfg = cfg or AuditConfig()
     cfg.validate()
+    check_preset(cfg)
     out = _prepare_out(Path(out), force)
     job = _setup(model, partition, paths, out, cfg, reference_model, index, public)
     ctrl = _control_crops(control, control_bboxes, job)
