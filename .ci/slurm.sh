@@ -133,8 +133,9 @@ stop() {
     if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then continue; fi
     kill "$pid"
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
   done
+  return 0
 }
 
 case "${1:-}" in

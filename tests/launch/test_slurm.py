@@ -113,6 +113,8 @@ def test_train_fresh_out_relative_paths_then_rerun(slurm, synth_small, partition
     assert cfg["index_file"] == str(tmp_path / "part" / "10_per_class" / "train_A.npy")
     launch = json.loads((tmp_path / "run" / "slurm" / job / "launch.json").read_text())
     assert launch["job_id"] == job and launch["cwd"] == str(tmp_path) and launch["argv"] == argv
+    sbatch = (tmp_path / "run" / "slurm" / job / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --signal=USR2@60" in sbatch and "#SBATCH --cpus-per-task=1" in sbatch  # --time 10: 60 s
 
     from dejavu.cli import main
 
