@@ -79,7 +79,7 @@ ReturnToService=2
 EnforcePartLimits=ALL
 JobRequeue=1
 MinJobAge=300
-KillWait=5
+KillWait=2
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
@@ -133,8 +133,9 @@ stop() {
     if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then continue; fi
     kill "$pid"
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
   done
+  return 0
 }
 
 case "${1:-}" in

@@ -27,7 +27,12 @@ def _why_no_slurm() -> str | None:
         return "no SLURM here (sbatch not found); start one with .ci/slurm.sh start"
     conf = os.environ.get("SLURM_CONF") or (str(DEFAULT_CONF) if DEFAULT_CONF.is_file() else None)
     env = {**os.environ, **({"SLURM_CONF": conf} if conf else {})}
-    p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env, timeout=30, check=False)
+    try:
+        p = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env, timeout=30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "the SLURM scheduler does not answer (sinfo timed out after 30 s)"
     states = p.stdout.split()
     if p.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
         return f"the SLURM scheduler does not answer or has no usable node: {(p.stderr or p.stdout).strip()[:200]}"

@@ -128,3 +128,15 @@ def test_slurm_opts_and_cpu_only_parameters():
     assert gpu["slurm_additional_parameters"] == {"cpus_per_task": "6"}
     argv = ["train", "--slurm-opt", "qos=x", "--slurm-setup=module load y", "--signal-delay", "30", "--out", "R"]
     assert strip_launcher_args(argv) == ["train", "--out", "R"]
+
+
+def test_slurm_rerun_of_a_finished_attack_is_refused_before_submission(tmp_path, capsys):
+    from dejavu.cli import main
+
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "results.json").write_text("{}")
+    argv = ["attack", "--model-a", "a.pth", "--model-b", "b.pth", "--partition", "p", "--npc", "10"]
+    argv += ["--data", "d", "--out", str(tmp_path / "o"), "--launcher", "slurm"]
+    assert main(argv) == 1  # no scheduler needed: nothing is submitted
+    assert "an attack already exists here; pass --force" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "slurm").exists()

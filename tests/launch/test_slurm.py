@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _log(folder: Path) -> str:
 
 def test_train_fresh_out_relative_paths_then_rerun(slurm, synth_small, partition_small, tmp_path, capsys, monkeypatch):
     """Issue 20 items 1 and 7: a fresh OUT (its slurm/ logs made before the job starts), paths typed
-    relative recorded absolute, the rerun refused at submission without --resume, accepted with it."""
+    relative recorded absolute, the rerun refused at submission without --resume or --force."""
     monkeypatch.chdir(tmp_path)
     for name, src in (("data", synth_small), ("part", partition_small)):
         (tmp_path / name).symlink_to(src)
@@ -113,65 +114,66 @@ def test_train_fresh_out_relative_paths_then_rerun(slurm, synth_small, partition
     assert cfg["index_file"] == str(tmp_path / "part" / "10_per_class" / "train_A.npy")
     launch = json.loads((tmp_path / "run" / "slurm" / job / "launch.json").read_text())
     assert launch["job_id"] == job and launch["cwd"] == str(tmp_path) and launch["argv"] == argv
+    sbatch = (tmp_path / "run" / "slurm" / job / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --signal=USR2@60" in sbatch and "#SBATCH --cpus-per-task=1" in sbatch  # --time 10: 60 s
 
     from dejavu.cli import main
 
     assert main([*argv, *CPU_JOB]) == 1  # refused here, nothing submitted
     assert "a training run exists here; pass --resume" in capsys.readouterr().err
-    again = _submit([*argv, "--resume"], capsys)
-    assert slurm.wait(again) == "COMPLETED"
-    assert [e for e, _ in _rows(tmp_path / "run")] == [1, 2]
+    assert [p.name for p in (tmp_path / "run" / "slurm").iterdir() if not p.name.startswith(".")] == [job]
 
 
-def test_scontrol_requeue_resumes_bit_identical(slurm, synth_small, partition_small, tmp_path, capsys):
-    """Item 2: `scontrol requeue` (SIGTERM, then the original job pickle) of a --force run mid-training
-    resumes from its own last.pth, not over again; metrics and weights equal an uninterrupted local run."""
+def _wait_epochs(run: Path, n: int) -> None:
+    """Until ``n`` more epochs are in last.pth."""
+    deadline, start = time.time() + 90, _saved_epoch(run / "last.pth")
+    while _saved_epoch(run / "last.pth") < start + n and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def test_requeue_and_usr2_restarts_resume_bit_identical(slurm, synth_small, partition_small, tmp_path, capsys):
+    """Item 2: `scontrol requeue` (SIGTERM, then the original job pickle: what every outside requeue
+    does) of a --force run mid-training, then submitit's own signal (USR2, as --time sends): each
+    restart resumes from the run's last.pth, not over again (--force applies to the first start
+    only); metrics and weights are bit-identical to an uninterrupted local run."""
     from dejavu.cli import main
 
     epochs = 16
     run = tmp_path / "slurm_run"
     job = _submit(_train(synth_small, partition_small, run, epochs, "--force"), capsys)
-    deadline = time.time() + 90
-    while _saved_epoch(run / "last.pth") < 4 and time.time() < deadline:
-        time.sleep(0.1)
-    slurm.requeue(job)
-    first = (run / "model_ep4.pth").stat()  # made by the first start: a restart over again would remake it
-    assert main(_train(synth_small, partition_small, tmp_path / "local", epochs)) == 0
-    assert slurm.wait(job) == "COMPLETED", _log(run)
-    assert int(slurm.job(job)["Restarts"]) == 1
+    try:
+        _wait_epochs(run, 4)
+        first = (run / "model_ep4.pth").stat()  # made by the first start: starting over would remake it
+        slurm.requeue(job)
+        assert main(_train(synth_small, partition_small, tmp_path / "local", epochs)) == 0
+        slurm.wait(job, until=("RUNNING",), timeout=60)
+        _wait_epochs(run, 1)
+        subprocess.run(["scancel", "--signal", "USR2", job], check=True)
+        assert slurm.wait(job) == "COMPLETED", _log(run)
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert int(slurm.job(job)["Restarts"]) == 2
     assert (run / "model_ep4.pth").stat().st_mtime_ns == first.st_mtime_ns, "restarted over again"
-    assert "SLURM restart 1 of this job" in _log(run)
+    log = _log(run)
+    assert "SLURM restart 1 of this job" in log and "this job is timed-out" in log, log
     assert _rows(run) == _rows(tmp_path / "local")
     _same_weights(run, tmp_path / "local")
 
 
-def test_usr2_preemption_resumes_and_max_requeue_is_honoured(slurm, synth_small, partition_small, tmp_path, capsys):
-    """Items 2 and 3: submitit's own signal (USR2, as at --time) requeues the job, which resumes; with
-    --max-requeue 1 the second one ends it (submitit 1.5.4 once ignored it and requeued 3 times)."""
-    import subprocess
-
+def test_max_requeue_is_honoured(slurm, synth_small, partition_small, tmp_path, capsys):
+    """Item 3: with --max-requeue 0 the first --time signal ends the job (submitit 1.5.4 once
+    ignored the option and requeued 3 times)."""
     run = tmp_path / "run"
-    job = _submit([*_train(synth_small, partition_small, run, 500), "--max-requeue", "1"], capsys)
+    job = _submit([*_train(synth_small, partition_small, run, 500), "--max-requeue", "0"], capsys)
     try:
-        first = None
-        for need in (4, 2):  # epochs more before each signal
-            deadline, start = time.time() + 90, _saved_epoch(run / "last.pth")
-            while _saved_epoch(run / "last.pth") < start + need and time.time() < deadline:
-                time.sleep(0.1)
-            first = first or (run / "model_ep4.pth").stat()
-            subprocess.run(["scancel", "--signal", "USR2", job], check=True)
-            if need == 4:
-                slurm.wait(job, until=("PENDING", "REQUEUED"), timeout=30)
-                slurm.wait(job, until=("RUNNING",), timeout=60)
+        _wait_epochs(run, 1)
+        subprocess.run(["scancel", "--signal", "USR2", job], check=True)
         assert slurm.wait(job) == "FAILED"
     finally:
         subprocess.run(["scancel", job], check=False)
-    assert int(slurm.job(job)["Restarts"]) == 1
-    log = _log(run)
-    assert "SLURM restart 1 of this job" in log and "timed-out too many times" in log, log
-    assert (run / "model_ep4.pth").stat().st_mtime_ns == first.st_mtime_ns  # resumed, not over again
-    epochs = [e for e, _ in _rows(run)]
-    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 500
+    assert int(slurm.job(job)["Restarts"]) == 0
+    assert "timed-out too many times" in _log(run)
+    assert json.loads(next((run / "slurm").glob("*/launch.json")).read_text())["max_requeue"] == 0
 
 
 def test_two_gpu_tasks_train_as_ddp(slurm, synth_small, partition_small, tmp_path, capsys):

@@ -77,6 +77,8 @@ def _cmd(args) -> int:
     from dejavu.utils import set_torch_threads
 
     cfg = config_from_args(AttackConfig, args, flags=ATTACK_FLAGS)  # validated before any submission
+    if args.launcher == "slurm" and not args.force and (Path(args.out) / "results.json").exists():
+        raise DejavuError(f"{args.out}: an attack already exists here; pass --force to overwrite")  # not in a job
     if submit_if_slurm(args, name="attack", log_dir=Path(args.out) / "slurm"):
         return 0
     set_torch_threads()
