@@ -102,7 +102,11 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     results = attack_runs(
         a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
     )
+    from dejavu.attack.dist import is_main
     from dejavu.units import pts
+
+    if not is_main():  # torchrun: rank 0 reports
+        return
 
     for r in results:
         m = r.metrics["top1"]
@@ -117,9 +121,12 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     """One checkpoint pair."""
     from dejavu.analysis.significance import control_summary_text
     from dejavu.analysis.tables import summary_text
+    from dejavu.attack.dist import is_main
     from dejavu.attack.run import attack
 
     r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args))
+    if not is_main():  # torchrun: rank 0 reports
+        return
     print(summary_text(r.results))
     print(control_summary_text(r.results))
     print(f"written to {r.out}")

@@ -20,6 +20,9 @@ again over the whole public set in float64.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+
 import numpy as np
 
 from dejavu import DejavuError
@@ -64,6 +67,23 @@ def check_finite(block: np.ndarray, what: str, start: int = 0) -> None:
         )
 
 
+def release_pages(arr: np.ndarray) -> None:
+    """Unmap the pages of a memory-mapped array that this process has read: they stay in the
+    page cache (reading them again is a memory copy), but no longer count in the process's
+    resident memory, so streaming a cache file of any size holds one block (issue 23).
+
+    Args:
+        arr: a ``np.memmap`` (or a view of one); anything else is left alone.
+    """
+    mm: object = None
+    a: object = arr
+    while a is not None and mm is None:  # a plain view of a memmap: its base holds the map
+        mm, a = getattr(a, "_mmap", None), getattr(a, "base", None)
+    if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):  # a closed map, or no madvise here
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
 def _blocks(n: int, block: int):
     return [(s, min(n, s + block)) for s in range(0, n, block)]
 
@@ -82,6 +102,7 @@ def _torch_candidates(
     q_sq = (q_all * q_all).sum(1, keepdim=True)
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
         blk = np.array(public[ps:pe], dtype=np.float32)
+        release_pages(public)
         check_finite(blk, f"{desc}: public set", ps)
         pb = torch.from_numpy(blk).to(device, dtype)
         p_sq = (pb * pb).sum(1)[None, :]
@@ -111,7 +132,8 @@ def _faiss_candidates(
     gpu = str(device).startswith("cuda") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     res = faiss.StandardGpuResources() if gpu else None
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
-        pb = np.ascontiguousarray(public[ps:pe], dtype=np.float32)
+        pb = np.array(public[ps:pe], dtype=np.float32)
+        release_pages(public)
         check_finite(pb, f"{desc}: public set", ps)
         kk = min(kc, pe - ps)
         if gpu:
@@ -133,7 +155,8 @@ def _float64_candidates(
     best_d = np.zeros((len(q), 0))
     best_i = np.zeros((len(q), 0), np.int64)
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
-        pb = np.asarray(public[ps:pe], np.float64)
+        pb = np.array(public[ps:pe], np.float64)
+        release_pages(public)
         d = np.maximum(q_sq - 2.0 * (q @ pb.T) + (pb * pb).sum(1)[None, :], 0.0)
         cand_d = np.concatenate([best_d, d], 1)
         cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(ps, pe), d.shape)], 1)
@@ -152,6 +175,7 @@ def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray) -> np.n
     for s, e in _blocks(n, step):
         qq = torch.from_numpy(np.asarray(q[s:e], np.float64))
         pp = torch.from_numpy(np.asarray(public[cand[s:e].ravel()], np.float64)).view(e - s, c, -1)
+        release_pages(public)
         diff = pp - qq[:, None, :]
         out[s:e] = (diff * diff).sum(-1).numpy()
     return out
@@ -231,6 +255,54 @@ def knn(
     Raises:
         DejavuError: bad shapes or ``k``, or a NaN/inf in the queries or the public set.
     """
+    d, i = knn_exact(queries, public, k, backend, device, block_q, block_p, desc)
+    return d.astype(np.float32), i
+
+
+def merge_topk(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of each row by (distance, index): how the exact top-k lists of disjoint
+    parts of the public set merge into the top-k of their union (:mod:`dejavu.attack.dist`).
+
+    Args:
+        d: (n, m) float64 exact distances (``inf`` pads a short list).
+        i: (n, m) int64 public indices, unique within a row.
+        k: neighbours kept.
+
+    Returns:
+        ``(d, i)`` of shape (n, min(k, m)), nearest first, ties by index.
+    """
+    order = np.lexsort((i, d), axis=-1)[:, :k] if d.size else np.zeros((len(d), 0), np.int64)
+    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+
+
+def knn_exact(
+    queries: np.ndarray,
+    public: np.ndarray,
+    k: int,
+    backend: str = DEFAULT_BACKEND,
+    device: str = "cpu",
+    block_q: int = 4096,
+    block_p: int = BLOCK_P,
+    desc: str = "knn",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn` with the exact float64 distances: what the distributed search merges.
+
+    Args:
+        queries: (n, d) embeddings.
+        public: (N, d) embeddings; a memmap is streamed, never loaded whole.
+        k: neighbours per query (at most N).
+        backend: ``torch``, ``faiss`` (same results) or ``auto`` (:func:`resolve_backend`).
+        device: torch device (``cuda`` also puts faiss on the GPU when faiss has one).
+        block_q: queries per distance block (torch backend).
+        block_p: public rows per streamed block.
+        desc: progress-bar label.
+    Returns:
+        (distances (n, k) float64, indices (n, k) int64 into ``public``), nearest first,
+        ties by index.
+
+    Raises:
+        DejavuError: bad shapes or ``k``, or a NaN/inf in the queries or the public set.
+    """
     if backend not in BACKENDS:
         raise DejavuError(f"unknown KNN backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if queries.ndim != 2 or public.ndim != 2 or (len(queries) and queries.shape[1] != public.shape[1]):
@@ -240,7 +312,7 @@ def knn(
     check_finite(queries, f"{desc}: queries")  # the public set: block by block, as it is read
     k = min(k, len(public))
     if len(queries) == 0 or k == 0:
-        return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+        return np.empty((len(queries), k), np.float64), np.empty((len(queries), k), np.int64)
     kc = min(len(public), k + _margin(k))
     cd, ci = _search(queries, public, kc, resolve_backend(backend, device), device, block_q, block_p, desc)
     d, i, ok = _rerank(queries, public, ci, cd, k)
@@ -249,4 +321,4 @@ def knn(
         q = np.asarray(queries[bad])
         cd2, ci2 = _float64_candidates(q, public, kc, block_p, desc + " (exact)")
         d[bad], i[bad], _ = _rerank(q, public, ci2, cd2, k)
-    return d.astype(np.float32), i.astype(np.int64)
+    return d, i.astype(np.int64)
