@@ -146,15 +146,27 @@ def _same_files(one: Path, two: Path) -> None:
     assert [n for n in a if a[n] != b[n]] == []
 
 
+@pytest.fixture(scope="module")
+def partition_control(synth_small, tmp_path_factory):
+    from dejavu.data.imagefolder import DataPaths
+    from dejavu.partition import partition
+
+    out = tmp_path_factory.mktemp("dist_part") / "part"
+    partition(DataPaths.resolve(data=synth_small), [10], out, control=4)
+    return out
+
+
 @pytest.mark.ddp
 @pytest.mark.parametrize(
     "extra",
     [
         pytest.param((), id="cached-auto"),
-        pytest.param(("--cache-dir", "", "--knn", "torch"), id="no-cache-torch", marks=pytest.mark.slow),
+        pytest.param(("--cache-dir", "", "--knn", "torch"), id="no-cache-torch-control", marks=pytest.mark.slow),
     ],
 )
-def test_torchrun_two_processes_write_the_same_bytes(ckpts, synth_small, partition_small, tmp_path, extra):
+def test_torchrun_two_processes_write_the_same_bytes(ckpts, synth_small, partition_small, tmp_path, extra, request):
+    if extra:  # with the held-out control: its crops, searches and files too
+        partition_small = request.getfixturevalue("partition_control")
     one, two = tmp_path / "one" / "att", tmp_path / "two" / "att"
     assert main(_attack_args(ckpts, synth_small, partition_small, one, extra)) == 0
     p = _torchrun(2, _attack_args(ckpts, synth_small, partition_small, two, extra))
@@ -165,3 +177,32 @@ def test_torchrun_two_processes_write_the_same_bytes(ckpts, synth_small, partiti
     assert res["counts"]["A"]["attacked"] > 32  # both ranks embedded crops (batches of 16)
     if not extra:
         assert len(list((two.parent / ".embed_cache").glob("*.npy"))) == 2
+    else:
+        assert "control" in res and (two / "control_A_attk_A_neighb_idxs.npy").exists()
+
+
+def test_slurm_attack_asks_one_task_per_gpu(monkeypatch, ckpts, synth_small, partition_small, tmp_path):
+    """``--launcher slurm --gpus-per-node N --nodes M``: N tasks per node, each a rank of the
+    same distributed attack (submitit exports RANK/WORLD_SIZE/LOCAL_RANK, read by
+    :func:`dejavu.attack.dist.setup`)."""
+    submitit = pytest.importorskip("submitit")
+    seen: dict = {}
+
+    class Executor:
+        def __init__(self, folder, cluster=None):
+            seen["folder"] = folder
+
+        def update_parameters(self, **kw):
+            seen.update(kw)
+
+        def submit(self, job):
+            seen["argv"] = job.argv
+            return type("Job", (), {"job_id": "42"})()
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Executor)
+    out = tmp_path / "att"
+    args = _attack_args(ckpts, synth_small, partition_small, out)
+    assert main([*args, "--launcher", "slurm", "--gpus-per-node", "4", "--nodes", "2"]) == 0
+    assert (seen["nodes"], seen["tasks_per_node"], seen["gpus_per_node"]) == (2, 4, 4)
+    assert seen["argv"] == args  # the local command, launcher options removed
+    assert not (out / "results.json").exists()

@@ -115,7 +115,9 @@ def _torch_candidates(
             top_d, pos = torch.topk(cand_d, min(kc, cand_d.shape[1]), dim=1, largest=False, sorted=False)
             new_d.append(top_d)
             new_i.append(torch.gather(cand_i, 1, pos))
+            del d, cand_d, cand_i
         best_d, best_i = torch.cat(new_d), torch.cat(new_i)
+        del blk, pb, p_sq  # one public block alive at a time, not two
     return best_d.float().cpu().numpy(), best_i.cpu().numpy()
 
 
@@ -141,6 +143,7 @@ def _faiss_candidates(
         else:
             d, i = faiss.knn(q, pb, kk)
         heap.add_result(d, i + ps)
+        del pb  # one public block alive at a time, not two
     heap.finalize()
     return heap.D, heap.I
 
@@ -162,6 +165,7 @@ def _float64_candidates(
         cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(ps, pe), d.shape)], 1)
         order = np.lexsort((cand_i, cand_d), axis=-1)[:, :kc]
         best_d, best_i = np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
+        del pb, d, cand_d, cand_i
     return best_d, best_i
 
 
