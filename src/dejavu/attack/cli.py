@@ -20,7 +20,9 @@ def register(sub) -> None:
         "dataset indices; A_attk_A_labels.npy: shape (n, 1); ...), "
         "public_idxs.npy, public_labels.npy, crops_{A,B}.npy, examples.csv and results.json. "
         "If --model-a/--model-b are run folders, every model_ep{E}.pth present in both is "
-        "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default).",
+        "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default). "
+        "Several GPUs: torchrun --nproc_per_node N -m dejavu attack ... (or --launcher slurm "
+        "--gpus-per-node N): each rank embeds and searches its share, rank 0 writes the same files.",
     )
     p.add_argument(
         "--model-a", required=True, metavar="CKPT|RUN", help="model trained on set A (checkpoint or run folder)"
