@@ -169,19 +169,34 @@ def _float64_candidates(
     return best_d, best_i
 
 
-def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """float64 ``sum((q - p)^2)`` of each query to each of its candidates (n, c)."""
+def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray, block_p: int = BLOCK_P) -> np.ndarray:
+    """float64 ``sum((q - p)^2)`` of each query to each of its candidates (n, c).
+
+    The public set is read in blocks, in order, and each block serves the (query, candidate)
+    pairs that fall in it: a memmap is streamed as by the search (gathering candidate rows
+    straight from the map would fault in page-cache pages all over the file, a resident
+    size growing with the public set)."""
     import torch
 
     n, c = cand.shape
     out = np.empty((n, c), np.float64)
-    step = max(1, _RERANK_CELLS // max(1, c * q.shape[1]))
-    for s, e in _blocks(n, step):
-        qq = torch.from_numpy(np.asarray(q[s:e], np.float64))
-        pp = torch.from_numpy(np.asarray(public[cand[s:e].ravel()], np.float64)).view(e - s, c, -1)
+    flat_out, flat = out.reshape(-1), cand.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    ids = flat[order]
+    step = max(1, _RERANK_CELLS // max(1, q.shape[1]))
+    for ps, pe in _blocks(len(public), block_p):
+        a, b = (int(x) for x in np.searchsorted(ids, [ps, pe]))
+        if a == b:
+            continue
+        blk = np.array(public[ps:pe], np.float32)
         release_pages(public)
-        diff = pp - qq[:, None, :]
-        out[s:e] = (diff * diff).sum(-1).numpy()
+        for s, e in _blocks(b - a, step):
+            sel = order[a + s : a + e]
+            pp = torch.from_numpy(blk[ids[a + s : a + e] - ps].astype(np.float64))
+            qq = torch.from_numpy(np.asarray(q[sel // c], np.float64))
+            diff = pp - qq
+            flat_out[sel] = (diff * diff).sum(-1).numpy()
+        del blk
     return out
 
 
