@@ -20,7 +20,9 @@ def register(sub) -> None:
         "dataset indices; A_attk_A_labels.npy: shape (n, 1); ...), "
         "public_idxs.npy, public_labels.npy, crops_{A,B}.npy, examples.csv and results.json. "
         "If --model-a/--model-b are run folders, every model_ep{E}.pth present in both is "
-        "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default).",
+        "attacked into OUT/ep{E}/. Public embeddings are cached (OUT/../.embed_cache by default). "
+        "Several GPUs: torchrun --nproc_per_node N -m dejavu attack ... (or --launcher slurm "
+        "--gpus-per-node N): each rank embeds and searches its share, rank 0 writes the same files.",
     )
     p.add_argument(
         "--model-a", required=True, metavar="CKPT|RUN", help="model trained on set A (checkpoint or run folder)"
@@ -105,7 +107,11 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     results = attack_runs(
         a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
     )
+    from dejavu.attack.dist import is_main
     from dejavu.units import pts
+
+    if not is_main():  # torchrun: rank 0 reports
+        return
 
     for r in results:
         m = r.metrics["top1"]
@@ -160,9 +166,12 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     """One checkpoint pair."""
     from dejavu.analysis.significance import control_summary_text
     from dejavu.analysis.tables import summary_text
+    from dejavu.attack.dist import is_main
     from dejavu.attack.run import attack
 
     r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args))
+    if not is_main():  # torchrun: rank 0 reports
+        return
     print(summary_text(r.results))
     print(control_summary_text(r.results))
     print(f"written to {r.out}")

@@ -126,6 +126,7 @@ def attack_control(
     Raises:
         DejavuError: the control overlaps the public set, or a half has no attackable image.
     """
+    from dejavu.attack.dist import is_main
     from dejavu.attack.run import attack_set_pairs, compute_crops
     from dejavu.io import atomic_save_npy
 
@@ -141,9 +142,10 @@ def attack_control(
         if len(sc.indices) == 0:
             raise DejavuError(f"control half {y}: no attackable image out of {len(src.halves[y])}")
         crops[y], counts[y] = sc, sc.counts
-        atomic_save_npy(st.out / f"{PREFIX}crops_{y}.npy", sc.boxes)
+        if is_main():  # torchrun: rank 0 writes
+            atomic_save_npy(st.out / f"{PREFIX}crops_{y}.npy", sc.boxes)
     arrays = attack_set_pairs(st, crops, pub_emb, desc="control ", index=src.index)
-    for name, a in arrays.items():
+    for name, a in arrays.items() if is_main() else ():
         for key, arr in a.items():
             atomic_save_npy(st.out / f"{PREFIX}{name}_{key}.npy", arr)
     return arrays, counts

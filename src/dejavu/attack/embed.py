@@ -16,9 +16,11 @@
   ``.npy`` is a whole float32 ``(n, d)`` array whose content digest (sha256 of its shape and
   of up to 4096 evenly spaced rows) matches the one recorded in the ``.json``: a truncated
   file, or a foreign one copied under the name, is reported and recomputed, never used.
-* Cache files are written through a ``.npy`` memmap under a temporary name and renamed
+* Cache files are written batch by batch (:class:`NpyRowWriter`: positioned writes, no
+  mapping, so the process never holds the file) under a temporary name and renamed
   when complete (not :func:`dejavu.io.atomic_save_npy`, which buffers the whole file in
-  memory: 500k x 8192 float32 is 16 GB).
+  memory: 500k x 8192 float32 is 16 GB). Under torchrun every rank writes its rows of the
+  same file (:mod:`dejavu.attack.dist`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dejavu import DejavuError
+from dejavu.attack.knn import release_pages
 from dejavu.data.dataset import load_rgb
 from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb_reduced
 from dejavu.io import atomic_write_json
@@ -245,7 +248,7 @@ def embed_dataset(
     device: str = "cpu",
     workers: int | None = None,
     desc: str = "embed",
-    outs: Sequence[np.ndarray] | None = None,
+    outs: Sequence[Any] | None = None,
     precision: str = "auto",
     poll: Callable[[], None] | None = None,
 ) -> list[np.ndarray]:
@@ -263,7 +266,7 @@ def embed_dataset(
         workers: DataLoader processes (0: one decoding thread in this process; None: 8 on
             CUDA, 0 on CPU).
         desc: progress-bar label.
-        outs: preallocated (e.g. memmapped) float32 arrays to fill, one per model.
+        outs: preallocated float32 arrays (or :class:`NpyRowWriter`) to fill, one per model.
         precision: autocast (:func:`autocast_dtype`).
         poll: called after each batch; it may raise (e.g. the error of work running beside
             this loop), which stops the embedding.
@@ -376,6 +379,56 @@ def _prefetched(
         sys.setswitchinterval(interval)
 
 
+class NpyRowWriter:
+    """Rows of an existing ``.npy`` float32 file written in place with ``os.pwrite``: what
+    :func:`embed_dataset` fills (``out[lo:hi] = rows``) without mapping the file, so memory
+    stays one batch whatever the file's size. Rows are numbered from ``row0``.
+
+    Args:
+        path: the ``.npy`` file (header and size already written: :meth:`create`).
+        row0: the file row of this writer's row 0 (a rank's first row).
+    """
+
+    def __init__(self, path: Path, row0: int = 0):
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.shape, self.offset, self.row0 = arr.shape, int(arr.offset), row0
+        del arr
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY)
+
+    @staticmethod
+    def create(path: Path, shape: tuple[int, int], name: Path | None = None) -> None:
+        """Write the header of a float32 ``shape`` array and size the file, its blocks reserved
+        on the disk first: a disk that fills is then one error here (naming ``name``, the file
+        being made), not a failure half-way through the embedding."""
+        try:
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape).flush()
+            if hasattr(os, "posix_fallocate"):
+                with open(path, "r+b") as f:
+                    os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+        except OSError as e:
+            from dejavu.io import write_error
+
+            Path(path).unlink(missing_ok=True)  # no temporary file left behind
+            raise write_error(name or path, e) from None
+
+    def __setitem__(self, rows: slice, value: np.ndarray) -> None:
+        lo = self.row0 + (rows.start or 0)
+        data: np.ndarray = np.ascontiguousarray(value, dtype=np.float32)
+        if data.ndim != 2 or data.shape[1] != self.shape[1] or lo + len(data) > self.shape[0]:
+            raise DejavuError(f"{self.path}: rows {lo}..{lo + len(data)} of shape {data.shape} do not fit {self.shape}")
+        view = memoryview(data.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # a buffer
+        pos = self.offset + lo * self.shape[1] * 4
+        while len(view):
+            done = os.pwrite(self.fd, view, pos)
+            view, pos = view[done:], pos + done
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 @dataclass
 class CachedEmbedder:
     """Public-set embeddings of several models, reusing ``cache_dir`` when possible."""
@@ -451,18 +504,22 @@ class CachedEmbedder:
             ``(one float32 (n, d) array per model, was-cached flag per model)``; cached
             arrays are memory-mapped.
         """
-        got: list[np.ndarray | None] = [self.lookup(k) for k in keys]
+        from dejavu.attack import dist
+
+        got: list[Any] = self._lookup_all(keys)  # arrays, or _Local rows (torchrun, no cache)
         first: dict[str, int] = {}  # the same checkpoint twice (same key) is embedded once
         for j, k in enumerate(keys):
             first.setdefault(k["key"], j)
         todo = [j for j, g in enumerate(got) if g is None and first[keys[j]["key"]] == j]
+        bounds = dist.batch_bounds(len(paths), batch_size)  # [(0, n)] in one process
+        lo, hi = bounds[dist.current().rank]
         if todo:
             ds = ImageCrops(paths, None, transform, draft=check_decode(decode) == "draft")
             todo_models, todo_keys = [models[j] for j in todo], [keys[j] for j in todo]
-            if self.cache_dir is None:
-                fresh = embed_dataset(
+            if self.cache_dir is None:  # in memory: each rank its own rows
+                fresh: list[Any] = embed_dataset(
                     todo_models,
-                    ds,
+                    dist.shard_dataset(ds, lo, hi) if len(bounds) > 1 else ds,
                     kind,
                     batch_size,
                     device,
@@ -471,9 +528,10 @@ class CachedEmbedder:
                     poll=poll,
                     precision=precision,
                 )
+                fresh = [_Local(e) for e in fresh] if len(bounds) > 1 else fresh
             else:
                 fresh = self._embed_into_cache(
-                    todo_models, todo_keys, ds, kind, batch_size, device, workers, poll, precision
+                    todo_models, todo_keys, ds, kind, batch_size, device, workers, poll, precision, (lo, hi)
                 )
             for j, e in zip(todo, fresh):
                 got[j] = e
@@ -481,63 +539,101 @@ class CachedEmbedder:
             if got[j] is None:
                 got[j] = got[first[k["key"]]]
         was_cached = [first[k["key"]] not in todo for k in keys]
-        return [np.asarray(g) for g in got], was_cached
+        if len(bounds) == 1:
+            return [np.asarray(g) for g in got], was_cached
+        shares = [g.rows if isinstance(g, _Local) else np.asarray(g)[lo:hi] for g in got]
+        return [dist.sharded(s, bounds) for s in shares], was_cached  # type: ignore[misc]
+
+    def _lookup_all(self, keys: Sequence[dict]) -> list[np.ndarray | None]:
+        """:meth:`lookup` of each key; under torchrun rank 0 decides and the others open the
+        files it found (every rank must take the same path)."""
+        from dejavu.attack import dist
+
+        if not dist.current().distributed:
+            return [self.lookup(k) for k in keys]
+        hits = dist.broadcast_object([self.lookup(k) is not None for k in keys] if dist.is_main() else None)
+        return [_open_shared(self._paths(k["key"])[0]) if h else None for k, h in zip(keys, hits)]
 
     def _embed_into_cache(
-        self, models, keys, ds, kind, batch_size, device, workers, poll, precision="auto"
+        self, models, keys, ds, kind, batch_size, device, workers, poll, precision="auto", rows=None
     ) -> list[np.ndarray]:
-        """Embed into memmapped temporary files, then publish each atomically with its metadata."""
+        """Embed into temporary files (rows ``rows`` of them: this rank's; default all), then
+        publish each atomically with its metadata (rank 0, once every rank has written)."""
+        from dejavu.attack import dist
+
         assert self.cache_dir is not None
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmps, outs = [], []
-        got = []
-        try:
+        lo, hi = rows if rows is not None else (0, len(ds))
+        tmps = []
+        if dist.is_main():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
             for m, k in zip(models, keys):
                 npy, _ = self._paths(k["key"])
-                tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
-                tmps.append(tmp)
-                d = _embed_dim(m, kind, ds, device)
-                outs.append(_reserved_memmap(tmp, npy, (len(ds), d)))
-            embed_dataset(
-                models,
-                ds,
-                kind,
-                batch_size,
-                device,
-                workers,
-                desc="public embeddings",
-                outs=outs,
-                poll=poll,
-                precision=precision,
-            )
-            for k, tmp, out in zip(keys, tmps, outs):
-                out.flush()
-                del out
+                tmps.append(npy.with_name(f".{npy.name}.{os.getpid()}.tmp"))
+                NpyRowWriter.create(tmps[-1], (len(ds), _embed_dim(m, kind, ds, device)), name=npy)
+        tmps = dist.broadcast_object(tmps)
+        got = []
+        try:
+            outs = [_open_writer(t, lo) for t in tmps]
+            try:
+                embed_dataset(
+                    models,
+                    dist.shard_dataset(ds, lo, hi) if (lo, hi) != (0, len(ds)) else ds,
+                    kind,
+                    batch_size,
+                    device,
+                    workers,
+                    desc="public embeddings",
+                    outs=outs,
+                    poll=poll,
+                    precision=precision,
+                )
+            finally:
+                for w in outs:
+                    w.close()
+            dist.barrier()  # every rank's rows are in the files
+            for k, tmp in zip(keys, tmps):
                 npy, meta = self._paths(k["key"])
-                os.replace(tmp, npy)
-                arr = np.load(npy, mmap_mode="r", allow_pickle=False)
-                got.append(arr)
-                atomic_write_json(meta, {**k, "content_sha256": content_digest(arr)})
+                if dist.is_main():
+                    os.replace(tmp, npy)
+                    arr = np.load(npy, mmap_mode="r", allow_pickle=False)
+                    atomic_write_json(meta, {**k, "content_sha256": content_digest(arr)})
+                    release_pages(arr)
+                dist.barrier()
+                got.append(_open_shared(npy))
         finally:
-            for tmp in tmps:
-                if tmp.exists():
-                    tmp.unlink()
+            if dist.is_main():
+                for tmp in tmps:
+                    if tmp.exists():
+                        tmp.unlink()
         return got
 
 
-def _reserved_memmap(tmp: Path, npy: Path, shape: tuple[int, int]) -> np.memmap:
-    """A float32 ``.npy`` memmap at ``tmp`` whose blocks are reserved on the disk first: a
-    disk that fills is then one error here, not a SIGBUS while writing through the map."""
-    try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        if hasattr(os, "posix_fallocate"):
-            with open(tmp, "r+b") as f:
-                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
-    except OSError as e:
-        from dejavu.io import write_error
+@dataclass
+class _Local:
+    """A rank's own rows of the public set (the cache off: nothing to open)."""
 
-        raise write_error(npy, e) from None
-    return arr
+    rows: np.ndarray
+
+
+def _open_writer(tmp: Path, row0: int) -> NpyRowWriter:
+    try:
+        return NpyRowWriter(tmp, row0)
+    except OSError as e:
+        raise DejavuError(
+            f"{tmp}: cannot open the embedding cache file rank 0 created ({e.strerror}): under torchrun/SLURM "
+            "the cache folder (--cache-dir) must be on a file system every rank sees"
+        ) from None
+
+
+def _open_shared(npy: Path) -> np.ndarray:
+    """A cache file another rank may have written, memory-mapped."""
+    try:
+        return np.load(npy, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DejavuError(
+            f"{npy}: cannot read the embedding cache file ({str(e).splitlines()[0]}): under torchrun/SLURM "
+            "the cache folder (--cache-dir) must be on a file system every rank sees"
+        ) from None
 
 
 @torch.no_grad()

@@ -20,6 +20,9 @@ again over the whole public set in float64.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+
 import numpy as np
 
 from dejavu import DejavuError
@@ -64,6 +67,23 @@ def check_finite(block: np.ndarray, what: str, start: int = 0) -> None:
         )
 
 
+def release_pages(arr: np.ndarray) -> None:
+    """Unmap the pages of a memory-mapped array that this process has read: they stay in the
+    page cache (reading them again is a memory copy), but no longer count in the process's
+    resident memory, so streaming a cache file of any size holds one block (issue 23).
+
+    Args:
+        arr: a ``np.memmap`` (or a view of one); anything else is left alone.
+    """
+    mm: object = None
+    a: object = arr
+    while a is not None and mm is None:  # a plain view of a memmap: its base holds the map
+        mm, a = getattr(a, "_mmap", None), getattr(a, "base", None)
+    if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):  # a closed map, or no madvise here
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
 def _blocks(n: int, block: int):
     return [(s, min(n, s + block)) for s in range(0, n, block)]
 
@@ -82,6 +102,7 @@ def _torch_candidates(
     q_sq = (q_all * q_all).sum(1, keepdim=True)
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
         blk = np.array(public[ps:pe], dtype=np.float32)
+        release_pages(public)
         check_finite(blk, f"{desc}: public set", ps)
         pb = torch.from_numpy(blk).to(device, dtype)
         p_sq = (pb * pb).sum(1)[None, :]
@@ -94,7 +115,9 @@ def _torch_candidates(
             top_d, pos = torch.topk(cand_d, min(kc, cand_d.shape[1]), dim=1, largest=False, sorted=False)
             new_d.append(top_d)
             new_i.append(torch.gather(cand_i, 1, pos))
+            del d, cand_d, cand_i
         best_d, best_i = torch.cat(new_d), torch.cat(new_i)
+        del blk, pb, p_sq  # one public block alive at a time, not two
     return best_d.float().cpu().numpy(), best_i.cpu().numpy()
 
 
@@ -111,7 +134,8 @@ def _faiss_candidates(
     gpu = str(device).startswith("cuda") and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
     res = faiss.StandardGpuResources() if gpu else None
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
-        pb = np.ascontiguousarray(public[ps:pe], dtype=np.float32)
+        pb = np.array(public[ps:pe], dtype=np.float32)
+        release_pages(public)
         check_finite(pb, f"{desc}: public set", ps)
         kk = min(kc, pe - ps)
         if gpu:
@@ -119,6 +143,7 @@ def _faiss_candidates(
         else:
             d, i = faiss.knn(q, pb, kk)
         heap.add_result(d, i + ps)
+        del pb  # one public block alive at a time, not two
     heap.finalize()
     return heap.D, heap.I
 
@@ -133,27 +158,45 @@ def _float64_candidates(
     best_d = np.zeros((len(q), 0))
     best_i = np.zeros((len(q), 0), np.int64)
     for ps, pe in progress(_blocks(len(public), block_p), desc=desc):
-        pb = np.asarray(public[ps:pe], np.float64)
+        pb = np.array(public[ps:pe], np.float64)
+        release_pages(public)
         d = np.maximum(q_sq - 2.0 * (q @ pb.T) + (pb * pb).sum(1)[None, :], 0.0)
         cand_d = np.concatenate([best_d, d], 1)
         cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(ps, pe), d.shape)], 1)
         order = np.lexsort((cand_i, cand_d), axis=-1)[:, :kc]
         best_d, best_i = np.take_along_axis(cand_d, order, 1), np.take_along_axis(cand_i, order, 1)
+        del pb, d, cand_d, cand_i
     return best_d, best_i
 
 
-def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """float64 ``sum((q - p)^2)`` of each query to each of its candidates (n, c)."""
+def _exact_sq_dists(q: np.ndarray, public: np.ndarray, cand: np.ndarray, block_p: int = BLOCK_P) -> np.ndarray:
+    """float64 ``sum((q - p)^2)`` of each query to each of its candidates (n, c).
+
+    The public set is read in blocks, in order, and each block serves the (query, candidate)
+    pairs that fall in it: a memmap is streamed as by the search (gathering candidate rows
+    straight from the map would fault in page-cache pages all over the file, a resident
+    size growing with the public set)."""
     import torch
 
     n, c = cand.shape
     out = np.empty((n, c), np.float64)
-    step = max(1, _RERANK_CELLS // max(1, c * q.shape[1]))
-    for s, e in _blocks(n, step):
-        qq = torch.from_numpy(np.asarray(q[s:e], np.float64))
-        pp = torch.from_numpy(np.asarray(public[cand[s:e].ravel()], np.float64)).view(e - s, c, -1)
-        diff = pp - qq[:, None, :]
-        out[s:e] = (diff * diff).sum(-1).numpy()
+    flat_out, flat = out.reshape(-1), cand.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    ids = flat[order]
+    step = max(1, _RERANK_CELLS // max(1, q.shape[1]))
+    for ps, pe in _blocks(len(public), block_p):
+        a, b = (int(x) for x in np.searchsorted(ids, [ps, pe]))
+        if a == b:
+            continue
+        blk = np.array(public[ps:pe], np.float32)
+        release_pages(public)
+        for s, e in _blocks(b - a, step):
+            sel = order[a + s : a + e]
+            pp = torch.from_numpy(blk[ids[a + s : a + e] - ps].astype(np.float64))
+            qq = torch.from_numpy(np.asarray(q[sel // c], np.float64))
+            diff = pp - qq
+            flat_out[sel] = (diff * diff).sum(-1).numpy()
+        del blk
     return out
 
 
@@ -231,6 +274,54 @@ def knn(
     Raises:
         DejavuError: bad shapes or ``k``, or a NaN/inf in the queries or the public set.
     """
+    d, i = knn_exact(queries, public, k, backend, device, block_q, block_p, desc)
+    return d.astype(np.float32), i
+
+
+def merge_topk(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of each row by (distance, index): how the exact top-k lists of disjoint
+    parts of the public set merge into the top-k of their union (:mod:`dejavu.attack.dist`).
+
+    Args:
+        d: (n, m) float64 exact distances (``inf`` pads a short list).
+        i: (n, m) int64 public indices, unique within a row.
+        k: neighbours kept.
+
+    Returns:
+        ``(d, i)`` of shape (n, min(k, m)), nearest first, ties by index.
+    """
+    order = np.lexsort((i, d), axis=-1)[:, :k] if d.size else np.zeros((len(d), 0), np.int64)
+    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+
+
+def knn_exact(
+    queries: np.ndarray,
+    public: np.ndarray,
+    k: int,
+    backend: str = DEFAULT_BACKEND,
+    device: str = "cpu",
+    block_q: int = 4096,
+    block_p: int = BLOCK_P,
+    desc: str = "knn",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn` with the exact float64 distances: what the distributed search merges.
+
+    Args:
+        queries: (n, d) embeddings.
+        public: (N, d) embeddings; a memmap is streamed, never loaded whole.
+        k: neighbours per query (at most N).
+        backend: ``torch``, ``faiss`` (same results) or ``auto`` (:func:`resolve_backend`).
+        device: torch device (``cuda`` also puts faiss on the GPU when faiss has one).
+        block_q: queries per distance block (torch backend).
+        block_p: public rows per streamed block.
+        desc: progress-bar label.
+    Returns:
+        (distances (n, k) float64, indices (n, k) int64 into ``public``), nearest first,
+        ties by index.
+
+    Raises:
+        DejavuError: bad shapes or ``k``, or a NaN/inf in the queries or the public set.
+    """
     if backend not in BACKENDS:
         raise DejavuError(f"unknown KNN backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if queries.ndim != 2 or public.ndim != 2 or (len(queries) and queries.shape[1] != public.shape[1]):
@@ -240,7 +331,7 @@ def knn(
     check_finite(queries, f"{desc}: queries")  # the public set: block by block, as it is read
     k = min(k, len(public))
     if len(queries) == 0 or k == 0:
-        return np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+        return np.empty((len(queries), k), np.float64), np.empty((len(queries), k), np.int64)
     kc = min(len(public), k + _margin(k))
     cd, ci = _search(queries, public, kc, resolve_backend(backend, device), device, block_q, block_p, desc)
     d, i, ok = _rerank(queries, public, ci, cd, k)
@@ -249,4 +340,4 @@ def knn(
         q = np.asarray(queries[bad])
         cd2, ci2 = _float64_candidates(q, public, kc, block_p, desc + " (exact)")
         d[bad], i[bad], _ = _rerank(q, public, ci2, cd2, k)
-    return d.astype(np.float32), i.astype(np.int64)
+    return d, i.astype(np.int64)

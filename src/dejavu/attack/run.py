@@ -315,9 +315,10 @@ def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, err
 
 
 def _default_device() -> str:
+    from dejavu.attack.dist import current
     from dejavu.device import choose_device
 
-    return str(choose_device(None))
+    return str(choose_device(None, current().local_rank))  # torchrun: each rank its GPU
 
 
 def _model_info(lm) -> dict[str, Any]:
@@ -364,7 +365,13 @@ class _Setup:
         return len(self.index.classes)
 
 
-@locks_output("attack")  # the whole attack: two writers never mix arrays and results.json
+def _lock_folder(a: dict[str, Any]) -> Any:
+    from dejavu.attack.dist import is_main
+
+    return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
+
+
+@locks_output("attack", folder_of=_lock_folder)  # the whole attack: two writers never mix arrays and results.json
 def _attack(
     model_a: str | os.PathLike,
     model_b: str | os.PathLike,
@@ -393,6 +400,7 @@ def _attack(
     """
     from dejavu.analysis.significance import primary_endpoint
     from dejavu.attack.control import resolve_control
+    from dejavu.attack.dist import is_main
 
     st = _setup(model_a, model_b, partition, paths, out, cfg or AttackConfig(), force, index, sets, public)
     csrc = (
@@ -405,8 +413,11 @@ def _attack(
     pub_emb, cached = _public_embeddings(st, cache_dir, poll=lambda: _raise_if_failed(fut))
     crops = fut.result()
     arrays = _attack_sets(st, crops, pub_emb, use_betons=sets is None)  # 3) crops embedded, 4) KNN
+    control = _control_arrays(st, csrc, pub_emb)
+    if not is_main():  # torchrun: the other ranks' part ends with the last search
+        return AttackResult(st.out, {}, {})
     metrics, pairs = _write_arrays_and_score(st, crops, arrays)
-    control_res = _attack_control(st, csrc, pub_emb, pairs)
+    control_res = _attack_control(st, csrc, control, pairs)
     results = _results(st, crops, cached, metrics, label, sets is not None)
     if control_res is not None:
         results["control"] = control_res
@@ -588,13 +599,13 @@ def attack_set_pairs(
     Returns:
         ``{"A_attk_A": {"attk_idxs", "labels", "neighb_idxs", "neighb_labels" | "logits"}, ...}``.
     """
-    from dejavu.attack.embed import ImageCrops, embed_dataset
-    from dejavu.attack.knn import knn
+    from dejavu.attack import dist
+    from dejavu.attack.embed import ImageCrops
 
     cfg, index = st.cfg, index or st.index
     arrays: dict[str, dict[str, np.ndarray]] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="dejavu-knn") as pool:  # set A's KNN beside set B's forward
-        searches = {}
+        searches: dict[str, Future] = {}
         for y in "AB":
             sc = crops[y]
             ds = (datasets or {}).get(y)
@@ -602,7 +613,7 @@ def attack_set_pairs(
                 ds = ImageCrops(
                     [index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform
                 )
-            embs = embed_dataset(
+            embs: list[Any] = dist.embed_rows(  # embed_dataset; under torchrun each rank its share
                 st.models,
                 ds,
                 cfg.embed,
@@ -616,14 +627,17 @@ def attack_set_pairs(
             for x, e in zip("AB", embs):
                 name = f"{x}_attk_{y}"
                 arrays[name] = {"attk_idxs": sc.indices, "labels": labels[:, None]}
-                if cfg.embed == "logits":
-                    arrays[name]["logits"] = e
+                if cfg.embed == "logits":  # the pool: collectives in one thread, in one order
+                    searches[name] = pool.submit(dist.gather, e)
                 else:
                     pub = pub_emb["AB".index(x)]
                     searches[name] = pool.submit(
-                        knn, e, pub, cfg.k, backend=cfg.knn, device=st.device, desc=f"knn {desc}{name}"
+                        dist.knn, e, pub, cfg.k, backend=cfg.knn, device=st.device, desc=f"knn {desc}{name}"
                     )
         for name, search in searches.items():
+            if cfg.embed == "logits":
+                arrays[name]["logits"] = search.result()
+                continue
             _, pos = search.result()
             arrays[name]["neighb_idxs"] = st.public[pos]
             arrays[name]["neighb_labels"] = st.public_labels[pos]
@@ -668,14 +682,22 @@ def _write_arrays_and_score(st: _Setup, crops, arrays) -> tuple[dict[str, Any], 
     return metrics, pairs
 
 
-def _attack_control(st: _Setup, csrc, pub_emb, pairs) -> dict[str, Any] | None:
-    """The held-out control, with the same models and public embeddings (:mod:`dejavu.attack.control`)."""
-    if csrc is None:
+def _control_arrays(st: _Setup, csrc, pub_emb) -> tuple[dict, dict] | None:
+    """The held-out control's arrays and crop counts, with the same models and public
+    embeddings (:mod:`dejavu.attack.control`); None without a control."""
+    from dejavu.attack.control import attack_control
+
+    return None if csrc is None else attack_control(csrc, st, pub_emb)
+
+
+def _attack_control(st: _Setup, csrc, control, pairs) -> dict[str, Any] | None:
+    """The held-out control's block of results.json (``control``: :func:`_control_arrays`)."""
+    if csrc is None or control is None:
         return None
     from dejavu.analysis.tables import pair_scores_from_arrays
-    from dejavu.attack.control import attack_control, control_block
+    from dejavu.attack.control import control_block
 
-    carrays, ccounts = attack_control(csrc, st, pub_emb)
+    carrays, ccounts = control
     cpairs = {name: pair_scores_from_arrays(a, st.cfg.k_attk, st.num_classes) for name, a in carrays.items()}
     return control_block(pairs, cpairs, ccounts, csrc.info, st.num_classes, st.cfg.n_boot, st.cfg.seed)
 
@@ -730,8 +752,14 @@ def _check_attack_folder(out: Path, force: bool) -> None:
 def attack(*args, **kwargs) -> AttackResult:
     import torch
 
+    from dejavu.attack import dist
+
+    cfg = kwargs.get("cfg", args[5] if len(args) > 5 else None)
+    dist.setup(cfg.device if cfg is not None else None)  # torchrun / SLURM tasks: join the group
     with torch.no_grad():  # no autograd for the whole attack, without leaking global state
-        return _attack(*args, **kwargs)
+        res = _attack(*args, **kwargs)
+    dist.barrier()  # the other ranks wait for rank 0's files
+    return res
 
 
 _EP = re.compile(r"^model_ep(\d+)\.pth$")
