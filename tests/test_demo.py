@@ -75,7 +75,7 @@ def test_demo_settings_follow_the_one_config_path(tmp_path, capsys):
     assert (c.epochs, c.k, c.per_class, c.snapshot_period) == (90, 5, QUICK["per_class"], 30)
     t = c.train_config(c.seed)
     assert (t.augment, t.epochs, t.snapshot_every, t.image_size) == ("paper", 90, 30, c.size)
-    assert t.vicreg_sim == 30
+    assert t.vicreg.sim == 30
     f = tmp_path / "demo.yaml"
     f.write_text("k: 7\nepochs: 12\n")
     c = cfg("--config", str(f), "--epochs", "15")

@@ -206,8 +206,9 @@ def test_original_recipe_run_names_itself(synth_small, partition_small, trained_
 def test_default_recipe_original_for_paper_configs_and_original_checkpoints():
     from dejavu.probe import default_recipe
     from dejavu.ssl.config import load_train_config
+    from dejavu.ssl.registry import METHODS
 
-    for m in ("vicreg", "simclr", "barlow", "byol", "dino", "supervised"):
+    for m in METHODS:
         assert default_recipe(load_train_config(m).to_dict(), "dejavu") == "original"
         assert default_recipe(load_train_config(f"{m}_synth").to_dict(), "dejavu") == "bn-cosine"
     assert default_recipe({}, "original") == default_recipe(None, "torchvision") == "original"

@@ -67,13 +67,15 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
         ``cls(**d)`` after its ``validate()`` (when it has one).
 
     Raises:
-        UsageError: an unknown key, a value of the wrong type, or a value ``validate()``
-            rejects (a :class:`DejavuError` it raises is re-raised as a usage error).
+        UsageError: an unknown key, a value of the wrong type or not among the field's
+            ``metadata["choices"]``, or a value ``validate()`` rejects (a :class:`DejavuError` it raises is re-raised as a usage error).
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     _known(d, set(fields), source)
     kw = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in d.items()}
+    for k, v in kw.items():
+        _check_choice(fields[k], v, source)
     obj = cls(**kw)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -84,6 +86,14 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
         except DejavuError as e:  # an invalid value is a usage error, whoever checks it
             raise UsageError(str(e)) from None
     return obj
+
+
+def _check_choice(f: dataclasses.Field, value: Any, source: str) -> None:
+    """The one check of a field's allowed values (``metadata["choices"]``), whether the value came
+    from a flag, a file or ``--set``; a usage error naming the source, the key and the choices."""
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise UsageError(f"{source}: {f.name}={value!r}: choose from {', '.join(map(str, choices))}")
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -148,8 +158,12 @@ def safe_yaml(text: str, source: str) -> Any:
     return yaml.safe_load(text)
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A config file's mapping; a missing or malformed file is a run-time error (exit 1)."""
+def read_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping; a missing or malformed file is a run-time error (exit 1).
+
+    A file may start from another: ``_base_: FILE`` (relative to the file's folder) reads that
+    file first and merges this one's keys over it (one default plus short overrides).
+    """
     path = Path(path)
     if not path.is_file():
         raise DejavuError(f"{path}: config file not found")
@@ -161,7 +175,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise DejavuError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(d, dict):
         raise DejavuError(f"{path}: expected a mapping of key: value")
-    return d
+    if "_base_" not in d:
+        return d
+    base = d.pop("_base_")
+    if not isinstance(base, str) or path.resolve() in _seen:
+        raise DejavuError(f"{path}: _base_ must name another config file, got {base!r}")
+    return merge_into(read_yaml(path.parent / base, (*_seen, path.resolve())), d)
 
 
 def load_config(

@@ -15,8 +15,8 @@ SETS = {
     "vicreg": [],
     "simclr": [],
     "barlow": [],
-    "byol": ["byol_hidden=24"],
-    "dino": ["dino_out_dim=20", "dino_warmup_teacher_temp_epochs=0", "dino_teacher_temp=0.04"],
+    "byol": ["byol.hidden=24"],
+    "dino": ["dino.out_dim=20", "dino.warmup_teacher_temp_epochs=0", "dino.teacher_temp=0.04"],
 }
 
 

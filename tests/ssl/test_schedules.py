@@ -9,8 +9,7 @@ import torch
 from dejavu.data.imagefolder import DataPaths
 from dejavu.ssl.config import TrainConfig, load_train_config
 from dejavu.ssl.methods.dino import teacher_temp_at
-
-METHODS = ("vicreg", "simclr", "barlow", "byol", "dino", "supervised")
+from dejavu.ssl.registry import METHODS
 
 
 def _original_get_resolution(epoch, min_res=160, max_res=192, end_ramp=85, start_ramp=70):
@@ -25,7 +24,7 @@ def _original_get_resolution(epoch, min_res=160, max_res=192, end_ramp=85, start
 
 def test_dino_teacher_temperature_as_the_original():
     for cfg in (TrainConfig(), load_train_config("dino"), load_train_config("dino_synth")):
-        assert (cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp, cfg.dino_warmup_teacher_temp_epochs) == (
+        assert (cfg.dino.warmup_teacher_temp, cfg.dino.teacher_temp, cfg.dino.warmup_teacher_temp_epochs) == (
             0.04,
             0.07,
             50,

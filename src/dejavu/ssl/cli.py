@@ -11,14 +11,15 @@ Train a model on the images of one index file (a partition's train_A.npy or
 train_B.npy) and write OUT/model_ep{E}.pth snapshots, OUT/last.pth (resume state),
 OUT/config.json and OUT/metrics.jsonl (loss, lr, images/s, online kNN accuracy).
 
-Configuration: --config names a YAML file or a packaged config (vicreg, simclr, barlow,
-byol, dino, supervised = the paper setting, ImageNet/ResNet-101; <method>_synth = the
-CPU synthetic default, used when --config is not given); --set key=value overrides any
-field (epochs, batch_size, lr, seed, snapshot_every, arch, projector, image_size,
-optimizer, weight_decay, warmup_epochs, augment, knn_every, amp, ...). lr is the base
-lr (effective = lr * batch_size / 256) unless absolute_lr=true. A method's own settings
-may be given nested under its name: --set vicreg.sim=30, --set dino.teacher_temp=0.05,
---set byol.ema_start=0.99 (or flat: vicreg_sim=30).
+Configuration: --config names a YAML file or a packaged config: <method> = the paper
+setting (ImageNet/ResNet-101), <method>_synth = the CPU synthetic default (used when
+--config is not given), for each method:
+  {methods}.
+--set key=value overrides any field (epochs, batch_size, lr, seed, snapshot_every, arch,
+projector, image_size, optimizer, weight_decay, warmup_epochs, augment, knn_every, amp,
+...). lr is the base lr (effective = lr * batch_size / 256) unless absolute_lr=true.
+A method's own settings are a section named after it: --set vicreg.sim=30,
+--set dino.teacher_temp=0.05, --set byol.ema_start=0.99 (--print-config lists them).
 
 A pair is trained with one seed (--set seed=S) and is independent by default
 (design: independent): the run on train_B.npy trains with S + 1000003, so its initial
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help=f"train an SSL model ({', '.join(METHODS)})",
-        description=DESCRIPTION,
+        description=DESCRIPTION.replace("{methods}", ", ".join(METHODS)),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -7,18 +7,20 @@ measurable on a CPU. The paper setting lives in ``configs/ssl/<method>.yaml``.
 Fields in :data:`RESUME_FREE` may change between a run and its ``--resume``
 (they do not change the weights); any other difference is refused by name.
 
-Method hyper-parameters (``vicreg_sim``, ``dino_teacher_temp``, ...) are flat fields, so
-stored configs and checkpoints keep loading; each method declares the ones it owns
-(``Method.config_keys``) and validates them (``Method.check_config``). They may also be
-given nested under the method's name -- ``--set vicreg.sim=30``, ``--set byol.ema_start=0.99``,
-or ``dino: {teacher_temp: 0.05}`` in YAML (:meth:`TrainConfig.normalize_keys`).
+Each method's own settings are a section named after it, a dataclass owned by the method
+module (``Method.Settings``) and checked by it: ``vicreg: {sim: 30}`` in YAML, ``--set
+vicreg.sim=30``. The flat keys of configs written before the sections (``vicreg_sim``,
+``ema_start``, ...) are still read (:data:`FLAT_METHOD_KEYS`), from files, ``--set`` and the
+configs stored in checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,37 +32,75 @@ AMP_MODES = ("none", "bf16", "fp16")
 AUGMENT_PRESETS = ("paper", "mild", "crop", "none")
 DATA_MODES = ("auto", "memory", "loader")
 AUGMENT_BACKENDS = ("device", "per_image")
-# How the two models of a pair are seeded (issue 28): ``independent`` (default, as the
-# original, which seeded nothing): B trains with seed + B_SEED_OFFSET, so initial weights,
-# batch order and augmentations differ from A's; ``coupled``: both with ``seed`` (identical
-# initial weights and random streams: common random numbers, a variance-reduction design).
+# How the two models of a pair are seeded: ``independent`` (default, as the original, which
+# seeded nothing): B trains with seed + B_SEED_OFFSET, so initial weights, batch order and
+# augmentations differ from A's; ``coupled``: both with ``seed`` (identical initial weights
+# and random streams: common random numbers, a variance-reduction design).
 DESIGNS = ("independent", "coupled")
 B_SEED_OFFSET = 1_000_003
+PROBE_RECIPES = ("original", "bn-cosine")
 
 # May differ on --resume: they only change logging, speed or where data is decoded.
 # ``threads`` is handled on its own: a resumed run reuses the recorded thread count.
+# The online monitor and TensorBoard (dejavu.monitor) only log: free on --resume too.
 RESUME_FREE = frozenset(
     {"snapshot_every", "knn_every", "knn_k", "num_workers", "data_mode", "channels_last", "threads", "probe_recipe"}
+    | {"monitor", "monitor_every", "monitor_crops", "monitor_public_per_class", "monitor_seed", "monitor_audit"}
+    | {"monitor_audit_set", "monitor_reference", "tensorboard"}
 )
-PROBE_RECIPES = ("original", "bn-cosine")
-# the online monitor and TensorBoard (dejavu.monitor) only log: free on --resume too
-RESUME_FREE = RESUME_FREE | {
-    "monitor",
-    "monitor_every",
-    "monitor_crops",
-    "monitor_public_per_class",
-    "monitor_seed",
-    "monitor_audit",
-    "monitor_audit_set",
-    "monitor_reference",
-    "tensorboard",
-}
 # TrainConfig fields that are also ``dejavu train`` flags (the rest: --set key=value)
 TRAIN_FLAGS = ("method", "monitor", "monitor_every", "monitor_crops", "monitor_reference", "tensorboard")
 
+# The flat method keys of configs written before the method sections -> their place in the
+# sections (``ema_start`` was shared by BYOL and DINO). Read for one format version.
+FLAT_METHOD_KEYS: dict[str, tuple[str, ...]] = {
+    "vicreg_sim": ("vicreg.sim",),
+    "vicreg_std": ("vicreg.std",),
+    "vicreg_cov": ("vicreg.cov",),
+    "simclr_temperature": ("simclr.temperature",),
+    "barlow_lambda": ("barlow.lambd",),
+    "byol_hidden": ("byol.hidden",),
+    "ema_start": ("byol.ema_start", "dino.ema_start"),
+    "ema_end": ("byol.ema_end", "dino.ema_end"),
+    "dino_out_dim": ("dino.out_dim",),
+    "dino_teacher_temp": ("dino.teacher_temp",),
+    "dino_warmup_teacher_temp": ("dino.warmup_teacher_temp",),
+    "dino_warmup_teacher_temp_epochs": ("dino.warmup_teacher_temp_epochs",),
+    "dino_student_temp": ("dino.student_temp",),
+    "dino_center_momentum": ("dino.center_momentum",),
+}
+
+T = TypeVar("T")
+
+
+def settings_class(method: str) -> type:
+    """The settings dataclass of a registered method (its module imported now)."""
+    from dejavu.ssl.registry import get_method
+
+    return get_method(method).Settings
+
+
+def _default_settings(method: str) -> Any:
+    return settings_class(method)()
+
+
+def _method_sections(cls: type[T]) -> type[T]:
+    """Give ``cls`` one field per registered method, named after it, holding the method's
+    settings (``Method.Settings``): a new method needs no line here. The settings classes
+    are imported when a config is built, so the CLI's ``--help`` imports no method."""
+    for name in METHODS:
+        cls.__annotations__[name] = "Any"
+        meta = {"section": partial(settings_class, name), "help": f"{name}'s own settings ({name}.KEY=VALUE)"}
+        setattr(cls, name, field(default_factory=partial(_default_settings, name), metadata=meta))
+    return cls
+
 
 @dataclass
+@_method_sections
 class TrainConfig:
+    """Every setting of one training run; one section per method (``vicreg``, ``dino``, ...)
+    is added from the registry."""
+
     method: str = field(
         default="vicreg",
         metadata={"choices": tuple(METHODS), "help": "training method (given with --config, it must be the file's)"},
@@ -72,14 +112,14 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 2e-3  # base lr; effective = lr * batch_size / 256 unless absolute_lr
     absolute_lr: bool = True
-    optimizer: str = "adamw"
+    optimizer: str = field(default="adamw", metadata={"choices": OPTIMIZERS})
     weight_decay: float = 1e-5
     momentum: float = 0.9  # sgd / lars
     lars_eta: float = 0.001
     warmup_epochs: int = 5
     final_lr_ratio: float = 0.001  # cosine ends at final_lr_ratio * lr
     clip_grad: float = 0.0  # max grad norm; 0 = off
-    augment: str = "mild"  # paper | mild | crop | none (supervised: the preset's view 1)
+    augment: str = field(default="mild", metadata={"choices": AUGMENT_PRESETS})  # supervised: the preset's view 1
     # resolution ramp (the original's get_resolution): train at min_res up to epoch start_ramp,
     # max_res from end_ramp, linear between (rounded to a multiple of 32); 0/0 = off (image_size)
     min_res: int = 0
@@ -88,18 +128,20 @@ class TrainConfig:
     end_ramp: int = 85
     zero_init_residual: bool = False  # ResNets: torchvision's default (False), as the original
     threads: int = 0  # torch CPU threads; 0 = DEJAVU_THREADS, else the resumed run's, else OMP_NUM_THREADS/cores
-    probe_recipe: str = "bn-cosine"  # default linear-probe recipe for this model (dejavu probe)
+    # the default linear-probe recipe for this model (dejavu probe)
+    probe_recipe: str = field(default="bn-cosine", metadata={"choices": PROBE_RECIPES})
     # device: whole batches on the training device (dejavu.ssl.batch_augment; measured
     # 1.3x faster per step on the CPU demo, bench/RESULTS.md); per_image: torchvision per image
-    augment_backend: str = "device"
+    augment_backend: str = field(default="device", metadata={"choices": AUGMENT_BACKENDS})
     seed: int = 0  # the pair's seed; the run trains with train_seed(seed, set, design)
-    design: str = "independent"  # independent | coupled (DESIGNS; the pair's experimental design)
+    # the pair's experimental design (see DESIGNS)
+    design: str = field(default="independent", metadata={"choices": DESIGNS})
     snapshot_every: int = 50
     knn_every: int = 10  # 0 = off
     knn_k: int = 20
     num_workers: int = 0
-    data_mode: str = "auto"  # auto | memory | loader
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    data_mode: str = field(default="auto", metadata={"choices": DATA_MODES})
+    amp: str = field(default="none", metadata={"choices": AMP_MODES})  # CUDA only
     channels_last: bool = True  # CUDA only
     num_classes: int = 0  # supervised: 0 = number of classes of the dataset
     # the online deja vu monitor (dejavu.monitor) and TensorBoard: off by default, logging only
@@ -125,54 +167,53 @@ class TrainConfig:
     tensorboard: bool = field(
         default=False, metadata={"help": "also write TensorBoard scalars to OUT/tb (the tensorboard extra)"}
     )
-    # method hyper-parameters (a method reads only its own)
-    vicreg_sim: float = 25.0
-    vicreg_std: float = 25.0
-    vicreg_cov: float = 1.0
-    simclr_temperature: float = 0.15
-    barlow_lambda: float = 0.0051
-    ema_start: float = 0.996  # BYOL / DINO teacher momentum, cosine to ema_end
-    ema_end: float = 1.0
-    byol_hidden: int = 4096
-    dino_out_dim: int = 4096
-    dino_teacher_temp: float = 0.07
-    dino_warmup_teacher_temp: float = 0.04
-    dino_warmup_teacher_temp_epochs: int = 50
-    dino_student_temp: float = 0.1
-    dino_center_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        # a section given as a mapping (e.g. ``TrainConfig(**cfg.to_dict())``): the method's dataclass
+        for name in METHODS:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                from dejavu.config import from_dict
+
+                setattr(self, name, from_dict(settings_class(name), value, source=f"section {name}"))
+
+    @property
+    def method_settings(self) -> Any:
+        """The section of the method being trained (its ``Method.Settings``)."""
+        return getattr(self, self.method)
 
     @classmethod
     def normalize_keys(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
-        """Nested method keys onto the flat fields: ``{"vicreg": {"sim": 30}}`` ->
-        ``{"vicreg_sim": 30}`` (or the bare name, ``byol.ema_start`` -> ``ema_start``). A key
-        the method does not own is the user's mistake, reported with the keys it owns.
+        """Old flat method keys moved into their sections (:data:`FLAT_METHOD_KEYS`), and each
+        section's keys checked against the method's settings.
 
         Args:
-            d: a config mapping as read (YAML or ``--set``).
+            d: a config mapping as read (YAML, ``--set`` or a checkpoint's stored config).
             source: where ``d`` came from, named in errors.
 
         Returns:
-            ``d`` with each method's nested keys flattened (other keys unchanged).
+            ``d`` with flat method keys nested (other keys unchanged; a nested value wins).
 
         Raises:
-            UsageError: a nested key the method does not own.
+            UsageError: a section key the method's settings do not have, named with the method's keys.
         """
-        from dejavu.ssl.registry import get_method
+        from dejavu.config import merge_into
 
-        out = {k: v for k, v in d.items() if not (k in METHODS and isinstance(v, dict))}
-        for m, sub in d.items():
-            if m not in METHODS or not isinstance(sub, dict):
-                continue
-            owned = get_method(m).config_keys
-            for k, v in sub.items():
-                flat = next((f for f in (f"{m}_{k}", k) if f in owned), None)
-                if flat is None:
-                    short = [f[len(m) + 1 :] if f.startswith(m + "_") else f for f in owned]
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            for dotted in FLAT_METHOD_KEYS.get(k, ()):
+                m, key = dotted.split(".")
+                merge_into(out, {m: {key: v}})
+        merge_into(out, {k: v for k, v in d.items() if k not in FLAT_METHOD_KEYS})
+        for m, sub in out.items():
+            if m in METHODS and isinstance(sub, dict):
+                owned = [f.name for f in fields(settings_class(m))]
+                unknown = [k for k in sub if k not in owned]
+                if unknown:
                     raise UsageError(
-                        f"{source}: unknown key {m}.{k}; method {m} takes "
-                        + (", ".join(f"{m}.{x}" for x in short) or "no keys of its own")
+                        f"{source}: unknown key {m}.{unknown[0]}; method {m} takes "
+                        + (", ".join(f"{m}.{x}" for x in owned) or "no keys of its own")
                     )
-                out[flat] = v
         return out
 
     def validate(self) -> None:
@@ -183,22 +224,10 @@ class TrainConfig:
         def bad(field: str, why: str) -> DejavuError:
             return DejavuError(f"config {field}={getattr(self, field)!r}: {why}")
 
-        if self.method not in METHODS:
-            raise bad("method", f"unknown; choose from {', '.join(METHODS)}")
         if self.arch not in BACKBONES:
             raise bad("arch", f"unknown; choose from {', '.join(BACKBONES)}")
         if self.projector not in ("", "none"):
             parse_spec(self.projector)
-        for name, choices in (
-            ("optimizer", OPTIMIZERS),
-            ("amp", AMP_MODES),
-            ("augment", AUGMENT_PRESETS),
-            ("data_mode", DATA_MODES),
-            ("augment_backend", AUGMENT_BACKENDS),
-            ("design", DESIGNS),
-        ):
-            if getattr(self, name) not in choices:
-                raise bad(name, f"choose from {', '.join(choices)}")
         for name in ("epochs", "batch_size", "image_size", "snapshot_every", "knn_k"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
@@ -228,8 +257,6 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if not 0 <= self.final_lr_ratio <= 1:
             raise bad("final_lr_ratio", "must be in [0, 1]")
-        if self.probe_recipe not in PROBE_RECIPES:
-            raise bad("probe_recipe", f"choose from {', '.join(PROBE_RECIPES)}")
         if (self.min_res > 0) != (self.max_res > 0) or self.min_res > self.max_res:
             raise DejavuError(
                 f"config min_res={self.min_res}, max_res={self.max_res}: set both (min <= max) "
@@ -237,7 +264,7 @@ class TrainConfig:
             )
         if self.start_ramp > self.end_ramp:
             raise bad("start_ramp", f"after end_ramp={self.end_ramp}")
-        get_method(self.method).check_config(self)  # the method's own keys
+        get_method(self.method).check_config(self)  # what the method needs of the rest
 
     def resolution(self, epoch: int) -> int:
         """Training resolution of 0-based ``epoch`` (the original's ``get_resolution``, its
@@ -280,7 +307,7 @@ def pair_design(cfg_a: dict[str, Any], cfg_b: dict[str, Any]) -> dict[str, Any]:
     """How a target/reference pair was trained, from the two runs' stored configs.
 
     ``design`` is read from the seeds the runs trained with (``train_seed``, else ``seed``
-    for runs written before issue 28): equal = ``coupled``, different = ``independent``,
+    for runs that did not record it): equal = ``coupled``, different = ``independent``,
     ``unknown`` when either is missing (e.g. released checkpoints).
 
     Args:
@@ -299,36 +326,48 @@ def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Fields that differ between a saved config and ``cfg`` and would change the weights.
 
     Args:
-        saved: the config stored in the checkpoint (a dict).
+        saved: the config stored in the checkpoint (a dict; flat method keys of older runs
+            are read into their sections).
         cfg: the config of the resumed run.
 
     Returns:
-        ``"key (saved X, now Y)"`` per differing field; fields in :data:`RESUME_FREE` and fields
-        absent from ``saved`` are not compared. Empty when the run may resume.
+        ``"key (saved X, now Y)"`` per differing field (``vicreg.sim`` for a setting of the
+        method trained; other methods' sections are not compared); fields in
+        :data:`RESUME_FREE` and fields absent from ``saved`` are not compared. Empty when
+        the run may resume.
     """
+    saved = TrainConfig.normalize_keys(saved, "the checkpoint's config")
     now = cfg.to_dict()
-    out = []
-    for k, v in now.items():
-        if k in RESUME_FREE:
-            continue
-        if k in saved and saved[k] != v:
-            out.append(f"{k} (saved {saved[k]!r}, now {v!r})")
-    return out
+    pairs = [(k, saved[k], v) for k, v in now.items() if k not in METHODS and k not in RESUME_FREE and k in saved]
+    section = saved.get(cfg.method)
+    if isinstance(section, dict):
+        pairs += [(f"{cfg.method}.{k}", section[k], v) for k, v in now[cfg.method].items() if k in section]
+    return [f"{k} (saved {a!r}, now {b!r})" for k, a, b in pairs if a != b]
 
 
-def _config_path(path: Any, method: str | None) -> Any:
-    """``--config`` as a path (a packaged name resolved), default ``<method>_synth``; a
-    ``--method`` that contradicts the file's is refused."""
+def _config_source(path: Any, method: str | None) -> tuple[Path | None, dict[str, Any]]:
+    """``--config`` as a YAML path and the defaults under it. ``<method>_synth`` (the default)
+    is the synthetic setting: the dataclass defaults with that method, plus the packaged
+    ``<method>_synth.yaml`` where the method has one. A ``--method`` that contradicts the
+    file's is refused.
+
+    Returns:
+        ``(path or None, {"method": ...} or {})``.
+    """
     from dejavu.config import packaged_config, read_yaml, resolve_config
 
-    path = (
-        resolve_config(path, "ssl") if path is not None else packaged_config("ssl", f"{method or 'vicreg'}_synth.yaml")
-    )
-    if method is not None:
-        file_method = read_yaml(path).get("method")
-        if file_method and file_method != method:
-            raise UsageError(f"{path}: config is for method {file_method!r} but --method {method} was given")
-    return path
+    name = str(path) if path is not None else f"{method or 'vicreg'}_synth"
+    synth = name.removesuffix("_synth") if name.endswith("_synth") and not Path(name).is_file() else None
+    if synth in METHODS:
+        file = packaged_config("ssl", f"{name}.yaml")
+        found: Path | None = file if file.is_file() else None
+        file_method: str | None = synth
+    else:
+        found = resolve_config(path, "ssl")
+        file_method = read_yaml(found).get("method") if found is not None and method is not None else None
+    if method is not None and file_method and file_method != method:
+        raise UsageError(f"{found or name}: config is for method {file_method!r} but --method {method} was given")
+    return found, {"method": method or file_method} if (method or file_method) else {}
 
 
 def load_train_config(path: Any = None, sets: list[str] | None = None, method: str | None = None) -> TrainConfig:
@@ -338,7 +377,7 @@ def load_train_config(path: Any = None, sets: list[str] | None = None, method: s
     Args:
         path: a YAML file or a packaged name (``vicreg``, ``vicreg_synth``, ...); default
             ``<method>_synth``.
-        sets: ``key=value`` overrides (nested method keys as ``vicreg.sim=30``).
+        sets: ``key=value`` overrides (method settings as ``vicreg.sim=30``).
         method: the training method; must agree with the file's.
 
     Returns:
@@ -346,8 +385,8 @@ def load_train_config(path: Any = None, sets: list[str] | None = None, method: s
     """
     from dejavu.config import load_config
 
-    path = _config_path(path, method)
-    return load_config(TrainConfig, path, sets, base={"method": method} if method else None)
+    found, base = _config_source(path, method)
+    return load_config(TrainConfig, found, sets, base=base)
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -355,6 +394,6 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     ``--set`` (see :func:`dejavu.config.config_from_args`)."""
     from dejavu.config import config_from_args
 
-    method = getattr(args, "method", None)
-    args = argparse.Namespace(**{**vars(args), "config": str(_config_path(args.config, method))})
-    return config_from_args(TrainConfig, args, flags=TRAIN_FLAGS, kind="ssl")
+    found, base = _config_source(args.config, getattr(args, "method", None))
+    args = argparse.Namespace(**{**vars(args), "config": str(found) if found else None})
+    return config_from_args(TrainConfig, args, flags=TRAIN_FLAGS, kind="ssl", base=base)

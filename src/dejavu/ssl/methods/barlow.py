@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import BarlowTwinsLoss
-from dejavu.ssl.methods.base import Method, StepInfo, joint_forward
+from dejavu.ssl.methods.base import Method, StepInfo, check_nonnegative, joint_forward
 from dejavu.ssl.model import SSLModel
+
+
+@dataclass
+class BarlowSettings:
+    lambd: float = field(default=0.0051, metadata={"help": "weight of the off-diagonal (redundancy) term"})
+
+    def validate(self) -> None:
+        check_nonnegative(self, "barlow")
 
 
 class BarlowTwins(Method):
     name = "barlow"
-    config_keys = ("barlow_lambda",)
+    Settings = BarlowSettings
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
-        self.loss = BarlowTwinsLoss(cfg.barlow_lambda)
+        s: BarlowSettings = cfg.method_settings
+        self.loss = BarlowTwinsLoss(s.lambd)
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo

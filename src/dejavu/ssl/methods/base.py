@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -51,19 +51,38 @@ def cosine_momentum(start: float, end: float, progress: float) -> float:
     return end - (end - start) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
 
 
-class Method(nn.Module):
-    """A training method: its loss, what it adds to the model, the config keys it owns.
+@dataclass
+class NoSettings:
+    """The settings of a method that has none of its own."""
 
-    ``config_keys`` are the :class:`~dejavu.ssl.config.TrainConfig` fields this method reads
-    (solo-learn's per-method kwargs, stored flat so old configs and checkpoints load): they
-    may also be given nested, ``--set vicreg.sim=30`` or ``vicreg: {sim: 30}`` in YAML, and
-    :meth:`check_config` validates their values.
+
+def check_nonnegative(settings: Any, section: str) -> None:
+    """Raise :class:`dejavu.DejavuError` naming the first negative number of ``settings``.
+
+    Args:
+        settings: a method's settings (a dataclass).
+        section: its name in the config (the method's name), e.g. ``vicreg``.
+    """
+    for f in fields(settings):
+        v = getattr(settings, f.name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+            raise DejavuError(f"config {section}.{f.name}={v!r}: must be >= 0")
+
+
+class Method(nn.Module):
+    """A training method: its loss, what it adds to the model, and its own settings.
+
+    ``Settings`` is a dataclass of the method's hyper-parameters (solo-learn's per-method
+    kwargs): :class:`~dejavu.ssl.config.TrainConfig` holds one under the method's name
+    (``vicreg: {sim: 25, ...}`` in YAML, ``--set vicreg.sim=30``), built and checked by the
+    dataclass's ``validate()`` when the config is read. :meth:`check_config` checks what the
+    method needs of the rest of the config.
     """
 
     name = ""
     num_views = 2
     view_kind = "ssl"  # "ssl": two asymmetric views; "supervised": one view
-    config_keys: tuple[str, ...] = ()
+    Settings: type = NoSettings
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__()
@@ -71,11 +90,8 @@ class Method(nn.Module):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        """Raise :class:`dejavu.DejavuError` naming a bad value of one of ``config_keys``."""
-        for k in cls.config_keys:
-            v = getattr(cfg, k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                raise DejavuError(f"config {k}={v!r}: must be >= 0")
+        """Raise :class:`dejavu.DejavuError` naming a setting outside the method's section that
+        the method cannot train with (none by default)."""
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
@@ -104,10 +120,10 @@ class Method(nn.Module):
         """
 
 
-def check_ema(cfg: TrainConfig) -> None:
-    """The EMA teacher's momentum: ``0 <= ema_start <= ema_end <= 1``."""
-    if not 0 <= cfg.ema_start <= cfg.ema_end <= 1:
-        raise DejavuError(f"config ema_start={cfg.ema_start}, ema_end={cfg.ema_end}: need 0 <= start <= end <= 1")
+def check_ema(start: float, end: float, section: str) -> None:
+    """An EMA teacher's momentum: ``0 <= start <= end <= 1``."""
+    if not 0 <= start <= end <= 1:
+        raise DejavuError(f"config {section}.ema_start={start}, {section}.ema_end={end}: need 0 <= start <= end <= 1")
 
 
 def joint_forward(net: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -9,6 +9,8 @@ views go through the student, its predictor and the teacher as ONE batch each
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from dejavu.ssl.config import TrainConfig
@@ -17,6 +19,7 @@ from dejavu.ssl.methods.base import (
     Method,
     StepInfo,
     check_ema,
+    check_nonnegative,
     cosine_momentum,
     ema_update,
     joint_forward,
@@ -25,22 +28,29 @@ from dejavu.ssl.methods.base import (
 from dejavu.ssl.model import SSLModel
 
 
+@dataclass
+class BYOLSettings:
+    hidden: int = field(default=1024, metadata={"help": "hidden width of the predictor"})
+    ema_start: float = field(default=0.996, metadata={"help": "teacher momentum at the start (cosine to ema_end)"})
+    ema_end: float = field(default=1.0, metadata={"help": "teacher momentum at the last step"})
+
+    def validate(self) -> None:
+        check_nonnegative(self, "byol")
+        check_ema(self.ema_start, self.ema_end, "byol")
+
+
 class BYOL(Method):
     name = "byol"
-    config_keys = ("byol_hidden", "ema_start", "ema_end")
+    Settings = BYOLSettings
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
         from lightly.models.modules import BYOLPredictionHead
 
+        self.settings: BYOLSettings = cfg.method_settings
         d = model.embed_dim
-        self.predictor = BYOLPredictionHead(d, cfg.byol_hidden, d)
+        self.predictor = BYOLPredictionHead(d, self.settings.hidden, d)
         self.teacher = make_teacher(model.backbone, model.projector)
-
-    @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        super().check_config(cfg)
-        check_ema(cfg)
 
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher[1](self.teacher[0](x))
@@ -65,7 +75,9 @@ class BYOL(Method):
 
     def momentum(self, info: StepInfo) -> float:
         """The EMA momentum applied after this step (what :meth:`after_step` uses)."""
-        return cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps))
+        return cosine_momentum(
+            self.settings.ema_start, self.settings.ema_end, (info.step + 1) / max(1, info.total_steps)
+        )
 
     def after_step(self, model: SSLModel, info: StepInfo) -> None:
         # info.step is the step just taken; momentum for it, reaching ema_end at the last step

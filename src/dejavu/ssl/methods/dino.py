@@ -12,6 +12,8 @@ student temperature 0.1. Both views go through student and teacher as one batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,7 @@ from dejavu.ssl.methods.base import (
     Method,
     StepInfo,
     check_ema,
+    check_nonnegative,
     cosine_momentum,
     ema_update,
     joint_forward,
@@ -61,29 +64,36 @@ class Prototypes(nn.Module):
         return F.linear(F.normalize(z, dim=-1), F.normalize(self.weight, dim=-1))
 
 
+@dataclass
+class DINOSettings:
+    out_dim: int = field(default=1024, metadata={"help": "number of prototypes"})
+    teacher_temp: float = field(default=0.07, metadata={"help": "teacher temperature after the warm-up"})
+    warmup_teacher_temp: float = field(default=0.04, metadata={"help": "teacher temperature at epoch 0"})
+    warmup_teacher_temp_epochs: int = field(default=50, metadata={"help": "teacher temperature warm-up epochs"})
+    student_temp: float = field(default=0.1, metadata={"help": "student temperature"})
+    center_momentum: float = field(default=0.9, metadata={"help": "EMA momentum of the teacher's center"})
+    ema_start: float = field(default=0.996, metadata={"help": "teacher momentum at the start (cosine to ema_end)"})
+    ema_end: float = field(default=1.0, metadata={"help": "teacher momentum at the last step"})
+
+    def validate(self) -> None:
+        check_nonnegative(self, "dino")
+        check_ema(self.ema_start, self.ema_end, "dino")
+
+
 class DINO(Method):
     name = "dino"
-    config_keys = (
-        "dino_out_dim",
-        "dino_teacher_temp",
-        "dino_warmup_teacher_temp",
-        "dino_warmup_teacher_temp_epochs",
-        "dino_student_temp",
-        "dino_center_momentum",
-        "ema_start",
-        "ema_end",
-    )
+    Settings = DINOSettings
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
-        self.prototypes = Prototypes(model.embed_dim, cfg.dino_out_dim)
+        self.settings: DINOSettings = cfg.method_settings
+        s = self.settings
+        self.prototypes = Prototypes(model.embed_dim, s.out_dim)
         self.teacher = make_teacher(model.backbone, model.projector, self.prototypes)
-        self.loss = DINOLoss(cfg.dino_out_dim, cfg.dino_student_temp, cfg.dino_center_momentum)
+        self.loss = DINOLoss(s.out_dim, s.student_temp, s.center_momentum)
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        super().check_config(cfg)
-        check_ema(cfg)
         if cfg.projector in ("", "none"):
             raise DejavuError(
                 f"config projector={cfg.projector!r}: dino needs a projector (its bottleneck feeds the prototypes)"
@@ -92,12 +102,8 @@ class DINO(Method):
     def teacher_temp(self, epoch: int) -> float:
         """The original's schedule: ``linspace(warmup_temp, temp, W)[epoch]`` for the first
         W epochs (0-based; epoch W-1 reaches ``temp``), then ``temp``."""
-        return teacher_temp_at(
-            epoch,
-            self.cfg.dino_warmup_teacher_temp,
-            self.cfg.dino_teacher_temp,
-            self.cfg.dino_warmup_teacher_temp_epochs,
-        )
+        s = self.settings
+        return teacher_temp_at(epoch, s.warmup_teacher_temp, s.teacher_temp, s.warmup_teacher_temp_epochs)
 
     def _teacher(self, x: torch.Tensor) -> torch.Tensor:
         return self.teacher[2](self.teacher[1](self.teacher[0](x)))
@@ -128,5 +134,5 @@ class DINO(Method):
             model: the SSL model, already stepped.
             info: the step just taken.
         """
-        m = cosine_momentum(self.cfg.ema_start, self.cfg.ema_end, (info.step + 1) / max(1, info.total_steps))
+        m = cosine_momentum(self.settings.ema_start, self.settings.ema_end, (info.step + 1) / max(1, info.total_steps))
         ema_update(self.teacher, [model.backbone, model.projector, self.prototypes], m)

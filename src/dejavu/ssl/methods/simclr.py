@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import ntxent_loss
-from dejavu.ssl.methods.base import Method, StepInfo, joint_forward
+from dejavu.ssl.methods.base import Method, StepInfo, check_nonnegative, joint_forward
 from dejavu.ssl.model import SSLModel
+
+
+@dataclass
+class SimCLRSettings:
+    temperature: float = field(default=0.15, metadata={"help": "NT-Xent temperature"})
+
+    def validate(self) -> None:
+        check_nonnegative(self, "simclr")
 
 
 class SimCLR(Method):
     name = "simclr"
-    config_keys = ("simclr_temperature",)
+    Settings = SimCLRSettings
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
-        self.loss = ntxent_loss(cfg.simclr_temperature)
+        s: SimCLRSettings = cfg.method_settings
+        self.loss = ntxent_loss(s.temperature)
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo

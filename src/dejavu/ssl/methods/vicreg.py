@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from dejavu.ssl.config import TrainConfig
 from dejavu.ssl.losses import vicreg_loss
-from dejavu.ssl.methods.base import Method, StepInfo, joint_forward
+from dejavu.ssl.methods.base import Method, StepInfo, check_nonnegative, joint_forward
 from dejavu.ssl.model import SSLModel
+
+
+@dataclass
+class VICRegSettings:
+    sim: float = field(default=25.0, metadata={"help": "weight of the invariance (MSE) term"})
+    std: float = field(default=25.0, metadata={"help": "weight of the variance term"})
+    cov: float = field(default=1.0, metadata={"help": "weight of the covariance term"})
+
+    def validate(self) -> None:
+        check_nonnegative(self, "vicreg")
 
 
 class VICReg(Method):
     name = "vicreg"
-    config_keys = ("vicreg_sim", "vicreg_std", "vicreg_cov")
+    Settings = VICRegSettings
 
     def __init__(self, model: SSLModel, cfg: TrainConfig):
         super().__init__(model, cfg)
-        self.loss = vicreg_loss(cfg.vicreg_sim, cfg.vicreg_std, cfg.vicreg_cov)
+        s: VICRegSettings = cfg.method_settings
+        self.loss = vicreg_loss(s.sim, s.std, s.cov)
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
