@@ -16,6 +16,7 @@ Order of work (each image decoded once per attack):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -410,7 +411,12 @@ def _attack(
     )
     # 1) crops (headers + XML only) beside 2) the public embeddings (cached)
     fut = _in_background(lambda: {y: _set_crops(st, y, sets) for y in "AB"}, "dejavu-crops")
-    pub_emb, cached = _public_embeddings(st, cache_dir, poll=lambda: _raise_if_failed(fut))
+    try:
+        pub_emb, cached = _public_embeddings(st, cache_dir, poll=lambda: _raise_if_failed(fut))
+    except Exception:  # let the crops thread end first: one killed at exit aborted the process (-6)
+        with contextlib.suppress(BaseException):
+            fut.exception(timeout=120)
+        raise
     crops = fut.result()
     arrays = _attack_sets(st, crops, pub_emb, use_betons=sets is None)  # 3) crops embedded, 4) KNN
     control = _control_arrays(st, csrc, pub_emb)
