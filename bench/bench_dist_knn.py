@@ -182,8 +182,8 @@ def _report(rows, args, cpu: str) -> None:
             "",
             f"Growth with N (1 process, {n0:,} -> {n1:,} rows; the file grows {d * 4 * 1000 / 2**20:.1f} MiB per "
             f"1,000 rows): peak anonymous memory {anon:+.2f} MiB per 1,000 rows, peak RSS {rss:+.2f} MiB per "
-            f"1,000 rows (file pages mapped while the float64 re-ranking gathers candidate rows from the "
-            f"memmap: page cache, released after each step). Extrapolated to the paper's 509k x 8192 (16.7 GB "
+            f"1,000 rows (flat once a rank's share exceeds one public block of {BLOCK_P} rows; below that the "
+            f"block itself is smaller). Extrapolated to the paper's 509k x 8192 (16.7 GB "
             f"of fp32 per model): the search holds blocks of rows (public block {BLOCK_P} rows, query block "
             f"{QUERY_BLOCK} rows under torchrun): about {proj / 1024:.1f} GiB per rank (the {own:.0f} MiB "
             f"measured here plus those blocks widened from {d} to 8192 floats); add the rank's share of the "
