@@ -163,3 +163,13 @@ def test_print_config_shows_the_sections_and_reads_back(tmp_path, capsys):
     cfg = load_train_config(f)
     assert cfg == load_train_config(None, ["dino.teacher_temp=0.05"], method="dino")
     assert "dino:\n  out_dim: 1024\n  teacher_temp: 0.05\n" in f.read_text()
+
+
+def test_a_sweep_over_a_method_setting_splits_the_reports_series():
+    """`dejavu report` tells sweep points apart by the trained method's section keys (vicreg.sim)."""
+    from types import SimpleNamespace
+
+    from dejavu.report.collect import varying_hyperparams
+
+    runs = [load_train_config(None, [f"vicreg.sim={s}"], method="vicreg").to_dict() for s in (10, 25, 50)]
+    assert varying_hyperparams([SimpleNamespace(model_config=c) for c in runs]) == ["vicreg.sim"]

@@ -2,7 +2,8 @@
 
 The dataclass defaults are the **synthetic default** (32 px, smallcnn, VICReg,
 AdamW at an absolute lr 2e-3, mild augmentation), the setting that makes deja vu
-measurable on a CPU. The paper setting lives in ``configs/ssl/<method>.yaml``.
+measurable on a CPU. The paper setting lives in ``configs/ssl/<method>.yaml`` (each a few
+lines over ``configs/ssl/base/paper.yaml``).
 
 Fields in :data:`RESUME_FREE` may change between a run and its ``--resume``
 (they do not change the weights); any other difference is refused by name.
@@ -90,7 +91,7 @@ def _method_sections(cls: type[T]) -> type[T]:
     are imported when a config is built, so the CLI's ``--help`` imports no method."""
     for name in METHODS:
         cls.__annotations__[name] = "Any"
-        meta = {"section": partial(settings_class, name), "help": f"{name}'s own settings ({name}.KEY=VALUE)"}
+        meta = {"help": f"{name}'s own settings ({name}.KEY=VALUE)"}
         setattr(cls, name, field(default_factory=partial(_default_settings, name), metadata=meta))
     return cls
 
