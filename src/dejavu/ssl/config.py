@@ -364,7 +364,7 @@ def _config_source(path: Any, method: str | None) -> tuple[Path | None, dict[str
         found: Path | None = file if file.is_file() else None
         file_method: str | None = synth
     else:
-        found = resolve_config(path, "ssl")
+        found = resolve_config(path, "ssl", also=tuple(f"{m}_synth" for m in METHODS))
         file_method = read_yaml(found).get("method") if found is not None and method is not None else None
     if method is not None and file_method and file_method != method:
         raise UsageError(f"{found or name}: config is for method {file_method!r} but --method {method} was given")
