@@ -135,6 +135,8 @@ def test_methods_validate_their_own_settings():
         load_train_config(None, ["dino.warmup_teacher_temp_epochs=-1"], method="dino")
     with pytest.raises(UsageError, match=r"expected float, got 'abc'"):
         load_train_config(None, ["vicreg.sim=abc"], method="vicreg")
+    with pytest.raises(UsageError, match=r"config vicreg=3: expected the method's settings, e.g. vicreg.KEY=VALUE"):
+        load_train_config(None, ["vicreg=3"], method="vicreg")
 
 
 @pytest.mark.parametrize("field", ["optimizer", "amp", "augment", "data_mode", "augment_backend", "design"])

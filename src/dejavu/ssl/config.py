@@ -171,12 +171,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # a section given as a mapping (e.g. ``TrainConfig(**cfg.to_dict())``): the method's dataclass
-        for name in METHODS:
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                from dejavu.config import from_dict
+        from dejavu.config import from_dict
 
-                setattr(self, name, from_dict(settings_class(name), value, source=f"section {name}"))
+        for name in METHODS:
+            value, cls = getattr(self, name), settings_class(name)
+            if isinstance(value, dict):
+                setattr(self, name, from_dict(cls, value, source=f"section {name}"))
+            elif not isinstance(value, cls):
+                raise UsageError(f"config {name}={value!r}: expected the method's settings, e.g. {name}.KEY=VALUE")
 
     @property
     def method_settings(self) -> Any:
