@@ -85,3 +85,39 @@ def test_packaged_config_names_resolve_or_list_choices():
     with pytest.raises(DejavuError, match=r"packaged ssl config.*dino_synth.*vicreg") as e:
         resolve_config("nope", "ssl")
     assert not isinstance(e.value, UsageError)  # a missing config file: exit 1, as the README says
+
+
+@dataclass
+class Pick:
+    knn: str = field(default="torch", metadata={"choices": ("torch", "faiss")})
+    recipe: str | None = field(default=None, metadata={"choices": ("a", "b")})
+
+
+def test_choices_checked_once_from_the_metadata_for_files_sets_and_flags(tmp_path):
+    with pytest.raises(UsageError, match=r"^--set: knn='faise': choose from torch, faiss$"):
+        load_config(Pick, None, ["knn=faise"])
+    f = tmp_path / "p.yaml"
+    f.write_text("knn: faise\n")
+    with pytest.raises(UsageError, match=r"p.yaml: knn='faise': choose from torch, faiss$"):
+        load_config(Pick, f)
+    _, args = _parse(["--knn", "faiss"])  # a flag: argparse's choices are the same metadata
+    assert config_from_args(StageCfg, args, flags=("knn",)).knn == "faiss"
+    with pytest.raises(SystemExit):
+        _parse(["--knn", "faise"])
+    assert load_config(Pick, None, ["recipe=null"]).recipe is None  # an optional field may stay unset
+    assert load_config(Pick, None, ["recipe=b", "knn=faiss"]) == Pick("faiss", "b")
+
+
+def test_a_yaml_file_may_start_from_a_base(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "common.yaml").write_text("epochs: 5\narch: resnet18\nlr: 0.5\n")
+    f = tmp_path / "c.yaml"
+    f.write_text("_base_: base/common.yaml\nlr: 0.3\n")
+    c = load_config(Cfg, f, ["amp=true"])
+    assert (c.epochs, c.arch, c.lr, c.amp) == (5, "resnet18", 0.3, True)
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(DejavuError, match=r"loop.yaml: _base_ must name another config file"):
+        load_config(Cfg, tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("_base_: nope.yaml\n")
+    with pytest.raises(DejavuError, match=r"nope.yaml: config file not found"):
+        load_config(Cfg, tmp_path / "missing.yaml")

@@ -92,7 +92,7 @@ def _check_choice(f: dataclasses.Field, value: Any, source: str) -> None:
     """The one check of a field's allowed values (``metadata["choices"]``), whether the value came
     from a flag, a file or ``--set``; a usage error naming the source, the key and the choices."""
     choices = f.metadata.get("choices")
-    if choices and value not in choices:
+    if choices and value not in choices and not (value is None and f.default is None):  # None: "not set"
         raise UsageError(f"{source}: {f.name}={value!r}: choose from {', '.join(map(str, choices))}")
 
 
@@ -239,13 +239,14 @@ def packaged_config(*parts: str) -> Path:
     return Path(__file__).parent / "configs" / Path(*parts)
 
 
-def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
+def resolve_config(name: str | os.PathLike | None, kind: str, also: tuple[str, ...] = ()) -> Path | None:
     """``--config`` value -> a YAML path: an existing file, or a config packaged in
     ``dejavu/configs/<kind>/<name>.yaml`` (e.g. ``vicreg``, ``paper128``).
 
     Args:
         name: a file path, a packaged config name, or None.
         kind: the packaged-config folder (e.g. ``train``, ``attack``).
+        also: names the caller resolves without a file (listed in the error, as packaged names).
 
     Returns:
         The YAML path (not checked to exist when it ends in ``.yaml``/``.yml``), or None for
@@ -263,7 +264,7 @@ def resolve_config(name: str | os.PathLike | None, kind: str) -> Path | None:
     cand = packaged_config(kind, f"{name}.yaml")
     if cand.is_file():
         return cand
-    names = sorted(p.stem for p in packaged_config(kind).glob("*.yaml"))
+    names = sorted({p.stem for p in packaged_config(kind).glob("*.yaml")} | set(also))
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise DejavuError(

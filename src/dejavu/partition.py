@@ -14,13 +14,13 @@ Per class c and per images-per-class ``npc``::
 Attacks of every npc use the public set of the *largest* npc (contained in every
 smaller one); ``val_set.npy`` is that set truncated to the same count per class.
 
-The order (issue 28, DESIGN 2.2): ``order: shuffle`` (default) permutes each class's
+The order (DESIGN 2.2): ``order: shuffle`` (default) permutes each class's
 annotated and unannotated images with ``numpy.random.default_rng([seed, c])`` (class id c),
 so the split is reproducible from the seed and unrelated to file numbering; ``order:
 sorted`` keeps ascending indices (the rule of partitions written before; the original used
 filesystem order). The manifest records ``split: {order, seed}``.
 
-Held-out control (``--control N``, issue 11): the first N annotated images of each class
+Held-out control (``--control N``): the first N annotated images of each class
 in the attack public set (in the partition's order) are set aside and removed from the public set of *every* npc.
 Neither model trains on them and no attack searches them, so attacking them with the same
 models measures the score that two training runs give without any memorization. Within
@@ -104,7 +104,7 @@ def class_orders(
     Args:
         targets: (N,) class of every dataset image.
         annotated: (N,) bool, True where the image has an annotation file.
-        seed: None = ascending indices (the rule of partitions written before issue 28);
+        seed: None = ascending indices (the rule of partitions without a ``split`` record);
             an int = class c's annotated images permuted by
             ``numpy.random.default_rng([seed, c]).permutation``, then its other images by
             the same generator.
@@ -408,7 +408,7 @@ def partition(
     ``control`` > 0 sets that many annotated public images per class aside as the held-out
     control (module docstring); the val set is then drawn from the reduced public set.
     ``order`` ``shuffle`` (default) orders each class by a permutation seeded by ``seed``;
-    ``sorted`` by ascending index (the rule before issue 28).
+    ``sorted`` by ascending index (the rule of partitions without a ``split`` record).
 
     Args:
         paths: the dataset's images and bounding-box folders (``bboxes`` required).
@@ -559,8 +559,8 @@ class Partition:
 
     @property
     def split(self) -> dict[str, Any]:
-        """How the classes were ordered (``order``, ``seed``); a partition written before
-        issue 28 has no ``split`` block: ascending order."""
+        """How the classes were ordered (``order``, ``seed``); a partition without a
+        ``split`` block was ordered ascending."""
         return self.manifest.get("split") or split_info("sorted", None)
 
     @property
@@ -755,7 +755,7 @@ class PartitionConfig:
         metadata={
             "choices": SPLIT_ORDERS,
             "help": "shuffle: the seeded permutation (DESIGN 2.2); sorted: ascending image index within "
-            "each class (the rule of partitions written before issue 28; bbox_A = the lowest-numbered half)",
+            "each class (the rule of partitions without a split record; bbox_A = the lowest-numbered half)",
         },
     )
 

@@ -63,6 +63,26 @@ def test_flat_keys_of_old_configs_map_into_the_sections():
     assert old.byol == b.byol and old.dino.ema_start == 0.99  # ema_start was BYOL's and DINO's
 
 
+def test_an_old_style_yaml_file_loads(tmp_path):
+    """A full config file of the flat format (as the packaged dino.yaml was) gives the same config."""
+    f = tmp_path / "old_dino.yaml"
+    f.write_text(
+        "method: dino\narch: resnet101\nprojector: '2048-2048-256'\nimage_size: 224\nepochs: 1000\n"
+        "batch_size: 1024\nlr: 0.2\nabsolute_lr: false\noptimizer: lars\nweight_decay: 1.0e-6\nmomentum: 0.9\n"
+        "lars_eta: 0.001\nwarmup_epochs: 10\nfinal_lr_ratio: 0.001\naugment: paper\nmin_res: 160\nmax_res: 192\n"
+        "start_ramp: 70\nend_ramp: 85\nseed: 0\ndesign: independent\nsnapshot_every: 50\nknn_every: 50\n"
+        "knn_k: 20\nnum_workers: 10\ndata_mode: loader\namp: bf16\nchannels_last: true\nprobe_recipe: original\n"
+        "ema_start: 0.996\nema_end: 1.0\ndino_out_dim: 65536\ndino_teacher_temp: 0.07\n"
+        "dino_warmup_teacher_temp: 0.04\ndino_warmup_teacher_temp_epochs: 50\ndino_student_temp: 0.1\n"
+        "dino_center_momentum: 0.9\n"
+    )
+    old, new = load_train_config(f), load_train_config("dino")
+    assert {k: v for k, v in old.to_dict().items() if k != "byol"} == {
+        k: v for k, v in new.to_dict().items() if k != "byol"
+    }
+    assert old.byol.ema_start == 0.996  # the flat ema keys fill BYOL's section too
+
+
 def _old_style_stored_config() -> dict:
     """A checkpoint's stored config as written before the method sections (flat keys)."""
     d = {k: v for k, v in TrainConfig().to_dict().items() if k not in METHODS}
@@ -115,6 +135,8 @@ def test_methods_validate_their_own_settings():
         load_train_config(None, ["dino.warmup_teacher_temp_epochs=-1"], method="dino")
     with pytest.raises(UsageError, match=r"expected float, got 'abc'"):
         load_train_config(None, ["vicreg.sim=abc"], method="vicreg")
+    with pytest.raises(UsageError, match=r"config vicreg=3: expected the method's settings, e.g. vicreg.KEY=VALUE"):
+        load_train_config(None, ["vicreg=3"], method="vicreg")
 
 
 @pytest.mark.parametrize("field", ["optimizer", "amp", "augment", "data_mode", "augment_backend", "design"])
@@ -152,6 +174,9 @@ def test_train_cli_unknown_key_is_a_usage_error(tmp_path, capsys):
     assert "config is for method 'simclr'" in capsys.readouterr().err
     assert main(argv + ["--config", "dino_synth", "--method", "vicreg"]) == 2
     assert "config is for method 'dino'" in capsys.readouterr().err
+    assert main(argv + ["--config", "vicreg_synt"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean vicreg_synth?" in err and all(f"{m}_synth" in err for m in METHODS)
 
 
 def test_print_config_shows_the_sections_and_reads_back(tmp_path, capsys):
@@ -163,3 +188,13 @@ def test_print_config_shows_the_sections_and_reads_back(tmp_path, capsys):
     cfg = load_train_config(f)
     assert cfg == load_train_config(None, ["dino.teacher_temp=0.05"], method="dino")
     assert "dino:\n  out_dim: 1024\n  teacher_temp: 0.05\n" in f.read_text()
+
+
+def test_a_sweep_over_a_method_setting_splits_the_reports_series():
+    """`dejavu report` tells sweep points apart by the trained method's section keys (vicreg.sim)."""
+    from types import SimpleNamespace
+
+    from dejavu.report.collect import varying_hyperparams
+
+    runs = [load_train_config(None, [f"vicreg.sim={s}"], method="vicreg").to_dict() for s in (10, 25, 50)]
+    assert varying_hyperparams([SimpleNamespace(model_config=c) for c in runs]) == ["vicreg.sim"]

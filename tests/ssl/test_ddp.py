@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-METHODS = ("vicreg", "simclr", "barlow", "supervised")
+from dejavu.ssl.registry import METHODS
 
 
 def _cfg(method):

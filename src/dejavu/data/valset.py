@@ -2,7 +2,7 @@
 
 Neither model of a déjà vu pair trained on the validation images, so attacking their
 background crops with the same models gives the score two training runs reach without
-memorization (issue 11). Supported layouts, ``VAL`` being the folder passed to
+memorization. Supported layouts, ``VAL`` being the folder passed to
 ``dejavu attack --control VAL``:
 
 * **flat** (as ``ILSVRC2012_img_val.tar`` extracts): ``VAL/ILSVRC2012_val_00000001.JPEG``;

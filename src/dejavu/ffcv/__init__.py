@@ -37,12 +37,3 @@ def require_ffcv(what: str = "the FFCV fast path") -> ModuleType:
             f"{what} needs the optional ffcv package, which cannot be imported ({detail}); {INSTALL_HINT}"
         ) from None
     return ffcv
-
-
-def ffcv_available() -> bool:
-    """True when ``ffcv`` imports (without raising)."""
-    try:
-        require_ffcv()
-    except DejavuError:
-        return False
-    return True

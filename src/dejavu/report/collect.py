@@ -382,6 +382,16 @@ def collect(roots: Iterable[str | os.PathLike], strict: bool = False) -> Results
     return res
 
 
+def _scalar_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A training config's scalar settings, the trained method's own section among them as
+    dotted keys (``vicreg.sim``)."""
+    out = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
+    section = cfg.get(str(cfg.get("method")))
+    if isinstance(section, dict):
+        out.update({f"{cfg['method']}.{k}": v for k, v in section.items() if not isinstance(v, (dict, list))})
+    return out
+
+
 def varying_hyperparams(records: list[AttackRecord] | list[ProbeRecord]) -> list[str]:
     """Scalar model-config keys whose values differ between records (sweep dimensions
     other than epoch/npc): they split series so that no two sweep points collide.
@@ -394,13 +404,12 @@ def varying_hyperparams(records: list[AttackRecord] | list[ProbeRecord]) -> list
     """
     keys: dict[str, set] = {}
     for r in records:
-        for k, v in r.model_config.items():
-            if k in NOT_HYPERPARAMS or isinstance(v, (dict, list)):
-                continue
-            keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+        for k, v in _scalar_params(r.model_config).items():
+            if k not in NOT_HYPERPARAMS:
+                keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
     for r in records:  # a key missing in some records also varies
         for k in list(keys):
-            if k not in r.model_config:
+            if k not in _scalar_params(r.model_config):
                 keys[k].add("<absent>")
     return sorted(k for k, vals in keys.items() if len(vals) > 1)
 

@@ -1,4 +1,4 @@
-"""Batched, on-device training views with per-sample random parameters (issue 14.1).
+"""Batched, on-device training views with per-sample random parameters.
 
 :class:`BatchViews` takes the per-image views of :mod:`dejavu.ssl.augment` (torchvision
 ``v2.Compose`` objects) and applies the **same operations with the same parameter

@@ -2,7 +2,8 @@
 
 The dataclass defaults are the **synthetic default** (32 px, smallcnn, VICReg,
 AdamW at an absolute lr 2e-3, mild augmentation), the setting that makes deja vu
-measurable on a CPU. The paper setting lives in ``configs/ssl/<method>.yaml``.
+measurable on a CPU. The paper setting lives in ``configs/ssl/<method>.yaml`` (each a few
+lines over ``configs/ssl/base/paper.yaml``).
 
 Fields in :data:`RESUME_FREE` may change between a run and its ``--resume``
 (they do not change the weights); any other difference is refused by name.
@@ -90,7 +91,7 @@ def _method_sections(cls: type[T]) -> type[T]:
     are imported when a config is built, so the CLI's ``--help`` imports no method."""
     for name in METHODS:
         cls.__annotations__[name] = "Any"
-        meta = {"section": partial(settings_class, name), "help": f"{name}'s own settings ({name}.KEY=VALUE)"}
+        meta = {"help": f"{name}'s own settings ({name}.KEY=VALUE)"}
         setattr(cls, name, field(default_factory=partial(_default_settings, name), metadata=meta))
     return cls
 
@@ -170,12 +171,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # a section given as a mapping (e.g. ``TrainConfig(**cfg.to_dict())``): the method's dataclass
-        for name in METHODS:
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                from dejavu.config import from_dict
+        from dejavu.config import from_dict
 
-                setattr(self, name, from_dict(settings_class(name), value, source=f"section {name}"))
+        for name in METHODS:
+            value, cls = getattr(self, name), settings_class(name)
+            if isinstance(value, dict):
+                setattr(self, name, from_dict(cls, value, source=f"section {name}"))
+            elif not isinstance(value, cls):
+                raise UsageError(f"config {name}={value!r}: expected the method's settings, e.g. {name}.KEY=VALUE")
 
     @property
     def method_settings(self) -> Any:
@@ -363,7 +366,7 @@ def _config_source(path: Any, method: str | None) -> tuple[Path | None, dict[str
         found: Path | None = file if file.is_file() else None
         file_method: str | None = synth
     else:
-        found = resolve_config(path, "ssl")
+        found = resolve_config(path, "ssl", also=tuple(f"{m}_synth" for m in METHODS))
         file_method = read_yaml(found).get("method") if found is not None and method is not None else None
     if method is not None and file_method and file_method != method:
         raise UsageError(f"{found or name}: config is for method {file_method!r} but --method {method} was given")

@@ -1,8 +1,11 @@
 """Method registry: name -> ``Method`` class (loss, extra heads, views, EMA teachers).
 
-Adding a method = one module under ``dejavu/ssl/methods`` defining a
-:class:`dejavu.ssl.methods.base.Method` subclass + one line here. Entries are
-import strings so ``dejavu --help`` does not import torch.
+Adding a method = one module under ``dejavu/ssl/methods`` (a
+:class:`dejavu.ssl.methods.base.Method` subclass and its ``Settings`` dataclass, which
+becomes the method's section of ``TrainConfig``), one line here, and its paper setting
+``configs/ssl/<name>.yaml`` (a few lines over ``base/paper.yaml``). The CLI's choices and
+the tests read this registry. Entries are import strings so ``dejavu --help`` does not
+import torch.
 """
 
 from __future__ import annotations

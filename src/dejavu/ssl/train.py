@@ -146,7 +146,8 @@ def build_engine(
     from dejavu.utils import seed_everything
 
     seed_everything(cfg.seed if seed is None else seed)  # init depends only on the seed
-    model = SSLModel(ModelSpec(cfg.arch, cfg.projector, cfg.num_classes if cfg.method == "supervised" else 0))
+    classes = cfg.num_classes if get_method(cfg.method).needs_classifier else 0
+    model = SSLModel(ModelSpec(cfg.arch, cfg.projector, classes))
     if cfg.zero_init_residual:
         zero_init_residuals(model.backbone)
     method = get_method(cfg.method)(model, cfg)
@@ -461,7 +462,7 @@ def _open_run(
     dev = choose_device(None if device is None else str(device), dinfo.local_rank)
     index = index or scan_imagefolder(paths.images)
     idx = load_index_file(Path(index_file), index)
-    if cfg.method == "supervised" and cfg.num_classes == 0:
+    if get_method(cfg.method).needs_classifier and cfg.num_classes == 0:
         cfg.num_classes = len(index.classes)
     run = _Run(cfg, abspath(out), abspath(index_file), index, idx, dinfo, dev, None)
     run.seed = train_seed(cfg.seed, parse_index_name(index_file)[1], cfg.design)

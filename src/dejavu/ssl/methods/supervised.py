@@ -17,6 +17,7 @@ class Supervised(Method):
     name = "supervised"
     num_views = 1
     view_kind = "supervised"
+    needs_classifier = True
 
     def forward(
         self, model: SSLModel, views: list[torch.Tensor], labels: torch.Tensor, info: StepInfo
