@@ -1,4 +1,4 @@
-"""Calibrated significance: the déjà vu score against a held-out control (issue 11).
+"""Calibrated significance: the déjà vu score against a held-out control.
 
 Why: the bootstrap of :mod:`dejavu.analysis.bootstrap` resamples the attacked examples of
 one fixed pair of models. Two training runs on disjoint data differ in ways no example
@@ -61,7 +61,7 @@ EXAMPLE_UNIT = (
     "independently, target and reference paired within a set"
 )
 NOT_COVERED = "choice of examples only, not training randomness (one model pair)"
-# The pre-declared primary endpoint (issue 28.4); everything else is secondary.
+# The pre-declared primary endpoint; everything else is secondary.
 PRIMARY: dict[str, Any] = {
     "name": "top-1 at the 20% most confident examples, final epoch",
     "top": "top1",

@@ -1,4 +1,4 @@
-"""The held-out control of an attack (issue 11).
+"""The held-out control of an attack.
 
 Annotated images that neither model trained on — the partition's ``control_{A,B}.npy``
 (``dejavu partition --control N``) or ImageNet's annotated validation images

@@ -1,4 +1,4 @@
-"""The attack across processes (issue 23): ``torchrun --nproc_per_node N -m dejavu attack ...``
+"""The attack across processes: ``torchrun --nproc_per_node N -m dejavu attack ...``
 or SLURM tasks (``--launcher slurm --gpus-per-node N``), one process per GPU.
 
 The distributed environment is torchrun's (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT),

@@ -70,7 +70,7 @@ def check_finite(block: np.ndarray, what: str, start: int = 0) -> None:
 def release_pages(arr: np.ndarray) -> None:
     """Unmap the pages of a memory-mapped array that this process has read: they stay in the
     page cache (reading them again is a memory copy), but no longer count in the process's
-    resident memory, so streaming a cache file of any size holds one block (issue 23).
+    resident memory, so streaming a cache file of any size holds one block.
 
     Args:
         arr: a ``np.memmap`` (or a view of one); anything else is left alone.

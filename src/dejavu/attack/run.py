@@ -395,7 +395,7 @@ def _attack(
     ``sets`` (``{"A": idx, "B": idx}``) and ``public`` replace the partition's bbox_A/bbox_B
     and attack public set, e.g. for a held-out control (``label`` names it in results.json);
     they must stay disjoint from each other and from the models' training sets.
-    ``control`` (issue 11, :mod:`dejavu.attack.control`): ``"auto"`` (the partition's
+    ``control`` (:mod:`dejavu.attack.control`): ``"auto"`` (the partition's
     held-out control when it has one and no ``sets`` override is given), ``"none"``,
     ``"partition"``, or a folder of annotated validation images (boxes in ``control_bboxes``).
     """
@@ -427,7 +427,7 @@ def _attack(
     results = _results(st, crops, cached, metrics, label, sets is not None)
     if control_res is not None:
         results["control"] = control_res
-    results["primary_endpoint"] = primary_endpoint(results)  # issue 28.4: named; the rest is secondary
+    results["primary_endpoint"] = primary_endpoint(results)  # named; every other number is secondary
     atomic_write_json(st.out / "results.json", results)  # last: its presence marks a complete folder
     return AttackResult(st.out, results, results["counts"])
 

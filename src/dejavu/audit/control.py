@@ -1,4 +1,4 @@
-"""The held-out control of a one-model audit (issue 11, DESIGN 7.3).
+"""The held-out control of a one-model audit (DESIGN 7.3).
 
 One model and one crop classifier, so the control is simply a second audited set: images
 that neither the audited model nor the classifier trained on, cropped, KNN-searched and
@@ -322,7 +322,7 @@ MIN_CONTROL_CROPS = 30  # fewer control crops than this: too few to judge the ex
 
 
 def memorization_reading(results: dict[str, Any]) -> dict[str, Any]:
-    """How the audit's "memorized" and score may be read (issue 22, item 7).
+    """How the audit's "memorized" and score may be read.
 
     Without a control they are upper bounds: a crop the model's KNN recognises better than the
     classifier counts as memorized whether or not the model trained on it. With one, warnings

@@ -9,7 +9,7 @@ Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
 3. public embeddings of the audited model (cached, :class:`dejavu.attack.embed.CachedEmbedder`);
 4. the audited crops decoded once, embedded by the model and classified by the classifier;
 5. KNN of the model's crop embeddings over the public set (:func:`dejavu.attack.knn.knn`);
-6. the held-out control (:mod:`dejavu.audit.control`, issue 11): images neither the model nor
+6. the held-out control (:mod:`dejavu.audit.control`): images neither the model nor
    the classifier trained on (``--control auto|none|partition|VAL_DIR``), cropped (before the
    classifier trains, so a bad control fails early), embedded, searched and classified as the
    audited set, by the same model and classifier;

@@ -169,7 +169,7 @@ class AttackRecord:
 
     @property
     def control(self) -> dict[str, Any] | None:
-        """The held-out control block of results.json (issue 11), or None."""
+        """The held-out control block of results.json, or None."""
         c = self.raw.get("control")
         return c if isinstance(c, dict) and "excess" in c else None
 

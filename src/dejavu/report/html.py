@@ -419,7 +419,7 @@ def _head_row(attacks: list[AttackRecord], head: AttackRecord | None) -> dict | 
 
 
 def _control(head: AttackRecord | None, row: dict | None) -> str:
-    """Score against the held-out control (issue 11): the control's score, the excess with
+    """Score against the held-out control: the control's score, the excess with
     its interval, the verdict, and, when several model pairs differ only in the seed, each
     pair's values and the interval over pairs (``row``: :func:`_head_row`)."""
     if head is None:
@@ -515,7 +515,7 @@ def _audit_row(r: AttackRecord, head: AttackRecord | None, run_dir: Path) -> str
 
 
 def _audit_control(r: AttackRecord, run_dir: Path) -> str:
-    """One audit's score against its held-out control (issue 11, :mod:`dejavu.audit.control`):
+    """One audit's score against its held-out control (:mod:`dejavu.audit.control`):
     the verdict, score / control / excess with the paired bootstrap CI at 20% and 100%, and
     the control's images; or why the audit has none (``control_skipped``)."""
     from dejavu.audit.control import verdict_text

@@ -632,8 +632,8 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
 
 def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str = "20") -> list[dict[str, Any]]:
     """Per setting and epoch (attacks differing only in the seed grouped): the per-pair score,
-    control and excess, and the excess over the pairs with its interval (issue 11,
-    :mod:`dejavu.analysis.significance`). Attacks without a control are left out.
+    control and excess, and the excess over the pairs with its interval
+    (:mod:`dejavu.analysis.significance`). Attacks without a control are left out.
 
     Args:
         attacks: attack records.
