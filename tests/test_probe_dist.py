@@ -1,4 +1,4 @@
-"""The probe's feature passes across processes (issue 23): ``torchrun --nproc_per_node 2 -m
+"""The probe's feature passes across processes: ``torchrun --nproc_per_node 2 -m
 dejavu probe`` on the CPU (gloo) writes the results of one process: the ranks share the
 validation and training feature passes (whole batches each), rank 0 trains the head."""
 

@@ -35,6 +35,9 @@ Decisions:
   transform and only the linear layer is trained on them: the fast path.
 * Validation features always use the evaluation transform and are computed once;
   accuracy is over all validation images (the original averaged per-batch accuracies).
+* Under torchrun the ranks share the feature passes (:func:`shared_features`: whole batches
+  per rank, gathered on rank 0, so the features are one process's); rank 0 trains the head
+  (with augmentation it embeds the training views alone) and writes.
 """
 
 from __future__ import annotations
@@ -344,7 +347,7 @@ def _load_inputs(model_path, partition, npc: int, paths, device, image_size, arc
 
 def shared_features(inp: _Inputs, idx, cfg: ProbeConfig, batch_size: int, device, desc: str):
     """:func:`extract_features` of images ``idx`` (evaluation transform); under torchrun
-    (issue 23) each rank embeds a contiguous run of whole batches
+    each rank embeds a contiguous run of whole batches
     (:func:`dejavu.attack.dist.batch_bounds`: each forward is one a single process runs) and
     rank 0 gets them all (the others: ``(n, 0)``), so rank 0's features are a single
     process's, bit for bit.
@@ -597,7 +600,7 @@ def _results(
 
 @functools.wraps(_probe)
 def probe(*args: Any, **kwargs: Any) -> ProbeResult:
-    # under torchrun / SLURM tasks (issue 23) the ranks share the feature passes; rank 0
+    # under torchrun / SLURM tasks the ranks share the feature passes; rank 0
     # trains the head and writes
     from dejavu.attack import dist
 

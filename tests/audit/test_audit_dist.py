@@ -1,4 +1,4 @@
-"""The audit's model side across processes (issue 23): ``torchrun --nproc_per_node 2 -m dejavu
+"""The audit's model side across processes: ``torchrun --nproc_per_node 2 -m dejavu
 audit`` on the CPU (gloo) writes the same bytes as one process: rank 0 trains the crop
 classifier, every rank embeds its share of the public set and of the crops, the sharded KNN
 merges exactly, rank 0 writes."""

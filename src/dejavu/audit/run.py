@@ -16,6 +16,10 @@ Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
 7. metrics (:mod:`dejavu.audit.metrics`), the control's and the excess of the score over it
    (paired bootstrap over both sets), files; ``results.json`` last.
 
+Under torchrun (:mod:`dejavu.attack.dist`) rank 0 trains the classifier (the other ranks
+wait and load its file), every rank embeds its share of the public set and of the crops and
+searches its share of the public set, and rank 0 writes the same bytes as one process.
+
 Why the control, and which images: a score S = model − classifier can be positive without
 any memorization (the KNN over the public set and a classifier trained on few crops are not
 equally good at recognising an object from its background). The same model and classifier
