@@ -92,7 +92,7 @@ def _check_choice(f: dataclasses.Field, value: Any, source: str) -> None:
     """The one check of a field's allowed values (``metadata["choices"]``), whether the value came
     from a flag, a file or ``--set``; a usage error naming the source, the key and the choices."""
     choices = f.metadata.get("choices")
-    if choices and value not in choices and not (value is None and f.default is None):  # None: "unset"
+    if choices and value not in choices and not (value is None and f.default is None):  # None: "not set"
         raise UsageError(f"{source}: {f.name}={value!r}: choose from {', '.join(map(str, choices))}")
 
 
