@@ -35,17 +35,23 @@ Decisions:
   transform and only the linear layer is trained on them: the fast path.
 * Validation features always use the evaluation transform and are computed once;
   accuracy is over all validation images (the original averaged per-batch accuracies).
+* Under torchrun the ranks share the feature passes (:func:`shared_features`: whole batches
+  per rank, gathered on rank 0, so the features are one process's); rank 0 trains the head
+  (with augmentation it embeds the training views alone) and writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dejavu import DejavuError, formats
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES, check_decode
@@ -339,6 +345,36 @@ def _load_inputs(model_path, partition, npc: int, paths, device, image_size, arc
     return _Inputs(loaded, model, part, index, train_idx, val_idx, size)
 
 
+def shared_features(inp: _Inputs, idx, cfg: ProbeConfig, batch_size: int, device, desc: str):
+    """:func:`extract_features` of images ``idx`` (evaluation transform); under torchrun
+    each rank embeds a contiguous run of whole batches
+    (:func:`dejavu.attack.dist.batch_bounds`: each forward is one a single process runs) and
+    rank 0 gets them all (the others: ``(n, 0)``), so rank 0's features are a single
+    process's, bit for bit.
+
+    Returns:
+        ``(features (n, d) float32 on the CPU, labels (n,))``.
+    """
+    import torch
+
+    from dejavu.attack import dist
+    from dejavu.data.dataset import IndexedImages
+    from dejavu.data.transforms import eval_transform
+
+    def run(rows):
+        ds = IndexedImages(inp.index, rows, eval_transform(inp.image_size), draft=cfg.decode == "draft")
+        loader = _loader(ds, batch_size, False, cfg.workers, cfg.seed)
+        return extract_features(inp.model, loader, cfg.features, device, desc)
+
+    bounds = dist.batch_bounds(len(idx), batch_size)
+    if len(bounds) == 1:
+        return run(idx)
+    lo, hi = bounds[dist.current().rank]
+    local = run(idx[lo:hi])[0].numpy() if hi > lo else np.zeros((0, 0), np.float32)
+    full = dist.gather(dist.sharded(local, bounds))
+    return torch.from_numpy(full), torch.as_tensor(np.asarray(inp.index.targets)[np.asarray(idx)], dtype=torch.int64)
+
+
 def _make_head(r: ProbeRecipe, dim: int, num_classes: int, device):
     from torch import nn
 
@@ -350,16 +386,14 @@ def _make_head(r: ProbeRecipe, dim: int, num_classes: int, device):
     return nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear).to(device)
 
 
-def _train_batches(
-    inp: _Inputs, r: ProbeRecipe, features: str, augment: bool, device, workers: int, seed: int, draft: bool = False
-):
-    """(one epoch's batch iterator factory, steps per epoch)."""
+def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, device, workers: int, seed: int, train=None):
+    """(one epoch's batch iterator factory, steps per epoch); ``train``: the train features
+    and labels (without augmentation), else the recipe's view is embedded every epoch."""
     import torch
 
     from dejavu.data.dataset import IndexedImages
-    from dejavu.data.transforms import eval_transform
 
-    if augment:
+    if train is None:
         dl = _loader(
             IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
             r.batch_size,
@@ -368,19 +402,7 @@ def _train_batches(
             seed,
         )
         return (lambda: ((inp.model.embed(x.to(device), features).float(), y.to(device)) for x, y, _ in dl)), len(dl)
-    xt, yt = extract_features(
-        inp.model,
-        _loader(
-            IndexedImages(inp.index, inp.train_idx, eval_transform(inp.image_size), draft=draft),
-            r.batch_size,
-            False,
-            workers,
-            seed,
-        ),
-        features,
-        device,
-        "probe: train features",
-    )
+    xt, yt = train
     gen = torch.Generator().manual_seed(seed)
 
     def epoch():
@@ -422,8 +444,14 @@ def _train_head(head, r: ProbeRecipe, epoch_batches, steps_per_epoch: int) -> li
     return history
 
 
-@locks_output("probe")
-def probe(
+def _lock_folder(a: dict[str, Any]) -> Any:
+    from dejavu.attack.dist import is_main
+
+    return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
+
+
+@locks_output("probe", folder_of=_lock_folder)
+def _probe(
     model_path: str | os.PathLike,
     partition: str | os.PathLike,
     npc: int,
@@ -457,6 +485,7 @@ def probe(
     """
     import torch
 
+    from dejavu.attack import dist
     from dejavu.config import from_dict, to_dict
     from dejavu.io import atomic_write_json, check_can_write
     from dejavu.utils import seed_everything
@@ -464,7 +493,7 @@ def probe(
     cfg = from_dict(ProbeConfig, {**to_dict(cfg or ProbeConfig()), **settings}, source="probe settings")
     res_path = Path(out) / "results.json"
     check_can_write(res_path, force)
-    dev = choose_device(device)
+    dev = choose_device(device, dist.current().local_rank)  # torchrun: each rank its GPU
     seed_everything(cfg.seed)
     t0 = time.time()
     inp = _load_inputs(model_path, partition, npc, paths, dev, cfg.image_size, arch, projector)
@@ -475,7 +504,10 @@ def probe(
         cfg.batch_size,
         cfg.weight_decay,
     )
-    xv, yv, head, history = _fit(inp, r, cfg, dev)
+    fit = _fit(inp, r, cfg, dev)
+    if fit is None:  # torchrun: the other ranks' part ends with the feature passes
+        return ProbeResult(out=Path(out), top1=float("nan"), top5=float("nan"), results={})
+    xv, yv, head, history = fit
     head.eval()
     with torch.no_grad():
         logits = torch.cat([head(xv[i : i + 4096].to(dev)).cpu() for i in range(0, len(xv), 4096)])
@@ -485,23 +517,22 @@ def probe(
     return ProbeResult(out=Path(out), top1=acc[1], top5=acc[5], results=results)
 
 
-def _fit(inp: _Inputs, r: ProbeRecipe, cfg: ProbeConfig, dev: Any) -> tuple[Any, Any, Any, list[dict[str, float]]]:
-    """Validation features (computed once), the head trained on train_A: (xv, yv, head, history)."""
-    from dejavu.data.dataset import IndexedImages
-    from dejavu.data.transforms import eval_transform
+def _fit(
+    inp: _Inputs, r: ProbeRecipe, cfg: ProbeConfig, dev: Any
+) -> tuple[Any, Any, Any, list[dict[str, float]]] | None:
+    """Validation features (computed once), the head trained on train_A: (xv, yv, head, history).
+    Under torchrun the ranks share the feature passes (:func:`shared_features`) and rank 0
+    trains the head; the other ranks get None."""
+    from dejavu.attack import dist
 
-    val_loader = _loader(
-        IndexedImages(inp.index, inp.val_idx, eval_transform(inp.image_size), draft=cfg.decode == "draft"),
-        r.batch_size,
-        False,
-        cfg.workers,
-        cfg.seed,
-    )
-    xv, yv = extract_features(inp.model, val_loader, cfg.features, dev, "probe: val features")
+    xv, yv = shared_features(inp, inp.val_idx, cfg, r.batch_size, dev, "probe: val features")
+    train = None
+    if not cfg.augment:  # the fast path: train features computed once
+        train = shared_features(inp, inp.train_idx, cfg, r.batch_size, dev, "probe: train features")
+    if not dist.is_main():
+        return None
     head = _make_head(r, xv.shape[1], len(inp.index.classes), dev)
-    batches, steps = _train_batches(
-        inp, r, cfg.features, cfg.augment, dev, cfg.workers, cfg.seed, draft=cfg.decode == "draft"
-    )
+    batches, steps = _train_batches(inp, r, cfg.features, dev, cfg.workers, cfg.seed, train)
     return xv, yv, head, _train_head(head, r, batches, steps)
 
 
@@ -567,6 +598,18 @@ def _results(
     }
 
 
+@functools.wraps(_probe)
+def probe(*args: Any, **kwargs: Any) -> ProbeResult:
+    # under torchrun / SLURM tasks the ranks share the feature passes; rank 0
+    # trains the head and writes
+    from dejavu.attack import dist
+
+    dist.setup(kwargs.get("device"))
+    res = _probe(*args, **kwargs)
+    dist.barrier()  # the other ranks wait for rank 0's file
+    return res
+
+
 PROBE_FLAGS = (
     "features",
     "recipe",
@@ -626,6 +669,8 @@ def _cmd(args: argparse.Namespace) -> int:
     if submit_if_slurm(args, name="probe", log_dir=Path(args.out) / "slurm"):
         return 0
     set_torch_threads()
+    from dejavu.attack.dist import is_main
+
     res = probe(
         args.model,
         args.partition,
@@ -638,6 +683,8 @@ def _cmd(args: argparse.Namespace) -> int:
         projector=args.projector,
         force=args.force,
     )
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(
         f"linear probe ({cfg.features}, recipe {res.results['config']['recipe']}): top-1 {res.top1:.4f}  "
         f"top-5 {res.top5:.4f}  -> {res.out / 'results.json'}"

@@ -123,6 +123,10 @@ def _cmd(args) -> int:
         control=args.control,
         control_bboxes=args.control_bboxes,
     )
+    from dejavu.attack.dist import is_main
+
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(summary_text(r.results))
     print(f"written to {r.out}")
     return 0

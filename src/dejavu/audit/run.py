@@ -16,6 +16,10 @@ Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
 7. metrics (:mod:`dejavu.audit.metrics`), the control's and the excess of the score over it
    (paired bootstrap over both sets), files; ``results.json`` last.
 
+Under torchrun (:mod:`dejavu.attack.dist`) rank 0 trains the classifier (the other ranks
+wait and load its file), every rank embeds its share of the public set and of the crops and
+searches its share of the public set, and rank 0 writes the same bytes as one process.
+
 Why the control, and which images: a score S = model − classifier can be positive without
 any memorization (the KNN over the public set and a classifier trained on few crops are not
 equally good at recognising an object from its background). The same model and classifier
@@ -139,10 +143,13 @@ def _model_info(lm) -> dict[str, Any]:
 
 
 def _say(line: str) -> None:
-    """One line on stderr (what was loaded, warnings), before the long steps."""
+    """One line on stderr (what was loaded, warnings), before the long steps (torchrun: rank 0's)."""
     import sys
 
-    print(f"dejavu audit: {line}", file=sys.stderr, flush=True)
+    from dejavu.attack.dist import is_main
+
+    if is_main():
+        print(f"dejavu audit: {line}", file=sys.stderr, flush=True)
 
 
 def size_warning(clf_size: int, boxes: np.ndarray, factor: float = 4.0) -> str | None:
@@ -204,12 +211,13 @@ def _setup(
 ) -> _Job:
     """Phase 1: the sets (refused if they overlap), the audited model (and a reference
     classifier), the audited set's crops."""
+    from dejavu.attack.dist import current
     from dejavu.attack.run import compute_crops, default_min_crop_px
     from dejavu.device import choose_device
     from dejavu.partition import Partition
     from dejavu.ssl.checkpoint import load_model
 
-    device = str(choose_device(cfg.device))
+    device = str(choose_device(cfg.device, current().local_rank))  # torchrun: each rank its GPU
     index = index or scan_imagefolder(paths.images)
     part = Partition.load(partition)
     part.check(index)
@@ -292,14 +300,32 @@ def _classifier_crops(job: _Job):
 
 def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[Any, dict[str, Any]]:
     """Train (or finish training) crop classifier ``i`` (seed ``seed + i``, folder
-    ``OUT/classifier`` for 0, ``OUT/classifier_{i+1}`` after); returns (LoadedModel, info)."""
+    ``OUT/classifier`` for 0, ``OUT/classifier_{i+1}`` after); returns (LoadedModel, info).
+    Under torchrun rank 0 trains it, as one process would; the other ranks load its file."""
     import dataclasses
 
-    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
+    from dejavu.attack import dist
     from dejavu.ssl.checkpoint import load_model
 
-    cfg, index = dataclasses.replace(job.cfg, seed=job.cfg.seed + i), job.index
+    cfg = dataclasses.replace(job.cfg, seed=job.cfg.seed + i)
     cdir = job.out / ("classifier" if i == 0 else f"classifier_{i + 1}")
+    if dist.is_main():
+        _train_classifier_file(job, cfg, cdir, resume, force, sc)
+    dist.barrier()  # the classifier's file is there for every rank
+    lm = load_model(cdir / "classifier.pth")
+    diff = sorted(k for k, v in cfg.classifier_config().items() if lm.config.get(k) != v)
+    if diff:
+        raise DejavuError(
+            f"{cdir / 'classifier.pth'}: trained with other settings ({', '.join(diff)}); pass --force to retrain"
+        )
+    return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}
+
+
+def _train_classifier_file(job: _Job, cfg: AuditConfig, cdir: Path, resume: bool, force: bool, sc) -> None:
+    """Write ``cdir/classifier.pth`` unless a finished one is there (``force``: retrain)."""
+    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
+
+    index = job.index
     if force and not resume:
         classifier_dir_clean(cdir)
     if not is_finished(cdir):
@@ -312,13 +338,6 @@ def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[A
         }
         clf_size = int(cfg.clf_image_size or job.image_size)
         train_classifier(cfg, index, crops, len(index.classes), clf_size, cdir, job.device, resume=resume, meta=meta)
-    lm = load_model(cdir / "classifier.pth")
-    diff = sorted(k for k, v in cfg.classifier_config().items() if lm.config.get(k) != v)
-    if diff:
-        raise DejavuError(
-            f"{cdir / 'classifier.pth'}: trained with other settings ({', '.join(diff)}); pass --force to retrain"
-        )
-    return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}
 
 
 def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part, npc: int):
@@ -405,8 +424,9 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
     return _Labelled(arrays, carrays, cached, resolved)
 
 
-def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None) -> tuple[np.ndarray, bool]:
-    """The audited model's embeddings of the public set (cached)."""
+def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None) -> tuple[Any, bool]:
+    """The audited model's embeddings of the public set (cached; under torchrun each rank's
+    share, :class:`dejavu.attack.dist.Sharded`)."""
     from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
 
     cfg, index = job.cfg, job.index
@@ -432,7 +452,7 @@ def _label_crops(
     clfs: list,
     cindex: DatasetIndex,
     crops,
-    pub_emb: np.ndarray,
+    pub_emb: Any,
     transform,
     clf_transform,
     what: str,
@@ -441,15 +461,15 @@ def _label_crops(
     logits on the same crops (one decode per crop when both use the same transform), for each
     classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
-    from dejavu.attack.embed import ImageCrops, embed_dataset
-    from dejavu.attack.knn import knn
+    from dejavu.attack import dist
+    from dejavu.attack.embed import ImageCrops
 
     cfg = job.cfg
     paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
 
-    def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[np.ndarray]:
+    def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[Any]:
         ds = ImageCrops(paths, boxes, tf)
-        return embed_dataset(
+        return dist.embed_rows(  # embed_dataset; under torchrun each rank its share
             models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc, precision=cfg.precision
         )
 
@@ -459,7 +479,8 @@ def _label_crops(
     else:
         (emb,) = run([job.lm.model], transform, cfg.embed, f"{what} crops (model)")
         logits = run(heads, clf_transform, "logits", f"{what} crops (classifier)")
-    _, pos = knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=job.device, desc=f"knn {what} crops")
+    _, pos = dist.knn(emb, pub_emb, cfg.k, backend=cfg.knn, device=job.device, desc=f"knn {what} crops")
+    logits = [dist.gather(lg) for lg in logits]  # torchrun: on rank 0 ((n, 0) elsewhere)
     # the attack's (and the original's) contents: dataset indices, labels of shape (n, 1)
     return {
         "attk_idxs": crops.indices,
@@ -511,7 +532,13 @@ def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.P
     return _Control(src, crops)
 
 
-@locks_output("audit")
+def _lock_folder(a: dict[str, Any]) -> Any:
+    from dejavu.attack.dist import is_main
+
+    return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
+
+
+@locks_output("audit", folder_of=_lock_folder)
 def _audit(
     model: str | os.PathLike,
     partition: str | os.PathLike,
@@ -554,6 +581,7 @@ def _audit(
         DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
             or control with no attackable image; a classifier trained with other settings.
     """
+    from dejavu.attack.dist import is_main
     from dejavu.audit.config import check_preset
 
     cfg = cfg or AuditConfig()
@@ -565,14 +593,21 @@ def _audit(
     out.mkdir(parents=True, exist_ok=True)
     clf, clf_info, counts = _crop_classifier(job, resume, force)
     lab = _embed_and_label(job, clf, ctrl, cache_dir)
+    if not is_main():  # torchrun: the other ranks' part ends with the last search
+        return AuditResult(out, {})
     return _write(job, lab, clf, clf_info, counts, ctrl)
 
 
 def _prepare_out(out: Path, force: bool) -> Path:
     """Refuse to overwrite an audit without ``force``; with it, ``results.json`` goes first
     (no reader pairs the old results with new arrays)."""
+    from dejavu.attack.dist import barrier, is_main
+
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
+    barrier()  # torchrun: every rank has looked before rank 0 removes anything
+    if not is_main():
+        return out
     if force:
         (out / "results.json").unlink(missing_ok=True)
     check_can_write(out, force=True)
@@ -788,8 +823,14 @@ def audit(*args, **kwargs) -> AuditResult:
     the output folder's lock."""
     import torch
 
+    from dejavu.attack import dist
+
+    cfg = kwargs.get("cfg", args[4] if len(args) > 4 else None)
+    dist.setup(cfg.device if cfg is not None else None)  # torchrun / SLURM tasks: join the group
     with torch.no_grad():
-        return _audit(*args, **kwargs)
+        res = _audit(*args, **kwargs)
+    dist.barrier()  # the other ranks wait for rank 0's files
+    return res
 
 
 audit.__doc__ = (_audit.__doc__ or "") + "\n(Runs without autograd except the classifier's training.)"
