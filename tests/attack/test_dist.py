@@ -189,7 +189,7 @@ def test_slurm_attack_asks_one_task_per_gpu(monkeypatch, ckpts, synth_small, par
     seen: dict = {}
 
     class Executor:
-        def __init__(self, folder, cluster=None):
+        def __init__(self, folder, cluster=None, **kw):
             seen["folder"] = folder
 
         def update_parameters(self, **kw):

@@ -174,7 +174,7 @@ def test_synth_force_onto_a_read_only_folder(tmp_path):
         os.chmod(d, 0o555)
         code = (
             f"import os, sys, locale; sys.path.insert(0, {str(SRC)!r}); from dejavu.cli import main, build_parser\n"
-            "import dejavu.data.synth, PIL.Image, PIL.JpegImagePlugin; build_parser()  # imports as root (under /root)\n"
+            "import dejavu.data.synth, PIL.Image, PIL.JpegImagePlugin, tqdm.auto, unicodedata; build_parser()  # imports as root (under /root)\n"
             f"os.setgid(65534); os.setuid(65534)\n"
             f"sys.exit(main(['data', 'synth', '--out', {str(d)!r}, '--force', '--classes', '2', '--per-class', '2', '--workers', '1']))"
         )
