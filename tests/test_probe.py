@@ -221,7 +221,7 @@ def test_probe_cli_settings_errors_are_usage_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--set: unknown key(s) epoch (did you mean epochs?); valid keys:" in err and "epochs" in err
     assert main(argv + ["--set", "recipe=mae"]) == 2
-    assert "unknown recipe 'mae'" in capsys.readouterr().err
+    assert "recipe='mae': choose from original, bn-cosine" in capsys.readouterr().err
     cfg = tmp_path / "probe.yaml"
     cfg.write_text("epochs: 3\nfeatures: projector\n")
     from dejavu.cli import build_parser
