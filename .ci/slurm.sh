@@ -70,8 +70,9 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
-# test pending jobs every 2 s (defaults 60 and 30: a requeued job would wait up to a minute)
-SchedulerParameters=sched_interval=2,bf_interval=2
+# test pending jobs every 2 s (defaults 60 and 30: a requeued job would wait up to a minute);
+# cancel a job whose dependency failed (default: pending forever)
+SchedulerParameters=sched_interval=2,bf_interval=2,kill_invalid_depend
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2

@@ -140,3 +140,17 @@ def test_slurm_rerun_of_a_finished_attack_is_refused_before_submission(tmp_path,
     assert main(argv) == 1  # no scheduler needed: nothing is submitted
     assert "an attack already exists here; pass --force" in capsys.readouterr().err
     assert not (tmp_path / "o" / "slurm").exists()
+
+
+def test_a_finished_job_ignores_the_time_signal(tmp_path):
+    """SLURM sends the --time signal up to a minute early: once the command is done it must not
+    kill the exiting task (exit 140, a complete job recorded FAILED) nor requeue it."""
+    import signal
+
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        out = tmp_path / "s"
+        assert CliJob(["data", "synth", "--out", str(out), "--classes", "2", "--per-class", "2"])() == 0
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR2, before)

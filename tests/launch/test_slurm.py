@@ -138,17 +138,19 @@ def test_requeue_and_usr2_restarts_resume_bit_identical(slurm, synth_small, part
     only); metrics and weights are bit-identical to an uninterrupted local run."""
     from dejavu.cli import main
 
-    epochs = 16
+    epochs = 80  # long enough that the first start, still training for KillWait after SIGTERM, stops midway
     run = tmp_path / "slurm_run"
     job = _submit(_train(synth_small, partition_small, run, epochs, "--force"), capsys)
     try:
         _wait_epochs(run, 4)
         first = (run / "model_ep4.pth").stat()  # made by the first start: starting over would remake it
         slurm.requeue(job)
-        assert main(_train(synth_small, partition_small, tmp_path / "local", epochs)) == 0
+        slurm.wait(job, until=("PENDING", "REQUEUED"), timeout=30)
         slurm.wait(job, until=("RUNNING",), timeout=60)
         _wait_epochs(run, 1)
+        assert _saved_epoch(run / "last.pth") < epochs - 4, "finished before the second interruption"
         subprocess.run(["scancel", "--signal", "USR2", job], check=True)
+        assert main(_train(synth_small, partition_small, tmp_path / "local", epochs)) == 0
         assert slurm.wait(job) == "COMPLETED", _log(run)
     finally:
         subprocess.run(["scancel", job], check=False)

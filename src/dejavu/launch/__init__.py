@@ -128,8 +128,8 @@ def _sbatch_parameters(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """submitit ``update_parameters`` of the job (see :func:`submit`)."""
     import os
 
-    if args.gpus_per_node < 0 or args.nodes < 1 or args.cpus_per_task < 1 or args.time < 1:
-        raise UsageError("--gpus-per-node must be >= 0; --nodes, --cpus-per-task and --time >= 1")
+    if min(args.gpus_per_node, args.max_requeue) < 0 or min(args.nodes, args.cpus_per_task, args.time) < 1:
+        raise UsageError("--gpus-per-node and --max-requeue must be >= 0; --nodes, --cpus-per-task and --time >= 1")
     params: dict[str, Any] = dict(
         name=args.job_name or name,
         nodes=args.nodes,
@@ -218,7 +218,7 @@ def submit(
         target=target,
         resume_flag=resume_flag,
         max_requeue=args.max_requeue,
-        parameters={k: v for k, v in params.items()},
+        parameters=dict(params),
         logs=str(folder / str(job.job_id)),
     )
     atomic_write_json(folder / str(job.job_id) / "launch.json", record)

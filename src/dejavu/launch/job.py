@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -41,6 +42,18 @@ def restart_count() -> int:
         return 0
 
 
+def _ignore_time_signal() -> None:
+    """The work is done: the --time signal (SLURM sends it up to a minute early) arriving now
+    must neither requeue the finished job nor kill its exiting task (exit 140: the job was
+    recorded FAILED with its outputs complete)."""
+    import signal
+
+    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    if sig is not None:
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class CliJob:
     """``target(argv)`` in the job; a non-zero int return fails the job.
 
@@ -73,6 +86,7 @@ class CliJob:
         rc = _resolve(self.target)(argv)
         if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
             raise RuntimeError(f"{self.target} {' '.join(argv)} exited with status {rc}")
+        _ignore_time_signal()
         return rc
 
     def resumed_argv(self) -> list[str]:
