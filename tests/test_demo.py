@@ -50,6 +50,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert "deja vu score" in printed and "held-out control" in printed and "report.html" in printed
     assert "excess over the control" in printed and "training randomness is not covered" in printed
     assert "held-out control (control_A)" in printed  # the audit's own control
+    last = printed.rstrip("\n").splitlines()[-1]  # issue 24.6: the output ends on its last result line
+    assert last == f"  report: {out / 'report.html'}", last
+    assert not any(line.lstrip().startswith("{") for line in printed.splitlines())  # no stray JSON dump
     assert "Score against the held-out control" in (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     _check_artifacts(out, summary)

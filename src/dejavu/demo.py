@@ -706,6 +706,5 @@ def _cmd(args) -> int:
 
     cfg = config_from_args(DemoConfig, args, flags=DEMO_FLAGS, base=dict(QUICK) if args.quick else None)
     res = run_demo(cfg, force=args.force)
-    print(format_summary(res.summary))
-    print(json.dumps({"summary": str(res.out / "summary.json")}))
+    print(format_summary(res.summary))  # ends on its last result line (the report's path); no trailing dump
     return 0
