@@ -186,3 +186,23 @@ def test_summary_of_several_pairs():
     assert "mean of 3 model pairs" in text and "distinguishable from zero" in text
     one = summarize({0: by_pair[3]}, None, None, 1.0, DemoConfig.quick())
     assert "training randomness is not covered" in format_summary(one)
+
+
+def test_demo_defaults_to_one_torch_thread(tmp_path, monkeypatch):
+    """Issue 24.6: without DEJAVU_THREADS or --threads the demo's attack, audit and probe run on
+    one torch thread, whatever the core count: the same numbers on a 2-core laptop and a
+    16-core server, and no oversubscription (the audit's crop classifier ran ~5x slower with
+    2 threads on a loaded 2-core CPU); --threads still chooses."""
+    import torch
+
+    from dejavu.demo import _open_run
+
+    monkeypatch.delenv("DEJAVU_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert _open_run(DemoConfig(out=str(tmp_path / "a")), force=False).threads == 1
+        assert torch.get_num_threads() == 1
+        assert _open_run(DemoConfig(out=str(tmp_path / "b"), threads=2), force=False).threads == 2
+    finally:
+        torch.set_num_threads(before)
