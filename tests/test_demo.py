@@ -50,6 +50,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert "deja vu score" in printed and "held-out control" in printed and "report.html" in printed
     assert "excess over the control" in printed and "training randomness is not covered" in printed
     assert "held-out control (control_A)" in printed  # the audit's own control
+    last = printed.rstrip("\n").splitlines()[-1]  # issue 24.6: the output ends on its last result line
+    assert last == f"  report: {out / 'report.html'}", last
+    assert not any(line.lstrip().startswith("{") for line in printed.splitlines())  # no stray JSON dump
     assert "Score against the held-out control" in (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     _check_artifacts(out, summary)
@@ -183,3 +186,23 @@ def test_summary_of_several_pairs():
     assert "mean of 3 model pairs" in text and "distinguishable from zero" in text
     one = summarize({0: by_pair[3]}, None, None, 1.0, DemoConfig.quick())
     assert "training randomness is not covered" in format_summary(one)
+
+
+def test_demo_defaults_to_one_torch_thread(tmp_path, monkeypatch):
+    """Issue 24.6: without DEJAVU_THREADS or --threads the demo's attack, audit and probe run on
+    one torch thread, whatever the core count: the same numbers on a 2-core laptop and a
+    16-core server, and no oversubscription (the audit's crop classifier ran ~5x slower with
+    2 threads on a loaded 2-core CPU); --threads still chooses."""
+    import torch
+
+    from dejavu.demo import _open_run
+
+    monkeypatch.delenv("DEJAVU_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert _open_run(DemoConfig(out=str(tmp_path / "a")), force=False).threads == 1
+        assert torch.get_num_threads() == 1
+        assert _open_run(DemoConfig(out=str(tmp_path / "b"), threads=2), force=False).threads == 2
+    finally:
+        torch.set_num_threads(before)

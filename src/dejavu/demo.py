@@ -85,7 +85,12 @@ class DemoConfig:
     rcdm: bool = field(default=False, metadata={"help": "also train two tiny RCDMs and reconstruct crops"})
     rcdm_steps: int = 1500  # ~9 min for both RCDMs on 2 cores (measured 539 s)
     threads: int | None = field(
-        default=None, metadata={"help": "torch threads (None: DEJAVU_THREADS, else the usable cores)"}
+        default=None,
+        metadata={
+            "help": "torch threads of the attack, audit and probe (None: DEJAVU_THREADS, else 1, so that the numbers "
+            "do not depend on the core count; more threads oversubscribe a shared machine: the audit's "
+            "small-batch crop classifier ran ~5x slower with 2 threads on a loaded 2-core CPU)"
+        },
     )
     # TrainConfig overrides for both models, e.g. --set train.augment=paper (nested method keys:
     # --set train.vicreg.sim=30), checked by TrainConfig before anything runs
@@ -279,7 +284,9 @@ def _open_run(cfg: DemoConfig, force: bool) -> _Run:
         raise DejavuError(f"{out}: a demo run already exists here; pass --force to redo it, or --out elsewhere")
     check_can_write(out, force=True)
     out.mkdir(parents=True, exist_ok=True)
-    return _Run(cfg, force, out, time.time(), set_torch_threads(cfg.threads))
+    # default 1 thread (the models train in single-threaded processes too): the same numbers on
+    # any machine whatever its core count, and no oversubscription on a shared one
+    return _Run(cfg, force, out, time.time(), set_torch_threads(cfg.threads or 1))
 
 
 def _make_data(run: _Run) -> None:
@@ -298,7 +305,7 @@ def _make_data(run: _Run) -> None:
         generate(data, scfg, force=True, workers=min(2, os.cpu_count() or 1))
     run.paths = DataPaths.resolve(data=data)
     run.index = scan_imagefolder(run.paths.images)
-    how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "usable cores"
+    how = "--threads" if cfg.threads else "DEJAVU_THREADS" if os.environ.get("DEJAVU_THREADS") else "the demo's default"
     _stamp(
         f"data: {cfg.classes * cfg.per_class} synthetic images ({cfg.size}px) in {data}; "
         f"torch threads {run.threads} ({how})",
@@ -706,6 +713,5 @@ def _cmd(args) -> int:
 
     cfg = config_from_args(DemoConfig, args, flags=DEMO_FLAGS, base=dict(QUICK) if args.quick else None)
     res = run_demo(cfg, force=args.force)
-    print(format_summary(res.summary))
-    print(json.dumps({"summary": str(res.out / "summary.json")}))
+    print(format_summary(res.summary))  # ends on its last result line (the report's path); no trailing dump
     return 0
