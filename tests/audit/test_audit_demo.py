@@ -24,7 +24,7 @@ def audit_reference_model(out: Path) -> dict[str, Any]:
     a = s["audit"]
     cfg, tag = s["config"], f"{s['config']['method']}_{s['config']['npc']}pc"
     dest = out / "audit" / f"{tag}_B_on_A" / f"ep{a['epoch']}"
-    acfg = AuditConfig(npc=cfg["npc"], k=cfg["k"], device="cpu", seed=cfg["seed"])
+    acfg = AuditConfig(npc=cfg["npc"], k=cfg["k"], device="cpu", seed=cfg["seed"], unseen_ok=True)
     r = audit(
         out / "train" / f"{tag}_B" / f"model_ep{a['epoch']}.pth",
         out / "partition",

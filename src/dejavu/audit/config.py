@@ -113,6 +113,13 @@ class AuditConfig:
     workers: int | None = None
     n_boot: int = 1000
     seed: int = 0
+    unseen_ok: bool = field(
+        default=False,
+        metadata={
+            "help": "audit images the model recorded it did NOT train on (the partition's other training set): "
+            "a control that measures correlation only; refused unless set"
+        },
+    )
     # the crop classifier
     confidence: str = field(
         default="neg_entropy",

@@ -52,7 +52,7 @@ from torch import nn
 from dejavu import DejavuError, UsageError, formats
 from dejavu.audit.config import AuditConfig
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
-from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, index_hash, locks_output
 
 FORMAT = formats.AUDIT
 
@@ -140,6 +140,21 @@ class _Logits(nn.Module):
 def _model_info(lm) -> dict[str, Any]:
     info = {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
     return {**info, "loaded": lm.loaded} if lm.loaded else info
+
+
+def _check_model_sets(lm: Any, part: Any, cfg: AuditConfig, audit_idx: np.ndarray) -> None:
+    """The model must have trained on the partition's training set holding the audited images
+    (when it records its training index); with ``unseen_ok`` it may instead record the
+    partition's other training set, the audit then being a control (said on stderr)."""
+    sets = {y: part.load_set(cfg.npc, f"train_{y}") for y in "AB"}
+    for y, train_y in sets.items():
+        if not np.isin(audit_idx, train_y).all():
+            continue
+        other = sets["B" if y == "A" else "A"]
+        if cfg.unseen_ok and lm.config.get("index_sha256") == index_hash(other):
+            _say(f"note: {lm.path} trained on train_{'B' if y == 'A' else 'A'}, not on the audited images: a control")
+            return
+        lm.check_trained_on(train_y, f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
 
 
 def _say(line: str) -> None:
@@ -235,10 +250,7 @@ def _setup(
         raise UsageError(
             f"--classifiers {cfg.classifiers} trains its classifiers; it does not go with --reference-model"
         )
-    for y in "AB":  # the partition's training set holding the audited images: the model's (when it records it)
-        train_y = part.load_set(cfg.npc, f"train_{y}")
-        if np.isin(audit_idx, train_y).all():
-            lm.check_trained_on(train_y, f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
+    _check_model_sets(lm, part, cfg, audit_idx)
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
     acfg = cfg.attack_config()
