@@ -14,7 +14,7 @@ C, K, N = 10, 10, 100
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_significance.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_significance.py"
     spec = importlib.util.spec_from_file_location("bench_significance", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
