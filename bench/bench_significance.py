@@ -13,7 +13,10 @@ is possible, how often each test calls a difference "significant":
   private sets, the second the control; the pair-level 95% interval of the mean excess over
   the N pairs excludes 0. Repeated over R random cuts. Also shown: the same interval without
   its example term (the spread over pairs alone).
-* **power**: the new test on the real score vs the stored control (one verdict per method).
+* **power**: the new test on the real score vs the stored control (one verdict per method),
+  and at the demo's effect with fewer pairs: the share of all C(N, 3) subsets of 3 pairs
+  (and the one N-pair set) whose interval excludes 0, with an exact interval (the subsets
+  overlap, so that interval is too narrow; the N-pair set is a single draw).
 
 Usage: python bench/bench_significance.py [--pairs 5] [--out runs/bench_significance] [--cuts 100]
        [--methods vicreg,simclr] [--epochs 60] [--design independent|coupled] [--append bench/RESULTS.md]
@@ -26,6 +29,7 @@ Runs the demos first (skipped when their summary.json exists), then the analysis
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -98,6 +102,32 @@ def rate_ci(hits: list[bool]) -> list[float]:
         return [float("nan")] * 2
     ci = binomtest(int(sum(hits)), len(hits)).proportion_ci(0.95, method="exact")
     return [float(ci.low), float(ci.high)]
+
+
+def subset_power(real: list, sizes: tuple[int, ...] = (3, 5), n_boot: int = 1000, seed: int = 0) -> dict:
+    """Power of the new test at the demo's effect with fewer pairs: for each size ``m``, the
+    share of all C(N, m) subsets of the N trained pairs whose pair-level 95% interval of the
+    real excess (score vs stored control, top-1 at 20%) excludes 0, with its exact interval.
+
+    The subsets share pairs, so they are not independent draws: the interval treats them as if
+    they were and is too narrow; with m = N there is one subset, one draw.
+    """
+    ex = [excess(p, cp, n_boot=n_boot, seed=seed)["top1"]["20"]["excess"] for p, cp in real]
+    out = {}
+    for m in sizes:
+        if m > len(real):
+            continue
+        hits = []
+        for sub in itertools.combinations(range(len(real)), m):
+            sv = shared_example_variance([real[i] for i in sub], n_boot=n_boot, seed=seed)[("top1", "20")]
+            hits.append(bool(pair_level([ex[i] for i in sub], shared_var=sv)["distinguishable"]))
+        out[str(m)] = {
+            "subsets": len(hits),
+            "detected": int(sum(hits)),
+            "power": float(np.mean(hits)),
+            "ci95": rate_ci(hits),
+        }
+    return out
 
 
 def run_demos(method: str, out: Path, pairs: int, epochs: int, design: str = "independent") -> dict:
@@ -191,6 +221,7 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
         },
         "real_bound": {"ci95": bound["ci95"], "distinguishable": bound["distinguishable"]},
         "real_pairs_only": {"ci95": alone["ci95"], "distinguishable": alone["distinguishable"]},
+        "power": subset_power(real, seed=seed),
     }
 
 
@@ -219,6 +250,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def power_table(rows: list[dict]) -> str:
+    """Per design and method: the new test's FPR and its power with 3 and 5 pairs, each with its
+    exact 95% Monte-Carlo interval."""
+    lines = [
+        "| design | method | new test FPR [95% MC] | power, 3 pairs [95%] | power, 5 pairs [95%] |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(d: dict | None) -> str:
+        if d is None:
+            return "-"
+        lo, hi = d["ci95"]
+        return f"{d['detected']}/{d['subsets']} = {100 * d['power']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+    for r in rows:
+        lo, hi = r["new_fp_ci95"]
+        fp = f"{round(r['new_fp'] * r['cuts'])}/{r['cuts']} = {100 * r['new_fp']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+        pw = r["power"]
+        lines.append(f"| {r['design']} | {r['method']} | {fp} | {cell(pw.get('3'))} | {cell(pw.get('5'))} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5)
@@ -238,7 +291,7 @@ def main(argv=None) -> int:
         rows.append({**analyse(m, out / a.design, s, a.cuts, a.bootstrap), "design": a.design})
         print(json.dumps(rows[-1]), flush=True)
     (out / a.design / "bench_significance.json").write_text(json.dumps(rows, indent=1))
-    txt = table(rows)
+    txt = table(rows) + "\n\n" + power_table(rows)
     print(txt)
     if a.append:
         with open(a.append, "a") as f:
