@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')")
+# ffcv.libffcv, not ffcv: with no ffcv installed, "ffcv" finds this tests/ffcv folder (a namespace package)
+pytest.importorskip(
+    "ffcv.libffcv", reason="the ffcv extra is not installed (system packages + pip install -e '.[ffcv]')"
+)
 
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.ffcv.betons import write_betons
