@@ -606,7 +606,7 @@ def attack_set_pairs(
         ``{"A_attk_A": {"attk_idxs", "labels", "neighb_idxs", "neighb_labels" | "logits"}, ...}``.
     """
     from dejavu.attack import dist
-    from dejavu.attack.embed import ImageCrops
+    from dejavu.attack.embed import ImageCrops, embed_rows
 
     cfg, index = st.cfg, index or st.index
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -619,7 +619,7 @@ def attack_set_pairs(
                 ds = ImageCrops(
                     [index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform
                 )
-            embs: list[Any] = dist.embed_rows(  # embed_dataset; under torchrun each rank its share
+            embs: list[Any] = embed_rows(  # embed_dataset; under torchrun each rank its share
                 st.models,
                 ds,
                 cfg.embed,

@@ -207,7 +207,7 @@ def decode_crops(crops: CropSet, index) -> list:
     Returns:
         The cropped RGB PIL images, in the order of ``crops``.
     """
-    from dejavu.data.dataset import load_rgb
+    from dejavu.data.fastjpeg import load_rgb
     from dejavu.utils import progress
 
     return [

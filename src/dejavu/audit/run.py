@@ -462,14 +462,14 @@ def _label_crops(
     classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
     from dejavu.attack import dist
-    from dejavu.attack.embed import ImageCrops
+    from dejavu.attack.embed import ImageCrops, embed_rows
 
     cfg = job.cfg
     paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
 
     def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[Any]:
         ds = ImageCrops(paths, boxes, tf)
-        return dist.embed_rows(  # embed_dataset; under torchrun each rank its share
+        return embed_rows(  # embed_dataset; under torchrun each rank its share
             models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc, precision=cfg.precision
         )
 

@@ -100,7 +100,7 @@ class _Samples:
         return len(self.idx)
 
     def __getitem__(self, j: int) -> tuple:
-        from dejavu.data.dataset import load_rgb
+        from dejavu.data.fastjpeg import load_rgb
 
         g = int(self.idx[j])
         try:

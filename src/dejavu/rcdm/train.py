@@ -123,7 +123,7 @@ class _TrainImages(torch.utils.data.Dataset):
     def __getitem__(self, pos: int):
         if self.cache is not None:
             return self.cache[pos], pos
-        from dejavu.data.dataset import load_rgb
+        from dejavu.data.fastjpeg import load_rgb
 
         return self.pair.rcdm(load_rgb(self.index.path(int(self.indices[pos])))), pos
 

@@ -212,7 +212,7 @@ class Gallery:
         from PIL import ImageDraw
 
         from dejavu.data.annotations import read_voc_xml
-        from dejavu.data.dataset import load_rgb
+        from dejavu.data.fastjpeg import load_rgb
         from dejavu.data.imagefolder import annotation_path
 
         cls = self.names
