@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
+from dejavu.attack.crops import compute_crops
+from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
 
 PREFIX = "control_"
@@ -110,10 +112,10 @@ def resolve_control(
 
 
 def attack_control(
-    src: ControlSource, st: Any, pub_emb: list
+    src: ControlSource, st: AttackContext, pub_emb: list
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Crop, embed and search the control halves exactly as the private sets (the same
-    :func:`dejavu.attack.run.attack_set_pairs`) and write the ``control_*`` files.
+    :func:`dejavu.attack.search.attack_set_pairs`) and write the ``control_*`` files.
 
     Args:
         src: the control (:func:`resolve_control`).
@@ -127,7 +129,6 @@ def attack_control(
         DejavuError: the control overlaps the public set, or a half has no attackable image.
     """
     from dejavu.attack.dist import is_main
-    from dejavu.attack.run import attack_set_pairs, compute_crops
     from dejavu.io import atomic_save_npy
 
     halves = np.concatenate([src.halves["A"], src.halves["B"]])

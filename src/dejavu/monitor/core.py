@@ -193,7 +193,7 @@ class Monitor:
 
     def _setup(self, acfg: AuditConfig, partition: Path, paths: DataPaths, reference_model, image_size, index, device):
         """The audit's sets (checked as the audit checks them), the subsample and its crops."""
-        from dejavu.attack.run import compute_crops, default_min_crop_px
+        from dejavu.attack.crops import compute_crops, default_min_crop_px
         from dejavu.audit.run import _Job, _reference, check_disjoint, load_set
         from dejavu.data.imagefolder import scan_imagefolder
         from dejavu.partition import Partition
@@ -238,7 +238,7 @@ class Monitor:
     def _recorded_or_drawn(self, acfg, audit_idx, public, index, paths, att, min_px) -> tuple[np.ndarray, np.ndarray]:
         """The subsample: read back from ``out`` (a resumed run), else drawn with the seed among
         the audited set's attackable images and the public set."""
-        from dejavu.attack.run import compute_crops
+        from dejavu.attack.crops import compute_crops
 
         state = self.out / "monitor.json"
         if state.is_file():

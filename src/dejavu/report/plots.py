@@ -30,11 +30,11 @@ import numpy as np
 from dejavu import DejavuError, formats
 from dejavu.io import locks_output
 from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, varying_hyperparams
+from dejavu.report.style import MAX_PANELS, style
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
 QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52", "unassociated": "#BBBBBB"}
 AXIS_LABELS = {"epoch": "training epochs", "npc": "dataset size (images per class)"}
-MAX_PANELS = 6
 
 
 @dataclass
@@ -48,31 +48,6 @@ class FigureInfo:
     caption: str
     files: list[str]  # image files, relative to the output folder
     data: str  # the JSON with the numbers behind the figure
-
-
-def _style():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "text.usetex": False,
-            "font.family": "DejaVu Sans",
-            "font.size": 9,
-            "axes.titlesize": 10,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "legend.frameon": False,
-            "legend.fontsize": 8,
-            "figure.dpi": 110,
-            "savefig.bbox": "tight",
-        }
-    )
-    return plt
 
 
 def _slug(s: str) -> str:
@@ -181,7 +156,7 @@ class FigureWriter:
         """
         from dejavu.io import atomic_write_bytes, atomic_write_json
 
-        plt = _style()
+        plt = style()
         files = []
         for fmt in self.formats:
             import io
@@ -284,7 +259,7 @@ def fig_accuracy(
     series = build_series(attacks, axis, params)
     if not series:
         return None
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, len(P_KEYS), figsize=(4.0 * len(P_KEYS), 3.3), sharey=False)
     data = []
     for i, s in enumerate(series):
@@ -359,7 +334,7 @@ def fig_quadrants(
     infos = []
     for chunk in range(0, len(series), MAX_PANELS):
         part = series[chunk : chunk + MAX_PANELS]
-        plt = _style()
+        plt = style()
         fig, axes = plt.subplots(1, len(part), figsize=(3.6 * len(part), 3.3), squeeze=False)
         data = []
         for ax, s in zip(axes[0], part):
@@ -422,7 +397,7 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
     series = build_series(probes, axis, params)
     if not series:
         return None
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3))
     data = []
     for i, s in enumerate(series):
@@ -487,7 +462,7 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
     infos = []
     for chunk in range(0, len(recs), 8):
         part = recs[chunk : chunk + 8]
-        plt = _style()
+        plt = style()
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         data = []
         for i, r in enumerate(part):
@@ -563,7 +538,7 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
     if not groups:
         return None
     keys = sorted(groups, key=lambda k: (k[0], k[1], -k[2]))[:MAX_PANELS]
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     data = []
     for ax, k in zip(axes[0], keys):
@@ -714,7 +689,7 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
     keys = sorted(settings, key=str)
     for chunk in range(0, len(keys), MAX_PANELS):
         part = keys[chunk : chunk + MAX_PANELS]
-        plt = _style()
+        plt = style()
         fig, axes = plt.subplots(1, len(part), figsize=(4.2 * len(part), 3.4), squeeze=False)
         data = []
         for ax, k in zip(axes[0], part):

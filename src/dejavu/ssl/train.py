@@ -67,7 +67,7 @@ from dejavu.io import (
     locks_output,
     safe_torch_load,
 )
-from dejavu.partition import load_index_file
+from dejavu.partition import find_partition, load_index_file, parse_index_name
 from dejavu.ssl.backbones import zero_init_residuals
 from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
 from dejavu.ssl.data import epoch_permutation
@@ -238,21 +238,6 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(s)
     np.random.seed(s % (2**32))
     random.seed(s)
-
-
-def parse_index_name(index_file: str | os.PathLike) -> tuple[int | None, str | None]:
-    """``.../<npc>_per_class/train_<A|B>.npy`` -> (npc, "A"|"B")."""
-    p = Path(index_file)
-    m = re.fullmatch(r"(\d+)_per_class", p.parent.name)
-    s = re.fullmatch(r"train_([AB])", p.stem)
-    return (int(m.group(1)) if m else None), (s.group(1) if s else None)
-
-
-def _find_partition(index_file: Path) -> Path | None:
-    for cand in (index_file.parent.parent, index_file.parent):
-        if (cand / "manifest.json").is_file() and (cand / "val_set.npy").is_file():
-            return cand
-    return None
 
 
 # ---------------------------------------------------------------- kNN
@@ -674,7 +659,7 @@ def train(
     eng = build_engine(cfg, run.device, run.dinfo, seed=run.seed)
     start_epoch, step = _restore(eng, run.ckpt)
     data = _build_data(run, type(eng.method).num_views, train_beton)
-    part = _find_partition(run.index_file)
+    part = find_partition(run.index_file)
     knn = _build_knn(run, data, part)
     run_config = _run_config(run, data, part)
     run_config["train_beton"] = str(train_beton) if train_beton is not None else None
