@@ -1,4 +1,5 @@
-"""JPEG decoding for the evaluation path (attack, audit, probe): the full decode by default
+"""Image decoding, the one leaf every reader uses: :func:`load_rgb` (any image to RGB, one-line
+errors) and, for the evaluation path (attack, audit, probe), the full decode by default
 (as the original), PIL *draft mode* as an opt-in speed setting (``decode: draft``; issues
 14.2 and 28).
 
