@@ -29,9 +29,13 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
+from dejavu.analysis.significance import excess
+from dejavu.analysis.summary import compute_all
 from dejavu.attack.crops import compute_crops
 from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
+from dejavu.data.valset import scan_valset
+from dejavu.io import atomic_save_npy
 
 PREFIX = "control_"
 
@@ -70,7 +74,6 @@ def resolve_control(
     Raises:
         DejavuError: ``partition`` without a control in the partition, or an unusable folder.
     """
-    from dejavu.data.valset import scan_valset
 
     spec = "auto" if spec is None else str(spec)
     if spec == "none":
@@ -129,7 +132,6 @@ def attack_control(
         DejavuError: the control overlaps the public set, or a half has no attackable image.
     """
     from dejavu.attack.dist import is_main
-    from dejavu.io import atomic_save_npy
 
     halves = np.concatenate([src.halves["A"], src.halves["B"]])
     overlap = np.intersect1d(halves, st.public) if src.info.get("kind") == "partition" else np.zeros(0)
@@ -175,8 +177,6 @@ def control_block(
     Returns:
         ``{"source", "counts", "metrics", "excess"}``.
     """
-    from dejavu.analysis.significance import excess
-    from dejavu.analysis.summary import compute_all
 
     m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
     keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.ssl.ddp import DistInfo, current
+from dejavu.attack.knn import knn as knn1
+from dejavu.attack.knn import knn_exact, merge_topk
+from dejavu.ssl.ddp import DistInfo, current, init_distributed
 
 QUERY_BLOCK = 16384  # queries per distributed search step (16384 x 8192 float32 = 512 MiB)
 
@@ -83,8 +85,6 @@ def setup(device: str | None) -> DistInfo:
         return DistInfo()
     import torch
     import torch.distributed as dist
-
-    from dejavu.ssl.ddp import init_distributed
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -255,7 +255,6 @@ def knn(
         ``(distances (n, k) float32, indices (n, k) int64)`` as :func:`dejavu.attack.knn.knn`,
         on rank 0; ``(n, 0)`` arrays on the other ranks.
     """
-    from dejavu.attack.knn import knn as knn1
 
     if not isinstance(queries, Sharded) or not isinstance(public, Sharded):
         if isinstance(queries, Sharded) or isinstance(public, Sharded):
@@ -282,8 +281,6 @@ def _merged_block(q: np.ndarray, public: Sharded, k: int, backend: str, device: 
     with (inf, max index), gathered from every rank and merged by (distance, index)."""
     import torch
     import torch.distributed as dist
-
-    from dejavu.attack.knn import knn_exact, merge_topk
 
     d, i = knn_exact(q, public.local, k, backend=backend, device=device, desc=desc)
     pad = k - d.shape[1]

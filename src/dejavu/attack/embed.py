@@ -47,6 +47,7 @@ from dejavu.attack import dist
 from dejavu.attack.knn import release_pages
 from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb, load_rgb_reduced
 from dejavu.io import atomic_write_json
+from dejavu.io import index_hash as _index_hash
 from dejavu.utils import progress
 
 
@@ -62,7 +63,6 @@ def content_digest(arr: np.ndarray) -> str:
 
 def index_hash(indices: np.ndarray) -> str:
     """The cache key's hash of an index list (24 hex digits: :func:`dejavu.io.index_hash`)."""
-    from dejavu.io import index_hash as _index_hash
 
     return _index_hash(indices, 24)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError
+from dejavu.monitor.core import Monitor, MonitorConfig
+from dejavu.partition import find_partition, parse_index_name
 
 
 @dataclass
@@ -65,8 +67,6 @@ class EpochHooks:
 
 def _open_monitor(run: Any, paths: Any, force: bool) -> Any:
     """The run's :class:`Monitor` in ``OUT/monitor`` (the audited set from the index file's name)."""
-    from dejavu.monitor.core import Monitor, MonitorConfig
-    from dejavu.partition import find_partition, parse_index_name
 
     cfg = run.cfg
     npc, which = parse_index_name(run.index_file)

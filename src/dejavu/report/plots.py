@@ -28,9 +28,19 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, formats
-from dejavu.io import locks_output
-from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, varying_hyperparams
+from dejavu.analysis.bootstrap import accuracy_bands as bands
+from dejavu.analysis.significance import (
+    example_df,
+    pair_level,
+    per_pair_partitions,
+    shared_variance_from_folders,
+    verdict_text,
+)
+from dejavu.analysis.tables import ATTACK_FORMATS, scores_from_folder
+from dejavu.io import atomic_write_bytes, atomic_write_json, check_can_write, locks_output
+from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, seed_groups, varying_hyperparams
 from dejavu.report.style import MAX_PANELS, style
+from dejavu.utils import progress
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
 QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52", "unassociated": "#BBBBBB"}
@@ -154,7 +164,6 @@ class FigureWriter:
         Returns:
             The index entry (also kept in :attr:`figures`).
         """
-        from dejavu.io import atomic_write_bytes, atomic_write_json
 
         plt = style()
         files = []
@@ -177,7 +186,6 @@ class FigureWriter:
         Returns:
             Its path.
         """
-        from dejavu.io import atomic_write_json
 
         return atomic_write_json(
             self.out / "figures.json",
@@ -217,8 +225,6 @@ def accuracy_bands(r: AttackRecord, ps: Sequence[float], top: str = "top1") -> d
 
 @functools.lru_cache(maxsize=256)
 def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str) -> dict[str, list[list[float]]] | None:
-    from dejavu.analysis.bootstrap import accuracy_bands as bands
-    from dejavu.analysis.tables import ATTACK_FORMATS, scores_from_folder
 
     if fmt not in ATTACK_FORMATS:
         return None
@@ -620,14 +626,6 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
         controls, excesses, example_ci95, pair_level, verdict, files`` (and ``design``: the
         pairs' training designs, :func:`dejavu.ssl.config.pair_design`).
     """
-    from dejavu.analysis.significance import (
-        example_df,
-        pair_level,
-        per_pair_partitions,
-        shared_variance_from_folders,
-        verdict_text,
-    )
-    from dejavu.report.collect import seed_groups
 
     rows = []
     for key, recs in seed_groups([r for r in attacks if r.control]).items():
@@ -772,7 +770,6 @@ def make_figures(
     Raises:
         DejavuError: ``figures.json`` exists without ``force``, a bad top or format, or no results.
     """
-    from dejavu.io import check_can_write
 
     out = Path(out)
     check_can_write(out / "figures.json", force)
@@ -796,7 +793,6 @@ def make_figures(
     from dejavu.monitor.plot import fig_monitor  # runs trained with --monitor: its curve beside the attack's
 
     steps.append(partial(fig_monitor, w, results.attacks))
-    from dejavu.utils import progress
 
     for step in progress(steps, desc="plot", total=len(steps)):
         step()

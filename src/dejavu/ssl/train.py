@@ -55,6 +55,7 @@ from torch import nn
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dejavu.device import choose_device
 from dejavu.formats import CHECKPOINT
 from dejavu.io import (
@@ -67,17 +68,18 @@ from dejavu.io import (
     locks_output,
     safe_torch_load,
 )
+from dejavu.monitor.train_hook import EpochHooks
 from dejavu.partition import find_partition, load_index_file, parse_index_name
 from dejavu.ssl.backbones import zero_init_residuals
 from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
-from dejavu.ssl.data import epoch_permutation
+from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, decode_all, epoch_permutation, plan_batches
 from dejavu.ssl.ddp import DistInfo, convert_sync_batchnorm, current, init_distributed
 from dejavu.ssl.methods.base import Method, StepInfo
 from dejavu.ssl.model import ModelSpec, SSLModel
 from dejavu.ssl.optim import build_optimizer, lr_at, set_lr
 from dejavu.ssl.registry import get_method
 from dejavu.train_step import NonFiniteLoss, amp_dtype, autocast, check_finite, make_scaler, optimizer_step
-from dejavu.utils import progress
+from dejavu.utils import progress, seed_everything, set_torch_threads
 
 
 @dataclass
@@ -143,7 +145,6 @@ def build_engine(
         An :class:`Engine` (model, method, the module to train, optimizer, grad scaler).
     """
     dinfo = dinfo or current()
-    from dejavu.utils import seed_everything
 
     seed_everything(cfg.seed if seed is None else seed)  # init depends only on the seed
     classes = cfg.num_classes if get_method(cfg.method).needs_classifier else 0
@@ -245,7 +246,6 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 @torch.no_grad()
 def _embed_backbone(model: SSLModel, images: torch.Tensor, device, batch: int = 256) -> torch.Tensor:
-    from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -304,7 +304,6 @@ class KNNEval:
         image_size: int,
         train_images: torch.Tensor | None = None,
     ):
-        from dejavu.ssl.data import decode_all
 
         self.bank = (
             train_images if train_images is not None else decode_all(index, train_idx, image_size, "decode kNN bank")
@@ -420,8 +419,6 @@ def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch
     resumed run reuses its own."""
     import sys
 
-    from dejavu.utils import set_torch_threads
-
     saved = (ckpt or {}).get("torch_threads")
     want = cfg.threads or (int(saved) if saved else None)
     n = set_torch_threads(want)
@@ -495,7 +492,6 @@ class _Data:
 
 
 def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None = None) -> _Data:
-    from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, plan_batches
 
     cfg = run.cfg
     mode = "ffcv" if train_beton is not None else choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
@@ -668,7 +664,6 @@ def train(
         atomic_write_json(run.out / "config.json", run_config)
     history = _read_metrics(run.metrics_path, start_epoch) if run.ckpt is not None else []
     snapshots = _existing_snapshots(run.out, start_epoch)
-    from dejavu.monitor.train_hook import EpochHooks
 
     hooks = EpochHooks.open(run, paths, force)  # the online monitor and TensorBoard (dejavu.monitor)
     epochs = range(start_epoch, cfg.epochs)
