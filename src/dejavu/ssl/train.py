@@ -68,7 +68,6 @@ from dejavu.io import (
     locks_output,
     safe_torch_load,
 )
-from dejavu.monitor.train_hook import EpochHooks
 from dejavu.partition import find_partition, load_index_file, parse_index_name
 from dejavu.ssl.backbones import zero_init_residuals
 from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
@@ -664,6 +663,7 @@ def train(
         atomic_write_json(run.out / "config.json", run_config)
     history = _read_metrics(run.metrics_path, start_epoch) if run.ckpt is not None else []
     snapshots = _existing_snapshots(run.out, start_epoch)
+    from dejavu.monitor.train_hook import EpochHooks  # the layer above: see tests/test_layers.py
 
     hooks = EpochHooks.open(run, paths, force)  # the online monitor and TensorBoard (dejavu.monitor)
     epochs = range(start_epoch, cfg.epochs)
