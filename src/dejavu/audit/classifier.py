@@ -289,7 +289,6 @@ def accuracy(
 
 
 def _optimizer(cfg: AuditConfig, model: nn.Module) -> torch.optim.Optimizer:
-
     shim = SimpleNamespace(
         optimizer=cfg.clf_optimizer,
         effective_lr=cfg.clf_lr,

@@ -540,7 +540,6 @@ def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.P
 
 
 def _lock_folder(a: dict[str, Any]) -> Any:
-
     return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
 
 

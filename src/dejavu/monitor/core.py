@@ -83,7 +83,6 @@ class MonitorConfig:
             )
 
     def audit_config(self) -> AuditConfig:
-
         return load_audit_config(self.audit, list(self.audit_overrides))
 
 
@@ -270,7 +269,6 @@ class Monitor:
         }
 
     def _check_state(self, path: Path, acfg: AuditConfig, index_id: str) -> None:
-
         st = read_json(path)
         if not isinstance(st, dict) or st.get("format") != FORMAT:
             raise DejavuError(f"{path}: not a monitor state (expected format {FORMAT})")

@@ -100,7 +100,6 @@ class _ImagePair:
     evaluation view (resize 256/224 of the size, centre crop)."""
 
     def __init__(self, ssl_size: int, rcdm_size: int):
-
         self.ssl = eval_transform(ssl_size)
         self.rcdm_size = rcdm_size
 

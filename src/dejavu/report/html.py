@@ -751,7 +751,6 @@ def _rcdm(run_dir: Path) -> str:
 
 
 def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neighbours: int) -> str:
-
     ex_path = head.dir / "examples.csv"
     if not ex_path.is_file():
         return f"<h2>Examples</h2><p class='muted'>{html.escape(str(ex_path))} not found.</p>"

@@ -225,7 +225,6 @@ def accuracy_bands(r: AttackRecord, ps: Sequence[float], top: str = "top1") -> d
 
 @functools.lru_cache(maxsize=256)
 def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str) -> dict[str, list[list[float]]] | None:
-
     if fmt not in ATTACK_FORMATS:
         return None
     try:

@@ -245,7 +245,6 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 @torch.no_grad()
 def _embed_backbone(model: SSLModel, images: torch.Tensor, device, batch: int = 256) -> torch.Tensor:
-
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = []
@@ -303,7 +302,6 @@ class KNNEval:
         image_size: int,
         train_images: torch.Tensor | None = None,
     ):
-
         self.bank = (
             train_images if train_images is not None else decode_all(index, train_idx, image_size, "decode kNN bank")
         )
@@ -491,7 +489,6 @@ class _Data:
 
 
 def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None = None) -> _Data:
-
     cfg = run.cfg
     mode = "ffcv" if train_beton is not None else choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
     if mode == "ffcv" and train_beton is not None:  # the optional FFCV fast path (dejavu.ffcv)
