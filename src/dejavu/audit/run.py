@@ -79,7 +79,7 @@ from dejavu.audit.metrics import classifier_scores, one_model_metrics, unanimous
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.data.transforms import describe_eval_transform, eval_transform
 from dejavu.device import choose_device
-from dejavu.io import atomic_save_npy, atomic_write_json, atomic_write_text, check_can_write, locks_output
+from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
 from dejavu.partition import Partition, load_index_file
 from dejavu.ssl.checkpoint import describe_loaded, load_model
 from dejavu.units import ci95_text, pct, pts
@@ -784,6 +784,8 @@ def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
     """
     import csv
     import io
+
+    from dejavu.io import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
