@@ -50,39 +50,9 @@ import numpy as np
 from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
-from dejavu.analysis.metrics import quadrant_labels, scores_from_neighbours
-from dejavu.analysis.significance import primary_endpoint
-from dejavu.analysis.tables import EXAMPLE_COLUMNS, accuracy_table_lines
-from dejavu.attack import dist
-from dejavu.attack.crops import compute_crops, default_min_crop_px
-from dejavu.attack.dist import barrier, current, is_main
-from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_rows, resolved_precision
-from dejavu.audit.classifier import (
-    CropSet,
-    SquareJpeg,
-    classifier_dir_clean,
-    is_finished,
-    num_outputs,
-    train_classifier,
-    with_input,
-)
-from dejavu.audit.config import AuditConfig, check_preset
-from dejavu.audit.control import (
-    PREFIX,
-    check_control_public,
-    control_block,
-    memorization_reading,
-    resolve_audit_control,
-    summary_lines,
-)
-from dejavu.audit.metrics import classifier_scores, one_model_metrics, unanimous
+from dejavu.audit.config import AuditConfig
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
-from dejavu.data.transforms import describe_eval_transform, eval_transform
-from dejavu.device import choose_device
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
-from dejavu.partition import Partition, load_index_file
-from dejavu.ssl.checkpoint import describe_loaded, load_model
-from dejavu.units import ci95_text, pct, pts
 
 FORMAT = formats.AUDIT
 
@@ -117,6 +87,7 @@ def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
         DejavuError: an unknown set or npc, an unreadable file, an empty set or an index outside
             the dataset.
     """
+    from dejavu.partition import load_index_file
 
     if str(name).endswith(".npy"):
         return index.check_indices(np.asarray(load_index_file(name, index)), str(name))
@@ -174,6 +145,8 @@ def _model_info(lm) -> dict[str, Any]:
 def _say(line: str) -> None:
     """One line on stderr (what was loaded, warnings), before the long steps (torchrun: rank 0's)."""
     import sys
+
+    from dejavu.attack.dist import is_main
 
     if is_main():
         print(f"dejavu audit: {line}", file=sys.stderr, flush=True)
@@ -238,6 +211,11 @@ def _setup(
 ) -> _Job:
     """Phase 1: the sets (refused if they overlap), the audited model (and a reference
     classifier), the audited set's crops."""
+    from dejavu.attack.crops import compute_crops, default_min_crop_px
+    from dejavu.attack.dist import current
+    from dejavu.device import choose_device
+    from dejavu.partition import Partition
+    from dejavu.ssl.checkpoint import load_model
 
     device = str(choose_device(cfg.device, current().local_rank))  # torchrun: each rank its GPU
     index = index or scan_imagefolder(paths.images)
@@ -305,6 +283,7 @@ def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[st
 
 def _classifier_crops(job: _Job):
     """The crops of the classifier's training set (:func:`dejavu.attack.crops.compute_crops`)."""
+    from dejavu.attack.crops import compute_crops
 
     cfg, train_idx = job.cfg, job.train_idx
     assert train_idx is not None  # no reference classifier
@@ -325,6 +304,9 @@ def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[A
     Under torchrun rank 0 trains it, as one process would; the other ranks load its file."""
     import dataclasses
 
+    from dejavu.attack import dist
+    from dejavu.ssl.checkpoint import load_model
+
     cfg = dataclasses.replace(job.cfg, seed=job.cfg.seed + i)
     cdir = job.out / ("classifier" if i == 0 else f"classifier_{i + 1}")
     if dist.is_main():
@@ -341,6 +323,7 @@ def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[A
 
 def _train_classifier_file(job: _Job, cfg: AuditConfig, cdir: Path, resume: bool, force: bool, sc) -> None:
     """Write ``cdir/classifier.pth`` unless a finished one is there (``force``: retrain)."""
+    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
 
     index = job.index
     if force and not resume:
@@ -360,6 +343,7 @@ def _train_classifier_file(job: _Job, cfg: AuditConfig, cdir: Path, resume: bool
 def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part, npc: int):
     """A classifier trained elsewhere: it needs a classifier head over this dataset's classes.
     Returns (LoadedModel, info, its training images or None when it does not record them)."""
+    from dejavu.ssl.checkpoint import load_model
 
     lm = load_model(path)
     if lm.model.classifier is None:
@@ -367,6 +351,7 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
             f"{path}: no classifier head; --reference-model needs a crop classifier "
             f"(e.g. OUT/classifier/classifier.pth of an earlier audit)"
         )
+    from dejavu.audit.classifier import num_outputs
 
     n_out = num_outputs(lm.model)
     if n_out != len(index.classes):
@@ -409,6 +394,9 @@ class _Labelled:
 def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLike | None) -> _Labelled:
     """Phase 4: the public embeddings (cached), then the audited crops and the control's
     embedded, KNN-searched and classified by the same model and classifier."""
+    from dejavu.attack.embed import resolved_precision
+    from dejavu.audit.classifier import SquareJpeg, with_input
+    from dejavu.data.transforms import describe_eval_transform, eval_transform
 
     clf_size = int(clf.config.get("image_size") or job.image_size)
     clf_input = str(clf.config.get("clf_input") or job.cfg.clf_input)  # a foreign reference: as configured
@@ -439,6 +427,7 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
 def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None) -> tuple[Any, bool]:
     """The audited model's embeddings of the public set (cached; under torchrun each rank's
     share, :class:`dejavu.attack.dist.Sharded`)."""
+    from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
 
     cfg, index = job.cfg, job.index
     prec = resolved_precision(job.device, cfg.precision)
@@ -472,6 +461,8 @@ def _label_crops(
     logits on the same crops (one decode per crop when both use the same transform), for each
     classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
+    from dejavu.attack import dist
+    from dejavu.attack.embed import ImageCrops, embed_rows
 
     cfg = job.cfg
     paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
@@ -514,6 +505,8 @@ class _Control:
 def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.PathLike | None, job: _Job) -> _Control:
     """Phase 2: resolve the held-out control (:mod:`dejavu.audit.control`) and crop it as the
     audited set (before the classifier trains, so a bad control fails early)."""
+    from dejavu.attack.crops import compute_crops
+    from dejavu.audit.control import check_control_public, resolve_audit_control
 
     src, note = resolve_audit_control(
         control,
@@ -540,6 +533,8 @@ def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.P
 
 
 def _lock_folder(a: dict[str, Any]) -> Any:
+    from dejavu.attack.dist import is_main
+
     return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
 
 
@@ -586,6 +581,8 @@ def _audit(
         DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
             or control with no attackable image; a classifier trained with other settings.
     """
+    from dejavu.attack.dist import is_main
+    from dejavu.audit.config import check_preset
 
     cfg = cfg or AuditConfig()
     cfg.validate()
@@ -604,6 +601,7 @@ def _audit(
 def _prepare_out(out: Path, force: bool) -> Path:
     """Refuse to overwrite an audit without ``force``; with it, ``results.json`` goes first
     (no reader pairs the old results with new arrays)."""
+    from dejavu.attack.dist import barrier, is_main
 
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
@@ -638,6 +636,8 @@ def _write(
         results["control"] = control
     elif control:
         results["control_skipped"] = control
+    from dejavu.analysis.significance import primary_endpoint
+    from dejavu.audit.control import memorization_reading
 
     results["memorization"] = memorization_reading(results)
     for note in results["memorization"]["notes"]:
@@ -665,6 +665,8 @@ def score_arrays(
         ``(target, reference, sample reference, metrics)``: PairScores of the model and of the
         (first) classifier, the classifiers' unanimous scores (None with one), the metrics block.
     """
+    from dejavu.analysis.metrics import scores_from_neighbours
+    from dejavu.audit.metrics import one_model_metrics
 
     labels = arrays["labels"].reshape(-1)
     target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
@@ -681,6 +683,7 @@ def score_arrays(
 def _references(arrays: dict[str, np.ndarray], labels: np.ndarray, confidence: str):
     """The first classifier's scores (the population test's reference) and, with several
     classifiers, their :func:`dejavu.audit.metrics.unanimous` (the sample test's; else None)."""
+    from dejavu.audit.metrics import classifier_scores, unanimous
 
     names = ["classifier_logits"] + sorted(
         (k for k in arrays if k.startswith("classifier") and k[len("classifier") : -len("_logits")].isdigit()),
@@ -739,6 +742,8 @@ def _write_control(
 ) -> dict[str, Any] | str | None:
     """The control's files (``control_`` + the audit's names) and ``results.json`` block, or
     the note saying why there is no control."""
+    from dejavu.analysis.metrics import scores_from_neighbours
+    from dejavu.audit.control import PREFIX, control_block
 
     if ctrl is None or ctrl.src is None or carrays is None:
         for f in out.glob(f"{PREFIX}*.npy"):  # an earlier audit's control (--force): not this audit's
@@ -785,6 +790,8 @@ def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
     import csv
     import io
 
+    from dejavu.analysis.metrics import quadrant_labels
+    from dejavu.analysis.tables import EXAMPLE_COLUMNS
     from dejavu.io import atomic_write_text
 
     buf = io.StringIO()
@@ -816,6 +823,8 @@ def audit(*args, **kwargs) -> AuditResult:
     the output folder's lock."""
     import torch
 
+    from dejavu.attack import dist
+
     cfg = kwargs.get("cfg", args[4] if len(args) > 4 else None)
     dist.setup(cfg.device if cfg is not None else None)  # torchrun / SLURM tasks: join the group
     with torch.no_grad():
@@ -838,6 +847,8 @@ def summary_text(res: dict[str, Any]) -> str:
         and their gap per top-k and fraction (5/20/100%); the score (top-1, 20%) with its 95% CI;
         the sample test's shares; the held-out control (:func:`dejavu.audit.control.summary_lines`).
     """
+    from dejavu.ssl.checkpoint import describe_loaded
+    from dejavu.units import pct
 
     m = res["metrics"]
     c = res["counts"]["audit"]
@@ -852,6 +863,9 @@ def summary_text(res: dict[str, Any]) -> str:
         f"{'trained on ' + str(res['sets']['classifier_train']) if clf.get('trained') else 'from ' + clf['path']}"
         + (f", held-out accuracy {pct(ho)} ({clf.get('n_heldout')} crops)" if ho is not None else ""),
     ]
+    from dejavu.analysis.tables import accuracy_table_lines
+    from dejavu.audit.control import memorization_reading, summary_lines
+    from dejavu.units import ci95_text, pts
 
     lines += accuracy_table_lines(m, "model", "clf")
     bound = "control" not in res
