@@ -38,6 +38,7 @@ Files (the original code's names, plus the control)::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -808,3 +809,19 @@ def _cmd(args) -> int:
         )
         print(format_summary(res))
     return 0
+
+
+def parse_index_name(index_file: str | os.PathLike) -> tuple[int | None, str | None]:
+    """``.../<npc>_per_class/train_<A|B>.npy`` -> (npc, "A"|"B")."""
+    p = Path(index_file)
+    m = re.fullmatch(r"(\d+)_per_class", p.parent.name)
+    s = re.fullmatch(r"train_([AB])", p.stem)
+    return (int(m.group(1)) if m else None), (s.group(1) if s else None)
+
+
+def find_partition(index_file: Path) -> Path | None:
+    """The partition folder an index file lies in (its ``<npc>_per_class`` parent or itself), or None."""
+    for cand in (index_file.parent.parent, index_file.parent):
+        if (cand / "manifest.json").is_file() and (cand / "val_set.npy").is_file():
+            return cand
+    return None

@@ -49,7 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from dejavu.analysis.metrics import PairScores, population
+from dejavu import DejavuError
+from dejavu.analysis.bootstrap import PairCells, cell_counts
+from dejavu.analysis.metrics import PAIRS, PairScores, population
+from dejavu.analysis.summary import compute_all
+from dejavu.analysis.tables import pair_scores_from_arrays, scores_from_folder
+from dejavu.io import load_npy
+from dejavu.units import pts
 
 TOPS = ("top1", "top5")
 FRACTIONS = {"20": 0.20, "100": 1.00}
@@ -136,7 +142,6 @@ def _draws(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> di
 
 def _cells(pairs: dict[str, PairScores]) -> dict[str, Any]:
     """Each model's examples collapsed into bootstrap cells (:class:`bootstrap.PairCells`)."""
-    from dejavu.analysis.bootstrap import PairCells
 
     return {
         name: PairCells(pairs[name]) if len(pairs[name].index) else None for names in _SETS.values() for name in names
@@ -153,7 +158,6 @@ def _replicates(
     """``r`` bootstrap replicates of the score (target − reference) per (top, fraction),
     with the tie rule of :mod:`dejavu.analysis.bootstrap`; ``draws`` (per set, (r, n)
     positions) reuse a resample, e.g. across model pairs attacking the same examples."""
-    from dejavu.analysis.bootstrap import cell_counts
 
     if draws is None:
         draws = _draws(pairs, rng if rng is not None else np.random.default_rng(), r)
@@ -560,7 +564,6 @@ def excess_table_lines(excess_block: dict[str, Any], ci_title: str) -> list[str]
     Returns:
         The header (``... (pts)``) and one line per top-k and fraction.
     """
-    from dejavu.units import pts
 
     lines = [f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  {ci_title}, all in points"]
     for top in TOPS:
@@ -593,10 +596,6 @@ def control_pairs_from_folder(
         ``{name: PairScores}`` for the four :data:`~dejavu.analysis.metrics.PAIRS`, or None.
     """
     from pathlib import Path
-
-    from dejavu.analysis.metrics import PAIRS
-    from dejavu.analysis.tables import pair_scores_from_arrays
-    from dejavu.io import load_npy
 
     folder = Path(folder)
     if not (folder / "control_A_attk_A_attk_idxs.npy").is_file():
@@ -634,7 +633,6 @@ def rescore_control(
         The old block with ``metrics`` (no per-class, no rankings) and ``excess`` replaced;
         None when ``results`` or the folder has no control.
     """
-    from dejavu.analysis.summary import compute_all
 
     if "control" not in results:
         return None
@@ -665,9 +663,6 @@ def shared_variance_from_folders(
         ``{(top, p): variance}``, or None (also with fewer than two folders).
     """
     from pathlib import Path
-
-    from dejavu import DejavuError
-    from dejavu.analysis.tables import scores_from_folder
 
     items = []
     try:

@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--partition", required=True, metavar="P", help="partition folder (holding manifest.json)")
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="ATTACK_DIR", help="output folder")
-    from dejavu.attack.run import ATTACK_FLAGS, AttackConfig
+    from dejavu.attack.config import ATTACK_FLAGS, AttackConfig
     from dejavu.config import add_config_args
 
     add_config_args(p, AttackConfig, flags=ATTACK_FLAGS, title="attack settings (AttackConfig)")
@@ -72,7 +72,7 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.attack.run import ATTACK_FLAGS, AttackConfig
+    from dejavu.attack.config import ATTACK_FLAGS, AttackConfig
     from dejavu.config import config_from_args
     from dejavu.data.imagefolder import data_paths_from_args
     from dejavu.launch import submit_if_slurm

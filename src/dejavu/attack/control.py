@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
+from dejavu.analysis.significance import excess
+from dejavu.analysis.summary import compute_all
+from dejavu.attack.crops import compute_crops
+from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
+from dejavu.data.valset import scan_valset
+from dejavu.io import atomic_save_npy
 
 PREFIX = "control_"
 
@@ -68,7 +74,6 @@ def resolve_control(
     Raises:
         DejavuError: ``partition`` without a control in the partition, or an unusable folder.
     """
-    from dejavu.data.valset import scan_valset
 
     spec = "auto" if spec is None else str(spec)
     if spec == "none":
@@ -110,10 +115,10 @@ def resolve_control(
 
 
 def attack_control(
-    src: ControlSource, st: Any, pub_emb: list
+    src: ControlSource, st: AttackContext, pub_emb: list
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Crop, embed and search the control halves exactly as the private sets (the same
-    :func:`dejavu.attack.run.attack_set_pairs`) and write the ``control_*`` files.
+    :func:`dejavu.attack.search.attack_set_pairs`) and write the ``control_*`` files.
 
     Args:
         src: the control (:func:`resolve_control`).
@@ -127,8 +132,6 @@ def attack_control(
         DejavuError: the control overlaps the public set, or a half has no attackable image.
     """
     from dejavu.attack.dist import is_main
-    from dejavu.attack.run import attack_set_pairs, compute_crops
-    from dejavu.io import atomic_save_npy
 
     halves = np.concatenate([src.halves["A"], src.halves["B"]])
     overlap = np.intersect1d(halves, st.public) if src.info.get("kind") == "partition" else np.zeros(0)
@@ -174,8 +177,6 @@ def control_block(
     Returns:
         ``{"source", "counts", "metrics", "excess"}``.
     """
-    from dejavu.analysis.significance import excess
-    from dejavu.analysis.summary import compute_all
 
     m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
     keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}

@@ -28,11 +28,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from dejavu import DejavuError
+from dejavu.data.imagefolder import DatasetIndex, annotation_path
+from dejavu.utils import progress
+
+if TYPE_CHECKING:
+    from dejavu.attack.config import AttackConfig
 
 # Paper setting: 100 px of the ImageNet image itself, whatever resolution the model runs at.
 IMAGENET_MIN_CROP_PX = 100
@@ -237,7 +245,7 @@ def crop_for_config(
     the RCDM reconstructions all call it, so they can never disagree).
 
     Args:
-        cfg: an :class:`~dejavu.attack.run.AttackConfig` or the ``config`` dict stored in an
+        cfg: an :class:`~dejavu.attack.config.AttackConfig` or the ``config`` dict stored in an
             attack's ``results.json`` (keys ``crop``, ``crop_algo``, ``corner_frac``, ``min_crop_px``).
         width: the decoded image's width in pixels.
         height: the decoded image's height in pixels.
@@ -256,3 +264,109 @@ def crop_for_config(
     if min_crop_px is None:
         min_crop_px = default_min_crop_px()  # every attack records its value; ImageNet's otherwise
     return algo(boxes if boxes is not None else np.zeros((0, 4)), width, height, float(min_crop_px))
+
+
+@dataclass
+class SetCrops:
+    """Crops of one private set: attacked global indices and PIL boxes, plus counts."""
+
+    indices: np.ndarray
+    boxes: np.ndarray  # (n, 4) int pixel boxes x0, y0, x1, y1
+    counts: dict[str, int]
+    errors: list[str]
+
+
+def compute_crops(
+    index: DatasetIndex,
+    ann_dir: Path | None,
+    idxs: np.ndarray,
+    cfg: AttackConfig,
+    min_crop_px: float,
+    desc: str = "crops",
+    ann_path=None,
+) -> SetCrops:
+    """Crop decision per image of ``idxs`` (DESIGN 2.3).
+
+    Reads annotations and image headers only (PIL opens lazily); the image size is the real
+    decoded size, not the XML's ``<size>``. An image without a usable crop is counted by
+    reason, never silently dropped.
+
+    Args:
+        index: the dataset.
+        ann_dir: the folder holding ``Annotation/`` (None: only the corner crop works).
+        idxs: dataset indices of the images to crop.
+        cfg: the attack's settings (``crop``, ``crop_algo``, ``corner_frac``).
+        min_crop_px: smallest accepted crop side, in pixels of the original image.
+        desc: progress-bar label.
+        ann_path: ``ann_path(i) -> Path`` replacing the ``Annotation/<wnid>/<stem>.xml``
+            look-up (e.g. the validation images of a held-out control).
+
+    Returns:
+        The attacked indices with their (x0, y0, x1, y1) pixel boxes, the counts
+        (``attacked``, ``too_small``, ``no_boxes``, ``annotation_errors``, ...) and up to 20
+        messages for annotation problems.
+
+    Raises:
+        DejavuError: an unreadable image, or the periphery crop without bounding boxes.
+    """
+    if cfg.crop != "corner" and ann_dir is None and ann_path is None:
+        raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
+    keep: list[int] = []
+    boxes: list = []
+    errors: list[str] = []
+    tally: Counter[str] = Counter()
+    for g in progress(idxs, desc=desc, total=len(idxs)):
+        pb = _crop_one(index, int(g), cfg, min_crop_px, ann_dir, ann_path, tally, errors)
+        if pb is not None:
+            keep.append(int(g))
+            boxes.append(pb)
+    n = len(idxs)
+    counts = {
+        "bbox": int(n),
+        "attacked": len(keep),
+        "unattackable": int(n - len(keep)),
+        **{k: tally[k] for k in ("too_small", "no_boxes", "annotation_errors", "boxes_outside_image")},
+        "boxes_clipped": tally["boxes_clipped"],
+    }
+    return SetCrops(np.asarray(keep, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4), counts, errors)
+
+
+def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, errors: list[str]):
+    """The pixel box of image ``g``'s crop, or None (the reason counted in ``tally``)."""
+    from PIL import Image
+
+    from dejavu.data.annotations import AnnotationError, read_voc_xml
+
+    try:
+        with Image.open(index.path(g)) as im:
+            W, H = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # as load_rgb
+        raise DejavuError(f"{index.path(g)}: cannot read image ({str(e).strip()[:200]})") from None
+    if cfg.crop == "corner":
+        dec = crop_for_config(cfg, W, H, None, min_crop_px)
+    else:
+        try:
+            ann = read_voc_xml(ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g))
+        except AnnotationError as e:
+            tally["annotation_errors"] += 1
+            errors.append(str(e))
+            return None
+        dec = crop_for_config(cfg, W, H, ann.boxes, min_crop_px)
+        tally["boxes_outside_image"] += dec.boxes_outside
+        tally["boxes_clipped"] += dec.boxes_clipped
+        if dec.boxes_outside or dec.reason == "no_boxes":
+            tally["annotation_errors"] += 1
+            if len(errors) < 20:
+                what = (
+                    f"{dec.boxes_outside} box(es) outside the {W}x{H} image" if dec.boxes_outside else "no bounding box"
+                )
+                errors.append(f"{ann.path}: {what}")
+        if dec.reason in ("no_boxes", "too_small"):
+            tally[dec.reason] += 1
+    if not dec.ok:
+        return None
+    pb = dec.pixel_box()
+    if pb[2] <= pb[0] or pb[3] <= pb[1]:
+        tally["too_small"] += 1
+        return None
+    return pb

@@ -29,16 +29,16 @@ streamed from the memory-mapped cache (bench/bench_dist_knn.py, bench/RESULTS.md
 from __future__ import annotations
 
 import atexit
-import copy
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.ssl.ddp import DistInfo, current
+from dejavu.attack.knn import knn as knn1
+from dejavu.attack.knn import knn_exact, merge_topk
+from dejavu.ssl.ddp import DistInfo, current, init_distributed
 
 QUERY_BLOCK = 16384  # queries per distributed search step (16384 x 8192 float32 = 512 MiB)
 
@@ -85,8 +85,6 @@ def setup(device: str | None) -> DistInfo:
         return DistInfo()
     import torch
     import torch.distributed as dist
-
-    from dejavu.ssl.ddp import init_distributed
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -149,14 +147,10 @@ def batch_bounds(n: int, batch_size: int, world: int | None = None) -> list[tupl
 
 
 def shard_dataset(ds: Any, lo: int, hi: int) -> Any:
-    """Items ``lo .. hi-1`` of ``ds`` as a dataset numbered from 0 (an
-    :class:`~dejavu.attack.embed.ImageCrops` stays one, keeping its fast batch path)."""
-    from dejavu.attack.embed import ImageCrops
-
-    if isinstance(ds, ImageCrops):
-        out = copy.copy(ds)
-        out.paths, out.boxes = ds.paths[lo:hi], ds.boxes[lo:hi]
-        return out
+    """Items ``lo .. hi-1`` of ``ds`` as a dataset numbered from 0 (a dataset with its own
+    ``rows(lo, hi)``, as :class:`~dejavu.attack.embed.ImageCrops`, keeps its fast batch path)."""
+    if hasattr(ds, "rows"):
+        return ds.rows(lo, hi)
     return _Rows(ds, lo, hi)
 
 
@@ -191,25 +185,6 @@ def agree_dim(local: np.ndarray) -> int:
 def sharded(local: np.ndarray, bounds: list[tuple[int, int]]) -> Sharded:
     """This rank's rows as a :class:`Sharded` (no communication: the width is agreed on first use)."""
     return Sharded(local, bounds)
-
-
-def embed_rows(
-    models: Sequence[Any], dataset: Any, kind: str, batch_size: int, device: str, *args: Any, **kw: Any
-) -> list[np.ndarray] | list[Sharded]:
-    """:func:`dejavu.attack.embed.embed_dataset` (same arguments), each rank embedding its
-    :func:`batch_bounds`.
-
-    Returns:
-        One array per model (one process), or one :class:`Sharded` per model.
-    """
-    from dejavu.attack.embed import embed_dataset
-
-    if not current().distributed:
-        return embed_dataset(models, dataset, kind, batch_size, device, *args, **kw)
-    bounds = batch_bounds(len(dataset), batch_size)
-    lo, hi = bounds[current().rank]
-    got = embed_dataset(models, shard_dataset(dataset, lo, hi), kind, batch_size, device, *args, **kw)
-    return [sharded(g, bounds) for g in got]
 
 
 def _comm_device() -> str:
@@ -280,7 +255,6 @@ def knn(
         ``(distances (n, k) float32, indices (n, k) int64)`` as :func:`dejavu.attack.knn.knn`,
         on rank 0; ``(n, 0)`` arrays on the other ranks.
     """
-    from dejavu.attack.knn import knn as knn1
 
     if not isinstance(queries, Sharded) or not isinstance(public, Sharded):
         if isinstance(queries, Sharded) or isinstance(public, Sharded):
@@ -307,8 +281,6 @@ def _merged_block(q: np.ndarray, public: Sharded, k: int, backend: str, device: 
     with (inf, max index), gathered from every rank and merged by (distance, index)."""
     import torch
     import torch.distributed as dist
-
-    from dejavu.attack.knn import knn_exact, merge_topk
 
     d, i = knn_exact(q, public.local, k, backend=backend, device=device, desc=desc)
     pad = k - d.shape[1]

@@ -43,10 +43,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dejavu import DejavuError
+from dejavu.attack import dist
 from dejavu.attack.knn import release_pages
-from dejavu.data.dataset import load_rgb
-from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb_reduced
+from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb, load_rgb_reduced
 from dejavu.io import atomic_write_json
+from dejavu.io import index_hash as _index_hash
 from dejavu.utils import progress
 
 
@@ -62,7 +63,6 @@ def content_digest(arr: np.ndarray) -> str:
 
 def index_hash(indices: np.ndarray) -> str:
     """The cache key's hash of an index list (24 hex digits: :func:`dejavu.io.index_hash`)."""
-    from dejavu.io import index_hash as _index_hash
 
     return _index_hash(indices, 24)
 
@@ -127,6 +127,12 @@ class ImageCrops(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def rows(self, lo: int, hi: int) -> ImageCrops:
+        """Items ``lo .. hi-1`` as an :class:`ImageCrops` numbered from 0."""
+        out = copy.copy(self)
+        out.paths, out.boxes = self.paths[lo:hi], self.boxes[lo:hi]
+        return out
 
     def __getitem__(self, i: int):
         if self.boxes[i] is None:
@@ -504,8 +510,6 @@ class CachedEmbedder:
             ``(one float32 (n, d) array per model, was-cached flag per model)``; cached
             arrays are memory-mapped.
         """
-        from dejavu.attack import dist
-
         got: list[Any] = self._lookup_all(keys)  # arrays, or _Local rows (torchrun, no cache)
         first: dict[str, int] = {}  # the same checkpoint twice (same key) is embedded once
         for j, k in enumerate(keys):
@@ -547,8 +551,6 @@ class CachedEmbedder:
     def _lookup_all(self, keys: Sequence[dict]) -> list[np.ndarray | None]:
         """:meth:`lookup` of each key; under torchrun rank 0 decides and the others open the
         files it found (every rank must take the same path)."""
-        from dejavu.attack import dist
-
         if not dist.current().distributed:
             return [self.lookup(k) for k in keys]
         hits = dist.broadcast_object([self.lookup(k) is not None for k in keys] if dist.is_main() else None)
@@ -559,8 +561,6 @@ class CachedEmbedder:
     ) -> list[np.ndarray]:
         """Embed into temporary files (rows ``rows`` of them: this rank's; default all), then
         publish each atomically with its metadata (rank 0, once every rank has written)."""
-        from dejavu.attack import dist
-
         assert self.cache_dir is not None
         lo, hi = rows if rows is not None else (0, len(ds))
         tmps = []
@@ -641,3 +641,20 @@ def _embed_dim(model: torch.nn.Module, kind: str, ds: Dataset, device: str) -> i
     x, _ = ds[0]
     model.eval().to(device)
     return int(model.embed(x.unsqueeze(0).to(device), kind).shape[1])  # type: ignore[operator]
+
+
+def embed_rows(
+    models: Sequence[Any], dataset: Any, kind: str, batch_size: int, device: str, *args: Any, **kw: Any
+) -> list[np.ndarray] | list[dist.Sharded]:
+    """:func:`embed_dataset` (same arguments), each rank embedding its
+    :func:`dejavu.attack.dist.batch_bounds`.
+
+    Returns:
+        One array per model (one process), or one :class:`~dejavu.attack.dist.Sharded` per model.
+    """
+    if not dist.current().distributed:
+        return embed_dataset(models, dataset, kind, batch_size, device, *args, **kw)
+    bounds = dist.batch_bounds(len(dataset), batch_size)
+    lo, hi = bounds[dist.current().rank]
+    got = embed_dataset(models, dist.shard_dataset(dataset, lo, hi), kind, batch_size, device, *args, **kw)
+    return [dist.sharded(g, bounds) for g in got]

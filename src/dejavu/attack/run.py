@@ -22,9 +22,8 @@ import os
 import re
 import sys
 import threading
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,170 +31,13 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, formats
-from dejavu.attack.crops import CROP_ALGOS, crop_for_config, default_min_crop_px
-from dejavu.data.fastjpeg import DECODE_HELP, DECODES
-from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
+from dejavu.attack.config import AttackConfig
+from dejavu.attack.crops import SetCrops, compute_crops, default_min_crop_px
+from dejavu.attack.search import AttackContext, attack_set_pairs
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
-from dejavu.utils import progress
 
 FORMAT = formats.ATTACK
-EMBED_KINDS = ("projector", "backbone", "logits")
-
-
-# AttackConfig fields that are also command-line flags (the rest: --set key=value)
-ATTACK_FLAGS = (
-    "npc",
-    "crop",
-    "crop_algo",
-    "corner_frac",
-    "embed",
-    "k",
-    "k_attk",
-    "min_crop_px",
-    "image_size",
-    "knn",
-    "batch_size",
-    "device",
-    "workers",
-    "n_boot",
-    "seed",
-    "arch",
-    "projector",
-    "crops_betons",
-    "decode",
-    "precision",
-)
-
-PRECISION_HELP = (
-    "the embedding forward's arithmetic: fp32 (as the original; the paper configs), bf16 (autocast: "
-    "faster on GPUs, embeddings change by < 5%% relative L2 and keep > 90%% of the top-20 neighbours, "
-    "tests/attack/test_embed_precision.py), auto = bf16 on CUDA, fp32 elsewhere. The resolved one is "
-    "recorded in results.json (config.forward_precision) and in the embedding cache key"
-)
-
-
-@dataclass
-class AttackConfig:
-    """The attack's settings (``dejavu attack``: flags, ``--config`` and ``--set`` all fill these)."""
-
-    crop: str = field(
-        default="periphery",
-        metadata={
-            "choices": ("periphery", "corner"),
-            "help": "periphery: the largest box-free rectangle of DESIGN 2.3; corner: the bottom-left "
-            "corner-frac x corner-frac of the image (no boxes needed)",
-        },
-    )
-    crop_algo: str = field(
-        default="periphery",
-        metadata={
-            "choices": ("periphery", "largest-empty"),
-            "help": "candidate search for --crop periphery: the paper's elementary-interval scan or a true "
-            "largest-empty-rectangle search (better crops, not the paper's)",
-        },
-    )
-    corner_frac: float = field(default=0.3, metadata={"help": "corner crop side fraction"})
-    embed: str = field(
-        default="projector",
-        metadata={
-            "choices": ("projector", "backbone", "logits"),
-            "help": "embedding used for KNN (projector: the paper's; backbone: the guillotine comparison; "
-            "logits: supervised models, argmax prediction and max-logit confidence)",
-        },
-    )
-    k: int = field(default=100, metadata={"help": "neighbours stored per crop"})
-    k_attk: int | None = field(default=None, metadata={"help": "neighbours voting for the label (None: k)"})
-    min_crop_px: float | None = field(
-        default=None,
-        metadata={
-            "help": "accept a crop only if its shorter side is > this many pixels of the original image, "
-            "whatever --image-size (None: the dataset's own: 100 for ImageNet as in the paper; a generated "
-            "dataset's synth.json min_crop_px)"
-        },
-    )
-    image_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "evaluation resolution S (resize 256/224*S, center-crop S; None: the checkpoint's, else 224)"
-        },
-    )
-    knn: str = field(
-        default="auto",
-        metadata={
-            "choices": ("auto", "torch", "faiss"),
-            "help": "exact KNN backend, streamed over the public set; all give the same neighbours (auto: "
-            "faiss on CPU, torch on CUDA unless faiss has GPUs)",
-        },
-    )
-    npc: int = field(
-        default=300,
-        metadata={
-            "help": "images per class of the attacked split (e.g. 300: partition/300_per_class)",
-            "required": True,
-        },
-    )
-    batch_size: int = field(default=256, metadata={"help": "embedding batch size"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (None: cuda when available)"})
-    workers: int | None = field(
-        default=None,
-        metadata={
-            "help": "DataLoader processes decoding images (0: one decoding thread inside the process, "
-            "overlapping the forward; None: 8 on GPU, 0 on CPU)"
-        },
-    )
-    n_boot: int = field(
-        default=1000, metadata={"help": "bootstrap replicates for CIs (0 = off)", "aliases": ("--bootstrap",)}
-    )
-    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
-    arch: str | None = field(
-        default=None, metadata={"help": "architecture for checkpoints without a stored config (e.g. resnet50)"}
-    )
-    projector: str | None = field(
-        default=None, metadata={"help": "projector spec for such checkpoints (e.g. 8192-8192-8192)"}
-    )
-    crops_betons: str | None = field(
-        default=None,
-        metadata={
-            "help": "read the crops of sets A and B from this folder's <npc>_per_class_bbox_{A,B}.beton "
-            "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)"
-        },
-    )
-
-    decode: str = field(default="exact", metadata={"choices": ("exact", "draft"), "help": DECODE_HELP})
-    precision: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16"), "help": PRECISION_HELP})
-
-    def __post_init__(self) -> None:
-        if self.k_attk is None:
-            self.k_attk = self.k
-
-    def validate(self) -> None:
-        if self.crop not in ("periphery", "corner"):
-            raise DejavuError(f"--crop must be periphery or corner, got {self.crop!r}")
-        if self.crop_algo not in CROP_ALGOS:
-            raise DejavuError(f"--crop-algo must be one of {', '.join(CROP_ALGOS)}, got {self.crop_algo!r}")
-        if self.embed not in EMBED_KINDS:
-            raise DejavuError(f"--embed must be one of {', '.join(EMBED_KINDS)}, got {self.embed!r}")
-        if self.k < 1 or self.k_attk is None or not 1 <= self.k_attk <= self.k:
-            raise DejavuError(f"need k >= 1 and 1 <= k_attk <= k (got k={self.k}, k_attk={self.k_attk})")
-        if not 0 < self.corner_frac <= 1:
-            raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
-        if self.knn not in ("auto", "torch", "faiss"):
-            raise DejavuError(f"--knn must be auto, torch or faiss, got {self.knn!r}")
-        if self.decode not in DECODES:
-            raise DejavuError(f"--decode must be exact or draft, got {self.decode!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise DejavuError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-        for flag, v, lo in (
-            ("--batch-size", self.batch_size, 1),
-            ("--image-size", self.image_size, 8),
-            ("--bootstrap", self.n_boot, 0),
-            ("--workers", self.workers, 0),
-            ("--min-crop-px", self.min_crop_px, 0),
-        ):
-            if v is not None and not v >= lo:  # (not >=: a NaN --min-crop-px too)
-                raise DejavuError(f"{flag} must be >= {lo}, got {v}")
-        if self.image_size is not None and self.image_size > 4096:
-            raise DejavuError(f"--image-size must be <= 4096, got {self.image_size}")
 
 
 @dataclass
@@ -207,112 +49,6 @@ class AttackResult:
     @property
     def metrics(self) -> dict[str, Any]:
         return self.results["metrics"]
-
-
-@dataclass
-class SetCrops:
-    """Crops of one private set: attacked global indices and PIL boxes, plus counts."""
-
-    indices: np.ndarray
-    boxes: np.ndarray  # (n, 4) int pixel boxes x0, y0, x1, y1
-    counts: dict[str, int]
-    errors: list[str]
-
-
-def compute_crops(
-    index: DatasetIndex,
-    ann_dir: Path | None,
-    idxs: np.ndarray,
-    cfg: AttackConfig,
-    min_crop_px: float,
-    desc: str = "crops",
-    ann_path=None,
-) -> SetCrops:
-    """Crop decision per image of ``idxs`` (DESIGN 2.3).
-
-    Reads annotations and image headers only (PIL opens lazily); the image size is the real
-    decoded size, not the XML's ``<size>``. An image without a usable crop is counted by
-    reason, never silently dropped.
-
-    Args:
-        index: the dataset.
-        ann_dir: the folder holding ``Annotation/`` (None: only the corner crop works).
-        idxs: dataset indices of the images to crop.
-        cfg: the attack's settings (``crop``, ``crop_algo``, ``corner_frac``).
-        min_crop_px: smallest accepted crop side, in pixels of the original image.
-        desc: progress-bar label.
-        ann_path: ``ann_path(i) -> Path`` replacing the ``Annotation/<wnid>/<stem>.xml``
-            look-up (e.g. the validation images of a held-out control).
-
-    Returns:
-        The attacked indices with their (x0, y0, x1, y1) pixel boxes, the counts
-        (``attacked``, ``too_small``, ``no_boxes``, ``annotation_errors``, ...) and up to 20
-        messages for annotation problems.
-
-    Raises:
-        DejavuError: an unreadable image, or the periphery crop without bounding boxes.
-    """
-    if cfg.crop != "corner" and ann_dir is None and ann_path is None:
-        raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
-    keep: list[int] = []
-    boxes: list = []
-    errors: list[str] = []
-    tally: Counter[str] = Counter()
-    for g in progress(idxs, desc=desc, total=len(idxs)):
-        pb = _crop_one(index, int(g), cfg, min_crop_px, ann_dir, ann_path, tally, errors)
-        if pb is not None:
-            keep.append(int(g))
-            boxes.append(pb)
-    n = len(idxs)
-    counts = {
-        "bbox": int(n),
-        "attacked": len(keep),
-        "unattackable": int(n - len(keep)),
-        **{k: tally[k] for k in ("too_small", "no_boxes", "annotation_errors", "boxes_outside_image")},
-        "boxes_clipped": tally["boxes_clipped"],
-    }
-    return SetCrops(np.asarray(keep, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4), counts, errors)
-
-
-def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, errors: list[str]):
-    """The pixel box of image ``g``'s crop, or None (the reason counted in ``tally``)."""
-    from PIL import Image
-
-    from dejavu.data.annotations import AnnotationError, read_voc_xml
-
-    try:
-        with Image.open(index.path(g)) as im:
-            W, H = im.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # as load_rgb
-        raise DejavuError(f"{index.path(g)}: cannot read image ({str(e).strip()[:200]})") from None
-    if cfg.crop == "corner":
-        dec = crop_for_config(cfg, W, H, None, min_crop_px)
-    else:
-        try:
-            ann = read_voc_xml(ann_path(g) if ann_path is not None else annotation_path(index, ann_dir, g))
-        except AnnotationError as e:
-            tally["annotation_errors"] += 1
-            errors.append(str(e))
-            return None
-        dec = crop_for_config(cfg, W, H, ann.boxes, min_crop_px)
-        tally["boxes_outside_image"] += dec.boxes_outside
-        tally["boxes_clipped"] += dec.boxes_clipped
-        if dec.boxes_outside or dec.reason == "no_boxes":
-            tally["annotation_errors"] += 1
-            if len(errors) < 20:
-                what = (
-                    f"{dec.boxes_outside} box(es) outside the {W}x{H} image" if dec.boxes_outside else "no bounding box"
-                )
-                errors.append(f"{ann.path}: {what}")
-        if dec.reason in ("no_boxes", "too_small"):
-            tally[dec.reason] += 1
-    if not dec.ok:
-        return None
-    pb = dec.pixel_box()
-    if pb[2] <= pb[0] or pb[3] <= pb[1]:
-        tally["too_small"] += 1
-        return None
-    return pb
 
 
 def _default_device() -> str:
@@ -337,33 +73,6 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
     n = lm.config.get("npc")
     if n is not None and int(n) != int(npc):
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
-
-
-@dataclass
-class _Setup:
-    """What every phase of one attack needs: settings, dataset, models, public set."""
-
-    cfg: AttackConfig
-    out: Path
-    device: str
-    paths: DataPaths
-    index: DatasetIndex
-    part: Any  # dejavu.partition.Partition
-    lms: dict[str, Any]  # "A"/"B" -> LoadedModel
-    image_size: int
-    min_px: float
-    transform: Any
-    tdesc: str
-    public: np.ndarray
-    public_labels: np.ndarray
-
-    @property
-    def models(self) -> list:
-        return [self.lms["A"].model, self.lms["B"].model]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.index.classes)
 
 
 def _lock_folder(a: dict[str, Any]) -> Any:
@@ -463,7 +172,7 @@ def _setup(
     index: DatasetIndex | None,
     sets,
     public,
-) -> _Setup:
+) -> AttackContext:
     """Checks (settings, existing output, partition, checkpoints) and everything loaded once."""
     from dejavu.data.transforms import describe_eval_transform, eval_transform
     from dejavu.partition import Partition
@@ -502,7 +211,7 @@ def _setup(
         clash = np.intersect1d(index.check_indices(np.asarray(sets[y]), f"set {y} override"), public)
         if len(clash):
             raise DejavuError(f"set {y} override overlaps the public set (e.g. index {int(clash[0])})")
-    return _Setup(
+    return AttackContext(
         cfg,
         out,
         cfg.device or _default_device(),
@@ -534,7 +243,7 @@ def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> di
     return lms
 
 
-def _set_crops(st: _Setup, y: str, sets) -> SetCrops:
+def _set_crops(st: AttackContext, y: str, sets) -> SetCrops:
     cfg, index = st.cfg, st.index
     if sets is not None:
         bbox = index.check_indices(np.asarray(sets[y]), f"set {y} override")
@@ -551,7 +260,7 @@ def _set_crops(st: _Setup, y: str, sets) -> SetCrops:
     return crops
 
 
-def _public_embeddings(st: _Setup, cache_dir, poll=None) -> tuple[list[np.ndarray], list[bool]]:
+def _public_embeddings(st: AttackContext, cache_dir, poll=None) -> tuple[list[np.ndarray], list[bool]]:
     """Both models' public embeddings (cached on disk); none for the logits variant.
     ``poll``: called after each batch (:func:`dejavu.attack.embed.embed_dataset`)."""
     from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
@@ -582,75 +291,7 @@ def _public_embeddings(st: _Setup, cache_dir, poll=None) -> tuple[list[np.ndarra
     )
 
 
-def attack_set_pairs(
-    st: _Setup,
-    crops: dict[str, SetCrops],
-    pub_emb: list[np.ndarray],
-    datasets: dict[str, Any] | None = None,
-    desc: str = "",
-    index: DatasetIndex | None = None,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Embed the crops of sets A and B with both models and search the public set: the arrays
-    of the four pairs ``X_attk_Y``, in the original's contents (dataset indices, labels (n, 1)).
-    The one loop behind the attack of the private sets and of the held-out control.
-
-    Args:
-        st: the attack's setup. crops: the crops of each set. pub_emb: public embeddings per model.
-        datasets: per set, a dataset of ready crops (e.g. read from betons) instead of decoding.
-        desc: a prefix for the progress bars (e.g. ``"control "``).
-        index: the dataset the crops' indices refer to (default: the attack's; the validation
-            images of a control have their own).
-        index: the dataset the crops' indices refer to (default: the attack's; the
-            validation images of a control have their own).
-    Returns:
-        ``{"A_attk_A": {"attk_idxs", "labels", "neighb_idxs", "neighb_labels" | "logits"}, ...}``.
-    """
-    from dejavu.attack import dist
-    from dejavu.attack.embed import ImageCrops
-
-    cfg, index = st.cfg, index or st.index
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="dejavu-knn") as pool:  # set A's KNN beside set B's forward
-        searches: dict[str, Future] = {}
-        for y in "AB":
-            sc = crops[y]
-            ds = (datasets or {}).get(y)
-            if ds is None:
-                ds = ImageCrops(
-                    [index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform
-                )
-            embs: list[Any] = dist.embed_rows(  # embed_dataset; under torchrun each rank its share
-                st.models,
-                ds,
-                cfg.embed,
-                cfg.batch_size,
-                st.device,
-                cfg.workers,
-                desc=f"{desc}crops {y} embeddings",
-                precision=cfg.precision,
-            )
-            labels = index.targets[sc.indices]
-            for x, e in zip("AB", embs):
-                name = f"{x}_attk_{y}"
-                arrays[name] = {"attk_idxs": sc.indices, "labels": labels[:, None]}
-                if cfg.embed == "logits":  # the pool: collectives in one thread, in one order
-                    searches[name] = pool.submit(dist.gather, e)
-                else:
-                    pub = pub_emb["AB".index(x)]
-                    searches[name] = pool.submit(
-                        dist.knn, e, pub, cfg.k, backend=cfg.knn, device=st.device, desc=f"knn {desc}{name}"
-                    )
-        for name, search in searches.items():
-            if cfg.embed == "logits":
-                arrays[name]["logits"] = search.result()
-                continue
-            _, pos = search.result()
-            arrays[name]["neighb_idxs"] = st.public[pos]
-            arrays[name]["neighb_labels"] = st.public_labels[pos]
-    return arrays
-
-
-def _attack_sets(st: _Setup, crops, pub_emb, use_betons: bool) -> dict[str, dict[str, np.ndarray]]:
+def _attack_sets(st: AttackContext, crops, pub_emb, use_betons: bool) -> dict[str, dict[str, np.ndarray]]:
     datasets = None
     if st.cfg.crops_betons and use_betons:  # the same crops, stored (overrides are not in the betons)
         from dejavu.ffcv.betons import attack_crops_dataset
@@ -662,7 +303,7 @@ def _attack_sets(st: _Setup, crops, pub_emb, use_betons: bool) -> dict[str, dict
     return attack_set_pairs(st, crops, pub_emb, datasets)
 
 
-def _write_arrays_and_score(st: _Setup, crops, arrays) -> tuple[dict[str, Any], dict[str, Any]]:
+def _write_arrays_and_score(st: AttackContext, crops, arrays) -> tuple[dict[str, Any], dict[str, Any]]:
     """The original's files, the confidence sweeps and examples.csv; returns (metrics, pair scores)."""
     from dejavu.analysis.summary import compute_all
     from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
@@ -688,7 +329,7 @@ def _write_arrays_and_score(st: _Setup, crops, arrays) -> tuple[dict[str, Any], 
     return metrics, pairs
 
 
-def _control_arrays(st: _Setup, csrc, pub_emb) -> tuple[dict, dict] | None:
+def _control_arrays(st: AttackContext, csrc, pub_emb) -> tuple[dict, dict] | None:
     """The held-out control's arrays and crop counts, with the same models and public
     embeddings (:mod:`dejavu.attack.control`); None without a control."""
     from dejavu.attack.control import attack_control
@@ -696,7 +337,7 @@ def _control_arrays(st: _Setup, csrc, pub_emb) -> tuple[dict, dict] | None:
     return None if csrc is None else attack_control(csrc, st, pub_emb)
 
 
-def _attack_control(st: _Setup, csrc, control, pairs) -> dict[str, Any] | None:
+def _attack_control(st: AttackContext, csrc, control, pairs) -> dict[str, Any] | None:
     """The held-out control's block of results.json (``control``: :func:`_control_arrays`)."""
     if csrc is None or control is None:
         return None
@@ -708,7 +349,7 @@ def _attack_control(st: _Setup, csrc, control, pairs) -> dict[str, Any] | None:
     return control_block(pairs, cpairs, ccounts, csrc.info, st.num_classes, st.cfg.n_boot, st.cfg.seed)
 
 
-def _results(st: _Setup, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
+def _results(st: AttackContext, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
     cfg_out = {k: v for k, v in asdict(st.cfg).items() if k not in ("device", "workers", "batch_size")}
     from dejavu.attack.embed import resolved_precision
     from dejavu.ssl.config import pair_design

@@ -30,8 +30,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dejavu import DejavuError, formats
+from dejavu.attack.embed import ImageCrops, default_workers
 from dejavu.audit.config import AuditConfig
+from dejavu.data.fastjpeg import load_rgb
+from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dejavu.io import atomic_torch_save, atomic_write_text, safe_torch_load
+from dejavu.ssl.model import ModelSpec, SSLModel
+from dejavu.ssl.optim import build_optimizer, lr_at, set_lr
+from dejavu.utils import progress
 
 CLASSIFIER_METHOD = "crop-classifier"
 
@@ -93,8 +99,6 @@ class SquareJpeg:
         from PIL import Image
         from torchvision import transforms as T
 
-        from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-
         x = eval_transform(self.size)(img)  # resize, centre square, ToTensor, Normalize
         x = T.Normalize([0.0, 0.0, 0.0], [1 / s for s in IMAGENET_STD])(x)
         x = T.Normalize([-m for m in IMAGENET_MEAN], [1.0, 1.0, 1.0])(x)
@@ -134,8 +138,6 @@ def train_transform(image_size: int, augment: str, scale_min: float):
     """
     from torchvision import transforms as T
 
-    from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-
     if augment == "none":
         return eval_transform(image_size)
     crop = [T.RandomResizedCrop(image_size, scale=(scale_min, 1.0), antialias=True), T.RandomHorizontalFlip()]
@@ -156,7 +158,6 @@ def build_classifier(cfg: AuditConfig, num_classes: int) -> nn.Module:
     Returns:
         The untrained network (on the CPU).
     """
-    from dejavu.ssl.model import ModelSpec, SSLModel
 
     model = SSLModel(ModelSpec(cfg.clf_arch, cfg.clf_projector, num_classes))
     if cfg.clf_head == "linear":  # torchvision's fc on the features (DejaVuOSS)
@@ -207,8 +208,6 @@ def decode_crops(crops: CropSet, index) -> list:
     Returns:
         The cropped RGB PIL images, in the order of ``crops``.
     """
-    from dejavu.data.dataset import load_rgb
-    from dejavu.utils import progress
 
     return [
         load_rgb(index.path(int(g))).crop(tuple(b))
@@ -227,8 +226,6 @@ def _loader(
     device: str,
 ):
     from torch.utils.data import DataLoader
-
-    from dejavu.attack.embed import ImageCrops
 
     ds: Dataset
     if crops.images is not None:
@@ -278,7 +275,6 @@ def accuracy(
     Returns:
         The share of crops whose argmax is the label; NaN when ``pos`` is empty.
     """
-    from dejavu.data.transforms import eval_transform
 
     if len(pos) == 0:
         return float("nan")
@@ -293,8 +289,6 @@ def accuracy(
 
 
 def _optimizer(cfg: AuditConfig, model: nn.Module) -> torch.optim.Optimizer:
-    from dejavu.ssl.optim import build_optimizer
-
     shim = SimpleNamespace(
         optimizer=cfg.clf_optimizer,
         effective_lr=cfg.clf_lr,
@@ -358,8 +352,6 @@ def train_classifier(
         DejavuError: no training crop left after the split, an unfinished run without
             ``resume`` (or one with other settings or crops), a non-finite loss.
     """
-    from dejavu.attack.embed import default_workers
-    from dejavu.utils import progress
 
     out.mkdir(parents=True, exist_ok=True)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
@@ -415,7 +407,6 @@ def _train_epoch(
     device: str,
 ) -> dict[str, Any]:
     """One epoch over ``loader`` (``(x, position in labels)`` batches); returns its metric row."""
-    from dejavu.ssl.optim import lr_at, set_lr
 
     steps = len(loader)
     total, warm = cfg.clf_epochs * steps, cfg.clf_warmup_epochs * steps

@@ -1,6 +1,6 @@
 """``AuditConfig``: every setting of ``dejavu audit`` (YAML file + ``--set key=value``).
 
-Attack settings have the names of :class:`dejavu.attack.run.AttackConfig`; the crop
+Attack settings have the names of :class:`dejavu.attack.config.AttackConfig`; the crop
 classifier's have the prefix ``clf_``. Packaged configs: ``synth`` (the default: a small
 CNN for the 32 px synthetic data) and ``imagenet`` (a ResNet-50 from scratch, as the
 follow-up work).
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dejavu import UsageError
-from dejavu.attack.run import PRECISION_HELP
+from dejavu.attack.config import PRECISION_HELP
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 
 CONFIDENCES = ("neg_entropy", "max_prob")
@@ -187,7 +187,7 @@ class AuditConfig:
 
     def attack_config(self):
         """The :class:`AttackConfig` of the audited model's KNN attack (crops, KNN, files)."""
-        from dejavu.attack.run import AttackConfig
+        from dejavu.attack.config import AttackConfig
 
         names = {f.name for f in fields(AttackConfig)}
         kw = {k: v for k, v in asdict(self).items() if k in names}

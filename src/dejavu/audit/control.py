@@ -38,7 +38,10 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.metrics import PairScores
+from dejavu.analysis.bootstrap import PairCells, cell_counts, resample_blocks
+from dejavu.analysis.metrics import PairScores, acc_at
+from dejavu.analysis.significance import excess_table_lines
+from dejavu.audit.metrics import one_model_metrics
 from dejavu.data.imagefolder import DataPaths, DatasetIndex
 
 PREFIX = "control_"
@@ -171,7 +174,6 @@ def one_model_excess(
         ``{"top1": {"20": {"score", "control", "excess", "ci95", "se", "excludes_zero"}, "100": ...},
         "top5": ..., "statistic", "unit", "covers", "n_boot", "seed", "level"}``.
     """
-    from dejavu.analysis.metrics import acc_at
 
     ps = tuple(FRACTIONS.values())
     point = {}
@@ -211,7 +213,6 @@ def _excess_replicates(
 ) -> dict[tuple[int, float], list[np.ndarray]]:
     """Bootstrap replicates of the excess per (top-k, fraction) (:func:`one_model_excess`);
     empty without replicates or examples."""
-    from dejavu.analysis.bootstrap import PairCells, cell_counts, resample_blocks
 
     ps = tuple(FRACTIONS.values())
     reps: dict[tuple[int, float], list[np.ndarray]] = {}
@@ -257,7 +258,6 @@ def control_block(
     Returns:
         ``{"source": info, "counts": counts, "metrics": {...}, "excess": one_model_excess(...)}``.
     """
-    from dejavu.audit.metrics import one_model_metrics
 
     m = one_model_metrics(
         c_target, c_reference, num_classes, "control", n_boot=n_boot, seed=seed + 1, sample_reference=c_sample_reference
@@ -311,7 +311,6 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"held-out control ({src.get('kind', '?')}): {n['attacked']}/{n['bbox']} crops"
         + (f" (excluded: {drop})" if drop else ""),
     ]
-    from dejavu.analysis.significance import excess_table_lines
 
     lines += excess_table_lines(c["excess"], "95% CI")
     lines.append("verdict (top-1, 20%): " + verdict_text(c["excess"]["top1"]["20"]))

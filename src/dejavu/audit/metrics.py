@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 
 from dejavu.analysis.bootstrap import PairCells, cell_counts, percentile_ci, resample_blocks
-from dejavu.analysis.metrics import FRACTIONS, QUADRANTS, SWEEP, PairScores, acc_at, quadrant_labels, quadrant_masks
+from dejavu.analysis.metrics import (
+    FRACTIONS,
+    QUADRANTS,
+    SWEEP,
+    PairScores,
+    acc_at,
+    quadrant_labels,
+    quadrant_masks,
+    scores_from_logits,
+)
 
 
 def _keys(fractions) -> list[str]:
@@ -272,8 +281,6 @@ def classifier_scores(logits: np.ndarray, labels: np.ndarray, index: np.ndarray,
         The :class:`dejavu.analysis.metrics.PairScores` of the classifier.
     """
     from dataclasses import replace
-
-    from dejavu.analysis.metrics import scores_from_logits
 
     s = scores_from_logits(logits, labels, index)
     lg = np.asarray(logits, np.float64)

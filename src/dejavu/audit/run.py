@@ -3,7 +3,7 @@
 Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
 1. the audited set (bbox_A by default) and the classifier's training set (bbox_B by
    default) from the partition, refused if they overlap or the audited set meets the
-   public set; their periphery crops (:func:`dejavu.attack.run.compute_crops`);
+   public set; their periphery crops (:func:`dejavu.attack.crops.compute_crops`);
 2. the crop classifier: trained into ``OUT/classifier/`` (:mod:`dejavu.audit.classifier`),
    or loaded from ``reference_model``;
 3. public embeddings of the audited model (cached, :class:`dejavu.attack.embed.CachedEmbedder`);
@@ -200,7 +200,7 @@ class _Job:
     image_size: int
     min_px: float
     acfg: Any  # the attack's settings of the crops (AttackConfig)
-    crops: Any  # the audited set's crops (:func:`dejavu.attack.run.compute_crops`)
+    crops: Any  # the audited set's crops (:func:`dejavu.attack.crops.compute_crops`)
     warnings: list[str] = field(default_factory=list)  # said on stderr and kept in results.json
     extra_clfs: list[Any] = field(default_factory=list)  # classifiers 2..N (``classifiers``)
 
@@ -226,8 +226,8 @@ def _setup(
 ) -> _Job:
     """Phase 1: the sets (refused if they overlap), the audited model (and a reference
     classifier), the audited set's crops."""
+    from dejavu.attack.crops import compute_crops, default_min_crop_px
     from dejavu.attack.dist import current
-    from dejavu.attack.run import compute_crops, default_min_crop_px
     from dejavu.device import choose_device
     from dejavu.partition import Partition
     from dejavu.ssl.checkpoint import load_model
@@ -294,8 +294,8 @@ def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[st
 
 
 def _classifier_crops(job: _Job):
-    """The crops of the classifier's training set (:func:`dejavu.attack.run.compute_crops`)."""
-    from dejavu.attack.run import compute_crops
+    """The crops of the classifier's training set (:func:`dejavu.attack.crops.compute_crops`)."""
+    from dejavu.attack.crops import compute_crops
 
     cfg, train_idx = job.cfg, job.train_idx
     assert train_idx is not None  # no reference classifier
@@ -474,14 +474,14 @@ def _label_crops(
     classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
     from dejavu.attack import dist
-    from dejavu.attack.embed import ImageCrops
+    from dejavu.attack.embed import ImageCrops, embed_rows
 
     cfg = job.cfg
     paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
 
     def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[Any]:
         ds = ImageCrops(paths, boxes, tf)
-        return dist.embed_rows(  # embed_dataset; under torchrun each rank its share
+        return embed_rows(  # embed_dataset; under torchrun each rank its share
             models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc, precision=cfg.precision
         )
 
@@ -517,7 +517,7 @@ class _Control:
 def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.PathLike | None, job: _Job) -> _Control:
     """Phase 2: resolve the held-out control (:mod:`dejavu.audit.control`) and crop it as the
     audited set (before the classifier trains, so a bad control fails early)."""
-    from dejavu.attack.run import compute_crops
+    from dejavu.attack.crops import compute_crops
     from dejavu.audit.control import check_control_public, resolve_audit_control
 
     src, note = resolve_audit_control(

@@ -1,4 +1,5 @@
-"""JPEG decoding for the evaluation path (attack, audit, probe): the full decode by default
+"""Image decoding, the one leaf every reader uses: :func:`load_rgb` (any image to RGB, one-line
+errors) and, for the evaluation path (attack, audit, probe), the full decode by default
 (as the original), PIL *draft mode* as an opt-in speed setting (``decode: draft``; issues
 14.2 and 28).
 
@@ -10,12 +11,15 @@ resize is then done here from the exact sub-pixel extent of the original (same o
 size and geometry as the full path); what remains is the difference between libjpeg's
 DCT-domain downscale and PIL's antialiased bilinear from full resolution -- a small
 tolerance measured by ``bench/bench_jpeg.py`` and bounded in ``tests/data/test_fastjpeg.py``. Images too small to reduce, crops (boxes) and
-non-JPEG files are decoded in full, exactly as :func:`dejavu.data.dataset.load_rgb`.
+non-JPEG files are decoded in full, exactly as :func:`load_rgb`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
+
+from dejavu import DejavuError
 
 DECODES = ("exact", "draft")
 DECODE_DESC = {"exact": "pil-full", "draft": "pil-draft-ge-resize"}  # part of embedding cache keys
@@ -28,11 +32,44 @@ DECODE_HELP = (
 )
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im.convert("RGB")``, except that 16-bit and other integer or float grey images
+    (PIL modes ``I;16*``, ``I``, ``F``), which PIL clips at 255 (a mid-grey 16-bit PNG came
+    out white), are scaled to 8 bits first: ``I;16*`` by 1/257; ``I``/``F`` by 1/257 when a
+    value exceeds 255 (16-bit data), else as they are.
+
+    Args:
+        im: an opened image.
+
+    Returns:
+        The RGB image.
+    """
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
+        return im.convert("RGB")
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith("I;16") or (a.size and np.nanmax(a) > 255):
+        a = a / 257.0
+    a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def load_rgb(path) -> Image.Image:
+    """Decode an image file to RGB, whatever its mode (CMYK, grayscale, palette, RGBA) and
+    whatever its extension says (ImageNet has a PNG named ``.JPEG``: PIL reads the content).
+
+    A corrupt, truncated or unreadable file raises a one-line :class:`DejavuError` naming it
+    (PIL's own errors do not say which file)."""
+    try:
+        with Image.open(path) as im:
+            return to_rgb(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DejavuError(f"{path}: cannot decode image ({detail})") from None
+
+
 def check_decode(decode: str) -> str:
     """``decode`` if it is a known setting, else a one-line :class:`dejavu.DejavuError`."""
     if decode not in DECODES:
-        from dejavu import DejavuError
-
         raise DejavuError(f"decode {decode!r}: choose exact or draft")
     return decode
 
@@ -75,8 +112,6 @@ def load_rgb_reduced(path, min_side: int | None) -> Image.Image:
     Returns:
         The decoded RGB image.
     """
-    from dejavu.data.dataset import load_rgb, to_rgb  # lazy: dataset imports this module
-
     if not min_side:
         return load_rgb(path)
     try:

@@ -100,7 +100,7 @@ class _Samples:
         return len(self.idx)
 
     def __getitem__(self, j: int) -> tuple:
-        from dejavu.data.dataset import load_rgb
+        from dejavu.data.fastjpeg import load_rgb
 
         g = int(self.idx[j])
         try:
@@ -247,8 +247,8 @@ def _crop_boxes(
     index: DatasetIndex, paths: DataPaths, idx: np.ndarray, opts: BetonOptions, desc: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per image of ``idx``: its crop box, or -1s; plus the crop counts and settings."""
-    from dejavu.attack.crops import default_min_crop_px
-    from dejavu.attack.run import AttackConfig, compute_crops
+    from dejavu.attack.config import AttackConfig
+    from dejavu.attack.crops import compute_crops, default_min_crop_px
 
     min_px = float(opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images))
     cfg = AttackConfig(crop="periphery", crop_algo=opts.crop_algo)

@@ -39,9 +39,22 @@ import torch
 from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
-from dejavu.audit.config import AuditConfig
-from dejavu.data.imagefolder import DataPaths, DatasetIndex
-from dejavu.io import atomic_save_npy, atomic_write_json
+from dejavu.attack.crops import compute_crops, default_min_crop_px
+from dejavu.audit.config import AuditConfig, load_audit_config
+from dejavu.audit.run import (
+    _Control,
+    _crop_classifier,
+    _embed_and_label,
+    _Job,
+    _reference,
+    check_disjoint,
+    load_set,
+    score_arrays,
+)
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.device import choose_device
+from dejavu.io import atomic_save_npy, atomic_write_json, read_json
+from dejavu.partition import Partition
 
 FORMAT = formats.MONITOR
 # the scores a monitor returns (and ``dejavu train --monitor`` logs as ``monitor_<key>``)
@@ -70,8 +83,6 @@ class MonitorConfig:
             )
 
     def audit_config(self) -> AuditConfig:
-        from dejavu.audit.config import load_audit_config
-
         return load_audit_config(self.audit, list(self.audit_overrides))
 
 
@@ -116,7 +127,6 @@ def _device_of(model: nn.Module | None, default: str | None) -> str:
         p = next(iter(model.parameters()), None)
         if p is not None:
             return str(p.device)
-    from dejavu.device import choose_device
 
     return str(choose_device(default))
 
@@ -183,7 +193,6 @@ class Monitor:
         self._reference_model = str(reference_model) if reference_model is not None else None
         self._job = self._setup(acfg, Path(partition), paths, reference_model, image_size, index, device)
         self.out.mkdir(parents=True, exist_ok=True)
-        from dejavu.audit.run import _crop_classifier
 
         self._clf, self._clf_info, counts = _crop_classifier(self._job, resume=True, force=False)
         self.counts = counts
@@ -193,10 +202,6 @@ class Monitor:
 
     def _setup(self, acfg: AuditConfig, partition: Path, paths: DataPaths, reference_model, image_size, index, device):
         """The audit's sets (checked as the audit checks them), the subsample and its crops."""
-        from dejavu.attack.run import compute_crops, default_min_crop_px
-        from dejavu.audit.run import _Job, _reference, check_disjoint, load_set
-        from dejavu.data.imagefolder import scan_imagefolder
-        from dejavu.partition import Partition
 
         index = index or scan_imagefolder(paths.images)
         part = Partition.load(partition)
@@ -238,7 +243,6 @@ class Monitor:
     def _recorded_or_drawn(self, acfg, audit_idx, public, index, paths, att, min_px) -> tuple[np.ndarray, np.ndarray]:
         """The subsample: read back from ``out`` (a resumed run), else drawn with the seed among
         the audited set's attackable images and the public set."""
-        from dejavu.attack.run import compute_crops
 
         state = self.out / "monitor.json"
         if state.is_file():
@@ -265,8 +269,6 @@ class Monitor:
         }
 
     def _check_state(self, path: Path, acfg: AuditConfig, index_id: str) -> None:
-        from dejavu.io import read_json
-
         st = read_json(path)
         if not isinstance(st, dict) or st.get("format") != FORMAT:
             raise DejavuError(f"{path}: not a monitor state (expected format {FORMAT})")
@@ -355,7 +357,6 @@ class Monitor:
             test) with ``memorized_ci95``, ``model_acc``/``classifier_acc`` (top-1, 20%),
             ``classifier_heldout_acc``, ``n_crops``, ``n_public``, ``seconds`` (and ``epoch``).
         """
-        from dejavu.audit.run import _Control, _embed_and_label, score_arrays
 
         t0 = time.perf_counter()
         module = model if isinstance(model, nn.Module) else None

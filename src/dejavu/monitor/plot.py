@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu.report.collect import AttackRecord
+from dejavu.report.style import MAX_PANELS, style
 
 
 def monitor_rows(run: Path) -> list[dict[str, Any]]:
@@ -66,12 +67,10 @@ def fig_monitor(w: Any, attacks: list[AttackRecord]) -> Any:
     Returns:
         The figure's entry, or None when no attacked run was monitored.
     """
-    from dejavu.report.plots import MAX_PANELS, _style
-
     runs = list(monitored_runs(attacks).items())[:MAX_PANELS]
     if not runs:
         return None
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
     data = []
     for ax, (run, recs) in zip(axes[0], runs):

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError
+from dejavu.monitor.core import Monitor, MonitorConfig
+from dejavu.partition import find_partition, parse_index_name
 
 
 @dataclass
@@ -65,12 +67,10 @@ class EpochHooks:
 
 def _open_monitor(run: Any, paths: Any, force: bool) -> Any:
     """The run's :class:`Monitor` in ``OUT/monitor`` (the audited set from the index file's name)."""
-    from dejavu.monitor.core import Monitor, MonitorConfig
-    from dejavu.ssl.train import _find_partition, parse_index_name
 
     cfg = run.cfg
     npc, which = parse_index_name(run.index_file)
-    part = _find_partition(Path(run.index_file))
+    part = find_partition(Path(run.index_file))
     if npc is None or which is None or part is None:
         raise DejavuError(
             f"{run.index_file}: --monitor needs a partition's training set (P/<npc>_per_class/train_A.npy or "

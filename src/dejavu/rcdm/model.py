@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from dejavu import DejavuError, formats
+from dejavu.config import from_dict
+from dejavu.io import safe_torch_load
 from dejavu.rcdm.config import IMAGE_SIZES, RCDMConfig  # noqa: F401  (re-exported)
 
 FORMAT = formats.RCDM
@@ -202,8 +204,6 @@ def load_rcdm(path: str | os.PathLike, map_location: Any = "cpu", weights: str =
     Returns:
         A :class:`LoadedRCDM`: the model, its config, step, SSL model record and the raw dict.
     """
-    from dejavu.config import from_dict
-    from dejavu.io import safe_torch_load
 
     path = checkpoint_path(path)
     obj = safe_torch_load(path, map_location=map_location)

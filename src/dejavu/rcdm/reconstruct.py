@@ -456,7 +456,7 @@ def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> t
     """RCDM_X's samples for example ``g`` of set Y, and the public neighbours that conditioned them."""
     import torch
 
-    from dejavu.data.dataset import load_rgb
+    from dejavu.data.fastjpeg import load_rgb
     from dejavu.rcdm.sample import sample, to_uint8
 
     attk, nb = job.attack_arrays(x, y)
@@ -476,7 +476,7 @@ def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> t
 
 def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconstruction, np.ndarray, dict[str, Any]]:
     """One example: crop, both models' samples (same noise), its files and grid PNG."""
-    from dejavu.data.dataset import load_rgb
+    from dejavu.data.fastjpeg import load_rgb
     from dejavu.rcdm.sample import make_noise
 
     y, g = row["set"], int(row["index"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from dejavu.rcdm.model import RCDM, make_scheduler
+from dejavu.utils import progress
 
 
 def make_noise(n: int, image_size: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -53,7 +54,6 @@ def sample(
     Returns:
         Images in ``[-1, 1]``, shape ``(n, 3, S, S)``.
     """
-    from dejavu.utils import progress
 
     cfg = model.cfg
     device = next(model.parameters()).device

@@ -44,7 +44,9 @@ import numpy as np
 import torch
 
 from dejavu import DejavuError
-from dejavu.config import to_dict
+from dejavu.config import from_dict, to_dict
+from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+from dejavu.data.transforms import eval_transform
 from dejavu.device import choose_device
 from dejavu.io import (
     atomic_save_npy,
@@ -56,8 +58,11 @@ from dejavu.io import (
     locks_output,
     read_json,
 )
+from dejavu.partition import Partition
 from dejavu.rcdm.model import FORMAT, RCDM, RCDMConfig, load_rcdm, make_scheduler, resolve_cond
+from dejavu.ssl.checkpoint import load_model
 from dejavu.train_step import NonFiniteLoss, amp_dtype, autocast, check_finite, make_scaler, optimizer_step
+from dejavu.utils import progress, seed_everything
 
 
 @dataclass
@@ -95,8 +100,6 @@ class _ImagePair:
     evaluation view (resize 256/224 of the size, centre crop)."""
 
     def __init__(self, ssl_size: int, rcdm_size: int):
-        from dejavu.data.transforms import eval_transform
-
         self.ssl = eval_transform(ssl_size)
         self.rcdm_size = rcdm_size
 
@@ -123,7 +126,7 @@ class _TrainImages(torch.utils.data.Dataset):
     def __getitem__(self, pos: int):
         if self.cache is not None:
             return self.cache[pos], pos
-        from dejavu.data.dataset import load_rgb
+        from dejavu.data.fastjpeg import load_rgb
 
         return self.pair.rcdm(load_rgb(self.index.path(int(self.indices[pos])))), pos
 
@@ -157,7 +160,6 @@ def _embed_dataset(
     ssl_model, index, indices, pair: _ImagePair, kind: str, device, batch_size: int, num_workers: int, keep_images: bool
 ) -> tuple[np.ndarray, torch.Tensor | None]:
     from dejavu.data.dataset import IndexedImages
-    from dejavu.utils import progress
 
     ds = IndexedImages(index, indices, pair)
     dl: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
@@ -259,10 +261,6 @@ def _open_run(
     indices: np.ndarray | None,
 ) -> _RCDMRun:
     """Validate, resume state (its config, except ``steps``), dataset, partition, SSL model."""
-    from dejavu.config import from_dict
-    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
-    from dejavu.partition import Partition
-    from dejavu.ssl.checkpoint import load_model
 
     cfg.validate()
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -462,7 +460,6 @@ def _train_loop(
     run: _RCDMRun, tr: _Trainer, rep_t: torch.Tensor, cache: torch.Tensor | None, meta: dict[str, Any]
 ) -> list[float]:
     """Steps up to ``cfg.steps``: metrics every ``log_every``, snapshots every ``snapshot_every``."""
-    from dejavu.utils import progress
 
     cfg, out = run.cfg, run.out
     ds = _TrainImages(run.index, run.indices, _ImagePair(run.ssl_size, cfg.image_size), cache)
@@ -526,7 +523,6 @@ def train_rcdm(
     Returns:
         A :class:`RCDMTrainResult` (last.pth, the step reached, this call's losses and times).
     """
-    from dejavu.utils import seed_everything
 
     out = Path(out)
     run = _open_run(cfg, ssl_model, partition, data, out, resume, force, device, indices)

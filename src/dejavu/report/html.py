@@ -32,12 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
-from dejavu import DejavuError, formats
-from dejavu.io import locks_output
+from dejavu import DejavuError, __version__, formats
+from dejavu.analysis.tables import read_examples_csv
+from dejavu.attack.crops import crop_for_config
+from dejavu.audit.control import verdict_text
+from dejavu.data.annotations import read_voc_xml
+from dejavu.data.imagefolder import DataPaths, Fingerprint, annotation_path, scan_imagefolder
+from dejavu.io import atomic_write_text, check_can_write, locks_output, read_json
 from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
-from dejavu.report.verdict import ci_phrase, pick_audit
+from dejavu.report.plots import make_figures, significance_table
+from dejavu.report.verdict import ci_phrase, overall, pick_audit
 from dejavu.units import pct as _pct
 from dejavu.units import pts, pts_ci
+from dejavu.utils import progress
 
 DEFAULT_VARIANT = "periphery/projector"
 THUMB = 160  # displayed thumbnail side (px); small synthetic images are upscaled to it
@@ -98,7 +105,6 @@ def read_examples(path: Path) -> list[Example]:
     Raises:
         DejavuError: the file is missing, lacks a column or has a malformed row.
     """
-    from dejavu.analysis.tables import read_examples_csv
 
     need = ("set", "index", "label", "pred_target", "pred_reference", "conf_target", "conf_reference", "quadrant")
     return [
@@ -191,7 +197,6 @@ class Gallery:
             The crop as a pixel box ``(left, top, right, bottom)``, or None when there is none (no
             boxes for a periphery crop, or the crop rule refuses the image).
         """
-        from dejavu.attack.crops import crop_for_config
 
         cfg = self.attack.config
         if cfg.get("crop", "periphery") != "corner" and boxes is None:
@@ -211,9 +216,7 @@ class Gallery:
         """
         from PIL import ImageDraw
 
-        from dejavu.data.annotations import read_voc_xml
-        from dejavu.data.dataset import load_rgb
-        from dejavu.data.imagefolder import annotation_path
+        from dejavu.data.fastjpeg import load_rgb
 
         cls = self.names
         im = load_rgb(self.index.path(e.index))
@@ -403,7 +406,6 @@ def _excess_rows(rec: AttackRecord) -> list[str]:
 def _head_row(attacks: list[AttackRecord], head: AttackRecord | None) -> dict | None:
     """The headline's :func:`~dejavu.report.plots.significance_table` row (its seed group), or None
     without a headline or a control."""
-    from dejavu.report.plots import significance_table
 
     if head is None or head.control is None:
         return None
@@ -518,7 +520,6 @@ def _audit_control(r: AttackRecord, run_dir: Path) -> str:
     """One audit's score against its held-out control (:mod:`dejavu.audit.control`):
     the verdict, score / control / excess with the paired bootstrap CI at 20% and 100%, and
     the control's images; or why the audit has none (``control_skipped``)."""
-    from dejavu.audit.control import verdict_text
 
     name = html.escape(os.path.relpath(r.dir, run_dir))
     head = f"<h3>Score against the held-out control: {name}</h3>"
@@ -584,7 +585,6 @@ p.verdict{font-size:1.15em;background:#f6f6f0;border-left:4px solid #886;padding
 
 def _verdict(results: Results, head: AttackRecord | None, row: dict | None) -> str:
     """The verdict the page opens with (:mod:`dejavu.report.verdict`); ``row``: :func:`_head_row`."""
-    from dejavu.report.verdict import overall
 
     v = overall(head, row, results.audits)
     if v is None:
@@ -598,8 +598,6 @@ def _provenance(command: str | None) -> str:
     import platform
     import shlex
     import sys
-
-    from dejavu import __version__
 
     ours = Path(sys.argv[0]).name in ("dejavu", "__main__.py")  # the CLI, or python -m dejavu
     cmd = command if command is not None else shlex.join(["dejavu" if ours else sys.argv[0], *sys.argv[1:]])
@@ -645,7 +643,6 @@ def build_report(
         DejavuError: no run folder, no results under it, ``out`` exists without ``force``, or
             the galleries' image folder is missing.
     """
-    from dejavu.io import atomic_write_text, check_can_write
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -709,8 +706,6 @@ def _collect_run(run_dir: Path) -> Results:
 def _figures(results: Results, run_dir: Path, out: Path, force: bool, params: tuple[str, ...]) -> str:
     """The figures section: made into ``RUN_DIR/plots`` if absent (or with ``force``), each
     PNG embedded with links to its other files (PDF, data) relative to the page."""
-    from dejavu.io import read_json
-    from dejavu.report.plots import make_figures
 
     plots = run_dir / "plots"
     parts = ["<h2>Figures</h2>"]
@@ -756,9 +751,6 @@ def _rcdm(run_dir: Path) -> str:
 
 
 def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neighbours: int) -> str:
-    from dejavu.data.imagefolder import DataPaths, Fingerprint, scan_imagefolder
-    from dejavu.io import read_json
-
     ex_path = head.dir / "examples.csv"
     if not ex_path.is_file():
         return f"<h2>Examples</h2><p class='muted'>{html.escape(str(ex_path))} not found.</p>"
@@ -780,7 +772,6 @@ def _galleries(head: AttackRecord, run_dir: Path, data, n_examples: int, n_neigh
     if head.raw.get("fingerprint"):
         index.fingerprint.check(Fingerprint.from_dict(head.raw["fingerprint"]), what=f"attack {head.path}")
     gal = Gallery(head, index, data.annotation_dir, n_neighbours)
-    from dejavu.utils import progress
 
     out = []
     tr = ("model", "classifier") if gal.audit else ("target", "reference")

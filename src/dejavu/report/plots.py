@@ -28,13 +28,23 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, formats
-from dejavu.io import locks_output
-from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, varying_hyperparams
+from dejavu.analysis.bootstrap import accuracy_bands as bands
+from dejavu.analysis.significance import (
+    example_df,
+    pair_level,
+    per_pair_partitions,
+    shared_variance_from_folders,
+    verdict_text,
+)
+from dejavu.analysis.tables import ATTACK_FORMATS, scores_from_folder
+from dejavu.io import atomic_write_bytes, atomic_write_json, check_can_write, locks_output
+from dejavu.report.collect import P_KEYS, AttackRecord, ProbeRecord, Results, lookup, seed_groups, varying_hyperparams
+from dejavu.report.style import MAX_PANELS, style
+from dejavu.utils import progress
 
 QUADRANTS_STACK = ("correlated", "forgotten", "memorized")  # bottom to top, as in the paper
 QUADRANT_COLOURS = {"correlated": "#4C72B0", "forgotten": "#DD8452", "memorized": "#C44E52", "unassociated": "#BBBBBB"}
 AXIS_LABELS = {"epoch": "training epochs", "npc": "dataset size (images per class)"}
-MAX_PANELS = 6
 
 
 @dataclass
@@ -48,31 +58,6 @@ class FigureInfo:
     caption: str
     files: list[str]  # image files, relative to the output folder
     data: str  # the JSON with the numbers behind the figure
-
-
-def _style():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "text.usetex": False,
-            "font.family": "DejaVu Sans",
-            "font.size": 9,
-            "axes.titlesize": 10,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "legend.frameon": False,
-            "legend.fontsize": 8,
-            "figure.dpi": 110,
-            "savefig.bbox": "tight",
-        }
-    )
-    return plt
 
 
 def _slug(s: str) -> str:
@@ -179,9 +164,8 @@ class FigureWriter:
         Returns:
             The index entry (also kept in :attr:`figures`).
         """
-        from dejavu.io import atomic_write_bytes, atomic_write_json
 
-        plt = _style()
+        plt = style()
         files = []
         for fmt in self.formats:
             import io
@@ -202,7 +186,6 @@ class FigureWriter:
         Returns:
             Its path.
         """
-        from dejavu.io import atomic_write_json
 
         return atomic_write_json(
             self.out / "figures.json",
@@ -242,9 +225,6 @@ def accuracy_bands(r: AttackRecord, ps: Sequence[float], top: str = "top1") -> d
 
 @functools.lru_cache(maxsize=256)
 def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str) -> dict[str, list[list[float]]] | None:
-    from dejavu.analysis.bootstrap import accuracy_bands as bands
-    from dejavu.analysis.tables import ATTACK_FORMATS, scores_from_folder
-
     if fmt not in ATTACK_FORMATS:
         return None
     try:
@@ -284,7 +264,7 @@ def fig_accuracy(
     series = build_series(attacks, axis, params)
     if not series:
         return None
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, len(P_KEYS), figsize=(4.0 * len(P_KEYS), 3.3), sharey=False)
     data = []
     for i, s in enumerate(series):
@@ -359,7 +339,7 @@ def fig_quadrants(
     infos = []
     for chunk in range(0, len(series), MAX_PANELS):
         part = series[chunk : chunk + MAX_PANELS]
-        plt = _style()
+        plt = style()
         fig, axes = plt.subplots(1, len(part), figsize=(3.6 * len(part), 3.3), squeeze=False)
         data = []
         for ax, s in zip(axes[0], part):
@@ -422,7 +402,7 @@ def fig_probe(w: FigureWriter, probes: list[ProbeRecord], axis: str, params: Seq
     series = build_series(probes, axis, params)
     if not series:
         return None
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3))
     data = []
     for i, s in enumerate(series):
@@ -487,7 +467,7 @@ def fig_sweep(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1") -
     infos = []
     for chunk in range(0, len(recs), 8):
         part = recs[chunk : chunk + 8]
-        plt = _style()
+        plt = style()
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         data = []
         for i, r in enumerate(part):
@@ -563,7 +543,7 @@ def fig_variants(w: FigureWriter, attacks: list[AttackRecord], top: str = "top1"
     if not groups:
         return None
     keys = sorted(groups, key=lambda k: (k[0], k[1], -k[2]))[:MAX_PANELS]
-    plt = _style()
+    plt = style()
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     data = []
     for ax, k in zip(axes[0], keys):
@@ -645,14 +625,6 @@ def significance_table(attacks: list[AttackRecord], top: str = "top1", at: str =
         controls, excesses, example_ci95, pair_level, verdict, files`` (and ``design``: the
         pairs' training designs, :func:`dejavu.ssl.config.pair_design`).
     """
-    from dejavu.analysis.significance import (
-        example_df,
-        pair_level,
-        per_pair_partitions,
-        shared_variance_from_folders,
-        verdict_text,
-    )
-    from dejavu.report.collect import seed_groups
 
     rows = []
     for key, recs in seed_groups([r for r in attacks if r.control]).items():
@@ -714,7 +686,7 @@ def fig_significance(w: FigureWriter, attacks: list[AttackRecord], top: str = "t
     keys = sorted(settings, key=str)
     for chunk in range(0, len(keys), MAX_PANELS):
         part = keys[chunk : chunk + MAX_PANELS]
-        plt = _style()
+        plt = style()
         fig, axes = plt.subplots(1, len(part), figsize=(4.2 * len(part), 3.4), squeeze=False)
         data = []
         for ax, k in zip(axes[0], part):
@@ -797,7 +769,6 @@ def make_figures(
     Raises:
         DejavuError: ``figures.json`` exists without ``force``, a bad top or format, or no results.
     """
-    from dejavu.io import check_can_write
 
     out = Path(out)
     check_can_write(out / "figures.json", force)
@@ -821,7 +792,6 @@ def make_figures(
     from dejavu.monitor.plot import fig_monitor  # runs trained with --monitor: its curve beside the attack's
 
     steps.append(partial(fig_monitor, w, results.attacks))
-    from dejavu.utils import progress
 
     for step in progress(steps, desc="plot", total=len(steps)):
         step()

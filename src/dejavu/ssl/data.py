@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from dejavu import DejavuError
-from dejavu.data.dataset import IndexedImages, load_rgb
+from dejavu.data.dataset import IndexedImages
+from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DatasetIndex
 from dejavu.ssl.batch_augment import BatchViews
 from dejavu.utils import progress

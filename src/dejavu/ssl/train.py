@@ -55,6 +55,7 @@ from torch import nn
 
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dejavu.device import choose_device
 from dejavu.formats import CHECKPOINT
 from dejavu.io import (
@@ -67,17 +68,17 @@ from dejavu.io import (
     locks_output,
     safe_torch_load,
 )
-from dejavu.partition import load_index_file
+from dejavu.partition import find_partition, load_index_file, parse_index_name
 from dejavu.ssl.backbones import zero_init_residuals
 from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
-from dejavu.ssl.data import epoch_permutation
+from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, decode_all, epoch_permutation, plan_batches
 from dejavu.ssl.ddp import DistInfo, convert_sync_batchnorm, current, init_distributed
 from dejavu.ssl.methods.base import Method, StepInfo
 from dejavu.ssl.model import ModelSpec, SSLModel
 from dejavu.ssl.optim import build_optimizer, lr_at, set_lr
 from dejavu.ssl.registry import get_method
 from dejavu.train_step import NonFiniteLoss, amp_dtype, autocast, check_finite, make_scaler, optimizer_step
-from dejavu.utils import progress
+from dejavu.utils import progress, seed_everything, set_torch_threads
 
 
 @dataclass
@@ -143,7 +144,6 @@ def build_engine(
         An :class:`Engine` (model, method, the module to train, optimizer, grad scaler).
     """
     dinfo = dinfo or current()
-    from dejavu.utils import seed_everything
 
     seed_everything(cfg.seed if seed is None else seed)  # init depends only on the seed
     classes = cfg.num_classes if get_method(cfg.method).needs_classifier else 0
@@ -240,28 +240,11 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
 
 
-def parse_index_name(index_file: str | os.PathLike) -> tuple[int | None, str | None]:
-    """``.../<npc>_per_class/train_<A|B>.npy`` -> (npc, "A"|"B")."""
-    p = Path(index_file)
-    m = re.fullmatch(r"(\d+)_per_class", p.parent.name)
-    s = re.fullmatch(r"train_([AB])", p.stem)
-    return (int(m.group(1)) if m else None), (s.group(1) if s else None)
-
-
-def _find_partition(index_file: Path) -> Path | None:
-    for cand in (index_file.parent.parent, index_file.parent):
-        if (cand / "manifest.json").is_file() and (cand / "val_set.npy").is_file():
-            return cand
-    return None
-
-
 # ---------------------------------------------------------------- kNN
 
 
 @torch.no_grad()
 def _embed_backbone(model: SSLModel, images: torch.Tensor, device, batch: int = 256) -> torch.Tensor:
-    from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = []
@@ -319,8 +302,6 @@ class KNNEval:
         image_size: int,
         train_images: torch.Tensor | None = None,
     ):
-        from dejavu.ssl.data import decode_all
-
         self.bank = (
             train_images if train_images is not None else decode_all(index, train_idx, image_size, "decode kNN bank")
         )
@@ -435,8 +416,6 @@ def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch
     resumed run reuses its own."""
     import sys
 
-    from dejavu.utils import set_torch_threads
-
     saved = (ckpt or {}).get("torch_threads")
     want = cfg.threads or (int(saved) if saved else None)
     n = set_torch_threads(want)
@@ -510,8 +489,6 @@ class _Data:
 
 
 def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None = None) -> _Data:
-    from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, plan_batches
-
     cfg = run.cfg
     mode = "ffcv" if train_beton is not None else choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
     if mode == "ffcv" and train_beton is not None:  # the optional FFCV fast path (dejavu.ffcv)
@@ -674,7 +651,7 @@ def train(
     eng = build_engine(cfg, run.device, run.dinfo, seed=run.seed)
     start_epoch, step = _restore(eng, run.ckpt)
     data = _build_data(run, type(eng.method).num_views, train_beton)
-    part = _find_partition(run.index_file)
+    part = find_partition(run.index_file)
     knn = _build_knn(run, data, part)
     run_config = _run_config(run, data, part)
     run_config["train_beton"] = str(train_beton) if train_beton is not None else None
@@ -683,7 +660,7 @@ def train(
         atomic_write_json(run.out / "config.json", run_config)
     history = _read_metrics(run.metrics_path, start_epoch) if run.ckpt is not None else []
     snapshots = _existing_snapshots(run.out, start_epoch)
-    from dejavu.monitor.train_hook import EpochHooks
+    from dejavu.monitor.train_hook import EpochHooks  # the layer above: see tests/test_layers.py
 
     hooks = EpochHooks.open(run, paths, force)  # the online monitor and TensorBoard (dejavu.monitor)
     epochs = range(start_epoch, cfg.epochs)
