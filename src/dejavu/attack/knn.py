@@ -256,23 +256,12 @@ def knn(
     block_p: int = BLOCK_P,
     desc: str = "knn",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact squared-L2 k-NN of ``queries`` among ``public`` (see the module docstring).
+    """Exact squared-L2 k-NN of ``queries`` among ``public`` (see the module docstring):
+    :func:`knn_exact`, same arguments and errors, with the distances returned as float32.
 
-    Args:
-        queries: (n, d) embeddings.
-        public: (N, d) embeddings; a memmap is streamed, never loaded whole.
-        k: neighbours per query (at most N).
-        backend: ``torch``, ``faiss`` (same results) or ``auto`` (:func:`resolve_backend`).
-        device: torch device (``cuda`` also puts faiss on the GPU when faiss has one).
-        block_q: queries per distance block (torch backend).
-        block_p: public rows per streamed block.
-        desc: progress-bar label.
     Returns:
         (distances (n, k) float32, indices (n, k) int64 into ``public``), nearest first,
         ties by index.
-
-    Raises:
-        DejavuError: bad shapes or ``k``, or a NaN/inf in the queries or the public set.
     """
     d, i = knn_exact(queries, public, k, backend, device, block_q, block_p, desc)
     return d.astype(np.float32), i
