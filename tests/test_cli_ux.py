@@ -96,3 +96,11 @@ def test_every_subcommand_answers_with_its_own_usage(cmd, capsys):
     err = _err(capsys, [*cmd, "--bogus-flag"])
     assert err.startswith(f"usage: dejavu {' '.join(cmd)} "), err[:200]
     assert f"dejavu {' '.join(cmd)}: error: " in err
+
+
+def test_unknown_flags_are_named_even_when_a_required_flag_is_missing(capsys):
+    """argparse stops at the missing required flag; the unknown ones get their hint all the same."""
+    err = _err(capsys, ["train", "--epochs", "5"])
+    assert "required: --index, --out" in err and "unrecognized --epochs (" in err and "--set epochs=5" in err
+    err = _err(capsys, ["partition", "--per-clas", "10"])
+    assert "unrecognized --per-clas (did you mean --per-class?)" in err

@@ -48,6 +48,7 @@ class DejavuParser(argparse.ArgumentParser):
         self.config_fields: tuple[str, ...] = ()  # set by dejavu.config.add_config_args
 
     def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(args) if args is not None else sys.argv[1:]
         if args is not None and "--print-config" in args and "--print-config" in self._option_string_actions:
             for a in self._actions:  # printing the settings needs no --out, --index, ...
                 a.required = False
@@ -58,6 +59,17 @@ class DejavuParser(argparse.ArgumentParser):
         if m:
             close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1)
             message += f"; did you mean {close[0]!r}?" if close else ""
+        if message.startswith("the following arguments are required") and self.config_fields:
+            # a required flag missing hides the unknown ones: name them too (``train --epochs 5``)
+            argv = getattr(self, "_argv", [])
+            unknown = [
+                (i, a)
+                for i, a in enumerate(argv)
+                if a.startswith("--") and a.partition("=")[0] not in self._option_string_actions
+            ]
+            for i, a in unknown:
+                hint = self._hint(a, argv[i + 1 :])
+                message += f"; unrecognized {a.partition('=')[0]}" + (f" ({hint})" if hint else "")
         super().error(message)
 
     def unrecognized(self, extras: list[str]) -> None:
