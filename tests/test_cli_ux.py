@@ -104,3 +104,37 @@ def test_unknown_flags_are_named_even_when_a_required_flag_is_missing(capsys):
     assert "required: --index, --out" in err and "unrecognized --epochs (" in err and "--set epochs=5" in err
     err = _err(capsys, ["partition", "--per-clas", "10"])
     assert "unrecognized --per-clas (did you mean --per-class?)" in err
+
+
+# (stage argv, field, its flag, a bad value, the choices): each stage's config, its flag's value
+# checked by the same code as a --set or --config value (dejavu.config._check_choice).
+BAD_CHOICES = [
+    (["probe", "--model", "m.pth", "--partition", "p", "--npc", "10", "--data", "d"], "features", "projector"),
+    (["probe", "--model", "m.pth", "--partition", "p", "--npc", "10", "--data", "d"], "decode", "draft"),
+    (["audit", "--model", "m.pth", "--partition", "p", "--npc", "10", "--data", "d"], "confidence", "max_prob"),
+    (["rcdm", "train", "--ssl-model", "m.pth", "--partition", "p"], "image_size", 64),
+    (["partition", "--data", "d"], "order", "sorted"),
+    (["train", "--index", "i.npy", "--data", "d"], "method", "simclr"),
+]
+
+
+@pytest.mark.parametrize("argv,key,good", BAD_CHOICES, ids=[f"{a[0]}-{k}" for a, k, _ in BAD_CHOICES])
+def test_a_bad_choice_is_one_line_alike_from_a_flag_set_and_config(argv, key, good, tmp_path, capsys):
+    bad = 48 if isinstance(good, int) else "nope"
+    argv = [*argv, "--out", str(tmp_path / "o")]
+    flag = "--" + key.replace("_", "-")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"{key}: {bad}\n")
+    errs = {}
+    for where, extra in (
+        (flag, [flag, str(bad)]),
+        ("--set", ["--set", f"{key}={bad}"]),
+        (str(cfg), ["--config", str(cfg)]),
+    ):
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(f"dejavu {' '.join(argv[: 2 if argv[0] == 'rcdm' else 1])}: error: ")
+        errs[where] = err.partition(": error: ")[2]
+    message = errs["--set"].removeprefix("--set: ")
+    assert message.startswith(f"{key}={bad!r}: choose from ") and str(good) in message
+    assert errs == {w: f"{w}: {message}" for w in errs}  # the same words, after where the value came from

@@ -1,10 +1,16 @@
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
 
 from dejavu import DejavuError, UsageError
-from dejavu.config import add_config_args, config_from_args, load_config, resolve_config
+from dejavu.audit.config import AuditConfig
+from dejavu.config import add_config_args, check_choices, config_from_args, load_config, resolve_config
+from dejavu.partition import PartitionConfig
+from dejavu.probe import ProbeConfig
+from dejavu.rcdm.config import RCDMConfig
+from dejavu.ssl.config import TrainConfig
 
 
 @dataclass
@@ -100,12 +106,20 @@ def test_choices_checked_once_from_the_metadata_for_files_sets_and_flags(tmp_pat
     f.write_text("knn: faise\n")
     with pytest.raises(UsageError, match=r"p.yaml: knn='faise': choose from torch, faiss$"):
         load_config(Pick, f)
-    _, args = _parse(["--knn", "faiss"])  # a flag: argparse's choices are the same metadata
+    _, args = _parse(["--knn", "faiss"])
     assert config_from_args(StageCfg, args, flags=("knn",)).knn == "faiss"
-    with pytest.raises(SystemExit):
-        _parse(["--knn", "faise"])
+    _, args = _parse(["--knn", "faise"])  # a flag: the same check, naming the flag
+    with pytest.raises(UsageError, match=r"^--knn: knn='faise': choose from torch, faiss$"):
+        config_from_args(StageCfg, args, flags=("knn",))
+    f.write_text("knn: faiss\n")
+    _, args = _parse(["--config", str(f), "--set", "knn=faise"])  # each value named by where it came from
+    with pytest.raises(UsageError, match=r"^--set: knn='faise': choose from torch, faiss$"):
+        config_from_args(StageCfg, args, flags=("knn",))
     assert load_config(Pick, None, ["recipe=null"]).recipe is None  # an optional field may stay unset
     assert load_config(Pick, None, ["recipe=b", "knn=faiss"]) == Pick("faiss", "b")
+    with pytest.raises(UsageError, match=r"^knn='faise': choose from torch, faiss$"):
+        check_choices(Pick("faise"))  # a library caller's dataclass, checked by validate()
+    check_choices(Pick("faiss", None))
 
 
 def test_a_yaml_file_may_start_from_a_base(tmp_path):
@@ -121,3 +135,20 @@ def test_a_yaml_file_may_start_from_a_base(tmp_path):
     (tmp_path / "missing.yaml").write_text("_base_: nope.yaml\n")
     with pytest.raises(DejavuError, match=r"nope.yaml: config file not found"):
         load_config(Cfg, tmp_path / "missing.yaml")
+
+
+CHOICE_FIELDS = [
+    (cls, f.name)
+    for cls in (ProbeConfig, AuditConfig, RCDMConfig, PartitionConfig, TrainConfig)
+    for f in dataclasses.fields(cls)
+    if f.metadata.get("choices")
+]
+
+
+@pytest.mark.parametrize("cls,name", CHOICE_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in CHOICE_FIELDS])
+def test_validate_checks_the_metadata_choices_for_library_callers(cls, name):
+    """A dataclass built directly (the library API) gets the same one-line error as the CLI."""
+    bad = 48 if isinstance(cls.__dataclass_fields__[name].metadata["choices"][0], int) else "nope"
+    with pytest.raises(UsageError, match=rf"^{name}={bad!r}: choose from [^\n]+$"):
+        cls(**{name: bad}).validate()
+    cls().validate()

@@ -54,7 +54,7 @@ def _coerce(cls_name: str, name: str, tp: Any, value: Any) -> Any:
     return value
 
 
-def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
+def from_dict(cls: type[C], d: dict[str, Any], source: str = "config", where: dict[str, str] | None = None) -> C:
     """Build and validate a config dataclass from a flat mapping.
 
     Args:
@@ -62,6 +62,7 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
         d: ``{field: value}``; values are coerced to the field's type (``"3"`` -> 3,
             ``"off"`` -> False, ...); missing fields keep their defaults.
         source: where ``d`` came from, named in errors.
+        where: where single keys came from when that is not ``source`` (``{"knn": "--set"}``).
 
     Returns:
         ``cls(**d)`` after its ``validate()`` (when it has one).
@@ -75,7 +76,7 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
     _known(d, set(fields), source)
     kw = {k: _coerce(cls.__name__, k, hints[k], v) for k, v in d.items()}
     for k, v in kw.items():
-        _check_choice(fields[k], v, source)
+        _check_choice(fields[k], v, (where or {}).get(k, source))
     obj = cls(**kw)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -88,12 +89,25 @@ def from_dict(cls: type[C], d: dict[str, Any], source: str = "config") -> C:
     return obj
 
 
+def check_choices(obj: Any) -> None:
+    """Every field of the dataclass instance ``obj`` among its allowed values (``metadata["choices"]``):
+    what a config's ``validate()`` calls for library callers, who build the dataclass directly.
+
+    Raises:
+        UsageError: one line naming the key, the value and the choices.
+    """
+    for f in dataclasses.fields(obj):
+        _check_choice(f, getattr(obj, f.name), "")
+
+
 def _check_choice(f: dataclasses.Field, value: Any, source: str) -> None:
     """The one check of a field's allowed values (``metadata["choices"]``), whether the value came
-    from a flag, a file or ``--set``; a usage error naming the source, the key and the choices."""
+    from a flag, a file, ``--set`` or the library; a usage error naming the source (when known), the
+    key and the choices."""
     choices = f.metadata.get("choices")
     if choices and value not in choices and not (value is None and f.default is None):  # None: "not set"
-        raise UsageError(f"{source}: {f.name}={value!r}: choose from {', '.join(map(str, choices))}")
+        where = f"{source}: " if source else ""
+        raise UsageError(f"{where}{f.name}={value!r}: choose from {', '.join(map(str, choices))}")
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -203,10 +217,18 @@ def load_config(
     """
     d: dict[str, Any] = dict(base or {})
     valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    where: dict[str, str] = {}
     if path is not None:
-        d.update(_known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)))
-    merge_into(d, _known(_normalized(cls, parse_sets(sets), "--set"), valid, "--set"))
-    return from_dict(cls, d, source=str(path) if path else "--set")
+        _read_into(d, where, _known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)), str(path))
+    _read_into(d, where, _known(_normalized(cls, parse_sets(sets), "--set"), valid, "--set"), "--set")
+    return from_dict(cls, d, source=str(path) if path else "--set", where=where)
+
+
+def _read_into(d: dict[str, Any], where: dict[str, str], new: dict[str, Any], source: str) -> None:
+    """Put ``new`` (read from ``source``) into ``d``: a file's keys replace, ``--set``'s merge into
+    nested sections; each key's source is recorded in ``where`` (named in errors)."""
+    merge_into(d, new) if source == "--set" else d.update(new)
+    where.update(dict.fromkeys(new, source))
 
 
 def _normalized(cls: type, d: dict[str, Any], source: str) -> dict[str, Any]:
@@ -333,11 +355,10 @@ def add_config_args(
             inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]  # X | None -> X
             if typing.get_origin(tp) in (list, tuple):  # "1,2,3": split and coerced by from_dict
                 inner = [str]
-            if inner[0] in (int, float, str):  # parsed here, so choices compare values of the field's type
+            if inner[0] in (int, float, str):
                 kw["type"] = inner[0]
-            if f.metadata.get("choices"):
-                kw["choices"] = f.metadata["choices"]
-                kw.pop("metavar")
+            if f.metadata.get("choices"):  # shown here, checked by from_dict as a file's or --set's value
+                kw["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
         g.add_argument("--" + name.replace("_", "-"), *f.metadata.get("aliases", ()), **kw)
 
 
@@ -358,14 +379,19 @@ def config_from_args(
     """
     valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     d: dict[str, Any] = dict(base or {})
+    where: dict[str, str] = {}
     path = resolve_config(getattr(args, "config", None), kind) if kind else getattr(args, "config", None)
     if path is not None:
-        d.update(_known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)))
-    d.update({k: getattr(args, k) for k in flags if hasattr(args, k)})
-    merge_into(d, _known(_normalized(cls, parse_sets(getattr(args, "set", None)), "--set"), valid, "--set"))
+        _read_into(d, where, _known(_normalized(cls, read_yaml(path), str(path)), valid, str(path)), str(path))
+    for k in flags:
+        if hasattr(args, k):
+            d[k], where[k] = getattr(args, k), "--" + k.replace("_", "-")
+    _read_into(
+        d, where, _known(_normalized(cls, parse_sets(getattr(args, "set", None)), "--set"), valid, "--set"), "--set"
+    )
     if not getattr(args, "print_config", False):
         _check_required(cls, d)
-    cfg = from_dict(cls, d, source=str(path) if path else "command line")
+    cfg = from_dict(cls, d, source=str(path) if path else "command line", where=where)
     if getattr(args, "print_config", False):
         print_config(cfg)
         raise SystemExit(0)

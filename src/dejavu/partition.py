@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError, formats
+from dejavu.config import check_choices
 from dejavu.data.imagefolder import (
     DataPaths,
     DatasetIndex,
@@ -761,8 +762,7 @@ class PartitionConfig:
     )
 
     def validate(self) -> None:
-        if self.order not in SPLIT_ORDERS:
-            raise UsageError(f"order: expected shuffle or sorted, got {self.order!r}")
+        check_choices(self)
         if not self.per_class or min(self.per_class) < 1:
             raise UsageError(f"per_class: expected images per class >= 1, got {self.per_class}")
         if self.control < 0:

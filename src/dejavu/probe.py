@@ -54,7 +54,8 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, formats
-from dejavu.data.fastjpeg import DECODE_HELP, DECODES, check_decode
+from dejavu.config import check_choices
+from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 from dejavu.device import choose_device
 from dejavu.io import locks_output
 
@@ -120,17 +121,13 @@ class ProbeConfig:
     )
 
     def validate(self) -> None:
-        if self.features not in FEATURES:
-            raise DejavuError(f"features={self.features!r}: expected backbone or projector")
-        if self.recipe is not None:
-            resolve_recipe(self.recipe)  # a bad name fails before the model is loaded
+        check_choices(self)  # features, recipe, decode: a bad name fails before the model is loaded
         for name in ("epochs", "batch_size", "image_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise DejavuError(f"{name}={v}: must be >= 1")
         if self.workers < 0:
             raise DejavuError(f"workers={self.workers}: must be >= 0")
-        check_decode(self.decode)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from dejavu import UsageError
 from dejavu.attack.config import PRECISION_HELP
+from dejavu.config import check_choices
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 
 CONFIDENCES = ("neg_entropy", "max_prob")
@@ -146,11 +147,13 @@ class AuditConfig:
     clf_arch: str = "smallcnn"
     clf_image_size: int | None = None  # side (px) of the classifier's input; None: image_size
     clf_projector: str = "none"
-    clf_head: str = "bn-relu-linear"  # bn-relu-linear (ours) | linear (torchvision's fc, DejaVuOSS)
-    clf_input: str = "crop"  # crop: the crop rectangle | square: DejaVuOSS's saved S x S centre square, JPEG q75
+    # bn-relu-linear (ours) | linear (torchvision's fc, DejaVuOSS)
+    clf_head: str = field(default="bn-relu-linear", metadata={"choices": ("bn-relu-linear", "linear")})
+    # crop: the crop rectangle | square: DejaVuOSS's saved S x S centre square, JPEG q75
+    clf_input: str = field(default="crop", metadata={"choices": ("crop", "square")})
     clf_epochs: int = field(default=60, metadata={"help": "crop-classifier training epochs"})
     clf_batch_size: int = 32
-    clf_optimizer: str = "sgd"  # sgd | lars | adamw
+    clf_optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "lars", "adamw")})
     clf_lr: float = 0.05  # absolute learning rate (cosine schedule)
     clf_weight_decay: float = 5e-4
     clf_momentum: float = 0.9
@@ -158,23 +161,13 @@ class AuditConfig:
     clf_label_smoothing: float = 0.0
     clf_holdout: float = 0.1  # share of the classifier's crops held out for its own accuracy
     clf_snapshot_every: int = 0  # 0: only the final classifier
-    clf_augment: str = "crop"  # crop (random resized crop + flip) | ssl (+ jitter, grayscale, blur) | none
+    # crop (random resized crop + flip) | ssl (+ jitter, grayscale, blur) | none
+    clf_augment: str = field(default="crop", metadata={"choices": AUGMENTS})
     clf_scale_min: float = 0.35  # random resized crop scale range (clf_scale_min, 1)
     clf_cache_crops: bool = True  # decode each crop once and keep it in memory (off for ImageNet)
 
     def validate(self) -> None:
-        if self.confidence not in CONFIDENCES:
-            raise UsageError(f"confidence must be one of {', '.join(CONFIDENCES)}, got {self.confidence!r}")
-        if self.clf_optimizer not in ("sgd", "lars", "adamw"):
-            raise UsageError(f"clf_optimizer must be sgd, lars or adamw, got {self.clf_optimizer!r}")
-        if self.clf_augment not in AUGMENTS:
-            raise UsageError(f"clf_augment must be one of {', '.join(AUGMENTS)}, got {self.clf_augment!r}")
-        if self.classifier not in CLASSIFIERS:
-            raise UsageError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
-        if self.clf_head not in ("bn-relu-linear", "linear"):
-            raise UsageError(f"clf_head must be bn-relu-linear or linear, got {self.clf_head!r}")
-        if self.clf_input not in ("crop", "square"):
-            raise UsageError(f"clf_input must be crop or square, got {self.clf_input!r}")
+        check_choices(self)
         if not 0 <= self.clf_holdout < 1:
             raise UsageError(f"clf_holdout must be in [0, 1), got {self.clf_holdout}")
         if self.classifiers < 1:

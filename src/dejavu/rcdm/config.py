@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dejavu import DejavuError
+from dejavu.config import check_choices
 
 IMAGE_SIZES = (32, 64, 128, 256)
 
@@ -23,10 +24,11 @@ class RCDMConfig:
     norm_num_groups: int = 8
     resblock_updown: bool = False  # guided-diffusion's resblock_updown (diffusers "resnet" up/down sampling)
     dropout: float = 0.0
-    cond: str = "auto"  # auto (logits for supervised models, else both) | both | logits
+    # auto (logits for supervised models, else both) | both | logits
+    cond: str = field(default="auto", metadata={"choices": ("auto", "both", "logits")})
     cond_hidden: int = 512  # hidden width of the representation projection; 0 = one Linear
     diffusion_steps: int = 250
-    beta_schedule: str = "linear"
+    beta_schedule: str = field(default="linear", metadata={"choices": ("linear",)})  # the paper's
     # training
     steps: int = field(default=2000, metadata={"help": "training steps (optimizer updates)"})
     batch_size: int = field(default=32, metadata={"help": "images per step (per process)"})
@@ -46,8 +48,7 @@ class RCDMConfig:
     ddim_steps: int = 50
 
     def validate(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
-            raise DejavuError(f"rcdm image_size must be one of {IMAGE_SIZES}, got {self.image_size}")
+        check_choices(self)
         n_levels = len(self.block_out_channels)
         if n_levels < 2:
             raise DejavuError("rcdm block_out_channels needs at least two levels")
@@ -58,12 +59,6 @@ class RCDMConfig:
                 raise DejavuError(
                     f"rcdm block_out_channels {c} not divisible by norm_num_groups {self.norm_num_groups}"
                 )
-        if self.cond not in ("auto", "both", "logits"):
-            raise DejavuError(f"rcdm cond must be auto, both or logits, got {self.cond!r}")
-        if self.beta_schedule != "linear":
-            raise DejavuError(
-                f"rcdm beta_schedule: only 'linear' (the paper's) is supported, got {self.beta_schedule!r}"
-            )
         for name in ("diffusion_steps", "steps", "batch_size", "ddim_steps", "snapshot_every", "log_every"):
             if getattr(self, name) < 1:
                 raise DejavuError(f"rcdm {name} must be >= 1")

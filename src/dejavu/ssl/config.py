@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dejavu import DejavuError, UsageError
+from dejavu.config import check_choices
 from dejavu.ssl.registry import METHODS
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
@@ -227,6 +228,7 @@ class TrainConfig:
         def bad(field: str, why: str) -> DejavuError:
             return DejavuError(f"config {field}={getattr(self, field)!r}: {why}")
 
+        check_choices(self)
         if self.arch not in BACKBONES:
             raise bad("arch", f"unknown; choose from {', '.join(BACKBONES)}")
         if self.projector not in ("", "none"):
