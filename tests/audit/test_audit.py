@@ -215,8 +215,8 @@ def test_cli_settings_follow_the_one_config_path(tmp_path, capsys):
 
     with pytest.raises(UsageError, match="--npc is required"):
         cfg()
-    with pytest.raises(SystemExit):  # argparse: a value outside the field's choices
-        cfg("--npc", "10", "--confidence", "max_logit")
+    with pytest.raises(UsageError, match=r"^--confidence: confidence='max_logit': choose from"):
+        cfg("--npc", "10", "--confidence", "max_logit")  # a value outside the field's choices
     assert (
         main(
             [
