@@ -46,12 +46,14 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError, formats
-from dejavu.config import check_choices
+from dejavu.config import add_config_args, check_choices, config_from_args
 from dejavu.data.imagefolder import (
     DataPaths,
     DatasetIndex,
     Fingerprint,
+    add_data_args,
     annotated_mask,
+    data_paths_from_args,
     scan_imagefolder,
 )
 from dejavu.io import (
@@ -777,8 +779,6 @@ PARTITION_FLAGS = ("per_class", "control", "seed", "seeds", "order")
 
 
 def register(sub) -> None:
-    from dejavu.config import add_config_args
-
     p = sub.add_parser(
         "partition",
         help="split a dataset into private A/B, shared and public index sets",
@@ -786,7 +786,6 @@ def register(sub) -> None:
         "OUT/<npc>_per_class/{bbox_A,bbox_B,shared,public,train_A,train_B}.npy, "
         "OUT/val_set.npy and OUT/manifest.json.",
     )
-    from dejavu.data.imagefolder import add_data_args
 
     add_data_args(p, need_bboxes=True)
     p.add_argument("--out", required=True, help="output folder")
@@ -796,9 +795,6 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.config import config_from_args
-    from dejavu.data.imagefolder import data_paths_from_args
-
     cfg = config_from_args(PartitionConfig, args, flags=PARTITION_FLAGS)
     paths = data_paths_from_args(args, need_bboxes=True)
     outs = [(Path(args.out) / f"seed{sd}", sd) for sd in cfg.seeds] if cfg.seeds else [(Path(args.out), cfg.seed)]

@@ -54,10 +54,17 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, formats
-from dejavu.config import check_choices
+from dejavu.config import add_config_args, check_choices, config_from_args, from_dict, to_dict
+from dejavu.data.dataset import IndexedImages
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
+from dejavu.data.imagefolder import add_data_args, data_paths_from_args, scan_imagefolder
+from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dejavu.device import choose_device
-from dejavu.io import locks_output
+from dejavu.io import atomic_write_json, check_can_write, locks_output
+from dejavu.launch import add_launcher_args, submit_if_slurm
+from dejavu.partition import Partition
+from dejavu.ssl.augment import original_probe_view
+from dejavu.utils import progress, seed_everything, set_torch_threads
 
 FORMAT = formats.PROBE
 FEATURES = ("backbone", "projector")
@@ -226,12 +233,8 @@ def train_transform(image_size: int, view: str = "crop-flip"):
         A torchvision transform from a PIL image to a normalized (3, size, size) tensor.
     """
     if view == "original":
-        from dejavu.ssl.augment import original_probe_view
-
         return original_probe_view(image_size)
     from torchvision import transforms as T
-
-    from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     return T.Compose(
         [
@@ -273,8 +276,6 @@ def extract_features(model, loader, kind: str, device, desc: str):
         ``(features (n, d) float32 on the CPU, labels (n,))``.
     """
     import torch
-
-    from dejavu.utils import progress
 
     feats, labels = [], []
     with torch.no_grad():
@@ -319,8 +320,6 @@ class _Inputs:
 
 def _load_inputs(model_path, partition, npc: int, paths, device, image_size, arch, projector) -> _Inputs:
     """The frozen model (eval mode), the partition's train_A and val set, checked."""
-    from dejavu.data.imagefolder import scan_imagefolder
-    from dejavu.partition import Partition
     from dejavu.ssl.checkpoint import load_model
 
     loaded = load_model(model_path, arch=arch, projector=projector)
@@ -355,8 +354,6 @@ def shared_features(inp: _Inputs, idx, cfg: ProbeConfig, batch_size: int, device
     import torch
 
     from dejavu.attack import dist
-    from dejavu.data.dataset import IndexedImages
-    from dejavu.data.transforms import eval_transform
 
     def run(rows):
         ds = IndexedImages(inp.index, rows, eval_transform(inp.image_size), draft=cfg.decode == "draft")
@@ -388,8 +385,6 @@ def _train_batches(inp: _Inputs, r: ProbeRecipe, features: str, device, workers:
     and labels (without augmentation), else the recipe's view is embedded every epoch."""
     import torch
 
-    from dejavu.data.dataset import IndexedImages
-
     if train is None:
         dl = _loader(
             IndexedImages(inp.index, inp.train_idx, train_transform(inp.image_size, r.train_view)),
@@ -416,8 +411,6 @@ def _train_head(head, r: ProbeRecipe, epoch_batches, steps_per_epoch: int) -> li
     """SGD (momentum 0.9) on the head at :func:`recipe_lr`; the per-epoch mean loss."""
     import torch
     from torch import nn
-
-    from dejavu.utils import progress
 
     opt = torch.optim.SGD(head.parameters(), lr=recipe_lr(r, 0, 1), momentum=0.9, weight_decay=r.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -483,9 +476,6 @@ def _probe(
     import torch
 
     from dejavu.attack import dist
-    from dejavu.config import from_dict, to_dict
-    from dejavu.io import atomic_write_json, check_can_write
-    from dejavu.utils import seed_everything
 
     cfg = from_dict(ProbeConfig, {**to_dict(cfg or ProbeConfig()), **settings}, source="probe settings")
     res_path = Path(out) / "results.json"
@@ -623,10 +613,6 @@ PROBE_FLAGS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from dejavu.config import add_config_args
-    from dejavu.data.imagefolder import add_data_args
-    from dejavu.launch import add_launcher_args
-
     p = sub.add_parser(
         "probe",
         help="linear probe on frozen features (top-1/top-5 on the validation set)",
@@ -654,12 +640,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from dejavu.config import config_from_args
-    from dejavu.data.imagefolder import data_paths_from_args
-    from dejavu.io import check_can_write
-    from dejavu.launch import submit_if_slurm
-    from dejavu.utils import set_torch_threads
-
     cfg = config_from_args(ProbeConfig, args, flags=PROBE_FLAGS)  # validated before submitting
     paths = data_paths_from_args(args)
     check_can_write(Path(args.out) / "results.json", args.force)

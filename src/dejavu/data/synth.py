@@ -38,6 +38,7 @@ from PIL import Image
 from dejavu import DejavuError
 from dejavu.data.annotations import voc_xml_string
 from dejavu.io import atomic_write_json, atomic_write_text, check_can_write, write_error
+from dejavu.utils import progress
 
 SHAPES = (
     "disc", "square", "triangle", "plus", "ring",
@@ -267,7 +268,6 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bo
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(out, e) from None
-    from dejavu.utils import progress
 
     jobs = [(cfg, str(out), 0, c, "train") for c in range(cfg.classes)]
     if cfg.val_per_class > 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, UsageError
+from dejavu.io import abspath, atomic_write_json
 from dejavu.launch.job import LAUNCHER_OPTIONS, CliJob, strip_launcher_args
 
 CPUS_PER_TASK = 2  # small: a shared cluster's node is split between users (10 stayed pending)
@@ -193,8 +194,6 @@ def submit(
     import os
 
     import submitit
-
-    from dejavu.io import abspath, atomic_write_json
 
     folder = abspath(args.slurm_dir or log_dir or "slurm")
     params = _sbatch_parameters(args, name)

@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError, formats
-from dejavu.analysis.tables import check_attack_format, read_neighbour_idxs
+from dejavu.analysis.tables import check_attack_format, read_examples_csv, read_neighbour_idxs
+from dejavu.attack.crops import crop_for_config
+from dejavu.data.annotations import read_voc_xml
+from dejavu.data.fastjpeg import load_rgb
+from dejavu.data.imagefolder import DataPaths, annotation_path, scan_imagefolder
+from dejavu.data.transforms import eval_transform
 from dejavu.device import choose_device
 from dejavu.io import (
     atomic_save_npy,
@@ -48,6 +53,7 @@ from dejavu.io import (
     locks_output,
     read_json,
 )
+from dejavu.utils import progress
 
 RULES = ("most-memorized", "most-correlated", "most-confident")
 
@@ -79,7 +85,6 @@ class ReconstructConfig:
 
 def load_examples(attack_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of ``ATTACK_DIR/examples.csv`` with typed values (:func:`dejavu.analysis.tables.read_examples_csv`)."""
-    from dejavu.analysis.tables import read_examples_csv
 
     return read_examples_csv(Path(attack_dir) / "examples.csv")
 
@@ -238,8 +243,6 @@ def _row_of(attk_idxs: np.ndarray, g: int, what: str) -> int:
 
 
 def _crop_decision(res_cfg: dict[str, Any], img_size: tuple[int, int], boxes: np.ndarray | None):
-    from dejavu.attack.crops import crop_for_config
-
     return crop_for_config(res_cfg, img_size[0], img_size[1], boxes)
 
 
@@ -403,8 +406,6 @@ def _load_models(attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, An
 
 def _open_job(attack_dir: Path, rcdm_a: Any, rcdm_b: Any, data: Any, device: str | None, **settings: Any) -> _Job:
     """The attack's results, both models and RCDMs, the dataset (checked against the attack)."""
-    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
-    from dejavu.data.transforms import eval_transform
 
     dev = choose_device(device)
     res = read_json(attack_dir / "results.json")
@@ -456,7 +457,6 @@ def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> t
     """RCDM_X's samples for example ``g`` of set Y, and the public neighbours that conditioned them."""
     import torch
 
-    from dejavu.data.fastjpeg import load_rgb
     from dejavu.rcdm.sample import sample, to_uint8
 
     attk, nb = job.attack_arrays(x, y)
@@ -476,7 +476,6 @@ def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> t
 
 def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconstruction, np.ndarray, dict[str, Any]]:
     """One example: crop, both models' samples (same noise), its files and grid PNG."""
-    from dejavu.data.fastjpeg import load_rgb
     from dejavu.rcdm.sample import make_noise
 
     y, g = row["set"], int(row["index"])
@@ -528,8 +527,6 @@ def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconst
 
 def _boxes(job: _Job, g: int) -> np.ndarray:
     """The object boxes of image ``g`` (none when it has no annotation file)."""
-    from dejavu.data.annotations import read_voc_xml
-    from dejavu.data.imagefolder import annotation_path
 
     ann_dir = job.paths.annotation_dir
     if ann_dir is not None and annotation_path(job.index, ann_dir, g).is_file():
@@ -590,7 +587,6 @@ def reconstruct(
     Returns:
         A :class:`ReconstructResult`: the images as arrays as well as the files written.
     """
-    from dejavu.utils import progress
 
     attack_dir, out = Path(attack_dir), Path(out)
     chosen = _chosen_rows(attack_dir, select)

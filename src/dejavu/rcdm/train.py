@@ -45,6 +45,8 @@ import torch
 
 from dejavu import DejavuError
 from dejavu.config import from_dict, to_dict
+from dejavu.data.dataset import IndexedImages
+from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.data.transforms import eval_transform
 from dejavu.device import choose_device
@@ -126,7 +128,6 @@ class _TrainImages(torch.utils.data.Dataset):
     def __getitem__(self, pos: int):
         if self.cache is not None:
             return self.cache[pos], pos
-        from dejavu.data.fastjpeg import load_rgb
 
         return self.pair.rcdm(load_rgb(self.index.path(int(self.indices[pos])))), pos
 
@@ -159,7 +160,6 @@ class _PermutationBatches(torch.utils.data.Sampler):
 def _embed_dataset(
     ssl_model, index, indices, pair: _ImagePair, kind: str, device, batch_size: int, num_workers: int, keep_images: bool
 ) -> tuple[np.ndarray, torch.Tensor | None]:
-    from dejavu.data.dataset import IndexedImages
 
     ds = IndexedImages(index, indices, pair)
     dl: torch.utils.data.DataLoader = torch.utils.data.DataLoader(

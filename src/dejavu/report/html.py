@@ -33,10 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from dejavu import DejavuError, __version__, formats
-from dejavu.analysis.tables import read_examples_csv
+from dejavu.analysis.tables import read_examples_csv, read_neighbour_idxs
 from dejavu.attack.crops import crop_for_config
+from dejavu.audit.compare import memorized_overlap
 from dejavu.audit.control import verdict_text
 from dejavu.data.annotations import read_voc_xml
+from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, Fingerprint, annotation_path, scan_imagefolder
 from dejavu.io import atomic_write_text, check_can_write, locks_output, read_json
 from dejavu.report.collect import AttackRecord, ProbeRecord, Results, collect
@@ -177,8 +179,6 @@ class Gallery:
                 and fn.is_file()
                 and (fmt != formats.ATTACK_READABLE[0] or (d / "public_idxs.npy").is_file())
             ):
-                from dejavu.analysis.tables import read_neighbour_idxs
-
                 idxs = np.load(fi, allow_pickle=False)
                 self._rows[name] = {int(g): r for r, g in enumerate(idxs)}
                 self._neigh[name] = read_neighbour_idxs(d, fn.name[: -len("_neighb_idxs.npy")], fmt, mmap=True)
@@ -215,8 +215,6 @@ class Gallery:
             A ``<div class="example">`` with every image embedded as a data URI.
         """
         from PIL import ImageDraw
-
-        from dejavu.data.fastjpeg import load_rgb
 
         cls = self.names
         im = load_rgb(self.index.path(e.index))
@@ -493,8 +491,6 @@ def _audit_row(r: AttackRecord, head: AttackRecord | None, run_dir: Path) -> str
     ) + (f", held-out {_pct(ho)}" if ho is not None else "")
     overlap = ""
     if head is not None and (head.dir / "examples.csv").is_file() and (r.dir / "examples.csv").is_file():
-        from dejavu.audit.compare import memorized_overlap
-
         name = str(sets.get("audit", ""))
         o = memorized_overlap(head.dir, r.dir, name[-1] if name in ("bbox_A", "bbox_B") else name)
         if o["n_common"]:

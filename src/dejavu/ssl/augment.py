@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size
 
 BLUR_KERNEL_224 = (5, 9)  # (x, y) kernel size of the original's GaussianBlur at 224 px
 
@@ -118,8 +118,6 @@ def build_transform(spec: ViewSpec):
             )
         )
     else:
-        from dejavu.data.transforms import resize_size
-
         ops += [T.Resize(resize_size(spec.size), interpolation=interp, antialias=True), T.CenterCrop(spec.size)]
     if spec.flip_p > 0:
         ops.append(T.RandomHorizontalFlip(spec.flip_p))

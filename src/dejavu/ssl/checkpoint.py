@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dejavu import DejavuError, formats
+from dejavu.data.imagefolder import Fingerprint
 from dejavu.io import abspath, file_sha256, index_hash, safe_torch_load
 from dejavu.ssl.backbones import ViT, ViTSpec, arch_has_size, parse_vit
 from dejavu.ssl.heads import (
@@ -899,8 +900,6 @@ def _check_stored(obj: dict[str, Any], config: dict[str, Any], path: Path) -> No
         raise DejavuError(f"{path}: epoch must be a whole number >= 0, got {str(ep)[:40]!r}")
     fp = obj.get("fingerprint")
     if fp is not None:
-        from dejavu.data.imagefolder import Fingerprint
-
         try:
             Fingerprint.from_dict(fp)
         except DejavuError as e:

@@ -26,8 +26,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dejavu import DejavuError, UsageError
-from dejavu.config import check_choices
-from dejavu.ssl.registry import METHODS
+from dejavu.config import (
+    check_choices,
+    config_from_args,
+    from_dict,
+    load_config,
+    merge_into,
+    packaged_config,
+    read_yaml,
+    resolve_config,
+)
+from dejavu.ssl.registry import METHODS, get_method
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -77,8 +86,6 @@ T = TypeVar("T")
 
 def settings_class(method: str) -> type:
     """The settings dataclass of a registered method (its module imported now)."""
-    from dejavu.ssl.registry import get_method
-
     return get_method(method).Settings
 
 
@@ -172,8 +179,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # a section given as a mapping (e.g. ``TrainConfig(**cfg.to_dict())``): the method's dataclass
-        from dejavu.config import from_dict
-
         for name in METHODS:
             value, cls = getattr(self, name), settings_class(name)
             if isinstance(value, dict):
@@ -201,7 +206,6 @@ class TrainConfig:
         Raises:
             UsageError: a section key the method's settings do not have, named with the method's keys.
         """
-        from dejavu.config import merge_into
 
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -223,7 +227,6 @@ class TrainConfig:
     def validate(self) -> None:
         from dejavu.ssl.backbones import BACKBONES
         from dejavu.ssl.heads import parse_spec
-        from dejavu.ssl.registry import get_method
 
         def bad(field: str, why: str) -> DejavuError:
             return DejavuError(f"config {field}={getattr(self, field)!r}: {why}")
@@ -359,7 +362,6 @@ def _config_source(path: Any, method: str | None) -> tuple[Path | None, dict[str
     Returns:
         ``(path or None, {"method": ...} or {})``.
     """
-    from dejavu.config import packaged_config, read_yaml, resolve_config
 
     name = str(path) if path is not None else f"{method or 'vicreg'}_synth"
     synth = name.removesuffix("_synth") if name.endswith("_synth") and not Path(name).is_file() else None
@@ -388,7 +390,6 @@ def load_train_config(path: Any = None, sets: list[str] | None = None, method: s
     Returns:
         The validated config.
     """
-    from dejavu.config import load_config
 
     found, base = _config_source(path, method)
     return load_config(TrainConfig, found, sets, base=base)
@@ -397,7 +398,6 @@ def load_train_config(path: Any = None, sets: list[str] | None = None, method: s
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config of ``dejavu train``: ``--config`` (default ``<--method>_synth``), ``--method``,
     ``--set`` (see :func:`dejavu.config.config_from_args`)."""
-    from dejavu.config import config_from_args
 
     found, base = _config_source(args.config, getattr(args, "method", None))
     args = argparse.Namespace(**{**vars(args), "config": str(found) if found else None})
