@@ -49,7 +49,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,7 +57,7 @@ from dejavu import DejavuError, formats
 from dejavu.config import add_config_args, check_choices, config_from_args, from_dict, to_dict
 from dejavu.data.dataset import IndexedImages
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
-from dejavu.data.imagefolder import add_data_args, data_paths_from_args, scan_imagefolder
+from dejavu.data.imagefolder import DatasetIndex, add_data_args, data_paths_from_args, scan_imagefolder
 from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from dejavu.device import choose_device
 from dejavu.io import atomic_write_json, check_can_write, locks_output
@@ -65,6 +65,10 @@ from dejavu.launch import add_launcher_args, submit_if_slurm
 from dejavu.partition import Partition
 from dejavu.ssl.augment import original_probe_view
 from dejavu.utils import progress, seed_everything, set_torch_threads
+
+if TYPE_CHECKING:
+    from dejavu.ssl.checkpoint import LoadedModel
+    from dejavu.ssl.model import SSLModel
 
 FORMAT = formats.PROBE
 FEATURES = ("backbone", "projector")
@@ -309,12 +313,12 @@ def topk_accuracy(logits, labels, ks=(1, 5)) -> dict[int, float]:
 
 @dataclass
 class _Inputs:
-    loaded: Any  # dejavu.ssl.checkpoint.LoadedModel
-    model: Any
-    part: Any
-    index: Any
-    train_idx: Any
-    val_idx: Any
+    loaded: LoadedModel
+    model: SSLModel  # eval mode, frozen
+    part: Partition
+    index: DatasetIndex
+    train_idx: np.ndarray
+    val_idx: np.ndarray
     image_size: int
 
 

@@ -29,10 +29,10 @@ by ``min(conf_target, conf_reference)``; confident by ``conf_target``; ties by d
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from dejavu.analysis.tables import check_attack_format, read_examples_csv, read_
 from dejavu.attack.crops import crop_for_config
 from dejavu.data.annotations import read_voc_xml
 from dejavu.data.fastjpeg import load_rgb
-from dejavu.data.imagefolder import DataPaths, annotation_path, scan_imagefolder
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path, scan_imagefolder
 from dejavu.data.transforms import eval_transform
 from dejavu.device import choose_device
 from dejavu.io import (
@@ -54,6 +54,13 @@ from dejavu.io import (
     read_json,
 )
 from dejavu.utils import progress
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from dejavu.rcdm.model import LoadedRCDM
+    from dejavu.ssl.model import SSLModel
 
 RULES = ("most-memorized", "most-correlated", "most-confident")
 
@@ -327,19 +334,19 @@ def _draw_summary(path: Path, items: list[Reconstruction], crops_: list[np.ndarr
 
 
 @dataclass
-class _Job:
-    """What one :func:`reconstruct` call works on (filled by :func:`_open_job`)."""
+class _ReconstructInputs:
+    """What one :func:`reconstruct` call works on (filled by :func:`_open_inputs`)."""
 
     attack_dir: Path
     res: dict[str, Any]  # the attack's results.json
-    rcdms: dict[str, Any]  # "A"/"B" -> LoadedRCDM
-    ssl: dict[str, Any]  # "A"/"B" -> the SSL model (eval mode, on the device)
-    paths: Any  # DataPaths
-    index: Any  # DatasetIndex
-    fmt: Any  # the attack folder's format (check_attack_format)
-    tf: Any  # the SSL models' evaluation transform
+    rcdms: dict[str, LoadedRCDM]  # "A"/"B"
+    ssl: dict[str, SSLModel]  # "A"/"B" -> the SSL model (eval mode, on the device)
+    paths: DataPaths
+    index: DatasetIndex
+    fmt: str  # the attack folder's format (check_attack_format)
+    tf: Callable[[Image.Image], torch.Tensor]  # the SSL models' evaluation transform
     size: int  # the RCDMs' resolution
-    device: Any
+    device: torch.device
     samples: int
     ddim_steps: int | None
     seed: int
@@ -376,7 +383,9 @@ def _chosen_rows(attack_dir: Path, select: str | Sequence[int] | Sequence[dict[s
     return chosen
 
 
-def _load_models(attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, Any], dev: Any) -> tuple[dict, dict]:
+def _load_models(
+    attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, str | os.PathLike], dev: torch.device
+) -> tuple[dict[str, LoadedRCDM], dict[str, SSLModel]]:
     """Each model's RCDM and SSL model, checked against the attack's models (sha256)."""
     from dejavu.rcdm.model import load_rcdm
     from dejavu.ssl.checkpoint import load_model
@@ -404,7 +413,14 @@ def _load_models(attack_dir: Path, res: dict[str, Any], rcdm_paths: dict[str, An
     return rcdms, ssl
 
 
-def _open_job(attack_dir: Path, rcdm_a: Any, rcdm_b: Any, data: Any, device: str | None, **settings: Any) -> _Job:
+def _open_inputs(
+    attack_dir: Path,
+    rcdm_a: str | os.PathLike,
+    rcdm_b: str | os.PathLike,
+    data: Any,
+    device: str | None,
+    **settings: Any,
+) -> _ReconstructInputs:
     """The attack's results, both models and RCDMs, the dataset (checked against the attack)."""
 
     dev = choose_device(device)
@@ -420,7 +436,7 @@ def _open_job(attack_dir: Path, rcdm_a: Any, rcdm_b: Any, data: Any, device: str
     if res.get("fingerprint"):
         index.fingerprint.check(res["fingerprint"], what=f"attack {attack_dir}")
     ssl_size = int(rcdms["A"].ssl.get("image_size") or (res.get("config") or {}).get("image_size") or 224)
-    return _Job(
+    return _ReconstructInputs(
         attack_dir,
         res,
         rcdms,
@@ -435,59 +451,65 @@ def _open_job(attack_dir: Path, rcdm_a: Any, rcdm_b: Any, data: Any, device: str
     )
 
 
-def _crop_box(job: _Job, y: str, g: int, img_size: tuple[int, int], boxes: np.ndarray) -> tuple[int, int, int, int]:
+def _crop_box(
+    inp: _ReconstructInputs, y: str, g: int, img_size: tuple[int, int], boxes: np.ndarray
+) -> tuple[int, int, int, int]:
     """The attack's own crop box (``crops_<Y>.npy``, aligned with ``<Y>_attk_<Y>_attk_idxs.npy``);
     recomputed with the attack's settings for older attack folders without it."""
-    f = job.attack_dir / f"crops_{y}.npy"
+    f = inp.attack_dir / f"crops_{y}.npy"
     if f.is_file():
-        attk, _ = job.attack_arrays(y, y)
+        attk, _ = inp.attack_arrays(y, y)
         boxes_y = load_npy(f)
         if len(boxes_y) == len(attk):
             return tuple(int(v) for v in boxes_y[_row_of(attk, g, str(f))])  # type: ignore[return-value]
-    dec = _crop_decision(dict(job.res.get("config") or {}), img_size, boxes)
+    dec = _crop_decision(dict(inp.res.get("config") or {}), img_size, boxes)
     if not dec.ok:
         raise DejavuError(
-            f"{job.index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
+            f"{inp.index.path(g)}: no valid crop ({dec.reason}) although it was attacked; "
             f"was the attack run with other crop settings?"
         )
     return dec.pixel_box()
 
 
-def _draw_samples(job: _Job, x: str, y: str, g: int, crop: Any, noise: Any) -> tuple[np.ndarray, list[int]]:
+def _draw_samples(
+    inp: _ReconstructInputs, x: str, y: str, g: int, crop: Any, noise: Any
+) -> tuple[np.ndarray, list[int]]:
     """RCDM_X's samples for example ``g`` of set Y, and the public neighbours that conditioned them."""
     import torch
 
     from dejavu.rcdm.sample import sample, to_uint8
 
-    attk, nb = job.attack_arrays(x, y)
-    row = _row_of(attk, g, f"{job.attack_dir}/{x}_attk_{y}_attk_idxs.npy")
-    nb_g = [int(v) for v in nb[row, : job.n_neighbours]]
-    model, tf = job.ssl[x], job.tf
+    attk, nb = inp.attack_arrays(x, y)
+    row = _row_of(attk, g, f"{inp.attack_dir}/{x}_attk_{y}_attk_idxs.npy")
+    nb_g = [int(v) for v in nb[row, : inp.n_neighbours]]
+    model, tf = inp.ssl[x], inp.tf
     with torch.no_grad():
-        xc = tf(crop).unsqueeze(0).to(job.device)
-        if job.rcdms[x].ssl.get("embed", "both") == "logits":
+        xc = tf(crop).unsqueeze(0).to(inp.device)
+        if inp.rcdms[x].ssl.get("embed", "both") == "logits":
             rep = model.embed(xc, "logits")
         else:
-            xn = torch.stack([tf(load_rgb(job.index.path(v))) for v in nb_g]).to(job.device)
+            xn = torch.stack([tf(load_rgb(inp.index.path(v))) for v in nb_g]).to(inp.device)
             rep = torch.cat([model.embed(xn, "backbone").mean(0, keepdim=True), model.embed(xc, "projector")], 1)
-    drawn = sample(job.rcdms[x].model, rep.expand(job.samples, -1), noise=noise, ddim_steps=job.ddim_steps)
+    drawn = sample(inp.rcdms[x].model, rep.expand(inp.samples, -1), noise=noise, ddim_steps=inp.ddim_steps)
     return to_uint8(drawn).numpy(), nb_g
 
 
-def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconstruction, np.ndarray, dict[str, Any]]:
+def _reconstruct_one(
+    inp: _ReconstructInputs, row: dict[str, Any], out: Path
+) -> tuple[Reconstruction, np.ndarray, dict[str, Any]]:
     """One example: crop, both models' samples (same noise), its files and grid PNG."""
     from dejavu.rcdm.sample import make_noise
 
     y, g = row["set"], int(row["index"])
     other = "B" if y == "A" else "A"
-    img = load_rgb(job.index.path(g))
-    boxes = _boxes(job, g)
-    crop_box = _crop_box(job, y, g, img.size, boxes)
+    img = load_rgb(inp.index.path(g))
+    boxes = _boxes(inp, g)
+    crop_box = _crop_box(inp, y, g, img.size, boxes)
     crop = img.crop(crop_box)
-    noise = make_noise(job.samples, job.size, job.seed + g)
+    noise = make_noise(inp.samples, inp.size, inp.seed + g)
     outs, neigh = {}, {}
     for role, x in (("target", y), ("control", other)):
-        outs[role], neigh[role] = _draw_samples(job, x, y, g, crop, noise)
+        outs[role], neigh[role] = _draw_samples(inp, x, y, g, crop, noise)
     sub, crop_arr = out / f"{y}_{g}", np.asarray(crop)
     for name, arr in (
         ("samples_target", outs["target"]),
@@ -498,7 +520,7 @@ def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconst
     ):
         atomic_save_npy(sub / f"{name}.npy", arr)
     png, label = out / f"{y}_{g}.png", int(row["label"])
-    cname = job.index.classes[label] if label < len(job.index.classes) else str(label)
+    cname = inp.index.classes[label] if label < len(inp.index.classes) else str(label)
     _draw_grid(
         png,
         f"set {y}, index {g}, class {cname} ({row['quadrant']}); target = model {y}, control = model {other}",
@@ -506,7 +528,7 @@ def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconst
         boxes,
         crop_box,
         crop_arr,
-        [np.asarray(load_rgb(job.index.path(v))) for v in neigh["target"]],
+        [np.asarray(load_rgb(inp.index.path(v))) for v in neigh["target"]],
         outs["target"],
         outs["control"],
         (f"RCDM {y} (target)", f"RCDM {other} (control)"),
@@ -521,20 +543,20 @@ def _reconstruct_one(job: _Job, row: dict[str, Any], out: Path) -> tuple[Reconst
         samples_control=outs["control"],
         png=png,
     )
-    record = _record(job, row, item, cname)
+    record = _record(inp, row, item, cname)
     return item, crop_arr, record
 
 
-def _boxes(job: _Job, g: int) -> np.ndarray:
+def _boxes(inp: _ReconstructInputs, g: int) -> np.ndarray:
     """The object boxes of image ``g`` (none when it has no annotation file)."""
 
-    ann_dir = job.paths.annotation_dir
-    if ann_dir is not None and annotation_path(job.index, ann_dir, g).is_file():
-        return read_voc_xml(annotation_path(job.index, ann_dir, g)).boxes
+    ann_dir = inp.paths.annotation_dir
+    if ann_dir is not None and annotation_path(inp.index, ann_dir, g).is_file():
+        return read_voc_xml(annotation_path(inp.index, ann_dir, g)).boxes
     return np.zeros((0, 4))
 
 
-def _record(job: _Job, row: dict[str, Any], item: Reconstruction, cname: str) -> dict[str, Any]:
+def _record(inp: _ReconstructInputs, row: dict[str, Any], item: Reconstruction, cname: str) -> dict[str, Any]:
     """The example's entry in ``reconstruct.json``."""
     return {
         "set": item.set,
@@ -548,7 +570,7 @@ def _record(job: _Job, row: dict[str, Any], item: Reconstruction, cname: str) ->
         "neighbours": item.neighbours,
         "png": item.png.name,
         "tensors": f"{item.set}_{item.index}/",
-        "noise_seed": job.seed + item.index,
+        "noise_seed": inp.seed + item.index,
     }
 
 
@@ -591,7 +613,7 @@ def reconstruct(
     attack_dir, out = Path(attack_dir), Path(out)
     chosen = _chosen_rows(attack_dir, select)
     check_can_write(out, force)
-    job = _open_job(
+    inp = _open_inputs(
         attack_dir,
         rcdm_a,
         rcdm_b,
@@ -607,12 +629,12 @@ def reconstruct(
     records = []
     out.mkdir(parents=True, exist_ok=True)
     for row in progress(chosen, desc="rcdm: reconstructing"):
-        item, crop_arr, record = _reconstruct_one(job, row, out)
+        item, crop_arr, record = _reconstruct_one(inp, row, out)
         result.items.append(item)
         crops_.append(crop_arr)
         records.append(record)
     result.summary_png = out / "summary.png"
-    _draw_summary(result.summary_png, result.items, crops_, job.index.classes)
+    _draw_summary(result.summary_png, result.items, crops_, inp.index.classes)
     result.manifest = atomic_write_json(
         out / "reconstruct.json",
         {
@@ -620,14 +642,14 @@ def reconstruct(
             "attack": str(attack_dir),
             "select": select if isinstance(select, str) else [int(r["index"]) for r in chosen],
             "samples": samples,
-            "ddim_steps": ddim_steps or job.rcdms["A"].config.ddim_steps,
+            "ddim_steps": ddim_steps or inp.rcdms["A"].config.ddim_steps,
             "seed": seed,
             "n_neighbours": n_neighbours,
             "rcdm": {
-                s: {"path": str(job.rcdms[s].path), "step": job.rcdms[s].step, "embed": job.rcdms[s].ssl.get("embed")}
+                s: {"path": str(inp.rcdms[s].path), "step": inp.rcdms[s].step, "embed": inp.rcdms[s].ssl.get("embed")}
                 for s in "AB"
             },
-            "fingerprint": job.index.fingerprint.to_dict(),
+            "fingerprint": inp.index.fingerprint.to_dict(),
             "items": records,
         },
     )

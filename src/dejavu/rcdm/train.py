@@ -47,7 +47,7 @@ from dejavu import DejavuError
 from dejavu.config import from_dict, to_dict
 from dejavu.data.dataset import IndexedImages
 from dejavu.data.fastjpeg import load_rgb
-from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.data.transforms import eval_transform
 from dejavu.device import choose_device
 from dejavu.io import (
@@ -62,7 +62,7 @@ from dejavu.io import (
 )
 from dejavu.partition import Partition
 from dejavu.rcdm.model import FORMAT, RCDM, RCDMConfig, load_rcdm, make_scheduler, resolve_cond
-from dejavu.ssl.checkpoint import load_model
+from dejavu.ssl.checkpoint import LoadedModel, load_model
 from dejavu.train_step import NonFiniteLoss, amp_dtype, autocast, check_finite, make_scaler, optimizer_step
 from dejavu.utils import progress, seed_everything
 
@@ -193,10 +193,10 @@ class _RCDMRun:
     cfg: RCDMConfig
     out: Path
     partition: str
-    paths: Any  # DataPaths
-    index: Any  # DatasetIndex
+    paths: DataPaths
+    index: DatasetIndex
     indices: np.ndarray
-    loaded: Any  # dejavu.ssl.checkpoint.LoadedModel
+    loaded: LoadedModel
     state: dict[str, Any] | None  # the last.pth being resumed
     device: torch.device
     rank: int
@@ -219,7 +219,7 @@ class _Trainer:
 
     model: RCDM
     net: torch.nn.Module  # model, or DDP(model)
-    ema: Any  # torch.optim.swa_utils.AveragedModel
+    ema: torch.optim.swa_utils.AveragedModel
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
