@@ -1,38 +1,13 @@
-"""Partition a dataset into private sets A and B, a shared set, and a public set
-(DESIGN section 2.2), with its invariants enforced.
+"""Partition a dataset into private sets A and B, a shared set and a public set per
+images-per-class ``npc`` (the rule and its invariants: docs/DESIGN.md 2.2), with the
+invariants enforced (:func:`check_invariants`).
 
-Per class c and per images-per-class ``npc``::
-
-    all_bbox = indices of c with an annotation file; no_bbox = the others, each in the
-               order of a permutation seeded by the partition seed (:func:`class_orders`)
-    nb       = min(len(all_bbox) // 2, npc)
-    bbox_A   = all_bbox[:nb]        bbox_B = all_bbox[nb:2nb]
-    shared   = no_bbox[:npc - nb]
-    public   = all_bbox[2nb:] + no_bbox[npc - nb:]
-    train_A  = bbox_A + shared      train_B = bbox_B + shared
-
-Attacks of every npc use the public set of the *largest* npc (contained in every
-smaller one); ``val_set.npy`` is that set truncated to the same count per class.
-
-The order (DESIGN 2.2): ``order: shuffle`` (default) permutes each class's
-annotated and unannotated images with ``numpy.random.default_rng([seed, c])`` (class id c),
-so the split is reproducible from the seed and unrelated to file numbering; ``order:
-sorted`` keeps ascending indices (the rule of partitions written before; the original used
-filesystem order). The manifest records ``split: {order, seed}``.
-
-Held-out control (``--control N``): the first N annotated images of each class
-in the attack public set (in the partition's order) are set aside and removed from the public set of *every* npc.
-Neither model trains on them and no attack searches them, so attacking them with the same
-models measures the score that two training runs give without any memorization. Within
-each class they alternate, in that order, between two halves, ``control_A`` (first, third,
-...) and ``control_B``, which play the roles of the private sets A and B.
-
-Files (the original code's names, plus the control)::
-
-    OUT/<npc>_per_class/{bbox_A,bbox_B,shared,public,train_A,train_B}.npy
-    OUT/val_set.npy
-    OUT/control.npy, OUT/control_A.npy, OUT/control_B.npy   (only with --control N > 0)
-    OUT/manifest.json     fingerprint, counts, short classes, control
+Optionally a held-out control (``--control N``, :func:`set_aside_control`): annotated images
+removed from the public set of every npc, so neither model trains on them and no attack
+searches them; attacking them with the same models gives the score of two training runs
+without memorization. Files (the original code's names, plus the control and the manifest):
+``OUT/<npc>_per_class/{bbox_A,bbox_B,shared,public,train_A,train_B}.npy``, ``OUT/val_set.npy``,
+``OUT/control{,_A,_B}.npy`` and ``OUT/manifest.json`` (docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
@@ -309,7 +284,7 @@ def balanced_val(public: np.ndarray, targets: np.ndarray, n_classes: int) -> tup
 
 @dataclass
 class ControlSplit:
-    """The held-out control set aside from the public set (module docstring)."""
+    """The held-out control set aside from the public set (:func:`set_aside_control`)."""
 
     all: np.ndarray
     A: np.ndarray
@@ -410,7 +385,7 @@ def partition(
     """Scan the dataset, compute the partition, check invariants, write files.
 
     ``control`` > 0 sets that many annotated public images per class aside as the held-out
-    control (module docstring); the val set is then drawn from the reduced public set.
+    control (:func:`set_aside_control`); the val set is then drawn from the reduced public set.
     ``order`` ``shuffle`` (default) orders each class by a permutation seeded by ``seed``;
     ``sorted`` by ascending index (the rule of partitions without a ``split`` record).
 

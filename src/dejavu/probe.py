@@ -1,43 +1,11 @@
-"""Linear probe (DESIGN 2.7): a linear classifier on frozen features.
+"""Linear probe: a linear classifier on a checkpoint's frozen features (docs/DESIGN.md 2.7).
 
-Trained on the partition's ``train_A`` of the given ``npc``, evaluated top-1/top-5
-on the partition's class-balanced ``val_set``; the result is written as
-``OUT/results.json`` (format ``dejavu-probe/1``, docs/CONTRACTS.md), which names the
-recipe and every setting it resolved to.
-
-Recipes (:data:`RECIPES`):
-
-* ``original`` -- the original code's ``lin_probe.py`` as its sweep scripts run it: a plain
-  ``nn.Linear`` (PyTorch's default init), SGD momentum 0.9 without weight decay, lr 10
-  decayed linearly to 0.1 (the original sets the lr every 50 steps, so it is a staircase;
-  reproduced exactly), batch 64, 20 epochs, trained on the second view of the original's
-  ``TrainTransform`` (bicubic random-resized crop, flip, colour jitter p 0.8, greyscale
-  p 0.2, solarization p 0.2). The default for the paper configs and for checkpoints of
-  the original code.
-* ``bn-cosine`` -- ``BatchNorm1d(affine=False)`` + ``Linear`` (as in MAE's linear probing:
-  the parameter-free normalisation makes one learning rate work for backbones whose
-  feature scales differ by orders of magnitude; still a linear classifier of the features),
-  SGD momentum 0.9, weight decay 1e-6, lr 0.3 x batch/256 with a cosine schedule, batch
-  256, 100 epochs, random-resized crop + flip. The default of the synthetic configs.
-
-The checkpoint's config names its recipe (``probe_recipe``); ``recipe=`` overrides it, and
-``epochs``/``lr``/``batch_size``/``weight_decay`` override the recipe's values. The settings
-are a :class:`ProbeConfig` (``--config FILE`` / ``--set key=value`` / flags, as every stage),
-stored as given under ``settings`` in results.json; ``config`` holds what they resolved to.
-
-Decisions:
-
-* The SSL model is frozen and kept in eval mode (its BatchNorm statistics are not
-  updated), so the probe measures the representation, not a fine-tune.
-* With augmentation (default, the paper's protocol) every epoch re-decodes and
-  re-embeds the recipe's training view of train_A. Without augmentation
-  (``augment=False``) train features are computed once with the evaluation
-  transform and only the linear layer is trained on them: the fast path.
-* Validation features always use the evaluation transform and are computed once;
-  accuracy is over all validation images (the original averaged per-batch accuracies).
-* Under torchrun the ranks share the feature passes (:func:`shared_features`: whole batches
-  per rank, gathered on rank 0, so the features are one process's); rank 0 trains the head
-  (with augmentation it embeds the training views alone) and writes.
+Trained on the partition's ``train_A`` of ``npc``, evaluated top-1/top-5 on its ``val_set``;
+writes ``OUT/results.json`` (``dejavu-probe/1``, docs/CONTRACTS.md) with the settings as given
+(:class:`ProbeConfig`) and what they resolved to. A recipe (:data:`RECIPES`) fixes the head,
+optimizer, schedule and training view; the checkpoint's ``probe_recipe`` picks it unless
+``recipe=`` does. The model stays in eval mode (its BatchNorm statistics are not updated), so
+the probe measures the representation; differences from the original: docs/DESIGN.md 7.1.
 """
 
 from __future__ import annotations
@@ -89,6 +57,15 @@ class ProbeRecipe:
     train_view: str  # "original" (lin_probe.py's TrainTransform view 2) | "crop-flip"
 
 
+# ``original``: the original code's ``lin_probe.py`` as its sweep scripts run it: ``nn.Linear``
+# (PyTorch's default init), SGD momentum 0.9 without weight decay, lr 10 decayed linearly to 0.1
+# (set every 50 steps, as the original: a staircase), batch 64, 20 epochs, the second view of its
+# ``TrainTransform`` (bicubic random-resized crop, flip, colour jitter p 0.8, greyscale p 0.2,
+# solarization p 0.2); the default of the paper configs and of the original code's checkpoints.
+# ``bn-cosine``: ``BatchNorm1d(affine=False)`` + ``Linear`` (MAE's linear probing: the parameter-free
+# normalisation makes one lr fit features whose scales differ by orders of magnitude; still linear
+# in the features), SGD momentum 0.9, weight decay 1e-6, lr 0.3 x batch/256, cosine, batch 256,
+# 100 epochs, random-resized crop + flip; the default of the synthetic configs.
 RECIPES: dict[str, ProbeRecipe] = {
     "original": ProbeRecipe("original", "linear", 20, 64, 10.0, 0.1, "linear-every-50", 0.0, "original"),
     "bn-cosine": ProbeRecipe("bn-cosine", "bn-linear", 100, 256, None, 0.0, "cosine", 1e-6, "crop-flip"),

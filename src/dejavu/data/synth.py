@@ -1,27 +1,15 @@
-"""The embedded default: a synthetic dataset in ImageNet's exact layout.
+"""The embedded default: a synthetic dataset in ImageNet's exact layout (docs/DESIGN.md 2.1, 5).
 
-Each image is a class-specific foreground object on a background made of
-
-* an **image-specific** component: a random 4x4 black/white tile with its two
-  colours drawn per image, tiled at a random offset. Any crop of the background
-  identifies the image, so a model that memorized its training images can link
-  a background crop to the object it co-occurred with (deja vu);
-* a **class-correlated** component: a "scene" colour that is the class's own
-  colour with probability ``scene_class_prob`` (else a random class's colour),
-  which a model that did *not* see the image can still exploit (correlation).
-
-Layout written (same as ImageNet, DESIGN section 2.1)::
-
-    OUT/train/<wnid>/<wnid>_<n>.JPEG
-    OUT/bboxes/Annotation/<wnid>/<wnid>_<n>.xml   (only for the annotated fraction)
-    OUT/classes.txt                                ("<wnid> <name>" per line, like LOC_synset_mapping.txt)
-    OUT/synth.json                                 (the generator's parameters)
-    OUT/val/... and OUT/val_bboxes/Annotation/...  (held-out images, when val_per_class > 0)
-
-Boxes are in pixels, ``xmin, ymin`` inclusive and ``xmax, ymax`` exclusive, and
-bound exactly the pixels the object covers (alpha > 0).
-The recipe (object ~30% of the area touching one side, 0.6/0.4 background mix,
-mild noise) is the one that made a deja vu gap measurable on a CPU.
+Each image is a class-specific object on a background made of an image-specific component (a
+random 4x4 tile, its two colours drawn per image, at a random offset: any background crop
+identifies the image, so a model that memorized it can link the crop to the object) and a
+class-correlated "scene" colour (the class's own with probability ``scene_class_prob``, else a
+random class's: what a model that did not see the image can still exploit). Written:
+``OUT/train/<wnid>/<wnid>_<n>.JPEG``, VOC boxes ``OUT/bboxes/Annotation/<wnid>/<wnid>_<n>.xml``
+for the annotated fraction (pixels, max exclusive, bounding exactly the object's pixels),
+``OUT/classes.txt``, ``OUT/synth.json`` (the parameters) and, with ``val_per_class``,
+``OUT/val`` and ``OUT/val_bboxes``. The recipe is the one that made a deja vu gap measurable on
+a CPU.
 """
 
 from __future__ import annotations

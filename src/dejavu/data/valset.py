@@ -1,23 +1,13 @@
-"""Annotated validation images as a held-out control (ImageNet's ILSVRC2012 val layout).
+"""Annotated validation images as a held-out control (``dejavu attack --control VAL``,
+docs/DESIGN.md 2.5), in ImageNet's ILSVRC2012 val layouts.
 
-Neither model of a déjà vu pair trained on the validation images, so attacking their
-background crops with the same models gives the score two training runs reach without
-memorization. Supported layouts, ``VAL`` being the folder passed to
-``dejavu attack --control VAL``:
-
-* **flat** (as ``ILSVRC2012_img_val.tar`` extracts): ``VAL/ILSVRC2012_val_00000001.JPEG``;
-  the class is the wnid in the box file's ``<object><name>``;
-* **sorted** into class folders (e.g. by the usual ``valprep.sh``): ``VAL/<wnid>/<image>``;
-  the class is the folder (a box file naming another wnid is an error).
-
-Box files (Pascal VOC, named after the image: ``<stem>.xml``) are looked up in ``BOXES``
-(``--control-bboxes``, default ``VAL`` itself) as ``BOXES/<stem>.xml`` (as
-``ILSVRC2012_bbox_val_v3.tgz`` extracts: ``val/ILSVRC2012_val_00000001.xml``),
-``BOXES/<wnid>/<stem>.xml`` or ``BOXES/Annotation/<wnid>/<stem>.xml`` (the train layout; the
-synthetic generator's ``val_bboxes/``). Images without a box file are left out (the periphery
-crop needs boxes). Every wnid must be a class of the training set; labels are the training
-set's class indices. Images are indexed class by class (training class order), files sorted
-within a class: ImageFolder's order for the sorted layout.
+**flat** (as the tar extracts): ``VAL/ILSVRC2012_val_00000001.JPEG``, the class from the box
+file's ``<object><name>``; **sorted** into class folders: ``VAL/<wnid>/<image>`` (a box file
+naming another wnid is an error). Box files ``<stem>.xml`` are found in ``BOXES``
+(``--control-bboxes``, default ``VAL``) as ``BOXES/<stem>.xml``, ``BOXES/<wnid>/<stem>.xml`` or
+``BOXES/Annotation/<wnid>/<stem>.xml``; images without one are left out (the periphery crop
+needs boxes). Every wnid must be a training class (labels are its indices); images are indexed
+class by class, files sorted within a class (ImageFolder's order for the sorted layout).
 """
 
 from __future__ import annotations

@@ -1,30 +1,14 @@
-"""The representation-conditioned denoiser and its checkpoints (DESIGN section 2.8).
+"""The representation-conditioned denoiser and its checkpoints (docs/DESIGN.md 2.8).
 
-Architecture (decisions):
-
-* The denoiser is diffusers' ``UNet2DModel`` with ``class_embed_type="identity"`` and
-  ``resnet_time_scale_shift="scale_shift"``: whatever we pass as ``class_labels`` is *added*
-  to the timestep embedding, and that sum drives a scale-and-shift of the group norm of
-  every residual block -- exactly RCDM's conditioning (Bordes et al. 2022), on a
-  maintained library instead of the unmaintained guided-diffusion fork the original used.
-* ``class_labels`` is our own learned projection of the SSL representation
-  (``concat(backbone(x), projector(x))``, or the logits of a supervised model):
-  standardisation with the training set's per-dimension mean/std (stored as buffers, so
-  the conditioning does not depend on the scale of a given SSL model's features), then
-  ``Linear -> SiLU -> Linear`` to the time-embedding width (``cond_hidden = 0``: one Linear).
-* The UNet predicts the noise (epsilon); the schedule is DDPM's linear schedule. With fewer
-  than 1000 diffusion steps the betas are scaled by ``1000 / steps`` (guided-diffusion's
-  rule), so the last step is still (almost) pure noise.
-
-Checkpoints hold state dicts and plain config dicts only (safe to load with
-``weights_only=True``)::
-
-    {"format": "dejavu-rcdm/1", "model": RCDM state dict (training weights),
-     "ema": RCDM state dict (EMA weights, used for sampling), "step": int,
-     "config": RCDMConfig dict, "rep_dim": int,
-     "ssl": {"path", "sha256", "epoch", "config", "embed"}, "fingerprint": {...},
-     "data": {"images": str, "num_train": int},
-     ... "optimizer", "scaler", "rng" (last.pth only, for resume)}
+:class:`RCDM` is diffusers' ``UNet2DModel`` with ``class_embed_type="identity"`` and
+``resnet_time_scale_shift="scale_shift"``: the ``class_labels`` passed in are added to the
+timestep embedding, whose sum scales and shifts every residual block's group norm (RCDM's
+conditioning, Bordes et al. 2022, on a maintained library instead of the original's
+guided-diffusion fork). ``class_labels`` is a learned projection of the SSL representation:
+standardised with the training set's per-dimension mean/std (buffers), then ``Linear -> SiLU ->
+Linear`` to the time-embedding width (``cond_hidden = 0``: one Linear). The UNet predicts the
+noise; the schedule is DDPM's linear one, its betas scaled by ``1000 / steps`` below 1000
+steps (guided-diffusion's rule). Checkpoints: :class:`LoadedRCDM` (:func:`load_rcdm`).
 """
 
 from __future__ import annotations
@@ -174,6 +158,17 @@ def resolve_cond(cfg: RCDMConfig, ssl_model) -> str:
 
 @dataclass
 class LoadedRCDM:
+    """An RCDM checkpoint loaded. The file holds state dicts and plain dicts only (safe to load
+    with ``weights_only=True``)::
+
+        {"format": "dejavu-rcdm/1", "model": RCDM state dict (training weights),
+         "ema": RCDM state dict (EMA weights, used for sampling), "step": int,
+         "config": RCDMConfig dict, "rep_dim": int,
+         "ssl": {"path", "sha256", "epoch", "config", "embed"}, "fingerprint": {...},
+         "data": {"images": str, "num_train": int},
+         ... "optimizer", "scaler", "rng" (last.pth only, for resume)}
+    """
+
     model: RCDM  # EMA weights, eval mode
     path: Path
     step: int

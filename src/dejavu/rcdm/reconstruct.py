@@ -1,29 +1,13 @@
-"""Reconstruct attacked images from their background crops with RCDMs (DESIGN 2.8).
+"""Reconstruct attacked images from their background crops with RCDMs (docs/DESIGN.md 2.8).
 
-For an attacked example of set Y (crops of Y's bbox images), the *target* model is the one
-trained on Y and the *control* is the other one. Under each model X in (target, control):
-
-* the crop is the attack's crop (``crops_<Y>.npy``; recomputed with the settings of
-  ``results.json`` for attack folders without it),
-* the conditioning is ``concat(mean backbone(x) of the crop's 5 nearest public neighbours
-  under X [X_attk_Y_neighb_idxs.npy: dataset indices], projector_X(crop))``
-  -- or, for a supervised model (RCDM trained on logits), ``logits_X(crop)``,
-* and RCDM_X samples ``samples`` images by DDIM from noise that is *the same* for both
-  models (seeded by ``seed`` and the dataset index), so the two rows differ only by model.
-
-Writes into ``OUT/``::
-
-    <set>_<index>.png             original with its boxes (red) and the crop (green), the crop,
-                                  the neighbours, the target RCDM's samples, the control's
-    <set>_<index>/samples_target.npy, samples_control.npy   uint8 (n, H, W, 3)
-    <set>_<index>/crop.npy, neighbours_target.npy, neighbours_control.npy
-    summary.png                   one row per example: crop | target samples | control samples
-    reconstruct.json              selection, models, crops, neighbours, file names
-
-The selection helpers here (:func:`load_examples`, :func:`select_examples`,
-:func:`class_summary`) are pure functions on ``examples.csv`` used by the CLI and the notebooks.
-Ranking (DESIGN 2.5): memorized examples by ``conf_target - conf_reference``; correlated
-by ``min(conf_target, conf_reference)``; confident by ``conf_target``; ties by dataset index.
+For an attacked example of set Y the *target* model is the one trained on Y, the *control* the
+other. Under each model X the crop is the attack's (``crops_<Y>.npy``; recomputed from
+``results.json``'s settings for attack folders without it), the conditioning is
+``concat(mean backbone_X of the crop's nearest public neighbours under X, projector_X(crop))``
+(a supervised model's RCDM: ``logits_X(crop)``), and RCDM_X samples by DDIM from noise that is
+the same for both models, so the two rows differ only by model (files: :func:`reconstruct`).
+The selection helpers (:func:`load_examples`, :func:`select_examples`, :func:`class_summary`)
+are pure functions of ``examples.csv``, ranked as docs/DESIGN.md 2.5.
 """
 
 from __future__ import annotations
@@ -109,7 +93,8 @@ def _score(row: dict[str, Any], rule: str) -> float:
 def select_examples(
     examples: Sequence[dict[str, Any]], rule: str, n: int, label: int | None = None, set_name: str | None = None
 ) -> list[dict[str, Any]]:
-    """The ``n`` top examples by ``rule``.
+    """The ``n`` top examples by ``rule``: memorized ones by ``conf_target - conf_reference``,
+    correlated ones by ``min(conf_target, conf_reference)``, confident ones by ``conf_target``.
 
     Args:
         examples: rows from :func:`load_examples`.
@@ -607,7 +592,14 @@ def reconstruct(
         force: overwrite an existing OUT.
 
     Returns:
-        A :class:`ReconstructResult`: the images as arrays as well as the files written.
+        A :class:`ReconstructResult`: the images as arrays as well as the files written::
+
+            <set>_<index>.png    original with its boxes (red) and the crop (green), the crop,
+                                 the neighbours, the target RCDM's samples, the control's
+            <set>_<index>/samples_target.npy, samples_control.npy   uint8 (n, H, W, 3)
+            <set>_<index>/crop.npy, neighbours_target.npy, neighbours_control.npy
+            summary.png          one row per example: crop | target samples | control samples
+            reconstruct.json     selection, models, crops, neighbours, file names
     """
 
     attack_dir, out = Path(attack_dir), Path(out)

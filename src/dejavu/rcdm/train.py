@@ -1,34 +1,16 @@
-"""Train one RCDM for one frozen SSL model, on the partition's public set (DESIGN 2.8).
+"""Train one RCDM for one frozen SSL model on the partition's public set (docs/DESIGN.md 2.8).
 
-What is learned: ``p(image | representation)`` where the representation is
-``concat(backbone(x), projector(x))`` of the *full* image ``x`` (eval transform at the SSL
-model's resolution), or its logits for a supervised model; the image is the same picture
-seen through the same evaluation view at the RCDM resolution S -- short side resized to
-``int(256 * S / 224)`` (bilinear), centre crop S, as the original's ``RCDM_utils.Transform``
--- scaled to ``[-1, 1]``. So the RCDM draws what the SSL model sees.
-
-Decisions:
-
-* The SSL model is frozen, so the representations of the training set are computed once
-  (one pass, progress bar) and cached in ``OUT/reps.npy`` (keyed by the SSL checkpoint's
-  sha256 in ``OUT/reps.json``); the training loop never runs the SSL network. When the
-  training images fit in ``cache_images_gb`` they are decoded once in the same pass and
-  kept in memory as uint8 -- on a CPU this makes training cost only the UNet.
-* Training is counted in optimizer steps (not epochs); batches are epoch-wise permutations
-  from a seeded generator whose state is saved, so ``--resume`` continues the same stream.
-* AdamW, linear warm-up then constant learning rate (guided-diffusion's recipe), gradient
-  clipping, EMA of the weights with warm-up ``min(decay, (1+n)/(10+n))`` (so short CPU runs
-  get a useful EMA), EMA weights used for sampling. AMP (bf16, or fp16 with a grad scaler)
-  on CUDA when ``amp`` is on.
-* Files: ``OUT/config.json``, ``OUT/metrics.jsonl``, ``OUT/rcdm_step{S}.pth`` (every
-  ``snapshot_every`` steps and at the end; weights + config), ``OUT/last.pth`` (plus the
-  optimizer, scaler and sampler state, for resume). All written atomically.
-
-Scale: under ``torchrun`` or a SLURM job (one process per GPU; e.g. submitted with
-``dejavu.launch`` / submitit, which set the usual ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``
-variables), call this after ``torch.distributed.init_process_group``: the UNet is wrapped in
-DistributedDataParallel, each rank draws its own batches (seed + rank), the effective batch
-is ``batch_size * world_size``, and only rank 0 writes files. Requeued jobs pass ``resume``.
+The RCDM learns ``p(image | representation)``: the representation is ``concat(backbone(x),
+projector(x))`` of the full image through the SSL model's evaluation view (a supervised model:
+its logits); the image is the same picture through the same view at the RCDM's resolution S
+(short side ``int(256 * S / 224)``, centre crop S: the original's ``RCDM_utils.Transform``),
+scaled to [-1, 1]. The representations are computed once and cached (``OUT/reps.npy``, keyed by
+the checkpoint's sha256), the images kept in memory below ``cache_images_gb``. Training counts
+optimizer steps over seeded epoch-wise permutations (``resume`` continues the stream): AdamW,
+linear warm-up then a constant lr, gradient clipping, an EMA with warm-up ``min(decay,
+(1+n)/(10+n))`` used for sampling, AMP on CUDA. Under torchrun each rank draws its own batches
+(seed + rank, DDP) and rank 0 writes ``OUT/config.json``, ``metrics.jsonl``,
+``rcdm_step{S}.pth`` and ``last.pth``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
-"""``report.html``: one self-contained page per run (DESIGN 3).
+"""``report.html``: one self-contained page per run (docs/DESIGN.md 3).
 
-Reads only files: ``RUN_DIR/attack/**/results.json`` (+ ``examples.csv`` and the
-neighbour arrays of the headline attack), ``RUN_DIR/probe/**/results.json``,
-``RUN_DIR/audit/**/results.json`` (one-model tests and their held-out controls), the
-figures (made into ``RUN_DIR/plots`` if absent), the dataset images (paths from the
-partition manifest or ``--data``) and ``RUN_DIR/rcdm/**/*.png``.
-
-Decisions:
-
-* Every image (figures, gallery thumbnails, RCDM samples) is embedded as base64, so the
-  page can be mailed or archived alone; the only links are to the figures' PDFs, by a
-  path relative to the page, and only when the file exists.
-* The headline is the attack of the latest epoch; among several results at that epoch
-  the default variant (periphery crop, projector embedding) is preferred, then the
-  largest npc. All results at that epoch are listed below it.
-* Galleries: "most memorized" = examples of quadrant *memorized* ranked by
-  ``conf_target - conf_reference``; "most correlated" = quadrant *correlated* ranked by
-  ``min(conf_target, conf_reference)`` (DESIGN 2.5).
-* The crop is recomputed with :mod:`dejavu.attack.crops` and the attack's stored config.
+Reads only files: the ``results.json`` of the attacks, probes and audits under ``RUN_DIR`` (with
+``examples.csv`` and the neighbour arrays of the headline attack), the figures (made into
+``RUN_DIR/plots`` if absent), the dataset images and ``RUN_DIR/rcdm/**/*.png``. Every image is
+embedded as base64 (the only links: the figures' PDFs, when present). The headline is the attack
+of the latest epoch (the default variant first, then the largest npc); the galleries rank
+examples as docs/DESIGN.md 2.5; crops are recomputed with :mod:`dejavu.attack.crops`.
 """
 
 from __future__ import annotations

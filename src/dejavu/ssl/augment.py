@@ -1,29 +1,14 @@
-"""Training views (DESIGN 2.6): every random parameter of a view, explicit in :class:`ViewSpec`.
+"""Training views (docs/DESIGN.md 2.6): every random parameter of a view, explicit in :class:`ViewSpec`.
 
-Presets (``view`` 0 is the original's view 1 / ``images_big_0``, ``view`` 1 its view 2):
-
-* ``paper`` (the original ``train_SSL.py``): RandomResizedCrop(scale 0.08-1, ratio 3/4-4/3),
-  horizontal flip p 0.5, colour jitter p 0.8 (brightness 0.4, contrast 0.4, saturation 0.2,
-  hue 0.1), greyscale p 0.2; view 0 **always** Gaussian-blurred (kernel (5, 9) = (x, y) at
-  224 px, sigma U(0.1, 2) per image) and never solarized; view 1 never blurred and solarized
-  with p 0.2 (threshold 128 of 255).
-* ``mild`` (synthetic default): RandomResizedCrop(0.08-1), flip, colour jitter p 0.8
-  (brightness 0.2, contrast 0.2, saturation 0.1, no hue), no greyscale/blur/solarize.
-  Strong jitter blocked memorization on the synthetic data, whose image identity is
-  carried by background colours.
-* ``crop``: RandomResizedCrop(0.08-1) + flip only.
-* ``none``: resize/center-crop only (debugging).
-
-Per image, in this order (as the original): crop (bilinear, antialiased) -> flip ->
-jitter (torchvision's ``ColorJitter``: the four factors drawn uniformly in
-``[max(0, 1-b), 1+b]`` (hue in ``[-h, h]``) and applied in a random order) -> greyscale
--> solarize (uint8, pixels >= threshold inverted) -> to float in [0, 1] -> normalise
-(ImageNet mean/std) -> blur (after normalising, as the original; the two commute).
-The blur kernel is scaled with the run's nominal ``image_size`` (not the ramped
-resolution: the original kept (5, 9) at 160-192 px) and kept odd (:func:`blur_kernel`).
-
-The same transform works on PIL images (loader path) and on uint8 CHW tensors
-(in-memory path), through ``torchvision.transforms.v2``.
+Presets (:func:`view_spec`): ``paper`` (the original ``train_SSL.py``; view 0 is its view 1),
+``mild`` (the synthetic default: weaker jitter, no greyscale, blur or solarization; strong jitter
+blocked memorization on the synthetic data, whose image identity is carried by background
+colours), ``crop`` (crop + flip) and ``none`` (resize and centre crop, for debugging). Per image,
+in the original's order: crop -> flip -> jitter (torchvision's ``ColorJitter``, a random order)
+-> greyscale -> solarize -> to float -> normalise -> blur (after normalising, as the original;
+the two commute), the blur kernel scaled with the run's nominal ``image_size``
+(:func:`blur_kernel`). The same transform takes PIL images and uint8 CHW tensors
+(``torchvision.transforms.v2``).
 """
 
 from __future__ import annotations

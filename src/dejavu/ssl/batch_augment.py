@@ -1,31 +1,14 @@
-"""Batched, on-device training views with per-sample random parameters.
+"""Batched, on-device training views with per-sample random parameters (docs/DESIGN.md 7.5).
 
-:class:`BatchViews` takes the per-image views of :mod:`dejavu.ssl.augment` (torchvision
-``v2.Compose`` objects) and applies the **same operations with the same parameter
-distributions** to a whole uint8 batch at once, on the training device:
-
-* random resized crop -- parameters drawn as torchvision draws them (10 tries of
-  area ~ U(scale) x image area, log-ratio ~ U(log ratio), then the centre-crop
-  fallback), applied with ``torchvision.ops.roi_align`` (bilinear at the output pixel
-  centres, the same sample points as cropping then resizing with
-  ``align_corners=False``; averaged over several points per output pixel when the crop
-  is shrunk, like an antialiased resize);
-* horizontal flip, colour jitter (brightness, contrast, saturation, hue, in a random
-  order per sample as ``ColorJitter`` does), grayscale, Gaussian blur (per-sample
-  sigma, the transform's (kx, ky) kernel, reflect padding), solarization, normalization.
-
-torchvision's functional ops take one parameter per call, so per-sample factors need
-these short re-implementations (hue included); they follow torchvision's formulas.
-
-Differences from the per-image path (DESIGN 7.5): the random numbers are drawn in a
-different order (same distribution, not the same samples); arithmetic is float32
-throughout (the per-image path rounds to uint8 after each colour op). Parameters are
-drawn on the CPU from torch's global generator (seeded per epoch by the training loop),
-so runs are reproducible and identical on any device.
-
-Loader path: the DataLoader workers decode and random-resized-crop each image
-(:meth:`BatchViews.worker_transforms`), everything else runs batched on the device
-(:meth:`BatchViews.finish`).
+:class:`BatchViews` applies the operations of :mod:`dejavu.ssl.augment`'s per-image views, with
+the same parameter distributions, to a whole uint8 batch on the training device: random resized
+crop (parameters drawn as torchvision draws them, applied with ``torchvision.ops.roi_align``),
+flip, colour jitter (a random order per sample), greyscale, Gaussian blur (a sigma per sample),
+solarization, normalization; torchvision's functional ops take one parameter per call, hence
+these short re-implementations of its formulas. The parameters are drawn on the CPU from torch's
+global generator (seeded per epoch by the training loop), so runs are reproducible on any
+device. Loader path: the workers decode and crop each image (:meth:`BatchViews.worker_transforms`),
+the rest runs batched (:meth:`BatchViews.finish`).
 """
 
 from __future__ import annotations
