@@ -10,7 +10,7 @@ from __future__ import annotations
 CHECKPOINT = "dejavu-ckpt/1"  # SSL snapshots and last.pth (dejavu.ssl.train / .checkpoint)
 PROBE = "dejavu-probe/1"  # probe results.json (dejavu.probe)
 ATTACK = "dejavu-attack/2"  # attack results.json (dejavu.attack.run): neighbour files hold dataset indices
-ATTACK_READABLE = ("dejavu-attack/1", ATTACK)  # /1 (before 2026-11): neighbour files held public positions
+ATTACK_READABLE = ("dejavu-attack/1", ATTACK)  # /1: neighbour files held positions in the public set
 AUDIT = "dejavu-audit/1"  # audit results.json (dejavu.audit): the attack's metrics block, one model
 PARTITION = "dejavu-partition/1"  # partition manifest.json
 BETON = "dejavu-beton/1"  # the .json record beside each FFCV beton (dejavu.ffcv)

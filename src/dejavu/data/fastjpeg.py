@@ -1,7 +1,7 @@
 """Image decoding, the one leaf every reader uses: :func:`load_rgb` (any image to RGB, one-line
 errors) and, for the evaluation path (attack, audit, probe), the full decode by default
-(as the original), PIL *draft mode* as an opt-in speed setting (``decode: draft``; issues
-14.2 and 28).
+(as the original), PIL *draft mode* as an opt-in speed setting (``decode: draft``,
+docs/DESIGN.md 7.5).
 
 libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size directly from the DCT
 coefficients, several times faster than a full decode. The evaluation transform
@@ -10,8 +10,9 @@ reduced decode is used only when **both** sides stay >= that resize target, and 
 resize is then done here from the exact sub-pixel extent of the original (same output
 size and geometry as the full path); what remains is the difference between libjpeg's
 DCT-domain downscale and PIL's antialiased bilinear from full resolution -- a small
-tolerance measured by ``bench/bench_jpeg.py`` and bounded in ``tests/data/test_fastjpeg.py``. Images too small to reduce, crops (boxes) and
-non-JPEG files are decoded in full, exactly as :func:`load_rgb`.
+tolerance measured by ``bench/bench_jpeg.py`` and bounded in ``tests/data/test_fastjpeg.py``.
+Images too small to reduce, crops (boxes) and non-JPEG files are decoded in full, exactly as
+:func:`load_rgb`.
 """
 
 from __future__ import annotations
