@@ -953,7 +953,6 @@ def load_model(
     path: str | os.PathLike,
     arch: str | None = None,
     projector: str | None = None,
-    num_classes: int | None = None,
     map_location: Any = "cpu",
     image_size: int | None = None,
 ) -> LoadedModel:
@@ -964,7 +963,6 @@ def load_model(
         arch: backbone name; default: the stored config's, else read from the weights.
         projector: projector spec (``"8192-8192-8192"`` or ``"none"``) the weights must have;
             default: whatever the file holds.
-        num_classes: unused (read from the classifier weights); kept for callers.
         map_location: as for ``torch.load``.
         image_size: a ViT's input size (a multiple of its patch size); its position embedding
             is resampled to it as the release's own code does. Default: the arch name's, else

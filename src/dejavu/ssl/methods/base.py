@@ -81,7 +81,6 @@ class Method(nn.Module):
 
     name = ""
     num_views = 2
-    view_kind = "ssl"  # "ssl": two asymmetric views; "supervised": one view
     needs_classifier = False  # True: the model gets a classifier head over num_classes (0: the dataset's)
     Settings: type = NoSettings
 

@@ -16,7 +16,6 @@ from dejavu.ssl.model import SSLModel
 class Supervised(Method):
     name = "supervised"
     num_views = 1
-    view_kind = "supervised"
     needs_classifier = True
 
     def forward(
