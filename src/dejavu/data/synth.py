@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,8 +249,6 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = SynthConfig(), force: bo
     cfg.validate()
     out = check_can_write(Path(out), force=force)
     if out.exists() and force:
-        import shutil
-
         for sub in ("train", "bboxes", "val", "val_bboxes"):
             shutil.rmtree(out / sub, ignore_errors=True)
     try:

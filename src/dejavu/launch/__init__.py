@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,6 @@ def slurm_options(opts: list[str]) -> dict[str, Any]:
 
 def _sbatch_parameters(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """submitit ``update_parameters`` of the job (see :func:`submit`)."""
-    import os
 
     if min(args.gpus_per_node, args.max_requeue) < 0 or min(args.nodes, args.cpus_per_task, args.time) < 1:
         raise UsageError("--gpus-per-node and --max-requeue must be >= 0; --nodes, --cpus-per-task and --time >= 1")
@@ -191,7 +191,6 @@ def submit(
         UsageError: a bad launcher option.
         DejavuError: sbatch refused the job (its message).
     """
-    import os
 
     import submitit
 

@@ -12,6 +12,7 @@ are pure functions of ``examples.csv``, ranked as docs/DESIGN.md 2.5.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -280,7 +281,6 @@ def _draw_grid(
         axes[row, 0].yaxis.set_visible(True)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -311,7 +311,6 @@ def _draw_summary(path: Path, items: list[Reconstruction], crops_: list[np.ndarr
     axes[0, 1].set_title("target RCDM", fontsize=7, loc="left")
     axes[0, 1 + n].set_title("control RCDM", fontsize=7, loc="left")
     fig.tight_layout()
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

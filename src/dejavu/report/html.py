@@ -11,9 +11,13 @@ examples as docs/DESIGN.md 2.5; crops are recomputed with :mod:`dejavu.attack.cr
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import io
+import math
 import os
+import platform
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +268,6 @@ class Gallery:
 def _spread(conf: float, classifier: bool = False) -> str:
     """A confidence (negative entropy, nats) as the number of classes it spreads over
     (exp(entropy), the perplexity: 1 = unanimous)."""
-    import math
 
     what = "its probabilities" if classifier else "its neighbours' labels"
     return f"{what} spread over {math.exp(-conf):.1f} classes (confidence {conf:+.2f})"
@@ -578,10 +581,6 @@ def _verdict(results: Results, head: AttackRecord | None, row: dict | None) -> s
 
 def _provenance(command: str | None) -> str:
     """Tool version, command, date and machine, under the title."""
-    import datetime
-    import platform
-    import shlex
-    import sys
 
     ours = Path(sys.argv[0]).name in ("dejavu", "__main__.py")  # the CLI, or python -m dejavu
     cmd = command if command is not None else shlex.join(["dejavu" if ours else sys.argv[0], *sys.argv[1:]])

@@ -17,6 +17,7 @@ points on one x.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -168,8 +169,6 @@ class FigureWriter:
         plt = style()
         files = []
         for fmt in self.formats:
-            import io
-
             buf = io.BytesIO()
             fig.savefig(buf, format=fmt)
             atomic_write_bytes(self.out / f"{name}.{fmt}", buf.getvalue())
