@@ -4,7 +4,8 @@ control came out negative."""
 
 from __future__ import annotations
 
-from dejavu.audit.control import MIN_CONTROL_CROPS, memorization_reading, summary_lines
+from dejavu.analysis.significance import control_summary_lines
+from dejavu.audit.control import MIN_CONTROL_CROPS, memorization_reading
 from dejavu.audit.run import summary_text
 
 
@@ -46,7 +47,7 @@ def test_small_control_and_negative_control_warned():
     notes = memorization_reading(res)["notes"]
     assert any(f"only {MIN_CONTROL_CROPS - 1} crops" in n for n in notes)
     assert any("only because the control came out negative (-0.400)" in n for n in notes)
-    assert "note: the control has only" in summary_text(res) and summary_lines(res)
+    assert "note: the control has only" in summary_text(res) and control_summary_lines(res)
 
 
 def test_a_sound_control_reads_plainly():

@@ -6,7 +6,7 @@ Annotated images that neither model trained on — the partition's ``control_{A,
 the private sets A and B, and attacked with the *same* models, crops and public
 embeddings. Their score (target − reference) is what two training runs give without any
 memorization; the attack reports the excess of the real score over it
-(:mod:`dejavu.analysis.significance`).
+(:func:`dejavu.analysis.significance.control_block`).
 
 Files, beside the main attack's (same contents as ``dejavu-attack/2``, ``control_`` prefix)::
 
@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.significance import excess
-from dejavu.analysis.summary import compute_all
 from dejavu.attack.crops import compute_crops
 from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
@@ -152,37 +150,3 @@ def attack_control(
         for key, arr in a.items():
             atomic_save_npy(st.out / f"{PREFIX}{name}_{key}.npy", arr)
     return arrays, counts
-
-
-def control_block(
-    pairs: dict,
-    control_pairs: dict,
-    counts: dict[str, Any],
-    info: dict[str, Any],
-    num_classes: int,
-    n_boot: int,
-    seed: int,
-) -> dict[str, Any]:
-    """``results.json`` ``control``: the control's metrics and the excess of the score over it.
-
-    Args:
-        pairs: the attack's four pair scores.
-        control_pairs: the control's four pair scores.
-        counts: the control's crop counts.
-        info: where the control came from (``ControlSource.info``).
-        num_classes: classes of the dataset.
-        n_boot: bootstrap replicates (0: no intervals).
-        seed: bootstrap seed (the control's metrics use ``seed + 1``).
-
-    Returns:
-        ``{"source", "counts", "metrics", "excess"}``.
-    """
-
-    m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
-    keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}
-    return {
-        "source": info,
-        "counts": counts,
-        "metrics": keep,
-        "excess": excess(pairs, control_pairs, n_boot=n_boot, seed=seed),
-    }

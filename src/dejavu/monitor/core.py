@@ -42,10 +42,10 @@ from dejavu import DejavuError, UsageError, formats
 from dejavu.attack.crops import compute_crops, default_min_crop_px
 from dejavu.audit.config import AuditConfig, load_audit_config
 from dejavu.audit.run import (
+    AuditJob,
     _Control,
     _crop_classifier,
     _embed_and_label,
-    _Job,
     _reference,
     check_disjoint,
     load_set,
@@ -222,7 +222,7 @@ class Monitor:
         size = int(acfg.image_size or image_size or 224)
         dev = _device_of(None, device or acfg.device)
         job_cfg = dataclasses.replace(acfg, audit_set=str(self.out / "audit_set.npy"))
-        return _Job(
+        return AuditJob(
             job_cfg,
             self.out,
             paths,

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from dejavu import DejavuError, __version__, formats
+from dejavu.analysis.significance import verdict_text
 from dejavu.analysis.tables import read_examples_csv
 from dejavu.attack.crops import crop_for_config
-from dejavu.audit.control import verdict_text
 from dejavu.data.annotations import read_voc_xml
 from dejavu.data.imagefolder import DataPaths, Fingerprint, annotation_path, scan_imagefolder
 from dejavu.io import atomic_write_text, check_can_write, locks_output, read_json
@@ -532,7 +532,11 @@ def _audit_control(r: AttackRecord, run_dir: Path) -> str:
             "--control VAL_DIR).</p>"
         )
     ex = r.excess()
-    rows = [f"<tr><th>verdict (top-1, 20%)</th><td>{html.escape(verdict_text(ex))}</td></tr>"] if ex else []
+    rows = (
+        [f"<tr><th>verdict (top-1, 20%)</th><td>{html.escape(verdict_text(ex, one_model=True))}</td></tr>"]
+        if ex
+        else []
+    )
     rows += _excess_rows(r)
     c = r.control
     n = c["counts"]["control"]
