@@ -1,30 +1,12 @@
-"""The held-out control of a one-model audit (DESIGN 7.3).
+"""The held-out control images of a one-model audit: images that neither the audited model
+nor the classifier trained on, cropped, searched and classified as the audited set, and
+scored by :func:`dejavu.analysis.significance.control_block` (docs/DESIGN.md §7.3).
 
-One model and one crop classifier, so the control is simply a second audited set: images
-that neither the audited model nor the classifier trained on, cropped, KNN-searched and
-classified exactly as the audited set. Its score ``C`` (model − classifier on the control)
-is what the pair reaches without memorization; the audit reports the excess ``E = S − C``
-of its score ``S`` with a paired bootstrap interval over both example sets (the audited
-set and the control resampled independently, model and classifier paired within each).
-
-Which images (``--control``, as ``dejavu attack``'s): ``auto`` (default), ``none``,
-``partition`` (all of ``control.npy`` of ``dejavu partition --control N``) or a folder of
-annotated validation images (boxes in ``--control-bboxes``, :mod:`dejavu.data.valset`).
-A partition control is reduced to the images the classifier did not train on and that are
-not audited (both counts recorded in ``control.source.excluded``): the classifier trained
-on ``control_B.npy`` leaves ``control_A`` as the control. Nothing left: ``auto`` skips the
-control with a note (``results.json`` ``control_skipped``), ``partition`` is an error.
-``auto`` also skips a partition control when the audited checkpoint does not record which
-of this partition's sets it trained on (released weights: trained on all of ImageNet's
-training images, the control included, as far as anyone here knows) or when a classifier
-from ``--reference-model`` does not record its training set; validation images are the
-control for such checkpoints.
-
-Files, beside the audit's (same contents, ``control_`` prefix): ``control_attk_idxs.npy``
-(indices into the control's image list: the training set's index for a partition control,
-the validation listing for a validation control), ``control_labels.npy``,
-``control_model_neighb_idxs.npy``, ``control_model_neighb_labels.npy``,
-``control_classifier_logits.npy``, ``control_crops.npy``.
+:func:`resolve_audit_control` picks them (``--control auto|none|partition|VAL_DIR``): a
+partition control loses the audited images and the classifier's training images (counts in
+``control.source.excluded``); ``auto`` skips a control nothing is left of, or that the audited
+checkpoint or a ``--reference-model`` may have trained on, with a note (``control_skipped``).
+Files: docs/CONTRACTS.md ("Audit folder").
 """
 
 from __future__ import annotations
