@@ -30,10 +30,12 @@ import numpy as np
 
 from dejavu import DejavuError
 from dejavu.attack.crops import compute_crops
+from dejavu.attack.dist import is_main
 from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
 from dejavu.data.valset import scan_valset
 from dejavu.io import atomic_save_npy
+from dejavu.partition import Partition
 
 PREFIX = "control_"
 
@@ -50,7 +52,7 @@ class ControlSource:
 
 def resolve_control(
     spec: str | os.PathLike | None,
-    partition,
+    partition: Partition,
     index: DatasetIndex,
     paths: DataPaths,
     bboxes: str | os.PathLike | None = None,
@@ -129,8 +131,6 @@ def attack_control(
     Raises:
         DejavuError: the control overlaps the public set, or a half has no attackable image.
     """
-    from dejavu.attack.dist import is_main
-
     halves = np.concatenate([src.halves["A"], src.halves["B"]])
     overlap = np.intersect1d(halves, st.public) if src.info.get("kind") == "partition" else np.zeros(0)
     if len(overlap):
