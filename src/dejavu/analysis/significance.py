@@ -25,6 +25,7 @@ from dejavu.analysis.metrics import (
     ARRAYS,
     FRACTIONS,
     LEVEL,
+    SETS,
     TOPKS,
     Comparison,
     Comparisons,
@@ -427,8 +428,8 @@ def example_df(results: Sequence[dict[str, Any]]) -> float | None:
     ns = []
     try:
         for r in results:
-            ns += [int(r["counts"][y]["attacked"]) for y in "AB"]
-            ns += [int(r["control"]["counts"][y]["attacked"]) for y in "AB"]
+            ns += [int(r["counts"][y]["attacked"]) for y in SETS]
+            ns += [int(r["control"]["counts"][y]["attacked"]) for y in SETS]
             ns.append(int(r["control"]["excess"]["n_boot"]))
     except (KeyError, TypeError, ValueError):
         return None

@@ -15,6 +15,7 @@ from dejavu import DejavuError, formats
 from dejavu.analysis.metrics import (
     ARRAYS,
     FRACTIONS,
+    SETS,
     TOPKS,
     Comparisons,
     Scores,
@@ -254,7 +255,7 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
         seeds = d.get("train_seeds") or {}
         lines.append(f"models: {d['design']} (training seeds A {seeds.get('A')}, B {seeds.get('B')})")
     c = results.get("counts", {})
-    for y in "AB":
+    for y in SETS:
         if y in c:
             cy = c[y]
             lines.append(

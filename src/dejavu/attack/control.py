@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
+from dejavu.analysis.metrics import SETS
 from dejavu.attack.crops import compute_crops
 from dejavu.attack.dist import is_main
 from dejavu.attack.search import AttackContext, attack_set_pairs
@@ -106,7 +107,7 @@ def resolve_control(
             halves,
             {
                 "kind": "partition",
-                "files": [f"{partition.root}/control_{h}.npy" for h in "AB"],
+                "files": [f"{partition.root}/control_{h}.npy" for h in SETS],
                 "per_class": partition.manifest["control"].get("per_class"),
             },
         )
@@ -126,7 +127,7 @@ def attack_control(
         pub_emb: the public embeddings of models A and B.
 
     Returns:
-        ``(arrays per pair, keyed X_attk_Y, crop counts per half)``.
+        ``(arrays, counts)``: the four X_attk_Y arrays and the crop counts per half.
 
     Raises:
         DejavuError: the control overlaps the public set, or a half has no attackable image.
@@ -136,7 +137,7 @@ def attack_control(
     if len(overlap):
         raise DejavuError(f"control overlaps the public set searched by the attack (e.g. index {int(overlap[0])})")
     crops, counts = {}, {}
-    for y in "AB":
+    for y in SETS:
         sc = compute_crops(
             src.index, None, src.halves[y], st.cfg, st.min_px, desc=f"control crops {y}", ann_path=src.ann_path
         )

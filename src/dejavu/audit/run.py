@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
-from dejavu.analysis.metrics import Comparison, score_at, scores_from_neighbours
+from dejavu.analysis.metrics import SETS, Comparison, other_set, score_at, scores_from_neighbours
 from dejavu.analysis.significance import control_block, control_summary_lines, primary_endpoint
 from dejavu.analysis.summary import compute_all
 from dejavu.analysis.tables import accuracy_table_lines, write_examples_csv
@@ -146,13 +146,12 @@ def _check_model_sets(lm: LoadedModel, part: Partition, cfg: AuditConfig, audit_
     """The model must have trained on the partition's training set holding the audited images
     (when it records its training index); with ``unseen_ok`` it may instead record the
     partition's other training set, the audit then being a control (said on stderr)."""
-    sets = {y: part.load_set(cfg.npc, f"train_{y}") for y in "AB"}
+    sets = {y: part.load_set(cfg.npc, f"train_{y}") for y in SETS}
     for y, train_y in sets.items():
         if not np.isin(audit_idx, train_y).all():
             continue
-        other = sets["B" if y == "A" else "A"]
-        if cfg.unseen_ok and lm.config.get("index_sha256") == index_hash(other):
-            _say(f"note: {lm.path} trained on train_{'B' if y == 'A' else 'A'}, not on the audited images: a control")
+        if cfg.unseen_ok and lm.config.get("index_sha256") == index_hash(sets[other_set(y)]):
+            _say(f"note: {lm.path} trained on train_{other_set(y)}, not on the audited images: a control")
             return
         lm.check_trained_on(train_y, f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
 
