@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dejavu.analysis.metrics import FRACTIONS, fraction_key
 from dejavu.cli import main
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.partition import partition
@@ -64,7 +65,14 @@ def test_attack_and_audit_write_the_same_metric_keys(both):
         for m in (res["metrics"], res["control"]["metrics"]):
             for top in ("top1", "top5"):
                 t = m[top]
-                assert set(t["score"]) == set(t["target"]) == set(t["ci95"]["score"]) == {"5", "20", "100"}
+                assert (
+                    set(t["score"])
+                    == set(t["target"])
+                    == set(t["ci95"]["score"])
+                    == {fraction_key(p) for p in FRACTIONS}
+                )
                 assert t["dejavu_score"] == t["score"]["20"] and t["dejavu_score_100"] == t["score"]["100"]
                 assert t["ci95"]["dejavu_score"] == t["ci95"]["score"]["20"]
-                assert t["score"]["5"] == pytest.approx(t["target"]["5"] - t["reference"]["5"])
+                for p, s in t["score"].items():
+                    assert s == pytest.approx(t["target"][p] - t["reference"][p])
+        assert set(res["control"]["excess"]["top1"]) == {fraction_key(p) for p in FRACTIONS}
