@@ -1,4 +1,4 @@
-"""Power with 3 and 5 pairs in bench/bench_significance.py (issue 28), on generated neighbour arrays."""
+"""Power with 3 and 5 pairs in bench/bench_significance.py, on generated neighbour arrays."""
 
 from __future__ import annotations
 

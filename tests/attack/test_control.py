@@ -1,4 +1,4 @@
-"""The held-out control of an attack (issue 11): the partition's control and annotated
+"""The held-out control of an attack: the partition's control and annotated
 validation images, attacked with the same models; results.json "control" block and files."""
 
 from __future__ import annotations

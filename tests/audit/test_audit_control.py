@@ -1,4 +1,4 @@
-"""The held-out control of `dejavu audit` (issue 11): a partition's control or validation
+"""The held-out control of `dejavu audit`: a partition's control or validation
 images audited by the same model and classifier, the excess over it, and the control's
 images kept out of the classifier's training set and the audited set."""
 

@@ -1,4 +1,4 @@
-"""How an audit's "memorized" may be read (issue 22, item 7): an upper bound without a control;
+"""How an audit's "memorized" may be read: an upper bound without a control;
 warnings for a control too small to judge by, or an excess significant only because the
 control came out negative."""
 

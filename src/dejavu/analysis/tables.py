@@ -282,11 +282,11 @@ def accuracy_table_lines(m: dict[str, Any], target: str, reference: str) -> list
         reference: the reference's column title (``ref``; an audit: ``clf``).
 
     Returns:
-        The header and one line per top-k and fraction.
+        The header and one line per top-k and fraction the block holds.
     """
     lines = [f"{'':6} {'p':>5} {target:>8} {reference:>8} {'gap (pts)':>10}"]
     for t in (f"top{k}" for k in TOPKS):
-        for p in (fraction_key(f) for f in FRACTIONS):
+        for p in (fraction_key(f) for f in FRACTIONS if fraction_key(f) in m[t]["target"]):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {pct(tg):>8} {pct(rf):>8} {pts(tg - rf, unit=False):>10}")
     return lines
