@@ -65,11 +65,11 @@ def _default_device() -> str:
     return str(choose_device(None, current().local_rank))  # torchrun: each rank its GPU
 
 
-def model_info(lm: LoadedModel) -> dict[str, Any]:
+def model_info(lm: LoadedModel, loaded: bool = False) -> dict[str, Any]:
     """A checkpoint as ``results.json`` records it (attack and audit): path, hash, epoch,
-    layout and training config, and what was loaded when that says more (foreign weights)."""
+    layout and training config; with ``loaded`` also what was loaded (the audit's record)."""
     info = {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
-    return {**info, "loaded": lm.loaded} if lm.loaded else info
+    return {**info, "loaded": lm.loaded} if loaded and lm.loaded else info
 
 
 def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:

@@ -686,7 +686,7 @@ def _results(
         "npc": cfg.npc,
         "epoch": job.lm.epoch,
         "sets": {"audit": cfg.audit_set, "classifier_train": clf.config.get("set")},
-        "models": {"audited": model_info(job.lm), "classifier": model_info(clf)},
+        "models": {"audited": model_info(job.lm, loaded=True), "classifier": model_info(clf, loaded=True)},
         "classifier": {**clf_info, "accuracy_on_audited": metrics["top1"]["reference"]["100"]},
         "fingerprint": job.index.fingerprint.to_dict(),
         "partition": str(job.part.root),
