@@ -1,21 +1,9 @@
-"""The held-out control of an attack.
-
-Annotated images that neither model trained on — the partition's ``control_{A,B}.npy``
-(``dejavu partition --control N``) or ImageNet's annotated validation images
-(:mod:`dejavu.data.valset`) — are split in two halves CA and CB that play the roles of
-the private sets A and B, and attacked with the *same* models, crops and public
-embeddings. Their score (target − reference) is what two training runs give without any
-memorization; the attack reports the excess of the real score over it
-(:func:`dejavu.analysis.significance.control_block`).
-
-Files, beside the main attack's (same contents as ``dejavu-attack/2``, ``control_`` prefix)::
-
-    control_{X}_attk_{Y}_{attk_idxs,labels,neighb_idxs,neighb_labels|logits}.npy
-    control_crops_{A,B}.npy
-
-``attk_idxs`` are indices into the control's own image list: the training set's index
-for a partition control, the validation listing (``results.json`` ``control.source``)
-for a validation control. ``results.json`` gains a ``control`` block.
+"""The held-out control of an attack: annotated images that neither model trained on (the
+partition's ``control_{A,B}.npy`` or annotated validation images, :mod:`dejavu.data.valset`),
+split into halves CA and CB that play the private sets' roles and attacked with the same
+models, crops and public embeddings (:func:`attack_control`); scored against the attack by
+:func:`dejavu.analysis.significance.control_block`. Files (``control_`` + the attack's
+names) and the ``control`` block: docs/CONTRACTS.md ("Attack folder").
 """
 
 from __future__ import annotations
