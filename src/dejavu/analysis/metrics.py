@@ -33,7 +33,6 @@ def other_set(y: str) -> str:
 
 ARRAYS = tuple(array_name(x, y) for y in SETS for x in SETS)  # A_attk_A, B_attk_A, A_attk_B, B_attk_B
 FRACTIONS = (0.05, 0.20, 1.00)  # the top fractions p every score and interval is given at
-PRIMARY_FRACTION = 0.20  # ``dejavu_score`` (alias of ``score["20"]``)
 SWEEP = np.linspace(0.1, 1.0, 100)
 QUADRANTS = ("memorized", "correlated", "forgotten", "unassociated")
 TOPKS = (1, 5)
