@@ -73,7 +73,7 @@ class AuditResult:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        """The ``metrics`` block of ``results.json`` (:func:`dejavu.audit.metrics.one_model_metrics`)."""
+        """The ``metrics`` block of ``results.json`` (:func:`dejavu.analysis.summary.compute_all` of the audit's comparison)."""
         return self.results["metrics"]
 
 

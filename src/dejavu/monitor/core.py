@@ -396,7 +396,7 @@ def summarize(metrics: dict[str, Any], clf_info: dict[str, Any], n_crops: int, n
     """The monitor's numbers from an audit's ``metrics`` block.
 
     Args:
-        metrics: :func:`dejavu.audit.metrics.one_model_metrics`'s block (or a ``results.json``'s).
+        metrics: the audit's metrics block (:func:`dejavu.audit.run.score_arrays`) (or a ``results.json``'s).
         clf_info: the classifier's info (``heldout_acc``).
         n_crops: audited crops scored.
         n_public: public images searched.
