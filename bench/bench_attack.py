@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from _machine import cpu_name  # bench/_machine.py (run as python bench/<name>.py)
 
 from dejavu.analysis.summary import compute_all
-from dejavu.analysis.tables import pair_scores_from_arrays
+from dejavu.analysis.tables import scores_from_arrays
 from dejavu.attack.crops import default_min_crop_px
 from dejavu.attack.embed import ImageCrops, autocast_dtype
 from dejavu.attack.knn import knn
@@ -160,7 +160,7 @@ def breakdown(out: Path, index, paths, part_root: Path, models, device: str, siz
     arrays = {}
     for name in ("A_attk_A", "B_attk_A", "A_attk_B", "B_attk_B"):
         arrays[name] = {key: np.load(out / f"{name}_{key}.npy") for key in ("attk_idxs", "labels", "neighb_labels")}
-    pairs = {n: pair_scores_from_arrays(a, k, len(index.classes)) for n, a in arrays.items()}
+    pairs = {n: scores_from_arrays(a, k, len(index.classes)) for n, a in arrays.items()}
     me = _t(lambda: compute_all(pairs, len(index.classes), n_boot=n_boot, seed=0))
     parts = {"crop geometry (headers + XML)": geo, "decode+crop+transform (uint8 batches)": dec}
     return {**parts, "knn": kn, "metrics": me}, len(x), fwd

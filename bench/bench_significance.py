@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from dejavu.analysis.bootstrap import bootstrap_cis
-from dejavu.analysis.metrics import PAIRS
+from dejavu.analysis.metrics import ARRAYS
 from dejavu.analysis.significance import (
-    control_pairs_from_folder,
+    control_scores_from_folder,
     excess,
     pair_level,
     shared_example_variance,
 )
-from dejavu.analysis.tables import pair_scores_from_arrays
+from dejavu.analysis.tables import scores_from_arrays
 from dejavu.io import load_npy, read_json
 
 KEYS = ("attk_idxs", "labels", "neighb_labels")
@@ -68,16 +68,16 @@ def pooled_control(folder: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def main_pairs(folder: Path, k: int, c: int):
-    arr = {n: {key: load_npy(folder / f"{n}_{key}.npy") for key in KEYS} for n in PAIRS}
+    arr = {n: {key: load_npy(folder / f"{n}_{key}.npy") for key in KEYS} for n in ARRAYS}
     for a in arr.values():
         a["labels"] = a["labels"].reshape(-1)
-    return {n: pair_scores_from_arrays(a, k, c) for n, a in arr.items()}
+    return {n: scores_from_arrays(a, k, c) for n, a in arr.items()}
 
 
 def split_pairs(pool, rows: dict[str, np.ndarray], k: int, c: int):
     """The four X_attk_Y scores when the pooled rows ``rows['A']``/``rows['B']`` are the halves."""
     return {
-        f"{x}_attk_{y}": pair_scores_from_arrays({key: pool[x][key][rows[y]] for key in KEYS}, k, c)
+        f"{x}_attk_{y}": scores_from_arrays({key: pool[x][key][rows[y]] for key in KEYS}, k, c)
         for x in "AB"
         for y in "AB"
     }
@@ -170,7 +170,7 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
     rng = np.random.default_rng(seed)
     # today's test on the stored split, and on random re-splits of the control
     # everything recomputed from the stored arrays with this version's metrics
-    real = [(main_pairs(f, k, c), control_pairs_from_folder(f, k, c)) for f in folders]
+    real = [(main_pairs(f, k, c), control_scores_from_folder(f, k, c)) for f in folders]
     stored = [bootstrap_cis(cp, n_boot=1000, seed=seed + 1)["top1"]["dejavu_score"] for _, cp in real]
     today_stored = [lo > 0 or hi < 0 for lo, hi in stored]
     today_resplit, new_fp, new_fp_bound, new_fp_pairs_only = [], [], [], []

@@ -1,4 +1,4 @@
-"""Power with 3 and 5 pairs in bench/bench_significance.py (issue 28), on generated neighbour arrays."""
+"""Power with 3 and 5 pairs in bench/bench_significance.py, on generated neighbour arrays."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dejavu.analysis.metrics import PAIRS
-from dejavu.analysis.tables import pair_scores_from_arrays
+from dejavu.analysis.metrics import ARRAYS
+from dejavu.analysis.tables import scores_from_arrays
 
 C, K, N = 10, 10, 100
 
@@ -24,14 +24,14 @@ def _bench():
 def _pair(rng, p_memo: float):
     """The four X_attk_Y scores: model X attacking set Y; X == Y memorizes with ``p_memo``."""
     out = {}
-    for name in PAIRS:
+    for name in ARRAYS:
         own = name[0] == name[-1]
         labels = np.arange(N) % C
         noise = rng.integers(C, size=(N, K))
         hit = rng.random(N) < (p_memo if own else 0.0)
         neighb = np.where(hit[:, None], labels[:, None], noise)
         idx = np.arange(N) + (0 if name.endswith("A") else N)
-        out[name] = pair_scores_from_arrays({"attk_idxs": idx, "labels": labels, "neighb_labels": neighb}, K, C)
+        out[name] = scores_from_arrays({"attk_idxs": idx, "labels": labels, "neighb_labels": neighb}, K, C)
     return out
 
 

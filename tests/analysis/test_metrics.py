@@ -12,7 +12,7 @@ import pytest
 
 from dejavu.analysis.bootstrap import bootstrap_cis, bootstrap_replicates, resample_blocks
 from dejavu.analysis.metrics import (
-    PAIRS,
+    ARRAYS,
     QUADRANTS,
     acc_at,
     n_top,
@@ -97,13 +97,13 @@ def _top_p_over_tie_orders(conf: np.ndarray, correct: np.ndarray, p: float) -> f
 
 def test_top_fraction_ties_share_places_vs_enumeration():
     rng = np.random.default_rng(1)
-    from dejavu.analysis.metrics import PairScores
+    from dejavu.analysis.metrics import Scores
 
     for _trial in range(6):
         n = 7
         conf = rng.integers(0, 3, n).astype(float)  # heavy ties
         corr = rng.choice([0.0, 1.0, 0.5, 0.25], n)
-        s = PairScores(np.arange(n), np.zeros(n, int), np.zeros(n, int), conf, corr, corr)
+        s = Scores(np.arange(n), np.zeros(n, int), np.zeros(n, int), conf, corr, corr)
         ps = [0.15, 0.3, 0.43, 0.6, 1.0]
         got = acc_at(s, ps)
         for p, g in zip(ps, got):
@@ -189,8 +189,8 @@ def test_compute_all_matches_slow_reference():
     rng = np.random.default_rng(3)
     arrays, pairs = random_pairs(rng)
     m = compute_all(pairs, 7, n_boot=50)
-    slow = {name: slow_scores(*arrays[name], 10, 7) for name in PAIRS}
-    for name in PAIRS:
+    slow = {name: slow_scores(*arrays[name], 10, 7) for name in ARRAYS}
+    for name in ARRAYS:
         s = pairs[name]
         assert s.pred.tolist() == [r["pred"] for r in slow[name]]
         np.testing.assert_allclose(s.conf, [r["conf"] for r in slow[name]], atol=1e-12)
@@ -202,7 +202,7 @@ def test_compute_all_matches_slow_reference():
             ref = 0.5 * (slow_acc(slow["B_attk_A"], p, key) + slow_acc(slow["A_attk_B"], p, key))
             assert m[t]["target"][pk] == pytest.approx(tgt, abs=1e-12)
             assert m[t]["reference"][pk] == pytest.approx(ref, abs=1e-12)
-            for name in PAIRS:
+            for name in ARRAYS:
                 assert m[t]["pairs"][name][pk] == pytest.approx(slow_acc(slow[name], p, key), abs=1e-12)
         assert m[t]["dejavu_score"] == pytest.approx(m[t]["target"]["20"] - m[t]["reference"]["20"])
         sw = m[t]["sweep"]
@@ -278,11 +278,11 @@ def test_bootstrap_equals_explicit_resamples():
     rng = np.random.default_rng(6)
     _, pairs = random_pairs(rng, n=(40, 30))
     reps = bootstrap_replicates(pairs, n_boot=25, seed=3)
-    draws = next(resample_blocks({"A": 40, "B": 30}, 25, 3))
+    draws = dict(zip("AB", next(resample_blocks([40, 30], 25, 3))))
     sets = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}
     for r in range(25):
         for topk in (1, 5):
-            for p in (0.2, 1.0):
+            for p in (0.05, 0.2, 1.0):
                 acc = {}
                 for y, names in sets.items():
                     for name in names:
@@ -290,7 +290,7 @@ def test_bootstrap_equals_explicit_resamples():
                         rep = draws[y][r]
                         acc[name] = slow_acc_values(list(s.conf[rep]), list(s.correct(topk)[rep]), p)
                 want = 0.5 * (acc["A_attk_A"] + acc["B_attk_B"]) - 0.5 * (acc["B_attk_A"] + acc["A_attk_B"])
-                assert reps[f"top{topk}_score_{int(p * 100)}"][r] == pytest.approx(want, abs=1e-12)
+                assert reps[(topk, p)][r] == pytest.approx(want, abs=1e-12)
         mem = [
             np.mean([pairs[t].correct1[i] * (1 - pairs[f].correct1[i]) for i in draws[y][r]])
             for y, (t, f) in sets.items()

@@ -1,4 +1,4 @@
-"""Calibrated significance (issue 11): Student t, the excess over the control with its
+"""Calibrated significance: Student t, the excess over the control with its
 paired bootstrap over both example sets, and the interval over model pairs."""
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def test_shared_example_variance():
 
 
 def test_pairs_on_their_own_partitions_get_a_plain_student_t():
-    """Issue 28.3: pairs attacked on different partitions are independent replicates: the
+    """Pairs attacked on different partitions are independent replicates: the
     interval is mean +- t(0.975, N-1) s / sqrt(N) (no example term), and said so."""
     res = [_result(0.30, 0.05), _result(0.25, -0.02), _result(0.35, 0.04)]
     for i, r in enumerate(res):

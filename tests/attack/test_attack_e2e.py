@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dejavu.analysis.metrics import PAIRS, scores_from_neighbours
+from dejavu.analysis.metrics import ARRAYS, scores_from_neighbours
 from dejavu.analysis.summary import compute_all
 from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
@@ -74,7 +74,7 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
         crops = np.load(out / f"crops_{y}.npy")
         assert (crops[:, 2] - crops[:, 0] > 8).all() and (crops[:, 3] - crops[:, 1] > 8).all()
     pairs = {}
-    for name in PAIRS:
+    for name in ARRAYS:
         ni = np.load(out / f"{name}_neighb_idxs.npy")
         nl = np.load(out / f"{name}_neighb_labels.npy")
         ai = np.load(out / f"{name}_attk_idxs.npy")
@@ -125,7 +125,7 @@ def test_attack_writes_contract_files_and_rescores(ckpts, synth_small, partition
     # faiss backend gives the same neighbour labels
     out_f = tmp_path / "att" / "faiss"
     assert main(_args(ckpts, synth_small, partition_small, out_f, extra=["--knn", "faiss"])) == 0
-    for name in PAIRS:
+    for name in ARRAYS:
         assert np.array_equal(
             np.load(out_f / f"{name}_neighb_labels.npy")[:, :5], np.load(out / f"{name}_neighb_labels.npy")[:, :5]
         )
@@ -254,7 +254,7 @@ def test_original_analysis_code_reads_our_files(ckpts, synth_small, partition_sm
     res = json.loads((out / "results.json").read_text())
     # neighbours and attacked images as the original's ImageFolder indexes them
     samples = ImageFolder(str(synth_small / "train")).samples
-    for name in PAIRS:
+    for name in ARRAYS:
         ni, nl = np.load(out / f"{name}_neighb_idxs.npy"), np.load(out / f"{name}_neighb_labels.npy")
         assert np.array_equal(np.vectorize(lambda i: samples[i][1])(ni), nl)
         ai, lab = np.load(out / f"{name}_attk_idxs.npy"), np.load(out / f"{name}_labels.npy")
@@ -300,7 +300,7 @@ def test_folders_of_the_previous_format_are_still_read(ckpts, synth_small, parti
     shutil.copytree(new, old)
     pub = np.load(old / "public_idxs.npy")
     pos_of = {int(g): i for i, g in enumerate(pub)}
-    for name in PAIRS:
+    for name in ARRAYS:
         ni = np.load(new / f"{name}_neighb_idxs.npy")
         np.save(old / f"{name}_neighb_idxs.npy", np.vectorize(pos_of.get)(ni).astype(np.int64))
         np.save(old / f"{name}_labels.npy", np.load(new / f"{name}_labels.npy")[:, 0])
@@ -309,7 +309,7 @@ def test_folders_of_the_previous_format_are_still_read(ckpts, synth_small, parti
     (old / "results.json").write_text(json.dumps(res))
     a, _ = scores_from_folder(new)
     b, _ = scores_from_folder(old)
-    for name in PAIRS:
+    for name in ARRAYS:
         assert np.array_equal(
             read_neighbour_idxs(old, name, "dejavu-attack/1"), np.load(new / f"{name}_neighb_idxs.npy")
         )

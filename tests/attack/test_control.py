@@ -1,4 +1,4 @@
-"""The held-out control of an attack (issue 11): the partition's control and annotated
+"""The held-out control of an attack: the partition's control and annotated
 validation images, attacked with the same models; results.json "control" block and files."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dejavu.analysis.metrics import PAIRS, scores_from_neighbours
+from dejavu.analysis.metrics import ARRAYS, scores_from_neighbours
 from dejavu.analysis.significance import excess
 from dejavu.analysis.summary import compute_all
 from dejavu.cli import main
@@ -58,7 +58,7 @@ def _args(synth_small, d, a, b, out, *extra):
 
 def _control_pairs(out: Path, k: int = 10):
     pairs = {}
-    for name in PAIRS:
+    for name in ARRAYS:
         ld = {key: np.load(out / f"control_{name}_{key}.npy") for key in ("attk_idxs", "labels", "neighb_labels")}
         pairs[name] = scores_from_neighbours(ld["neighb_labels"], ld["labels"][:, 0], ld["attk_idxs"], k, 10)
     return pairs
@@ -96,7 +96,7 @@ def test_partition_control_by_default(synth_small, setup, capsys):
     assert e["control"] == pytest.approx(m["top1"]["dejavu_score"])
     assert e["excess"] == pytest.approx(e["score"] - e["control"]) and e["ci95"][0] <= e["excess"] <= e["ci95"][1]
     main_pairs = {}
-    for name in PAIRS:
+    for name in ARRAYS:
         ld = {key: np.load(out / f"{name}_{key}.npy") for key in ("attk_idxs", "labels", "neighb_labels")}
         main_pairs[name] = scores_from_neighbours(
             ld["neighb_labels"], ld["labels"].reshape(-1), ld["attk_idxs"], 10, 10

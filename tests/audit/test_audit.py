@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from dejavu.analysis.metrics import scores_from_neighbours
+from dejavu.analysis.metrics import Comparison, scores_from_neighbours
+from dejavu.analysis.summary import compute_all
+from dejavu.audit.classifier import classifier_scores
 from dejavu.audit.config import AuditConfig
-from dejavu.audit.metrics import classifier_scores, one_model_metrics
 from dejavu.cli import main
 from dejavu.data.imagefolder import scan_imagefolder
 
@@ -55,7 +56,7 @@ def _rescore(out: Path, res: dict) -> dict:
         np.load(out / "model_neighb_labels.npy"), lab, idx, res["config"]["k_attk"], res["num_classes"]
     )
     r = classifier_scores(np.load(out / "classifier_logits.npy"), lab, idx, res["config"]["confidence"])
-    return json.loads(json.dumps(one_model_metrics(t, r, res["num_classes"], "A", n_boot=50, seed=0)))
+    return json.loads(json.dumps(compute_all([Comparison("A", t, r)], res["num_classes"], n_boot=50, seed=0)))
 
 
 def test_audit_writes_files_and_rescores(ckpt, synth_small, partition_small, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The held-out control of `dejavu audit` (issue 11): a partition's control or validation
+"""The held-out control of `dejavu audit`: a partition's control or validation
 images audited by the same model and classifier, the excess over it, and the control's
 images kept out of the classifier's training set and the audited set."""
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dejavu.analysis.metrics import PairScores, scores_from_neighbours
-from dejavu.audit.control import one_model_excess
-from dejavu.audit.metrics import classifier_scores, one_model_metrics
+from dejavu.analysis.metrics import Comparison, Scores, scores_from_neighbours
+from dejavu.analysis.significance import excess
+from dejavu.analysis.summary import compute_all
+from dejavu.audit.classifier import classifier_scores
+from dejavu.audit.control import AUDIT_EXCESS
 from dejavu.cli import main
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.partition import partition
@@ -83,7 +85,7 @@ def test_partition_control_audited_and_reported(synth_small, setup, capsys):
     # the stored block re-scores from the stored arrays; excess = score - control
     t, r = _scores(out, "", res)
     ct, cr = _scores(out, "control_", res)
-    m = one_model_metrics(ct, cr, 10, "control", n_boot=0)
+    m = compute_all([Comparison("control", ct, cr)], 10, n_boot=0)
     assert c["metrics"]["top1"]["dejavu_score"] == pytest.approx(m["top1"]["dejavu_score"])
     for top in ("top1", "top5"):
         e = c["excess"][top]["20"]
@@ -92,7 +94,7 @@ def test_partition_control_audited_and_reported(synth_small, setup, capsys):
         assert e["excess"] == pytest.approx(e["score"] - e["control"])
     e100 = c["excess"]["top1"]["100"]
     assert e100["score"] == pytest.approx(res["metrics"]["top1"]["dejavu_score_100"])
-    again = one_model_excess(t, r, ct, cr, n_boot=100, seed=0)
+    again = excess([Comparison("A", t, r)], [Comparison("control", ct, cr)], wording=AUDIT_EXCESS, n_boot=100, seed=0)
     assert again["top1"]["20"]["ci95"] == pytest.approx(c["excess"]["top1"]["20"]["ci95"])
     # the report reads the audit with its control block
     from dejavu.report.collect import collect
@@ -177,11 +179,11 @@ def test_validation_control_and_released_checkpoint(synth_small, setup):
     )
 
 
-def _scores_of(correct: np.ndarray, conf: np.ndarray, offset: int = 0) -> PairScores:
+def _scores_of(correct: np.ndarray, conf: np.ndarray, offset: int = 0) -> Scores:
     n = len(correct)
     labels = np.zeros(n, np.int64)
     pred = np.where(correct > 0, 0, 1)
-    return PairScores(
+    return Scores(
         index=np.arange(offset, offset + n),
         labels=labels,
         pred=pred,
@@ -198,16 +200,15 @@ def test_one_model_excess_statistics():
     n = 400
     t = _scores_of(rng.random(n) < 0.5, rng.random(n))
     r = _scores_of(rng.random(n) < 0.4, rng.random(n))
-    same = one_model_excess(t, r, t, r, n_boot=300, seed=1)
+    same = excess([Comparison("A", t, r)], [Comparison("control", t, r)], wording=AUDIT_EXCESS, n_boot=300, seed=1)
     e = same["top1"]["20"]
     assert e["excess"] == 0 and e["ci95"][0] < 0 < e["ci95"][1] and not e["excludes_zero"]
-    mem = one_model_excess(
-        _scores_of(np.ones(n), rng.random(n)), _scores_of(np.zeros(n), rng.random(n)), t, r, n_boot=300, seed=1
-    )
+    hit = Comparison("A", _scores_of(np.ones(n), rng.random(n)), _scores_of(np.zeros(n), rng.random(n)))
+    mem = excess([hit], [Comparison("control", t, r)], n_boot=300, seed=1, wording=AUDIT_EXCESS)
     e = mem["top1"]["20"]
     s_c = (1.0 - 0.0) - e["control"]
     assert e["score"] == 1.0 and e["excess"] == pytest.approx(s_c) and e["excludes_zero"] and e["ci95"][0] > 0
-    none = one_model_excess(t, r, t, r, n_boot=0)["top1"]["20"]
+    none = excess([Comparison("A", t, r)], [Comparison("control", t, r)], wording=AUDIT_EXCESS, n_boot=0)["top1"]["20"]
     assert np.isnan(none["ci95"]).all() and not none["excludes_zero"]
 
 

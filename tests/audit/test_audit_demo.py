@@ -1,4 +1,4 @@
-"""Issue 13 item 3 on the synthetic default: the one-model audit of the demo's target model
+"""On the synthetic default: the one-model audit of the demo's target model
 finds déjà vu (a positive score; the all-crop gap's 95% CI above 0), the audit of its
 reference model on the same set A (never seen) does not (CIs containing 0, or below the
 target's), and the memorized examples of the one-model and the two-model tests overlap

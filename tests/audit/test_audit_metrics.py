@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dejavu.analysis.metrics import scores_from_logits, scores_from_neighbours
-from dejavu.audit.classifier import holdout_split
-from dejavu.audit.metrics import classifier_scores, one_model_metrics
+from dejavu.analysis.metrics import Comparison, scores_from_logits, scores_from_neighbours
+from dejavu.analysis.summary import compute_all
+from dejavu.audit.classifier import classifier_scores, holdout_split
 
 
 def _scores(seed: int, n: int = 400, C: int = 10, k: int = 20, p_right: float = 0.5):
@@ -25,7 +25,7 @@ def test_scores_against_direct_computation():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(len(labels), 10))
     r = classifier_scores(logits, labels, t.index, "neg_entropy")
-    m = one_model_metrics(t, r, 10, "A", n_boot=200, seed=0)
+    m = compute_all([Comparison("A", t, r)], 10, n_boot=200, seed=0)
     acc_t = t.correct1[np.argsort(-t.conf, kind="stable")[:80]].mean()  # 20% of 400 (ties aside)
     assert m["top1"]["target"]["100"] == pytest.approx(t.correct1.mean())
     assert m["top1"]["reference"]["100"] == pytest.approx((logits.argmax(1) == labels).mean())
@@ -48,7 +48,7 @@ def test_same_scores_give_zero_score_and_ci():
 
     t, _ = _scores(2)
     r = replace(t, conf=t.conf.copy())  # a classifier that answers exactly as the model
-    m = one_model_metrics(t, r, 10, n_boot=100)
+    m = compute_all([Comparison("A", t, r)], 10, n_boot=100)
     assert m["top1"]["dejavu_score"] == 0 and m["top1"]["ci95"]["dejavu_score"] == [0.0, 0.0]
     assert m["quadrants"]["memorized"] == pytest.approx(m["quadrants"]["forgotten"])
     assert m["rankings"]["most_memorized"] == [] or all(

@@ -1,10 +1,11 @@
-"""How an audit's "memorized" may be read (issue 22, item 7): an upper bound without a control;
+"""How an audit's "memorized" may be read: an upper bound without a control;
 warnings for a control too small to judge by, or an excess significant only because the
 control came out negative."""
 
 from __future__ import annotations
 
-from dejavu.audit.control import MIN_CONTROL_CROPS, memorization_reading, summary_lines
+from dejavu.analysis.significance import control_summary_lines
+from dejavu.audit.control import MIN_CONTROL_CROPS, memorization_reading
 from dejavu.audit.run import summary_text
 
 
@@ -46,7 +47,7 @@ def test_small_control_and_negative_control_warned():
     notes = memorization_reading(res)["notes"]
     assert any(f"only {MIN_CONTROL_CROPS - 1} crops" in n for n in notes)
     assert any("only because the control came out negative (-0.400)" in n for n in notes)
-    assert "note: the control has only" in summary_text(res) and summary_lines(res)
+    assert "note: the control has only" in summary_text(res) and control_summary_lines(res)
 
 
 def test_a_sound_control_reads_plainly():

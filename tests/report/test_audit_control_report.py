@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dejavu.audit.control import verdict_text
+from dejavu.analysis.significance import verdict_text
 from dejavu.cli import main
 from dejavu.data.imagefolder import DataPaths, scan_imagefolder
 from dejavu.partition import partition
@@ -48,7 +48,7 @@ def test_report_shows_audit_control_and_excess(audited):
         assert f"{pts(e['control'])} / <b>{pts(e['excess'])}</b>" in sec  # differences in points
         assert f"(95% CI over examples {pts_ci(e['ci95'])})" in sec
     ex = res["control"]["excess"]["top1"]["20"]
-    verdict = verdict_text(ex)
+    verdict = verdict_text(ex, one_model=True)
     assert "excess over the control" in verdict and "95% CI" in verdict  # n_boot 50: an interval
     assert f"<tr><th>verdict (top-1, 20%)</th><td>{html.escape(verdict)}</td></tr>" in sec
     n = res["control"]["counts"]["control"]

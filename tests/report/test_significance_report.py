@@ -1,4 +1,4 @@
-"""Score against the held-out control in `dejavu plot` and `dejavu report` (issue 11):
+"""Score against the held-out control in `dejavu plot` and `dejavu report`:
 per-pair score/control/excess and the interval over pairs differing only in the seed."""
 
 from __future__ import annotations

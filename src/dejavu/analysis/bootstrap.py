@@ -1,54 +1,57 @@
-"""Bootstrap confidence intervals for the déjà vu score and the quadrant shares.
+"""The one resampler: percentile bootstrap intervals over the attacked examples.
 
-Unit of resampling: the attacked example. Each set (A, B) is resampled with replacement
-independently; within a set the SAME resample is used for the target and the reference
-model (a paired bootstrap: both models attacked the same crops). A resample is drawn as
-``n`` indices and turned into a count vector ``w`` over the examples (one ``bincount`` for
-a whole block of replicates), so everything stays vectorised: per model, the counts are
-summed over groups of equal confidence and the top fraction ``p`` of a resample is read
-off the cumulative group weights by :func:`dejavu.analysis.metrics.top_fraction_acc`, the
-same tie-sharing rule as the population test (duplicates of an example share its
-confidence, so they fall in its group).
+Each comparison's set is resampled with replacement, independently; within a set the SAME
+resample serves the target and the reference (paired: both scored the same crops). A
+resample is turned into counts over cells of examples that score alike (one ``bincount``
+per block of replicates) and the top fraction ``p`` is read off the cumulative counts by
+:func:`dejavu.analysis.metrics.top_fraction_acc`, the population test's tie rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from dejavu.analysis.metrics import (
     FRACTIONS,
-    PAIRS,
+    LEVEL,
     QUADRANTS,
-    PairScores,
+    SCORE_ALIASES,
+    TOPKS,
+    Comparison,
+    Comparisons,
+    Scores,
+    comparisons,
     conf_groups,
+    fraction_key,
+    mean_over,
     n_top,
     quadrant_masks,
     top_fraction_acc,
 )
 
 _CELLS = 2**22  # resample-block size (replicates x examples) to bound memory
-SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}
 
 
-def resample_blocks(n: dict[str, int], n_boot: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
+def resample_blocks(sizes: Sequence[int], n_boot: int, seed: int, copies: int = 1) -> Iterator[list[np.ndarray]]:
     """The resampled example positions, in blocks of replicates.
 
     Args:
-        n: examples per set, e.g. ``{"A": 120, "B": 90}``.
+        sizes: examples per set, each resampled independently (in this order).
         n_boot: replicates in all.
         seed: seed of ``numpy.random.default_rng``.
+        copies: how many score sets share a resample (bounds the block's memory).
 
     Yields:
-        ``{set: (r, n_set) int64 positions}`` per block (sets drawn in the order of ``n``).
+        One ``(r, n_set)`` int64 array of positions per set, per block of ``r`` replicates.
     """
     rng = np.random.default_rng(seed)
-    block = max(1, _CELLS // max(1, max(n.values(), default=1)))
+    block = max(1, _CELLS // max(1, max(sizes, default=1) * copies))
     for start in range(0, n_boot, block):
         r = min(block, n_boot - start)
-        yield {y: rng.integers(0, max(ny, 1), size=(r, ny)) for y, ny in n.items()}
+        yield [rng.integers(0, max(n, 1), size=(r, n)) for n in sizes]
 
 
 def cell_counts(idx: np.ndarray, cell: np.ndarray, n_cells: int) -> np.ndarray:
@@ -68,12 +71,12 @@ def cell_counts(idx: np.ndarray, cell: np.ndarray, n_cells: int) -> np.ndarray:
     return np.bincount(key.ravel(), minlength=r * n_cells).reshape(r, n_cells).astype(np.float64)
 
 
-class PairCells:
+class ScoreCells:
     """One model's examples collapsed into cells of equal (confidence group, top-1
     correctness, top-5 correctness): a resample only needs how many of its draws fall in
     each cell, so a block of replicates costs one gather and one ``bincount``."""
 
-    def __init__(self, scores: PairScores) -> None:
+    def __init__(self, scores: Scores) -> None:
         order, starts = conf_groups(scores.conf)
         gid = np.empty(len(order), np.int64)
         gid[order] = np.cumsum(np.isin(np.arange(len(order)), starts)) - 1
@@ -87,7 +90,7 @@ class PairCells:
         self.c = {1: u1[(keys // len(u5)) % len(u1)], 5: u5[keys % len(u5)]}
         self.n = len(order)
 
-    def top_accs(self, counts: np.ndarray, ps, topks=(1, 5)) -> dict[tuple[int, float], np.ndarray]:
+    def top_accs(self, counts: np.ndarray, ps, topks=TOPKS) -> dict[tuple[int, float], np.ndarray]:
         """Accuracy of the top fraction ``p`` per resample row, for every (topk, p).
 
         Args:
@@ -108,63 +111,75 @@ class PairCells:
         return out
 
 
-def _quadrant_cells(pairs: dict[str, PairScores], y: str) -> tuple[np.ndarray, np.ndarray]:
-    """Examples of set ``y`` collapsed by their four quadrant probabilities:
-    (n,) cell ids and (n_cells, 4) probabilities."""
-    t, r = SETS[y]
-    masks = quadrant_masks(pairs[t], pairs[r], 1)
-    rows = np.stack([masks[q] for q in QUADRANTS], axis=1)
-    vals, cell = np.unique(rows, axis=0, return_inverse=True)
-    return cell.reshape(-1), vals
+class Resampled:
+    """The comparisons' scores collapsed for the bootstrap (:class:`ScoreCells` per score
+    set, quadrant cells per set), read per block of resamples (one per comparison)."""
+
+    def __init__(self, comps: Sequence[Comparison]) -> None:
+        self.comps = comps
+        self.sizes = [len(c.target.index) for c in comps]
+        self.cells = [(ScoreCells(c.target), ScoreCells(c.reference)) if n else None for c, n in zip(comps, self.sizes)]
+        self.quad: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for c, n in zip(comps, self.sizes):
+            masks = quadrant_masks(c.target, c.sample_ref, 1)
+            vals, cell = np.unique(np.stack([masks[q] for q in QUADRANTS], axis=1), axis=0, return_inverse=True)
+            self.quad.append((cell.reshape(-1), vals) if n else None)
+
+    def accs(
+        self, draws: Sequence[np.ndarray], ps, topks=TOPKS
+    ) -> dict[tuple[int, float], tuple[np.ndarray, np.ndarray]]:
+        """Target and reference accuracy (each averaged over the comparisons) per (topk, p)."""
+        r = len(draws[0])
+        per: list[tuple[dict, dict]] = []
+        for pc, idx in zip(self.cells, draws):
+            got = [x.top_accs(cell_counts(idx, x.cell, x.n_cells), ps, topks) for x in pc] if pc else [{}, {}]
+            per.append((got[0], got[1]))
+        nan = np.full(r, np.nan)
+        return {
+            (k, p): (mean_over([t.get((k, p), nan) for t, _ in per]), mean_over([f.get((k, p), nan) for _, f in per]))
+            for k in topks
+            for p in ps
+        }
+
+    def scores(self, draws: Sequence[np.ndarray], ps=FRACTIONS) -> dict[tuple[int, float], np.ndarray]:
+        """Score replicates (target − reference) per (topk, p)."""
+        return {k: t - r for k, (t, r) in self.accs(draws, ps).items()}
+
+    def quadrants(self, draws: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Quadrant share replicates (top-1), averaged over the comparisons."""
+        shares = [
+            cell_counts(idx, q[0], len(q[1])) @ q[1] / n if q else np.full((len(idx), len(QUADRANTS)), np.nan)
+            for q, idx, n in zip(self.quad, draws, self.sizes)
+        ]
+        return {q: mean_over([s[:, j] for s in shares]) for j, q in enumerate(QUADRANTS)}
 
 
 def bootstrap_replicates(
-    pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0, fractions=(0.20, 1.00)
-) -> dict[str, np.ndarray]:
-    """Replicates (n_boot,) of: top{1,5} scores at each fraction and quadrant shares.
+    comps: Comparisons, n_boot: int = 1000, seed: int = 0, fractions=FRACTIONS
+) -> dict[Any, np.ndarray]:
+    """Replicates (n_boot,) of the scores at each (top-k, fraction) and of the quadrant shares.
 
     Args:
-        pairs: the four :data:`PAIRS` scores; target and reference of a set aligned.
+        comps: the comparisons (or the four :data:`~dejavu.analysis.metrics.ARRAYS` scores).
         n_boot: number of replicates.
         seed: seed of ``numpy.random.default_rng``.
         fractions: the top fractions ``p`` scored.
 
     Returns:
-        ``{"top{k}_score_{P}": (n_boot,) float64}`` for k in 1, 5 and ``P = round(100 p)``,
-        plus ``{quadrant: (n_boot,) share}`` (top-1, swap-averaged). NaN where a set has no
-        attacked example.
+        ``{(topk, p): (n_boot,) float64}`` and ``{quadrant: (n_boot,) share}`` (top-1); NaN
+        where a set has no attacked example.
     """
-    n = {y: len(pairs[t].index) for y, (t, _) in SETS.items()}
-    cells = {name: PairCells(pairs[name]) for name in PAIRS if n[name[-1]]}
-    qcells = {y: _quadrant_cells(pairs, y) for y in SETS if n[y]}
-    out: dict[str, list[np.ndarray]] = {}
-    for draws in resample_blocks(n, n_boot, seed):
-        r = len(draws["A"])
-        acc: dict[tuple, np.ndarray] = {}
-        quad = {q: np.zeros(r) for q in QUADRANTS}
-        for y, names in SETS.items():
-            for name in names:
-                pc = cells.get(name)
-                got = pc.top_accs(cell_counts(draws[y], pc.cell, pc.n_cells), fractions) if pc else {}
-                for topk in (1, 5):
-                    for p in fractions:
-                        acc[(name, topk, p)] = got.get((topk, p), np.full(r, np.nan))
-            if n[y]:
-                qc, qv = qcells[y]
-                shares = cell_counts(draws[y], qc, len(qv)) @ qv / n[y]
-            for j, q in enumerate(QUADRANTS):
-                quad[q] += 0.5 * (shares[:, j] if n[y] else np.nan)
-        for topk in (1, 5):
-            for p in fractions:
-                tgt = 0.5 * (acc[("A_attk_A", topk, p)] + acc[("B_attk_B", topk, p)])
-                ref_ = 0.5 * (acc[("B_attk_A", topk, p)] + acc[("A_attk_B", topk, p)])
-                out.setdefault(f"top{topk}_score_{int(round(p * 100))}", []).append(tgt - ref_)
-        for q in QUADRANTS:
-            out.setdefault(q, []).append(quad[q])
+    rs = Resampled(comparisons(comps))
+    out: dict[Any, list[np.ndarray]] = {}
+    for draws in resample_blocks(rs.sizes, n_boot, seed):
+        for k, v in rs.scores(draws, fractions).items():
+            out.setdefault(k, []).append(v)
+        for q, v in rs.quadrants(draws).items():
+            out.setdefault(q, []).append(v)
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def percentile_ci(x: np.ndarray, level: float = 0.95) -> list[float]:
+def percentile_ci(x: np.ndarray, level: float = LEVEL) -> list[float]:
     """Percentile interval of bootstrap replicates, NaNs dropped.
 
     Args:
@@ -182,52 +197,39 @@ def percentile_ci(x: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def bootstrap_cis(
-    pairs: dict[str, PairScores], n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict[str, Any]:
-    """Percentile CIs: ``{"top1": {"dejavu_score": [lo, hi], "dejavu_score_100": ...},
-    "top5": {...}, "quadrants": {"memorized": [lo, hi], ...}}``.
+def bootstrap_cis(comps: Comparisons, n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> dict[str, Any]:
+    """Percentile CIs of the scores and the quadrant shares.
 
     Args:
-        pairs: the four :data:`PAIRS` scores; target and reference of a set aligned.
+        comps: the comparisons (or the four :data:`~dejavu.analysis.metrics.ARRAYS` scores).
         n_boot: number of replicates; ``<= 0`` gives NaN intervals.
         seed: seed of ``numpy.random.default_rng``.
         level: coverage of the intervals.
 
     Returns:
-        The intervals above (``dejavu_score`` at 20%, ``dejavu_score_100`` at 100%), each
-        ``[lo, hi]`` floats.
+        ``{"top1": {"score": {P: [lo, hi]}, "dejavu_score", "dejavu_score_100"}, "top5": ...,
+        "quadrants": {quadrant: [lo, hi]}}`` (``P`` as :func:`fraction_key`; the old names
+        are aliases of ``score["20"]`` and ``score["100"]``).
     """
-    assert set(PAIRS) <= set(pairs) and FRACTIONS
-    if n_boot <= 0:
-        nan = [float("nan"), float("nan")]
-        return {
-            "top1": {"dejavu_score": nan, "dejavu_score_100": nan},
-            "top5": {"dejavu_score": nan, "dejavu_score_100": nan},
-            "quadrants": {q: nan for q in QUADRANTS},
-        }
-    reps = bootstrap_replicates(pairs, n_boot, seed)
-    return {
-        **{
-            f"top{k}": {
-                "dejavu_score": percentile_ci(reps[f"top{k}_score_20"], level),
-                "dejavu_score_100": percentile_ci(reps[f"top{k}_score_100"], level),
-            }
-            for k in (1, 5)
-        },
-        "quadrants": {q: percentile_ci(reps[q], level) for q in QUADRANTS},
-    }
+    reps = bootstrap_replicates(comps, max(0, n_boot), seed)
+    empty = np.zeros(0)
+    out: dict[str, Any] = {}
+    for k in TOPKS:
+        score = {fraction_key(p): percentile_ci(reps.get((k, p), empty), level) for p in FRACTIONS}
+        out[f"top{k}"] = {"score": score, **{alias: score[p] for p, alias in SCORE_ALIASES.items()}}
+    out["quadrants"] = {q: percentile_ci(reps.get(q, empty), level) for q in QUADRANTS}
+    return out
 
 
 def accuracy_bands(
-    pairs: dict[str, PairScores], ps, topk: int = 1, n_boot: int = 200, seed: int = 0, level: float = 0.95
+    comps: Comparisons, ps, topk: int = 1, n_boot: int = 200, seed: int = 0, level: float = LEVEL
 ) -> dict[str, list[list[float]]]:
     """Percentile intervals of the target's and the reference's accuracy on the top fraction
-    ``p`` of their most confident examples (each swap-averaged, as the point values), for the
-    figures' bands: the examples of each set resampled together, as for the score.
+    ``p`` of their most confident examples (each averaged over the comparisons, as the point
+    values), for the figures' bands.
 
     Args:
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four :data:`~dejavu.analysis.metrics.ARRAYS` scores).
         ps: the fractions ``p`` in (0, 1].
         topk: 1 or 5.
         n_boot: replicates.
@@ -238,18 +240,12 @@ def accuracy_bands(
         ``{"target": [lo_list, hi_list], "reference": [lo_list, hi_list]}``, one value per ``p``.
     """
     ps = [float(p) for p in ps]
-    n = {y: len(pairs[t].index) for y, (t, _) in SETS.items()}
-    cells = {name: PairCells(pairs[name]) for name in PAIRS if n[name[-1]]}
+    rs = Resampled(comparisons(comps))
     reps: dict[str, list[np.ndarray]] = {"target": [], "reference": []}
-    for draws in resample_blocks(n, n_boot, seed):
-        r = len(draws["A"])
-        acc = {}
-        for name in PAIRS:
-            pc = cells.get(name)
-            got = pc.top_accs(cell_counts(draws[name[-1]], pc.cell, pc.n_cells), ps, (topk,)) if pc else {}
-            acc[name] = np.stack([got.get((topk, p), np.full(r, np.nan)) for p in ps], axis=1)
-        reps["target"].append(0.5 * (acc["A_attk_A"] + acc["B_attk_B"]))
-        reps["reference"].append(0.5 * (acc["B_attk_A"] + acc["A_attk_B"]))
+    for draws in resample_blocks(rs.sizes, n_boot, seed):
+        acc = rs.accs(draws, ps, (topk,))
+        reps["target"].append(np.stack([acc[(topk, p)][0] for p in ps], axis=1))
+        reps["reference"].append(np.stack([acc[(topk, p)][1] for p in ps], axis=1))
     out = {}
     for role, blocks in reps.items():
         x = np.concatenate(blocks)  # (n_boot, len(ps))

@@ -63,22 +63,21 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
         DejavuError: an unreadable folder, ``inplace`` without ``force``, or an existing
         output without ``force``.
     """
-    import numpy as np
-
     from dejavu import DejavuError
+    from dejavu.analysis.metrics import two_model
+    from dejavu.analysis.significance import primary_endpoint, rescore_control
     from dejavu.analysis.summary import compute_all
-    from dejavu.analysis.tables import scores_from_folder, write_examples_csv
-    from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write
+    from dejavu.analysis.tables import scores_from_folder, write_conf_sweeps, write_examples_csv
+    from dejavu.io import atomic_write_json, check_can_write
 
     folder = Path(folder)
-    pairs, res = scores_from_folder(folder, k_attk)
+    scores, res = scores_from_folder(folder, k_attk)
+    comps = two_model(scores)
     cfg = res.get("config", {})
     k = k_attk if k_attk is not None else cfg.get("k_attk") or cfg.get("k")
     num_classes = res["num_classes"]  # set by scores_from_folder (from provenance or the labels seen)
-    metrics = compute_all(pairs, num_classes, n_boot=n_boot, seed=seed)
-    from dejavu.analysis.significance import primary_endpoint, rescore_control
-
-    control = rescore_control(folder, pairs, res, k, int(num_classes), n_boot, seed) if "control" in res else None
+    metrics = compute_all(comps, num_classes, n_boot=n_boot, seed=seed)
+    control = rescore_control(folder, comps, res, k, int(num_classes), n_boot, seed) if "control" in res else None
     if inplace:
         if not force:
             raise DejavuError(f"{folder / 'results.json'}: --inplace rewrites it; pass --force too")
@@ -88,13 +87,8 @@ def analyze(folder, k_attk=None, n_boot=1000, seed=0, out=None, inplace=False, f
         res.setdefault("config", {})["k_attk"] = k
         res["config"]["n_boot"], res["config"]["seed"] = n_boot, seed
         res["primary_endpoint"] = primary_endpoint(res)
-        for name in pairs:
-            for t in (1, 5):
-                atomic_save_npy(
-                    folder / f"top_{t}_conf_sweep_{name}.npy",
-                    np.asarray(metrics[f"top{t}"]["pair_sweeps"][name], np.float64),
-                )
-        write_examples_csv(folder / "examples.csv", pairs, topk)
+        write_conf_sweeps(folder, metrics)
+        write_examples_csv(folder / "examples.csv", comps, topk)
         atomic_write_json(folder / "results.json", res)
     else:
         dest = Path(out) if out else folder / f"analysis_k{k}.json"

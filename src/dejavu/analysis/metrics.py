@@ -1,37 +1,16 @@
-"""Déjà vu metrics (DESIGN 2.4-2.5): pure, vectorised numpy on stored arrays.
+"""Déjà vu metrics (DESIGN 2.4-2.5): pure, vectorised numpy on stored arrays, no torch.
 
-No torch and no models here: everything is recomputed from neighbour labels (or logits),
-true labels and dataset indices, so ``dejavu analyze`` re-scores an attack folder.
-
-Conventions (the original's protocol, scored without its arbitrary tie-breaks):
-
-* **Prediction** from the first ``k_attk`` neighbour labels, as the original counts it
-  (``torch.topk`` over the per-class vote counts). Where classes tie across the k-th place,
-  the original's order is arbitrary; we score the **expectation over a random tie order**:
-  with ``a`` classes voted more than the true class and ``t`` classes (the true one
-  included) voted exactly as often, top-k correctness is ``1`` if ``a + t <= k``, ``0`` if
-  ``a >= k`` and ``(k - a) / t`` otherwise. A true class with no vote shares the empty
-  places with every other zero-vote class (``t = C - #voted``), as ``torch.topk`` fills
-  them. ``pred`` (for display) is the most voted class, ties by the smaller class index.
-* **Confidence** = negative entropy (natural log) of the neighbour-label histogram
-  ``sum_c p_c log p_c`` with ``p = counts / k_attk`` (0 = all neighbours agree), summed in
-  a canonical order so equal histograms get bit-identical confidences.
-  Logits variant: the same expectation over the logits, confidence = max logit.
-* **Top fraction p** of n examples: the ``int(p*n)`` most confident (at least 1), as the
-  original; examples tied with the last selected confidence share the remaining places
-  (the tied group contributes its mean correctness). One function, :func:`top_fraction_acc`,
-  serves the population test, the 100-point sweep and the bootstrap.
-* ``acc_target(p) = ½[acc(A_attk_A, p) + acc(B_attk_B, p)]``,
-  ``acc_ref(p) = ½[acc(B_attk_A, p) + acc(A_attk_B, p)]``, each model ranking by its
-  own confidence; déjà vu score = target − reference at 20% (and at 100%).
-* **Quadrants** on all attacked examples of a set, target vs reference (top-1):
-  memorized (T right, R wrong), correlated (both right), forgotten (T wrong, R right),
-  unassociated (both wrong), each as an expectation (the two models' tie orders are
-  independent); shares averaged over the swap (set A and set B).
+Per-example scores (:class:`Scores`) come from neighbour labels or logits; every test takes
+a list of :class:`Comparison` (one attacked set scored by a target against a reference) and
+averages over it: the two-model test compares A vs B on set A and B vs A on set B
+(:func:`two_model`), an audit the model vs its crop classifier on the audited set. The
+conventions (expected top-k over random tie orders, entropy confidence, tie sharing at the
+top-fraction cut, quadrants as expectations) are those of docs/DESIGN.md §2.4-2.5.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +18,57 @@ import numpy as np
 
 from dejavu import DejavuError
 
-PAIRS = ("A_attk_A", "B_attk_A", "A_attk_B", "B_attk_B")
-FRACTIONS = (0.05, 0.20, 1.00)
+SETS = ("A", "B")  # the two-model test's private sets; model X trained on set X
+
+
+def array_name(model: str, attacked: str) -> str:
+    """The original's name of one model's arrays on one set, e.g. ``B_attk_A`` (model B attacks set A)."""
+    return f"{model}_attk_{attacked}"
+
+
+def other_set(y: str) -> str:
+    """The other private set (``A`` <-> ``B``)."""
+    return SETS[1 - SETS.index(y)]
+
+
+ARRAYS = tuple(array_name(x, y) for y in SETS for x in SETS)  # A_attk_A, B_attk_A, A_attk_B, B_attk_B
+FRACTIONS = (0.05, 0.20, 1.00)  # the top fractions p every score and interval is given at
 SWEEP = np.linspace(0.1, 1.0, 100)
 QUADRANTS = ("memorized", "correlated", "forgotten", "unassociated")
+TOPKS = (1, 5)
+LEVEL = 0.95  # coverage of every interval
 _CHUNK = 8192  # rows per block for (n, num_classes) logit matrices: bounded memory
 
 
+def fraction_key(p: float) -> str:
+    """The results.json key of a fraction: ``0.2`` -> ``"20"``."""
+    return f"{int(round(p * 100))}"
+
+
+# results.json names of the score at a fraction before the scores were keyed by fraction;
+# still written (and read) as aliases for one format version (docs/CONTRACTS.md)
+SCORE_ALIASES = {"20": "dejavu_score", "100": "dejavu_score_100"}
+
+
+def score_at(block: dict[str, Any], p: str | int = "20") -> Any:
+    """The score (or its interval) at fraction ``p`` of a ``metrics[top]`` block or of its
+    ``ci95``: ``score[p]``, or the old alias of a results file written before it.
+
+    Args:
+        block: ``metrics["top1"]`` (or ``metrics["top1"]["ci95"]``) of a results.json.
+        p: the fraction in percent.
+
+    Returns:
+        The value; None when the block has neither key.
+    """
+    p = str(p)
+    if p in (block.get("score") or {}):
+        return block["score"][p]
+    return block.get(SCORE_ALIASES.get(p, ""))
+
+
 @dataclass
-class PairScores:
+class Scores:
     """Per-example scores of one model on one set (aligned with ``index``)."""
 
     index: np.ndarray  # (n,) global dataset indices of attacked images
@@ -59,6 +80,71 @@ class PairScores:
 
     def correct(self, topk: int) -> np.ndarray:
         return self.correct1 if topk == 1 else self.correct5
+
+
+@dataclass
+class Comparison:
+    """One attacked set scored by a target against a reference, on the same examples.
+
+    ``sample_reference`` replaces the reference in the sample test (quadrants, their
+    intervals, per-class shares, rankings, examples.csv): an audit's several classifiers
+    as one. ``arrays`` names the two score sets' files (``("A_attk_A", "B_attk_A")``) when
+    their per-array accuracies are reported (results.json ``pairs``).
+    """
+
+    name: str  # the set: ``n_attacked`` key, ``set`` of the rankings and examples.csv
+    target: Scores
+    reference: Scores
+    sample_reference: Scores | None = None
+    arrays: tuple[str, str] | None = None
+
+    @property
+    def sample_ref(self) -> Scores:
+        return self.reference if self.sample_reference is None else self.sample_reference
+
+    def check(self) -> None:
+        """Raise ValueError when target and reference scored different examples."""
+        for r in (self.reference, self.sample_ref):
+            if not np.array_equal(self.target.index, r.index):
+                raise ValueError(f"set {self.name}: target and reference scored different examples")
+
+
+Comparisons = Sequence[Comparison] | Mapping[str, Scores]
+
+
+def two_model(scores: Mapping[str, Scores]) -> list[Comparison]:
+    """The two-model test: model A vs model B on set A, model B vs model A on set B.
+
+    Args:
+        scores: the four :data:`ARRAYS` scores.
+
+    Returns:
+        Two comparisons, named ``A`` and ``B``.
+
+    Raises:
+        ValueError: one of the four is missing.
+    """
+    missing = [n for n in ARRAYS if n not in scores]
+    if missing:
+        raise ValueError(f"missing score arrays {missing}")
+    out = []
+    for y in SETS:
+        t, r = array_name(y, y), array_name(other_set(y), y)
+        out.append(Comparison(y, scores[t], scores[r], arrays=(t, r)))
+    return out
+
+
+def comparisons(x: Comparisons) -> list[Comparison]:
+    """A list of comparisons as given, or the two-model test of the four :data:`ARRAYS` scores."""
+    return two_model(x) if isinstance(x, Mapping) else list(x)
+
+
+def mean_over(xs: Sequence[Any]) -> Any:
+    """The mean over comparisons, ``(x_1 + ... + x_n) / n`` (one comparison: itself)."""
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total / len(xs)
 
 
 def expected_topk(above: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
@@ -108,7 +194,7 @@ def scores_from_neighbours(
     index: np.ndarray,
     k_attk: int | None = None,
     num_classes: int | None = None,
-) -> PairScores:
+) -> Scores:
     """Expected top-1/top-5 correctness and entropy confidence from the first ``k_attk``
     neighbours (see the module docstring). O(n·k), never an ``(n, C)`` matrix.
 
@@ -120,7 +206,7 @@ def scores_from_neighbours(
         num_classes: C (default: the largest label seen + 1).
 
     Returns:
-        The :class:`PairScores`.
+        The :class:`Scores`.
     """
     nl = np.asarray(neighb_labels)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -135,7 +221,7 @@ def scores_from_neighbours(
     n = len(labels)
     if n == 0:
         e = np.zeros(0)
-        return PairScores(index, labels, np.zeros(0, np.int64), e, e.copy(), e.copy())
+        return Scores(index, labels, np.zeros(0, np.int64), e, e.copy(), e.copy())
     s, runs, hist = _run_lengths(nl)
     rows = np.arange(n)
     pred = s[rows, np.argmax(runs, axis=1)]  # first longest run = smaller class index
@@ -147,10 +233,10 @@ def scores_from_neighbours(
     cum = np.cumsum(hist, axis=1)  # cum[:, c] = classes voted 1..c times (plus column 0, unused)
     above = cum[:, k] - cum[rows, ct]  # classes voted more often than the true class
     tied = np.where(ct > 0, hist[rows, ct], C - (cum[:, k] - cum[:, 0]))
-    return PairScores(index, labels, pred, conf, expected_topk(above, tied, 1), expected_topk(above, tied, 5))
+    return Scores(index, labels, pred, conf, expected_topk(above, tied, 1), expected_topk(above, tied, 5))
 
 
-def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray) -> PairScores:
+def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray) -> Scores:
     """Supervised variant: prediction = argmax logit, confidence = max logit, top-k
     correctness as the expectation over a random order of tied logits.
 
@@ -160,7 +246,7 @@ def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray
         index: (n,) dataset indices of the attacked examples.
 
     Returns:
-        The :class:`PairScores` (``conf`` = max logit).
+        The :class:`Scores` (``conf`` = max logit).
     """
     lg = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(lg).all():
@@ -173,7 +259,7 @@ def scores_from_logits(logits: np.ndarray, labels: np.ndarray, index: np.ndarray
         b, lab = lg[s : s + _CHUNK], labels[s : s + _CHUNK]
         lt = b[np.arange(len(lab)), lab][:, None]
         above[s : s + _CHUNK], tied[s : s + _CHUNK] = (b > lt).sum(1), (b == lt).sum(1)
-    return PairScores(
+    return Scores(
         np.asarray(index, np.int64).reshape(-1),
         labels,
         np.argmax(lg, axis=1),
@@ -244,7 +330,7 @@ def top_fraction_acc(group_w: np.ndarray, group_c: np.ndarray, m: np.ndarray) ->
     return out
 
 
-def acc_at(scores: PairScores, ps: np.ndarray | tuple | list, topk: int = 1) -> np.ndarray:
+def acc_at(scores: Scores, ps: np.ndarray | tuple | list, topk: int = 1) -> np.ndarray:
     """Accuracy of the most-confident fraction ``p`` of examples, for every ``p`` in ``ps``
     (ties at the cut share the remaining places).
 
@@ -266,50 +352,57 @@ def acc_at(scores: PairScores, ps: np.ndarray | tuple | list, topk: int = 1) -> 
     return top_fraction_acc(sizes[None, :], gc[None, :], n_top(ps, n).reshape(-1))[0].reshape(ps.shape)
 
 
-def _check_aligned(pairs: dict[str, PairScores]) -> None:
-    for y in "AB":
-        t, r = pairs[f"{y}_attk_{y}"], pairs[f"{'B' if y == 'A' else 'A'}_attk_{y}"]
-        if not np.array_equal(t.index, r.index):
-            raise ValueError(f"set {y}: target and reference scored different examples")
-
-
-def population(pairs: dict[str, PairScores], topk: int = 1, fractions=FRACTIONS, sweep=SWEEP) -> dict[str, Any]:
-    """Population test for one top-k: per-pair accuracies, target/reference, score, sweep.
+def population(comps: Comparisons, topk: int = 1, fractions=FRACTIONS, sweep=SWEEP) -> dict[str, Any]:
+    """Population test for one top-k: each model's accuracy on its own most confident
+    fraction ``p``, averaged over the comparisons, the score (target − reference) and the sweep.
 
     Args:
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four :data:`ARRAYS` scores).
         topk: 1 or 5.
-        fractions: the fractions ``p`` reported (0.20 and 1.00 give the two scores).
+        fractions: the fractions ``p`` reported.
         sweep: fractions of the accuracy-vs-p curve.
 
     Returns:
-        ``{"target": {P: acc}, "reference": {P: acc}, "dejavu_score": float | None,
-        "dejavu_score_100": float | None, "sweep": {"p", "target", "reference"},
-        "pairs": {name: {P: acc}}, "pair_sweeps": {name: [acc]}}`` with ``P = str(round(100 p))``;
-        a score is None when its fraction is not in ``fractions``.
+        ``{"target": {P: acc}, "reference": {P: acc}, "score": {P: target − reference},
+        "dejavu_score", "dejavu_score_100" (aliases of ``score["20"]``, ``score["100"]``; None
+        when not in ``fractions``), "sweep": {"p", "target", "reference"}}`` with ``P =``
+        :func:`fraction_key`, plus ``"pairs": {array: {P: acc}}, "pair_sweeps": {array: [acc]}``
+        when the comparisons name their arrays.
     """
-    keys = [f"{int(round(p * 100))}" for p in fractions]
-    per = {name: acc_at(pairs[name], fractions, topk) for name in PAIRS}
-    sw = {name: acc_at(pairs[name], sweep, topk) for name in PAIRS}
-    tgt = 0.5 * (per["A_attk_A"] + per["B_attk_B"])
-    ref = 0.5 * (per["B_attk_A"] + per["A_attk_B"])
-    tgt_sw = 0.5 * (sw["A_attk_A"] + sw["B_attk_B"])
-    ref_sw = 0.5 * (sw["B_attk_A"] + sw["A_attk_B"])
-    fr = list(fractions)
-    i20 = fr.index(0.20) if 0.20 in fr else None
-    i100 = fr.index(1.00) if 1.00 in fr else None
-    return {
+    cs = comparisons(comps)
+    keys = [fraction_key(p) for p in fractions]
+    tgt = mean_over([acc_at(c.target, fractions, topk) for c in cs])
+    ref = mean_over([acc_at(c.reference, fractions, topk) for c in cs])
+    score = dict(zip(keys, (tgt - ref).tolist()))
+    out: dict[str, Any] = {
         "target": dict(zip(keys, tgt.tolist())),
         "reference": dict(zip(keys, ref.tolist())),
-        "dejavu_score": float(tgt[i20] - ref[i20]) if i20 is not None else None,
-        "dejavu_score_100": float(tgt[i100] - ref[i100]) if i100 is not None else None,
-        "sweep": {"p": [float(p) for p in sweep], "target": tgt_sw.tolist(), "reference": ref_sw.tolist()},
-        "pairs": {name: dict(zip(keys, per[name].tolist())) for name in PAIRS},
-        "pair_sweeps": {name: sw[name].tolist() for name in PAIRS},
+        "score": score,
+        **{alias: score.get(p) for p, alias in SCORE_ALIASES.items()},
+        "sweep": {
+            "p": [float(p) for p in sweep],
+            "target": mean_over([acc_at(c.target, sweep, topk) for c in cs]).tolist(),
+            "reference": mean_over([acc_at(c.reference, sweep, topk) for c in cs]).tolist(),
+        },
     }
+    named = _named_arrays(cs)
+    if named:
+        out["pairs"] = {n: dict(zip(keys, acc_at(s, fractions, topk).tolist())) for n, s in named.items()}
+        out["pair_sweeps"] = {n: acc_at(s, sweep, topk).tolist() for n, s in named.items()}
+    return out
 
 
-def quadrant_masks(target: PairScores, reference: PairScores, topk: int = 1) -> dict[str, np.ndarray]:
+def _named_arrays(cs: Sequence[Comparison]) -> dict[str, Scores]:
+    """The comparisons' named score arrays, in the order of :data:`ARRAYS` (others after)."""
+    named: dict[str, Scores] = {}
+    for c in cs:
+        if c.arrays is not None:
+            named.update(zip(c.arrays, (c.target, c.reference)))
+    order = [n for n in ARRAYS if n in named] + [n for n in named if n not in ARRAYS]
+    return {n: named[n] for n in order}
+
+
+def quadrant_masks(target: Scores, reference: Scores, topk: int = 1) -> dict[str, np.ndarray]:
     """Per-example probability of each quadrant (0/1 without ties; the two models' tie
     orders are independent, so e.g. memorized = t·(1 − r)).
 
@@ -326,7 +419,7 @@ def quadrant_masks(target: PairScores, reference: PairScores, topk: int = 1) -> 
     return {"memorized": t * (1 - r), "correlated": t * r, "forgotten": (1 - t) * r, "unassociated": (1 - t) * (1 - r)}
 
 
-def quadrant_labels(target: PairScores, reference: PairScores, topk: int = 1) -> np.ndarray:
+def quadrant_labels(target: Scores, reference: Scores, topk: int = 1) -> np.ndarray:
     """The most likely quadrant of each example (ties: the order of :data:`QUADRANTS`).
 
     Args:
@@ -342,85 +435,76 @@ def quadrant_labels(target: PairScores, reference: PairScores, topk: int = 1) ->
     return np.asarray(QUADRANTS, dtype=object)[best]
 
 
-def quadrants(pairs: dict[str, PairScores], topk: int = 1) -> dict[str, float]:
-    """Swap-averaged quadrant shares over all attacked examples.
+def quadrants(comps: Comparisons, topk: int = 1) -> dict[str, float]:
+    """Quadrant shares over all attacked examples, averaged over the comparisons.
 
     Args:
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four :data:`ARRAYS` scores).
         topk: 1 or 5.
 
     Returns:
-        ``{quadrant: share}`` for each of :data:`QUADRANTS` (NaN for an empty set's half).
+        ``{quadrant: share}`` for each of :data:`QUADRANTS` (NaN for an empty set's part).
     """
-    mA = quadrant_masks(pairs["A_attk_A"], pairs["B_attk_A"], topk)
-    mB = quadrant_masks(pairs["B_attk_B"], pairs["A_attk_B"], topk)
-    return {q: float(0.5 * (_mean(mA[q]) + _mean(mB[q]))) for q in QUADRANTS}
+    masks = [quadrant_masks(c.target, c.sample_ref, topk) for c in comparisons(comps)]
+    return {q: float(mean_over([_mean(m[q]) for m in masks])) for q in QUADRANTS}
 
 
 def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
 
 
-def per_class(pairs: dict[str, PairScores], num_classes: int, topk: int = 1) -> dict[str, list]:
-    """Per-class target/reference accuracy and quadrant shares, swap-averaged over the two
-    sets (a class with no attacked example in one set uses the other; none: NaN).
+def per_class(comps: Comparisons, num_classes: int, topk: int = 1) -> dict[str, list]:
+    """Per-class target/reference accuracy and quadrant shares, averaged over the
+    comparisons that attacked the class (none: None).
 
     Args:
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four :data:`ARRAYS` scores).
         num_classes: C; labels must lie in ``0..C-1``.
         topk: 1 or 5.
 
     Returns:
-        Lists of length C: ``"n"`` (attacked examples over both sets), ``"target"``,
+        Lists of length C: ``"n"`` (attacked examples over all comparisons), ``"target"``,
         ``"reference"``, ``"gap"`` and one per quadrant; None where a class has no data.
     """
-    acc = {}
-    for role, (nameA, nameB) in {"target": ("A_attk_A", "B_attk_B"), "reference": ("B_attk_A", "A_attk_B")}.items():
-        vals = []
-        for name in (nameA, nameB):
-            s = pairs[name]
-            n = np.bincount(s.labels, minlength=num_classes)
-            c = np.bincount(s.labels, weights=s.correct(topk), minlength=num_classes)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                vals.append(np.where(n > 0, c / np.maximum(n, 1), np.nan))
-        acc[role] = _nanmean2(vals[0], vals[1])
-    shares = {}
-    for q in QUADRANTS:
-        vals = []
-        for t, r in (("A_attk_A", "B_attk_A"), ("B_attk_B", "A_attk_B")):
-            m = quadrant_masks(pairs[t], pairs[r], topk)[q]
-            lab = pairs[t].labels
-            n = np.bincount(lab, minlength=num_classes)
-            c = np.bincount(lab, weights=m, minlength=num_classes)
-            vals.append(np.where(n > 0, c / np.maximum(n, 1), np.nan))
-        shares[q] = _nanmean2(vals[0], vals[1])
-    count = np.bincount(pairs["A_attk_A"].labels, minlength=num_classes) + np.bincount(
-        pairs["B_attk_B"].labels, minlength=num_classes
-    )
+    cs = comparisons(comps)
+
+    def share(c: Comparison, x: np.ndarray) -> np.ndarray:
+        n = np.bincount(c.target.labels, minlength=num_classes)
+        s = np.bincount(c.target.labels, weights=np.asarray(x, np.float64), minlength=num_classes)
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+    tgt = _nanmean([share(c, c.target.correct(topk)) for c in cs])
+    ref = _nanmean([share(c, c.reference.correct(topk)) for c in cs])
+    masks = [quadrant_masks(c.target, c.sample_ref, topk) for c in cs]
     return {
-        "n": count.tolist(),
-        "target": _nan_list(acc["target"]),
-        "reference": _nan_list(acc["reference"]),
-        "gap": _nan_list(acc["target"] - acc["reference"]),
-        **{q: _nan_list(shares[q]) for q in QUADRANTS},
+        "n": np.sum([np.bincount(c.target.labels, minlength=num_classes) for c in cs], axis=0).tolist(),
+        "target": _nan_list(tgt),
+        "reference": _nan_list(ref),
+        "gap": _nan_list(tgt - ref),
+        **{q: _nan_list(_nanmean([share(c, m[q]) for c, m in zip(cs, masks)])) for q in QUADRANTS},
     }
 
 
-def _nanmean2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    both = ~np.isnan(a) & ~np.isnan(b)
-    return np.where(both, 0.5 * (a + b), np.where(np.isnan(a), b, a))
+def _nanmean(xs: list[np.ndarray]) -> np.ndarray:
+    """Elementwise mean over the arrays, NaNs left out (all NaN: NaN)."""
+    x = np.stack(xs)
+    ok = ~np.isnan(x)
+    n = ok.sum(0)
+    total = np.where(ok, x, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def _nan_list(x: np.ndarray) -> list:
     return [None if np.isnan(v) else float(v) for v in x]
 
 
-def rankings(pairs: dict[str, PairScores], topk: int = 1, top: int = 20) -> dict[str, list[dict]]:
+def rankings(comps: Comparisons, topk: int = 1, top: int = 20) -> dict[str, list[dict]]:
     """Most memorized examples (memorized, by conf_target − conf_ref descending) and most
     correlated (correlated, by min(conf_target, conf_ref) descending); ties by set then index.
 
     Args:
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four :data:`ARRAYS` scores); the sample test's reference.
         topk: 1 or 5 (decides the quadrant).
         top: rows kept per list.
 
@@ -429,24 +513,21 @@ def rankings(pairs: dict[str, PairScores], topk: int = 1, top: int = 20) -> dict
         ``index``, ``label``, ``pred_target``, ``pred_reference``, ``conf_target``,
         ``conf_reference`` and the ranking ``score``.
     """
-    rows = []
-    for y, t, r in (("A", "A_attk_A", "B_attk_A"), ("B", "B_attk_B", "A_attk_B")):
-        T, R = pairs[t], pairs[r]
-        rows.append((np.full(len(T.index), y), T, R))
-    sets = np.concatenate([x[0] for x in rows])
-    idx = np.concatenate([x[1].index for x in rows])
-    lab = np.concatenate([x[1].labels for x in rows])
-    ct = np.concatenate([x[1].conf for x in rows])
-    cr = np.concatenate([x[2].conf for x in rows])
-    pt = np.concatenate([x[1].pred for x in rows])
-    pr = np.concatenate([x[2].pred for x in rows])
+    cs = comparisons(comps)
+    sets = np.concatenate([np.full(len(c.target.index), c.name) for c in cs])
+    idx = np.concatenate([c.target.index for c in cs])
+    lab = np.concatenate([c.target.labels for c in cs])
+    ct = np.concatenate([c.target.conf for c in cs])
+    cr = np.concatenate([c.sample_ref.conf for c in cs])
+    pt = np.concatenate([c.target.pred for c in cs])
+    pr = np.concatenate([c.sample_ref.pred for c in cs])
+    ql = np.concatenate([quadrant_labels(c.target, c.sample_ref, topk) for c in cs])
     out = {}
     for name, q, key in (
         ("most_memorized", "memorized", ct - cr),
         ("most_correlated", "correlated", np.minimum(ct, cr)),
     ):
-        m = np.concatenate([quadrant_labels(x[1], x[2], topk) == q for x in rows])
-        pos = np.nonzero(m)[0]
+        pos = np.nonzero(ql == q)[0]
         order = pos[np.lexsort((idx[pos], sets[pos], -key[pos]))][:top]
         out[name] = [
             {

@@ -1,72 +1,58 @@
 """Calibrated significance: the déjà vu score against a held-out control.
 
-Why: the bootstrap of :mod:`dejavu.analysis.bootstrap` resamples the attacked examples of
-one fixed pair of models. Two training runs on disjoint data differ in ways no example
-resampling sees (which images each happens to embed well), so on images *neither* model
-saw — where no gap can exist — its intervals often exclude 0. Two statistics, both
-reported, both named for what they cover:
-
-**Example level (one pair)** — ``excess``: the excess ``E = S − C`` of the score ``S``
-(target − reference on the private sets A, B) over the control's score ``C`` (the same
-statistic on held-out halves CA, CB attacked by the same models). Its interval is a
-percentile bootstrap over *both* example sets: A, B, CA and CB are each resampled with
-replacement, independently; within a set the same resample serves the target and the
-reference model (paired). It covers the choice of examples only, **not training
-randomness**: with one pair of models no interval can.
-
-**Pair level (N ≥ 2 pairs differing only in the training seed)** — ``pair_level``:
-the per-pair excesses ``E_i`` are averaged; the interval is
-``mean ± t(0.975, df) · sqrt(s²/N + v_shared)``, ``df`` by Welch–Satterthwaite from the
-two estimated parts (``s²/N`` with N−1 degrees of freedom, ``v_shared`` with those of the
-example-level estimate: the smallest attacked set minus one, at most the bootstrap
-replicates minus one); N−1 when the latter are unknown (conservative). ``s`` is the standard deviation of the
-``E_i`` over pairs: training randomness and each pair's own luck with the examples.
-``v_shared`` is the part of the example-level variance that all pairs *share* — they attack
-the same images, so the spread over pairs cannot show which images happened to be chosen
-(measured: leaving it out gave 11-12% false positives on the control). It is estimated by a
-joint bootstrap (:func:`shared_example_variance`: one resample of the examples for every
-pair; the mean covariance between two different pairs' replicates). Model: ``E_i = μ + c
-+ t_i + e_i`` with ``c`` the shared example effect, so ``Var(mean) = Var(c) + Var(t + e)/N``
-and both terms are estimated without double counting. Without the arrays (results.json
-only) ``v_shared`` is bounded by the mean per-pair bootstrap variance (conservative: it
-keeps each pair's own example noise undivided by N). The excess is *distinguishable from
-zero* when the interval excludes 0. bench/RESULTS.md gives the measured false-positive
-rate on the control and the power on the synthetic default.
-
-**Primary endpoint** (declared before any result, :data:`PRIMARY`): the top-1 statistic
-at the 20% most confident examples, at the final epoch — the excess over the held-out
-control when there is one, else the déjà vu score. Every other number (top-5, 5% / 100%,
-other epochs, quadrants, per class) is secondary. Distributions come from scipy.
-
-No torch and no models here (DESIGN: ``analysis`` reads arrays, not networks).
+Example level (one model pair, or one audited model): :func:`excess`, the score ``S`` minus
+the control's ``C`` with a percentile bootstrap over both example sets (each resampled
+independently, target and reference paired within a set); it covers the choice of examples,
+not training randomness. Pair level (N >= 2 seed pairs): :func:`pair_level`, the mean excess
+with ``mean ± t(0.975, df) · sqrt(s²/N + v_shared)``, ``v_shared`` the example variance the
+pairs share (:func:`shared_example_variance`, a joint bootstrap), ``df`` by
+Welch–Satterthwaite. The primary endpoint is :data:`PRIMARY`. Why and how: docs/DESIGN.md
+§7.2 ("Held-out control", "Primary endpoint"); bench/RESULTS.md measures the calibration.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.bootstrap import PairCells, cell_counts
-from dejavu.analysis.metrics import PAIRS, PairScores, population
-from dejavu.analysis.summary import compute_all
-from dejavu.analysis.tables import pair_scores_from_arrays, scores_from_folder
+from dejavu.analysis.bootstrap import Resampled, percentile_ci, resample_blocks
+from dejavu.analysis.metrics import (
+    ARRAYS,
+    FRACTIONS,
+    LEVEL,
+    SETS,
+    TOPKS,
+    Comparison,
+    Comparisons,
+    Scores,
+    acc_at,
+    comparisons,
+    fraction_key,
+    mean_over,
+    score_at,
+)
+from dejavu.analysis.summary import TWO_MODEL_UNIT, compute_all
+from dejavu.analysis.tables import scores_from_arrays, scores_from_folder
 from dejavu.io import load_npy
 from dejavu.units import pts
 
-TOPS = ("top1", "top5")
-FRACTIONS = {"20": 0.20, "100": 1.00}
-LEVEL = 0.95
-_CELLS = 2**22  # replicates x examples per block (bounded memory)
-_SETS = {"A": ("A_attk_A", "B_attk_A"), "B": ("B_attk_B", "A_attk_B")}  # set -> (target, reference)
+TOPS = tuple(f"top{k}" for k in TOPKS)
 EXAMPLE_UNIT = (
     "attacked example; the private sets A, B and the control halves CA, CB resampled "
     "independently, target and reference paired within a set"
 )
 NOT_COVERED = "choice of examples only, not training randomness (one model pair)"
+# How the two-model test's excess block describes itself (an audit passes its own words).
+TWO_MODEL_EXCESS = {
+    "statistic": "excess = score - control (target - reference accuracy, top p% most confident)",
+    "unit": EXAMPLE_UNIT,
+    "covers": NOT_COVERED,
+}
 # The pre-declared primary endpoint; everything else is secondary.
 PRIMARY: dict[str, Any] = {
     "name": "top-1 at the 20% most confident examples, final epoch",
@@ -122,168 +108,152 @@ def welch_satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
 # ---------------------------------------------------------------- example level
 
 
-def _point(pairs: dict[str, PairScores]) -> dict[str, dict[str, float]]:
+def _point(cs: Sequence[Comparison]) -> dict[tuple[int, float], float]:
+    """The score (target − reference, averaged over the comparisons) per (top-k, fraction)."""
     out = {}
-    for top in TOPS:
-        pop = population(pairs, int(top[-1]), fractions=tuple(FRACTIONS.values()))
-        t, r = pop["target"], pop["reference"]
-        out[top] = {p: float(t[p] - r[p]) for p in FRACTIONS}
+    for k in TOPKS:
+        t = mean_over([acc_at(c.target, FRACTIONS, k) for c in cs])
+        r = mean_over([acc_at(c.reference, FRACTIONS, k) for c in cs])
+        out.update({(k, p): float(v) for p, v in zip(FRACTIONS, t - r)})
     return out
-
-
-def _draws(pairs: dict[str, PairScores], rng: np.random.Generator, r: int) -> dict[str, np.ndarray]:
-    """One resample per set of ``pairs``: (r, n) example positions drawn with replacement."""
-    out = {}
-    for y, names in _SETS.items():
-        n = len(pairs[names[0]].index)
-        out[y] = rng.integers(0, max(n, 1), size=(r, n))
-    return out
-
-
-def _cells(pairs: dict[str, PairScores]) -> dict[str, Any]:
-    """Each model's examples collapsed into bootstrap cells (:class:`bootstrap.PairCells`)."""
-
-    return {
-        name: PairCells(pairs[name]) if len(pairs[name].index) else None for names in _SETS.values() for name in names
-    }
-
-
-def _replicates(
-    pairs: dict[str, PairScores],
-    rng: np.random.Generator | None,
-    r: int,
-    draws: dict[str, np.ndarray] | None = None,
-    cells: dict[str, Any] | None = None,
-) -> dict[tuple[str, str], np.ndarray]:
-    """``r`` bootstrap replicates of the score (target − reference) per (top, fraction),
-    with the tie rule of :mod:`dejavu.analysis.bootstrap`; ``draws`` (per set, (r, n)
-    positions) reuse a resample, e.g. across model pairs attacking the same examples."""
-
-    if draws is None:
-        draws = _draws(pairs, rng if rng is not None else np.random.default_rng(), r)
-    cells = cells if cells is not None else _cells(pairs)
-    acc: dict[tuple[str, str, str], np.ndarray] = {}
-    for y, names in _SETS.items():
-        for name in names:
-            pc = cells[name]
-            got = pc.top_accs(cell_counts(draws[y], pc.cell, pc.n_cells), tuple(FRACTIONS.values())) if pc else {}
-            for top in TOPS:
-                for p, f in FRACTIONS.items():
-                    acc[(name, top, p)] = got.get((int(top[-1]), f), np.full(r, np.nan))
-    return {
-        (top, p): 0.5 * (acc[("A_attk_A", top, p)] + acc[("B_attk_B", top, p)])
-        - 0.5 * (acc[("B_attk_A", top, p)] + acc[("A_attk_B", top, p)])
-        for top in TOPS
-        for p in FRACTIONS
-    }
 
 
 def shared_example_variance(
-    items: Sequence[tuple[dict[str, PairScores], dict[str, PairScores]]], n_boot: int = 400, seed: int = 0
+    items: Sequence[tuple[Comparisons, Comparisons]], n_boot: int = 400, seed: int = 0
 ) -> dict[tuple[str, str], float]:
     """The part of the example-level variance that N model pairs *share*, per (top, fraction).
 
-    ``items``: (pairs, control) per model pair, attacking the same examples (same
-    ``index`` per set). One resample of the examples serves every pair (a joint bootstrap);
-    the mean covariance between two different pairs' excess replicates estimates the variance
-    of the common example effect, which the spread over pairs cannot show. Raises
-    ValueError when the pairs attacked different examples.
+    ``items``: (comparisons, control comparisons) per model pair, attacking the same examples.
+    One resample of the examples serves every pair (a joint bootstrap); the mean covariance
+    between two different pairs' excess replicates estimates the variance of the common
+    example effect, which the spread over pairs cannot show.
 
     Args:
-        items: (pairs, control) per model pair, each the four ``X_attk_Y`` scores.
+        items: (comparisons, control's) per model pair (or the four ``X_attk_Y`` scores each).
         n_boot: joint bootstrap replicates.
         seed: seed of ``numpy.random.default_rng``.
 
     Returns:
-        ``{(top, p): variance}`` for ``top`` in :data:`TOPS`, ``p`` in :data:`FRACTIONS`
+        ``{(top, p): variance}`` for ``top`` in :data:`TOPS`, ``p`` a fraction key
         (NaN with fewer than two pairs).
+
+    Raises:
+        ValueError: the pairs attacked different examples.
     """
-    first = items[0]
-    for pairs, control in items[1:]:
-        for a, b in ((pairs, first[0]), (control, first[1])):
-            if any(not np.array_equal(a[n].index, b[n].index) for n in ("A_attk_A", "B_attk_B")):
-                raise ValueError("the model pairs attacked different examples: no joint bootstrap")
-    rng = np.random.default_rng(seed)
-    n_max = max(len(v.index) for v in (*first[0].values(), *first[1].values()))
-    block = max(1, _CELLS // max(1, n_max * len(items)))
-    reps: dict[tuple[str, str], list[np.ndarray]] = {}
-    cells = [(_cells(p), _cells(c)) for p, c in items]
-    for start in range(0, n_boot, block):
-        r = min(block, n_boot - start)
-        dp, dc = _draws(first[0], rng, r), _draws(first[1], rng, r)
-        per = [
-            (_replicates(p, None, r, dp, cp), _replicates(c, None, r, dc, cc)) for (p, c), (cp, cc) in zip(items, cells)
-        ]
-        for k in per[0][0]:
-            reps.setdefault(k, []).append(np.stack([rs[k] - rc[k] for rs, rc in per]))
+    its = [(comparisons(a), comparisons(b)) for a, b in items]
+    first = its[0][0] + its[0][1]
+    for cs, cc in its[1:]:
+        if any(not np.array_equal(x.target.index, y.target.index) for x, y in zip(cs + cc, first)):
+            raise ValueError("the model pairs attacked different examples: no joint bootstrap")
+    rs = [(Resampled(cs), Resampled(cc)) for cs, cc in its]
+    sizes = rs[0][0].sizes + rs[0][1].sizes
+    half = len(rs[0][0].sizes)
+    reps: dict[tuple[int, float], list[np.ndarray]] = {}
+    for draws in resample_blocks(sizes, n_boot, seed, copies=len(its)):
+        per = [(s.scores(draws[:half]), c.scores(draws[half:])) for s, c in rs]
+        for key in per[0][0]:
+            reps.setdefault(key, []).append(np.stack([a[key] - b[key] for a, b in per]))
     out = {}
-    n = len(items)
-    for k, v in reps.items():
+    n = len(its)
+    for (k, p), v in reps.items():
         x = np.concatenate(v, axis=1)
         x = x[:, ~np.isnan(x).any(axis=0)]
         cov = np.cov(x) if x.shape[1] > 1 else np.full((n, n), np.nan)
-        out[k] = float((cov.sum() - np.trace(cov)) / (n * (n - 1))) if n > 1 else float("nan")
+        out[(f"top{k}", fraction_key(p))] = float((cov.sum() - np.trace(cov)) / (n * (n - 1))) if n > 1 else math.nan
     return out
 
 
 def excess(
-    pairs: dict[str, PairScores],
-    control: dict[str, PairScores],
+    comps: Comparisons,
+    control: Comparisons,
     n_boot: int = 1000,
     seed: int = 0,
     level: float = LEVEL,
+    wording: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score, control score and their excess with a paired bootstrap interval over both
-    example sets (module docstring). ``pairs``/``control``: the four ``X_attk_Y`` scores.
+    example sets (module docstring).
 
     Args:
-        pairs: the four scores on the private sets A, B.
-        control: the four scores on the held-out halves CA, CB (same models).
+        comps: the comparisons on the attacked sets (or the four ``X_attk_Y`` scores).
+        control: the same comparisons on the held-out control (same models).
         n_boot: bootstrap replicates (0: NaN intervals).
         seed: seed of ``numpy.random.default_rng``.
         level: coverage of the intervals.
+        wording: ``statistic``, ``unit`` and ``covers`` as written in the block
+            (default :data:`TWO_MODEL_EXCESS`).
 
     Returns:
         ``{"statistic", "unit", "covers", "n_boot", "seed", "level"}`` and per ``top`` in
-        :data:`TOPS` and ``p`` in :data:`FRACTIONS` (``"20"``, ``"100"``): ``{"score",
-        "control", "excess", "ci95": [lo, hi], "se", "excludes_zero"}``.
+        :data:`TOPS` and fraction key ``p``: ``{"score", "control", "excess", "ci95": [lo, hi],
+        "se", "excludes_zero"}``.
     """
-    s, c = _point(pairs), _point(control)
-    rng = np.random.default_rng(seed)
-    n_max = max(len(v.index) for v in (*pairs.values(), *control.values()))
-    reps: dict[tuple[str, str], list[np.ndarray]] = {}
-    block = max(1, _CELLS // max(1, n_max))
-    cp, cc = _cells(pairs), _cells(control)
-    for start in range(0, max(0, n_boot), block):
-        r = min(block, n_boot - start)
-        rs, rc = _replicates(pairs, rng, r, cells=cp), _replicates(control, rng, r, cells=cc)
-        for k in rs:
-            reps.setdefault(k, []).append(rs[k] - rc[k])
-    a = (1 - level) / 2
+    cs, cc = comparisons(comps), comparisons(control)
+    s, c = _point(cs), _point(cc)
+    rs, rc = Resampled(cs), Resampled(cc)
+    reps: dict[tuple[int, float], list[np.ndarray]] = {}
+    for draws in resample_blocks(rs.sizes + rc.sizes, max(0, n_boot), seed):
+        a, b = rs.scores(draws[: len(cs)]), rc.scores(draws[len(cs) :])
+        for key in a:
+            reps.setdefault(key, []).append(a[key] - b[key])
     out: dict[str, Any] = {
-        "statistic": "excess = score - control (target - reference accuracy, top p% most confident)",
-        "unit": EXAMPLE_UNIT,
-        "covers": NOT_COVERED,
+        **(wording or TWO_MODEL_EXCESS),
         "n_boot": int(n_boot),
         "seed": int(seed),
         "level": level,
     }
-    for top in TOPS:
-        out[top] = {}
+    for k in TOPKS:
+        out[f"top{k}"] = {}
         for p in FRACTIONS:
-            e = s[top][p] - c[top][p]
-            x = np.concatenate(reps[(top, p)]) if reps else np.zeros(0)
+            x = np.concatenate(reps[(k, p)]) if reps else np.zeros(0)
             x = x[~np.isnan(x)]
-            ci = [float(v) for v in np.quantile(x, [a, 1 - a])] if len(x) else [float("nan")] * 2
-            out[top][p] = {
-                "score": s[top][p],
-                "control": c[top][p],
-                "excess": e,
+            ci = percentile_ci(x, level)
+            out[f"top{k}"][fraction_key(p)] = {
+                "score": s[(k, p)],
+                "control": c[(k, p)],
+                "excess": s[(k, p)] - c[(k, p)],
                 "ci95": ci,
                 "se": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
                 "excludes_zero": bool(len(x) and (ci[0] > 0 or ci[1] < 0)),
             }
     return out
+
+
+def control_block(
+    comps: Comparisons,
+    control: Comparisons,
+    counts: dict[str, Any],
+    info: dict[str, Any],
+    num_classes: int,
+    n_boot: int,
+    seed: int,
+    unit: str | None = None,
+    wording: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``results.json`` ``control``: the control's metrics (the ``metrics`` keys less
+    ``per_class`` and ``rankings``) and the excess of the score over it.
+
+    Args:
+        comps: the comparisons on the attacked sets.
+        control: the same on the control.
+        counts: the control's crop counts.
+        info: where the control came from.
+        num_classes: classes of the dataset.
+        n_boot: bootstrap replicates (0: no intervals).
+        seed: the excess's bootstrap seed; the control's own metrics use ``seed + 1``.
+        unit: the control metrics' bootstrap unit (default: the two-model test's).
+        wording: the excess block's words (:func:`excess`).
+
+    Returns:
+        ``{"source", "counts", "metrics", "excess"}``.
+    """
+    m = compute_all(control, num_classes, n_boot=n_boot, seed=seed + 1, unit=unit or TWO_MODEL_UNIT)
+    return {
+        "source": info,
+        "counts": counts,
+        "metrics": {k: v for k, v in m.items() if k not in ("per_class", "rankings")},
+        "excess": excess(comps, control, n_boot=n_boot, seed=seed, wording=wording),
+    }
 
 
 # ---------------------------------------------------------------- pair level
@@ -397,7 +367,7 @@ def pairs_from_results(
     Args:
         results: the ``results.json`` dicts, one per model pair.
         top: ``"top1"`` or ``"top5"``.
-        p: ``"20"`` or ``"100"`` (percent most confident).
+        p: the fraction key (percent most confident), e.g. ``"20"``.
         shared_var: the shared example variance for :func:`pair_level`, or None.
 
     Returns:
@@ -422,8 +392,7 @@ def pairs_from_results(
             controls=[x["control"] for x in ex],
         )
     else:
-        key = "dejavu_score" if p == "20" else "dejavu_score_100"
-        block = pair_level([r["metrics"][top][key] for r in results], replicates=reps)
+        block = pair_level([score_at(r["metrics"][top], p) for r in results], replicates=reps)
         block.update(
             statistic="score (no held-out control: not compared with one)", scores=block["values"], controls=None
         )
@@ -459,8 +428,8 @@ def example_df(results: Sequence[dict[str, Any]]) -> float | None:
     ns = []
     try:
         for r in results:
-            ns += [int(r["counts"][y]["attacked"]) for y in "AB"]
-            ns += [int(r["control"]["counts"][y]["attacked"]) for y in "AB"]
+            ns += [int(r["counts"][y]["attacked"]) for y in SETS]
+            ns += [int(r["control"]["counts"][y]["attacked"]) for y in SETS]
             ns.append(int(r["control"]["excess"]["n_boot"]))
     except (KeyError, TypeError, ValueError):
         return None
@@ -484,7 +453,7 @@ def primary_endpoint(results: dict[str, Any]) -> dict[str, Any]:
         out.update(quantity="excess", value=ctrl["excess"], ci95=ctrl["ci95"], unit=NOT_COVERED)
     else:
         m = results["metrics"][top]
-        out.update(quantity="dejavu_score", value=m["dejavu_score"], ci95=m["ci95"]["dejavu_score"], unit=NOT_COVERED)
+        out.update(quantity="dejavu_score", value=score_at(m, p), ci95=score_at(m["ci95"], p), unit=NOT_COVERED)
     return out
 
 
@@ -495,13 +464,15 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
+def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None, one_model: bool = False) -> str:
     """The headline sentence: is the excess distinguishable from zero, and what does the
-    interval cover. ``ex``: one fraction's entry of :func:`excess`; ``pl``: :func:`pair_level`.
+    interval cover.
 
     Args:
         ex: one (top, fraction) entry of :func:`excess`.
         pl: the :func:`pair_level` result, or None for one model pair.
+        one_model: an audit's excess (one model and its classifier: the interval covers what
+            an audit of one checkpoint asks, so no training-randomness caveat).
 
     Returns:
         One sentence (pair level when ``pl`` has N >= 2 pairs, else example level).
@@ -514,6 +485,14 @@ def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
             f"95% interval over pairs [{_pts(lo)}, {_pts(hi)}]: {word}"
         )
     lo, hi = ex["ci95"]
+    if one_model:
+        if not np.isfinite([lo, hi]).all():
+            return f"excess over the control {_pts(ex['excess'])} points (no interval: n_boot 0)"
+        word = "distinguishable from zero" if ex["excludes_zero"] else "NOT distinguishable from zero"
+        return (
+            f"excess over the control {_pts(ex['excess'])} points, 95% CI [{_pts(lo)}, {_pts(hi)}]: "
+            f"{word} (interval over the audited and control images, for this model and classifier)"
+        )
     word = "excludes 0" if ex["excludes_zero"] else "includes 0"
     return (
         f"excess over the control {_pts(ex['excess'])} points, 95% CI over examples [{_pts(lo)}, {_pts(hi)}] "
@@ -522,52 +501,74 @@ def verdict_text(ex: dict[str, Any], pl: dict[str, Any] | None = None) -> str:
     )
 
 
+def _one_model(results: dict[str, Any]) -> bool:
+    return results.get("kind") == "one-model"
+
+
 def verdict_line(results: dict[str, Any], top: str = "top1", p: str = "20") -> str:
     """The :func:`verdict_text` of a ``results.json``'s control excess (example level).
 
     Args:
-        results: a ``results.json`` dict that has a ``control`` block.
+        results: a ``results.json`` dict (attack or audit) that has a ``control`` block.
         top: ``"top1"`` or ``"top5"``.
-        p: ``"20"`` or ``"100"``.
+        p: the fraction key, e.g. ``"20"``.
 
     Returns:
         One sentence.
     """
-    return verdict_text(results["control"]["excess"][top][p])
+    return verdict_text(results["control"]["excess"][top][p], one_model=_one_model(results))
 
 
-def control_summary_text(results: dict[str, Any]) -> str:
-    """Lines for the CLI summary: score, control, excess and the verdict."""
+def control_summary_lines(results: dict[str, Any]) -> list[str]:
+    """CLI summary lines of an attack's or an audit's control: counts, score / control /
+    excess per top-k and fraction, and the verdict.
+
+    Args:
+        results: a ``results.json`` dict.
+
+    Returns:
+        The lines; without a control, one line saying why (``control_skipped``) or how to get one.
+    """
     if "control" not in results:
-        return (
-            "held-out control: none (dejavu partition --control N, or dejavu attack --control VAL_DIR); "
+        why = results.get("control_skipped") or (
+            "none (dejavu partition --control N, or dejavu attack --control VAL_DIR); "
             "the score's CI covers the choice of examples only"
         )
+        return [f"held-out control: {why}"]
     c = results["control"]
+    src = c["source"]
+    drop = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in (src.get("excluded") or {}).items() if v)
     lines = [
-        f"held-out control ({c['source'].get('kind', '?')}): "
-        + ", ".join(f"{y} {c['counts'][y]['attacked']}/{c['counts'][y]['bbox']} attacked" for y in "AB"),
+        f"held-out control ({src.get('kind', '?')}): "
+        + ", ".join(f"{y} {n['attacked']}/{n['bbox']} attacked" for y, n in c["counts"].items())
+        + (f" (excluded: {drop})" if drop else ""),
     ]
     lines += excess_table_lines(c["excess"], "95% CI (examples)")
     lines.append("primary endpoint -- verdict (top-1, 20%): " + verdict_line(results))
     lines.append("(primary endpoint: top-1, 20% most confident, at the final epoch; every other row is secondary)")
-    return "\n".join(lines)
+    return lines
+
+
+def control_summary_text(results: dict[str, Any]) -> str:
+    """:func:`control_summary_lines` joined by newlines."""
+    return "\n".join(control_summary_lines(results))
 
 
 def excess_table_lines(excess_block: dict[str, Any], ci_title: str) -> list[str]:
     """Score, control and excess with its interval per top-k and fraction, in points (CLI).
 
     Args:
-        excess_block: ``{top: {p: {"score", "control", "excess", "ci95"}}}`` (fractions).
+        excess_block: ``{top: {p: {"score", "control", "excess", "ci95"}}}`` (fraction keys).
         ci_title: the interval column's title.
 
     Returns:
-        The header (``... (pts)``) and one line per top-k and fraction.
+        The header (``... (pts)``) and one line per top-k and fraction the block holds.
     """
-
     lines = [f"{'':6} {'p':>5} {'score':>8} {'control':>8} {'excess':>8}  {ci_title}, all in points"]
     for top in TOPS:
-        for p in FRACTIONS:
+        for p in (fraction_key(f) for f in FRACTIONS):
+            if p not in excess_block[top]:
+                continue
             x = excess_block[top][p]
             lo, hi = x["ci95"]
             lines.append(
@@ -580,9 +581,9 @@ def excess_table_lines(excess_block: dict[str, Any], ci_title: str) -> list[str]
 # ---------------------------------------------------------------- files
 
 
-def control_pairs_from_folder(
-    folder, k_attk: int | None, num_classes: int, logits: bool = False
-) -> dict[str, PairScores] | None:
+def control_scores_from_folder(
+    folder: str | Path, k_attk: int | None, num_classes: int, logits: bool = False
+) -> dict[str, Scores] | None:
     """The control's four ``X_attk_Y`` scores re-read from an attack folder's ``control_*``
     files (:mod:`dejavu.attack.control`); None when the folder has no control.
 
@@ -593,25 +594,23 @@ def control_pairs_from_folder(
         logits: read ``*_logits.npy`` (supervised ``embed: logits``) instead of neighbours.
 
     Returns:
-        ``{name: PairScores}`` for the four :data:`~dejavu.analysis.metrics.PAIRS`, or None.
+        ``{name: Scores}`` for the four :data:`~dejavu.analysis.metrics.ARRAYS`, or None.
     """
-    from pathlib import Path
-
     folder = Path(folder)
-    if not (folder / "control_A_attk_A_attk_idxs.npy").is_file():
+    if not (folder / f"control_{ARRAYS[0]}_attk_idxs.npy").is_file():
         return None
     keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels",))
     out = {}
-    for n in PAIRS:
+    for n in ARRAYS:
         a = {k: load_npy(folder / f"control_{n}_{k}.npy") for k in keys}
         a["labels"] = a["labels"].reshape(len(a["labels"]), -1)[:, 0]  # (n, 1) as the original's
-        out[n] = pair_scores_from_arrays(a, k_attk, num_classes)
+        out[n] = scores_from_arrays(a, k_attk, num_classes)
     return out
 
 
 def rescore_control(
-    folder,
-    pairs: dict[str, PairScores],
+    folder: str | Path,
+    scores: Comparisons,
     results: dict[str, Any],
     k_attk: int | None,
     num_classes: int,
@@ -622,7 +621,7 @@ def rescore_control(
 
     Args:
         folder: the attack folder.
-        pairs: the re-scored private-set pairs.
+        scores: the re-scored private sets (comparisons, or the four ``X_attk_Y`` scores).
         results: the folder's ``results.json``.
         k_attk: neighbours voting (None: all stored).
         num_classes: C.
@@ -630,21 +629,16 @@ def rescore_control(
         seed: seed; the control's own metrics use ``seed + 1``.
 
     Returns:
-        The old block with ``metrics`` (no per-class, no rankings) and ``excess`` replaced;
+        The old block with ``metrics`` and ``excess`` replaced (:func:`control_block`);
         None when ``results`` or the folder has no control.
     """
-
     if "control" not in results:
         return None
-    cp = control_pairs_from_folder(folder, k_attk, num_classes, results.get("config", {}).get("embed") == "logits")
+    cp = control_scores_from_folder(folder, k_attk, num_classes, results.get("config", {}).get("embed") == "logits")
     if cp is None:
         return None
-    m = compute_all(cp, num_classes, n_boot=n_boot, seed=seed + 1)
-    return {
-        **results["control"],
-        "metrics": {k: v for k, v in m.items() if k not in ("per_class", "rankings")},
-        "excess": excess(pairs, cp, n_boot=n_boot, seed=seed),
-    }
+    new = control_block(scores, cp, {}, {}, num_classes, n_boot, seed)
+    return {**results["control"], "metrics": new["metrics"], "excess": new["excess"]}
 
 
 def shared_variance_from_folders(
@@ -662,19 +656,17 @@ def shared_variance_from_folders(
     Returns:
         ``{(top, p): variance}``, or None (also with fewer than two folders).
     """
-    from pathlib import Path
-
-    items = []
+    items: list[tuple[Comparisons, Comparisons]] = []
     try:
         for f in folders:
-            pairs, res = scores_from_folder(Path(f))
+            scores, res = scores_from_folder(Path(f))
             nc = int(res.get("num_classes") or res.get("fingerprint", {}).get("num_classes"))
-            cp = control_pairs_from_folder(
+            cp = control_scores_from_folder(
                 f, res.get("config", {}).get("k_attk"), nc, res.get("config", {}).get("embed") == "logits"
             )
             if cp is None:
                 return None
-            items.append((pairs, cp))
+            items.append((scores, cp))
         return shared_example_variance(items, n_boot=n_boot, seed=seed) if len(items) >= 2 else None
     except (DejavuError, OSError, ValueError, KeyError, TypeError):
         return None

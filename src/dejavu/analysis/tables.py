@@ -13,13 +13,20 @@ import numpy as np
 
 from dejavu import DejavuError, formats
 from dejavu.analysis.metrics import (
-    PAIRS,
-    PairScores,
+    ARRAYS,
+    FRACTIONS,
+    SETS,
+    TOPKS,
+    Comparisons,
+    Scores,
+    comparisons,
+    fraction_key,
     quadrant_labels,
+    score_at,
     scores_from_logits,
     scores_from_neighbours,
 )
-from dejavu.io import atomic_write_text, load_npy, read_json
+from dejavu.io import atomic_save_npy, atomic_write_text, load_npy, read_json
 from dejavu.units import ci95_text, pct, pts
 
 # Attack-folder format tags. /2: ``*_neighb_idxs.npy`` hold dataset indices and
@@ -42,8 +49,8 @@ EXAMPLE_COLUMNS = (
 )
 
 
-def pair_scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_classes: int) -> PairScores:
-    """One pair's :class:`PairScores` from its stored arrays (logits if present, else neighbours).
+def scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_classes: int) -> Scores:
+    """One model's :class:`Scores` on one set from its stored arrays (logits if present, else neighbours).
 
     Args:
         a: ``attk_idxs``, ``labels`` (n,) and ``neighb_labels`` (n, k) or ``logits`` (n, C).
@@ -51,7 +58,7 @@ def pair_scores_from_arrays(a: dict[str, np.ndarray], k_attk: int | None, num_cl
         num_classes: C.
 
     Returns:
-        The pair's scores.
+        The scores.
     """
     if "logits" in a:
         return scores_from_logits(a["logits"], a["labels"], a["attk_idxs"])
@@ -86,7 +93,7 @@ def read_neighbour_idxs(
 
     Args:
         folder: the attack folder.
-        name: the pair, e.g. ``"A_attk_B"``.
+        name: the arrays' name, e.g. ``"A_attk_B"``.
         fmt: the folder's format tag (``results.json`` ``format``).
         mmap: memory-map the file (format /2 only) instead of reading it.
 
@@ -100,10 +107,10 @@ def read_neighbour_idxs(
     return np.load(f, mmap_mode="r", allow_pickle=False) if mmap else load_npy(f)
 
 
-def load_pair_arrays(
+def load_score_arrays(
     folder: str | os.PathLike, logits: bool = False, fmt: str = ATTACK_FORMAT
 ) -> dict[str, dict[str, np.ndarray]]:
-    """The four pairs' stored arrays of an attack folder (original file names), with
+    """The four ``X_attk_Y`` stored arrays of an attack folder (original file names), with
     ``labels`` flattened to (n,) and ``neighb_idxs`` as dataset indices.
 
     Args:
@@ -113,7 +120,7 @@ def load_pair_arrays(
 
     Returns:
         ``{name: {"attk_idxs", "labels", "neighb_labels" | "logits", "neighb_idxs"}}`` for the
-        four :data:`PAIRS`.
+        four :data:`~dejavu.analysis.metrics.ARRAYS`.
 
     Raises:
         DejavuError: a file is unreadable or its row count differs from ``attk_idxs``.
@@ -121,7 +128,7 @@ def load_pair_arrays(
     folder = Path(folder)
     keys = ("attk_idxs", "labels") + (("logits",) if logits else ("neighb_labels",))
     out = {}
-    for name in PAIRS:
+    for name in ARRAYS:
         out[name] = {k: load_npy(folder / f"{name}_{k}.npy") for k in keys}
         out[name]["labels"] = out[name]["labels"].reshape(len(out[name]["labels"]), -1)[:, 0]
         if not logits:
@@ -133,15 +140,15 @@ def load_pair_arrays(
     return out
 
 
-def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> tuple[dict[str, PairScores], dict]:
-    """Re-score an attack folder from its stored neighbours; returns (pairs, results.json).
+def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> tuple[dict[str, Scores], dict]:
+    """Re-score an attack folder from its stored neighbours; returns (scores, results.json).
 
     Args:
         folder: the attack folder (with ``results.json``).
         k_attk: neighbours voting (default: the folder's ``config.k_attk``, else all stored).
 
     Returns:
-        ``({name: PairScores}, results.json dict)``.
+        ``({name: Scores}, results.json dict)`` for the four ``X_attk_Y``.
 
     Raises:
         DejavuError: an unreadable folder, an unknown format or ``k_attk`` out of range.
@@ -151,7 +158,7 @@ def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> 
     fmt = check_attack_format(res, folder / "results.json")
     cfg = res.get("config", {})
     logits = cfg.get("embed") == "logits"
-    arrays = load_pair_arrays(folder, logits, fmt)
+    arrays = load_score_arrays(folder, logits, fmt)
     num_classes = res.get("num_classes") or res.get("fingerprint", {}).get("num_classes")
     if not num_classes:  # foreign folder without provenance: the largest label seen
         num_classes = 1 + max(
@@ -159,32 +166,29 @@ def scores_from_folder(folder: str | os.PathLike, k_attk: int | None = None) -> 
             for a in arrays.values()
         )
     k = k_attk if k_attk is not None else cfg.get("k_attk")
-    if not logits and k is not None and not 1 <= k <= arrays["A_attk_A"]["neighb_labels"].shape[1]:
-        raise DejavuError(
-            f"{folder}: --k-attk {k} out of range 1..{arrays['A_attk_A']['neighb_labels'].shape[1]} (stored neighbours)"
-        )
-    pairs = {n: pair_scores_from_arrays(a, k, int(num_classes)) for n, a in arrays.items()}
+    stored = arrays[ARRAYS[0]]["neighb_labels"].shape[1] if not logits else 0
+    if not logits and k is not None and not 1 <= k <= stored:
+        raise DejavuError(f"{folder}: --k-attk {k} out of range 1..{stored} (stored neighbours)")
+    scores = {n: scores_from_arrays(a, k, int(num_classes)) for n, a in arrays.items()}
     res.setdefault("num_classes", int(num_classes))  # the count used, for callers that rescore more
-    return pairs, res
+    return scores, res
 
 
-def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
+def examples_csv_text(comps: Comparisons, topk: int = 1) -> str:
     """The text of ``examples.csv`` (:data:`EXAMPLE_COLUMNS`; see :func:`write_examples_csv`).
 
     Args:
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four ``X_attk_Y`` scores); the sample test's reference.
         topk: 1 or 5 (correctness and quadrant).
 
     Returns:
-        The CSV text, set A's rows then set B's.
+        The CSV text, one comparison's rows after the other (the two-model test: set A, then B).
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EXAMPLE_COLUMNS)
-    for y, t, r in (("A", "A_attk_A", "B_attk_A"), ("B", "B_attk_B", "A_attk_B")):
-        T, R = pairs[t], pairs[r]
-        q = quadrant_labels(T, R, topk)
-        ct, cr = T.correct(topk), R.correct(topk)
+    for c in comparisons(comps):
+        T, R = c.target, c.sample_ref
         cols = zip(
             T.index.tolist(),
             T.labels.tolist(),
@@ -192,11 +196,11 @@ def examples_csv_text(pairs: dict[str, PairScores], topk: int = 1) -> str:
             R.pred.tolist(),
             T.conf.tolist(),
             R.conf.tolist(),
-            map(_num, ct),
-            map(_num, cr),
-            q.tolist(),
+            map(_num, T.correct(topk)),
+            map(_num, R.correct(topk)),
+            quadrant_labels(T, R, topk).tolist(),
         )
-        w.writerows((y, *row) for row in cols)
+        w.writerows((c.name, *row) for row in cols)
     return buf.getvalue()
 
 
@@ -205,20 +209,33 @@ def _num(v: float) -> str:
     return f"{float(v):.10g}"
 
 
-def write_examples_csv(path: str | os.PathLike, pairs: dict[str, PairScores], topk: int = 1) -> Path:
+def write_examples_csv(path: str | os.PathLike, comps: Comparisons, topk: int = 1) -> Path:
     """``examples.csv``: one row per attacked example (set, index, label, predictions,
     confidences, correctness, quadrant), top-1 based. Correctness is the expectation over
     a random tie order (0 or 1 without ties); the quadrant is the most likely one.
 
     Args:
         path: the CSV file (written atomically, overwritten).
-        pairs: the four :data:`PAIRS` scores.
+        comps: the comparisons (or the four ``X_attk_Y`` scores).
         topk: 1 or 5.
 
     Returns:
         ``path``.
     """
-    return atomic_write_text(path, examples_csv_text(pairs, topk))
+    return atomic_write_text(path, examples_csv_text(comps, topk))
+
+
+def write_conf_sweeps(folder: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    """The original's ``top_{k}_conf_sweep_{X_attk_Y}.npy`` files from a metrics block's ``pair_sweeps``.
+
+    Args:
+        folder: the attack folder.
+        metrics: a two-model ``metrics`` block (:func:`~dejavu.analysis.summary.compute_all`).
+    """
+    for name in metrics["top1"]["pair_sweeps"]:
+        for k in TOPKS:
+            sweep = np.asarray(metrics[f"top{k}"]["pair_sweeps"][name], np.float64)
+            atomic_save_npy(Path(folder) / f"top_{k}_conf_sweep_{name}.npy", sweep)
 
 
 def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
@@ -238,7 +255,7 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
         seeds = d.get("train_seeds") or {}
         lines.append(f"models: {d['design']} (training seeds A {seeds.get('A')}, B {seeds.get('B')})")
     c = results.get("counts", {})
-    for y in "AB":
+    for y in SETS:
         if y in c:
             cy = c[y]
             lines.append(
@@ -246,9 +263,9 @@ def summary_text(results: dict[str, Any], metrics: dict[str, Any] | None = None)
                 f"{cy.get('annotation_errors', 0)} annotation errors"
             )
     lines += accuracy_table_lines(m, "target", "ref")
-    ci = m["top1"]["ci95"]["dejavu_score"]
+    ci = score_at(m["top1"]["ci95"])
     lines.append(
-        f"deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  {ci95_text(ci)}"
+        f"deja vu score (top-1, 20%): {pts(score_at(m['top1']))}  {ci95_text(ci)}"
         + ("" if "control" in results else "  (primary endpoint at the final epoch; no control)")
     )
     q = m["quadrants"]
@@ -265,11 +282,11 @@ def accuracy_table_lines(m: dict[str, Any], target: str, reference: str) -> list
         reference: the reference's column title (``ref``; an audit: ``clf``).
 
     Returns:
-        The header and one line per top-k and fraction.
+        The header and one line per top-k and fraction the block holds.
     """
     lines = [f"{'':6} {'p':>5} {target:>8} {reference:>8} {'gap (pts)':>10}"]
-    for t in ("top1", "top5"):
-        for p in ("5", "20", "100"):
+    for t in (f"top{k}" for k in TOPKS):
+        for p in (fraction_key(f) for f in FRACTIONS if fraction_key(f) in m[t]["target"]):
             tg, rf = m[t]["target"][p], m[t]["reference"][p]
             lines.append(f"{t:6} {p + '%':>5} {pct(tg):>8} {pct(rf):>8} {pts(tg - rf, unit=False):>10}")
     return lines

@@ -1,21 +1,9 @@
-"""The held-out control of an attack.
-
-Annotated images that neither model trained on — the partition's ``control_{A,B}.npy``
-(``dejavu partition --control N``) or ImageNet's annotated validation images
-(:mod:`dejavu.data.valset`) — are split in two halves CA and CB that play the roles of
-the private sets A and B, and attacked with the *same* models, crops and public
-embeddings. Their score (target − reference) is what two training runs give without any
-memorization; the attack reports the excess of the real score over it
-(:mod:`dejavu.analysis.significance`).
-
-Files, beside the main attack's (same contents as ``dejavu-attack/2``, ``control_`` prefix)::
-
-    control_{X}_attk_{Y}_{attk_idxs,labels,neighb_idxs,neighb_labels|logits}.npy
-    control_crops_{A,B}.npy
-
-``attk_idxs`` are indices into the control's own image list: the training set's index
-for a partition control, the validation listing (``results.json`` ``control.source``)
-for a validation control. ``results.json`` gains a ``control`` block.
+"""The held-out control of an attack: annotated images that neither model trained on (the
+partition's ``control_{A,B}.npy`` or annotated validation images, :mod:`dejavu.data.valset`),
+split into halves CA and CB that play the private sets' roles and attacked with the same
+models, crops and public embeddings (:func:`attack_control`); scored against the attack by
+:func:`dejavu.analysis.significance.control_block`. Files (``control_`` + the attack's
+names) and the ``control`` block: docs/CONTRACTS.md ("Attack folder").
 """
 
 from __future__ import annotations
@@ -29,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.significance import excess
-from dejavu.analysis.summary import compute_all
+from dejavu.analysis.metrics import SETS
 from dejavu.attack.crops import compute_crops
+from dejavu.attack.dist import is_main
 from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
 from dejavu.data.valset import scan_valset
 from dejavu.io import atomic_save_npy
+from dejavu.partition import Partition
 
 PREFIX = "control_"
 
@@ -52,7 +41,7 @@ class ControlSource:
 
 def resolve_control(
     spec: str | os.PathLike | None,
-    partition,
+    partition: Partition,
     index: DatasetIndex,
     paths: DataPaths,
     bboxes: str | os.PathLike | None = None,
@@ -106,7 +95,7 @@ def resolve_control(
             halves,
             {
                 "kind": "partition",
-                "files": [f"{partition.root}/control_{h}.npy" for h in "AB"],
+                "files": [f"{partition.root}/control_{h}.npy" for h in SETS],
                 "per_class": partition.manifest["control"].get("per_class"),
             },
         )
@@ -126,19 +115,17 @@ def attack_control(
         pub_emb: the public embeddings of models A and B.
 
     Returns:
-        ``(arrays per pair, keyed X_attk_Y, crop counts per half)``.
+        ``(arrays, counts)``: the four X_attk_Y arrays and the crop counts per half.
 
     Raises:
         DejavuError: the control overlaps the public set, or a half has no attackable image.
     """
-    from dejavu.attack.dist import is_main
-
     halves = np.concatenate([src.halves["A"], src.halves["B"]])
     overlap = np.intersect1d(halves, st.public) if src.info.get("kind") == "partition" else np.zeros(0)
     if len(overlap):
         raise DejavuError(f"control overlaps the public set searched by the attack (e.g. index {int(overlap[0])})")
     crops, counts = {}, {}
-    for y in "AB":
+    for y in SETS:
         sc = compute_crops(
             src.index, None, src.halves[y], st.cfg, st.min_px, desc=f"control crops {y}", ann_path=src.ann_path
         )
@@ -152,37 +139,3 @@ def attack_control(
         for key, arr in a.items():
             atomic_save_npy(st.out / f"{PREFIX}{name}_{key}.npy", arr)
     return arrays, counts
-
-
-def control_block(
-    pairs: dict,
-    control_pairs: dict,
-    counts: dict[str, Any],
-    info: dict[str, Any],
-    num_classes: int,
-    n_boot: int,
-    seed: int,
-) -> dict[str, Any]:
-    """``results.json`` ``control``: the control's metrics and the excess of the score over it.
-
-    Args:
-        pairs: the attack's four pair scores.
-        control_pairs: the control's four pair scores.
-        counts: the control's crop counts.
-        info: where the control came from (``ControlSource.info``).
-        num_classes: classes of the dataset.
-        n_boot: bootstrap replicates (0: no intervals).
-        seed: bootstrap seed (the control's metrics use ``seed + 1``).
-
-    Returns:
-        ``{"source", "counts", "metrics", "excess"}``.
-    """
-
-    m = compute_all(control_pairs, num_classes, n_boot=n_boot, seed=seed + 1)
-    keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}
-    return {
-        "source": info,
-        "counts": counts,
-        "metrics": keep,
-        "excess": excess(pairs, control_pairs, n_boot=n_boot, seed=seed),
-    }

@@ -26,16 +26,23 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dejavu import DejavuError, formats
+from dejavu.analysis.metrics import Comparison, two_model
+from dejavu.analysis.significance import control_block
+from dejavu.analysis.summary import compute_all
+from dejavu.analysis.tables import scores_from_arrays, write_conf_sweeps, write_examples_csv
 from dejavu.attack.config import AttackConfig
 from dejavu.attack.crops import SetCrops, compute_crops, default_min_crop_px
 from dejavu.attack.search import AttackContext, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
+
+if TYPE_CHECKING:
+    from dejavu.ssl.checkpoint import LoadedModel
 
 FORMAT = formats.ATTACK
 
@@ -58,8 +65,11 @@ def _default_device() -> str:
     return str(choose_device(None, current().local_rank))  # torchrun: each rank its GPU
 
 
-def _model_info(lm) -> dict[str, Any]:
-    return {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
+def model_info(lm: LoadedModel, loaded: bool = False) -> dict[str, Any]:
+    """A checkpoint as ``results.json`` records it (attack and audit): path, hash, epoch,
+    layout and training config; with ``loaded`` also what was loaded (the audit's record)."""
+    info = {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
+    return {**info, "loaded": lm.loaded} if loaded and lm.loaded else info
 
 
 def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
@@ -131,8 +141,8 @@ def _attack(
     control = _control_arrays(st, csrc, pub_emb)
     if not is_main():  # torchrun: the other ranks' part ends with the last search
         return AttackResult(st.out, {}, {})
-    metrics, pairs = _write_arrays_and_score(st, crops, arrays)
-    control_res = _attack_control(st, csrc, control, pairs)
+    metrics, comps = _write_arrays_and_score(st, crops, arrays)
+    control_res = _attack_control(st, csrc, control, comps)
     results = _results(st, crops, cached, metrics, label, sets is not None)
     if control_res is not None:
         results["control"] = control_res
@@ -303,11 +313,8 @@ def _attack_sets(st: AttackContext, crops, pub_emb, use_betons: bool) -> dict[st
     return attack_set_pairs(st, crops, pub_emb, datasets)
 
 
-def _write_arrays_and_score(st: AttackContext, crops, arrays) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The original's files, the confidence sweeps and examples.csv; returns (metrics, pair scores)."""
-    from dejavu.analysis.summary import compute_all
-    from dejavu.analysis.tables import pair_scores_from_arrays, write_examples_csv
-
+def _write_arrays_and_score(st: AttackContext, crops, arrays) -> tuple[dict[str, Any], list[Comparison]]:
+    """The original's files, the confidence sweeps and examples.csv; returns (metrics, comparisons)."""
     out = st.out
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(out / "public_idxs.npy", st.public)
@@ -317,16 +324,16 @@ def _write_arrays_and_score(st: AttackContext, crops, arrays) -> tuple[dict[str,
     for name, a in arrays.items():
         for key, arr in a.items():
             atomic_save_npy(out / f"{name}_{key}.npy", arr)
-    pairs = {name: pair_scores_from_arrays(a, st.cfg.k_attk, st.num_classes) for name, a in arrays.items()}
-    metrics = compute_all(pairs, st.num_classes, n_boot=st.cfg.n_boot, seed=st.cfg.seed)
-    for name in pairs:
-        for topk in (1, 5):
-            atomic_save_npy(
-                out / f"top_{topk}_conf_sweep_{name}.npy",
-                np.asarray(metrics[f"top{topk}"]["pair_sweeps"][name], np.float64),
-            )
-    write_examples_csv(out / "examples.csv", pairs)
-    return metrics, pairs
+    comps = _comparisons(st, arrays)
+    metrics = compute_all(comps, st.num_classes, n_boot=st.cfg.n_boot, seed=st.cfg.seed)
+    write_conf_sweeps(out, metrics)
+    write_examples_csv(out / "examples.csv", comps)
+    return metrics, comps
+
+
+def _comparisons(st: AttackContext, arrays: dict[str, dict[str, np.ndarray]]) -> list[Comparison]:
+    """The two-model test's comparisons of the four ``X_attk_Y`` arrays."""
+    return two_model({name: scores_from_arrays(a, st.cfg.k_attk, st.num_classes) for name, a in arrays.items()})
 
 
 def _control_arrays(st: AttackContext, csrc, pub_emb) -> tuple[dict, dict] | None:
@@ -337,16 +344,13 @@ def _control_arrays(st: AttackContext, csrc, pub_emb) -> tuple[dict, dict] | Non
     return None if csrc is None else attack_control(csrc, st, pub_emb)
 
 
-def _attack_control(st: AttackContext, csrc, control, pairs) -> dict[str, Any] | None:
+def _attack_control(st: AttackContext, csrc, control, comps: list[Comparison]) -> dict[str, Any] | None:
     """The held-out control's block of results.json (``control``: :func:`_control_arrays`)."""
     if csrc is None or control is None:
         return None
-    from dejavu.analysis.tables import pair_scores_from_arrays
-    from dejavu.attack.control import control_block
-
     carrays, ccounts = control
-    cpairs = {name: pair_scores_from_arrays(a, st.cfg.k_attk, st.num_classes) for name, a in carrays.items()}
-    return control_block(pairs, cpairs, ccounts, csrc.info, st.num_classes, st.cfg.n_boot, st.cfg.seed)
+    ccomps = _comparisons(st, carrays)
+    return control_block(comps, ccomps, ccounts, csrc.info, st.num_classes, st.cfg.n_boot, st.cfg.seed)
 
 
 def _results(st: AttackContext, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
@@ -364,7 +368,7 @@ def _results(st: AttackContext, crops, cached, metrics, label: str | None, overr
         "method": st.lms["A"].config.get("method"),
         "npc": st.cfg.npc,
         "epoch": st.lms["A"].epoch,
-        "models": {n: _model_info(st.lms[n]) for n in "AB"},
+        "models": {n: model_info(st.lms[n]) for n in "AB"},
         "design": pair_design(st.lms["A"].config, st.lms["B"].config),
         "fingerprint": st.index.fingerprint.to_dict(),
         "partition": str(st.part.root),

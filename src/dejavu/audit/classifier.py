@@ -17,6 +17,7 @@ from generators seeded with ``(seed, e)`` (data loading in the main process when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dejavu import DejavuError, formats
+from dejavu.analysis.metrics import Scores, scores_from_logits
 from dejavu.attack.embed import ImageCrops, default_workers
 from dejavu.audit.config import AuditConfig
 from dejavu.data.fastjpeg import load_rgb
@@ -485,3 +487,44 @@ def classifier_dir_clean(out: Path) -> None:
         for f in out.iterdir():
             if f.is_file() and (f.suffix in (".pth", ".jsonl")):
                 os.unlink(f)
+
+
+def classifier_scores(logits: np.ndarray, labels: np.ndarray, index: np.ndarray, confidence: str) -> Scores:
+    """The classifier's prediction (argmax) and correctness, with its confidence.
+
+    Args:
+        logits: (n, num_classes) classifier logits.
+        labels: (n,) true classes.
+        index: (n,) dataset indices of the crops.
+        confidence: ``neg_entropy`` = sum p log p of the softmax (natural log, the KNN attack's
+            scale) or ``max_prob`` = the largest softmax probability.
+
+    Returns:
+        The classifier's :class:`~dejavu.analysis.metrics.Scores`.
+    """
+    s = scores_from_logits(logits, labels, index)
+    lg = np.asarray(logits, np.float64)
+    z = lg - lg.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    p = np.exp(logp)
+    conf = (p * logp).sum(1) if confidence == "neg_entropy" else p.max(1)
+    return dataclasses.replace(s, conf=conf)
+
+
+def unanimous(refs: list[Scores]) -> Scores:
+    """Several classifiers as one for the sample test: right only where ALL are right
+    (DejaVuOSS's correlation set: crops that every classifier gets right); prediction and
+    confidence are the first one's.
+
+    Args:
+        refs: the classifiers' scores on the same examples (at least one).
+
+    Returns:
+        :class:`~dejavu.analysis.metrics.Scores` with ``correct1``/``correct5`` the product of theirs.
+    """
+    c1, c5 = np.ones(len(refs[0].index)), np.ones(len(refs[0].index))
+    for r in refs:
+        if not np.array_equal(r.index, refs[0].index):
+            raise ValueError("classifiers scored different examples")
+        c1, c5 = c1 * r.correct1, c5 * r.correct5
+    return dataclasses.replace(refs[0], correct1=c1, correct5=c5)

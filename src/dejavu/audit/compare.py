@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dejavu.analysis.tables import read_examples_csv
+
 
 def memorized(examples_csv: str | os.PathLike, set_name: str) -> tuple[set[int], set[int]]:
     """The memorized examples (top-1) of one set in an ``examples.csv``.
@@ -18,8 +20,6 @@ def memorized(examples_csv: str | os.PathLike, set_name: str) -> tuple[set[int],
     Returns:
         (dataset indices in quadrant ``memorized``, dataset indices of all rows of the set).
     """
-    from dejavu.analysis.tables import read_examples_csv
-
     rows = [r for r in read_examples_csv(examples_csv, ("set", "index", "quadrant")) if r["set"] == set_name]
     return {r["index"] for r in rows if r["quadrant"] == "memorized"}, {r["index"] for r in rows}
 

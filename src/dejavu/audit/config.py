@@ -8,12 +8,12 @@ follow-up work).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from dejavu import UsageError
-from dejavu.attack.config import PRECISION_HELP
-from dejavu.config import check_choices
+from dejavu.attack.config import PRECISION_HELP, AttackConfig
+from dejavu.config import check_choices, load_config, parse_sets, resolve_config
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 
 CONFIDENCES = ("neg_entropy", "max_prob")
@@ -178,10 +178,8 @@ class AuditConfig:
             raise UsageError(f"clf_scale_min must be in (0, 1], got {self.clf_scale_min}")
         self.attack_config().validate()
 
-    def attack_config(self):
+    def attack_config(self) -> AttackConfig:
         """The :class:`AttackConfig` of the audited model's KNN attack (crops, KNN, files)."""
-        from dejavu.attack.config import AttackConfig
-
         names = {f.name for f in fields(AttackConfig)}
         kw = {k: v for k, v in asdict(self).items() if k in names}
         kw["k_attk"] = self.k_attk if self.k_attk is not None else self.k
@@ -202,12 +200,10 @@ def apply_classifier_preset(cfg: AuditConfig, explicit: set[str]) -> AuditConfig
     Returns:
         A new validated :class:`AuditConfig` (``cfg`` itself for ``classifier: ours``).
     """
-    import dataclasses
-
     preset = PRESETS.get(cfg.classifier)
     if not preset:
         return cfg
-    out = dataclasses.replace(cfg, **{k: v for k, v in preset.items() if k not in explicit})
+    out = replace(cfg, **{k: v for k, v in preset.items() if k not in explicit})
     out.validate()
     return out
 
@@ -240,7 +236,5 @@ def load_audit_config(path: str | None = None, sets: list[str] | None = None) ->
         The validated :class:`AuditConfig` (unknown keys and bad values raise
         :class:`dejavu.UsageError`).
     """
-    from dejavu.config import load_config, parse_sets, resolve_config
-
     cfg = load_config(AuditConfig, resolve_config(path, "audit"), sets)
     return apply_classifier_preset(cfg, set(parse_sets(sets)))

@@ -1,30 +1,12 @@
-"""The held-out control of a one-model audit (DESIGN 7.3).
+"""The held-out control images of a one-model audit: images that neither the audited model
+nor the classifier trained on, cropped, searched and classified as the audited set, and
+scored by :func:`dejavu.analysis.significance.control_block` (docs/DESIGN.md §7.3).
 
-One model and one crop classifier, so the control is simply a second audited set: images
-that neither the audited model nor the classifier trained on, cropped, KNN-searched and
-classified exactly as the audited set. Its score ``C`` (model − classifier on the control)
-is what the pair reaches without memorization; the audit reports the excess ``E = S − C``
-of its score ``S`` with a paired bootstrap interval over both example sets (the audited
-set and the control resampled independently, model and classifier paired within each).
-
-Which images (``--control``, as ``dejavu attack``'s): ``auto`` (default), ``none``,
-``partition`` (all of ``control.npy`` of ``dejavu partition --control N``) or a folder of
-annotated validation images (boxes in ``--control-bboxes``, :mod:`dejavu.data.valset`).
-A partition control is reduced to the images the classifier did not train on and that are
-not audited (both counts recorded in ``control.source.excluded``): the classifier trained
-on ``control_B.npy`` leaves ``control_A`` as the control. Nothing left: ``auto`` skips the
-control with a note (``results.json`` ``control_skipped``), ``partition`` is an error.
-``auto`` also skips a partition control when the audited checkpoint does not record which
-of this partition's sets it trained on (released weights: trained on all of ImageNet's
-training images, the control included, as far as anyone here knows) or when a classifier
-from ``--reference-model`` does not record its training set; validation images are the
-control for such checkpoints.
-
-Files, beside the audit's (same contents, ``control_`` prefix): ``control_attk_idxs.npy``
-(indices into the control's image list: the training set's index for a partition control,
-the validation listing for a validation control), ``control_labels.npy``,
-``control_model_neighb_idxs.npy``, ``control_model_neighb_labels.npy``,
-``control_classifier_logits.npy``, ``control_crops.npy``.
+:func:`resolve_audit_control` picks them (``--control auto|none|partition|VAL_DIR``): a
+partition control loses the audited images and the classifier's training images (counts in
+``control.source.excluded``); ``auto`` skips a control nothing is left of, or that the audited
+checkpoint or a ``--reference-model`` may have trained on, with a note (``control_skipped``).
+Files: docs/CONTRACTS.md ("Audit folder").
 """
 
 from __future__ import annotations
@@ -38,22 +20,21 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError
-from dejavu.analysis.bootstrap import PairCells, cell_counts, resample_blocks
-from dejavu.analysis.metrics import PairScores, acc_at
-from dejavu.analysis.significance import excess_table_lines
-from dejavu.audit.metrics import one_model_metrics
+from dejavu.analysis.metrics import score_at
+from dejavu.attack.control import resolve_control
 from dejavu.data.imagefolder import DataPaths, DatasetIndex
+from dejavu.partition import Partition
 
 PREFIX = "control_"
-FRACTIONS = {"20": 0.20, "100": 1.00}
-LEVEL = 0.95
-EXAMPLE_UNIT = (
-    "audited example; the audited set and the control resampled independently, model and classifier paired within a set"
-)
-COVERS = (
-    "the choice of audited and control images, for this model and this classifier (what an audit of one "
-    "checkpoint asks); the two sets must be drawn alike"
-)
+AUDIT_UNIT = "audited example; model and classifier paired"  # the metrics' bootstrap
+# How the audit's excess block describes itself (:func:`dejavu.analysis.significance.excess`).
+AUDIT_EXCESS = {
+    "statistic": "excess = score - control (model - classifier accuracy, top p% most confident of each)",
+    "unit": "audited example; the audited set and the control resampled independently, model and classifier "
+    "paired within a set",
+    "covers": "the choice of audited and control images, for this model and this classifier (what an audit of one "
+    "checkpoint asks); the two sets must be drawn alike",
+}
 
 
 @dataclass
@@ -68,7 +49,7 @@ class AuditControl:
 
 def resolve_audit_control(
     spec: str | os.PathLike | None,
-    part,
+    part: Partition,
     index: DatasetIndex,
     paths: DataPaths,
     bboxes: str | os.PathLike | None,
@@ -90,8 +71,6 @@ def resolve_audit_control(
     Returns:
         ``(control, None)``, or ``(None, note)`` when there is none (the note says why).
     """
-    from dejavu.attack.control import resolve_control
-
     spec = "auto" if spec is None else str(spec)
     if spec == "none":
         return None, "none (--control none)"
@@ -150,173 +129,6 @@ def check_control_public(ctrl: AuditControl, public: np.ndarray) -> None:
         raise DejavuError(f"control overlaps the public set searched by the audit (e.g. index {int(clash[0])})")
 
 
-def one_model_excess(
-    target: PairScores,
-    reference: PairScores,
-    c_target: PairScores,
-    c_reference: PairScores,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = LEVEL,
-) -> dict[str, Any]:
-    """Score ``S``, control score ``C`` and the excess ``S − C`` per (top-k, fraction), with a
-    percentile bootstrap interval: each replicate resamples the audited examples and the
-    control examples independently, one resample per set serving the model and the
-    classifier. Same keys as :func:`dejavu.analysis.significance.excess`.
-
-    Args:
-        target, reference: the model's and the classifier's scores on the audited crops.
-        c_target, c_reference: the same on the control crops.
-        n_boot: bootstrap replicates (0: no interval).
-        seed: seed of the resampling.
-        level: interval level.
-    Returns:
-        ``{"top1": {"20": {"score", "control", "excess", "ci95", "se", "excludes_zero"}, "100": ...},
-        "top5": ..., "statistic", "unit", "covers", "n_boot", "seed", "level"}``.
-    """
-
-    ps = tuple(FRACTIONS.values())
-    point = {}
-    for topk in (1, 5):
-        for name, (t, r) in (("S", (target, reference)), ("C", (c_target, c_reference))):
-            point[(topk, name)] = acc_at(t, ps, topk) - acc_at(r, ps, topk)
-    reps = _excess_replicates(target, reference, c_target, c_reference, n_boot, seed)
-    a = (1 - level) / 2
-    out: dict[str, Any] = {
-        "statistic": "excess = score - control (model - classifier accuracy, top p% most confident of each)",
-        "unit": EXAMPLE_UNIT,
-        "covers": COVERS,
-        "n_boot": int(n_boot),
-        "seed": int(seed),
-        "level": level,
-    }
-    for topk in (1, 5):
-        out[f"top{topk}"] = {}
-        for j, (key, p) in enumerate(FRACTIONS.items()):
-            s, c = float(point[(topk, "S")][j]), float(point[(topk, "C")][j])
-            x = np.concatenate(reps[(topk, p)]) if reps else np.zeros(0)
-            x = x[~np.isnan(x)]
-            ci = [float(v) for v in np.quantile(x, [a, 1 - a])] if len(x) else [float("nan")] * 2
-            out[f"top{topk}"][key] = {
-                "score": s,
-                "control": c,
-                "excess": s - c,
-                "ci95": ci,
-                "se": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
-                "excludes_zero": bool(len(x) and (ci[0] > 0 or ci[1] < 0)),
-            }
-    return out
-
-
-def _excess_replicates(
-    target: PairScores, reference: PairScores, c_target: PairScores, c_reference: PairScores, n_boot: int, seed: int
-) -> dict[tuple[int, float], list[np.ndarray]]:
-    """Bootstrap replicates of the excess per (top-k, fraction) (:func:`one_model_excess`);
-    empty without replicates or examples."""
-
-    ps = tuple(FRACTIONS.values())
-    reps: dict[tuple[int, float], list[np.ndarray]] = {}
-    if n_boot <= 0 or not len(target.index) or not len(c_target.index):
-        return reps
-    cells = {k: PairCells(v) for k, v in (("t", target), ("r", reference), ("ct", c_target), ("cr", c_reference))}
-    for draws in resample_blocks({"audit": len(target.index), "control": len(c_target.index)}, n_boot, seed):
-        acc = {
-            k: pc.top_accs(cell_counts(draws["control" if k[0] == "c" else "audit"], pc.cell, pc.n_cells), ps)
-            for k, pc in cells.items()
-        }
-        for tp in acc["t"]:
-            reps.setdefault(tp, []).append(acc["t"][tp] - acc["r"][tp] - (acc["ct"][tp] - acc["cr"][tp]))
-    return reps
-
-
-def control_block(
-    target: PairScores,
-    reference: PairScores,
-    c_target: PairScores,
-    c_reference: PairScores,
-    counts: dict[str, Any],
-    info: dict[str, Any],
-    num_classes: int,
-    n_boot: int,
-    seed: int,
-    c_sample_reference: PairScores | None = None,
-) -> dict[str, Any]:
-    """``results.json`` ``control``: the control's metrics (the audit's ``metrics`` keys, less
-    ``per_class`` and ``rankings``) and the excess of the score over it, as the attack's block.
-
-    Args:
-        target, reference: the model's and the classifier's scores on the audited crops.
-        c_target, c_reference: the same on the control crops.
-        counts: crop counts, ``{"control": {"bbox", "attacked", ...}}``.
-        info: the control's description (``AuditControl.info``: kind, images, excluded...).
-        num_classes: classes of the dataset.
-        n_boot: bootstrap replicates of the intervals (0: none).
-        seed: seed of the excess's bootstrap; the control's own metrics use ``seed + 1``.
-        c_sample_reference: the control's sample-test classifier correctness (several
-            classifiers), as :func:`dejavu.audit.metrics.one_model_metrics`'s.
-
-    Returns:
-        ``{"source": info, "counts": counts, "metrics": {...}, "excess": one_model_excess(...)}``.
-    """
-
-    m = one_model_metrics(
-        c_target, c_reference, num_classes, "control", n_boot=n_boot, seed=seed + 1, sample_reference=c_sample_reference
-    )
-    keep = {k: v for k, v in m.items() if k not in ("per_class", "rankings")}
-    return {
-        "source": info,
-        "counts": counts,
-        "metrics": keep,
-        "excess": one_model_excess(target, reference, c_target, c_reference, n_boot=n_boot, seed=seed),
-    }
-
-
-def verdict_text(ex: dict[str, Any]) -> str:
-    """The audit's headline: is the excess (one fraction's entry of :func:`one_model_excess`)
-    distinguishable from zero, i.e. does its 95% CI exclude 0.
-
-    Args:
-        ex: ``{"excess", "ci95", "excludes_zero", ...}`` for one top-k and fraction.
-
-    Returns:
-        One sentence, in points (percent): the excess, its CI and the verdict; without an
-        interval (``n_boot`` 0) the excess alone.
-    """
-    lo, hi = ex["ci95"]
-    if not np.isfinite([lo, hi]).all():
-        return f"excess over the control {100 * ex['excess']:+.1f} points (no interval: n_boot 0)"
-    word = "distinguishable from zero" if ex["excludes_zero"] else "NOT distinguishable from zero"
-    return (
-        f"excess over the control {100 * ex['excess']:+.1f} points, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]: "
-        f"{word} (interval over the audited and control images, for this model and classifier)"
-    )
-
-
-def summary_lines(results: dict[str, Any]) -> list[str]:
-    """CLI summary lines: the control, score / control / excess per fraction, the verdict.
-
-    Args:
-        results: an audit's ``results.json`` contents.
-
-    Returns:
-        The lines; one line with the reason (``control_skipped``) when the audit has no control.
-    """
-    if "control" not in results:
-        return [f"held-out control: {results.get('control_skipped') or 'none'}"]
-    c = results["control"]
-    src, n = c["source"], c["counts"]["control"]
-    ex = src.get("excluded") or {}
-    drop = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in ex.items() if v)
-    lines = [
-        f"held-out control ({src.get('kind', '?')}): {n['attacked']}/{n['bbox']} crops"
-        + (f" (excluded: {drop})" if drop else ""),
-    ]
-
-    lines += excess_table_lines(c["excess"], "95% CI")
-    lines.append("verdict (top-1, 20%): " + verdict_text(c["excess"]["top1"]["20"]))
-    return lines
-
-
 MIN_CONTROL_CROPS = 30  # fewer control crops than this: too few to judge the excess by
 
 
@@ -354,7 +166,7 @@ def memorization_reading(results: dict[str, Any]) -> dict[str, Any]:
             "use a larger control"
         )
     ex = c["excess"]["top1"]["20"]
-    lo, _ = results["metrics"]["top1"]["ci95"]["dejavu_score"]
+    lo, _ = score_at(results["metrics"]["top1"]["ci95"])
     if ex["excludes_zero"] and ex["excess"] > 0 and ex["control"] < 0 and not lo > 0:
         notes.append(
             f"the excess is distinguishable from zero only because the control came out negative "

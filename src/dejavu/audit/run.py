@@ -1,58 +1,65 @@
-"""``audit(...)``: the one-model déjà vu test of one checkpoint (DESIGN 7.3).
+"""``audit(...)``: the one-model déjà vu test of one checkpoint (docs/DESIGN.md §7.3).
 
-Order of work, reusing the attack's pieces (:mod:`dejavu.attack`):
-1. the audited set (bbox_A by default) and the classifier's training set (bbox_B by
-   default) from the partition, refused if they overlap or the audited set meets the
-   public set; their periphery crops (:func:`dejavu.attack.crops.compute_crops`);
-2. the crop classifier: trained into ``OUT/classifier/`` (:mod:`dejavu.audit.classifier`),
-   or loaded from ``reference_model``;
-3. public embeddings of the audited model (cached, :class:`dejavu.attack.embed.CachedEmbedder`);
-4. the audited crops decoded once, embedded by the model and classified by the classifier;
-5. KNN of the model's crop embeddings over the public set (:func:`dejavu.attack.knn.knn`);
-6. the held-out control (:mod:`dejavu.audit.control`): images neither the model nor
-   the classifier trained on (``--control auto|none|partition|VAL_DIR``), cropped (before the
-   classifier trains, so a bad control fails early), embedded, searched and classified as the
-   audited set, by the same model and classifier;
-7. metrics (:mod:`dejavu.audit.metrics`), the control's and the excess of the score over it
-   (paired bootstrap over both sets), files; ``results.json`` last.
-
-Under torchrun (:mod:`dejavu.attack.dist`) rank 0 trains the classifier (the other ranks
-wait and load its file), every rank embeds its share of the public set and of the crops and
-searches its share of the public set, and rank 0 writes the same bytes as one process.
-
-Why the control, and which images: a score S = model − classifier can be positive without
-any memorization (the KNN over the public set and a classifier trained on few crops are not
-equally good at recognising an object from its background). The same model and classifier
-on images that neither trained on give that part, C; the excess S − C is the memorization.
-The classifier must never have trained on the control (its accuracy there would be inflated,
-C too low and the excess too high): images of the classifier's training set and audited
-images are removed from a partition control (the classifier trained on ``control_B.npy``
-leaves ``control_A`` as the control), and ``auto`` skips a control that nothing is left of,
-or that a released checkpoint may have trained on, with a note (``control_skipped``).
-
-Audit folder ``OUT/``: ``attk_idxs.npy``, ``labels.npy`` (n, 1), ``model_neighb_idxs.npy``
-(dataset indices) / ``model_neighb_labels.npy`` (as the attack's ``X_attk_Y_*``), ``classifier_logits.npy``,
-``crops.npy``, ``public_idxs.npy``, ``public_labels.npy``, ``examples.csv`` (the attack's
-columns: target = the audited model, reference = the classifier) and ``results.json``
-(format ``dejavu-audit/1``, the attack's ``metrics`` block, and a ``control`` block shaped
-as the attack's: ``source``, ``counts``, ``metrics``, ``excess``), and the control's arrays
-with the prefix ``control_``.
+Phases: the sets and the audited set's crops (:func:`_setup`); the held-out control's crops
+(:func:`_control_crops`, :mod:`dejavu.audit.control`); the crop classifier, trained or
+loaded (:func:`_crop_classifier`); public embeddings, then the audited and control crops
+embedded, KNN-searched and classified (:func:`_embed_and_label`); the comparison of the model
+with its classifier scored by :mod:`dejavu.analysis` and the files written, ``results.json``
+last (:func:`_write`). Under torchrun rank 0 trains the classifier and writes; every rank
+embeds and searches its share. The folder's files: docs/CONTRACTS.md ("Audit folder").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
-from dejavu.audit.config import AuditConfig
+from dejavu.analysis.metrics import SETS, Comparison, other_set, score_at, scores_from_neighbours
+from dejavu.analysis.significance import control_block, control_summary_lines, primary_endpoint
+from dejavu.analysis.summary import compute_all
+from dejavu.analysis.tables import accuracy_table_lines, write_examples_csv
+from dejavu.attack import dist
+from dejavu.attack.config import AttackConfig
+from dejavu.attack.crops import SetCrops, compute_crops, default_min_crop_px
+from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_rows, resolved_precision
+from dejavu.attack.run import model_info
+from dejavu.audit.classifier import (
+    CropSet,
+    SquareJpeg,
+    classifier_dir_clean,
+    classifier_scores,
+    is_finished,
+    num_outputs,
+    train_classifier,
+    unanimous,
+    with_input,
+)
+from dejavu.audit.config import AuditConfig, check_preset
+from dejavu.audit.control import (
+    AUDIT_EXCESS,
+    AUDIT_UNIT,
+    PREFIX,
+    AuditControl,
+    check_control_public,
+    memorization_reading,
+    resolve_audit_control,
+)
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.data.transforms import describe_eval_transform, eval_transform
+from dejavu.device import choose_device
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, index_hash, locks_output
+from dejavu.partition import Partition, load_index_file
+from dejavu.ssl.checkpoint import LoadedModel, describe_loaded, load_model
+from dejavu.units import ci95_text, pct, pts
 
 FORMAT = formats.AUDIT
 
@@ -66,11 +73,11 @@ class AuditResult:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        """The ``metrics`` block of ``results.json`` (:func:`dejavu.audit.metrics.one_model_metrics`)."""
+        """The ``metrics`` block of ``results.json`` (:func:`dejavu.analysis.summary.compute_all` of the audit's comparison)."""
         return self.results["metrics"]
 
 
-def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
+def load_set(part: Partition, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
     """A partition set by name (``bbox_A``, ``train_B``...) or an index file (``.npy``).
 
     Args:
@@ -87,8 +94,6 @@ def load_set(part, index: DatasetIndex, npc: int, name: str) -> np.ndarray:
         DejavuError: an unknown set or npc, an unreadable file, an empty set or an index outside
             the dataset.
     """
-    from dejavu.partition import load_index_file
-
     if str(name).endswith(".npy"):
         return index.check_indices(np.asarray(load_index_file(name, index)), str(name))
     arr = part.load_set(npc, name)
@@ -137,33 +142,23 @@ class _Logits(nn.Module):
         return self.model.embed(x, "logits")
 
 
-def _model_info(lm) -> dict[str, Any]:
-    info = {"path": str(lm.path), "sha256": lm.sha256, "epoch": lm.epoch, "source": lm.source, "config": lm.config}
-    return {**info, "loaded": lm.loaded} if lm.loaded else info
-
-
-def _check_model_sets(lm: Any, part: Any, cfg: AuditConfig, audit_idx: np.ndarray) -> None:
+def _check_model_sets(lm: LoadedModel, part: Partition, cfg: AuditConfig, audit_idx: np.ndarray) -> None:
     """The model must have trained on the partition's training set holding the audited images
     (when it records its training index); with ``unseen_ok`` it may instead record the
     partition's other training set, the audit then being a control (said on stderr)."""
-    sets = {y: part.load_set(cfg.npc, f"train_{y}") for y in "AB"}
+    sets = {y: part.load_set(cfg.npc, f"train_{y}") for y in SETS}
     for y, train_y in sets.items():
         if not np.isin(audit_idx, train_y).all():
             continue
-        other = sets["B" if y == "A" else "A"]
-        if cfg.unseen_ok and lm.config.get("index_sha256") == index_hash(other):
-            _say(f"note: {lm.path} trained on train_{'B' if y == 'A' else 'A'}, not on the audited images: a control")
+        if cfg.unseen_ok and lm.config.get("index_sha256") == index_hash(sets[other_set(y)]):
+            _say(f"note: {lm.path} trained on train_{other_set(y)}, not on the audited images: a control")
             return
         lm.check_trained_on(train_y, f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
 
 
 def _say(line: str) -> None:
     """One line on stderr (what was loaded, warnings), before the long steps (torchrun: rank 0's)."""
-    import sys
-
-    from dejavu.attack.dist import is_main
-
-    if is_main():
+    if dist.is_main():
         print(f"dejavu audit: {line}", file=sys.stderr, flush=True)
 
 
@@ -183,26 +178,26 @@ def size_warning(clf_size: int, boxes: np.ndarray, factor: float = 4.0) -> str |
 
 
 @dataclass
-class _Job:
+class AuditJob:
     """What an audit resolved before training or embedding anything (:func:`_setup`)."""
 
     cfg: AuditConfig
     out: Path
     paths: DataPaths
     index: DatasetIndex
-    part: Any  # dejavu.partition.Partition
+    part: Partition
     public: np.ndarray
     audit_idx: np.ndarray
     train_idx: np.ndarray | None  # the classifier's training set; None with --reference-model
     device: str
-    lm: Any  # the audited model (LoadedModel)
-    ref: tuple[Any, dict[str, Any], np.ndarray | None] | None  # :func:`_reference`'s answer
+    lm: Any  # the audited LoadedModel; a monitor puts its live model here per epoch (None between)
+    ref: tuple[LoadedModel, dict[str, Any], np.ndarray | None] | None  # :func:`_reference`'s answer
     image_size: int
     min_px: float
-    acfg: Any  # the attack's settings of the crops (AttackConfig)
-    crops: Any  # the audited set's crops (:func:`dejavu.attack.crops.compute_crops`)
+    acfg: AttackConfig  # the attack's settings of the crops
+    crops: SetCrops  # the audited set's crops (:func:`dejavu.attack.crops.compute_crops`)
     warnings: list[str] = field(default_factory=list)  # said on stderr and kept in results.json
-    extra_clfs: list[Any] = field(default_factory=list)  # classifiers 2..N (``classifiers``)
+    extra_clfs: list[LoadedModel] = field(default_factory=list)  # classifiers 2..N (``classifiers``)
 
     @property
     def clf_train(self) -> np.ndarray | None:
@@ -222,23 +217,14 @@ def _setup(
     cfg: AuditConfig,
     reference_model: str | os.PathLike | None,
     index: DatasetIndex | None,
-    public: np.ndarray | None,
-) -> _Job:
+) -> AuditJob:
     """Phase 1: the sets (refused if they overlap), the audited model (and a reference
     classifier), the audited set's crops."""
-    from dejavu.attack.crops import compute_crops, default_min_crop_px
-    from dejavu.attack.dist import current
-    from dejavu.device import choose_device
-    from dejavu.partition import Partition
-    from dejavu.ssl.checkpoint import load_model
-
-    device = str(choose_device(cfg.device, current().local_rank))  # torchrun: each rank its GPU
+    device = str(choose_device(cfg.device, dist.current().local_rank))  # torchrun: each rank its GPU
     index = index or scan_imagefolder(paths.images)
     part = Partition.load(partition)
     part.check(index)
-    if public is None and cfg.public_set:
-        public = load_set(part, index, cfg.npc, cfg.public_set)
-    public = part.attack_public() if public is None else index.check_indices(np.asarray(public), "public override")
+    public = load_set(part, index, cfg.npc, cfg.public_set) if cfg.public_set else part.attack_public()
     audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
     train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
     check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
@@ -265,12 +251,12 @@ def _setup(
     if not cfg.image_size and not lm.config.get("image_size"):
         lm.loaded["image_size_note"] = "default: the checkpoint records none; --image-size N sets it"
     _say(lm.describe(cfg.embed))
-    return _Job(
+    return AuditJob(
         cfg, out, paths, index, part, public, audit_idx, train_idx, device, lm, ref, image_size, min_px, acfg, crops
     )
 
 
-def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _crop_classifier(job: AuditJob, resume: bool, force: bool) -> tuple[LoadedModel, dict[str, Any], dict[str, Any]]:
     """Phase 3: the crop classifier (trained here, or the reference one); returns
     (LoadedModel, its ``results.json`` info, the audit's ``counts``). With ``classifiers``
     N > 1, N - 1 more, seeded ``seed + i``, go to ``job.extra_clfs`` (``OUT/classifier_{i+1}``)."""
@@ -293,10 +279,8 @@ def _crop_classifier(job: _Job, resume: bool, force: bool) -> tuple[Any, dict[st
     return clf, clf_info, counts
 
 
-def _classifier_crops(job: _Job):
+def _classifier_crops(job: AuditJob) -> SetCrops:
     """The crops of the classifier's training set (:func:`dejavu.attack.crops.compute_crops`)."""
-    from dejavu.attack.crops import compute_crops
-
     cfg, train_idx = job.cfg, job.train_idx
     assert train_idx is not None  # no reference classifier
     sc = compute_crops(
@@ -310,15 +294,12 @@ def _classifier_crops(job: _Job):
     return sc
 
 
-def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[Any, dict[str, Any]]:
+def _classifier(
+    job: AuditJob, resume: bool, force: bool, sc: SetCrops, i: int = 0
+) -> tuple[LoadedModel, dict[str, Any]]:
     """Train (or finish training) crop classifier ``i`` (seed ``seed + i``, folder
     ``OUT/classifier`` for 0, ``OUT/classifier_{i+1}`` after); returns (LoadedModel, info).
     Under torchrun rank 0 trains it, as one process would; the other ranks load its file."""
-    import dataclasses
-
-    from dejavu.attack import dist
-    from dejavu.ssl.checkpoint import load_model
-
     cfg = dataclasses.replace(job.cfg, seed=job.cfg.seed + i)
     cdir = job.out / ("classifier" if i == 0 else f"classifier_{i + 1}")
     if dist.is_main():
@@ -333,10 +314,10 @@ def _classifier(job: _Job, resume: bool, force: bool, sc, i: int = 0) -> tuple[A
     return lm, {**lm.config.get("metrics", {}), "trained": True, "path": str(cdir / "classifier.pth")}
 
 
-def _train_classifier_file(job: _Job, cfg: AuditConfig, cdir: Path, resume: bool, force: bool, sc) -> None:
+def _train_classifier_file(
+    job: AuditJob, cfg: AuditConfig, cdir: Path, resume: bool, force: bool, sc: SetCrops
+) -> None:
     """Write ``cdir/classifier.pth`` unless a finished one is there (``force``: retrain)."""
-    from dejavu.audit.classifier import CropSet, classifier_dir_clean, is_finished, train_classifier
-
     index = job.index
     if force and not resume:
         classifier_dir_clean(cdir)
@@ -352,19 +333,17 @@ def _train_classifier_file(job: _Job, cfg: AuditConfig, cdir: Path, resume: bool
         train_classifier(cfg, index, crops, len(index.classes), clf_size, cdir, job.device, resume=resume, meta=meta)
 
 
-def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part, npc: int):
+def _reference(
+    path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarray, part: Partition, npc: int
+) -> tuple[LoadedModel, dict[str, Any], np.ndarray | None]:
     """A classifier trained elsewhere: it needs a classifier head over this dataset's classes.
     Returns (LoadedModel, info, its training images or None when it does not record them)."""
-    from dejavu.ssl.checkpoint import load_model
-
     lm = load_model(path)
     if lm.model.classifier is None:
         raise DejavuError(
             f"{path}: no classifier head; --reference-model needs a crop classifier "
             f"(e.g. OUT/classifier/classifier.pth of an earlier audit)"
         )
-    from dejavu.audit.classifier import num_outputs
-
     n_out = num_outputs(lm.model)
     if n_out != len(index.classes):
         raise DejavuError(f"{path}: predicts {n_out} classes but the dataset has {len(index.classes)}")
@@ -383,7 +362,7 @@ def _reference(path: str | os.PathLike, index: DatasetIndex, audit_idx: np.ndarr
     return lm, {**info, "trained": False, "path": str(path)}, trained_on
 
 
-def _trained_here(lm, part) -> bool:
+def _trained_here(lm: LoadedModel, part: Partition) -> bool:
     """Does the audited checkpoint record which of this partition's sets it trained on
     (this tool's training on ``<npc>_per_class/train_{A,B}.npy`` of this partition)?"""
     cfg = lm.config
@@ -403,13 +382,9 @@ class _Labelled:
     resolved: dict[str, Any]
 
 
-def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLike | None) -> _Labelled:
+def _embed_and_label(job: AuditJob, clf: LoadedModel, ctrl: _Control, cache_dir: str | os.PathLike | None) -> _Labelled:
     """Phase 4: the public embeddings (cached), then the audited crops and the control's
     embedded, KNN-searched and classified by the same model and classifier."""
-    from dejavu.attack.embed import resolved_precision
-    from dejavu.audit.classifier import SquareJpeg, with_input
-    from dejavu.data.transforms import describe_eval_transform, eval_transform
-
     clf_size = int(clf.config.get("image_size") or job.image_size)
     clf_input = str(clf.config.get("clf_input") or job.cfg.clf_input)  # a foreign reference: as configured
     op = SquareJpeg(clf_size) if clf_input == "square" else None
@@ -421,7 +396,7 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
     clfs = [clf, *job.extra_clfs]
     arrays = _label_crops(job, clfs, job.index, job.crops, pub_emb, tf, clf_tf, "audited")
     carrays = None
-    if ctrl.src is not None:
+    if ctrl.src is not None and ctrl.crops is not None:
         carrays = _label_crops(job, clfs, ctrl.src.index, ctrl.crops, pub_emb, tf, clf_tf, "control")
     resolved = {
         "image_size": job.image_size,
@@ -436,11 +411,9 @@ def _embed_and_label(job: _Job, clf, ctrl: _Control, cache_dir: str | os.PathLik
     return _Labelled(arrays, carrays, cached, resolved)
 
 
-def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None) -> tuple[Any, bool]:
+def _public_embeddings(job: AuditJob, tdesc: str, transform, cache_dir: Path | None) -> tuple[Any, bool]:
     """The audited model's embeddings of the public set (cached; under torchrun each rank's
     share, :class:`dejavu.attack.dist.Sharded`)."""
-    from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
-
     cfg, index = job.cfg, job.index
     prec = resolved_precision(job.device, cfg.precision)
     key = cache_key(job.lm.sha256, job.public, tdesc, cfg.embed, index.fingerprint.id, cfg.decode, prec)
@@ -460,10 +433,10 @@ def _public_embeddings(job: _Job, tdesc: str, transform, cache_dir: Path | None)
 
 
 def _label_crops(
-    job: _Job,
-    clfs: list,
+    job: AuditJob,
+    clfs: list[LoadedModel],
     cindex: DatasetIndex,
-    crops,
+    crops: SetCrops,
     pub_emb: Any,
     transform,
     clf_transform,
@@ -473,9 +446,6 @@ def _label_crops(
     logits on the same crops (one decode per crop when both use the same transform), for each
     classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
-    from dejavu.attack import dist
-    from dejavu.attack.embed import ImageCrops, embed_rows
-
     cfg = job.cfg
     paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
 
@@ -509,17 +479,16 @@ class _Control:
     """The control's images (:class:`dejavu.audit.control.AuditControl`) and their crops,
     or the note saying why there is none."""
 
-    src: Any = None
-    crops: Any = None
+    src: AuditControl | None = None
+    crops: SetCrops | None = None
     note: str | None = None
 
 
-def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.PathLike | None, job: _Job) -> _Control:
+def _control_crops(
+    control: str | os.PathLike | None, control_bboxes: str | os.PathLike | None, job: AuditJob
+) -> _Control:
     """Phase 2: resolve the held-out control (:mod:`dejavu.audit.control`) and crop it as the
     audited set (before the classifier trains, so a bad control fails early)."""
-    from dejavu.attack.crops import compute_crops
-    from dejavu.audit.control import check_control_public, resolve_audit_control
-
     src, note = resolve_audit_control(
         control,
         job.part,
@@ -545,9 +514,7 @@ def _control_crops(control: str | os.PathLike | None, control_bboxes: str | os.P
 
 
 def _lock_folder(a: dict[str, Any]) -> Any:
-    from dejavu.attack.dist import is_main
-
-    return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
+    return a["out"] if dist.is_main() else None  # torchrun: rank 0 writes, rank 0 locks
 
 
 @locks_output("audit", folder_of=_lock_folder)
@@ -562,7 +529,6 @@ def _audit(
     reference_model: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     index: DatasetIndex | None = None,
-    public: np.ndarray | None = None,
     control: str | os.PathLike | None = "auto",
     control_bboxes: str | os.PathLike | None = None,
 ) -> AuditResult:
@@ -580,8 +546,6 @@ def _audit(
             ``classifier/classifier.pth``) instead of training one here.
         cache_dir: public-embedding cache; default ``out/../.embed_cache``, ``""`` turns it off.
         index: the training images' index, when the caller has scanned them already.
-        public: dataset indices replacing the partition's public set (the demo removes its
-            held-out control images from it).
         control: the held-out control: ``"auto"``, ``"none"``, ``"partition"`` or a folder of
             annotated validation images (:mod:`dejavu.audit.control`).
         control_bboxes: box files of a validation control (default: its folder).
@@ -593,19 +557,16 @@ def _audit(
         DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
             or control with no attackable image; a classifier trained with other settings.
     """
-    from dejavu.attack.dist import is_main
-    from dejavu.audit.config import check_preset
-
     cfg = cfg or AuditConfig()
     cfg.validate()
     check_preset(cfg)
     out = _prepare_out(Path(out), force)
-    job = _setup(model, partition, paths, out, cfg, reference_model, index, public)
+    job = _setup(model, partition, paths, out, cfg, reference_model, index)
     ctrl = _control_crops(control, control_bboxes, job)
     out.mkdir(parents=True, exist_ok=True)
     clf, clf_info, counts = _crop_classifier(job, resume, force)
     lab = _embed_and_label(job, clf, ctrl, cache_dir)
-    if not is_main():  # torchrun: the other ranks' part ends with the last search
+    if not dist.is_main():  # torchrun: the other ranks' part ends with the last search
         return AuditResult(out, {})
     return _write(job, lab, clf, clf_info, counts, ctrl)
 
@@ -613,12 +574,10 @@ def _audit(
 def _prepare_out(out: Path, force: bool) -> Path:
     """Refuse to overwrite an audit without ``force``; with it, ``results.json`` goes first
     (no reader pairs the old results with new arrays)."""
-    from dejavu.attack.dist import barrier, is_main
-
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an audit already exists here; pass --force to overwrite")
-    barrier()  # torchrun: every rank has looked before rank 0 removes anything
-    if not is_main():
+    dist.barrier()  # torchrun: every rank has looked before rank 0 removes anything
+    if not dist.is_main():
         return out
     if force:
         (out / "results.json").unlink(missing_ok=True)
@@ -627,30 +586,26 @@ def _prepare_out(out: Path, force: bool) -> Path:
 
 
 def _write(
-    job: _Job, lab: _Labelled, clf, clf_info: dict[str, Any], counts: dict[str, Any], ctrl: _Control
+    job: AuditJob, lab: _Labelled, clf: LoadedModel, clf_info: dict[str, Any], counts: dict[str, Any], ctrl: _Control
 ) -> AuditResult:
     """Phase 5: metrics, the arrays, ``examples.csv``, the control's files, and
     ``results.json`` last."""
     cfg, index, out, arrays = job.cfg, job.index, job.out, lab.arrays
     num_classes = len(index.classes)
-    set_name = _set_label(cfg.audit_set)
     k_attk = lab.resolved["k_attk"]
-    target, reference, sref, metrics = score_arrays(arrays, cfg, num_classes, k_attk, set_name)
+    comp, metrics = score_arrays(arrays, cfg, num_classes, k_attk, _set_label(cfg.audit_set))
     atomic_save_npy(out / "public_idxs.npy", job.public)
     atomic_save_npy(out / "public_labels.npy", job.public_labels)
     atomic_save_npy(out / "crops.npy", job.crops.boxes)
     for name, arr in arrays.items():
         atomic_save_npy(out / f"{name}.npy", arr)
-    write_examples_csv(out / "examples.csv", target, sref or reference, set_name)
-    control = _write_control(out, cfg, ctrl, lab.carrays, target, reference, num_classes, k_attk)
+    write_examples_csv(out / "examples.csv", [comp])
+    control = _write_control(out, cfg, ctrl, lab.carrays, comp, num_classes, k_attk)
     results = _results(job, lab, clf, clf_info, counts, metrics)
     if isinstance(control, dict):
         results["control"] = control
     elif control:
         results["control_skipped"] = control
-    from dejavu.analysis.significance import primary_endpoint
-    from dejavu.audit.control import memorization_reading
-
     results["memorization"] = memorization_reading(results)
     for note in results["memorization"]["notes"]:
         _say("warning: " + note)
@@ -661,9 +616,9 @@ def _write(
 
 def score_arrays(
     arrays: dict[str, np.ndarray], cfg: AuditConfig, num_classes: int, k_attk: int, set_name: str
-) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """The audit's scores of labelled crops (:func:`_label_crops`'s arrays): the model's
-    KNN scores, the (first) classifier's, and the ``metrics`` block (also :mod:`dejavu.monitor`'s).
+) -> tuple[Comparison, dict[str, Any]]:
+    """The audit's comparison of labelled crops (:func:`_label_crops`'s arrays) and its
+    ``metrics`` block (also :mod:`dejavu.monitor`'s).
 
     Args:
         arrays: ``labels``, ``attk_idxs``, ``model_neighb_labels``, ``classifier_logits`` and, with
@@ -674,35 +629,31 @@ def score_arrays(
         set_name: the audited set's name in the metrics block.
 
     Returns:
-        ``(target, reference, sample reference, metrics)``: PairScores of the model and of the
-        (first) classifier, the classifiers' unanimous scores (None with one), the metrics block.
+        ``(comparison, metrics)``: the model (target) against the (first) classifier (reference;
+        the classifiers' unanimous scores as the sample test's reference with several).
     """
-    from dejavu.analysis.metrics import scores_from_neighbours
-    from dejavu.audit.metrics import one_model_metrics
-
-    labels = arrays["labels"].reshape(-1)
-    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
-    reference, sref = _references(arrays, labels, cfg.confidence)
-    metrics = one_model_metrics(
-        target, reference, num_classes, set_name, n_boot=cfg.n_boot, seed=cfg.seed, sample_reference=sref
-    )
+    comp = _comparison(arrays, cfg, num_classes, k_attk, set_name)
+    metrics = compute_all([comp], num_classes, n_boot=cfg.n_boot, seed=cfg.seed, unit=AUDIT_UNIT)
     metrics["sample_rule"] = _sample_rule(arrays)
+    sref = comp.sample_reference
     if sref is not None:  # DejaVuOSS's correlation set: crops every classifier gets right
         metrics["correlation_set"] = {"n": int(np.sum(sref.correct1 == 1)), "share": float(np.mean(sref.correct1))}
-    return target, reference, sref, metrics
+    return comp, metrics
 
 
-def _references(arrays: dict[str, np.ndarray], labels: np.ndarray, confidence: str):
-    """The first classifier's scores (the population test's reference) and, with several
-    classifiers, their :func:`dejavu.audit.metrics.unanimous` (the sample test's; else None)."""
-    from dejavu.audit.metrics import classifier_scores, unanimous
-
+def _comparison(
+    arrays: dict[str, np.ndarray], cfg: AuditConfig, num_classes: int, k_attk: int, name: str
+) -> Comparison:
+    """The model's KNN scores against the first classifier's and, with several classifiers,
+    their :func:`dejavu.audit.classifier.unanimous` scores as the sample test's reference."""
+    labels = arrays["labels"].reshape(-1)
+    target = scores_from_neighbours(arrays["model_neighb_labels"], labels, arrays["attk_idxs"], k_attk, num_classes)
     names = ["classifier_logits"] + sorted(
         (k for k in arrays if k.startswith("classifier") and k[len("classifier") : -len("_logits")].isdigit()),
         key=lambda k: int(k[len("classifier") : -len("_logits")]),
     )
-    refs = [classifier_scores(arrays[k], labels, arrays["attk_idxs"], confidence) for k in names]
-    return refs[0], unanimous(refs) if len(refs) > 1 else None
+    refs = [classifier_scores(arrays[k], labels, arrays["attk_idxs"], cfg.confidence) for k in names]
+    return Comparison(name, target, refs[0], unanimous(refs) if len(refs) > 1 else None)
 
 
 def _sample_rule(arrays: dict[str, np.ndarray]) -> str:
@@ -716,7 +667,12 @@ def _sample_rule(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _results(
-    job: _Job, lab: _Labelled, clf, clf_info: dict[str, Any], counts: dict[str, Any], metrics: dict[str, Any]
+    job: AuditJob,
+    lab: _Labelled,
+    clf: LoadedModel,
+    clf_info: dict[str, Any],
+    counts: dict[str, Any],
+    metrics: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``results.json`` contents, less the control block."""
     cfg = job.cfg
@@ -730,7 +686,7 @@ def _results(
         "npc": cfg.npc,
         "epoch": job.lm.epoch,
         "sets": {"audit": cfg.audit_set, "classifier_train": clf.config.get("set")},
-        "models": {"audited": _model_info(job.lm), "classifier": _model_info(clf)},
+        "models": {"audited": model_info(job.lm, loaded=True), "classifier": model_info(clf, loaded=True)},
         "classifier": {**clf_info, "accuracy_on_audited": metrics["top1"]["reference"]["100"]},
         "fingerprint": job.index.fingerprint.to_dict(),
         "partition": str(job.part.root),
@@ -747,37 +703,23 @@ def _write_control(
     cfg: AuditConfig,
     ctrl: _Control | None,
     carrays: dict[str, np.ndarray] | None,
-    target,
-    reference,
+    comp: Comparison,
     num_classes: int,
     k_attk: int,
 ) -> dict[str, Any] | str | None:
     """The control's files (``control_`` + the audit's names) and ``results.json`` block, or
     the note saying why there is no control."""
-    from dejavu.analysis.metrics import scores_from_neighbours
-    from dejavu.audit.control import PREFIX, control_block
-
-    if ctrl is None or ctrl.src is None or carrays is None:
+    if ctrl is None or ctrl.src is None or ctrl.crops is None or carrays is None:
         for f in out.glob(f"{PREFIX}*.npy"):  # an earlier audit's control (--force): not this audit's
             f.unlink()
         return ctrl.note if ctrl is not None else None
-    labels = carrays["labels"].reshape(-1)
-    ct = scores_from_neighbours(carrays["model_neighb_labels"], labels, carrays["attk_idxs"], k_attk, num_classes)
-    cr, csref = _references(carrays, labels, cfg.confidence)
+    ccomp = _comparison(carrays, cfg, num_classes, k_attk, "control")
     atomic_save_npy(out / f"{PREFIX}crops.npy", ctrl.crops.boxes)
     for name, arr in carrays.items():
         atomic_save_npy(out / f"{PREFIX}{name}.npy", arr)
+    counts = {"control": ctrl.crops.counts}
     return control_block(
-        target,
-        reference,
-        ct,
-        cr,
-        {"control": ctrl.crops.counts},
-        ctrl.src.info,
-        num_classes,
-        cfg.n_boot,
-        cfg.seed,
-        c_sample_reference=csref,
+        [comp], [ccomp], counts, ctrl.src.info, num_classes, cfg.n_boot, cfg.seed, AUDIT_UNIT, AUDIT_EXCESS
     )
 
 
@@ -786,57 +728,9 @@ def _set_label(name: str) -> str:
     return name[-1] if name in ("bbox_A", "bbox_B") else Path(name).stem
 
 
-def write_examples_csv(path: Path, target, reference, set_name: str) -> Path:
-    """``examples.csv`` with the attack's columns: target = the audited model, reference =
-    the crop classifier (top-1 correctness and quadrant).
-
-    Args:
-        path: the file to write (atomically, replacing one there).
-        target: the audited model's KNN scores on the audited crops.
-        reference: the classifier's scores on the same crops, in the same order.
-        set_name: the ``set`` column (``A`` for ``bbox_A``, see :func:`_set_label`).
-
-    Returns:
-        ``path``.
-    """
-    import csv
-    import io
-
-    from dejavu.analysis.metrics import quadrant_labels
-    from dejavu.analysis.tables import EXAMPLE_COLUMNS
-    from dejavu.io import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(EXAMPLE_COLUMNS)
-    q = quadrant_labels(target, reference, 1)
-    cols = zip(
-        target.index.tolist(),
-        target.labels.tolist(),
-        target.pred.tolist(),
-        reference.pred.tolist(),
-        target.conf.tolist(),
-        reference.conf.tolist(),
-        map(_num, target.correct1),
-        map(_num, reference.correct1),
-        q.tolist(),
-    )
-    w.writerows((set_name, *row) for row in cols)
-    return atomic_write_text(path, buf.getvalue())
-
-
-def _num(v: float) -> str:
-    """Correctness as the attack writes it: 1/0, or the expectation under a tie (e.g. 0.5)."""
-    return f"{float(v):.10g}"
-
-
 def audit(*args, **kwargs) -> AuditResult:
     """:func:`_audit` without autograd (the classifier's training turns it back on), holding
     the output folder's lock."""
-    import torch
-
-    from dejavu.attack import dist
-
     cfg = kwargs.get("cfg", args[4] if len(args) > 4 else None)
     dist.setup(cfg.device if cfg is not None else None)  # torchrun / SLURM tasks: join the group
     with torch.no_grad():
@@ -857,14 +751,10 @@ def summary_text(res: dict[str, Any]) -> str:
     Returns:
         Lines joined by newlines: crop counts and the classifier; model and classifier accuracy
         and their gap per top-k and fraction (5/20/100%); the score (top-1, 20%) with its 95% CI;
-        the sample test's shares; the held-out control (:func:`dejavu.audit.control.summary_lines`).
+        the sample test's shares; the held-out control (:func:`dejavu.analysis.significance.control_summary_lines`).
     """
-    from dejavu.ssl.checkpoint import describe_loaded
-    from dejavu.units import pct
-
     m = res["metrics"]
     c = res["counts"]["audit"]
-    ci = m["top1"]["ci95"]["dejavu_score"]
     clf = res["classifier"]
     ho = clf.get("heldout_acc")
     loaded = res.get("models", {}).get("audited", {}).get("loaded")
@@ -875,14 +765,11 @@ def summary_text(res: dict[str, Any]) -> str:
         f"{'trained on ' + str(res['sets']['classifier_train']) if clf.get('trained') else 'from ' + clf['path']}"
         + (f", held-out accuracy {pct(ho)} ({clf.get('n_heldout')} crops)" if ho is not None else ""),
     ]
-    from dejavu.analysis.tables import accuracy_table_lines
-    from dejavu.audit.control import memorization_reading, summary_lines
-    from dejavu.units import ci95_text, pts
 
     lines += accuracy_table_lines(m, "model", "clf")
     bound = "control" not in res
     lines.append(
-        f"one-model deja vu score (top-1, 20%): {pts(m['top1']['dejavu_score'])}  {ci95_text(ci)}"
+        f"one-model deja vu score (top-1, 20%): {pts(score_at(m['top1']))}  {ci95_text(score_at(m['top1']['ci95']))}"
         + ("  (an upper bound on memorization: no control)" if bound else "")
     )
     shares = ", ".join(f"{k} {'<= ' if bound and k == 'memorized' else ''}{pct(v)}" for k, v in m["quadrants"].items())
@@ -891,4 +778,4 @@ def summary_text(res: dict[str, Any]) -> str:
         lines.append(f"  ({m['sample_rule']}: correlation set {m['correlation_set']['n']} crops)")
 
     notes = (res.get("memorization") or memorization_reading(res))["notes"]
-    return "\n".join(lines + summary_lines(res) + [f"note: {n}" for n in notes])
+    return "\n".join(lines + control_summary_lines(res) + [f"note: {n}" for n in notes])

@@ -42,10 +42,10 @@ from dejavu import DejavuError, UsageError, formats
 from dejavu.attack.crops import compute_crops, default_min_crop_px
 from dejavu.audit.config import AuditConfig, load_audit_config
 from dejavu.audit.run import (
+    AuditJob,
     _Control,
     _crop_classifier,
     _embed_and_label,
-    _Job,
     _reference,
     check_disjoint,
     load_set,
@@ -222,7 +222,7 @@ class Monitor:
         size = int(acfg.image_size or image_size or 224)
         dev = _device_of(None, device or acfg.device)
         job_cfg = dataclasses.replace(acfg, audit_set=str(self.out / "audit_set.npy"))
-        return _Job(
+        return AuditJob(
             job_cfg,
             self.out,
             paths,
@@ -396,7 +396,7 @@ def summarize(metrics: dict[str, Any], clf_info: dict[str, Any], n_crops: int, n
     """The monitor's numbers from an audit's ``metrics`` block.
 
     Args:
-        metrics: :func:`dejavu.audit.metrics.one_model_metrics`'s block (or a ``results.json``'s).
+        metrics: the audit's metrics block (:func:`dejavu.audit.run.score_arrays`) (or a ``results.json``'s).
         clf_info: the classifier's info (``heldout_acc``).
         n_crops: audited crops scored.
         n_public: public images searched.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, formats
+from dejavu.analysis.metrics import score_at
 from dejavu.analysis.tables import ATTACK_FORMAT, ATTACK_FORMATS  # noqa: F401  (re-exported for readers)
 
 PROBE_FORMAT = formats.PROBE
@@ -124,26 +125,25 @@ class AttackRecord:
 
         Args:
             top: ``top1`` or ``top5``.
-            at: the most confident fraction in percent, ``20`` or ``100`` (any other value reads 100).
+            at: the most confident fraction in percent (``5``, ``20``, ``100``).
 
         Returns:
-            The score, in [-1, 1].
+            The score, in [-1, 1] (NaN when the results hold none at ``at``).
         """
-        m = self.metrics[top]
-        return float(m["dejavu_score"] if str(at) == "20" else m["dejavu_score_100"])
+        v = score_at(self.metrics[top], at)
+        return float("nan") if v is None else float(v)
 
     def ci(self, top: str = "top1", at: str = "20") -> tuple[float, float] | None:
         """The 95% bootstrap CI of :meth:`score` (same ``top`` and ``at``).
 
         Args:
             top: ``top1`` or ``top5``.
-            at: the fraction of most confident examples, ``"20"`` or ``"100"`` (percent).
+            at: the fraction of most confident examples in percent (``"5"``, ``"20"``, ``"100"``).
 
         Returns:
             ``(low, high)``, or None when the results hold no interval.
         """
-        key = "dejavu_score" if str(at) == "20" else "dejavu_score_100"
-        ci = (self.metrics[top].get("ci95") or {}).get(key)
+        ci = score_at(self.metrics[top].get("ci95") or {}, at)
         return (float(ci[0]), float(ci[1])) if ci else None
 
     @property

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from dejavu import DejavuError, __version__, formats
+from dejavu.analysis.significance import verdict_text
 from dejavu.analysis.tables import read_examples_csv, read_neighbour_idxs
 from dejavu.attack.crops import crop_for_config
 from dejavu.audit.compare import memorized_overlap
-from dejavu.audit.control import verdict_text
 from dejavu.data.annotations import read_voc_xml
 from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, Fingerprint, annotation_path, scan_imagefolder
@@ -519,7 +519,11 @@ def _audit_control(r: AttackRecord, run_dir: Path) -> str:
             "--control VAL_DIR).</p>"
         )
     ex = r.excess()
-    rows = [f"<tr><th>verdict (top-1, 20%)</th><td>{html.escape(verdict_text(ex))}</td></tr>"] if ex else []
+    rows = (
+        [f"<tr><th>verdict (top-1, 20%)</th><td>{html.escape(verdict_text(ex, one_model=True))}</td></tr>"]
+        if ex
+        else []
+    )
     rows += _excess_rows(r)
     c = r.control
     n = c["counts"]["control"]
