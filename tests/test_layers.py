@@ -36,17 +36,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # Known upward imports (importer, imported), each with why it is still there. Empty is the goal;
-# a new entry needs a reason.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # The optional FFCV backend is chosen by settings that the library API takes as well as the
-    # CLI (AttackConfig.crops_betons, train(train_beton=)); building its sources in the stage CLIs
-    # and passing them in changes attack() and train() for library callers (issue item 2).
-    ("dejavu.attack.run", "dejavu.ffcv.betons"): "crops read from betons (crops_betons)",
-    ("dejavu.ssl.train", "dejavu.ffcv.loader"): "training images read from a beton (train_beton)",
-    # TrainConfig.monitor / .tensorboard switch the per-epoch hooks on inside train(); passing
-    # them in from the CLI changes train() for library callers the same way.
-    ("dejavu.ssl.train", "dejavu.monitor.train_hook"): "the monitor and TensorBoard hooks of train()",
-}
+# a new entry needs a reason. (The optional FFCV sources and the monitor's hooks are built by the
+# stage CLIs and passed in: attack(crop_datasets=...), train(images=..., epoch_hooks=...).)
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 # Known circles (as sorted module tuples), each with why it is still there.
 ALLOWED_CIRCLES: dict[tuple[str, ...], str] = {}
 

@@ -195,14 +195,14 @@ def _train_one(args: tuple) -> str:
     torch.set_num_threads(threads)
     _progress_slot(out)
     from dejavu.data.imagefolder import DataPaths
+    from dejavu.monitor.train_hook import epoch_hooks
     from dejavu.ssl.config import TrainConfig
     from dejavu.ssl.train import train
 
     cfg = TrainConfig(**{**cfg_dict, "threads": threads})
+    paths = DataPaths(Path(images), Path(bboxes) if bboxes else None)
     # --force starts over; otherwise an interrupted demo continues from last.pth
-    res = train(
-        cfg, DataPaths(Path(images), Path(bboxes) if bboxes else None), index_file, out, resume=not force, force=force
-    )
+    res = train(cfg, paths, index_file, out, resume=not force, force=force, epoch_hooks=epoch_hooks(cfg))
     return str(res.out)
 
 

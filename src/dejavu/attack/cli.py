@@ -105,7 +105,15 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
         ) from None
     existing = _check_existing(Path(args.out), cfg) if args.skip_existing and not args.force else []
     results = attack_runs(
-        a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
+        a,
+        b,
+        args.partition,
+        paths,
+        args.out,
+        cfg,
+        skip_existing=args.skip_existing,
+        epochs=epochs,
+        **_common(args, cfg),
     )
     from dejavu.attack.dist import is_main
     from dejavu.units import pts
@@ -169,7 +177,7 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     from dejavu.attack.dist import is_main
     from dejavu.attack.run import attack
 
-    r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args))
+    r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args, cfg))
     if not is_main():  # torchrun: rank 0 reports
         return
     print(summary_text(r.results))
@@ -177,6 +185,15 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     print(f"written to {r.out}")
 
 
-def _common(args) -> dict:
-    """Keyword arguments shared by :func:`attack` and :func:`attack_runs`."""
-    return dict(force=args.force, cache_dir=args.cache_dir, control=args.control, control_bboxes=args.control_bboxes)
+def _common(args, cfg) -> dict:
+    """Keyword arguments shared by :func:`attack` and :func:`attack_runs` (``--crops-betons``: the
+    crops read from betons, :func:`dejavu.ffcv.betons.crop_datasets`)."""
+    from dejavu.ffcv.betons import crop_datasets
+
+    return dict(
+        force=args.force,
+        cache_dir=args.cache_dir,
+        control=args.control,
+        control_bboxes=args.control_bboxes,
+        crop_datasets=crop_datasets(cfg),
+    )

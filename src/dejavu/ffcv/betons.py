@@ -33,9 +33,13 @@ from typing import Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError, __version__, formats
+from dejavu.attack.config import AttackConfig
+from dejavu.attack.crops import compute_crops, default_min_crop_px
+from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.ffcv import require_ffcv
 from dejavu.io import atomic_write_json
+from dejavu.partition import Partition, load_index_file
 from dejavu.utils import progress
 
 FORMAT = formats.BETON
@@ -100,8 +104,6 @@ class _Samples:
         return len(self.idx)
 
     def __getitem__(self, j: int) -> tuple:
-        from dejavu.data.fastjpeg import load_rgb
-
         g = int(self.idx[j])
         try:
             img = load_rgb(self.index.path(g))
@@ -205,7 +207,7 @@ def write_beton(
 
 
 @dataclass
-class _Job:
+class _PlannedBeton:
     name: str
     kind: str
     npc: int | None
@@ -213,7 +215,7 @@ class _Job:
     source: str  # the index file, relative to the partition
 
 
-def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
+def plan_betons(npcs: list[int], kinds: list[str]) -> list[_PlannedBeton]:
     """The betons of ``npcs`` and ``kinds``, in writing order.
 
     Args:
@@ -229,7 +231,7 @@ def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
         for kind in ("train", "bbox"):
             if kind in kinds:
                 jobs += [
-                    _Job(
+                    _PlannedBeton(
                         beton_name(kind, npc, w),
                         kind,
                         npc,
@@ -239,7 +241,7 @@ def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
                     for w in "AB"
                 ]
     if "val" in kinds:
-        jobs.append(_Job("val.beton", "val", None, "", "val_set.npy"))
+        jobs.append(_PlannedBeton("val.beton", "val", None, "", "val_set.npy"))
     return jobs
 
 
@@ -247,9 +249,6 @@ def _crop_boxes(
     index: DatasetIndex, paths: DataPaths, idx: np.ndarray, opts: BetonOptions, desc: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per image of ``idx``: its crop box, or -1s; plus the crop counts and settings."""
-    from dejavu.attack.config import AttackConfig
-    from dejavu.attack.crops import compute_crops, default_min_crop_px
-
     min_px = float(opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images))
     cfg = AttackConfig(crop="periphery", crop_algo=opts.crop_algo)
     sc = compute_crops(index, paths.annotation_dir, idx, cfg, min_px, desc=desc)
@@ -301,8 +300,6 @@ def write_betons(
         DejavuError: FFCV missing, an unknown npc, a fingerprint mismatch, or an existing beton
             without ``force``/``skip_existing``.
     """
-    from dejavu.partition import Partition, load_index_file
-
     opts = opts or BetonOptions()
     opts.validate()
     kinds = list(kinds or KINDS)
@@ -464,29 +461,33 @@ class BetonCrops:
         return self.transform(self.bf.image(int(self.positions[i]))), i
 
 
-def attack_crops_dataset(
-    betons: str | os.PathLike,
-    npc: int,
-    which: str,
-    indices: np.ndarray,
-    boxes: np.ndarray,
-    transform: Callable,
-) -> BetonCrops:
-    """The crops of set ``which`` (A/B) from ``BETONS/<npc>_per_class_bbox_<which>.beton``
-    (the hook of ``dejavu attack --crops-betons``).
+@dataclass(frozen=True)
+class BetonCropDatasets:
+    """The crops of sets A and B from ``FOLDER/<npc>_per_class_bbox_{A,B}.beton``: the
+    ``crop_datasets`` of :func:`dejavu.attack.run.attack` (a :class:`dejavu.attack.search.CropDatasets`)."""
 
-    Args:
-        betons: the folder holding the betons.
-        npc: images per class of the split.
-        which: ``"A"`` or ``"B"``.
-        indices: (n,) int64 dataset indices of the attack's crops, in order.
-        boxes: (n, 4) int64 crop boxes ``(x0, y0, x1, y1)`` in pixels.
-        transform: applied to each PIL crop.
+    folder: str
+    npc: int
 
-    Returns:
-        The :class:`BetonCrops` dataset (items ``(transform(crop), position)``).
+    def __call__(self, which: str, indices: np.ndarray, boxes: np.ndarray, transform: Callable) -> BetonCrops:
+        """The :class:`BetonCrops` of set ``which`` (A/B) holding exactly the attack's crops ``indices``
+        (int64 dataset indices) and ``boxes`` (pixels ``x0 y0 x1 y1``), in order; each item
+        ``(transform(crop), position)``.
+
+        Raises:
+            DejavuError: the beton is missing, lacks the crop fields, or holds other crops.
+        """
+        return BetonCrops(Path(self.folder) / beton_name("bbox", self.npc, which), indices, boxes, transform)
+
+
+def crop_datasets(cfg: AttackConfig) -> BetonCropDatasets | None:
+    """The crop source ``cfg.crops_betons`` names (None when unset): what every caller of
+    :func:`dejavu.attack.run.attack` passes as ``crop_datasets`` (``dejavu attack --crops-betons``).
 
     Raises:
-        DejavuError: the beton is missing, lacks the crop fields, or holds other crops.
+        DejavuError: ``crops_betons`` set without ffcv (the install command named), before any work.
     """
-    return BetonCrops(Path(betons) / beton_name("bbox", npc, which), indices, boxes, transform)
+    if not cfg.crops_betons:
+        return None
+    require_ffcv("--crops-betons")
+    return BetonCropDatasets(cfg.crops_betons, cfg.npc)

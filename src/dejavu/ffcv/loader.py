@@ -36,6 +36,7 @@ import torch
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DatasetIndex
 from dejavu.ffcv import require_ffcv
+from dejavu.ffcv.betons import BetonFile, check_beton
 
 
 def split_view(view) -> tuple[dict[str, Any], Any]:
@@ -129,8 +130,6 @@ class FFCVImages:
 
     def __init__(self, beton: str | os.PathLike, index: DatasetIndex, idx: np.ndarray, num_workers: int = 0):
         require_ffcv("--loader ffcv")
-        from dejavu.ffcv.betons import BetonFile, check_beton
-
         self.beton = Path(beton)
         bf = BetonFile(self.beton)
         check_beton(bf, index, idx, "the --index file")
@@ -203,3 +202,20 @@ class FFCVImages:
                 if not np.array_equal(gidx.numpy(), self.idx[pos[s * per : (s + 1) * per]]):
                     raise DejavuError(f"{self.beton}: FFCV returned images out of order at step {s}")
             yield finish([image0, *others]), labels.clone().long()
+
+
+class BetonImages:
+    """The training images of ``dejavu train --loader ffcv --train-beton FILE``, for
+    ``dejavu.ssl.train.train(..., images=BetonImages(FILE))`` (a
+    :class:`dejavu.ssl.data.StoredImages`); ffcv is checked here, before any work.
+
+    Args:
+        path: the beton of the ``--index`` images (``dejavu betons``), recorded as ``train_beton``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        require_ffcv("--loader ffcv")
+        self.path = str(path)
+
+    def open(self, index: DatasetIndex, idx: np.ndarray, num_workers: int) -> FFCVImages:
+        return FFCVImages(self.path, index, idx, num_workers)

@@ -17,6 +17,9 @@ need full batches). A set smaller than ``batch_size`` is used as one batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 
@@ -26,6 +29,26 @@ from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DatasetIndex
 from dejavu.ssl.batch_augment import BatchViews
 from dejavu.utils import progress
+
+
+class ImageSource(Protocol):
+    """Where a run's training batches come from: :class:`MemoryImages`, :class:`LoaderImages`, or a
+    source opened by a :class:`StoredImages` (e.g. ``dejavu.ffcv.loader.FFCVImages``)."""
+
+    def epoch(
+        self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: Any
+    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]: ...
+
+
+class StoredImages(Protocol):
+    """Training images read from a store of their own instead of the JPEGs (the caller's choice,
+    e.g. ``dejavu.ffcv.loader.BetonImages`` for ``dejavu train --loader ffcv``)."""
+
+    path: str  # the store, recorded as ``train_beton`` in config.json
+
+    def open(self, index: DatasetIndex, idx: np.ndarray, num_workers: int) -> ImageSource:
+        """The source of the run's images ``idx`` (the index file's, in order)."""
+        ...
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
