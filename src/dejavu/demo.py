@@ -207,7 +207,7 @@ def _train_one(args: tuple) -> str:
 
 
 @dataclass
-class _Run:
+class _DemoRun:
     """What the demo's phases share: settings, folders, the dataset and the model pairs."""
 
     cfg: DemoConfig
@@ -275,7 +275,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     return DemoResult(run.out, summary, report)
 
 
-def _open_run(cfg: DemoConfig, force: bool) -> _Run:
+def _open_run(cfg: DemoConfig, force: bool) -> _DemoRun:
     from dejavu.io import check_can_write
     from dejavu.utils import set_torch_threads
 
@@ -286,10 +286,10 @@ def _open_run(cfg: DemoConfig, force: bool) -> _Run:
     out.mkdir(parents=True, exist_ok=True)
     # default 1 thread (the models train in single-threaded processes too): the same numbers on
     # any machine whatever its core count, and no oversubscription on a shared one
-    return _Run(cfg, force, out, time.time(), set_torch_threads(cfg.threads or 1))
+    return _DemoRun(cfg, force, out, time.time(), set_torch_threads(cfg.threads or 1))
 
 
-def _make_data(run: _Run) -> None:
+def _make_data(run: _DemoRun) -> None:
     from dejavu.data.imagefolder import DataPaths, scan_imagefolder
     from dejavu.data.synth import SynthConfig, generate
 
@@ -313,7 +313,7 @@ def _make_data(run: _Run) -> None:
     )
 
 
-def _make_partition(run: _Run) -> None:
+def _make_partition(run: _DemoRun) -> None:
     """The split, with the held-out control (removed from the public set every attack searches),
     seeded by the demo's seed; with ``partition_per_pair``, one per pair seeded by its seed."""
     from dejavu.partition import partition
@@ -339,7 +339,7 @@ def _make_partition(run: _Run) -> None:
     )
 
 
-def _train_pairs(run: _Run) -> None:
+def _train_pairs(run: _DemoRun) -> None:
     """Target (A) and reference (B) of each pair, trained with the pair's seed under the
     training design (``train.design``: independent by default, B seeded apart from A;
     :func:`dejavu.ssl.config.train_seed`)."""
@@ -370,7 +370,7 @@ def _train_pairs(run: _Run) -> None:
     _stamp("train: done", run.t0)
 
 
-def _attack_pairs(run: _Run) -> dict[int, list]:
+def _attack_pairs(run: _DemoRun) -> dict[int, list]:
     """Every snapshot of every pair, with the held-out control (the partition's control)."""
     from dejavu.attack.run import AttackConfig, attack, snapshot_epochs
     from dejavu.utils import progress
@@ -400,7 +400,7 @@ def _attack_pairs(run: _Run) -> dict[int, list]:
     return by_pair
 
 
-def _probe_final(run: _Run, ckpt: Path):
+def _probe_final(run: _DemoRun, ckpt: Path):
     """Linear probe of the final target model (features computed once: no augmentation)."""
     from dejavu.probe import probe
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from dejavu import DejavuError, UsageError
@@ -34,9 +35,13 @@ def register(sub) -> None:
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="ATTACK_DIR", help="output folder")
     from dejavu.attack.config import ATTACK_FLAGS, AttackConfig
+    from dejavu.attack.crops import search_name
     from dejavu.config import add_config_args
 
     add_config_args(p, AttackConfig, flags=ATTACK_FLAGS, title="attack settings (AttackConfig)")
+    p.add_argument(  # the old name of --periphery-search, whose value periphery is now paper
+        "--crop-algo", dest="periphery_search", type=search_name, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     g = p.add_argument_group("held-out control")
     g.add_argument(
         "--control",
@@ -151,11 +156,12 @@ def _check_existing(out: Path, cfg) -> list[str]:
     """
     from dataclasses import asdict
 
+    from dejavu.attack.crops import renamed_search_keys
     from dejavu.io import read_json
 
     found = []
     for res in sorted(out.glob("ep*/results.json"), key=lambda f: (len(f.parent.name), f.parent.name)):
-        stored = read_json(res).get("config", {})
+        stored = renamed_search_keys(read_json(res).get("config", {}), str(res))
         diff = [
             f"{k}={stored[k]!r} (asked: {v!r})"
             for k, v in asdict(cfg).items()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 from dejavu.data.imagefolder import DatasetIndex, annotation_path
 from dejavu.utils import progress
 
@@ -177,7 +177,7 @@ def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: 
 
 
 def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
-    """Option ``--crop-algo largest-empty``: the box-free rectangle with the largest shorter
+    """Option ``--periphery-search largest-empty``: the box-free rectangle with the largest shorter
     side among all rectangles whose edges lie on box edges or the image border (which
     contains an optimum). O(n^4 * n) brute force on the edge grid: fine for ImageNet's
     handful of boxes per image. Ties: the first found in (x0, x1, y0, y1) order.
@@ -234,7 +234,41 @@ def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:
     return CropDecision((0.0, float(height - h), float(w), float(height)), float(min(w, h)), 0, 0, "ok")
 
 
-CROP_ALGOS = {"periphery": periphery_crop, "largest-empty": largest_empty_crop}
+# how the periphery crop searches its box-free rectangle (AttackConfig.periphery_search)
+PERIPHERY_SEARCHES = {"paper": periphery_crop, "largest-empty": largest_empty_crop}
+# its spelling before (key crop_algo; value "periphery" for the paper's search), still read, and
+# still written where a file format keeps it (beton records)
+OLD_SEARCH_KEY = "crop_algo"
+OLD_SEARCH_NAMES = {"periphery": "paper"}
+
+
+def search_name(value: str) -> str:
+    """A periphery search in today's spelling (``periphery`` -> ``paper``; the old flags' type)."""
+    return OLD_SEARCH_NAMES.get(value, value)
+
+
+def old_search_name(search: str) -> str:
+    """A periphery search in the old spelling (``paper`` -> ``periphery``)."""
+    return {new: old for old, new in OLD_SEARCH_NAMES.items()}.get(search, search)
+
+
+def renamed_search_keys(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """``d`` (a config file's, ``--set``'s or a stored attack's settings) with the periphery search
+    in today's spelling: ``crop_algo: periphery | largest-empty`` -> ``periphery_search: paper |
+    largest-empty``; other keys as they are.
+
+    Raises:
+        UsageError: both names given (``source`` named).
+    """
+    if OLD_SEARCH_KEY not in d and d.get("periphery_search") not in OLD_SEARCH_NAMES:
+        return d
+    d = dict(d)
+    if OLD_SEARCH_KEY in d:
+        if "periphery_search" in d:
+            raise UsageError(f"{source}: {OLD_SEARCH_KEY} is the old name of periphery_search: give one of them")
+        d["periphery_search"] = d.pop(OLD_SEARCH_KEY)
+    d["periphery_search"] = search_name(d["periphery_search"])
+    return d
 
 
 def crop_for_config(
@@ -246,7 +280,8 @@ def crop_for_config(
 
     Args:
         cfg: an :class:`~dejavu.attack.config.AttackConfig` or the ``config`` dict stored in an
-            attack's ``results.json`` (keys ``crop``, ``crop_algo``, ``corner_frac``, ``min_crop_px``).
+            attack's ``results.json`` (keys ``crop``, ``periphery_search`` (or the older
+            ``crop_algo``), ``corner_frac``, ``min_crop_px``).
         width: the decoded image's width in pixels.
         height: the decoded image's height in pixels.
         boxes: the image's boxes (n, 4) for the periphery crop; None counts as no box.
@@ -255,10 +290,12 @@ def crop_for_config(
     Returns:
         The :class:`CropDecision`.
     """
+    if isinstance(cfg, dict):
+        cfg = renamed_search_keys(cfg, "the attack's config")
     get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
     if get("crop", "periphery") == "corner":
         return corner_crop(width, height, float(get("corner_frac", 0.3)))
-    algo = CROP_ALGOS.get(get("crop_algo", "periphery") or "periphery", periphery_crop)
+    algo = PERIPHERY_SEARCHES.get(get("periphery_search", "paper") or "paper", periphery_crop)
     if min_crop_px is None:
         min_crop_px = get("min_crop_px")
     if min_crop_px is None:
@@ -295,7 +332,7 @@ def compute_crops(
         index: the dataset.
         ann_dir: the folder holding ``Annotation/`` (None: only the corner crop works).
         idxs: dataset indices of the images to crop.
-        cfg: the attack's settings (``crop``, ``crop_algo``, ``corner_frac``).
+        cfg: the attack's settings (``crop``, ``periphery_search``, ``corner_frac``).
         min_crop_px: smallest accepted crop side, in pixels of the original image.
         desc: progress-bar label.
         ann_path: ``ann_path(i) -> Path`` replacing the ``Annotation/<wnid>/<stem>.xml``

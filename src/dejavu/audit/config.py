@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dejavu import UsageError
-from dejavu.attack.config import PRECISION_HELP
+from dejavu.attack.config import PRECISION_HELP, AttackConfig
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
 
 CONFIDENCES = ("neg_entropy", "max_prob")
@@ -85,7 +85,7 @@ class AuditConfig:
     )
     # the audited model's KNN attack (same meaning as AttackConfig)
     crop: str = "periphery"
-    crop_algo: str = "periphery"
+    periphery_search: str = "paper"
     corner_frac: float = 0.3
     embed: str = "projector"
     k: int = field(default=100, metadata={"help": "neighbours of the audited model's KNN attack"})
@@ -161,6 +161,8 @@ class AuditConfig:
     clf_augment: str = "crop"  # crop (random resized crop + flip) | ssl (+ jitter, grayscale, blur) | none
     clf_scale_min: float = 0.35  # random resized crop scale range (clf_scale_min, 1)
     clf_cache_crops: bool = True  # decode each crop once and keep it in memory (off for ImageNet)
+
+    normalize_keys = AttackConfig.normalize_keys  # the old spelling (crop_algo: periphery) read too
 
     def validate(self) -> None:
         if self.confidence not in CONFIDENCES:

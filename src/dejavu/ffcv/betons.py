@@ -26,7 +26,7 @@ import contextlib
 import io
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ import numpy as np
 
 from dejavu import DejavuError, UsageError, __version__, formats
 from dejavu.attack.config import AttackConfig
-from dejavu.attack.crops import compute_crops, default_min_crop_px
+from dejavu.attack.crops import OLD_SEARCH_KEY, PERIPHERY_SEARCHES, compute_crops, default_min_crop_px, old_search_name
+from dejavu.config import _check_choice
 from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.ffcv import require_ffcv
@@ -45,7 +46,6 @@ from dejavu.utils import progress
 FORMAT = formats.BETON
 KINDS = ("train", "val", "bbox")
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
-WRITE_MODES = ("jpg", "raw")
 
 
 @dataclass
@@ -54,19 +54,26 @@ class BetonOptions:
 
     max_res: int = 512
     quality: int = 90
-    write_mode: str = "jpg"  # jpg | raw
+    write_mode: str = field(default="jpg", metadata={"choices": ("jpg", "raw")})
     workers: int = 1
-    crop_algo: str = "periphery"  # periphery | largest-empty
+    periphery_search: str = field(default="paper", metadata={"choices": tuple(PERIPHERY_SEARCHES)})
     min_crop_px: float | None = None  # None: the dataset's own (default_min_crop_px; 100 for ImageNet)
 
     def validate(self) -> None:
+        """Every value allowed: the fields' choices (the one check, :mod:`dejavu.config`), then ranges."""
+        for f in fields(self):
+            _check_choice(f, getattr(self, f.name), type(self).__name__)
         if self.max_res < 1 or not 1 <= self.quality <= 100 or self.workers < 1:
             raise UsageError(
                 f"need --max-res >= 1, 1 <= --quality <= 100 and --workers >= 1 "
                 f"(got {self.max_res}, {self.quality}, {self.workers})"
             )
-        if self.write_mode not in WRITE_MODES:
-            raise UsageError(f"--write-mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The options as a beton's ``.json`` records them: the spelling of format ``dejavu-beton/1``
+        (``crop_algo: periphery | largest-empty`` for the periphery search)."""
+        old = {"periphery_search": (OLD_SEARCH_KEY, old_search_name(self.periphery_search))}
+        return dict(old.get(k, (k, v)) for k, v in asdict(self).items())
 
 
 def beton_name(kind: str, npc: int | None = None, which: str = "") -> str:
@@ -197,7 +204,7 @@ def write_beton(
         "file": path.name,
         "num_images": len(idx),
         "fields": list(_fields(opts, boxes is not None)),
-        "options": asdict(opts),
+        "options": opts.record(),
         "fingerprint": index.fingerprint.to_dict(),
         "bytes": path.stat().st_size,
         **(meta or {}),
@@ -250,7 +257,7 @@ def _crop_boxes(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per image of ``idx``: its crop box, or -1s; plus the crop counts and settings."""
     min_px = float(opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images))
-    cfg = AttackConfig(crop="periphery", crop_algo=opts.crop_algo)
+    cfg = AttackConfig(crop="periphery", periphery_search=opts.periphery_search)
     sc = compute_crops(index, paths.annotation_dir, idx, cfg, min_px, desc=desc)
     boxes = np.full((len(idx), 4), -1, np.int64)
     pos = {int(g): j for j, g in enumerate(idx)}
@@ -258,7 +265,7 @@ def _crop_boxes(
         boxes[pos[g]] = b
     info = {
         "crop": {
-            "algo": opts.crop_algo,
+            "algo": old_search_name(opts.periphery_search),
             "min_crop_px": min_px,
             "counts": sc.counts,
             "annotation_error_examples": sc.errors[:20],
@@ -448,7 +455,7 @@ class BetonCrops:
             raise DejavuError(
                 f"{self.bf.path}: its crops differ from this attack's ({len(valid)} valid crops vs "
                 f"{len(indices)}); it was written for another set, crop algorithm or min crop "
-                "size: rewrite it with dejavu betons (same --min-crop-px/--crop-algo), or drop "
+                "size: rewrite it with dejavu betons (same --min-crop-px/--periphery-search), or drop "
                 "--crops-betons"
             )
         self.positions = valid
