@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import formats
+from dejavu.audit.run import audit
+from dejavu.io import atomic_torch_save
 
 
 def save_checkpoint(
@@ -40,8 +42,6 @@ def save_checkpoint(
     Returns:
         ``path``.
     """
-    from dejavu.io import atomic_torch_save
-
     config = {**model.spec.to_dict(), "method": method, "image_size": image_size}
     config.update({k: v for k, v in (("npc", npc), ("set", set_name)) if v is not None})
     ck: dict[str, Any] = {"format": formats.CHECKPOINT, "model": model.state_dict(), "epoch": epoch, "config": config}
@@ -68,8 +68,6 @@ def audit_model(model: Any, partition: Any, paths: Any, out: str | os.PathLike, 
     Returns:
         The :class:`~dejavu.audit.run.AuditResult`.
     """
-    from dejavu.audit.run import audit
-
     keys = ("method", "image_size", "epoch", "npc", "set_name", "index")
     save_kw = {k: kwargs.pop(k) for k in keys if k in kwargs}
     if "index" in save_kw:

@@ -43,8 +43,18 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, UsageError
+from dejavu.audit.config import AuditConfig
+from dejavu.config import add_config_args, config_from_args, load_config, packaged_config
+from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+from dejavu.data.synth import SynthConfig, generate
+from dejavu.io import atomic_write_json, check_can_write
+from dejavu.partition import partition
+from dejavu.probe import probe
+from dejavu.rcdm.reconstruct import reconstruct
 from dejavu.report.collect import lookup
+from dejavu.ssl.config import TrainConfig, load_train_config
 from dejavu.ssl.registry import METHODS
+from dejavu.utils import progress, set_torch_threads
 
 # DemoConfig fields that are also command-line flags (the rest: --set key=value)
 DEMO_FLAGS = ("out", "seed", "method", "pairs", "epochs", "rcdm", "threads", "monitor")
@@ -139,8 +149,6 @@ class DemoConfig:
 
     def train_config(self, seed: int):
         """The :class:`TrainConfig` of each model of the pair with training seed ``seed``."""
-        from dejavu.ssl.config import load_train_config
-
         fixed = [f"epochs={self.epochs}", f"snapshot_every={self.snapshot_period}", f"seed={seed}"]
         fixed += [f"image_size={self.size}", "knn_every=0"]
         if self.monitor:  # the audit's settings of the demo: its k, the classifier on control_B (seen by neither model)
@@ -194,9 +202,7 @@ def _train_one(args: tuple) -> str:
 
     torch.set_num_threads(threads)
     _progress_slot(out)
-    from dejavu.data.imagefolder import DataPaths
     from dejavu.monitor.train_hook import epoch_hooks
-    from dejavu.ssl.config import TrainConfig
     from dejavu.ssl.train import train
 
     cfg = TrainConfig(**{**cfg_dict, "threads": threads})
@@ -241,7 +247,6 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     Returns:
         The run folder, the summary (also in ``summary.json``) and the report's path.
     """
-    from dejavu.io import atomic_write_json
     from dejavu.report.html import build_report
 
     run = _open_run(cfg, force)
@@ -276,9 +281,6 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
 
 
 def _open_run(cfg: DemoConfig, force: bool) -> _DemoRun:
-    from dejavu.io import check_can_write
-    from dejavu.utils import set_torch_threads
-
     out = Path(cfg.out)
     if (out / "summary.json").exists() and not force:
         raise DejavuError(f"{out}: a demo run already exists here; pass --force to redo it, or --out elsewhere")
@@ -290,9 +292,6 @@ def _open_run(cfg: DemoConfig, force: bool) -> _DemoRun:
 
 
 def _make_data(run: _DemoRun) -> None:
-    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
-    from dejavu.data.synth import SynthConfig, generate
-
     cfg, data = run.cfg, run.out / "data"
     scfg = SynthConfig(
         classes=cfg.classes,
@@ -316,8 +315,6 @@ def _make_data(run: _DemoRun) -> None:
 def _make_partition(run: _DemoRun) -> None:
     """The split, with the held-out control (removed from the public set every attack searches),
     seeded by the demo's seed; with ``partition_per_pair``, one per pair seeded by its seed."""
-    from dejavu.partition import partition
-
     cfg = run.cfg
     run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
     per_pair = cfg.partition_per_pair and cfg.pairs > 1
@@ -373,7 +370,6 @@ def _train_pairs(run: _DemoRun) -> None:
 def _attack_pairs(run: _DemoRun) -> dict[int, list]:
     """Every snapshot of every pair, with the held-out control (the partition's control)."""
     from dejavu.attack.run import AttackConfig, attack, snapshot_epochs
-    from dejavu.utils import progress
 
     cfg = run.cfg
     acfg = AttackConfig(npc=cfg.npc, k=cfg.k, k_attk=cfg.k, device="cpu", seed=cfg.seed)
@@ -402,8 +398,6 @@ def _attack_pairs(run: _DemoRun) -> dict[int, list]:
 
 def _probe_final(run: _DemoRun, ckpt: Path):
     """Linear probe of the final target model (features computed once: no augmentation)."""
-    from dejavu.probe import probe
-
     cfg = run.cfg
     if cfg.probe_epochs <= 0:
         return None
@@ -427,7 +421,6 @@ def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, 
     the attack's public set. Its crop classifier learns from control_B (seen by neither model;
     bbox_B holds only 10 per class here); control_A is the audit's held-out control."""
     from dejavu.audit.compare import memorized_overlap
-    from dejavu.audit.config import AuditConfig
     from dejavu.audit.run import audit
 
     acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(pdir / "control_B.npy"))
@@ -461,8 +454,6 @@ def _train_rcdm_one(args: tuple) -> str:
 
     torch.set_num_threads(threads)
     _progress_slot(out)
-    from dejavu.config import load_config, packaged_config
-    from dejavu.data.imagefolder import DataPaths
     from dejavu.rcdm.model import RCDMConfig
     from dejavu.rcdm.train import train_rcdm
 
@@ -483,8 +474,6 @@ def _train_rcdm_one(args: tuple) -> str:
 def _run_rcdm(cfg, out, runs, pdir, paths, final, tag, t0, force, parallel, threads):
     """Two tiny RCDMs (one per model) on the public set, then reconstructions of the most
     memorized crops: RCDM_A draws from model A's view of the crop, RCDM_B is the control."""
-    from dejavu.rcdm.reconstruct import reconstruct
-
     dirs = {s: out / "rcdm" / f"{tag}_{s}" for s in "AB"}
     jobs = [
         (
@@ -687,8 +676,6 @@ def _audit_control_lines(x20: dict[str, Any] | None, x100: dict[str, Any] | None
 
 
 def register(sub) -> None:
-    from dejavu.config import add_config_args
-
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on the synthetic default, on a CPU, in minutes",
@@ -709,8 +696,6 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.config import config_from_args
-
     cfg = config_from_args(DemoConfig, args, flags=DEMO_FLAGS, base=dict(QUICK) if args.quick else None)
     res = run_demo(cfg, force=args.force)
     print(format_summary(res.summary))  # ends on its last result line (the report's path); no trailing dump

@@ -126,7 +126,7 @@ def test_same_seed_same_init_for_a_and_b(paths, partition_small, tmp_path):
 
 
 def test_pair_is_independent_by_default_coupled_on_request(paths, partition_small, tmp_path):
-    """Issue 28.1: B's training seed is derived from the pair's seed (seed + 1000003), so its
+    """B's training seed is derived from the pair's seed (seed + 1000003), so its
     initial weights and batch order differ from A's; design=coupled gives both the same seed.
     The seeds are recorded and the attack's pair_design reads the design from them."""
     from dejavu.ssl.config import B_SEED_OFFSET, pair_design, train_seed

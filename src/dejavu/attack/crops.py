@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dejavu import DejavuError, UsageError
+from dejavu.data.annotations import AnnotationError, read_voc_xml
 from dejavu.data.imagefolder import DatasetIndex, annotation_path
+from dejavu.data.synth import synth_min_crop_px
 from dejavu.utils import progress
 
 if TYPE_CHECKING:
@@ -69,8 +71,6 @@ def default_min_crop_px(images: str | os.PathLike | None = None) -> float:
             if d.get("min_crop_px") is not None:
                 return float(d["min_crop_px"])
             if d.get("size"):  # generated before the value was recorded: the generator's rule
-                from dejavu.data.synth import synth_min_crop_px
-
                 return float(synth_min_crop_px(int(d["size"])))
     return float(IMAGENET_MIN_CROP_PX)
 
@@ -371,8 +371,6 @@ def compute_crops(
 def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, errors: list[str]):
     """The pixel box of image ``g``'s crop, or None (the reason counted in ``tally``)."""
     from PIL import Image
-
-    from dejavu.data.annotations import AnnotationError, read_voc_xml
 
     try:
         with Image.open(index.path(g)) as im:

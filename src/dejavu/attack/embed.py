@@ -46,7 +46,7 @@ from dejavu import DejavuError
 from dejavu.attack import dist
 from dejavu.attack.knn import release_pages
 from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb, load_rgb_reduced
-from dejavu.io import atomic_write_json
+from dejavu.io import atomic_write_json, write_error
 from dejavu.io import index_hash as _index_hash
 from dejavu.utils import progress
 
@@ -413,8 +413,6 @@ class NpyRowWriter:
                 with open(path, "r+b") as f:
                     os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
         except OSError as e:
-            from dejavu.io import write_error
-
             Path(path).unlink(missing_ok=True)  # no temporary file left behind
             raise write_error(name or path, e) from None
 

@@ -15,7 +15,7 @@ Same semantics as the torchvision paths of :mod:`dejavu.ssl.data`:
 
 Each FFCV pipeline is decoder [-> flip] (compiled) -> ToTensor -> ToTorchImage (not
 compiled): a single switch between compiled and non-compiled steps, which avoids the
-endless Loader construction of upstream issue #396.
+endless Loader construction reported upstream (libffcv/ffcv#396).
 
 Differences (DESIGN 7.5): the crop is resized by OpenCV (INTER_AREA) from the stored
 image (JPEG at ``--quality``, longer side <= ``--max-res``) instead of by torchvision

@@ -44,6 +44,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,9 @@ from dejavu.io import (
     safe_torch_load,
 )
 from dejavu.partition import find_partition, load_index_file, parse_index_name
+from dejavu.ssl.augment import build_views
 from dejavu.ssl.backbones import zero_init_residuals
+from dejavu.ssl.batch_augment import BatchViews
 from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
 from dejavu.ssl.data import (
     ImageSource,
@@ -450,8 +453,6 @@ def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch
     ``cfg.threads``, else the count recorded by the run being resumed, else
     :func:`dejavu.utils.choose_threads`'s default. Floating-point results depend on it, so a
     resumed run reuses its own."""
-    import sys
-
     saved = (ckpt or {}).get("torch_threads")
     want = cfg.threads or (int(saved) if saved else None)
     n = set_torch_threads(want)
@@ -513,12 +514,8 @@ class _Data:
         """This epoch's view transforms: ``cfg.augment`` at the ramped resolution (the
         supervised baseline takes view 1 only); with ``augment_backend: device`` the same
         views applied to whole batches on the training device (:mod:`dejavu.ssl.batch_augment`)."""
-        from dejavu.ssl.augment import build_views
-
         views = build_views(cfg.augment, cfg.resolution(epoch), self.num_views, base_size=cfg.image_size)
         if cfg.augment_backend == "device":
-            from dejavu.ssl.batch_augment import BatchViews
-
             return BatchViews(views, device)
         return views
 
