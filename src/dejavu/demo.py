@@ -45,7 +45,7 @@ from typing import Any
 from dejavu import DejavuError, UsageError
 from dejavu.audit.config import AuditConfig
 from dejavu.config import add_config_args, config_from_args, load_config, packaged_config
-from dejavu.data.imagefolder import DataPaths, scan_imagefolder
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.data.synth import SynthConfig, generate
 from dejavu.io import atomic_write_json, check_can_write
 from dejavu.partition import partition
@@ -221,8 +221,8 @@ class _DemoRun:
     out: Path
     t0: float
     threads: int
-    paths: Any = None  # DataPaths, after _make_data
-    index: Any = None  # DatasetIndex
+    paths: DataPaths = field(init=False)  # set by _make_data
+    index: DatasetIndex = field(init=False)
     pdir: Path = Path()  # the (first pair's) partition
     pdirs: dict[int, Path] = field(default_factory=dict)  # seed -> its partition (partition_per_pair)
     n_ctrl: int = 0

@@ -272,7 +272,11 @@ def renamed_search_keys(d: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def crop_for_config(
-    cfg: Any, width: float, height: float, boxes: np.ndarray | None, min_crop_px: float | None = None
+    cfg: AttackConfig | dict[str, Any],
+    width: float,
+    height: float,
+    boxes: np.ndarray | None,
+    min_crop_px: float | None = None,
 ) -> CropDecision:
     """The crop an attack made of one image, from its settings: the one place that turns an
     attack configuration into a crop decision (the attack itself, the report's galleries and

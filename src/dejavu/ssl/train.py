@@ -80,6 +80,7 @@ from dejavu.ssl.data import (
     LoaderImages,
     MemoryImages,
     StoredImages,
+    Views,
     choose_mode,
     decode_all,
     epoch_permutation,
@@ -133,7 +134,7 @@ class Engine:
     method: Method
     trainable: nn.Module  # Trainable, or DDP(Trainable)
     optimizer: torch.optim.Optimizer
-    scaler: Any
+    scaler: torch.amp.GradScaler
     device: torch.device
     dinfo: DistInfo
 
@@ -510,7 +511,7 @@ class _Data:
     steps: int
     num_views: int
 
-    def views(self, cfg: TrainConfig, epoch: int, device: torch.device) -> Any:
+    def views(self, cfg: TrainConfig, epoch: int, device: torch.device) -> Views:
         """This epoch's view transforms: ``cfg.augment`` at the ramped resolution (the
         supervised baseline takes view 1 only); with ``augment_backend: device`` the same
         views applied to whole batches on the training device (:mod:`dejavu.ssl.batch_augment`)."""
