@@ -1,35 +1,12 @@
 """``dejavu demo``: the whole pipeline on the embedded synthetic default, on a CPU.
 
-Stages (each writes files into ``OUT``, DESIGN section 3)::
-
-    OUT/data/                  synthetic dataset (ImageNet layout)
-    OUT/partition/             A / B / shared / public index sets, control{,_A,_B}.npy held out
-    OUT/train/<m>_<npc>pc_A/   target model, snapshots model_ep{E}.pth
-    OUT/train/<m>_<npc>pc_B/   reference model
-    OUT/attack/<m>_<npc>pc/ep{E}/   the attack at every snapshot, with the held-out control
-                                    (control_* files, results.json "control": no gap expected)
-    OUT/audit/<m>_<npc>pc_A/ep{E}/  the one-model test of the final target model (dejavu audit)
-    OUT/probe/<m>_<npc>pc_A/   linear probe of the final target model
-
-The two models of a pair are independent (``train.design: independent``, the default: B
-trains with its own seed, :func:`dejavu.ssl.config.train_seed`); ``--set
-train.design=coupled`` gives both the same seed (a variance-reduction design).
-
-With ``--pairs N`` (N > 1) N model pairs are trained that differ only in the training seed
-(seed, seed+1, ...; same data and partition), in ``train/<m>_<npc>pc_seed{S}_{A,B}`` and
-attacked into ``attack/<m>_<npc>pc_seed{S}/ep{E}``; the summary and the report then give
-the excess over the control with an interval over pairs (training randomness covered).
-    OUT/plots/, OUT/report.html, OUT/summary.json
-
-The recipe (sizes, epochs, mild augmentation) is the one that makes the deja vu gap
-clearly measurable on a 2-core CPU: few private images seen many times each,
-objects large enough that the embedding organises by object, and colour jitter mild
-enough not to wash out the image-specific background.
-
-The held-out control: annotated public images set aside per class by
-``partition(..., control=N)`` (and removed from the public set every attack searches),
-split in two halves that play the roles of A and B. Neither model trained on them, so
-target and reference should do equally well; the score is reported beside it.
+Writes into ``OUT``: ``data/``, ``partition/`` (with the held-out control), ``train/<m>_<npc>pc_{A,B}/``
+(target and reference, independent by default: :func:`dejavu.ssl.config.train_seed`),
+``attack/<m>_<npc>pc/ep{E}/`` (every snapshot, with the control), ``audit/`` (the one-model test of
+the final target), ``probe/``, ``plots/``, ``report.html`` and ``summary.json``. With ``--pairs N``
+the pairs differ only in the training seed (``..._seed{S}``), and the summary gives the excess over
+the control with an interval over pairs. The recipe (few private images seen many times, large
+objects, mild colour jitter) is the one that makes the gap measurable on 2 cores (README, DESIGN §5).
 """
 
 from __future__ import annotations

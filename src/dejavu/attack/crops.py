@@ -1,26 +1,11 @@
-"""Background crops of the attack (DESIGN 2.3).
+"""Background crops of the attack (docs/DESIGN.md §2.3): the periphery crop (the paper's search,
+:func:`periphery_crop`, or :func:`largest_empty_crop`) and the corner crop, per image
+(:func:`crop_for_config`) and per set (:func:`compute_crops`).
 
-Periphery crop, exactly as the original code (with its bugs fixed):
-
-1. Boxes are clipped to the image ``[0, W] x [0, H]``. A box entirely outside the image
-   (or with no area left after clipping) is an annotation error: it is dropped and counted.
-2. The sorted distinct x-edges of the boxes plus 0 and W cut ``[0, W]`` into elementary
-   x-intervals. For each interval, the y-ranges of the boxes overlapping it (open overlap:
-   a box only touching the interval does not overlap it) are merged, and every vertical
-   gap between them (and the image's top and bottom) is a candidate rectangle.
-3. The chosen candidate has the largest shorter side; ties go to the LAST candidate in
-   scan order (intervals left to right, gaps top to bottom), as the original did.
-4. It is accepted only if that shorter side is ``> min_crop_px`` (strictly).
-
-Coordinates are continuous (a box ``(x0, y0, x1, y1)`` covers ``[x0, x1] x [y0, y1]``).
-The pixel crop rounds inwards (``ceil`` of the start, ``floor`` of the end) so it never
-includes a box pixel even for fractional coordinates; for integer boxes it is the
-rectangle itself.
-
-An image whose annotation has no box at all (or only out-of-image boxes) is NOT
-attackable: its "background" would be the whole image, foreground included.
-
-Corner crop (no boxes needed): the bottom-left ``int(frac*W) x int(frac*H)`` rectangle.
+Coordinates are continuous (a box ``(x0, y0, x1, y1)`` covers ``[x0, x1] x [y0, y1]``); the pixel
+crop rounds inwards (``ceil`` of the start, ``floor`` of the end), so it never includes a box
+pixel. An image whose annotation has no box (or only out-of-image boxes) is not attackable: its
+"background" would be the whole image.
 """
 
 from __future__ import annotations
@@ -150,7 +135,9 @@ def periphery_candidates(boxes: np.ndarray, width: float, height: float) -> list
 
 
 def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
-    """DESIGN 2.3 periphery crop for one image (see the module docstring).
+    """The paper's periphery crop of one image (docs/DESIGN.md §2.3): boxes clipped to the image,
+    the vertical gaps of every elementary x-interval as candidates, accepted if the shorter side
+    is strictly above ``min_crop_px``.
 
     Args:
         boxes: the image's (n, 4) object boxes in pixels (clipped here).

@@ -1,40 +1,12 @@
 """The SSL training loop: snapshots, exact resume, metrics, AMP, DDP.
 
-``train(cfg, paths, index_file, out)`` trains ``cfg.method`` on the images listed in
-``index_file`` and writes (DESIGN 3, docs/CONTRACTS.md)::
-
-    OUT/config.json        TrainConfig + fingerprint + index_file + npc/set + world size
-    OUT/model_ep{E}.pth    every snapshot_every epochs and at the final epoch
-    OUT/last.pth           resume state: model, method extra (EMA teacher, DINO center),
-                           optimizer, AMP scaler, global step, RNG states, epoch, config
-    OUT/metrics.jsonl      one row per epoch: epoch, loss, lr, images_per_s, seconds,
-                           resolution, and knn_top1 every knn_every epochs
-
-Decisions:
-
-* The run's training seed is ``train_seed(cfg.seed, set, cfg.design)``
-  (:func:`dejavu.ssl.config.train_seed`; the set from the index file name): with the
-  default ``design: independent`` the B run of a pair trains with ``seed + 1000003``, so
-  its initial weights, batch order and augmentations differ from A's (as the original's
-  unseeded runs); ``design: coupled`` gives both the same seed (the same initial weights).
-  It is recorded as ``train_seed`` in ``config.json`` and the checkpoints.
-* Initial weights depend only on the training seed (seeded right before the model is built).
-* Every epoch re-seeds torch/numpy/python from ``(seed, epoch, rank)`` and draws its
-  batch order from ``(seed, epoch)`` (the training seed). A resumed run therefore replays the same
-  augmentations; on the CPU its final weights equal an uninterrupted run's
-  (tested). RNG states are still saved in ``last.pth`` for completeness.
-* The torch CPU thread count changes floating-point results, so it is never chosen by
-  timing: DEJAVU_THREADS, else ``cfg.threads``, else the count recorded in the run being
-  resumed (``torch_threads`` in ``config.json`` and ``last.pth``), else OMP_NUM_THREADS,
-  else the usable cores (:func:`dejavu.utils.choose_threads`).
-* The views of an epoch come from ``cfg.augment`` at ``cfg.resolution(epoch)`` (the
-  optional 160 -> 192 px ramp); the supervised baseline trains on view 1.
-* ``last.pth`` is written (atomically) after every epoch, after ``metrics.jsonl``;
-  on resume, metric rows past the checkpoint's epoch are dropped.
-* A NaN/inf loss stops training at once; ``last.pth`` keeps the last good epoch.
-* Online kNN (k=20, cosine similarity, votes weighted by exp(sim/0.07) as in DINO's
-  evaluation) of the *backbone* features: bank = training images, queries = the
-  partition's ``val_set.npy``, both with the evaluation transform.
+``train(cfg, paths, index_file, out)`` trains ``cfg.method`` on the images of ``index_file``
+and writes ``OUT/config.json``, ``model_ep{E}.pth``, ``last.pth`` (the resume state, after each
+epoch's ``metrics.jsonl`` row) and ``metrics.jsonl`` (docs/CONTRACTS.md). Seeds, threads and the
+online kNN are docs/DESIGN.md §7.1's: the initial weights depend on the training seed only and
+every epoch is re-seeded (:func:`_seed_epoch`), so a resumed CPU run ends with an uninterrupted
+run's weights. A NaN/inf loss stops the run, ``last.pth`` keeping the last good epoch. The
+optional monitor, TensorBoard and FFCV sources are passed in (docs/DESIGN.md §6 "Layers").
 """
 
 from __future__ import annotations
@@ -248,6 +220,8 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """torch, numpy and python seeded from ``(training seed, epoch, rank)`` (the batch order from
+    ``(seed, epoch)``: :func:`epoch_permutation`): a resumed run replays the same augmentations."""
     s = (int(seed) * 1_000_003 + int(epoch) * 1009 + int(rank)) % (2**63)
     torch.manual_seed(s)
     np.random.seed(s % (2**32))
@@ -339,6 +313,7 @@ class KNNEval:
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` up to epoch ``upto`` (a resumed run drops those past its checkpoint)."""
     if not path.is_file():
         return []
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
