@@ -89,11 +89,13 @@ def register(sub) -> None:
     g = p.add_argument_group("crops (bbox betons; as dejavu attack)")
     g.add_argument(
         "--periphery-search",
-        "--crop-algo",  # its old name, whose value periphery is now paper
-        type=search_name,
         choices=_choices("periphery_search"),
         default="paper",
-        help="how the periphery crop searches the box-free rectangle, as dejavu attack's (default: %(default)s)",
+        help="how the periphery crop searches the box-free rectangle, as dejavu attack's (default: %(default)s; "
+        "formerly --crop-algo periphery|largest-empty, still read)",
+    )
+    g.add_argument(  # the old name of --periphery-search, whose value periphery is now paper
+        "--crop-algo", dest="periphery_search", type=search_name, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     g.add_argument(
         "--min-crop-px",
