@@ -47,6 +47,7 @@ def _data(root: Path, per_class: int):
 
 def measure(root: Path, paths, npc: int, epochs: int) -> dict:
     from dejavu.monitor import Monitor
+    from dejavu.monitor.train_hook import epoch_hooks
     from dejavu.partition import partition
     from dejavu.ssl.config import TrainConfig, load_train_config
     from dejavu.ssl.train import train
@@ -59,7 +60,7 @@ def measure(root: Path, paths, npc: int, epochs: int) -> dict:
     sets = [f"epochs={epochs}", "snapshot_every=1000", "monitor=true", "monitor_every=1"]
     cfg = load_train_config(None, [*sets, f"monitor_reference={mon.classifier_path}"])
     run = root / f"run_{npc}"
-    res = train(cfg, paths, part / f"{npc}_per_class" / "train_A.npy", run, device="cpu")
+    res = train(cfg, paths, part / f"{npc}_per_class" / "train_A.npy", run, device="cpu", epoch_hooks=epoch_hooks(cfg))
     rows = res.history
     st = json.loads((run / "monitor" / "monitor.json").read_text())
     return {

@@ -115,6 +115,16 @@ BAD_CHOICES = [
     (["rcdm", "train", "--ssl-model", "m.pth", "--partition", "p"], "image_size", 64),
     (["partition", "--data", "d"], "order", "sorted"),
     (["train", "--index", "i.npy", "--data", "d"], "method", "simclr"),
+    (
+        ["attack", "--model-a", "a.pth", "--model-b", "b.pth", "--partition", "p", "--npc", "10", "--data", "d"],
+        "crop",
+        "corner",
+    ),
+    (
+        ["attack", "--model-a", "a.pth", "--model-b", "b.pth", "--partition", "p", "--npc", "10", "--data", "d"],
+        "periphery_search",
+        "largest-empty",
+    ),
 ]
 
 

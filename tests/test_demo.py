@@ -50,14 +50,14 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert "deja vu score" in printed and "held-out control" in printed and "report.html" in printed
     assert "excess over the control" in printed and "training randomness is not covered" in printed
     assert "held-out control (control_A)" in printed  # the audit's own control
-    last = printed.rstrip("\n").splitlines()[-1]  # issue 24.6: the output ends on its last result line
+    last = printed.rstrip("\n").splitlines()[-1]  # the output ends on its last result line
     assert last == f"  report: {out / 'report.html'}", last
     assert not any(line.lstrip().startswith("{") for line in printed.splitlines())  # no stray JSON dump
     assert "Score against the held-out control" in (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     _check_artifacts(out, summary)
     assert 0.1 < summary["probe_top1"] <= 1.0
-    assert summary["design"] == "independent" and "independent models" in printed  # issue 28.1: the default
+    assert summary["design"] == "independent" and "independent models" in printed  # the default
     # a second run refuses to overwrite without --force
     assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "--force" in capsys.readouterr().err
@@ -95,7 +95,7 @@ def test_demo_settings_follow_the_one_config_path(tmp_path, capsys):
 
 
 def test_partition_per_pair_gives_each_pair_its_own_split(tmp_path):
-    """Issue 28.3: with pairs > 1 and partition_per_pair, pair S is cut by partition seed S
+    """With pairs > 1 and partition_per_pair, pair S is cut by partition seed S
     (partition/seed<S>); by default one partition, seeded by the demo's seed, serves all."""
     from dejavu.demo import _make_data, _make_partition, _open_run
     from dejavu.partition import Partition
@@ -189,7 +189,7 @@ def test_summary_of_several_pairs():
 
 
 def test_demo_defaults_to_one_torch_thread(tmp_path, monkeypatch):
-    """Issue 24.6: without DEJAVU_THREADS or --threads the demo's attack, audit and probe run on
+    """Without DEJAVU_THREADS or --threads the demo's attack, audit and probe run on
     one torch thread, whatever the core count: the same numbers on a 2-core laptop and a
     16-core server, and no oversubscription (the audit's crop classifier ran ~5x slower with
     2 threads on a loaded 2-core CPU); --threads still chooses."""

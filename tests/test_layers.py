@@ -36,17 +36,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # Known upward imports (importer, imported), each with why it is still there. Empty is the goal;
-# a new entry needs a reason.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # The optional FFCV backend is chosen by settings that the library API takes as well as the
-    # CLI (AttackConfig.crops_betons, train(train_beton=)); building its sources in the stage CLIs
-    # and passing them in changes attack() and train() for library callers (issue item 2).
-    ("dejavu.attack.run", "dejavu.ffcv.betons"): "crops read from betons (crops_betons)",
-    ("dejavu.ssl.train", "dejavu.ffcv.loader"): "training images read from a beton (train_beton)",
-    # TrainConfig.monitor / .tensorboard switch the per-epoch hooks on inside train(); passing
-    # them in from the CLI changes train() for library callers the same way.
-    ("dejavu.ssl.train", "dejavu.monitor.train_hook"): "the monitor and TensorBoard hooks of train()",
-}
+# a new entry needs a reason. (The optional FFCV sources and the monitor's hooks are built by the
+# stage CLIs and passed in: attack(crop_datasets=...), train(images=..., epoch_hooks=...).)
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 # Known circles (as sorted module tuples), each with why it is still there.
 ALLOWED_CIRCLES: dict[tuple[str, ...], str] = {}
 
@@ -204,8 +196,6 @@ def test_the_checker_sees_a_function_local_upward_import_and_a_circle():
 # loads nothing heavy unless the module needs it, so a local import is for torch alone: where
 # the importer is read by `dejavu --help` (tests/test_cli_ux.py) or must not load torch itself.
 TORCH_FOR_HELP = "loads torch; the importer is read by `dejavu --help` (tests/test_cli_ux.py)"
-ENGINE = "being moved by the engine branch"
-SEAMS = "being moved by the seams branch"
 ALLOWED_LOCAL: dict[tuple[str, str], str] = {
     ("dejavu.probe", "dejavu.attack.dist"): TORCH_FOR_HELP,
     ("dejavu.probe", "dejavu.ssl.checkpoint"): TORCH_FOR_HELP,
@@ -215,27 +205,7 @@ ALLOWED_LOCAL: dict[tuple[str, str], str] = {
     ("dejavu.ssl.config", "dejavu.ssl.backbones"): TORCH_FOR_HELP + " (ssl.cli: TrainConfig's flags)",
     ("dejavu.ssl.config", "dejavu.ssl.heads"): TORCH_FOR_HELP + " (ssl.cli: TrainConfig's flags)",
     ("dejavu.report.plots", "dejavu.monitor.plot"): "the monitor package loads torch; a report's plots need none",
-    # other branches' files, pruned on merge (test_the_local_import_table_holds_no_stale_entries)
-    ("dejavu.api", "dejavu.audit.run"): SEAMS,
-    ("dejavu.api", "dejavu.io"): SEAMS,
-    ("dejavu.attack.crops", "dejavu.data.annotations"): SEAMS,
-    ("dejavu.attack.crops", "dejavu.data.synth"): SEAMS,
-    ("dejavu.attack.embed", "dejavu.io"): SEAMS,
-    ("dejavu.attack.run", "dejavu.analysis.significance"): ENGINE,
-    ("dejavu.attack.run", "dejavu.attack.control"): ENGINE,
-    ("dejavu.attack.run", "dejavu.attack.dist"): SEAMS,
-    ("dejavu.attack.run", "dejavu.attack.embed"): SEAMS,
-    ("dejavu.attack.run", "dejavu.data.transforms"): SEAMS,
-    ("dejavu.attack.run", "dejavu.device"): SEAMS,
-    ("dejavu.attack.run", "dejavu.partition"): SEAMS,
-    ("dejavu.attack.run", "dejavu.ssl.checkpoint"): SEAMS,
-    ("dejavu.attack.run", "dejavu.ssl.config"): SEAMS,
-    ("dejavu.attack.search", "dejavu.attack.dist"): SEAMS,
-    ("dejavu.attack.search", "dejavu.attack.embed"): SEAMS,
-    ("dejavu.monitor", "dejavu.monitor.lightning"): SEAMS,
-    ("dejavu.monitor.train_hook", "dejavu.monitor.tensorboard"): SEAMS,
-    ("dejavu.ssl.train", "dejavu.ssl.augment"): SEAMS,
-    ("dejavu.ssl.train", "dejavu.ssl.batch_augment"): SEAMS,
+    ("dejavu.monitor", "dejavu.monitor.lightning"): "pytorch_lightning (optional) loads on first use of the callback",
 }
 
 

@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dejavu import formats
+from dejavu.audit.run import AuditResult, audit
+from dejavu.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from dejavu.audit.config import AuditConfig
+    from dejavu.data.imagefolder import DataPaths, DatasetIndex
+    from dejavu.partition import Partition
+    from dejavu.ssl.model import SSLModel
 
 
 def save_checkpoint(
-    model: Any,
+    model: SSLModel,
     path: str | os.PathLike,
     method: str = "vicreg",
     image_size: int = 32,
     epoch: int = 0,
     npc: int | None = None,
     set_name: str | None = None,
-    index: Any = None,
+    index: DatasetIndex | None = None,
 ) -> Path:
     """Write an in-memory model as a checkpoint every stage reads (``dejavu-ckpt/1``).
 
@@ -40,8 +48,6 @@ def save_checkpoint(
     Returns:
         ``path``.
     """
-    from dejavu.io import atomic_torch_save
-
     config = {**model.spec.to_dict(), "method": method, "image_size": image_size}
     config.update({k: v for k, v in (("npc", npc), ("set", set_name)) if v is not None})
     ck: dict[str, Any] = {"format": formats.CHECKPOINT, "model": model.state_dict(), "epoch": epoch, "config": config}
@@ -53,7 +59,14 @@ def save_checkpoint(
     return path
 
 
-def audit_model(model: Any, partition: Any, paths: Any, out: str | os.PathLike, cfg: Any = None, **kwargs: Any):
+def audit_model(
+    model: SSLModel,
+    partition: str | os.PathLike | Partition,
+    paths: DataPaths,
+    out: str | os.PathLike,
+    cfg: AuditConfig | None = None,
+    **kwargs: Any,
+) -> AuditResult:
     """Audit an in-memory :class:`~dejavu.ssl.model.SSLModel`: it is written to
     ``OUT/audited_model.pth`` (what the results name), then :func:`dejavu.audit.run.audit` runs.
 
@@ -68,8 +81,6 @@ def audit_model(model: Any, partition: Any, paths: Any, out: str | os.PathLike, 
     Returns:
         The :class:`~dejavu.audit.run.AuditResult`.
     """
-    from dejavu.audit.run import audit
-
     keys = ("method", "image_size", "epoch", "npc", "set_name", "index")
     save_kw = {k: kwargs.pop(k) for k in keys if k in kwargs}
     if "index" in save_kw:

@@ -1,35 +1,12 @@
 """``dejavu demo``: the whole pipeline on the embedded synthetic default, on a CPU.
 
-Stages (each writes files into ``OUT``, DESIGN section 3)::
-
-    OUT/data/                  synthetic dataset (ImageNet layout)
-    OUT/partition/             A / B / shared / public index sets, control{,_A,_B}.npy held out
-    OUT/train/<m>_<npc>pc_A/   target model, snapshots model_ep{E}.pth
-    OUT/train/<m>_<npc>pc_B/   reference model
-    OUT/attack/<m>_<npc>pc/ep{E}/   the attack at every snapshot, with the held-out control
-                                    (control_* files, results.json "control": no gap expected)
-    OUT/audit/<m>_<npc>pc_A/ep{E}/  the one-model test of the final target model (dejavu audit)
-    OUT/probe/<m>_<npc>pc_A/   linear probe of the final target model
-
-The two models of a pair are independent (``train.design: independent``, the default: B
-trains with its own seed, :func:`dejavu.ssl.config.train_seed`); ``--set
-train.design=coupled`` gives both the same seed (a variance-reduction design).
-
-With ``--pairs N`` (N > 1) N model pairs are trained that differ only in the training seed
-(seed, seed+1, ...; same data and partition), in ``train/<m>_<npc>pc_seed{S}_{A,B}`` and
-attacked into ``attack/<m>_<npc>pc_seed{S}/ep{E}``; the summary and the report then give
-the excess over the control with an interval over pairs (training randomness covered).
-    OUT/plots/, OUT/report.html, OUT/summary.json
-
-The recipe (sizes, epochs, mild augmentation) is the one that makes the deja vu gap
-clearly measurable on a 2-core CPU: few private images seen many times each,
-objects large enough that the embedding organises by object, and colour jitter mild
-enough not to wash out the image-specific background.
-
-The held-out control: annotated public images set aside per class by
-``partition(..., control=N)`` (and removed from the public set every attack searches),
-split in two halves that play the roles of A and B. Neither model trained on them, so
-target and reference should do equally well; the score is reported beside it.
+Writes into ``OUT``: ``data/``, ``partition/`` (with the held-out control), ``train/<m>_<npc>pc_{A,B}/``
+(target and reference, independent by default: :func:`dejavu.ssl.config.train_seed`),
+``attack/<m>_<npc>pc/ep{E}/`` (every snapshot, with the control), ``audit/`` (the one-model test of
+the final target), ``probe/``, ``plots/``, ``report.html`` and ``summary.json``. With ``--pairs N``
+the pairs differ only in the training seed (``..._seed{S}``), and the summary gives the excess over
+the control with an interval over pairs. The recipe (few private images seen many times, large
+objects, mild colour jitter) is the one that makes the gap measurable on 2 cores (README, DESIGN §5).
 """
 
 from __future__ import annotations
@@ -43,8 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, UsageError
+from dejavu.audit.config import AuditConfig
+from dejavu.config import add_config_args, config_from_args, load_config, packaged_config
+from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.data.synth import SynthConfig, generate
+from dejavu.io import atomic_write_json, check_can_write
+from dejavu.partition import partition
+from dejavu.probe import probe
+from dejavu.rcdm.reconstruct import reconstruct
 from dejavu.report.collect import lookup
+from dejavu.ssl.config import TrainConfig, load_train_config
 from dejavu.ssl.registry import METHODS
+from dejavu.utils import progress, set_torch_threads
 
 # DemoConfig fields that are also command-line flags (the rest: --set key=value)
 DEMO_FLAGS = ("out", "seed", "method", "pairs", "epochs", "rcdm", "threads", "monitor")
@@ -139,8 +126,6 @@ class DemoConfig:
 
     def train_config(self, seed: int):
         """The :class:`TrainConfig` of each model of the pair with training seed ``seed``."""
-        from dejavu.ssl.config import load_train_config
-
         fixed = [f"epochs={self.epochs}", f"snapshot_every={self.snapshot_period}", f"seed={seed}"]
         fixed += [f"image_size={self.size}", "knn_every=0"]
         if self.monitor:  # the audit's settings of the demo: its k, the classifier on control_B (seen by neither model)
@@ -194,20 +179,18 @@ def _train_one(args: tuple) -> str:
 
     torch.set_num_threads(threads)
     _progress_slot(out)
-    from dejavu.data.imagefolder import DataPaths
-    from dejavu.ssl.config import TrainConfig
+    from dejavu.monitor.train_hook import epoch_hooks
     from dejavu.ssl.train import train
 
     cfg = TrainConfig(**{**cfg_dict, "threads": threads})
+    paths = DataPaths(Path(images), Path(bboxes) if bboxes else None)
     # --force starts over; otherwise an interrupted demo continues from last.pth
-    res = train(
-        cfg, DataPaths(Path(images), Path(bboxes) if bboxes else None), index_file, out, resume=not force, force=force
-    )
+    res = train(cfg, paths, index_file, out, resume=not force, force=force, epoch_hooks=epoch_hooks(cfg))
     return str(res.out)
 
 
 @dataclass
-class _Run:
+class _DemoRun:
     """What the demo's phases share: settings, folders, the dataset and the model pairs."""
 
     cfg: DemoConfig
@@ -215,8 +198,8 @@ class _Run:
     out: Path
     t0: float
     threads: int
-    paths: Any = None  # DataPaths, after _make_data
-    index: Any = None  # DatasetIndex
+    paths: DataPaths = field(init=False)  # set by _make_data
+    index: DatasetIndex = field(init=False)
     pdir: Path = Path()  # the (first pair's) partition
     pdirs: dict[int, Path] = field(default_factory=dict)  # seed -> its partition (partition_per_pair)
     n_ctrl: int = 0
@@ -241,7 +224,6 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     Returns:
         The run folder, the summary (also in ``summary.json``) and the report's path.
     """
-    from dejavu.io import atomic_write_json
     from dejavu.report.html import build_report
 
     run = _open_run(cfg, force)
@@ -275,10 +257,7 @@ def run_demo(cfg: DemoConfig, force: bool = False) -> DemoResult:
     return DemoResult(run.out, summary, report)
 
 
-def _open_run(cfg: DemoConfig, force: bool) -> _Run:
-    from dejavu.io import check_can_write
-    from dejavu.utils import set_torch_threads
-
+def _open_run(cfg: DemoConfig, force: bool) -> _DemoRun:
     out = Path(cfg.out)
     if (out / "summary.json").exists() and not force:
         raise DejavuError(f"{out}: a demo run already exists here; pass --force to redo it, or --out elsewhere")
@@ -286,13 +265,10 @@ def _open_run(cfg: DemoConfig, force: bool) -> _Run:
     out.mkdir(parents=True, exist_ok=True)
     # default 1 thread (the models train in single-threaded processes too): the same numbers on
     # any machine whatever its core count, and no oversubscription on a shared one
-    return _Run(cfg, force, out, time.time(), set_torch_threads(cfg.threads or 1))
+    return _DemoRun(cfg, force, out, time.time(), set_torch_threads(cfg.threads or 1))
 
 
-def _make_data(run: _Run) -> None:
-    from dejavu.data.imagefolder import DataPaths, scan_imagefolder
-    from dejavu.data.synth import SynthConfig, generate
-
+def _make_data(run: _DemoRun) -> None:
     cfg, data = run.cfg, run.out / "data"
     scfg = SynthConfig(
         classes=cfg.classes,
@@ -313,11 +289,9 @@ def _make_data(run: _Run) -> None:
     )
 
 
-def _make_partition(run: _Run) -> None:
+def _make_partition(run: _DemoRun) -> None:
     """The split, with the held-out control (removed from the public set every attack searches),
     seeded by the demo's seed; with ``partition_per_pair``, one per pair seeded by its seed."""
-    from dejavu.partition import partition
-
     cfg = run.cfg
     run.seeds = [cfg.seed + i for i in range(cfg.pairs)]
     per_pair = cfg.partition_per_pair and cfg.pairs > 1
@@ -339,7 +313,7 @@ def _make_partition(run: _Run) -> None:
     )
 
 
-def _train_pairs(run: _Run) -> None:
+def _train_pairs(run: _DemoRun) -> None:
     """Target (A) and reference (B) of each pair, trained with the pair's seed under the
     training design (``train.design``: independent by default, B seeded apart from A;
     :func:`dejavu.ssl.config.train_seed`)."""
@@ -370,10 +344,9 @@ def _train_pairs(run: _Run) -> None:
     _stamp("train: done", run.t0)
 
 
-def _attack_pairs(run: _Run) -> dict[int, list]:
+def _attack_pairs(run: _DemoRun) -> dict[int, list]:
     """Every snapshot of every pair, with the held-out control (the partition's control)."""
     from dejavu.attack.run import AttackConfig, attack, snapshot_epochs
-    from dejavu.utils import progress
 
     cfg = run.cfg
     acfg = AttackConfig(npc=cfg.npc, k=cfg.k, k_attk=cfg.k, device="cpu", seed=cfg.seed)
@@ -400,10 +373,8 @@ def _attack_pairs(run: _Run) -> dict[int, list]:
     return by_pair
 
 
-def _probe_final(run: _Run, ckpt: Path):
+def _probe_final(run: _DemoRun, ckpt: Path):
     """Linear probe of the final target model (features computed once: no augmentation)."""
-    from dejavu.probe import probe
-
     cfg = run.cfg
     if cfg.probe_epochs <= 0:
         return None
@@ -427,7 +398,6 @@ def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, 
     the attack's public set. Its crop classifier learns from control_B (seen by neither model;
     bbox_B holds only 10 per class here); control_A is the audit's held-out control."""
     from dejavu.audit.compare import memorized_overlap
-    from dejavu.audit.config import AuditConfig
     from dejavu.audit.run import audit
 
     acfg = AuditConfig(npc=cfg.npc, k=cfg.k, device="cpu", seed=cfg.seed, train_set=str(pdir / "control_B.npy"))
@@ -461,8 +431,6 @@ def _train_rcdm_one(args: tuple) -> str:
 
     torch.set_num_threads(threads)
     _progress_slot(out)
-    from dejavu.config import load_config, packaged_config
-    from dejavu.data.imagefolder import DataPaths
     from dejavu.rcdm.model import RCDMConfig
     from dejavu.rcdm.train import train_rcdm
 
@@ -483,8 +451,6 @@ def _train_rcdm_one(args: tuple) -> str:
 def _run_rcdm(cfg, out, runs, pdir, paths, final, tag, t0, force, parallel, threads):
     """Two tiny RCDMs (one per model) on the public set, then reconstructions of the most
     memorized crops: RCDM_A draws from model A's view of the crop, RCDM_B is the control."""
-    from dejavu.rcdm.reconstruct import reconstruct
-
     dirs = {s: out / "rcdm" / f"{tag}_{s}" for s in "AB"}
     jobs = [
         (
@@ -687,8 +653,6 @@ def _audit_control_lines(x20: dict[str, Any] | None, x100: dict[str, Any] | None
 
 
 def register(sub) -> None:
-    from dejavu.config import add_config_args
-
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on the synthetic default, on a CPU, in minutes",
@@ -709,8 +673,6 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from dejavu.config import config_from_args
-
     cfg = config_from_args(DemoConfig, args, flags=DEMO_FLAGS, base=dict(QUICK) if args.quick else None)
     res = run_demo(cfg, force=args.force)
     print(format_summary(res.summary))  # ends on its last result line (the report's path); no trailing dump

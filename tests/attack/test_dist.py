@@ -1,4 +1,4 @@
-"""The attack across processes (issue 23): ``torchrun --nproc_per_node 2 -m dejavu attack`` on
+"""The attack across processes: ``torchrun --nproc_per_node 2 -m dejavu attack`` on
 the CPU (gloo) writes the same bytes as one process, and the sharded exact KNN merges
 exactly (ties by index across ranks)."""
 

@@ -1,4 +1,4 @@
-"""Issue 28.5: the attack decodes every image in full by default, as the original.
+"""The attack decodes every image in full by default, as the original.
 
 Its neighbour rows are compared with an independent computation written here: PIL full
 decode, the original's torchvision evaluation transform, the models' forward in fp32 and a
@@ -80,7 +80,7 @@ def test_attack_neighbours_equal_an_independent_full_decode(big_images, tmp_path
     res = attack(a, b, part, DataPaths.resolve(data=root), tmp_path / "exact", cfg, cache_dir="")
     assert res.results["config"]["decode"] == "exact"
     assert res.results["config"]["forward_precision"] == "fp32"
-    # issue 28.4 / 28.1: the primary endpoint is named; checkpoints without seeds: design unknown
+    # the primary endpoint is named; checkpoints without seeds: design unknown
     assert res.results["primary_endpoint"]["top"] == "top1" and res.results["primary_endpoint"]["p"] == "20"
     assert res.results["design"]["design"] == "unknown"
     out = tmp_path / "exact"

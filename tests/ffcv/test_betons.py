@@ -197,6 +197,7 @@ def test_attack_reads_crop_betons(synth_small, partition_small, tmp_path):
     # betons written with another minimum crop size are refused, naming the file
     from dejavu.attack.crops import default_min_crop_px
     from dejavu.attack.run import AttackConfig, attack
+    from dejavu.ffcv.betons import crop_datasets
 
     cfg = AttackConfig(
         npc=10,
@@ -205,7 +206,7 @@ def test_attack_reads_crop_betons(synth_small, partition_small, tmp_path):
         crops_betons=str(tmp_path / "bet"),
     )
     with pytest.raises(DejavuError, match="its crops differ"):
-        attack(a, b, partition_small, paths, tmp_path / "x", cfg, cache_dir="")
+        attack(a, b, partition_small, paths, tmp_path / "x", cfg, cache_dir="", crop_datasets=crop_datasets(cfg))
 
 
 def test_overwrite_refused_skip_and_force(betons, synth_small, partition_small, capsys):

@@ -81,6 +81,15 @@ def test_train_loader_ffcv_without_ffcv_says_how_to_install(no_ffcv, synth_small
     assert not (tmp_path / "run").exists()
 
 
+def test_attack_crops_betons_without_ffcv_says_how_to_install(no_ffcv, synth_small, partition_small, tmp_path, capsys):
+    ck = [str(tmp_path / f"{y}.pth") for y in "AB"]  # refused before any checkpoint is read
+    argv = ["attack", "--model-a", ck[0], "--model-b", ck[1], "--partition", str(partition_small), "--npc", "5"]
+    rc = main([*argv, "--data", str(synth_small), "--out", str(tmp_path / "att"), "--crops-betons", str(tmp_path)])
+    assert rc == 1
+    _one_line_hint(capsys.readouterr().err)
+    assert not (tmp_path / "att").exists()
+
+
 def test_loader_and_beton_flags_go_together(synth_small, partition_small, tmp_path, capsys):
     rc = main(
         [

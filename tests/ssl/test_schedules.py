@@ -113,12 +113,12 @@ def test_training_follows_the_ramp(paths, partition_small, tmp_path, monkeypatch
 
 
 def test_supervised_trains_on_view_1_of_the_ssl_pipeline(paths, partition_small, tmp_path, monkeypatch):
-    import dejavu.ssl.augment as A
+    import dejavu.ssl.train as T
     from dejavu.ssl.train import train
 
     built = []
-    orig = A.build_views
-    monkeypatch.setattr(A, "build_views", lambda *a, **k: built.append((a, k)) or orig(*a, **k))
+    orig = T.build_views
+    monkeypatch.setattr(T, "build_views", lambda *a, **k: built.append((a, k)) or orig(*a, **k))
     seen = _record_views(monkeypatch)
     cfg = load_train_config(
         "supervised_synth",

@@ -126,7 +126,7 @@ def test_same_seed_same_init_for_a_and_b(paths, partition_small, tmp_path):
 
 
 def test_pair_is_independent_by_default_coupled_on_request(paths, partition_small, tmp_path):
-    """Issue 28.1: B's training seed is derived from the pair's seed (seed + 1000003), so its
+    """B's training seed is derived from the pair's seed (seed + 1000003), so its
     initial weights and batch order differ from A's; design=coupled gives both the same seed.
     The seeds are recorded and the attack's pair_design reads the design from them."""
     from dejavu.ssl.config import B_SEED_OFFSET, pair_design, train_seed
@@ -264,3 +264,35 @@ def test_cli_smoke(synth_small, partition_small, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(argv + ["--set", "epochs=3", "--resume"]) == 1
     assert "epochs" in capsys.readouterr().err
+
+
+class RowHook:
+    """An epoch hook of the monitor's kind: opened once on the run, adds a key to every row."""
+
+    setting = "monitor"
+
+    def __init__(self):
+        self.opened, self.epochs = [], []
+
+    def open(self, run):
+        self.opened.append((run.out, run.cfg.epochs, run.ckpt is not None))
+
+    def after_epoch(self, model, row):
+        self.epochs.append(row["epoch"])
+        row["monitor_params"] = sum(p.numel() for p in model.parameters())
+
+
+def test_epoch_hooks_add_to_the_rows_and_a_hooked_setting_needs_its_hook(paths, index_a, tmp_path):
+    from dejavu import UsageError
+
+    cfg = _cfg("vicreg", "epochs=2", "batch_size=50", "monitor=true")
+    with pytest.raises(UsageError, match=r"TrainConfig.monitor is on but train\(\) got no hook for it"):
+        train(cfg, paths, index_a, tmp_path / "r", device="cpu")
+    assert not (tmp_path / "r").exists()  # refused before any work
+    hook = RowHook()
+    res = train(cfg, paths, index_a, tmp_path / "r", device="cpu", epoch_hooks=[hook])
+    assert hook.opened == [(res.out, 2, False)] and hook.epochs == [1, 2]
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["monitor_params"] for r in rows] == [r["monitor_params"] for r in res.history] and rows[0][
+        "monitor_params"
+    ] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from dejavu import DejavuError, UsageError
@@ -34,9 +35,13 @@ def register(sub) -> None:
     add_data_args(p, need_bboxes=False)
     p.add_argument("--out", required=True, metavar="ATTACK_DIR", help="output folder")
     from dejavu.attack.config import ATTACK_FLAGS, AttackConfig
+    from dejavu.attack.crops import search_name
     from dejavu.config import add_config_args
 
     add_config_args(p, AttackConfig, flags=ATTACK_FLAGS, title="attack settings (AttackConfig)")
+    p.add_argument(  # the old name of --periphery-search, whose value periphery is now paper
+        "--crop-algo", dest="periphery_search", type=search_name, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     g = p.add_argument_group("held-out control")
     g.add_argument(
         "--control",
@@ -105,7 +110,15 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
         ) from None
     existing = _check_existing(Path(args.out), cfg) if args.skip_existing and not args.force else []
     results = attack_runs(
-        a, b, args.partition, paths, args.out, cfg, skip_existing=args.skip_existing, epochs=epochs, **_common(args)
+        a,
+        b,
+        args.partition,
+        paths,
+        args.out,
+        cfg,
+        skip_existing=args.skip_existing,
+        epochs=epochs,
+        **_common(args, cfg),
     )
     from dejavu.attack.dist import is_main
     from dejavu.units import pts
@@ -143,11 +156,12 @@ def _check_existing(out: Path, cfg) -> list[str]:
     """
     from dataclasses import asdict
 
+    from dejavu.attack.crops import renamed_search_keys
     from dejavu.io import read_json
 
     found = []
     for res in sorted(out.glob("ep*/results.json"), key=lambda f: (len(f.parent.name), f.parent.name)):
-        stored = read_json(res).get("config", {})
+        stored = renamed_search_keys(read_json(res).get("config", {}), str(res))
         diff = [
             f"{k}={stored[k]!r} (asked: {v!r})"
             for k, v in asdict(cfg).items()
@@ -169,7 +183,7 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     from dejavu.attack.dist import is_main
     from dejavu.attack.run import attack
 
-    r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args))
+    r = attack(a, b, args.partition, paths, args.out, cfg, **_common(args, cfg))
     if not is_main():  # torchrun: rank 0 reports
         return
     print(summary_text(r.results))
@@ -177,6 +191,15 @@ def _attack_pair(args, a: Path, b: Path, paths, cfg) -> None:
     print(f"written to {r.out}")
 
 
-def _common(args) -> dict:
-    """Keyword arguments shared by :func:`attack` and :func:`attack_runs`."""
-    return dict(force=args.force, cache_dir=args.cache_dir, control=args.control, control_bboxes=args.control_bboxes)
+def _common(args, cfg) -> dict:
+    """Keyword arguments shared by :func:`attack` and :func:`attack_runs` (``--crops-betons``: the
+    crops read from betons, :func:`dejavu.ffcv.betons.crop_datasets`)."""
+    from dejavu.ffcv.betons import crop_datasets
+
+    return dict(
+        force=args.force,
+        cache_dir=args.cache_dir,
+        control=args.control,
+        control_bboxes=args.control_bboxes,
+        crop_datasets=crop_datasets(cfg),
+    )

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from dejavu import DejavuError
-from dejavu.attack.crops import CROP_ALGOS
+from dejavu.attack.crops import PERIPHERY_SEARCHES, renamed_search_keys
+from dejavu.config import check_choices
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
-
-EMBED_KINDS = ("projector", "backbone", "logits")
-
 
 # AttackConfig fields that are also command-line flags (the rest: --set key=value)
 ATTACK_FLAGS = (
     "npc",
     "crop",
-    "crop_algo",
+    "periphery_search",
     "corner_frac",
     "embed",
     "k",
@@ -55,12 +54,13 @@ class AttackConfig:
             "corner-frac x corner-frac of the image (no boxes needed)",
         },
     )
-    crop_algo: str = field(
-        default="periphery",
+    periphery_search: str = field(
+        default="paper",
         metadata={
-            "choices": ("periphery", "largest-empty"),
-            "help": "candidate search for --crop periphery: the paper's elementary-interval scan or a true "
-            "largest-empty-rectangle search (better crops, not the paper's)",
+            "choices": tuple(PERIPHERY_SEARCHES),
+            "help": "how --crop periphery searches the box-free rectangle: paper (the paper's elementary-interval "
+            "scan) or largest-empty (a true largest-empty-rectangle search: better crops, not the paper's); "
+            "formerly --crop-algo periphery|largest-empty, still read",
         },
     )
     corner_frac: float = field(default=0.3, metadata={"help": "corner crop side fraction"})
@@ -126,34 +126,30 @@ class AttackConfig:
         default=None,
         metadata={
             "help": "read the crops of sets A and B from this folder's <npc>_per_class_bbox_{A,B}.beton "
-            "(dejavu betons, same --min-crop-px/--crop-algo; needs the ffcv extra)"
+            "(dejavu betons, same --min-crop-px/--periphery-search; needs the ffcv extra)"
         },
     )
 
-    decode: str = field(default="exact", metadata={"choices": ("exact", "draft"), "help": DECODE_HELP})
+    decode: str = field(default="exact", metadata={"choices": DECODES, "help": DECODE_HELP})
     precision: str = field(default="auto", metadata={"choices": ("auto", "fp32", "bf16"), "help": PRECISION_HELP})
 
     def __post_init__(self) -> None:
         if self.k_attk is None:
             self.k_attk = self.k
 
+    @classmethod
+    def normalize_keys(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
+        """The old spelling of a ``--config`` file or ``--set`` (``crop_algo: periphery``) read as
+        today's (``periphery_search: paper``): :func:`dejavu.attack.crops.renamed_search_keys`."""
+        return renamed_search_keys(d, source)
+
     def validate(self) -> None:
-        if self.crop not in ("periphery", "corner"):
-            raise DejavuError(f"--crop must be periphery or corner, got {self.crop!r}")
-        if self.crop_algo not in CROP_ALGOS:
-            raise DejavuError(f"--crop-algo must be one of {', '.join(CROP_ALGOS)}, got {self.crop_algo!r}")
-        if self.embed not in EMBED_KINDS:
-            raise DejavuError(f"--embed must be one of {', '.join(EMBED_KINDS)}, got {self.embed!r}")
+        """Every value allowed: the fields' choices (the one check, :mod:`dejavu.config`), then ranges."""
+        check_choices(self)  # a library caller's config too, built without from_dict
         if self.k < 1 or self.k_attk is None or not 1 <= self.k_attk <= self.k:
             raise DejavuError(f"need k >= 1 and 1 <= k_attk <= k (got k={self.k}, k_attk={self.k_attk})")
         if not 0 < self.corner_frac <= 1:
             raise DejavuError(f"--corner-frac must be in (0, 1], got {self.corner_frac}")
-        if self.knn not in ("auto", "torch", "faiss"):
-            raise DejavuError(f"--knn must be auto, torch or faiss, got {self.knn!r}")
-        if self.decode not in DECODES:
-            raise DejavuError(f"--decode must be exact or draft, got {self.decode!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise DejavuError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         for flag, v, lo in (
             ("--batch-size", self.batch_size, 1),
             ("--image-size", self.image_size, 8),

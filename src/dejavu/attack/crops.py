@@ -1,26 +1,11 @@
-"""Background crops of the attack (DESIGN 2.3).
+"""Background crops of the attack (docs/DESIGN.md §2.3): the periphery crop (the paper's search,
+:func:`periphery_crop`, or :func:`largest_empty_crop`) and the corner crop, per image
+(:func:`crop_for_config`) and per set (:func:`compute_crops`).
 
-Periphery crop, exactly as the original code (with its bugs fixed):
-
-1. Boxes are clipped to the image ``[0, W] x [0, H]``. A box entirely outside the image
-   (or with no area left after clipping) is an annotation error: it is dropped and counted.
-2. The sorted distinct x-edges of the boxes plus 0 and W cut ``[0, W]`` into elementary
-   x-intervals. For each interval, the y-ranges of the boxes overlapping it (open overlap:
-   a box only touching the interval does not overlap it) are merged, and every vertical
-   gap between them (and the image's top and bottom) is a candidate rectangle.
-3. The chosen candidate has the largest shorter side; ties go to the LAST candidate in
-   scan order (intervals left to right, gaps top to bottom), as the original did.
-4. It is accepted only if that shorter side is ``> min_crop_px`` (strictly).
-
-Coordinates are continuous (a box ``(x0, y0, x1, y1)`` covers ``[x0, x1] x [y0, y1]``).
-The pixel crop rounds inwards (``ceil`` of the start, ``floor`` of the end) so it never
-includes a box pixel even for fractional coordinates; for integer boxes it is the
-rectangle itself.
-
-An image whose annotation has no box at all (or only out-of-image boxes) is NOT
-attackable: its "background" would be the whole image, foreground included.
-
-Corner crop (no boxes needed): the bottom-left ``int(frac*W) x int(frac*H)`` rectangle.
+Coordinates are continuous (a box ``(x0, y0, x1, y1)`` covers ``[x0, x1] x [y0, y1]``); the pixel
+crop rounds inwards (``ceil`` of the start, ``floor`` of the end), so it never includes a box
+pixel. An image whose annotation has no box (or only out-of-image boxes) is not attackable: its
+"background" would be the whole image.
 """
 
 from __future__ import annotations
@@ -35,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
+from dejavu.data.annotations import AnnotationError, read_voc_xml
 from dejavu.data.imagefolder import DatasetIndex, annotation_path
+from dejavu.data.synth import synth_min_crop_px
 from dejavu.utils import progress
 
 if TYPE_CHECKING:
@@ -69,8 +56,6 @@ def default_min_crop_px(images: str | os.PathLike | None = None) -> float:
             if d.get("min_crop_px") is not None:
                 return float(d["min_crop_px"])
             if d.get("size"):  # generated before the value was recorded: the generator's rule
-                from dejavu.data.synth import synth_min_crop_px
-
                 return float(synth_min_crop_px(int(d["size"])))
     return float(IMAGENET_MIN_CROP_PX)
 
@@ -150,7 +135,9 @@ def periphery_candidates(boxes: np.ndarray, width: float, height: float) -> list
 
 
 def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
-    """DESIGN 2.3 periphery crop for one image (see the module docstring).
+    """The paper's periphery crop of one image (docs/DESIGN.md §2.3): boxes clipped to the image,
+    the vertical gaps of every elementary x-interval as candidates, accepted if the shorter side
+    is strictly above ``min_crop_px``.
 
     Args:
         boxes: the image's (n, 4) object boxes in pixels (clipped here).
@@ -177,7 +164,7 @@ def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: 
 
 
 def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
-    """Option ``--crop-algo largest-empty``: the box-free rectangle with the largest shorter
+    """Option ``--periphery-search largest-empty``: the box-free rectangle with the largest shorter
     side among all rectangles whose edges lie on box edges or the image border (which
     contains an optimum). O(n^4 * n) brute force on the edge grid: fine for ImageNet's
     handful of boxes per image. Ties: the first found in (x0, x1, y0, y1) order.
@@ -234,11 +221,49 @@ def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:
     return CropDecision((0.0, float(height - h), float(w), float(height)), float(min(w, h)), 0, 0, "ok")
 
 
-CROP_ALGOS = {"periphery": periphery_crop, "largest-empty": largest_empty_crop}
+# how the periphery crop searches its box-free rectangle (AttackConfig.periphery_search)
+PERIPHERY_SEARCHES = {"paper": periphery_crop, "largest-empty": largest_empty_crop}
+# its spelling before (key crop_algo; value "periphery" for the paper's search), still read, and
+# still written where a file format keeps it (beton records)
+OLD_SEARCH_KEY = "crop_algo"
+OLD_SEARCH_NAMES = {"periphery": "paper"}
+
+
+def search_name(value: str) -> str:
+    """A periphery search in today's spelling (``periphery`` -> ``paper``; the old flags' type)."""
+    return OLD_SEARCH_NAMES.get(value, value)
+
+
+def old_search_name(search: str) -> str:
+    """A periphery search in the old spelling (``paper`` -> ``periphery``)."""
+    return {new: old for old, new in OLD_SEARCH_NAMES.items()}.get(search, search)
+
+
+def renamed_search_keys(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """``d`` (a config file's, ``--set``'s or a stored attack's settings) with the periphery search
+    in today's spelling: ``crop_algo: periphery | largest-empty`` -> ``periphery_search: paper |
+    largest-empty``; other keys as they are.
+
+    Raises:
+        UsageError: both names given (``source`` named).
+    """
+    if OLD_SEARCH_KEY not in d and d.get("periphery_search") not in OLD_SEARCH_NAMES:
+        return d
+    d = dict(d)
+    if OLD_SEARCH_KEY in d:
+        if "periphery_search" in d:
+            raise UsageError(f"{source}: {OLD_SEARCH_KEY} is the old name of periphery_search: give one of them")
+        d["periphery_search"] = d.pop(OLD_SEARCH_KEY)
+    d["periphery_search"] = search_name(d["periphery_search"])
+    return d
 
 
 def crop_for_config(
-    cfg: Any, width: float, height: float, boxes: np.ndarray | None, min_crop_px: float | None = None
+    cfg: AttackConfig | dict[str, Any],
+    width: float,
+    height: float,
+    boxes: np.ndarray | None,
+    min_crop_px: float | None = None,
 ) -> CropDecision:
     """The crop an attack made of one image, from its settings: the one place that turns an
     attack configuration into a crop decision (the attack itself, the report's galleries and
@@ -246,7 +271,8 @@ def crop_for_config(
 
     Args:
         cfg: an :class:`~dejavu.attack.config.AttackConfig` or the ``config`` dict stored in an
-            attack's ``results.json`` (keys ``crop``, ``crop_algo``, ``corner_frac``, ``min_crop_px``).
+            attack's ``results.json`` (keys ``crop``, ``periphery_search`` (or the older
+            ``crop_algo``), ``corner_frac``, ``min_crop_px``).
         width: the decoded image's width in pixels.
         height: the decoded image's height in pixels.
         boxes: the image's boxes (n, 4) for the periphery crop; None counts as no box.
@@ -255,10 +281,12 @@ def crop_for_config(
     Returns:
         The :class:`CropDecision`.
     """
+    if isinstance(cfg, dict):
+        cfg = renamed_search_keys(cfg, "the attack's config")
     get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
     if get("crop", "periphery") == "corner":
         return corner_crop(width, height, float(get("corner_frac", 0.3)))
-    algo = CROP_ALGOS.get(get("crop_algo", "periphery") or "periphery", periphery_crop)
+    algo = PERIPHERY_SEARCHES.get(get("periphery_search", "paper") or "paper", periphery_crop)
     if min_crop_px is None:
         min_crop_px = get("min_crop_px")
     if min_crop_px is None:
@@ -295,7 +323,7 @@ def compute_crops(
         index: the dataset.
         ann_dir: the folder holding ``Annotation/`` (None: only the corner crop works).
         idxs: dataset indices of the images to crop.
-        cfg: the attack's settings (``crop``, ``crop_algo``, ``corner_frac``).
+        cfg: the attack's settings (``crop``, ``periphery_search``, ``corner_frac``).
         min_crop_px: smallest accepted crop side, in pixels of the original image.
         desc: progress-bar label.
         ann_path: ``ann_path(i) -> Path`` replacing the ``Annotation/<wnid>/<stem>.xml``
@@ -334,8 +362,6 @@ def compute_crops(
 def _crop_one(index, g, cfg, min_crop_px, ann_dir, ann_path, tally: Counter, errors: list[str]):
     """The pixel box of image ``g``'s crop, or None (the reason counted in ``tally``)."""
     from PIL import Image
-
-    from dejavu.data.annotations import AnnotationError, read_voc_xml
 
     try:
         with Image.open(index.path(g)) as im:

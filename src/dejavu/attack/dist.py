@@ -1,29 +1,14 @@
-"""The attack across processes: ``torchrun --nproc_per_node N -m dejavu attack ...``
-or SLURM tasks (``--launcher slurm --gpus-per-node N``), one process per GPU.
+"""The attack across processes (torchrun, or SLURM tasks with ``--gpus-per-node N``): one process
+per GPU, joined through :func:`dejavu.ssl.ddp.init_distributed`; without a distributed
+environment every function here is the one-process path.
 
-The distributed environment is torchrun's (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT),
-joined through :func:`dejavu.ssl.ddp.init_distributed` (gloo on the CPU, NCCL on GPUs).
-Without it every function here is the one-process code path, unchanged.
-
-How the work splits, and why the files are byte-identical to one process:
-
-* **Embeddings** (public set and crops): each rank embeds a contiguous range of whole
-  batches (:func:`batch_bounds`), so every forward pass sees exactly the batch a single
-  process would: the same input shapes, the same kernels, the same bits.
-* **Public set**: each rank writes its rows into the one shared cache file (the cache
-  folder must be on a file system every rank sees), or keeps them in memory with the cache
-  off; each rank then searches only its rows (:class:`Sharded`).
-* **KNN** (:func:`knn`): the queries go through in blocks of :data:`QUERY_BLOCK` rows,
-  sent by the ranks that embedded them; each rank finds the exact top-k of the block in its
-  part of the public set (:func:`dejavu.attack.knn.knn_exact`: float32 search, float64
-  re-ranking, certified), and the lists are merged by (float64 distance, public index)
-  (:func:`dejavu.attack.knn.merge_topk`). The top-k of a union is in the union of the parts'
-  top-k, so the merged list is what one process finds over the whole set.
-* Rank 0 writes the files and the metrics; the other ranks stop after the last search.
-
-Memory per rank: its share of the crops' embeddings, one query block, one public block
-(:data:`dejavu.attack.knn.BLOCK_P` rows) and the top-k lists; the public set itself is
-streamed from the memory-mapped cache (bench/bench_dist_knn.py, bench/RESULTS.md).
+The files are byte-identical to one process's: each rank embeds whole batches of a contiguous
+range (:func:`batch_bounds`: the batches one process would run), writes its public rows into the
+one shared cache file (on a file system every rank sees) and searches only those rows
+(:class:`Sharded`); :func:`knn` merges the ranks' exact top-k of each query block by (float64
+distance, public index), and the top-k of a union is in the union of the parts' top-k. Rank 0
+writes the files. Memory per rank: its crops' embeddings, one query block and one public block
+(bench/bench_dist_knn.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations

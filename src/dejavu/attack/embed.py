@@ -1,26 +1,12 @@
 """Batched embeddings for the attack, several models per decoded image, cached on disk.
 
-* Every image (public image or background crop) is decoded and transformed ONCE and the
-  batch goes through every model that needs it (the crops of set A feed both the target
-  and the reference model).
-* With 0 DataLoader workers (the CPU default) the uint8 batches are built in one
-  background thread of this process, up to two batches ahead, so decoding overlaps the
-  forward pass without worker processes (:func:`_prefetched`); the same pixels as the
-  per-image transform, normalized on the device.
-* Public-set embeddings are cached under ``cache_dir/<key>.npy`` with a ``<key>.json``
-  describing the key: sha256 of (checkpoint content sha256, hash of the public index
-  array, eval-transform description, decoder, forward precision, embedding kind). Reruns
-  and sweeps over k / p / epochs reuse them; a different checkpoint, index, resolution,
-  decoder (exact/draft), precision (fp32/bf16) or kind is a new key.
-* A cache entry is used only if its ``<key>.json`` describes exactly this key and the
-  ``.npy`` is a whole float32 ``(n, d)`` array whose content digest (sha256 of its shape and
-  of up to 4096 evenly spaced rows) matches the one recorded in the ``.json``: a truncated
-  file, or a foreign one copied under the name, is reported and recomputed, never used.
-* Cache files are written batch by batch (:class:`NpyRowWriter`: positioned writes, no
-  mapping, so the process never holds the file) under a temporary name and renamed
-  when complete (not :func:`dejavu.io.atomic_save_npy`, which buffers the whole file in
-  memory: 500k x 8192 float32 is 16 GB). Under torchrun every rank writes its rows of the
-  same file (:mod:`dejavu.attack.dist`).
+Every image (public image or background crop) is decoded and transformed once, and the batch goes
+through every model that needs it; with 0 DataLoader workers one background thread builds the
+uint8 batches ahead of the forward (:func:`_prefetched`). Public-set embeddings are cached under
+``cache_dir/<key>.npy`` (:func:`cache_key`: checkpoint, public indices, transform, decoder,
+precision, kind), used only when the ``<key>.json`` describes that key and the array's digest
+matches (:class:`CachedEmbedder`), and written batch by batch under a temporary name
+(:class:`NpyRowWriter`; under torchrun each rank its rows, :mod:`dejavu.attack.dist`).
 """
 
 from __future__ import annotations
@@ -46,7 +32,7 @@ from dejavu import DejavuError
 from dejavu.attack import dist
 from dejavu.attack.knn import release_pages
 from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb, load_rgb_reduced
-from dejavu.io import atomic_write_json
+from dejavu.io import atomic_write_json, write_error
 from dejavu.io import index_hash as _index_hash
 from dejavu.utils import progress
 
@@ -388,7 +374,8 @@ def _prefetched(
 class NpyRowWriter:
     """Rows of an existing ``.npy`` float32 file written in place with ``os.pwrite``: what
     :func:`embed_dataset` fills (``out[lo:hi] = rows``) without mapping the file, so memory
-    stays one batch whatever the file's size. Rows are numbered from ``row0``.
+    stays one batch whatever the file's size (``dejavu.io.atomic_save_npy`` would buffer the
+    whole array: 500k x 8192 float32 is 16 GB). Rows are numbered from ``row0``.
 
     Args:
         path: the ``.npy`` file (header and size already written: :meth:`create`).
@@ -413,8 +400,6 @@ class NpyRowWriter:
                 with open(path, "r+b") as f:
                     os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
         except OSError as e:
-            from dejavu.io import write_error
-
             Path(path).unlink(missing_ok=True)  # no temporary file left behind
             raise write_error(name or path, e) from None
 

@@ -17,7 +17,6 @@ Order of work (each image decoded once per attack):
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import sys
@@ -26,23 +25,30 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
-from dejavu import DejavuError, formats
+from dejavu import DejavuError, UsageError, formats
 from dejavu.analysis.metrics import Comparison, two_model
-from dejavu.analysis.significance import control_block
+from dejavu.analysis.significance import control_block, primary_endpoint
 from dejavu.analysis.summary import compute_all
 from dejavu.analysis.tables import scores_from_arrays, write_conf_sweeps, write_examples_csv
+from dejavu.attack import dist
 from dejavu.attack.config import AttackConfig
+from dejavu.attack.control import attack_control, resolve_control
 from dejavu.attack.crops import SetCrops, compute_crops, default_min_crop_px
-from dejavu.attack.search import AttackContext, attack_set_pairs
+from dejavu.attack.dist import is_main
+from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
+from dejavu.attack.search import AttackContext, CropDatasets, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.data.transforms import describe_eval_transform, eval_transform
+from dejavu.device import choose_device
 from dejavu.io import atomic_save_npy, atomic_write_json, check_can_write, locks_output
-
-if TYPE_CHECKING:
-    from dejavu.ssl.checkpoint import LoadedModel
+from dejavu.partition import Partition
+from dejavu.ssl.checkpoint import LoadedModel, check_pair, load_model
+from dejavu.ssl.config import pair_design
 
 FORMAT = formats.ATTACK
 
@@ -59,10 +65,7 @@ class AttackResult:
 
 
 def _default_device() -> str:
-    from dejavu.attack.dist import current
-    from dejavu.device import choose_device
-
-    return str(choose_device(None, current().local_rank))  # torchrun: each rank its GPU
+    return str(choose_device(None, dist.current().local_rank))  # torchrun: each rank its GPU
 
 
 def model_info(lm: LoadedModel, loaded: bool = False) -> dict[str, Any]:
@@ -86,8 +89,6 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
 
 
 def _lock_folder(a: dict[str, Any]) -> Any:
-    from dejavu.attack.dist import is_main
-
     return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
 
 
@@ -98,38 +99,19 @@ def _attack(
     partition: str | os.PathLike,
     paths: DataPaths,
     out: str | os.PathLike,
-    cfg: AttackConfig | None = None,
-    force: bool = False,
-    cache_dir: str | os.PathLike | None = None,
-    index: DatasetIndex | None = None,
-    sets: dict[str, np.ndarray] | None = None,
-    public: np.ndarray | None = None,
-    label: str | None = None,
-    control: Any = "auto",
-    control_bboxes: str | None = None,
+    cfg: AttackConfig,
+    force: bool,
+    cache_dir: str | os.PathLike | None,
+    index: DatasetIndex | None,
+    control: str | os.PathLike,
+    control_bboxes: str | os.PathLike | None,
+    crop_datasets: CropDatasets | None,
 ) -> AttackResult:
-    """Attack one snapshot pair and write ``out`` (see the module docstring).
-
-    ``cache_dir`` defaults to ``out/../.embed_cache``; pass ``""`` to disable caching.
-    ``sets`` (``{"A": idx, "B": idx}``) and ``public`` replace the partition's bbox_A/bbox_B
-    and attack public set, e.g. for a held-out control (``label`` names it in results.json);
-    they must stay disjoint from each other and from the models' training sets.
-    ``control`` (:mod:`dejavu.attack.control`): ``"auto"`` (the partition's
-    held-out control when it has one and no ``sets`` override is given), ``"none"``,
-    ``"partition"``, or a folder of annotated validation images (boxes in ``control_bboxes``).
-    """
-    from dejavu.analysis.significance import primary_endpoint
-    from dejavu.attack.control import resolve_control
-    from dejavu.attack.dist import is_main
-
-    st = _setup(model_a, model_b, partition, paths, out, cfg or AttackConfig(), force, index, sets, public)
-    csrc = (
-        None
-        if (sets is not None and control == "auto")
-        else resolve_control(control, st.part, st.index, paths, control_bboxes)
-    )
+    """:func:`attack` inside the output folder's lock (see the module docstring for the order of work)."""
+    st = _setup(model_a, model_b, partition, paths, out, cfg, force, index, crop_datasets)
+    csrc = resolve_control(control, st.part, st.index, paths, control_bboxes)
     # 1) crops (headers + XML only) beside 2) the public embeddings (cached)
-    fut = _in_background(lambda: {y: _set_crops(st, y, sets) for y in "AB"}, "dejavu-crops")
+    fut = _in_background(lambda: {y: _set_crops(st, y) for y in "AB"}, "dejavu-crops")
     try:
         pub_emb, cached = _public_embeddings(st, cache_dir, poll=lambda: _raise_if_failed(fut))
     except Exception:  # let the crops thread end first: one killed at exit aborted the process (-6)
@@ -137,13 +119,13 @@ def _attack(
             fut.exception(timeout=120)
         raise
     crops = fut.result()
-    arrays = _attack_sets(st, crops, pub_emb, use_betons=sets is None)  # 3) crops embedded, 4) KNN
-    control = _control_arrays(st, csrc, pub_emb)
+    arrays = _attack_sets(st, crops, pub_emb, crop_datasets)  # 3) crops embedded, 4) KNN
+    control_arrays = _control_arrays(st, csrc, pub_emb)
     if not is_main():  # torchrun: the other ranks' part ends with the last search
         return AttackResult(st.out, {}, {})
     metrics, comps = _write_arrays_and_score(st, crops, arrays)
-    control_res = _attack_control(st, csrc, control, comps)
-    results = _results(st, crops, cached, metrics, label, sets is not None)
+    control_res = _attack_control(st, csrc, control_arrays, comps)
+    results = _results(st, crops, cached, metrics, None, False)
     if control_res is not None:
         results["control"] = control_res
     results["primary_endpoint"] = primary_endpoint(results)  # named; every other number is secondary
@@ -180,14 +162,15 @@ def _setup(
     cfg: AttackConfig,
     force: bool,
     index: DatasetIndex | None,
-    sets,
-    public,
+    crop_datasets: CropDatasets | None,
 ) -> AttackContext:
     """Checks (settings, existing output, partition, checkpoints) and everything loaded once."""
-    from dejavu.data.transforms import describe_eval_transform, eval_transform
-    from dejavu.partition import Partition
-
     cfg.validate()
+    if bool(cfg.crops_betons) != (crop_datasets is not None):
+        raise UsageError(
+            "AttackConfig.crops_betons and attack(crop_datasets=...) go together: pass "
+            "crop_datasets=dejavu.ffcv.betons.crop_datasets(cfg), as dejavu attack does"
+        )
     out = Path(out)
     if (out / "results.json").exists() and not force:
         raise DejavuError(f"{out}: an attack already exists here; pass --force to overwrite")
@@ -197,17 +180,13 @@ def _setup(
     part.check(index)
     if cfg.npc not in part.npcs:
         raise DejavuError(f"{part.root}: no {cfg.npc}_per_class split (have {part.npcs}); check --npc")
-    if sets is None:
-        part.check_attack_sets(cfg.npc)
+    part.check_attack_sets(cfg.npc)
     lms = _load_models(model_a, model_b, cfg, index)
     for y in "AB":  # the models' training sets are the partition's (hash recorded by dejavu train)
         lms[y].check_trained_on(part.load_set(cfg.npc, f"train_{y}"), f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
     image_size = int(cfg.image_size or lms["A"].config.get("image_size") or lms["B"].config.get("image_size") or 224)
     min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
-    public = index.check_indices(
-        part.attack_public() if public is None else np.asarray(public),
-        f"{part.root}/{part.manifest['attack_public']}" if public is None else "public override",
-    )
+    public = index.check_indices(part.attack_public(), f"{part.root}/{part.manifest['attack_public']}")
     if len(np.unique(index.targets[public])) < 2:  # every neighbour votes for the one class
         raise DejavuError(
             f"{part.root}: the public set holds images of one class only: every label guess is right "
@@ -217,10 +196,6 @@ def _setup(
         raise DejavuError(
             f"--k {cfg.k} exceeds the {len(public)} images of the public set; pass --k {len(public)} or less"
         )
-    for y in "AB" if sets is not None else "":
-        clash = np.intersect1d(index.check_indices(np.asarray(sets[y]), f"set {y} override"), public)
-        if len(clash):
-            raise DejavuError(f"set {y} override overlaps the public set (e.g. index {int(clash[0])})")
     return AttackContext(
         cfg,
         out,
@@ -238,9 +213,7 @@ def _setup(
     )
 
 
-def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> dict[str, Any]:
-    from dejavu.ssl.checkpoint import check_pair, load_model
-
+def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> dict[str, LoadedModel]:
     lms = {}
     for name, p in (("A", model_a), ("B", model_b)):
         lm = load_model(p, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
@@ -253,14 +226,11 @@ def _load_models(model_a, model_b, cfg: AttackConfig, index: DatasetIndex) -> di
     return lms
 
 
-def _set_crops(st: AttackContext, y: str, sets) -> SetCrops:
+def _set_crops(st: AttackContext, y: str) -> SetCrops:
     cfg, index = st.cfg, st.index
-    if sets is not None:
-        bbox = index.check_indices(np.asarray(sets[y]), f"set {y} override")
-    else:
-        bbox = index.check_indices(
-            st.part.load_set(cfg.npc, f"bbox_{y}"), f"{st.part.root}/{cfg.npc}_per_class/bbox_{y}.npy"
-        )
+    bbox = index.check_indices(
+        st.part.load_set(cfg.npc, f"bbox_{y}"), f"{st.part.root}/{cfg.npc}_per_class/bbox_{y}.npy"
+    )
     crops = compute_crops(index, st.paths.annotation_dir, bbox, cfg, st.min_px, desc=f"crops {y}")
     if len(crops.indices) == 0:
         raise DejavuError(
@@ -273,8 +243,6 @@ def _set_crops(st: AttackContext, y: str, sets) -> SetCrops:
 def _public_embeddings(st: AttackContext, cache_dir, poll=None) -> tuple[list[np.ndarray], list[bool]]:
     """Both models' public embeddings (cached on disk); none for the logits variant.
     ``poll``: called after each batch (:func:`dejavu.attack.embed.embed_dataset`)."""
-    from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
-
     if st.cfg.embed == "logits":
         return [], [False, False]
     if cache_dir == "":
@@ -301,15 +269,12 @@ def _public_embeddings(st: AttackContext, cache_dir, poll=None) -> tuple[list[np
     )
 
 
-def _attack_sets(st: AttackContext, crops, pub_emb, use_betons: bool) -> dict[str, dict[str, np.ndarray]]:
+def _attack_sets(
+    st: AttackContext, crops: dict[str, SetCrops], pub_emb: list[np.ndarray], crop_datasets: CropDatasets | None
+) -> dict[str, dict[str, np.ndarray]]:
     datasets = None
-    if st.cfg.crops_betons and use_betons:  # the same crops, stored (overrides are not in the betons)
-        from dejavu.ffcv.betons import attack_crops_dataset
-
-        datasets = {
-            y: attack_crops_dataset(st.cfg.crops_betons, st.cfg.npc, y, crops[y].indices, crops[y].boxes, st.transform)
-            for y in "AB"
-        }
+    if crop_datasets is not None:  # the same crops, stored (e.g. in betons)
+        datasets = {y: crop_datasets(y, crops[y].indices, crops[y].boxes, st.transform) for y in "AB"}
     return attack_set_pairs(st, crops, pub_emb, datasets)
 
 
@@ -339,8 +304,6 @@ def _comparisons(st: AttackContext, arrays: dict[str, dict[str, np.ndarray]]) ->
 def _control_arrays(st: AttackContext, csrc, pub_emb) -> tuple[dict, dict] | None:
     """The held-out control's arrays and crop counts, with the same models and public
     embeddings (:mod:`dejavu.attack.control`); None without a control."""
-    from dejavu.attack.control import attack_control
-
     return None if csrc is None else attack_control(csrc, st, pub_emb)
 
 
@@ -355,9 +318,6 @@ def _attack_control(st: AttackContext, csrc, control, comps: list[Comparison]) -
 
 def _results(st: AttackContext, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
     cfg_out = {k: v for k, v in asdict(st.cfg).items() if k not in ("device", "workers", "batch_size")}
-    from dejavu.attack.embed import resolved_precision
-    from dejavu.ssl.config import pair_design
-
     cfg_out.update({"image_size": st.image_size, "min_crop_px": st.min_px, "transform": st.tdesc, "device": st.device})
     cfg_out["forward_precision"] = resolved_precision(st.device, st.cfg.precision)
     counts: dict[str, Any] = {y: crops[y].counts for y in "AB"}
@@ -399,16 +359,63 @@ def _check_attack_folder(out: Path, force: bool) -> None:
             check_can_write(out, force=False)
 
 
-@functools.wraps(_attack)
-def attack(*args, **kwargs) -> AttackResult:
-    import torch
+def attack(
+    model_a: str | os.PathLike,
+    model_b: str | os.PathLike,
+    partition: str | os.PathLike,
+    paths: DataPaths,
+    out: str | os.PathLike,
+    cfg: AttackConfig | None = None,
+    *,
+    force: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    index: DatasetIndex | None = None,
+    control: str | os.PathLike = "auto",
+    control_bboxes: str | os.PathLike | None = None,
+    crop_datasets: CropDatasets | None = None,
+) -> AttackResult:
+    """Attack one snapshot pair and write ``out`` (see the module docstring).
 
-    from dejavu.attack import dist
+    Args:
+        model_a: the checkpoint of the model trained on set A.
+        model_b: the checkpoint of the model trained on set B.
+        partition: the partition folder (or a loaded :class:`~dejavu.partition.Partition`).
+        paths: the dataset's images and boxes.
+        out: the attack folder.
+        cfg: the attack's settings (default :class:`AttackConfig`).
+        force: overwrite an existing attack.
+        cache_dir: the public-embedding cache (None: ``out/../.embed_cache``; ``""``: off).
+        index: the scanned dataset, if already at hand.
+        control: the held-out control (:mod:`dejavu.attack.control`): ``"auto"`` (the
+            partition's when it has one), ``"none"``, ``"partition"``, or a folder of annotated
+            validation images (boxes in ``control_bboxes``).
+        control_bboxes: box folder of a validation-image control.
+        crop_datasets: the crops of sets A and B read from a store instead of decoded; given
+            exactly when ``cfg.crops_betons`` is set (``dejavu.ffcv.betons.crop_datasets(cfg)``).
 
-    cfg = kwargs.get("cfg", args[5] if len(args) > 5 else None)
-    dist.setup(cfg.device if cfg is not None else None)  # torchrun / SLURM tasks: join the group
+    Returns:
+        The :class:`AttackResult` (on the other ranks of a torchrun: an empty one).
+
+    Raises:
+        UsageError: ``cfg.crops_betons`` without ``crop_datasets``, or the other way round.
+    """
+    cfg = cfg or AttackConfig()
+    dist.setup(cfg.device)  # torchrun / SLURM tasks: join the group
     with torch.no_grad():  # no autograd for the whole attack, without leaking global state
-        res = _attack(*args, **kwargs)
+        res = _attack(
+            model_a,
+            model_b,
+            partition,
+            paths,
+            out,
+            cfg,
+            force,
+            cache_dir,
+            index,
+            control,
+            control_bboxes,
+            crop_datasets,
+        )
     dist.barrier()  # the other ranks wait for rank 0's files
     return res
 
@@ -429,10 +436,11 @@ def attack_runs(
     cfg: AttackConfig | None = None,
     force: bool = False,
     skip_existing: bool = False,
-    cache_dir=None,
+    cache_dir: str | os.PathLike | None = None,
     epochs: list[int] | None = None,
-    control: Any = "auto",
-    control_bboxes: str | None = None,
+    control: str | os.PathLike = "auto",
+    control_bboxes: str | os.PathLike | None = None,
+    crop_datasets: CropDatasets | None = None,
 ) -> list[AttackResult]:
     """Attack every ``model_ep{E}.pth`` present in both run folders into ``out/ep{E}/``.
 
@@ -449,6 +457,7 @@ def attack_runs(
         epochs: only these snapshots (default: every one present in both).
         control: the held-out control (see :func:`attack`).
         control_bboxes: box folder of a validation-image control.
+        crop_datasets: the crops read from a store (see :func:`attack`).
 
     Returns:
         One :class:`AttackResult` per snapshot attacked, in epoch order.
@@ -487,6 +496,7 @@ def attack_runs(
                 index=index,
                 control=control,
                 control_bboxes=control_bboxes,
+                crop_datasets=crop_datasets,
             )
         )
     return results

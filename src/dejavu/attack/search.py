@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from dejavu.attack import dist
 from dejavu.attack.config import AttackConfig
 from dejavu.attack.crops import SetCrops
+from dejavu.attack.embed import ImageCrops, embed_rows
 from dejavu.data.imagefolder import DataPaths, DatasetIndex
 
 if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
     from dejavu.partition import Partition
+    from dejavu.ssl.checkpoint import LoadedModel
+
+
+class CropDatasets(Protocol):
+    """The crops of an attacked set read from a store of their own instead of decoded from the
+    images (``attack(crop_datasets=...)``; ``dejavu.ffcv.betons.crop_datasets`` for
+    ``AttackConfig.crops_betons``): a dataset of ``(transform(crop), position)``, the crops
+    ``indices``/``boxes`` of set ``which`` in order (refused when the store holds other crops)."""
+
+    def __call__(self, which: str, indices: np.ndarray, boxes: np.ndarray, transform: Callable) -> Dataset: ...
 
 
 @dataclass
@@ -27,10 +42,10 @@ class AttackContext:
     paths: DataPaths
     index: DatasetIndex
     part: Partition
-    lms: dict[str, Any]  # "A"/"B" -> LoadedModel
+    lms: dict[str, LoadedModel]  # "A"/"B"
     image_size: int
     min_px: float
-    transform: Any
+    transform: Callable  # PIL image -> the models' input tensor
     tdesc: str
     public: np.ndarray
     public_labels: np.ndarray
@@ -48,7 +63,7 @@ def attack_set_pairs(
     st: AttackContext,
     crops: dict[str, SetCrops],
     pub_emb: list[np.ndarray],
-    datasets: dict[str, Any] | None = None,
+    datasets: dict[str, Dataset] | None = None,
     desc: str = "",
     index: DatasetIndex | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -62,14 +77,9 @@ def attack_set_pairs(
         desc: a prefix for the progress bars (e.g. ``"control "``).
         index: the dataset the crops' indices refer to (default: the attack's; the validation
             images of a control have their own).
-        index: the dataset the crops' indices refer to (default: the attack's; the
-            validation images of a control have their own).
     Returns:
         ``{"A_attk_A": {"attk_idxs", "labels", "neighb_idxs", "neighb_labels" | "logits"}, ...}``.
     """
-    from dejavu.attack import dist
-    from dejavu.attack.embed import ImageCrops, embed_rows
-
     cfg, index = st.cfg, index or st.index
     arrays: dict[str, dict[str, np.ndarray]] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="dejavu-knn") as pool:  # set A's KNN beside set B's forward

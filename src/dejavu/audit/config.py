@@ -86,7 +86,7 @@ class AuditConfig:
     )
     # the audited model's KNN attack (same meaning as AttackConfig)
     crop: str = "periphery"
-    crop_algo: str = "periphery"
+    periphery_search: str = "paper"
     corner_frac: float = 0.3
     embed: str = "projector"
     k: int = field(default=100, metadata={"help": "neighbours of the audited model's KNN attack"})
@@ -165,6 +165,8 @@ class AuditConfig:
     clf_augment: str = field(default="crop", metadata={"choices": AUGMENTS})
     clf_scale_min: float = 0.35  # random resized crop scale range (clf_scale_min, 1)
     clf_cache_crops: bool = True  # decode each crop once and keep it in memory (off for ImageNet)
+
+    normalize_keys = AttackConfig.normalize_keys  # the old spelling (crop_algo: periphery) read too
 
     def validate(self) -> None:
         check_choices(self)

@@ -26,22 +26,26 @@ import contextlib
 import io
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dejavu import DejavuError, UsageError, __version__, formats
+from dejavu.attack.config import AttackConfig
+from dejavu.attack.crops import OLD_SEARCH_KEY, PERIPHERY_SEARCHES, compute_crops, default_min_crop_px, old_search_name
+from dejavu.config import check_choices
+from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.ffcv import require_ffcv
 from dejavu.io import atomic_write_json
+from dejavu.partition import Partition, load_index_file
 from dejavu.utils import progress
 
 FORMAT = formats.BETON
 KINDS = ("train", "val", "bbox")
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
-WRITE_MODES = ("jpg", "raw")
 
 
 @dataclass
@@ -50,19 +54,25 @@ class BetonOptions:
 
     max_res: int = 512
     quality: int = 90
-    write_mode: str = "jpg"  # jpg | raw
+    write_mode: str = field(default="jpg", metadata={"choices": ("jpg", "raw")})
     workers: int = 1
-    crop_algo: str = "periphery"  # periphery | largest-empty
+    periphery_search: str = field(default="paper", metadata={"choices": tuple(PERIPHERY_SEARCHES)})
     min_crop_px: float | None = None  # None: the dataset's own (default_min_crop_px; 100 for ImageNet)
 
     def validate(self) -> None:
+        """Every value allowed: the fields' choices (the one check, :mod:`dejavu.config`), then ranges."""
+        check_choices(self)
         if self.max_res < 1 or not 1 <= self.quality <= 100 or self.workers < 1:
             raise UsageError(
                 f"need --max-res >= 1, 1 <= --quality <= 100 and --workers >= 1 "
                 f"(got {self.max_res}, {self.quality}, {self.workers})"
             )
-        if self.write_mode not in WRITE_MODES:
-            raise UsageError(f"--write-mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The options as a beton's ``.json`` records them: the spelling of format ``dejavu-beton/1``
+        (``crop_algo: periphery | largest-empty`` for the periphery search)."""
+        old = {"periphery_search": (OLD_SEARCH_KEY, old_search_name(self.periphery_search))}
+        return dict(old.get(k, (k, v)) for k, v in asdict(self).items())
 
 
 def beton_name(kind: str, npc: int | None = None, which: str = "") -> str:
@@ -100,8 +110,6 @@ class _Samples:
         return len(self.idx)
 
     def __getitem__(self, j: int) -> tuple:
-        from dejavu.data.fastjpeg import load_rgb
-
         g = int(self.idx[j])
         try:
             img = load_rgb(self.index.path(g))
@@ -195,7 +203,7 @@ def write_beton(
         "file": path.name,
         "num_images": len(idx),
         "fields": list(_fields(opts, boxes is not None)),
-        "options": asdict(opts),
+        "options": opts.record(),
         "fingerprint": index.fingerprint.to_dict(),
         "bytes": path.stat().st_size,
         **(meta or {}),
@@ -205,7 +213,7 @@ def write_beton(
 
 
 @dataclass
-class _Job:
+class _PlannedBeton:
     name: str
     kind: str
     npc: int | None
@@ -213,7 +221,7 @@ class _Job:
     source: str  # the index file, relative to the partition
 
 
-def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
+def plan_betons(npcs: list[int], kinds: list[str]) -> list[_PlannedBeton]:
     """The betons of ``npcs`` and ``kinds``, in writing order.
 
     Args:
@@ -229,7 +237,7 @@ def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
         for kind in ("train", "bbox"):
             if kind in kinds:
                 jobs += [
-                    _Job(
+                    _PlannedBeton(
                         beton_name(kind, npc, w),
                         kind,
                         npc,
@@ -239,7 +247,7 @@ def plan_betons(npcs: list[int], kinds: list[str]) -> list[_Job]:
                     for w in "AB"
                 ]
     if "val" in kinds:
-        jobs.append(_Job("val.beton", "val", None, "", "val_set.npy"))
+        jobs.append(_PlannedBeton("val.beton", "val", None, "", "val_set.npy"))
     return jobs
 
 
@@ -247,11 +255,8 @@ def _crop_boxes(
     index: DatasetIndex, paths: DataPaths, idx: np.ndarray, opts: BetonOptions, desc: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per image of ``idx``: its crop box, or -1s; plus the crop counts and settings."""
-    from dejavu.attack.config import AttackConfig
-    from dejavu.attack.crops import compute_crops, default_min_crop_px
-
     min_px = float(opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images))
-    cfg = AttackConfig(crop="periphery", crop_algo=opts.crop_algo)
+    cfg = AttackConfig(crop="periphery", periphery_search=opts.periphery_search)
     sc = compute_crops(index, paths.annotation_dir, idx, cfg, min_px, desc=desc)
     boxes = np.full((len(idx), 4), -1, np.int64)
     pos = {int(g): j for j, g in enumerate(idx)}
@@ -259,7 +264,7 @@ def _crop_boxes(
         boxes[pos[g]] = b
     info = {
         "crop": {
-            "algo": opts.crop_algo,
+            "algo": old_search_name(opts.periphery_search),
             "min_crop_px": min_px,
             "counts": sc.counts,
             "annotation_error_examples": sc.errors[:20],
@@ -301,8 +306,6 @@ def write_betons(
         DejavuError: FFCV missing, an unknown npc, a fingerprint mismatch, or an existing beton
             without ``force``/``skip_existing``.
     """
-    from dejavu.partition import Partition, load_index_file
-
     opts = opts or BetonOptions()
     opts.validate()
     kinds = list(kinds or KINDS)
@@ -451,7 +454,7 @@ class BetonCrops:
             raise DejavuError(
                 f"{self.bf.path}: its crops differ from this attack's ({len(valid)} valid crops vs "
                 f"{len(indices)}); it was written for another set, crop algorithm or min crop "
-                "size: rewrite it with dejavu betons (same --min-crop-px/--crop-algo), or drop "
+                "size: rewrite it with dejavu betons (same --min-crop-px/--periphery-search), or drop "
                 "--crops-betons"
             )
         self.positions = valid
@@ -464,29 +467,33 @@ class BetonCrops:
         return self.transform(self.bf.image(int(self.positions[i]))), i
 
 
-def attack_crops_dataset(
-    betons: str | os.PathLike,
-    npc: int,
-    which: str,
-    indices: np.ndarray,
-    boxes: np.ndarray,
-    transform: Callable,
-) -> BetonCrops:
-    """The crops of set ``which`` (A/B) from ``BETONS/<npc>_per_class_bbox_<which>.beton``
-    (the hook of ``dejavu attack --crops-betons``).
+@dataclass(frozen=True)
+class BetonCropDatasets:
+    """The crops of sets A and B from ``FOLDER/<npc>_per_class_bbox_{A,B}.beton``: the
+    ``crop_datasets`` of :func:`dejavu.attack.run.attack` (a :class:`dejavu.attack.search.CropDatasets`)."""
 
-    Args:
-        betons: the folder holding the betons.
-        npc: images per class of the split.
-        which: ``"A"`` or ``"B"``.
-        indices: (n,) int64 dataset indices of the attack's crops, in order.
-        boxes: (n, 4) int64 crop boxes ``(x0, y0, x1, y1)`` in pixels.
-        transform: applied to each PIL crop.
+    folder: str
+    npc: int
 
-    Returns:
-        The :class:`BetonCrops` dataset (items ``(transform(crop), position)``).
+    def __call__(self, which: str, indices: np.ndarray, boxes: np.ndarray, transform: Callable) -> BetonCrops:
+        """The :class:`BetonCrops` of set ``which`` (A/B) holding exactly the attack's crops ``indices``
+        (int64 dataset indices) and ``boxes`` (pixels ``x0 y0 x1 y1``), in order; each item
+        ``(transform(crop), position)``.
+
+        Raises:
+            DejavuError: the beton is missing, lacks the crop fields, or holds other crops.
+        """
+        return BetonCrops(Path(self.folder) / beton_name("bbox", self.npc, which), indices, boxes, transform)
+
+
+def crop_datasets(cfg: AttackConfig) -> BetonCropDatasets | None:
+    """The crop source ``cfg.crops_betons`` names (None when unset): what every caller of
+    :func:`dejavu.attack.run.attack` passes as ``crop_datasets`` (``dejavu attack --crops-betons``).
 
     Raises:
-        DejavuError: the beton is missing, lacks the crop fields, or holds other crops.
+        DejavuError: ``crops_betons`` set without ffcv (the install command named), before any work.
     """
-    return BetonCrops(Path(betons) / beton_name("bbox", npc, which), indices, boxes, transform)
+    if not cfg.crops_betons:
+        return None
+    require_ffcv("--crops-betons")
+    return BetonCropDatasets(cfg.crops_betons, cfg.npc)

@@ -35,7 +35,17 @@ def _npcs(text: str) -> list[int]:
     return vals
 
 
+def _choices(name: str) -> tuple[str, ...]:
+    """A :class:`BetonOptions` field's allowed values (its metadata: the one list)."""
+    from dataclasses import fields
+
+    from dejavu.ffcv.betons import BetonOptions
+
+    return next(f.metadata["choices"] for f in fields(BetonOptions) if f.name == name)
+
+
 def register(sub) -> None:
+    from dejavu.attack.crops import search_name
     from dejavu.data.imagefolder import add_data_args
     from dejavu.launch import add_launcher_args
 
@@ -66,7 +76,7 @@ def register(sub) -> None:
     g.add_argument("--quality", type=int, default=90, help="JPEG quality (default: %(default)s)")
     g.add_argument(
         "--write-mode",
-        choices=("jpg", "raw"),
+        choices=_choices("write_mode"),
         default="jpg",
         help="jpg (default) or raw pixels (ffcv's default, what the original wrote; ~10x larger)",
     )
@@ -78,10 +88,14 @@ def register(sub) -> None:
     )
     g = p.add_argument_group("crops (bbox betons; as dejavu attack)")
     g.add_argument(
-        "--crop-algo",
-        choices=("periphery", "largest-empty"),
-        default="periphery",
-        help="candidate search (default: %(default)s)",
+        "--periphery-search",
+        choices=_choices("periphery_search"),
+        default="paper",
+        help="how the periphery crop searches the box-free rectangle, as dejavu attack's (default: %(default)s; "
+        "formerly --crop-algo periphery|largest-empty, still read)",
+    )
+    g.add_argument(  # the old name of --periphery-search, whose value periphery is now paper
+        "--crop-algo", dest="periphery_search", type=search_name, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     g.add_argument(
         "--min-crop-px",
@@ -114,7 +128,7 @@ def _cmd(args) -> int:
         quality=args.quality,
         write_mode=args.write_mode,
         workers=args.workers,
-        crop_algo=args.crop_algo,
+        periphery_search=args.periphery_search,
         min_crop_px=args.min_crop_px,
     )
     if args.force and args.skip_existing:

@@ -1,26 +1,11 @@
-"""Training views through FFCV (``dejavu train --loader ffcv --train-beton FILE``).
+"""Training views through FFCV (``dejavu train --loader ffcv --train-beton FILE``): :class:`BetonImages`
+is what ``dejavu.ssl.train.train(images=...)`` takes, :class:`FFCVImages` the source it opens.
 
-Same semantics as the torchvision paths of :mod:`dejavu.ssl.data`:
-
-* **batches**: the epoch's permutation and the per-rank slices of every global batch are
-  exactly those of the other paths (FFCV is told the order; it does not draw its own);
-* **views**: each training view of :mod:`dejavu.ssl.augment` is split in two. FFCV decodes
-  the JPEG and applies the view's ``RandomResizedCrop`` (same scale and ratio, same sampling
-  algorithm) once per view from the same stored image (one ``PipelineSpec`` per view with
-  ``source="image"``: upstream ffcv 1.0 has no ``custom_field_mapper`` but a pipeline may
-  name its source field). The rest runs in torch on the decoded uint8 batch as on the
-  loader path: with ``augment_backend: device`` (``BatchViews``) flip, jitter, greyscale,
-  blur, solarize and normalisation by ``BatchViews.finish`` on the training device; with
-  per-image views FFCV also flips and the remaining transform objects run per image.
-
-Each FFCV pipeline is decoder [-> flip] (compiled) -> ToTensor -> ToTorchImage (not
-compiled): a single switch between compiled and non-compiled steps, which avoids the
-endless Loader construction of upstream issue #396.
-
-Differences (DESIGN 7.5): the crop is resized by OpenCV (INTER_AREA) from the stored
-image (JPEG at ``--quality``, longer side <= ``--max-res``) instead of by torchvision
-(bilinear, antialiased) from the original JPEG; FFCV's random numbers are not seeded by
-the run's seed, so FFCV runs are not bit-reproducible (the batch order still is).
+The batches are exactly those of the torchvision paths of :mod:`dejavu.ssl.data` (FFCV is given
+the epoch's permutation and each rank's slice); per view, FFCV decodes and crops the stored
+image and the rest of the view runs in torch (:func:`plan_views`). The differences from the
+torchvision path (OpenCV resize, unseeded FFCV random numbers) and why each pipeline switches
+once from compiled to non-compiled steps: docs/DESIGN.md §7.5.
 """
 
 from __future__ import annotations
@@ -36,6 +21,7 @@ import torch
 from dejavu import DejavuError
 from dejavu.data.imagefolder import DatasetIndex
 from dejavu.ffcv import require_ffcv
+from dejavu.ffcv.betons import BetonFile, check_beton
 
 
 def split_view(view) -> tuple[dict[str, Any], Any]:
@@ -129,8 +115,6 @@ class FFCVImages:
 
     def __init__(self, beton: str | os.PathLike, index: DatasetIndex, idx: np.ndarray, num_workers: int = 0):
         require_ffcv("--loader ffcv")
-        from dejavu.ffcv.betons import BetonFile, check_beton
-
         self.beton = Path(beton)
         bf = BetonFile(self.beton)
         check_beton(bf, index, idx, "the --index file")
@@ -203,3 +187,20 @@ class FFCVImages:
                 if not np.array_equal(gidx.numpy(), self.idx[pos[s * per : (s + 1) * per]]):
                     raise DejavuError(f"{self.beton}: FFCV returned images out of order at step {s}")
             yield finish([image0, *others]), labels.clone().long()
+
+
+class BetonImages:
+    """The training images of ``dejavu train --loader ffcv --train-beton FILE``, for
+    ``dejavu.ssl.train.train(..., images=BetonImages(FILE))`` (a
+    :class:`dejavu.ssl.data.StoredImages`); ffcv is checked here, before any work.
+
+    Args:
+        path: the beton of the ``--index`` images (``dejavu betons``), recorded as ``train_beton``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        require_ffcv("--loader ffcv")
+        self.path = str(path)
+
+    def open(self, index: DatasetIndex, idx: np.ndarray, num_workers: int) -> FFCVImages:
+        return FFCVImages(self.path, index, idx, num_workers)

@@ -1,26 +1,16 @@
 """The online déjà vu monitor: the one-model test (:mod:`dejavu.audit`) of a model while it trains.
 
-A :class:`Monitor` is set up once, before training, and then scores any model with an
-embedding function, as often as asked, against a reference that does not change:
-
-* the audit's background-crop classifier (:mod:`dejavu.audit.classifier`), trained once
-  into ``OUT/classifier/`` (cached: a second :class:`Monitor` on the same folder loads it),
-  or a classifier given by path (``reference_model``);
-* a fixed, seeded subsample of the audited set's attackable images (``audit_set.npy``) and
-  of the public set (``public_set.npy``), recorded in ``OUT/`` with ``monitor.json``.
-
-Each :meth:`Monitor.score` runs the audit's own pieces on that subsample -- the public
-embeddings and the crops' KNN and classifier logits (``dejavu.audit.run._embed_and_label``),
-then its metrics (:func:`dejavu.audit.run.score_arrays`) -- so the numbers at an epoch equal
-those of ``dejavu audit`` run afterwards on that epoch's snapshot with the recorded files::
+A :class:`Monitor` is set up once, before training: the audit's crop classifier (trained once
+into ``OUT/classifier/`` and reloaded from there, or given as ``reference_model``) and a fixed,
+seeded subsample of the audited set's attackable images and of the public set, recorded in
+``OUT/`` (files: docs/CONTRACTS.md). :meth:`Monitor.score` then scores any model with an
+embedding function with the audit's own pieces (``dejavu.audit.run._embed_and_label``, then
+:func:`dejavu.audit.run.score_arrays`), so the numbers at an epoch equal those of ``dejavu audit``
+on that epoch's snapshot with the recorded files::
 
     dejavu audit --model RUN/model_ep{E}.pth --partition P --npc N --data D --out AUDIT \\
         --reference-model OUT/classifier/classifier.pth --control none \\
         --set audit_set=OUT/audit_set.npy --set public_set=OUT/public_set.npy  (+ the audit config)
-
-Files of ``OUT/``: ``monitor.json`` (format ``dejavu-monitor/1``: settings, sets, counts),
-``audit_set.npy``, ``public_set.npy``, ``classifier/`` and ``ep{E}.json`` (each scored
-epoch's full ``metrics`` block).
 """
 
 from __future__ import annotations

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dejavu.report.collect import AttackRecord
 from dejavu.report.style import MAX_PANELS, style
+
+if TYPE_CHECKING:
+    from dejavu.report.plots import FigureInfo, FigureWriter
 
 
 def monitor_rows(run: Path) -> list[dict[str, Any]]:
@@ -57,7 +60,7 @@ def monitored_runs(attacks: list[AttackRecord]) -> dict[Path, list[AttackRecord]
     return {k: sorted(v, key=lambda r: r.epoch) for k, v in sorted(out.items())}
 
 
-def fig_monitor(w: Any, attacks: list[AttackRecord]) -> Any:
+def fig_monitor(w: FigureWriter, attacks: list[AttackRecord]) -> FigureInfo | None:
     """The monitor's score by epoch beside the offline two-model attack's, one panel per run.
 
     Args:

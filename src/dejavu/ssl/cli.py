@@ -94,14 +94,14 @@ def _cmd(args: argparse.Namespace) -> int:
         raise UsageError("--force and --resume together: choose one")
     if (args.loader == "ffcv") != (args.train_beton is not None):
         raise UsageError("--loader ffcv and --train-beton FILE go together")
-    if cfg.tensorboard:
-        from dejavu.monitor.tensorboard import require_tensorboard
+    from dejavu.monitor.train_hook import epoch_hooks
 
-        require_tensorboard("--tensorboard")
+    hooks = epoch_hooks(cfg)  # the monitor and TensorBoard: missing packages refused before a submission
+    images = None
     if args.loader == "ffcv":
-        from dejavu.ffcv import require_ffcv
+        from dejavu.ffcv.loader import BetonImages
 
-        require_ffcv("--loader ffcv")
+        images = BetonImages(args.train_beton)
     from dejavu.launch import submit_if_slurm
     from dejavu.ssl.train import check_out
 
@@ -122,7 +122,8 @@ def _cmd(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         device=args.device,
-        train_beton=args.train_beton,
+        images=images,
+        epoch_hooks=hooks,
     )
     m = res.metrics
     knn = f", kNN top-1 {m['knn_top1']:.3f}" if "knn_top1" in m else ""

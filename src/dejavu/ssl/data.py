@@ -17,6 +17,9 @@ need full batches). A set smaller than ``batch_size`` is used as one batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
 import numpy as np
 import torch
 
@@ -26,6 +29,29 @@ from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DatasetIndex
 from dejavu.ssl.batch_augment import BatchViews
 from dejavu.utils import progress
+
+# the views of an epoch: per-image transforms, or BatchViews (applied to whole batches on the device)
+Views = Sequence[Callable] | BatchViews
+
+
+class ImageSource(Protocol):
+    """Where a run's training batches come from: :class:`MemoryImages`, :class:`LoaderImages`, or a
+    source opened by a :class:`StoredImages` (e.g. ``dejavu.ffcv.loader.FFCVImages``)."""
+
+    def epoch(
+        self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: Views
+    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]: ...
+
+
+class StoredImages(Protocol):
+    """Training images read from a store of their own instead of the JPEGs (the caller's choice,
+    e.g. ``dejavu.ffcv.loader.BetonImages`` for ``dejavu train --loader ffcv``)."""
+
+    path: str  # the store, recorded as ``train_beton`` in config.json
+
+    def open(self, index: DatasetIndex, idx: np.ndarray, num_workers: int) -> ImageSource:
+        """The source of the run's images ``idx`` (the index file's, in order)."""
+        ...
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -98,7 +124,9 @@ class MemoryImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def epoch(self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: list):
+    def epoch(
+        self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: Views
+    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """One epoch's batches from the images decoded in memory.
 
         Args:
@@ -145,7 +173,9 @@ class LoaderImages:
     def __len__(self) -> int:
         return len(self.idx)
 
-    def epoch(self, order, batch, steps, rank, world, views):
+    def epoch(
+        self, order: torch.Tensor, batch: int, steps: int, rank: int, world: int, views: Views
+    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """One epoch's batches decoded by a ``DataLoader`` (``num_workers`` processes).
 
         Args:
@@ -162,8 +192,8 @@ class LoaderImages:
         """
         per = batch // world
         sampler = [order[s * batch + rank * per : s * batch + (rank + 1) * per].tolist() for s in range(steps)]
-        batched = isinstance(views, BatchViews)  # workers decode + crop, the rest on the device
-        per_image = views.worker_transforms() if batched else views
+        batched = views if isinstance(views, BatchViews) else None  # workers decode + crop, the rest on the device
+        per_image = batched.worker_transforms() if batched is not None else views
         dl = torch.utils.data.DataLoader(
             _ViewsDataset(self.index, self.idx, per_image),
             batch_sampler=sampler,
@@ -172,7 +202,7 @@ class LoaderImages:
             persistent_workers=False,
         )
         for vs, labels in dl:
-            yield (views.finish(vs) if batched else vs), labels
+            yield (batched.finish(vs) if batched is not None else vs), labels
 
 
 def choose_mode(mode: str, n: int, image_size: int) -> str:

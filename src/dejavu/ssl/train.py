@@ -1,40 +1,12 @@
 """The SSL training loop: snapshots, exact resume, metrics, AMP, DDP.
 
-``train(cfg, paths, index_file, out)`` trains ``cfg.method`` on the images listed in
-``index_file`` and writes (DESIGN 3, docs/CONTRACTS.md)::
-
-    OUT/config.json        TrainConfig + fingerprint + index_file + npc/set + world size
-    OUT/model_ep{E}.pth    every snapshot_every epochs and at the final epoch
-    OUT/last.pth           resume state: model, method extra (EMA teacher, DINO center),
-                           optimizer, AMP scaler, global step, RNG states, epoch, config
-    OUT/metrics.jsonl      one row per epoch: epoch, loss, lr, images_per_s, seconds,
-                           resolution, and knn_top1 every knn_every epochs
-
-Decisions:
-
-* The run's training seed is ``train_seed(cfg.seed, set, cfg.design)``
-  (:func:`dejavu.ssl.config.train_seed`; the set from the index file name): with the
-  default ``design: independent`` the B run of a pair trains with ``seed + 1000003``, so
-  its initial weights, batch order and augmentations differ from A's (as the original's
-  unseeded runs); ``design: coupled`` gives both the same seed (the same initial weights).
-  It is recorded as ``train_seed`` in ``config.json`` and the checkpoints.
-* Initial weights depend only on the training seed (seeded right before the model is built).
-* Every epoch re-seeds torch/numpy/python from ``(seed, epoch, rank)`` and draws its
-  batch order from ``(seed, epoch)`` (the training seed). A resumed run therefore replays the same
-  augmentations; on the CPU its final weights equal an uninterrupted run's
-  (tested). RNG states are still saved in ``last.pth`` for completeness.
-* The torch CPU thread count changes floating-point results, so it is never chosen by
-  timing: DEJAVU_THREADS, else ``cfg.threads``, else the count recorded in the run being
-  resumed (``torch_threads`` in ``config.json`` and ``last.pth``), else OMP_NUM_THREADS,
-  else the usable cores (:func:`dejavu.utils.choose_threads`).
-* The views of an epoch come from ``cfg.augment`` at ``cfg.resolution(epoch)`` (the
-  optional 160 -> 192 px ramp); the supervised baseline trains on view 1.
-* ``last.pth`` is written (atomically) after every epoch, after ``metrics.jsonl``;
-  on resume, metric rows past the checkpoint's epoch are dropped.
-* A NaN/inf loss stops training at once; ``last.pth`` keeps the last good epoch.
-* Online kNN (k=20, cosine similarity, votes weighted by exp(sim/0.07) as in DINO's
-  evaluation) of the *backbone* features: bank = training images, queries = the
-  partition's ``val_set.npy``, both with the evaluation transform.
+``train(cfg, paths, index_file, out)`` trains ``cfg.method`` on the images of ``index_file``
+and writes ``OUT/config.json``, ``model_ep{E}.pth``, ``last.pth`` (the resume state, after each
+epoch's ``metrics.jsonl`` row) and ``metrics.jsonl`` (docs/CONTRACTS.md). Seeds, threads and the
+online kNN are docs/DESIGN.md §7.1's: the initial weights depend on the training seed only and
+every epoch is re-seeded (:func:`_seed_epoch`), so a resumed CPU run ends with an uninterrupted
+run's weights. A NaN/inf loss stops the run, ``last.pth`` keeping the last good epoch. The
+optional monitor, TensorBoard and FFCV sources are passed in (docs/DESIGN.md §6 "Layers").
 """
 
 from __future__ import annotations
@@ -44,16 +16,18 @@ import json
 import os
 import random
 import re
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from dejavu import DejavuError
+from dejavu import DejavuError, UsageError
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dejavu.device import choose_device
@@ -69,9 +43,21 @@ from dejavu.io import (
     safe_torch_load,
 )
 from dejavu.partition import find_partition, load_index_file, parse_index_name
+from dejavu.ssl.augment import build_views
 from dejavu.ssl.backbones import zero_init_residuals
+from dejavu.ssl.batch_augment import BatchViews
 from dejavu.ssl.config import TrainConfig, resume_mismatch, train_seed
-from dejavu.ssl.data import LoaderImages, MemoryImages, choose_mode, decode_all, epoch_permutation, plan_batches
+from dejavu.ssl.data import (
+    ImageSource,
+    LoaderImages,
+    MemoryImages,
+    StoredImages,
+    Views,
+    choose_mode,
+    decode_all,
+    epoch_permutation,
+    plan_batches,
+)
 from dejavu.ssl.ddp import DistInfo, convert_sync_batchnorm, current, init_distributed
 from dejavu.ssl.methods.base import Method, StepInfo
 from dejavu.ssl.model import ModelSpec, SSLModel
@@ -120,7 +106,7 @@ class Engine:
     method: Method
     trainable: nn.Module  # Trainable, or DDP(Trainable)
     optimizer: torch.optim.Optimizer
-    scaler: Any
+    scaler: torch.amp.GradScaler
     device: torch.device
     dinfo: DistInfo
 
@@ -234,6 +220,8 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """torch, numpy and python seeded from ``(training seed, epoch, rank)`` (the batch order from
+    ``(seed, epoch)``: :func:`epoch_permutation`): a resumed run replays the same augmentations."""
     s = (int(seed) * 1_000_003 + int(epoch) * 1009 + int(rank)) % (2**63)
     torch.manual_seed(s)
     np.random.seed(s % (2**32))
@@ -325,6 +313,7 @@ class KNNEval:
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` up to epoch ``upto`` (a resumed run drops those past its checkpoint)."""
     if not path.is_file():
         return []
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
@@ -336,8 +325,8 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 @dataclass
-class _Run:
-    """What one ``train`` call works on (filled by :func:`_open_run`)."""
+class TrainRun:
+    """What one ``train`` call works on (filled by :func:`_open_run`; what an :class:`EpochHook` opens with)."""
 
     cfg: TrainConfig
     out: Path
@@ -347,6 +336,8 @@ class _Run:
     dinfo: DistInfo
     device: torch.device
     ckpt: dict[str, Any] | None  # the last.pth being resumed
+    paths: DataPaths
+    force: bool  # train()'s: start over (unless resuming)
     threads: int = 1
     seed: int = 0  # the training seed (dejavu.ssl.config.train_seed)
 
@@ -359,7 +350,31 @@ class _Run:
         return self.out / "metrics.jsonl"
 
 
-def _check_resumable(ckpt: dict[str, Any], run: _Run) -> None:
+# TrainConfig switches whose work train() leaves to the epoch hooks its caller passes
+HOOKED_SETTINGS = ("monitor", "tensorboard")
+
+
+class EpochHook(Protocol):
+    """Work besides training, on the main rank: :meth:`open` once before the first epoch,
+    :meth:`after_epoch` after each (before the row is written, so it may add keys to it)."""
+
+    setting: str  # the TrainConfig switch it serves (HOOKED_SETTINGS)
+
+    def open(self, run: TrainRun) -> None: ...
+
+    def after_epoch(self, model: SSLModel, row: dict[str, Any]) -> None: ...
+
+
+def _check_hooks(cfg: TrainConfig, hooks: Sequence[EpochHook]) -> None:
+    missing = [s for s in HOOKED_SETTINGS if getattr(cfg, s) and s not in {h.setting for h in hooks}]
+    if missing:
+        raise UsageError(
+            f"TrainConfig.{' and '.join(missing)} is on but train() got no hook for it: pass "
+            "epoch_hooks=dejavu.monitor.train_hook.epoch_hooks(cfg), as dejavu train does"
+        )
+
+
+def _check_resumable(ckpt: dict[str, Any], run: TrainRun) -> None:
     last_path, cfg = run.last_path, run.cfg
     fp = ckpt.get("fingerprint") or {}
     if fp.get("id") != run.index.fingerprint.id:
@@ -398,7 +413,7 @@ def check_out(out: Path, resume: bool, force: bool) -> None:
         check_can_write(out, force=force)
 
 
-def _prepare_out(run: _Run, resume: bool, force: bool) -> None:
+def _prepare_out(run: TrainRun, resume: bool, force: bool) -> None:
     """Refuse to overwrite a run without --force/--resume; clear it with --force."""
     check_out(run.out, resume, force)
     if run.dinfo.is_main:
@@ -414,8 +429,6 @@ def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch
     ``cfg.threads``, else the count recorded by the run being resumed, else
     :func:`dejavu.utils.choose_threads`'s default. Floating-point results depend on it, so a
     resumed run reuses its own."""
-    import sys
-
     saved = (ckpt or {}).get("torch_threads")
     want = cfg.threads or (int(saved) if saved else None)
     n = set_torch_threads(want)
@@ -430,7 +443,7 @@ def _choose_threads(cfg: TrainConfig, ckpt: dict[str, Any] | None, device: torch
 
 def _open_run(
     cfg: TrainConfig, paths: DataPaths, index_file, out, resume: bool, force: bool, device, index: DatasetIndex | None
-) -> _Run:
+) -> TrainRun:
     """Validate, set up the process group/device/threads, load the index, check resume."""
     cfg = dataclasses.replace(cfg)
     cfg.validate()
@@ -443,7 +456,7 @@ def _open_run(
     idx = load_index_file(Path(index_file), index)
     if get_method(cfg.method).needs_classifier and cfg.num_classes == 0:
         cfg.num_classes = len(index.classes)
-    run = _Run(cfg, abspath(out), abspath(index_file), index, idx, dinfo, dev, None)
+    run = TrainRun(cfg, abspath(out), abspath(index_file), index, idx, dinfo, dev, None, paths, force)
     run.seed = train_seed(cfg.seed, parse_index_name(index_file)[1], cfg.design)
     if resume and run.last_path.is_file():
         run.ckpt = safe_torch_load(run.last_path)
@@ -468,52 +481,43 @@ def _restore(eng: Engine, ckpt: dict[str, Any] | None) -> tuple[int, int]:
 
 @dataclass
 class _Data:
-    source: Any  # MemoryImages | LoaderImages | dejavu.ffcv.loader.FFCVImages
+    source: ImageSource
     batch: int
     steps: int
     num_views: int
-    mode: str
 
-    def views(self, cfg: TrainConfig, epoch: int, device: torch.device) -> Any:
+    def views(self, cfg: TrainConfig, epoch: int, device: torch.device) -> Views:
         """This epoch's view transforms: ``cfg.augment`` at the ramped resolution (the
         supervised baseline takes view 1 only); with ``augment_backend: device`` the same
         views applied to whole batches on the training device (:mod:`dejavu.ssl.batch_augment`)."""
-        from dejavu.ssl.augment import build_views
-
         views = build_views(cfg.augment, cfg.resolution(epoch), self.num_views, base_size=cfg.image_size)
         if cfg.augment_backend == "device":
-            from dejavu.ssl.batch_augment import BatchViews
-
             return BatchViews(views, device)
         return views
 
 
-def _build_data(run: _Run, num_views: int, train_beton: str | os.PathLike | None = None) -> _Data:
+def _build_data(run: TrainRun, num_views: int, images: StoredImages | None = None) -> _Data:
     cfg = run.cfg
-    mode = "ffcv" if train_beton is not None else choose_mode(cfg.data_mode, len(run.idx), cfg.image_size)
-    if mode == "ffcv" and train_beton is not None:  # the optional FFCV fast path (dejavu.ffcv)
-        from dejavu.ffcv.loader import FFCVImages
-
-        src: Any = FFCVImages(train_beton, run.index, run.idx, cfg.num_workers)
+    src: ImageSource
+    if images is not None:  # e.g. a beton read through FFCV (dejavu.ffcv.loader.BetonImages)
+        src = images.open(run.index, run.idx, cfg.num_workers)
+    elif choose_mode(cfg.data_mode, len(run.idx), cfg.image_size) == "memory":
+        src = MemoryImages(run.index, run.idx, cfg.image_size)
     else:
-        src = (
-            MemoryImages(run.index, run.idx, cfg.image_size)
-            if mode == "memory"
-            else LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
-        )
+        src = LoaderImages(run.index, run.idx, cfg.num_workers, run.device.type == "cuda")
     batch, steps = plan_batches(len(run.idx), cfg.batch_size, run.dinfo.world_size)
-    return _Data(src, batch, steps, num_views, mode)
+    return _Data(src, batch, steps, num_views)
 
 
-def _build_knn(run: _Run, data: _Data, part: Path | None) -> KNNEval | None:
+def _build_knn(run: TrainRun, data: _Data, part: Path | None) -> KNNEval | None:
     if run.cfg.knn_every <= 0 or part is None or not run.dinfo.is_main:
         return None
     val = load_index_file(part / "val_set.npy", run.index)
-    images = data.source.images if data.mode == "memory" else None
+    images = data.source.images if isinstance(data.source, MemoryImages) else None
     return KNNEval(run.index, run.idx, val, run.cfg.image_size, images)
 
 
-def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
+def _run_config(run: TrainRun, data: _Data, part: Path | None) -> dict[str, Any]:
     """``config.json``: the config plus what the run was made of (threads included)."""
     npc, which = parse_index_name(run.index_file)
     return {
@@ -534,7 +538,7 @@ def _run_config(run: _Run, data: _Data, part: Path | None) -> dict[str, Any]:
     }
 
 
-def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tuple[list[float], int]:
+def _train_epoch(eng: Engine, run: TrainRun, data: _Data, e: int, step: int) -> tuple[list[float], int]:
     """One epoch; returns (losses, global step after it). A non-finite loss stops the run."""
     cfg = eng.cfg
     _seed_epoch(run.seed, e, run.dinfo.rank)
@@ -562,7 +566,7 @@ def _train_epoch(eng: Engine, run: _Run, data: _Data, e: int, step: int) -> tupl
     return losses, step
 
 
-def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int, step: int) -> Path | None:
+def _save_epoch(eng: Engine, run: TrainRun, ckpt_config: dict[str, Any], epoch: int, step: int) -> Path | None:
     """Snapshot (every snapshot_every epochs and at the end) and ``last.pth``; the snapshot path."""
     ck = {
         "format": CHECKPOINT,
@@ -592,7 +596,7 @@ def _save_epoch(eng: Engine, run: _Run, ckpt_config: dict[str, Any], epoch: int,
 
 
 def _epoch_row(
-    eng: Engine, run: _Run, data: _Data, knn: KNNEval | None, e: int, losses: list[float], step: int, dt: float
+    eng: Engine, run: TrainRun, data: _Data, knn: KNNEval | None, e: int, losses: list[float], step: int, dt: float
 ) -> dict[str, Any]:
     """The ``metrics.jsonl`` row of 0-based epoch ``e`` (online kNN every ``knn_every`` epochs)."""
     cfg = run.cfg
@@ -627,7 +631,8 @@ def train(
     force: bool = False,
     device: str | torch.device | None = None,
     index: DatasetIndex | None = None,
-    train_beton: str | os.PathLike | None = None,
+    images: StoredImages | None = None,
+    epoch_hooks: Sequence[EpochHook] = (),
 ) -> TrainResult:
     """Train one model; see the module docstring for what is written.
 
@@ -641,28 +646,35 @@ def train(
         force: discard an existing run in OUT and start over.
         device: cpu/cuda (default: cuda when available).
         index: the scanned dataset, if already at hand.
-        train_beton: read the training images from this beton through FFCV (:mod:`dejavu.ffcv`).
+        images: read the training images from this store instead of the JPEGs (e.g.
+            ``dejavu.ffcv.loader.BetonImages(FILE)``: ``dejavu train --loader ffcv``).
+        epoch_hooks: run on the main rank after each epoch, in order; every switch of
+            :data:`HOOKED_SETTINGS` that ``cfg`` turns on needs its hook
+            (``dejavu.monitor.train_hook.epoch_hooks(cfg)`` builds them).
 
     Returns:
         A :class:`TrainResult` (snapshots, last.pth, the metrics history).
+
+    Raises:
+        UsageError: ``cfg`` turns on a hooked setting whose hook was not passed.
     """
+    _check_hooks(cfg, epoch_hooks)
     run = _open_run(cfg, paths, index_file, out, resume, force, device, index)
     cfg = run.cfg
     eng = build_engine(cfg, run.device, run.dinfo, seed=run.seed)
     start_epoch, step = _restore(eng, run.ckpt)
-    data = _build_data(run, type(eng.method).num_views, train_beton)
+    data = _build_data(run, type(eng.method).num_views, images)
     part = find_partition(run.index_file)
     knn = _build_knn(run, data, part)
     run_config = _run_config(run, data, part)
-    run_config["train_beton"] = str(train_beton) if train_beton is not None else None
+    run_config["train_beton"] = images.path if images is not None else None
     ckpt_config = {k: v for k, v in run_config.items() if k != "fingerprint"}
     if run.dinfo.is_main:
         atomic_write_json(run.out / "config.json", run_config)
     history = _read_metrics(run.metrics_path, start_epoch) if run.ckpt is not None else []
     snapshots = _existing_snapshots(run.out, start_epoch)
-    from dejavu.monitor.train_hook import EpochHooks  # the layer above: see tests/test_layers.py
-
-    hooks = EpochHooks.open(run, paths, force)  # the online monitor and TensorBoard (dejavu.monitor)
+    for hook in epoch_hooks if run.dinfo.is_main else ():
+        hook.open(run)
     epochs = range(start_epoch, cfg.epochs)
     bar = progress(epochs, desc=f"train {cfg.method}", total=len(epochs)) if run.dinfo.is_main else epochs
     eng.trainable.train()
@@ -672,7 +684,8 @@ def train(
         losses, step = _train_epoch(eng, run, data, e, step)
         row = _epoch_row(eng, run, data, knn, e, losses, step, time.perf_counter() - t0)
         if run.dinfo.is_main:
-            hooks.after_epoch(eng.model, row)
+            for hook in epoch_hooks:
+                hook.after_epoch(eng.model, row)
             history.append(row)
             _write_metrics(run.metrics_path, history)
             snap = _save_epoch(eng, run, ckpt_config, e + 1, step)
