@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from dejavu.analysis.bootstrap import bootstrap_cis
-from dejavu.analysis.metrics import ARRAYS
+from dejavu.analysis.metrics import ARRAYS, score_at
 from dejavu.analysis.significance import (
     control_scores_from_folder,
     excess,
@@ -171,7 +171,7 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
     # today's test on the stored split, and on random re-splits of the control
     # everything recomputed from the stored arrays with this version's metrics
     real = [(main_pairs(f, k, c), control_scores_from_folder(f, k, c)) for f in folders]
-    stored = [bootstrap_cis(cp, n_boot=1000, seed=seed + 1)["top1"]["dejavu_score"] for _, cp in real]
+    stored = [score_at(bootstrap_cis(cp, n_boot=1000, seed=seed + 1)["top1"]) for _, cp in real]
     today_stored = [lo > 0 or hi < 0 for lo, hi in stored]
     today_resplit, new_fp, new_fp_bound, new_fp_pairs_only = [], [], [], []
     labels = pools[0]["A"]["labels"]
@@ -181,7 +181,7 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
         exs, items = [], []
         for pool in pools:
             cp = split_pairs(pool, {"A": halves[0], "B": halves[1]}, k, c)
-            lo, hi = bootstrap_cis(cp, n_boot=n_boot, seed=int(rng.integers(1 << 30)))["top1"]["dejavu_score"]
+            lo, hi = score_at(bootstrap_cis(cp, n_boot=n_boot, seed=int(rng.integers(1 << 30)))["top1"])
             today_resplit.append(lo > 0 or hi < 0)
             p1 = split_pairs(pool, {"A": quarters[0], "B": quarters[1]}, k, c)
             p2 = split_pairs(pool, {"A": quarters[2], "B": quarters[3]}, k, c)

@@ -95,7 +95,7 @@ PY
 
 step "audit (one model) on $DEV: crop classifier, KNN attack, held-out control"
 $DV audit --model $W/run_A/model_ep4.pth --partition $W/part --npc $NPC --data $W/data --out $W/audit_A \
-  --device $DEV --set clf_epochs=3 --set k=20 --force && python3 -c "import json; r=json.load(open('$W/audit_A/results.json')); print('audit score', r['metrics']['top1']['dejavu_score'])"
+  --device $DEV --set clf_epochs=3 --set k=20 --force && python3 -c "import json; r=json.load(open('$W/audit_A/results.json')); print('audit score', r['metrics']['top1']['score']['20'])"
 
 step "KNN timing on $DEV: 10k queries x 200k public x 2048, k=100 (SMOKE: 500 x 20k)"
 DEV=$DEV SMOKE=${SMOKE:-0} python3 - <<'PY'

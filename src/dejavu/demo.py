@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dejavu import DejavuError, UsageError
+from dejavu.analysis.metrics import score_at
 from dejavu.audit.config import AuditConfig
 from dejavu.config import add_config_args, config_from_args, load_config, packaged_config
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
@@ -407,10 +408,10 @@ def _run_audit(cfg, out, runs, pdir, paths, final, tag, index, t0) -> dict[str, 
     info = {
         "dir": str(dest),
         "epoch": final,
-        "dejavu_score": m["top1"]["dejavu_score"],
-        "dejavu_score_ci95": m["top1"]["ci95"]["dejavu_score"],
-        "gap_100": m["top1"]["dejavu_score_100"],
-        "gap_100_ci95": m["top1"]["ci95"]["dejavu_score_100"],
+        "dejavu_score": score_at(m["top1"], 20),
+        "dejavu_score_ci95": score_at(m["top1"]["ci95"], 20),
+        "gap_100": score_at(m["top1"], 100),
+        "gap_100_ci95": score_at(m["top1"]["ci95"], 100),
         "memorized": m["quadrants"]["memorized"],
         "classifier_heldout_acc": r.results["classifier"].get("heldout_acc"),
         "overlap": memorized_overlap(out / "attack" / tag / f"ep{final}", dest, "A"),
@@ -508,10 +509,10 @@ def _epoch_row(r) -> dict[str, Any]:
     ex100 = lookup(c, "excess.top1.100", default={})
     return {
         "epoch": r.results["epoch"],
-        "dejavu_score": lookup(m, "top1.dejavu_score", float("nan")),
-        "dejavu_score_ci95": lookup(m, "top1.ci95.dejavu_score", float("nan")),
-        "gap_100": lookup(m, "top1.dejavu_score_100", float("nan")),
-        "gap_100_ci95": lookup(m, "top1.ci95.dejavu_score_100", float("nan")),
+        "dejavu_score": lookup(m, "top1.score.20", float("nan")),
+        "dejavu_score_ci95": lookup(m, "top1.ci95.score.20", float("nan")),
+        "gap_100": lookup(m, "top1.score.100", float("nan")),
+        "gap_100_ci95": lookup(m, "top1.ci95.score.100", float("nan")),
         "target_20": lookup(m, "top1.target.20", float("nan")),
         "reference_20": lookup(m, "top1.reference.20", float("nan")),
         "target_100": lookup(m, "top1.target.100", float("nan")),
@@ -519,10 +520,10 @@ def _epoch_row(r) -> dict[str, Any]:
         "memorized": lookup(m, "quadrants.memorized", float("nan")),
         "correlated": lookup(m, "quadrants.correlated", float("nan")),
         "memorized_ci95": lookup(m, "quadrants_ci95.memorized", float("nan")),
-        "control_gap_100": lookup(mc, "top1.dejavu_score_100", float("nan")),
-        "control_gap_100_ci95": lookup(mc, "top1.ci95.dejavu_score_100", float("nan")),
-        "control_score": lookup(mc, "top1.dejavu_score", float("nan")),
-        "control_score_ci95": lookup(mc, "top1.ci95.dejavu_score", float("nan")),
+        "control_gap_100": lookup(mc, "top1.score.100", float("nan")),
+        "control_gap_100_ci95": lookup(mc, "top1.ci95.score.100", float("nan")),
+        "control_score": lookup(mc, "top1.score.20", float("nan")),
+        "control_score_ci95": lookup(mc, "top1.ci95.score.20", float("nan")),
         "excess": ex.get("excess", float("nan")),
         "excess_ci95": ex.get("ci95"),
         "excess_se": ex.get("se"),

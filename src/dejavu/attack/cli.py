@@ -99,7 +99,6 @@ def _cmd(args) -> int:
 
 def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     """Every snapshot present in both run folders (``--snapshot-epochs`` to choose)."""
-    from dejavu.analysis.significance import verdict_line
     from dejavu.attack.run import attack_runs, snapshot_epochs
 
     try:
@@ -121,17 +120,12 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
         **_common(args, cfg),
     )
     from dejavu.attack.dist import is_main
-    from dejavu.units import pts
 
     if not is_main():  # torchrun: rank 0 reports
         return
 
     for r in results:
-        m = r.metrics["top1"]
-        print(
-            f"{r.out}: deja vu score {pts(m['dejavu_score'])} (20% most confident), "
-            f"{pts(m['dejavu_score_100'])} (all)" + (f"; {verdict_line(r.results)}" if "control" in r.results else "")
-        )
+        print(epoch_line(r.out, r.results))
     done = {r.out.name for r in results}
     common = set(snapshot_epochs(a)) & set(snapshot_epochs(b))
     skipped = [d for d in existing if d not in done and int(d[2:]) in (set(epochs or []) or common)]
@@ -140,6 +134,17 @@ def _attack_runs(args, a: Path, b: Path, paths, cfg) -> None:
     print(
         f"{len(results)} snapshot pair(s) attacked into {args.out}" + (f", {len(skipped)} skipped" if skipped else "")
     )
+
+
+def epoch_line(out: Path, results: dict) -> str:
+    """The line ``dejavu attack`` prints for one snapshot of two runs (its folder and results.json)."""
+    from dejavu.analysis.metrics import score_at
+    from dejavu.analysis.significance import verdict_line
+    from dejavu.units import pts
+
+    m = results["metrics"]["top1"]
+    control = f"; {verdict_line(results)}" if "control" in results else ""
+    return f"{out}: deja vu score {pts(score_at(m, 20))} (20% most confident), {pts(score_at(m, 100))} (all){control}"
 
 
 # Settings that do not change an attack's numbers: an existing attack made with other values is still kept.

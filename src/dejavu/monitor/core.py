@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
+from dejavu.analysis.metrics import score_at
 from dejavu.attack.crops import compute_crops, default_min_crop_px
 from dejavu.audit.config import AuditConfig, load_audit_config
 from dejavu.audit.run import (
@@ -397,10 +398,10 @@ def summarize(metrics: dict[str, Any], clf_info: dict[str, Any], n_crops: int, n
     t1 = metrics["top1"]
     ho = clf_info.get("heldout_acc")
     return {
-        "score": t1["dejavu_score"],
-        "score_ci95": list(t1["ci95"]["dejavu_score"]),
-        "score_100": t1["dejavu_score_100"],
-        "score_100_ci95": list(t1["ci95"]["dejavu_score_100"]),
+        "score": score_at(t1, 20),
+        "score_ci95": list(score_at(t1["ci95"], 20)),
+        "score_100": score_at(t1, 100),
+        "score_100_ci95": list(score_at(t1["ci95"], 100)),
         "memorized": metrics["quadrants"]["memorized"],
         "memorized_ci95": list(metrics["quadrants_ci95"]["memorized"]),
         "model_acc": t1["target"]["20"],
