@@ -310,8 +310,7 @@ def _load_inputs(model_path, partition, npc: int, paths, device, image_size, arc
     part = Partition.load(partition)
     index = scan_imagefolder(paths.images)
     part.check(index)
-    if loaded.fingerprint:
-        index.fingerprint.check(loaded.fingerprint, what=f"checkpoint {model_path}")
+    loaded.check_dataset(index)
     train_idx = part.load_set(int(npc), "train_A")
     val_idx = part.val_set()
     if len(train_idx) == 0:

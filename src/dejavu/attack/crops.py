@@ -60,6 +60,11 @@ def default_min_crop_px(images: str | os.PathLike | None = None) -> float:
     return float(IMAGENET_MIN_CROP_PX)
 
 
+def resolve_min_crop_px(value: float | None, images: str | os.PathLike | None) -> float:
+    """A stage's ``min_crop_px``: ``value`` as set, else the dataset's (:func:`default_min_crop_px`)."""
+    return float(value) if value is not None else default_min_crop_px(images)
+
+
 @dataclass(frozen=True)
 class CropDecision:
     """Outcome for one image. ``rect`` is ``(x0, y0, x1, y1)`` (continuous) or None."""

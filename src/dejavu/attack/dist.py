@@ -94,6 +94,12 @@ def is_main() -> bool:
     return current().is_main
 
 
+def main_rank_out(args: dict[str, Any]) -> Any:
+    """``locks_output(folder_of=...)`` of a stage writing its ``out`` argument: that folder on
+    rank 0, None (no lock) on the other ranks (torchrun: rank 0 writes, rank 0 locks)."""
+    return args["out"] if is_main() else None
+
+
 def barrier() -> None:
     """Wait for every rank (nothing in one process)."""
     if current().distributed:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,10 @@ from dejavu.data.fastjpeg import DECODE_DESC, check_decode, draft_side, load_rgb
 from dejavu.io import atomic_write_json, write_error
 from dejavu.io import index_hash as _index_hash
 from dejavu.utils import progress
+
+if TYPE_CHECKING:
+    from dejavu.data.imagefolder import DatasetIndex
+    from dejavu.ssl.checkpoint import LoadedModel
 
 
 def content_digest(arr: np.ndarray) -> str:
@@ -643,3 +647,63 @@ def embed_rows(
     lo, hi = bounds[dist.current().rank]
     got = embed_dataset(models, dist.shard_dataset(dataset, lo, hi), kind, batch_size, device, *args, **kw)
     return [dist.sharded(g, bounds) for g in got]
+
+
+class EmbedSettings(Protocol):
+    """The settings of a public embedding (:class:`dejavu.attack.config.AttackConfig`,
+    :class:`dejavu.audit.config.AuditConfig`)."""
+
+    embed: str
+    decode: str
+    precision: str
+    batch_size: int
+    workers: int | None
+
+
+def embed_cache_dir(cache_dir: str | os.PathLike | None, out: Path) -> Path | None:
+    """The public-embedding cache of a stage writing ``out``: ``cache_dir``; None (the
+    default): ``out/../.embed_cache``; ``""``: no cache."""
+    if cache_dir == "":
+        return None
+    return Path(cache_dir) if cache_dir is not None else out.parent / ".embed_cache"
+
+
+def public_embeddings(
+    lms: Sequence[LoadedModel],
+    index: DatasetIndex,
+    public: np.ndarray,
+    transform: Callable,
+    tdesc: str,
+    cfg: EmbedSettings,
+    device: str,
+    cache_dir: Path | None,
+    poll: Callable[[], None] | None = None,
+) -> tuple[list[np.ndarray], list[bool]]:
+    """The public set's embeddings under each model, through the cache (the attack's two
+    models, the audit's one); under torchrun each rank its share (:class:`CachedEmbedder`).
+
+    Args:
+        lms: the models. index: the dataset. public: the public set's dataset indices.
+        transform: the evaluation transform; tdesc: its description (a part of the cache key).
+        cfg: the embedding's settings. device: where the forward runs.
+        cache_dir: the cache (:func:`embed_cache_dir`); None: none.
+        poll: called after each batch (:func:`embed_dataset`).
+
+    Returns:
+        ``(one (n, d) array per model, was-cached flag per model)``.
+    """
+    prec = resolved_precision(device, cfg.precision)
+    keys = [cache_key(lm.sha256, public, tdesc, cfg.embed, index.fingerprint.id, cfg.decode, prec) for lm in lms]
+    return CachedEmbedder(cache_dir).embed_public(
+        [lm.model for lm in lms],
+        keys,
+        [index.path(i) for i in public],
+        transform,
+        cfg.embed,
+        cfg.batch_size,
+        device,
+        cfg.workers,
+        poll,
+        decode=cfg.decode,
+        precision=cfg.precision,
+    )

@@ -38,9 +38,9 @@ from dejavu.analysis.tables import scores_from_arrays, write_conf_sweeps, write_
 from dejavu.attack import dist
 from dejavu.attack.config import AttackConfig
 from dejavu.attack.control import attack_control, resolve_control
-from dejavu.attack.crops import SetCrops, compute_crops, default_min_crop_px
+from dejavu.attack.crops import SetCrops, compute_crops, resolve_min_crop_px
 from dejavu.attack.dist import is_main
-from dejavu.attack.embed import CachedEmbedder, cache_key, resolved_precision
+from dejavu.attack.embed import embed_cache_dir, public_embeddings, resolved_precision
 from dejavu.attack.search import AttackContext, CropDatasets, attack_set_pairs
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.data.transforms import describe_eval_transform, eval_transform
@@ -76,8 +76,7 @@ def model_info(lm: LoadedModel, loaded: bool = False) -> dict[str, Any]:
 
 
 def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
-    if lm.fingerprint:
-        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    lm.check_dataset(index)
     s = lm.config.get("set")
     if s is not None and str(s) != expected_set:
         raise DejavuError(
@@ -88,11 +87,7 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
 
 
-def _lock_folder(a: dict[str, Any]) -> Any:
-    return a["out"] if is_main() else None  # torchrun: rank 0 writes, rank 0 locks
-
-
-@locks_output("attack", folder_of=_lock_folder)  # the whole attack: two writers never mix arrays and results.json
+@locks_output("attack", folder_of=dist.main_rank_out)  # the whole attack: two writers never mix arrays and results.json
 def _attack(
     model_a: str | os.PathLike,
     model_b: str | os.PathLike,
@@ -185,7 +180,7 @@ def _setup(
     for y in "AB":  # the models' training sets are the partition's (hash recorded by dejavu train)
         lms[y].check_trained_on(part.load_set(cfg.npc, f"train_{y}"), f"{part.root}/{cfg.npc}_per_class/train_{y}.npy")
     image_size = int(cfg.image_size or lms["A"].config.get("image_size") or lms["B"].config.get("image_size") or 224)
-    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
+    min_px = resolve_min_crop_px(cfg.min_crop_px, paths.images)
     public = index.check_indices(part.attack_public(), f"{part.root}/{part.manifest['attack_public']}")
     if len(np.unique(index.targets[public])) < 2:  # every neighbour votes for the one class
         raise DejavuError(
@@ -245,28 +240,9 @@ def _public_embeddings(st: AttackContext, cache_dir, poll=None) -> tuple[list[np
     ``poll``: called after each batch (:func:`dejavu.attack.embed.embed_dataset`)."""
     if st.cfg.embed == "logits":
         return [], [False, False]
-    if cache_dir == "":
-        cdir = None
-    else:
-        cdir = Path(cache_dir) if cache_dir is not None else st.out.parent / ".embed_cache"
-    prec = resolved_precision(st.device, st.cfg.precision)
-    keys = [
-        cache_key(st.lms[n].sha256, st.public, st.tdesc, st.cfg.embed, st.index.fingerprint.id, st.cfg.decode, prec)
-        for n in "AB"
-    ]
-    return CachedEmbedder(cdir).embed_public(
-        st.models,
-        keys,
-        [st.index.path(i) for i in st.public],
-        st.transform,
-        st.cfg.embed,
-        st.cfg.batch_size,
-        st.device,
-        st.cfg.workers,
-        poll,
-        decode=st.cfg.decode,
-        precision=st.cfg.precision,
-    )
+    cdir = embed_cache_dir(cache_dir, st.out)
+    lms = [st.lms[n] for n in "AB"]
+    return public_embeddings(lms, st.index, st.public, st.transform, st.tdesc, st.cfg, st.device, cdir, poll)
 
 
 def _attack_sets(

@@ -29,8 +29,8 @@ from dejavu.analysis.summary import compute_all
 from dejavu.analysis.tables import accuracy_table_lines, write_examples_csv
 from dejavu.attack import dist
 from dejavu.attack.config import AttackConfig
-from dejavu.attack.crops import SetCrops, compute_crops, default_min_crop_px
-from dejavu.attack.embed import CachedEmbedder, ImageCrops, cache_key, embed_rows, resolved_precision
+from dejavu.attack.crops import SetCrops, compute_crops, resolve_min_crop_px
+from dejavu.attack.embed import ImageCrops, embed_cache_dir, embed_rows, public_embeddings, resolved_precision
 from dejavu.attack.run import model_info
 from dejavu.audit.classifier import (
     CropSet,
@@ -230,15 +230,14 @@ def _setup(
     check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
 
     lm = load_model(model, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
-    if lm.fingerprint:
-        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {lm.path}")
+    lm.check_dataset(index)
     if reference_model is not None and cfg.classifiers > 1:
         raise UsageError(
             f"--classifiers {cfg.classifiers} trains its classifiers; it does not go with --reference-model"
         )
     _check_model_sets(lm, part, cfg, audit_idx)
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
-    min_px = float(cfg.min_crop_px if cfg.min_crop_px is not None else default_min_crop_px(paths.images))
+    min_px = resolve_min_crop_px(cfg.min_crop_px, paths.images)
     acfg = cfg.attack_config()
     crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
     if len(crops.indices) == 0:
@@ -347,8 +346,7 @@ def _reference(
     n_out = num_outputs(lm.model)
     if n_out != len(index.classes):
         raise DejavuError(f"{path}: predicts {n_out} classes but the dataset has {len(index.classes)}")
-    if lm.fingerprint:
-        index.fingerprint.check(lm.fingerprint, what=f"checkpoint {path}")
+    lm.check_dataset(index)
     seen = lm.config.get("set")
     trained_on = None
     if seen:
@@ -390,9 +388,9 @@ def _embed_and_label(job: AuditJob, clf: LoadedModel, ctrl: _Control, cache_dir:
     op = SquareJpeg(clf_size) if clf_input == "square" else None
     same = clf_size == job.image_size and op is None
     clf_tf = None if same else with_input(op, eval_transform(clf_size))
-    cdir = None if cache_dir == "" else Path(cache_dir) if cache_dir is not None else job.out.parent / ".embed_cache"
+    cdir = embed_cache_dir(cache_dir, job.out)
     tf, tdesc = eval_transform(job.image_size), describe_eval_transform(job.image_size)
-    pub_emb, cached = _public_embeddings(job, tdesc, tf, cdir)
+    (pub_emb,), (cached,) = public_embeddings([job.lm], job.index, job.public, tf, tdesc, job.cfg, job.device, cdir)
     clfs = [clf, *job.extra_clfs]
     arrays = _label_crops(job, clfs, job.index, job.crops, pub_emb, tf, clf_tf, "audited")
     carrays = None
@@ -409,27 +407,6 @@ def _embed_and_label(job: AuditJob, clf: LoadedModel, ctrl: _Control, cache_dir:
         "forward_precision": resolved_precision(job.device, job.cfg.precision),
     }
     return _Labelled(arrays, carrays, cached, resolved)
-
-
-def _public_embeddings(job: AuditJob, tdesc: str, transform, cache_dir: Path | None) -> tuple[Any, bool]:
-    """The audited model's embeddings of the public set (cached; under torchrun each rank's
-    share, :class:`dejavu.attack.dist.Sharded`)."""
-    cfg, index = job.cfg, job.index
-    prec = resolved_precision(job.device, cfg.precision)
-    key = cache_key(job.lm.sha256, job.public, tdesc, cfg.embed, index.fingerprint.id, cfg.decode, prec)
-    (pub_emb,), (cached,) = CachedEmbedder(cache_dir).embed_public(
-        [job.lm.model],
-        [key],
-        [index.path(i) for i in job.public],
-        transform,
-        cfg.embed,
-        cfg.batch_size,
-        job.device,
-        cfg.workers,
-        decode=cfg.decode,
-        precision=cfg.precision,
-    )
-    return pub_emb, bool(cached)
 
 
 def _label_crops(
@@ -513,11 +490,7 @@ def _control_crops(
     return _Control(src, crops)
 
 
-def _lock_folder(a: dict[str, Any]) -> Any:
-    return a["out"] if dist.is_main() else None  # torchrun: rank 0 writes, rank 0 locks
-
-
-@locks_output("audit", folder_of=_lock_folder)
+@locks_output("audit", folder_of=dist.main_rank_out)
 def _audit(
     model: str | os.PathLike,
     partition: str | os.PathLike,

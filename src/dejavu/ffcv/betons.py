@@ -34,7 +34,7 @@ import numpy as np
 
 from dejavu import DejavuError, UsageError, __version__, formats
 from dejavu.attack.config import AttackConfig
-from dejavu.attack.crops import OLD_SEARCH_KEY, PERIPHERY_SEARCHES, compute_crops, default_min_crop_px, old_search_name
+from dejavu.attack.crops import OLD_SEARCH_KEY, PERIPHERY_SEARCHES, compute_crops, old_search_name, resolve_min_crop_px
 from dejavu.config import check_choices
 from dejavu.data.fastjpeg import load_rgb
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
@@ -255,7 +255,7 @@ def _crop_boxes(
     index: DatasetIndex, paths: DataPaths, idx: np.ndarray, opts: BetonOptions, desc: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per image of ``idx``: its crop box, or -1s; plus the crop counts and settings."""
-    min_px = float(opts.min_crop_px if opts.min_crop_px is not None else default_min_crop_px(paths.images))
+    min_px = resolve_min_crop_px(opts.min_crop_px, paths.images)
     cfg = AttackConfig(crop="periphery", periphery_search=opts.periphery_search)
     sc = compute_crops(index, paths.annotation_dir, idx, cfg, min_px, desc=desc)
     boxes = np.full((len(idx), 4), -1, np.int64)

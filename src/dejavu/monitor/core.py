@@ -30,7 +30,7 @@ from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
 from dejavu.analysis.metrics import score_at
-from dejavu.attack.crops import compute_crops, default_min_crop_px
+from dejavu.attack.crops import compute_crops, resolve_min_crop_px
 from dejavu.audit.config import AuditConfig, load_audit_config
 from dejavu.audit.run import (
     AuditJob,
@@ -202,7 +202,7 @@ class Monitor:
         public = part.attack_public()
         check_disjoint(audit_idx, train_idx, public, (acfg.audit_set, acfg.train_set))
         ref = _reference(reference_model, index, audit_idx, part, acfg.npc) if reference_model is not None else None
-        min_px = float(acfg.min_crop_px if acfg.min_crop_px is not None else default_min_crop_px(paths.images))
+        min_px = resolve_min_crop_px(acfg.min_crop_px, paths.images)
         att = acfg.attack_config()
         sub_a, sub_p = self._recorded_or_drawn(acfg, audit_idx, public, index, paths, att, min_px)
         crops = compute_crops(index, paths.annotation_dir, sub_a, att, min_px, desc="crops (monitor)")

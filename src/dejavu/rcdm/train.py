@@ -287,8 +287,7 @@ def _check_ssl(run: _RCDMRun, ssl_model: str | os.PathLike) -> None:
             f"{run.last}: was trained on SSL checkpoint {run.state['ssl'].get('path')} "
             f"(sha256 {str(run.state['ssl'].get('sha256'))[:12]}), not {ssl_model}"
         )
-    if run.loaded.fingerprint:
-        run.index.fingerprint.check(run.loaded.fingerprint, what=f"SSL checkpoint {ssl_model}")
+    run.loaded.check_dataset(run.index, "SSL checkpoint")
 
 
 def _representations(run: _RCDMRun) -> tuple[np.ndarray, torch.Tensor | None]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dejavu import DejavuError, formats
-from dejavu.data.imagefolder import Fingerprint
+from dejavu.data.imagefolder import DatasetIndex, Fingerprint
 from dejavu.io import abspath, file_sha256, index_hash, safe_torch_load
 from dejavu.ssl.backbones import ViT, ViTSpec, arch_has_size, parse_vit
 from dejavu.ssl.heads import (
@@ -72,6 +72,12 @@ class LoadedModel:
     def describe(self, embed: str = "projector") -> str:
         """One line saying what was loaded (layout, weights, architecture, embedding, image size)."""
         return describe_loaded(self.loaded, embed)
+
+    def check_dataset(self, index: DatasetIndex, what: str = "checkpoint") -> None:
+        """Refuse a model trained on another dataset than ``index`` (the fingerprint it records;
+        a checkpoint without one is not checked). ``what`` names the file in the message."""
+        if self.fingerprint:
+            index.fingerprint.check(self.fingerprint, what=f"{what} {self.path}")
 
     def check_trained_on(self, indices: np.ndarray, what: str) -> None:
         """Refuse a model whose recorded training index (``config.index_sha256``, written by
