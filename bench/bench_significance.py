@@ -67,14 +67,14 @@ def pooled_control(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def main_pairs(folder: Path, k: int, c: int):
+def main_scores(folder: Path, k: int, c: int):
     arr = {n: {key: load_npy(folder / f"{n}_{key}.npy") for key in KEYS} for n in ARRAYS}
     for a in arr.values():
         a["labels"] = a["labels"].reshape(-1)
     return {n: scores_from_arrays(a, k, c) for n, a in arr.items()}
 
 
-def split_pairs(pool, rows: dict[str, np.ndarray], k: int, c: int):
+def split_scores(pool, rows: dict[str, np.ndarray], k: int, c: int):
     """The four X_attk_Y scores when the pooled rows ``rows['A']``/``rows['B']`` are the halves."""
     return {
         f"{x}_attk_{y}": scores_from_arrays({key: pool[x][key][rows[y]] for key in KEYS}, k, c)
@@ -170,7 +170,7 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
     rng = np.random.default_rng(seed)
     # today's test on the stored split, and on random re-splits of the control
     # everything recomputed from the stored arrays with this version's metrics
-    real = [(main_pairs(f, k, c), control_scores_from_folder(f, k, c)) for f in folders]
+    real = [(main_scores(f, k, c), control_scores_from_folder(f, k, c)) for f in folders]
     stored = [score_at(bootstrap_cis(cp, n_boot=1000, seed=seed + 1)["top1"]) for _, cp in real]
     today_stored = [lo > 0 or hi < 0 for lo, hi in stored]
     today_resplit, new_fp, new_fp_bound, new_fp_pairs_only = [], [], [], []
@@ -180,11 +180,11 @@ def analyse(method: str, out: Path, summary: dict, cuts: int, n_boot: int, seed:
         quarters = random_parts(labels, 4, rng)
         exs, items = [], []
         for pool in pools:
-            cp = split_pairs(pool, {"A": halves[0], "B": halves[1]}, k, c)
+            cp = split_scores(pool, {"A": halves[0], "B": halves[1]}, k, c)
             lo, hi = score_at(bootstrap_cis(cp, n_boot=n_boot, seed=int(rng.integers(1 << 30)))["top1"])
             today_resplit.append(lo > 0 or hi < 0)
-            p1 = split_pairs(pool, {"A": quarters[0], "B": quarters[1]}, k, c)
-            p2 = split_pairs(pool, {"A": quarters[2], "B": quarters[3]}, k, c)
+            p1 = split_scores(pool, {"A": quarters[0], "B": quarters[1]}, k, c)
+            p2 = split_scores(pool, {"A": quarters[2], "B": quarters[3]}, k, c)
             exs.append(excess(p1, p2, n_boot=n_boot, seed=int(rng.integers(1 << 30)))["top1"]["20"])
             items.append((p1, p2))
         sv = shared_example_variance(items, n_boot=n_boot, seed=int(rng.integers(1 << 30)))[("top1", "20")]

@@ -95,13 +95,13 @@ def test_partition_control_by_default(synth_small, setup, capsys):
     assert e["score"] == pytest.approx(res["metrics"]["top1"]["dejavu_score"])
     assert e["control"] == pytest.approx(m["top1"]["dejavu_score"])
     assert e["excess"] == pytest.approx(e["score"] - e["control"]) and e["ci95"][0] <= e["excess"] <= e["ci95"][1]
-    main_pairs = {}
+    main_scores = {}
     for name in ARRAYS:
         ld = {key: np.load(out / f"{name}_{key}.npy") for key in ("attk_idxs", "labels", "neighb_labels")}
-        main_pairs[name] = scores_from_neighbours(
+        main_scores[name] = scores_from_neighbours(
             ld["neighb_labels"], ld["labels"].reshape(-1), ld["attk_idxs"], 10, 10
         )
-    again = excess(main_pairs, cp, n_boot=100, seed=0)["top1"]["20"]
+    again = excess(main_scores, cp, n_boot=100, seed=0)["top1"]["20"]
     assert again["ci95"] == pytest.approx(e["ci95"])
 
 

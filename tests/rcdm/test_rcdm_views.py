@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from dejavu.data.transforms import eval_transform
-from dejavu.rcdm.train import _ImagePair, rcdm_resize
+from dejavu.rcdm.train import _InputAndTarget, rcdm_resize
 
 
 def _image(w=60, h=45, seed=0):
@@ -16,10 +16,10 @@ def _image(w=60, h=45, seed=0):
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
-def test_training_pair_is_the_evaluation_view():
+def test_training_views_are_the_evaluation_view():
     img = _image()
-    pair = _ImagePair(32, 16)
-    ssl, target = pair(img)
+    views = _InputAndTarget(32, 16)
+    ssl, target = views(img)
     torch.testing.assert_close(ssl, eval_transform(32)(img))
     # the original: Resize(int(256 * S / 224)) then CenterCrop(S), ToTensor
     orig = T.Compose([T.Resize(int(256 * 16 / 224)), T.CenterCrop(16), T.PILToTensor()])(img)

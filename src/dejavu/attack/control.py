@@ -20,7 +20,7 @@ from dejavu import DejavuError
 from dejavu.analysis.metrics import SETS
 from dejavu.attack.crops import compute_crops
 from dejavu.attack.dist import is_main
-from dejavu.attack.search import AttackContext, attack_set_pairs
+from dejavu.attack.search import AttackContext, search_sets
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, annotation_path
 from dejavu.data.valset import scan_valset
 from dejavu.io import atomic_save_npy
@@ -107,7 +107,7 @@ def attack_control(
     src: ControlSource, st: AttackContext, pub_emb: list
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Crop, embed and search the control halves exactly as the private sets (the same
-    :func:`dejavu.attack.search.attack_set_pairs`) and write the ``control_*`` files.
+    :func:`dejavu.attack.search.search_sets`) and write the ``control_*`` files.
 
     Args:
         src: the control (:func:`resolve_control`).
@@ -134,7 +134,7 @@ def attack_control(
         crops[y], counts[y] = sc, sc.counts
         if is_main():  # torchrun: rank 0 writes
             atomic_save_npy(st.out / f"{PREFIX}crops_{y}.npy", sc.boxes)
-    arrays = attack_set_pairs(st, crops, pub_emb, desc="control ", index=src.index)
+    arrays = search_sets(st, crops, pub_emb, desc="control ", index=src.index)
     for name, a in arrays.items() if is_main() else ():
         for key, arr in a.items():
             atomic_save_npy(st.out / f"{PREFIX}{name}_{key}.npy", arr)

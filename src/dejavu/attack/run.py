@@ -10,7 +10,7 @@ Order of work (each image decoded once per attack):
    background thread while 3. runs (an error there stops 3. at its next batch);
 3. public embeddings of both models (cached on disk, see :mod:`dejavu.attack.embed`);
 4. crops of each set decoded once and embedded by BOTH models;
-5. exact KNN for the four pairs X_attk_Y; files; metrics (:mod:`dejavu.analysis`).
+5. exact KNN for the four arrays X_attk_Y; files; metrics (:mod:`dejavu.analysis`).
 ``results.json`` is written last: its presence marks a complete attack folder.
 """
 
@@ -41,7 +41,7 @@ from dejavu.attack.control import attack_control, resolve_control
 from dejavu.attack.crops import SetCrops, compute_crops, resolve_min_crop_px
 from dejavu.attack.dist import is_main
 from dejavu.attack.embed import embed_cache_dir, public_embeddings, resolved_precision
-from dejavu.attack.search import AttackContext, CropDatasets, attack_set_pairs
+from dejavu.attack.search import AttackContext, CropDatasets, search_sets
 from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
 from dejavu.data.transforms import describe_eval_transform, eval_transform
 from dejavu.device import choose_device
@@ -251,7 +251,7 @@ def _attack_sets(
     datasets = None
     if crop_datasets is not None:  # the same crops, stored (e.g. in betons)
         datasets = {y: crop_datasets(y, crops[y].indices, crops[y].boxes, st.transform) for y in "AB"}
-    return attack_set_pairs(st, crops, pub_emb, datasets)
+    return search_sets(st, crops, pub_emb, datasets)
 
 
 def _write_arrays_and_score(st: AttackContext, crops, arrays) -> tuple[dict[str, Any], list[Comparison]]:

@@ -59,7 +59,7 @@ class AttackContext:
         return len(self.index.classes)
 
 
-def attack_set_pairs(
+def search_sets(
     st: AttackContext,
     crops: dict[str, SetCrops],
     pub_emb: list[np.ndarray],
@@ -67,8 +67,8 @@ def attack_set_pairs(
     desc: str = "",
     index: DatasetIndex | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Embed the crops of sets A and B with both models and search the public set: the arrays
-    of the four pairs ``X_attk_Y``, in the original's contents (dataset indices, labels (n, 1)).
+    """Embed the crops of sets A and B with both models and search the public set: the four
+    arrays ``X_attk_Y`` (model X, set Y), in the original's contents (dataset indices, labels (n, 1)).
     The one loop behind the attack of the private sets and of the held-out control.
 
     Args:

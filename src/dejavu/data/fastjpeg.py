@@ -28,7 +28,7 @@ DECODE_HELP = (
     "exact: every image decoded in full, as the original (the default); draft: a JPEG at least twice "
     "the resize target on both sides is decoded at 1/2-1/8 scale by libjpeg (faster, other pixels: "
     "measured against the full decode at the synthetic default's 64 px, neighbour sets overlap 0.988 "
-    "on average, only 53-62 of ~275 neighbour rows per pair are identical, confidences differ by up to "
+    "on average, only 53-62 of ~275 neighbour rows per X_attk_Y array are identical, confidences differ by up to "
     "0.09; docs/DESIGN.md 7.5). Recorded in results.json and in the embedding cache key"
 )
 

@@ -79,7 +79,7 @@ def _check_view(state: dict[str, Any] | None, size: int, last: Path) -> None:
         )
 
 
-class _ImagePair:
+class _InputAndTarget:
     """Picklable transform: PIL image -> (SSL input, RCDM target as uint8 CHW), both the
     evaluation view (resize 256/224 of the size, centre crop)."""
 
@@ -101,8 +101,8 @@ class _ImagePair:
 class _TrainImages(torch.utils.data.Dataset):
     """``(uint8 image, position)`` from the in-memory cache or from disk."""
 
-    def __init__(self, index, indices: np.ndarray, pair: _ImagePair, cache: torch.Tensor | None):
-        self.index, self.indices, self.pair, self.cache = index, indices, pair, cache
+    def __init__(self, index, indices: np.ndarray, views: _InputAndTarget, cache: torch.Tensor | None):
+        self.index, self.indices, self.views, self.cache = index, indices, views, cache
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -111,7 +111,7 @@ class _TrainImages(torch.utils.data.Dataset):
         if self.cache is not None:
             return self.cache[pos], pos
 
-        return self.pair.rcdm(load_rgb(self.index.path(int(self.indices[pos])))), pos
+        return self.views.rcdm(load_rgb(self.index.path(int(self.indices[pos])))), pos
 
 
 class _PermutationBatches(torch.utils.data.Sampler):
@@ -140,10 +140,18 @@ class _PermutationBatches(torch.utils.data.Sampler):
 
 
 def _embed_dataset(
-    ssl_model, index, indices, pair: _ImagePair, kind: str, device, batch_size: int, num_workers: int, keep_images: bool
+    ssl_model,
+    index,
+    indices,
+    views: _InputAndTarget,
+    kind: str,
+    device,
+    batch_size: int,
+    num_workers: int,
+    keep_images: bool,
 ) -> tuple[np.ndarray, torch.Tensor | None]:
 
-    ds = IndexedImages(index, indices, pair)
+    ds = IndexedImages(index, indices, views)
     dl: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
         ds,  # type: ignore[arg-type]  # a map-style dataset without the Dataset base class
         batch_size=batch_size,
@@ -312,7 +320,7 @@ def _representations(run: _RCDMRun) -> tuple[np.ndarray, torch.Tensor | None]:
             run.loaded.model,
             run.index,
             run.indices,
-            _ImagePair(run.ssl_size, cfg.image_size),
+            _InputAndTarget(run.ssl_size, cfg.image_size),
             run.kind,
             run.device,
             cfg.ssl_batch_size,
@@ -443,7 +451,7 @@ def _train_loop(
     """Steps up to ``cfg.steps``: metrics every ``log_every``, snapshots every ``snapshot_every``."""
 
     cfg, out = run.cfg, run.out
-    ds = _TrainImages(run.index, run.indices, _ImagePair(run.ssl_size, cfg.image_size), cache)
+    ds = _TrainImages(run.index, run.indices, _InputAndTarget(run.ssl_size, cfg.image_size), cache)
     # own generator: creating the iterator must not consume the global RNG (exact resume)
     dl = torch.utils.data.DataLoader(
         ds,

@@ -157,7 +157,7 @@ class Gallery:
         self._rows: dict[str, dict[int, int]] = {}
         self._neigh: dict[str, np.ndarray] = {}
 
-    def _pair(self, model: str, set_: str):
+    def _searched(self, model: str, set_: str):
         name = f"{model}_attk_{set_}"
         if name not in self._rows:
             d = self.attack.dir
@@ -242,7 +242,7 @@ class Gallery:
             role = "audited" if self.audit and is_target else "target" if is_target else "reference"
             pred = e.pred_target if is_target else e.pred_reference
             conf = e.conf_target if is_target else e.conf_reference
-            rows, neigh = self._pair(model, e.set) if is_target or not self.audit else ({}, None)
+            rows, neigh = self._searched(model, e.set) if is_target or not self.audit else ({}, None)
             thumbs = []
             if neigh is not None and e.index in rows:
                 for g in neigh[rows[e.index]][: self.k]:

@@ -227,10 +227,10 @@ def _bands_cached(folder: str, fmt: str | None, ps: tuple[float, ...], top: str)
     if fmt not in ATTACK_FORMATS:
         return None
     try:
-        pairs, _ = scores_from_folder(folder)
+        scores, _ = scores_from_folder(folder)
     except (DejavuError, OSError, KeyError, ValueError):
         return None
-    return bands(pairs, ps, 1 if top == "top1" else 5, n_boot=BAND_BOOT, seed=0)
+    return bands(scores, ps, 1 if top == "top1" else 5, n_boot=BAND_BOOT, seed=0)
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> list[float]:

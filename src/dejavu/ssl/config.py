@@ -346,11 +346,11 @@ def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """
     saved = TrainConfig.normalize_keys(saved, "the checkpoint's config")
     now = cfg.to_dict()
-    pairs = [(k, saved[k], v) for k, v in now.items() if k not in METHODS and k not in RESUME_FREE and k in saved]
+    compared = [(k, saved[k], v) for k, v in now.items() if k not in METHODS and k not in RESUME_FREE and k in saved]
     section = saved.get(cfg.method)
     if isinstance(section, dict):
-        pairs += [(f"{cfg.method}.{k}", section[k], v) for k, v in now[cfg.method].items() if k in section]
-    return [f"{k} (saved {a!r}, now {b!r})" for k, a, b in pairs if a != b]
+        compared += [(f"{cfg.method}.{k}", section[k], v) for k, v in now[cfg.method].items() if k in section]
+    return [f"{k} (saved {a!r}, now {b!r})" for k, a, b in compared if a != b]
 
 
 def _config_source(path: Any, method: str | None) -> tuple[Path | None, dict[str, Any]]:
