@@ -139,6 +139,15 @@ def periphery_candidates(boxes: np.ndarray, width: float, height: float) -> list
     return cands
 
 
+def _decision(
+    best: tuple[float, float, float, float] | None, best_side: float, n_out: int, n_clip: int, min_crop_px: float
+) -> CropDecision:
+    """A search's best crop if its shorter side is strictly above ``min_crop_px``, else ``too_small``."""
+    if best is None or not best_side > min_crop_px:
+        return CropDecision(None, max(best_side, 0.0), n_out, n_clip, "too_small")
+    return CropDecision(best, best_side, n_out, n_clip, "ok")
+
+
 def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
     """The paper's periphery crop of one image (docs/DESIGN.md §2.3): boxes clipped to the image,
     the vertical gaps of every elementary x-interval as candidates, accepted if the shorter side
@@ -163,9 +172,7 @@ def periphery_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: 
         side = min(r[2] - r[0], r[3] - r[1])
         if side >= best_side:  # ">=": ties go to the last candidate in scan order
             best, best_side = r, side
-    if best is None or not best_side > min_crop_px:
-        return CropDecision(None, max(best_side, 0.0), n_out, n_clip, "too_small")
-    return CropDecision(best, best_side, n_out, n_clip, "ok")
+    return _decision(best, best_side, n_out, n_clip, min_crop_px)
 
 
 def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_px: float) -> CropDecision:
@@ -199,9 +206,7 @@ def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_
                     side = min(xb - xa, yb - ya)
                     if side > best_side:
                         best, best_side = (float(xa), float(ya), float(xb), float(yb)), float(side)
-    if best is None or not best_side > min_crop_px:
-        return CropDecision(None, max(best_side, 0.0), n_out, n_clip, "too_small")
-    return CropDecision(best, best_side, n_out, n_clip, "ok")
+    return _decision(best, best_side, n_out, n_clip, min_crop_px)
 
 
 def corner_crop(width: float, height: float, frac: float = 0.3) -> CropDecision:

@@ -209,6 +209,29 @@ class AuditJob:
         return self.index.targets[self.public]
 
 
+def audit_sets(
+    cfg: AuditConfig,
+    partition: str | os.PathLike,
+    paths: DataPaths,
+    reference_model: str | os.PathLike | None,
+    index: DatasetIndex | None,
+) -> tuple[DatasetIndex, Partition, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The dataset and the sets of an audit (and of the monitor), refused if they overlap.
+
+    Returns:
+        ``(index, partition, public, audited, classifier training set)``; the last is None
+        with a reference classifier (``reference_model``).
+    """
+    index = index or scan_imagefolder(paths.images)
+    part = Partition.load(partition)
+    part.check(index)
+    public = load_set(part, index, cfg.npc, cfg.public_set) if cfg.public_set else part.attack_public()
+    audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
+    train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
+    check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
+    return index, part, public, audit_idx, train_idx
+
+
 def _setup(
     model: str | os.PathLike,
     partition: str | os.PathLike,
@@ -221,14 +244,7 @@ def _setup(
     """Phase 1: the sets (refused if they overlap), the audited model (and a reference
     classifier), the audited set's crops."""
     device = str(choose_device(cfg.device, dist.current().local_rank))  # torchrun: each rank its GPU
-    index = index or scan_imagefolder(paths.images)
-    part = Partition.load(partition)
-    part.check(index)
-    public = load_set(part, index, cfg.npc, cfg.public_set) if cfg.public_set else part.attack_public()
-    audit_idx = load_set(part, index, cfg.npc, cfg.audit_set)
-    train_idx = load_set(part, index, cfg.npc, cfg.train_set) if reference_model is None else None
-    check_disjoint(audit_idx, train_idx, public, (cfg.audit_set, cfg.train_set))
-
+    index, part, public, audit_idx, train_idx = audit_sets(cfg, partition, paths, reference_model, index)
     lm = load_model(model, arch=cfg.arch, projector=cfg.projector, image_size=cfg.image_size)
     lm.check_dataset(index)
     if reference_model is not None and cfg.classifiers > 1:

@@ -38,14 +38,12 @@ from dejavu.audit.run import (
     _crop_classifier,
     _embed_and_label,
     _reference,
-    check_disjoint,
-    load_set,
+    audit_sets,
     score_arrays,
 )
-from dejavu.data.imagefolder import DataPaths, DatasetIndex, scan_imagefolder
+from dejavu.data.imagefolder import DataPaths, DatasetIndex
 from dejavu.device import choose_device
 from dejavu.io import atomic_save_npy, atomic_write_json, read_json
-from dejavu.partition import Partition
 
 FORMAT = formats.MONITOR
 # the scores a monitor returns (and ``dejavu train --monitor`` logs as ``monitor_<key>``)
@@ -194,13 +192,7 @@ class Monitor:
     def _setup(self, acfg: AuditConfig, partition: Path, paths: DataPaths, reference_model, image_size, index, device):
         """The audit's sets (checked as the audit checks them), the subsample and its crops."""
 
-        index = index or scan_imagefolder(paths.images)
-        part = Partition.load(partition)
-        part.check(index)
-        audit_idx = load_set(part, index, acfg.npc, acfg.audit_set)
-        train_idx = load_set(part, index, acfg.npc, acfg.train_set) if reference_model is None else None
-        public = part.attack_public()
-        check_disjoint(audit_idx, train_idx, public, (acfg.audit_set, acfg.train_set))
+        index, part, public, audit_idx, train_idx = audit_sets(acfg, partition, paths, reference_model, index)
         ref = _reference(reference_model, index, audit_idx, part, acfg.npc) if reference_model is not None else None
         min_px = resolve_min_crop_px(acfg.min_crop_px, paths.images)
         att = acfg.attack_config()
