@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from dejavu import DejavuError
 from dejavu.attack.crops import PERIPHERY_SEARCHES, renamed_search_keys
 from dejavu.config import check_choices
 from dejavu.data.fastjpeg import DECODE_HELP, DECODES
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # AttackConfig fields that are also command-line flags (the rest: --set key=value)
 ATTACK_FLAGS = (
@@ -33,6 +36,16 @@ ATTACK_FLAGS = (
     "decode",
     "precision",
 )
+
+# settings of how a stage runs, not of what it measures: left out of results.json's config
+RUN_ONLY = ("device", "workers", "batch_size")
+
+
+def recorded_config(cfg: DataclassInstance, resolved: dict[str, Any]) -> dict[str, Any]:
+    """The ``config`` block of an attack's or an audit's results.json: the settings less
+    :data:`RUN_ONLY`, then the values the run resolved (image size, transform, device, ...)."""
+    return {**{k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY}, **resolved}
+
 
 PRECISION_HELP = (
     "the embedding forward's arithmetic: fp32 (as the original; the paper configs), bf16 (autocast: "

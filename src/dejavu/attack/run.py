@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from dejavu.analysis.significance import control_block, primary_endpoint
 from dejavu.analysis.summary import compute_all
 from dejavu.analysis.tables import scores_from_arrays, write_conf_sweeps, write_examples_csv
 from dejavu.attack import dist
-from dejavu.attack.config import AttackConfig
+from dejavu.attack.config import AttackConfig, recorded_config
 from dejavu.attack.control import attack_control, resolve_control
 from dejavu.attack.crops import SetCrops, compute_crops, resolve_min_crop_px
 from dejavu.attack.dist import is_main
@@ -293,14 +293,13 @@ def _attack_control(st: AttackContext, csrc, control, comps: list[Comparison]) -
 
 
 def _results(st: AttackContext, crops, cached, metrics, label: str | None, override: bool) -> dict[str, Any]:
-    cfg_out = {k: v for k, v in asdict(st.cfg).items() if k not in ("device", "workers", "batch_size")}
-    cfg_out.update({"image_size": st.image_size, "min_crop_px": st.min_px, "transform": st.tdesc, "device": st.device})
-    cfg_out["forward_precision"] = resolved_precision(st.device, st.cfg.precision)
+    resolved = {"image_size": st.image_size, "min_crop_px": st.min_px, "transform": st.tdesc, "device": st.device}
+    resolved["forward_precision"] = resolved_precision(st.device, st.cfg.precision)
     counts: dict[str, Any] = {y: crops[y].counts for y in "AB"}
     counts["public"] = int(len(st.public))
     return {
         "format": FORMAT,
-        "config": cfg_out,
+        "config": recorded_config(st.cfg, resolved),
         "method": st.lms["A"].config.get("method"),
         "npc": st.cfg.npc,
         "epoch": st.lms["A"].epoch,

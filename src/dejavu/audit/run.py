@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from dejavu.analysis.significance import control_block, control_summary_lines, p
 from dejavu.analysis.summary import compute_all
 from dejavu.analysis.tables import accuracy_table_lines, write_examples_csv
 from dejavu.attack import dist
-from dejavu.attack.config import AttackConfig
+from dejavu.attack.config import AttackConfig, recorded_config
 from dejavu.attack.crops import SetCrops, compute_crops, resolve_min_crop_px
 from dejavu.attack.embed import ImageCrops, embed_cache_dir, embed_rows, public_embeddings, resolved_precision
 from dejavu.attack.run import model_info
@@ -665,12 +665,10 @@ def _results(
 ) -> dict[str, Any]:
     """The ``results.json`` contents, less the control block."""
     cfg = job.cfg
-    cfg_out = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers", "batch_size")}
-    cfg_out.update(lab.resolved)
     return {
         "format": FORMAT,
         "kind": "one-model",
-        "config": cfg_out,
+        "config": recorded_config(cfg, lab.resolved),
         "method": job.lm.config.get("method"),
         "npc": cfg.npc,
         "epoch": job.lm.epoch,

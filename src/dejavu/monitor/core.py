@@ -30,6 +30,7 @@ from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
 from dejavu.analysis.metrics import score_at
+from dejavu.attack.config import recorded_config
 from dejavu.attack.crops import compute_crops, resolve_min_crop_px
 from dejavu.audit.config import AuditConfig, load_audit_config
 from dejavu.audit.run import (
@@ -242,13 +243,12 @@ class Monitor:
 
     def _settings(self, acfg: AuditConfig) -> dict[str, Any]:
         """What the recorded state depends on (a reopened monitor must match it)."""
-        skip = ("device", "workers", "batch_size")
         return {
             "crops": self.cfg.crops,
             "public_per_class": self.cfg.public_per_class,
             "seed": self.cfg.seed,
             "reference_model": self._reference_model,
-            "audit": {k: v for k, v in dataclasses.asdict(acfg).items() if k not in skip},
+            "audit": recorded_config(acfg, {}),
         }
 
     def _check_state(self, path: Path, acfg: AuditConfig, index_id: str) -> None:
