@@ -115,6 +115,11 @@ class ImageCrops(Dataset):
         self.draft_side = draft_side(transform) if draft else None
         self.head: Callable | None = None  # set by deferred_normalize(): items are uint8
 
+    @classmethod
+    def of(cls, index: DatasetIndex, indices: np.ndarray, boxes: np.ndarray, transform: Callable) -> ImageCrops:
+        """The crops ``boxes`` ((n, 4) PIL boxes) of the images ``indices`` of ``index``."""
+        return cls([index.path(i) for i in indices], [tuple(b) for b in np.asarray(boxes).tolist()], transform)
+
     def __len__(self) -> int:
         return len(self.paths)
 

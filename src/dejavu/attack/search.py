@@ -88,9 +88,7 @@ def search_sets(
             sc = crops[y]
             ds = (datasets or {}).get(y)
             if ds is None:
-                ds = ImageCrops(
-                    [index.path(i) for i in sc.indices], [tuple(b) for b in sc.boxes.tolist()], st.transform
-                )
+                ds = ImageCrops.of(index, sc.indices, sc.boxes, st.transform)
             embs: list[Any] = embed_rows(  # embed_dataset; under torchrun each rank its share
                 st.models,
                 ds,

@@ -233,9 +233,7 @@ def _loader(
     if crops.images is not None:
         ds = MemoryCrops([crops.images[int(p)] for p in pos], transform)
     else:
-        ds = ImageCrops(
-            [index.path(int(g)) for g in crops.indices[pos]], [tuple(b) for b in crops.boxes[pos].tolist()], transform
-        )
+        ds = ImageCrops.of(index, crops.indices[pos], crops.boxes[pos], transform)
     gen = None
     if shuffle_seed is not None:
         gen = torch.Generator().manual_seed(shuffle_seed)

@@ -440,10 +440,9 @@ def _label_crops(
     classifier of ``clfs`` (``classifier_logits``, then ``classifier{i}_logits`` for i = 2..N).
     ``cindex``: the crops' image index (the training set's, or a validation listing)."""
     cfg = job.cfg
-    paths, boxes = [cindex.path(i) for i in crops.indices], [tuple(b) for b in crops.boxes.tolist()]
 
     def run(models: list[nn.Module], tf, kind: str, desc: str) -> list[Any]:
-        ds = ImageCrops(paths, boxes, tf)
+        ds = ImageCrops.of(cindex, crops.indices, crops.boxes, tf)
         return embed_rows(  # embed_dataset; under torchrun each rank its share
             models, ds, kind, cfg.batch_size, job.device, cfg.workers, desc=desc, precision=cfg.precision
         )
