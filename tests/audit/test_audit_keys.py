@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from dejavu.analysis.metrics import FRACTIONS, SCORE_ALIASES, fraction_key
@@ -139,3 +140,14 @@ def test_readers_do_not_need_the_alias_keys(folders, synth_small, tmp_path, caps
     assert with_aliases.keys() == without.keys() and len(with_aliases) > 8
     for k in with_aliases:
         assert with_aliases[k] == without[k], k
+
+
+def test_attack_and_audit_share_the_public_embedding(folders):
+    """One public-embedding path: the audit of model A finds the embedding the attack cached
+    for model A (same key, same file), and its neighbours are the attack's A_attk_A ones."""
+    attack, audit = (read_json(folders / x / "results.json") for x in ("attack", "audit"))
+    assert attack["embed_cache"]["hit"] == {"A": False, "B": False} and audit["embed_cache"]["hit"] is True
+    assert len(list((folders / ".embed_cache").glob("*.npy"))) == 2
+    a_idx, a_nb = (np.load(folders / "attack" / f"A_attk_A_{n}.npy") for n in ("attk_idxs", "neighb_idxs"))
+    u_idx, u_nb = (np.load(folders / "audit" / f"{n}.npy") for n in ("attk_idxs", "model_neighb_idxs"))
+    assert np.array_equal(a_idx, u_idx) and np.array_equal(a_nb[:, : u_nb.shape[1]], u_nb)
