@@ -188,3 +188,23 @@ def test_largest_empty_is_box_free_and_at_least_as_good(scene):
         assert not any(overlaps(e.rect, b) for b in kept)
         x0, y0, x1, y1 = e.rect
         assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+
+
+def test_no_attackable_image_named_by_the_caller(synth_small, partition_small):
+    """One check for every stage: with ``what`` an empty result is refused naming the images
+    and the threshold; without it the empty crops come back (counted)."""
+    import pytest
+
+    from dejavu import DejavuError
+    from dejavu.attack.config import AttackConfig
+    from dejavu.attack.crops import compute_crops
+    from dejavu.data.imagefolder import scan_imagefolder
+    from dejavu.partition import Partition
+
+    index = scan_imagefolder(synth_small / "train")
+    idx, ann = Partition.load(partition_small).load_set(10, "bbox_A")[:5], synth_small / "bboxes" / "Annotation"
+    empty = compute_crops(index, ann, idx, AttackConfig(), 10_000)
+    assert len(empty.indices) == 0 and empty.counts["unattackable"] == 5
+    with pytest.raises(DejavuError, match=r"audit set bbox_A: no attackable image out of 5 .*min_crop_px 10000"):
+        compute_crops(index, ann, idx, AttackConfig(), 10_000, what="audit set bbox_A")
+    assert len(compute_crops(index, ann, idx, AttackConfig(), 1, what="set A").indices) > 0

@@ -127,10 +127,15 @@ def attack_control(
     crops, counts = {}, {}
     for y in SETS:
         sc = compute_crops(
-            src.index, None, src.halves[y], st.cfg, st.min_px, desc=f"control crops {y}", ann_path=src.ann_path
+            src.index,
+            None,
+            src.halves[y],
+            st.cfg,
+            st.min_px,
+            desc=f"control crops {y}",
+            ann_path=src.ann_path,
+            what=f"control half {y}",
         )
-        if len(sc.indices) == 0:
-            raise DejavuError(f"control half {y}: no attackable image out of {len(src.halves[y])}")
         crops[y], counts[y] = sc, sc.counts
         if is_main():  # torchrun: rank 0 writes
             atomic_save_npy(st.out / f"{PREFIX}crops_{y}.npy", sc.boxes)

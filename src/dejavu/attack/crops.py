@@ -322,6 +322,7 @@ def compute_crops(
     min_crop_px: float,
     desc: str = "crops",
     ann_path=None,
+    what: str | None = None,
 ) -> SetCrops:
     """Crop decision per image of ``idxs`` (DESIGN 2.3).
 
@@ -338,6 +339,8 @@ def compute_crops(
         desc: progress-bar label.
         ann_path: ``ann_path(i) -> Path`` replacing the ``Annotation/<wnid>/<stem>.xml``
             look-up (e.g. the validation images of a held-out control).
+        what: names the images in the error raised when none has a crop (None: no error,
+            an empty result).
 
     Returns:
         The attacked indices with their (x0, y0, x1, y1) pixel boxes, the counts
@@ -345,7 +348,8 @@ def compute_crops(
         messages for annotation problems.
 
     Raises:
-        DejavuError: an unreadable image, or the periphery crop without bounding boxes.
+        DejavuError: an unreadable image, the periphery crop without bounding boxes, or
+            (with ``what``) no attackable image.
     """
     if cfg.crop != "corner" and ann_dir is None and ann_path is None:
         raise DejavuError("the periphery crop needs bounding boxes: pass --bboxes DIR or --data ROOT")
@@ -366,6 +370,10 @@ def compute_crops(
         **{k: tally[k] for k in ("too_small", "no_boxes", "annotation_errors", "boxes_outside_image")},
         "boxes_clipped": tally["boxes_clipped"],
     }
+    if what is not None and not keep:
+        raise DejavuError(
+            f"{what}: no attackable image out of {n} (crop {cfg.crop}, min_crop_px {min_crop_px:g}); lower min_crop_px?"
+        )
     return SetCrops(np.asarray(keep, np.int64), np.asarray(boxes, np.int64).reshape(-1, 4), counts, errors)
 
 

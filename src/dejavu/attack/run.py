@@ -226,13 +226,7 @@ def _set_crops(st: AttackContext, y: str) -> SetCrops:
     bbox = index.check_indices(
         st.part.load_set(cfg.npc, f"bbox_{y}"), f"{st.part.root}/{cfg.npc}_per_class/bbox_{y}.npy"
     )
-    crops = compute_crops(index, st.paths.annotation_dir, bbox, cfg, st.min_px, desc=f"crops {y}")
-    if len(crops.indices) == 0:
-        raise DejavuError(
-            f"set {y}: no attackable image out of {len(bbox)} (crop {cfg.crop}, "
-            f"min_crop_px {st.min_px:g}); lower --min-crop-px?"
-        )
-    return crops
+    return compute_crops(index, st.paths.annotation_dir, bbox, cfg, st.min_px, desc=f"crops {y}", what=f"set {y}")
 
 
 def _public_embeddings(st: AttackContext, cache_dir, poll=None) -> tuple[list[np.ndarray], list[bool]]:

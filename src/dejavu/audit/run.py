@@ -255,12 +255,8 @@ def _setup(
     ref = _reference(reference_model, index, audit_idx, part, cfg.npc) if reference_model is not None else None
     min_px = resolve_min_crop_px(cfg.min_crop_px, paths.images)
     acfg = cfg.attack_config()
-    crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)")
-    if len(crops.indices) == 0:
-        raise DejavuError(
-            f"audit set {cfg.audit_set}: no attackable image out of {len(audit_idx)} "
-            f"(min_crop_px {min_px:g}); lower min_crop_px?"
-        )
+    what = f"audit set {cfg.audit_set}"
+    crops = compute_crops(index, paths.annotation_dir, audit_idx, acfg, min_px, desc="crops (audited)", what=what)
     image_size = int(cfg.image_size or lm.config.get("image_size") or 224)
     lm.loaded.update(image_size=image_size, embed=cfg.embed)
     if not cfg.image_size and not lm.config.get("image_size"):
@@ -495,13 +491,10 @@ def _control_crops(
         return _Control(note=note)
     check_control_public(src, job.public)
     ann_dir = job.paths.annotation_dir if src.info.get("kind") == "partition" else None
+    what = f"control ({src.info.get('kind')})"
     crops = compute_crops(
-        src.index, ann_dir, src.idx, job.acfg, job.min_px, desc="crops (control)", ann_path=src.ann_path
+        src.index, ann_dir, src.idx, job.acfg, job.min_px, desc="crops (control)", ann_path=src.ann_path, what=what
     )
-    if len(crops.indices) == 0:
-        raise DejavuError(
-            f"control ({src.info.get('kind')}): no attackable image out of {len(src.idx)} (min_crop_px {job.min_px:g})"
-        )
     return _Control(src, crops)
 
 

@@ -198,9 +198,8 @@ class Monitor:
         min_px = resolve_min_crop_px(acfg.min_crop_px, paths.images)
         att = acfg.attack_config()
         sub_a, sub_p = self._recorded_or_drawn(acfg, audit_idx, public, index, paths, att, min_px)
-        crops = compute_crops(index, paths.annotation_dir, sub_a, att, min_px, desc="crops (monitor)")
-        if len(crops.indices) == 0:
-            raise DejavuError(f"monitor: no attackable image in {acfg.audit_set} (min_crop_px {min_px:g})")
+        what = f"monitor, audit set {acfg.audit_set}"
+        crops = compute_crops(index, paths.annotation_dir, sub_a, att, min_px, desc="crops (monitor)", what=what)
         if len(sub_p) < acfg.k:
             raise DejavuError(f"monitor: {len(sub_p)} public images, fewer than k={acfg.k}; raise the public subsample")
         size = int(acfg.image_size or image_size or 224)
