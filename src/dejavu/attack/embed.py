@@ -699,16 +699,7 @@ def public_embeddings(
     """
     prec = resolved_precision(device, cfg.precision)
     keys = [cache_key(lm.sha256, public, tdesc, cfg.embed, index.fingerprint.id, cfg.decode, prec) for lm in lms]
+    models, paths = [lm.model for lm in lms], [index.path(i) for i in public]
     return CachedEmbedder(cache_dir).embed_public(
-        [lm.model for lm in lms],
-        keys,
-        [index.path(i) for i in public],
-        transform,
-        cfg.embed,
-        cfg.batch_size,
-        device,
-        cfg.workers,
-        poll,
-        decode=cfg.decode,
-        precision=cfg.precision,
+        models, keys, paths, transform, cfg.embed, cfg.batch_size, device, cfg.workers, poll, cfg.decode, cfg.precision
     )
