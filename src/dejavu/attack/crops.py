@@ -179,16 +179,8 @@ def largest_empty_crop(boxes: np.ndarray, width: float, height: float, min_crop_
     """Option ``--periphery-search largest-empty``: the box-free rectangle with the largest shorter
     side among all rectangles whose edges lie on box edges or the image border (which
     contains an optimum). O(n^4 * n) brute force on the edge grid: fine for ImageNet's
-    handful of boxes per image. Ties: the first found in (x0, x1, y0, y1) order.
-
-    Args:
-        boxes: the image's (n, 4) object boxes in pixels (clipped here).
-        width: the image width in pixels.
-        height: the image height in pixels.
-        min_crop_px: the crop's shorter side must exceed this (pixels).
-
-    Returns:
-        The :class:`CropDecision` (reason ``ok``, ``no_boxes`` or ``too_small``).
+    handful of boxes per image. Ties: the first found in (x0, x1, y0, y1) order. Arguments
+    and result as :func:`periphery_crop`.
     """
     kept, n_out, n_clip = clip_boxes(boxes, width, height)
     if len(kept) == 0:
