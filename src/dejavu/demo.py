@@ -502,6 +502,13 @@ def _map(fn, jobs: list[tuple], parallel: bool, threads: int) -> list:
     return [fn(j[:-1] + (threads,)) for j in jobs]
 
 
+def _top1_score(m: dict[str, Any], p: int, ci: bool = False) -> Any:
+    """The top-1 score at ``p`` percent of a metrics block (its interval with ``ci``; results
+    written before ``score`` existed included: :func:`score_at`); NaN when absent."""
+    v = score_at(lookup(m, "top1.ci95" if ci else "top1", {}), p)
+    return float("nan") if v is None else v
+
+
 def _epoch_row(r) -> dict[str, Any]:
     m, c = r.results["metrics"], r.results.get("control") or {}
     mc = c.get("metrics", {})
@@ -509,10 +516,10 @@ def _epoch_row(r) -> dict[str, Any]:
     ex100 = lookup(c, "excess.top1.100", default={})
     return {
         "epoch": r.results["epoch"],
-        "dejavu_score": lookup(m, "top1.score.20", float("nan")),
-        "dejavu_score_ci95": lookup(m, "top1.ci95.score.20", float("nan")),
-        "gap_100": lookup(m, "top1.score.100", float("nan")),
-        "gap_100_ci95": lookup(m, "top1.ci95.score.100", float("nan")),
+        "dejavu_score": _top1_score(m, 20),
+        "dejavu_score_ci95": _top1_score(m, 20, ci=True),
+        "gap_100": _top1_score(m, 100),
+        "gap_100_ci95": _top1_score(m, 100, ci=True),
         "target_20": lookup(m, "top1.target.20", float("nan")),
         "reference_20": lookup(m, "top1.reference.20", float("nan")),
         "target_100": lookup(m, "top1.target.100", float("nan")),
@@ -520,10 +527,10 @@ def _epoch_row(r) -> dict[str, Any]:
         "memorized": lookup(m, "quadrants.memorized", float("nan")),
         "correlated": lookup(m, "quadrants.correlated", float("nan")),
         "memorized_ci95": lookup(m, "quadrants_ci95.memorized", float("nan")),
-        "control_gap_100": lookup(mc, "top1.score.100", float("nan")),
-        "control_gap_100_ci95": lookup(mc, "top1.ci95.score.100", float("nan")),
-        "control_score": lookup(mc, "top1.score.20", float("nan")),
-        "control_score_ci95": lookup(mc, "top1.ci95.score.20", float("nan")),
+        "control_gap_100": _top1_score(mc, 100),
+        "control_gap_100_ci95": _top1_score(mc, 100, ci=True),
+        "control_score": _top1_score(mc, 20),
+        "control_score_ci95": _top1_score(mc, 20, ci=True),
         "excess": ex.get("excess", float("nan")),
         "excess_ci95": ex.get("ci95"),
         "excess_se": ex.get("se"),
