@@ -19,7 +19,6 @@ from dejavu.io import atomic_torch_save
 if TYPE_CHECKING:
     from dejavu.audit.config import AuditConfig
     from dejavu.data.imagefolder import DataPaths, DatasetIndex
-    from dejavu.partition import Partition
     from dejavu.ssl.model import SSLModel
 
 
@@ -61,7 +60,7 @@ def save_checkpoint(
 
 def audit_model(
     model: SSLModel,
-    partition: str | os.PathLike | Partition,
+    partition: str | os.PathLike,
     paths: DataPaths,
     out: str | os.PathLike,
     cfg: AuditConfig | None = None,

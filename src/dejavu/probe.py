@@ -573,7 +573,7 @@ def probe(*args: Any, **kwargs: Any) -> ProbeResult:
 
     dist.setup(kwargs.get("device"))
     res = _probe(*args, **kwargs)
-    dist.barrier()  # the other ranks wait for rank 0's file
+    dist.finish()  # the other ranks wait for rank 0's file
     return res
 
 

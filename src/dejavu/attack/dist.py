@@ -75,6 +75,8 @@ def setup(device: str | None) -> DistInfo:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     fresh = not dist.is_initialized()
     info = init_distributed("cuda" if str(device).startswith("cuda") else "cpu")
+    global _finished
+    _finished = False  # a stage is running: an exit before finish() must not wait for the others
     if fresh:
         atexit.register(_leave)
     if not info.is_main:
@@ -82,10 +84,29 @@ def setup(device: str | None) -> DistInfo:
     return info
 
 
+# True between a stage's finish() and the next setup(): every rank got there, so the exit can
+# wait for the others before tearing the group down.
+_finished = False
+
+
+def finish() -> None:
+    """A stage's last step on every rank: wait for the others (rank 0's files are written),
+    and let the exit wait for them again before it leaves the group."""
+    global _finished
+    barrier()
+    _finished = True
+
+
 def _leave() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        # gloo tears a group down badly when a peer has already gone (a rare SIGABRT,
+        # "terminate called without an active exception", seen under load): after a finished
+        # stage, all ranks are alive here, so they meet once more and leave together. After an
+        # error, another rank may never get here; then leave at once, as before.
+        if _finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

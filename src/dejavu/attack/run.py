@@ -385,7 +385,7 @@ def attack(
             control_bboxes,
             crop_datasets,
         )
-    dist.barrier()  # the other ranks wait for rank 0's files
+    dist.finish()  # the other ranks wait for rank 0's files
     return res
 
 
