@@ -14,9 +14,13 @@ writes the files. Memory per rank: its crops' embeddings, one query block and on
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
+import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -95,6 +99,35 @@ def finish() -> None:
     global _finished
     barrier()
     _finished = True
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stage(device_of: Callable[[dict[str, Any]], str | None], no_grad: bool = True) -> Callable[[F], F]:
+    """Decorator of a stage that torchrun / SLURM tasks may run on several ranks: join the
+    group first (on the device ``device_of`` reads from the bound arguments), run without
+    autograd (``no_grad``), then :func:`finish`. Outermost, so that a lock taken by rank 0
+    alone (:func:`main_rank_out`) already knows the rank."""
+
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            setup(device_of(bound.arguments))
+            import torch
+
+            with torch.no_grad() if no_grad else contextlib.nullcontext():
+                res = fn(*args, **kwargs)
+            finish()  # the other ranks wait for rank 0's files
+            return res
+
+        return cast(F, run)
+
+    return deco
 
 
 def _leave() -> None:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dejavu import DejavuError, UsageError, formats
 from dejavu.analysis.metrics import Comparison, two_model
@@ -87,22 +86,49 @@ def _check_model(lm, index: DatasetIndex, expected_set: str, npc: int) -> None:
         raise DejavuError(f"{lm.path}: trained with npc={n} but the attack uses --npc {npc}")
 
 
+@dist.stage(lambda a: (a["cfg"] or AttackConfig()).device)  # torchrun / SLURM tasks: join the group
 @locks_output("attack", folder_of=dist.main_rank_out)  # the whole attack: two writers never mix arrays and results.json
-def _attack(
+def attack(
     model_a: str | os.PathLike,
     model_b: str | os.PathLike,
     partition: str | os.PathLike,
     paths: DataPaths,
     out: str | os.PathLike,
-    cfg: AttackConfig,
-    force: bool,
-    cache_dir: str | os.PathLike | None,
-    index: DatasetIndex | None,
-    control: str | os.PathLike,
-    control_bboxes: str | os.PathLike | None,
-    crop_datasets: CropDatasets | None,
+    cfg: AttackConfig | None = None,
+    *,
+    force: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    index: DatasetIndex | None = None,
+    control: str | os.PathLike = "auto",
+    control_bboxes: str | os.PathLike | None = None,
+    crop_datasets: CropDatasets | None = None,
 ) -> AttackResult:
-    """:func:`attack` inside the output folder's lock (see the module docstring for the order of work)."""
+    """Attack one snapshot pair and write ``out`` (see the module docstring), without autograd.
+
+    Args:
+        model_a: the checkpoint of the model trained on set A.
+        model_b: the checkpoint of the model trained on set B.
+        partition: the partition folder (or a loaded :class:`~dejavu.partition.Partition`).
+        paths: the dataset's images and boxes.
+        out: the attack folder.
+        cfg: the attack's settings (default :class:`AttackConfig`).
+        force: overwrite an existing attack.
+        cache_dir: the public-embedding cache (None: ``out/../.embed_cache``; ``""``: off).
+        index: the scanned dataset, if already at hand.
+        control: the held-out control (:mod:`dejavu.attack.control`): ``"auto"`` (the
+            partition's when it has one), ``"none"``, ``"partition"``, or a folder of annotated
+            validation images (boxes in ``control_bboxes``).
+        control_bboxes: box folder of a validation-image control.
+        crop_datasets: the crops of sets A and B read from a store instead of decoded; given
+            exactly when ``cfg.crops_betons`` is set (``dejavu.ffcv.betons.crop_datasets(cfg)``).
+
+    Returns:
+        The :class:`AttackResult` (on the other ranks of a torchrun: an empty one).
+
+    Raises:
+        UsageError: ``cfg.crops_betons`` without ``crop_datasets``, or the other way round.
+    """
+    cfg = cfg or AttackConfig()
     st = _setup(model_a, model_b, partition, paths, out, cfg, force, index, crop_datasets)
     csrc = resolve_control(control, st.part, st.index, paths, control_bboxes)
     # 1) crops (headers + XML only) beside 2) the public embeddings (cached)
@@ -326,67 +352,6 @@ def _check_attack_folder(out: Path, force: bool) -> None:
         ]
         if other:
             check_can_write(out, force=False)
-
-
-def attack(
-    model_a: str | os.PathLike,
-    model_b: str | os.PathLike,
-    partition: str | os.PathLike,
-    paths: DataPaths,
-    out: str | os.PathLike,
-    cfg: AttackConfig | None = None,
-    *,
-    force: bool = False,
-    cache_dir: str | os.PathLike | None = None,
-    index: DatasetIndex | None = None,
-    control: str | os.PathLike = "auto",
-    control_bboxes: str | os.PathLike | None = None,
-    crop_datasets: CropDatasets | None = None,
-) -> AttackResult:
-    """Attack one snapshot pair and write ``out`` (see the module docstring).
-
-    Args:
-        model_a: the checkpoint of the model trained on set A.
-        model_b: the checkpoint of the model trained on set B.
-        partition: the partition folder (or a loaded :class:`~dejavu.partition.Partition`).
-        paths: the dataset's images and boxes.
-        out: the attack folder.
-        cfg: the attack's settings (default :class:`AttackConfig`).
-        force: overwrite an existing attack.
-        cache_dir: the public-embedding cache (None: ``out/../.embed_cache``; ``""``: off).
-        index: the scanned dataset, if already at hand.
-        control: the held-out control (:mod:`dejavu.attack.control`): ``"auto"`` (the
-            partition's when it has one), ``"none"``, ``"partition"``, or a folder of annotated
-            validation images (boxes in ``control_bboxes``).
-        control_bboxes: box folder of a validation-image control.
-        crop_datasets: the crops of sets A and B read from a store instead of decoded; given
-            exactly when ``cfg.crops_betons`` is set (``dejavu.ffcv.betons.crop_datasets(cfg)``).
-
-    Returns:
-        The :class:`AttackResult` (on the other ranks of a torchrun: an empty one).
-
-    Raises:
-        UsageError: ``cfg.crops_betons`` without ``crop_datasets``, or the other way round.
-    """
-    cfg = cfg or AttackConfig()
-    dist.setup(cfg.device)  # torchrun / SLURM tasks: join the group
-    with torch.no_grad():  # no autograd for the whole attack, without leaking global state
-        res = _attack(
-            model_a,
-            model_b,
-            partition,
-            paths,
-            out,
-            cfg,
-            force,
-            cache_dir,
-            index,
-            control,
-            control_bboxes,
-            crop_datasets,
-        )
-    dist.finish()  # the other ranks wait for rank 0's files
-    return res
 
 
 _EP = re.compile(r"^model_ep(\d+)\.pth$")

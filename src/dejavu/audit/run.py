@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from dejavu import DejavuError, UsageError, formats
@@ -498,8 +497,9 @@ def _control_crops(
     return _Control(src, crops)
 
 
+@dist.stage(lambda a: a["cfg"].device if a["cfg"] is not None else None)  # torchrun / SLURM tasks: join the group
 @locks_output("audit", folder_of=dist.main_rank_out)
-def _audit(
+def audit(
     model: str | os.PathLike,
     partition: str | os.PathLike,
     paths: DataPaths,
@@ -513,7 +513,32 @@ def _audit(
     control: str | os.PathLike | None = "auto",
     control_bboxes: str | os.PathLike | None = None,
 ) -> AuditResult:
-    """:func:`audit` inside the output lock (rank 0), without autograd."""
+    """Audit one checkpoint and write ``out`` (the module docstring lists the files), without
+    autograd (the classifier's training turns it back on), holding the output folder's lock.
+
+    Args:
+        model: the audited checkpoint (this tool's, or released weights ``load_model`` reads).
+        partition: the partition folder (``dejavu partition``) of the training images.
+        paths: the dataset's image folder and box annotations.
+        out: the audit folder; refused if it holds an audit, unless ``force``.
+        cfg: the audit's settings (default :class:`AuditConfig`), validated first.
+        force: overwrite an earlier audit in ``out`` (and retrain its classifier unless ``resume``).
+        resume: finish an interrupted classifier training in ``out/classifier``.
+        reference_model: a crop classifier trained elsewhere (e.g. an earlier audit's
+            ``classifier/classifier.pth``) instead of training one here.
+        cache_dir: public-embedding cache; default ``out/../.embed_cache``, ``""`` turns it off.
+        index: the training images' index, when the caller has scanned them already.
+        control: the held-out control: ``"auto"``, ``"none"``, ``"partition"`` or a folder of
+            annotated validation images (:mod:`dejavu.audit.control`).
+        control_bboxes: box files of a validation control (default: its folder).
+
+    Returns:
+        The audit folder and its ``results.json`` contents.
+
+    Raises:
+        DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
+            or control with no attackable image; a classifier trained with other settings.
+    """
     cfg = cfg or AuditConfig()
     cfg.validate()
     check_preset(cfg)
@@ -681,66 +706,6 @@ def _write_control(
 def _set_label(name: str) -> str:
     """``bbox_A`` -> ``A`` (the examples.csv ``set`` column); other names as given."""
     return name[-1] if name in ("bbox_A", "bbox_B") else Path(name).stem
-
-
-def audit(
-    model: str | os.PathLike,
-    partition: str | os.PathLike,
-    paths: DataPaths,
-    out: str | os.PathLike,
-    cfg: AuditConfig | None = None,
-    force: bool = False,
-    resume: bool = False,
-    reference_model: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    index: DatasetIndex | None = None,
-    control: str | os.PathLike | None = "auto",
-    control_bboxes: str | os.PathLike | None = None,
-) -> AuditResult:
-    """Audit one checkpoint and write ``out`` (the module docstring lists the files), without
-    autograd (the classifier's training turns it back on), holding the output folder's lock.
-
-    Args:
-        model: the audited checkpoint (this tool's, or released weights ``load_model`` reads).
-        partition: the partition folder (``dejavu partition``) of the training images.
-        paths: the dataset's image folder and box annotations.
-        out: the audit folder; refused if it holds an audit, unless ``force``.
-        cfg: the audit's settings (default :class:`AuditConfig`), validated first.
-        force: overwrite an earlier audit in ``out`` (and retrain its classifier unless ``resume``).
-        resume: finish an interrupted classifier training in ``out/classifier``.
-        reference_model: a crop classifier trained elsewhere (e.g. an earlier audit's
-            ``classifier/classifier.pth``) instead of training one here.
-        cache_dir: public-embedding cache; default ``out/../.embed_cache``, ``""`` turns it off.
-        index: the training images' index, when the caller has scanned them already.
-        control: the held-out control: ``"auto"``, ``"none"``, ``"partition"`` or a folder of
-            annotated validation images (:mod:`dejavu.audit.control`).
-        control_bboxes: box files of a validation control (default: its folder).
-
-    Returns:
-        The audit folder and its ``results.json`` contents.
-
-    Raises:
-        DejavuError: an audit already in ``out`` without ``force``; overlapping sets; a set
-            or control with no attackable image; a classifier trained with other settings.
-    """
-    dist.setup(cfg.device if cfg is not None else None)  # torchrun / SLURM tasks: join the group
-    with torch.no_grad():
-        res = _audit(
-            model,
-            partition,
-            paths,
-            out,
-            cfg,
-            force,
-            resume,
-            reference_model,
-            cache_dir,
-            index,
-            control,
-            control_bboxes,
-        )
-    dist.finish()  # the other ranks wait for rank 0's files
-    return res
 
 
 def summary_text(res: dict[str, Any]) -> str:
