@@ -227,7 +227,10 @@ def load_config(
 def _read_into(d: dict[str, Any], where: dict[str, str], new: dict[str, Any], source: str) -> None:
     """Put ``new`` (read from ``source``) into ``d``: a file's keys replace, ``--set``'s merge into
     nested sections; each key's source is recorded in ``where`` (named in errors)."""
-    merge_into(d, new) if source == "--set" else d.update(new)
+    if source == "--set":
+        merge_into(d, new)
+    else:
+        d.update(new)
     where.update(dict.fromkeys(new, source))
 
 

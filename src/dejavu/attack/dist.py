@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
 from dejavu import DejavuError
 from dejavu.attack.knn import knn as knn1
@@ -72,9 +74,6 @@ def setup(device: str | None) -> DistInfo:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
-    import torch
-    import torch.distributed as dist
-
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     fresh = not dist.is_initialized()
@@ -118,8 +117,6 @@ def stage(device_of: Callable[[dict[str, Any]], str | None], no_grad: bool = Tru
             bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
             setup(device_of(bound.arguments))
-            import torch
-
             with torch.no_grad() if no_grad else contextlib.nullcontext():
                 res = fn(*args, **kwargs)
             finish()  # the other ranks wait for rank 0's files
@@ -131,7 +128,6 @@ def stage(device_of: Callable[[dict[str, Any]], str | None], no_grad: bool = Tru
 
 
 def _leave() -> None:
-    import torch.distributed as dist
 
     if dist.is_initialized():
         # gloo tears a group down badly when a peer has already gone (a rare SIGABRT,
@@ -157,8 +153,6 @@ def main_rank_out(args: dict[str, Any]) -> Any:
 def barrier() -> None:
     """Wait for every rank (nothing in one process)."""
     if current().distributed:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -166,7 +160,6 @@ def broadcast_object(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (``obj`` itself in one process)."""
     if not current().distributed:
         return obj
-    import torch.distributed as dist
 
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -219,9 +212,6 @@ def agree_dim(local: np.ndarray) -> int:
     d = local.shape[1] if local.ndim == 2 and len(local) else 0
     if not current().distributed:
         return d
-    import torch
-    import torch.distributed as dist
-
     t = torch.tensor([d], dtype=torch.int64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
@@ -233,16 +223,12 @@ def sharded(local: np.ndarray, bounds: list[tuple[int, int]]) -> Sharded:
 
 
 def _comm_device() -> str:
-    import torch.distributed as dist
 
     return "cuda" if dist.get_backend() == "nccl" else "cpu"
 
 
 def _rows_block(x: Sharded, qs: int, qe: int):
     """Rows ``qs .. qe-1`` of ``x`` on every rank, each part sent by the rank holding it."""
-    import torch
-    import torch.distributed as dist
-
     info = current()
     buf = torch.empty((qe - qs, x.d), dtype=torch.float32, device=_comm_device())
     for owner, (lo, hi) in enumerate(x.bounds):
@@ -324,9 +310,6 @@ def knn(
 def _merged_block(q: np.ndarray, public: Sharded, k: int, backend: str, device: str, desc: str):
     """The exact top-k of ``q`` over the whole public set: each rank's own top-k, padded to k
     with (inf, max index), gathered from every rank and merged by (distance, index)."""
-    import torch
-    import torch.distributed as dist
-
     d, i = knn_exact(q, public.local, k, backend=backend, device=device, desc=desc)
     pad = k - d.shape[1]
     d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
